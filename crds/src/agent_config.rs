@@ -1,0 +1,263 @@
+//! The agent configuration: what the operator renders into a ConfigMap per `MonitoredApp` and
+//! the sidecar agent reads (and reloads) from its mounted file.
+//!
+//! Everything here is plain data with `deny_unknown_fields`, so a typo in a hand-written agent
+//! config is an error naming the field rather than a silently ignored setting. Secrets are never
+//! inlined: exporters name files under the mounted secrets directory.
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ClientType, Duration};
+use crate::monitored_app::{Detector, LogFormat, OtlpProtocol, ReleaseSource, WhenFull};
+
+/// The whole agent configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Config format version; the agent refuses versions it does not know.
+    pub version: u32,
+    /// The application this agent belongs to.
+    pub app: AppIdentity,
+    /// Listening addresses.
+    pub listen: Listen,
+    /// Scraping of the application's metrics endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape: Option<ScrapeConfig>,
+    /// Log tailing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogsConfig>,
+    /// OTLP reception.
+    pub traces: TracesConfig,
+    /// Crash detection.
+    pub crashes: CrashesConfig,
+    /// Redaction rules.
+    pub redaction: RedactionConfig,
+    /// Memory and disk buffering.
+    pub buffer: BufferConfig,
+    /// Where data goes.
+    #[serde(default)]
+    pub exporters: ExportersConfig,
+}
+
+/// The current agent config format version.
+pub const AGENT_CONFIG_VERSION: u32 = 1;
+
+/// Identity of the monitored application; pod-level identity (pod name, uid, node, version
+/// label) comes from the downward API at run time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppIdentity {
+    /// Namespace of the `MonitoredApp`.
+    pub namespace: String,
+    /// Name of the `MonitoredApp`; the `app` label on every series.
+    pub name: String,
+    /// Client type.
+    pub client_type: ClientType,
+    /// Where the version comes from.
+    pub release_source: ReleaseSource,
+    /// Pod label holding the version, when `releaseSource` is `label`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_label: Option<String>,
+    /// Container whose image tag is the version, when `releaseSource` is `imageTag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_container: Option<String>,
+}
+
+/// Listening addresses.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listen {
+    /// OTLP/gRPC, such as `127.0.0.1:4317`.
+    pub otlp_grpc: String,
+    /// OTLP/HTTP, such as `127.0.0.1:4318`.
+    pub otlp_http: String,
+    /// `/metrics`, `/healthz`, `/readyz`, such as `0.0.0.0:9464`.
+    pub admin: String,
+}
+
+/// Scraping of the app.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// Port name or number on localhost.
+    pub port: String,
+    /// HTTP path.
+    pub path: String,
+    /// Scrape interval.
+    pub interval: Duration,
+    /// Scrape timeout.
+    pub timeout: Duration,
+    /// Honour `prometheus.io/*` annotations found on the pod (via the downward API file).
+    pub honor_annotations: bool,
+}
+
+/// Log tailing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Directory holding the pod's own container log folders (the CRI layout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_log_dir: Option<String>,
+    /// Only these containers; empty means all but the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+    /// Extra file globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Line format.
+    pub format: LogFormat,
+    /// Join stack traces.
+    pub multiline: bool,
+    /// Field identifying the end user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_field: Option<String>,
+    /// Where read offsets are checkpointed.
+    pub checkpoint_dir: String,
+}
+
+/// OTLP reception.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracesConfig {
+    /// Accept OTLP.
+    pub enabled: bool,
+    /// Fraction of traces kept.
+    pub sampling_ratio: f64,
+}
+
+/// Crash detection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CrashesConfig {
+    /// Detect crashes.
+    pub enabled: bool,
+}
+
+/// Redaction.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// Built-in detectors.
+    pub detectors: Vec<Detector>,
+    /// Custom patterns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<crate::monitored_app::RedactionPattern>,
+}
+
+/// Buffering.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Directory of the disk buffer.
+    pub path: String,
+    /// Upper bound of the disk buffer in bytes.
+    pub max_bytes: u64,
+    /// Overflow policy.
+    pub when_full: WhenFull,
+}
+
+/// Exporters, with credentials as file paths.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportersConfig {
+    /// OTLP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpSink>,
+    /// Prometheus remote write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_remote_write: Option<HttpSink>,
+    /// Loki.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loki: Option<HttpSink>,
+    /// Splunk HEC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splunk_hec: Option<SplunkHecSink>,
+}
+
+/// OTLP sink.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtlpSink {
+    /// Endpoint URL.
+    pub endpoint: String,
+    /// Transport.
+    pub protocol: OtlpProtocol,
+    /// `X-Scope-OrgID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// File holding the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<String>,
+    /// File holding the CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+/// Generic HTTP push sink.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpSink {
+    /// Push URL.
+    pub url: String,
+    /// `X-Scope-OrgID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// File holding the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<String>,
+    /// File holding the CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+/// Splunk HEC sink.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SplunkHecSink {
+    /// HEC base URL.
+    pub url: String,
+    /// File holding the HEC token.
+    pub token_file: String,
+    /// Index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// Sourcetype.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sourcetype: Option<String>,
+    /// File holding the CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+/// Why an agent config was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    #[error("agent config: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    #[error("agent config: unsupported version {found} (this agent reads version {expected})")]
+    Version { found: u32, expected: u32 },
+    #[error("agent config: traces.samplingRatio must be between 0 and 1, got {0}")]
+    SamplingRatio(f64),
+    #[error("agent config: buffer.maxBytes must be at least 1 MiB, got {0}")]
+    BufferTooSmall(u64),
+}
+
+impl AgentConfig {
+    /// Parses and checks an agent config; errors name the offending field.
+    pub fn from_yaml(text: &str) -> Result<Self, AgentConfigError> {
+        let config: AgentConfig = serde_yaml::from_str(text)?;
+        if config.version != AGENT_CONFIG_VERSION {
+            return Err(AgentConfigError::Version {
+                found: config.version,
+                expected: AGENT_CONFIG_VERSION,
+            });
+        }
+        if !(0.0..=1.0).contains(&config.traces.sampling_ratio) {
+            return Err(AgentConfigError::SamplingRatio(config.traces.sampling_ratio));
+        }
+        if config.buffer.max_bytes < (1 << 20) {
+            return Err(AgentConfigError::BufferTooSmall(config.buffer.max_bytes));
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,484 @@
+//! `AlertPolicy`: alert rules on one application, who receives them and how they escalate.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{AppRef, Audience, Condition, Duration, PromQl, SecretKeyRef, Severity};
+
+/// Alert rules on a `MonitoredApp`, the audiences that receive them and the escalation of
+/// alerts nobody acknowledges.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "vigil.dev",
+    version = "v1alpha1",
+    kind = "AlertPolicy",
+    namespaced,
+    status = "AlertPolicyStatus",
+    shortname = "ap",
+    category = "vigil",
+    printcolumn = r#"{"name":"App","type":"string","jsonPath":".spec.appRef.name"}"#,
+    printcolumn = r#"{"name":"Rules","type":"integer","jsonPath":".status.rules"}"#,
+    printcolumn = r#"{"name":"Receivers","type":"integer","jsonPath":".status.receivers"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlertPolicySpec {
+    /// The `MonitoredApp` (same namespace) the rules watch.
+    pub app_ref: AppRef,
+
+    /// The alert rules. Each rule sets exactly one kind: `crashRate`, `errorRate`, `latency`,
+    /// `targetDown`, `anomaly`, `forecast` or `promql`.
+    #[schemars(length(min = 1))]
+    pub rules: Vec<AlertRule>,
+
+    /// Who receives the alerts, per audience, and what context each audience wants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<AudienceRoute>,
+
+    /// Escalation of alerts that stay firing without being acknowledged (silenced in
+    /// Alertmanager): after each step's delay the alert is sent again, labelled
+    /// `escalation_level: "<n>"`, to the step's receiver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation: Vec<EscalationStep>,
+}
+
+/// One alert rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("[has(self.crashRate), has(self.errorRate), has(self.latency), has(self.targetDown), has(self.anomaly), has(self.forecast), has(self.promql)].filter(x, x).size() == 1").message("a rule sets exactly one of crashRate, errorRate, latency, targetDown, anomaly, forecast, promql"))]
+pub struct AlertRule {
+    /// Alert name, in UpperCamelCase as Prometheus convention has it, such as `CheckoutCrashSpike`.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Z][A-Za-z0-9]*$')").message("name must be UpperCamelCase letters and digits, such as CheckoutCrashSpike"))]
+    pub name: String,
+
+    /// How long the condition must hold before the alert fires. Default `0s` for crash rules,
+    /// `5m` otherwise.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<Duration>,
+
+    /// Severity label of the alert. Default `warning`.
+    #[serde(default)]
+    pub severity: Severity,
+
+    /// Audiences that receive this rule's alerts. Empty: every audience configured in the
+    /// policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<Audience>,
+
+    /// A one-line summary overriding the generated one. May use Prometheus templating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+
+    /// Link to the runbook for this alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
+
+    /// Fires when crashes per minute exceed a threshold, or rise sharply against the previous
+    /// period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_rate: Option<CrashRateRule>,
+
+    /// Fires when the share of failed requests exceeds a threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<ErrorRateRule>,
+
+    /// Fires when a latency quantile exceeds a threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyRule>,
+
+    /// Fires when the app's scrape target has been down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_down: Option<TargetDownRule>,
+
+    /// Fires when a series leaves its learned baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<AnomalyRule>,
+
+    /// Fires when a series is forecast to cross a capacity within a horizon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastRule>,
+
+    /// A raw PromQL alert expression; it fires for each series it returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promql: Option<PromQlRule>,
+}
+
+/// The kind of an alert rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RuleKind<'a> {
+    CrashRate(&'a CrashRateRule),
+    ErrorRate(&'a ErrorRateRule),
+    Latency(&'a LatencyRule),
+    TargetDown(&'a TargetDownRule),
+    Anomaly(&'a AnomalyRule),
+    Forecast(&'a ForecastRule),
+    PromQl(&'a PromQlRule),
+}
+
+impl AlertRule {
+    /// The rule's kind, or the number of kinds set when it is not exactly one.
+    pub fn kind(&self) -> Result<RuleKind<'_>, usize> {
+        let kinds: Vec<RuleKind<'_>> = [
+            self.crash_rate.as_ref().map(RuleKind::CrashRate),
+            self.error_rate.as_ref().map(RuleKind::ErrorRate),
+            self.latency.as_ref().map(RuleKind::Latency),
+            self.target_down.as_ref().map(RuleKind::TargetDown),
+            self.anomaly.as_ref().map(RuleKind::Anomaly),
+            self.forecast.as_ref().map(RuleKind::Forecast),
+            self.promql.as_ref().map(RuleKind::PromQl),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match kinds.as_slice() {
+            [one] => Ok(*one),
+            other => Err(other.len()),
+        }
+    }
+}
+
+/// Crash-rate rule over `vigil_crashes_total`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CrashRateRule {
+    /// Crashes per minute (all fingerprints together) above which the alert fires. Default `0`:
+    /// any crash fires.
+    #[serde(default)]
+    #[schemars(range(min = 0.0))]
+    pub threshold: f64,
+
+    /// Also fire when the crash rate is this many times the rate of the previous window
+    /// (×N against the period before). Unset: no comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0))]
+    pub increase_factor: Option<f64>,
+
+    /// Window the rate is computed over. Default `15m`.
+    #[serde(default = "default_crash_window")]
+    pub window: Duration,
+}
+
+/// Error-rate rule: failed requests / all requests.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ErrorRateRule {
+    /// Counter of requests, with a status label. Default `http_requests_total`.
+    #[serde(default = "default_request_metric")]
+    pub metric: String,
+    /// Label holding the response status. Default `code`.
+    #[serde(default = "default_status_label")]
+    pub status_label: String,
+    /// Regex of status values that count as errors. Default `5..`.
+    #[serde(default = "default_error_regex")]
+    pub error_regex: String,
+    /// Error percentage above which the alert fires, from 0 to 100.
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub threshold_percent: f64,
+    /// Window the ratio is computed over. Default `5m`.
+    #[serde(default = "default_short_window")]
+    pub window: Duration,
+}
+
+/// Latency rule over a Prometheus histogram.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LatencyRule {
+    /// Histogram base name (without `_bucket`). Default `http_request_duration_seconds`.
+    #[serde(default = "default_latency_metric")]
+    pub histogram: String,
+    /// Quantile from 0 to 1, such as `0.99`.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub quantile: f64,
+    /// Threshold in seconds above which the alert fires.
+    #[schemars(range(min = 0.0))]
+    pub threshold_seconds: f64,
+    /// Window the quantile is computed over. Default `5m`.
+    #[serde(default = "default_short_window")]
+    pub window: Duration,
+}
+
+/// Scrape-target availability rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetDownRule {
+    /// Percentage of the app's targets that must be down for the alert to fire. Default `0`:
+    /// any down target.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_down_percent: f64,
+}
+
+/// Learned-baseline anomaly rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AnomalyRule {
+    /// The series to watch, as PromQL (typically a rate or ratio), such as
+    /// `sum(rate(http_requests_total{code=~"5.."}[5m]))`.
+    pub query: PromQl,
+    /// How much history the baseline learns from. Default `1d`.
+    #[serde(default = "default_baseline_window")]
+    pub baseline_window: Duration,
+    /// Repeating pattern to compare against: `none` (the recent baseline), `daily` (the same
+    /// hour yesterday) or `weekly` (the same hour last week). Default `none`.
+    #[serde(default)]
+    pub seasonality: Seasonality,
+    /// How far from the baseline counts as anomalous: `low` (4σ), `medium` (3σ), `high` (2σ).
+    /// Default `medium`.
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+    /// Which deviations alert: `up`, `down` or `both`. Default `up`.
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+/// Seasonality of a baseline.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Seasonality {
+    /// Compare with the recent baseline window.
+    #[default]
+    None,
+    /// Compare with the same time one day earlier.
+    Daily,
+    /// Compare with the same time one week earlier.
+    Weekly,
+}
+
+/// Sensitivity of an anomaly rule.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Sensitivity {
+    /// Four standard deviations: only large departures.
+    Low,
+    /// Three standard deviations.
+    #[default]
+    Medium,
+    /// Two standard deviations: catches small departures, more noise.
+    High,
+}
+
+impl Sensitivity {
+    /// Number of standard deviations that counts as anomalous.
+    pub fn sigmas(self) -> f64 {
+        match self {
+            Sensitivity::Low => 4.0,
+            Sensitivity::Medium => 3.0,
+            Sensitivity::High => 2.0,
+        }
+    }
+}
+
+/// Direction of an anomaly.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Direction {
+    /// Only values above the baseline.
+    #[default]
+    Up,
+    /// Only values below the baseline.
+    Down,
+    /// Both.
+    Both,
+}
+
+/// Capacity forecast rule (linear extrapolation of recent history).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForecastRule {
+    /// The series to forecast, as PromQL returning an instant vector (such as a request rate or
+    /// a disk usage gauge).
+    pub query: PromQl,
+    /// How far ahead to look, such as `4h`.
+    pub horizon: Duration,
+    /// The capacity the forecast must stay under, in the query's unit.
+    pub capacity: f64,
+    /// History the trend is fitted on. Default `6h`.
+    #[serde(default = "default_forecast_lookback")]
+    pub lookback: Duration,
+}
+
+/// Raw PromQL rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromQlRule {
+    /// Alert expression; each returned series is one alert. Keep the `namespace` and `app`
+    /// labels or let Vigil add them.
+    pub expr: PromQl,
+}
+
+/// The receivers and context of one audience.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AudienceRoute {
+    /// The audience.
+    pub audience: Audience,
+    /// Where this audience's alerts go.
+    #[schemars(length(min = 1))]
+    pub receivers: Vec<Receiver>,
+    /// Context this audience wants in notifications. Default: what suits the audience
+    /// (engineering: version, release, fingerprint, stack trace link; support: users affected;
+    /// management: trend).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<ContextField>,
+    /// Only these severities reach the audience. Empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub severities: Vec<Severity>,
+    /// How long to wait before re-sending a still-firing alert. Default `4h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_interval: Option<Duration>,
+}
+
+/// A piece of alert context.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ContextField {
+    /// The version running when the alert fired.
+    Version,
+    /// The release (revision) that preceded the alert and when it rolled out.
+    Release,
+    /// Distinct users affected.
+    UsersAffected,
+    /// The rate compared to the previous period (×N).
+    Trend,
+    /// Crash fingerprint and crash type.
+    Fingerprint,
+    /// Link to the dashboard.
+    Dashboard,
+    /// Link to the runbook.
+    Runbook,
+}
+
+/// A notification receiver. Exactly one channel is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("[has(self.email), has(self.slack), has(self.webhook), has(self.pagerDuty)].filter(x, x).size() == 1").message("a receiver sets exactly one of email, slack, webhook, pagerDuty"))]
+pub struct Receiver {
+    /// Receiver name, unique in the policy; escalation steps refer to it.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("receiver name must be lower-case letters, digits and '-'"))]
+    pub name: String,
+    /// E-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailReceiver>,
+    /// Slack incoming webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackReceiver>,
+    /// Generic webhook (Alertmanager webhook payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookReceiver>,
+    /// PagerDuty Events API v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pager_duty: Option<PagerDutyReceiver>,
+}
+
+/// E-mail receiver.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmailReceiver {
+    /// Recipient address.
+    #[x_kube(validation = Rule::new("self.contains('@')").message("email.to must be an e-mail address"))]
+    pub to: String,
+    /// SMTP password for Alertmanager's configured smarthost, if it needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// Slack receiver.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlackReceiver {
+    /// Channel, such as `#payments-oncall`.
+    pub channel: String,
+    /// The incoming-webhook URL (a secret: it grants posting rights).
+    pub api_url_secret_ref: SecretKeyRef,
+}
+
+/// Generic webhook receiver.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookReceiver {
+    /// The URL, kept in a Secret because such URLs often embed tokens.
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// PagerDuty receiver.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PagerDutyReceiver {
+    /// The Events API v2 routing key.
+    pub routing_key_secret_ref: SecretKeyRef,
+}
+
+impl Receiver {
+    /// Every Secret key this receiver reads.
+    pub fn secret_refs(&self) -> Vec<&SecretKeyRef> {
+        let mut refs = Vec::new();
+        if let Some(e) = &self.email {
+            refs.extend(e.auth_password_secret_ref.iter());
+        }
+        if let Some(s) = &self.slack {
+            refs.push(&s.api_url_secret_ref);
+        }
+        if let Some(w) = &self.webhook {
+            refs.push(&w.url_secret_ref);
+        }
+        if let Some(p) = &self.pager_duty {
+            refs.push(&p.routing_key_secret_ref);
+        }
+        refs
+    }
+}
+
+/// An escalation step.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EscalationStep {
+    /// How long the alert must stay firing and unacknowledged, counted from when it first fired.
+    pub after: Duration,
+    /// Name of a receiver declared under `audiences` that this step notifies.
+    pub receiver: String,
+}
+
+/// Observed state of an `AlertPolicy`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertPolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `RulesApplied` and `RoutesApplied` conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Prometheus alerting rules generated (including escalation rules).
+    #[serde(default)]
+    pub rules: i32,
+    /// Alertmanager receivers generated.
+    #[serde(default)]
+    pub receivers: i32,
+}
+
+fn default_crash_window() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_short_window() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_baseline_window() -> Duration {
+    Duration::from_secs(86_400)
+}
+fn default_forecast_lookback() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn default_request_metric() -> String {
+    "http_requests_total".into()
+}
+fn default_status_label() -> String {
+    "code".into()
+}
+fn default_error_regex() -> String {
+    "5..".into()
+}
+fn default_latency_metric() -> String {
+    "http_request_duration_seconds".into()
+}

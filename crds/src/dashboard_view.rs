@@ -1,0 +1,113 @@
+//! `DashboardView`: a Grafana dashboard for one audience over one or more applications.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Audience, ClientType, Condition, PromQl};
+
+/// A Grafana dashboard built from presets for an audience and a client type, over one or more
+/// `MonitoredApp`s, with optional extra panels.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "vigil.dev",
+    version = "v1alpha1",
+    kind = "DashboardView",
+    namespaced,
+    status = "DashboardViewStatus",
+    shortname = "dv",
+    category = "vigil",
+    printcolumn = r#"{"name":"Audience","type":"string","jsonPath":".spec.audience"}"#,
+    printcolumn = r#"{"name":"Client","type":"string","jsonPath":".spec.clientType"}"#,
+    printcolumn = r#"{"name":"Panels","type":"integer","jsonPath":".status.panels"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DashboardViewSpec {
+    /// Dashboard title. Default: derived from the audience and the apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+
+    /// Names of the `MonitoredApp`s (same namespace) the dashboard covers.
+    #[schemars(length(min = 1))]
+    pub apps: Vec<String>,
+
+    /// Who the dashboard is for: `engineering` (stack-trace fingerprints, release correlation),
+    /// `support` (users affected) or `management` (trends, SLO summary).
+    pub audience: Audience,
+
+    /// Client-type preset panels. Default: the client type of the first app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_type: Option<ClientType>,
+
+    /// Extra panels appended after the presets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub panels: Vec<ExtraPanel>,
+
+    /// Grafana folder for the dashboard. Default `Vigil`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
+}
+
+/// A user-defined panel.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtraPanel {
+    /// Panel title.
+    #[schemars(length(min = 1))]
+    pub title: String,
+    /// Query; `$namespace` and `$app` are dashboard variables.
+    pub expr: PromQl,
+    /// Grafana unit, such as `percentunit`, `s`, `reqps` or `short`. Default `short`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// `timeseries`, `stat`, `table` or `bargauge`. Default `timeseries`.
+    #[serde(default)]
+    pub kind: PanelKind,
+}
+
+/// Grafana panel type.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PanelKind {
+    /// A time series graph.
+    #[default]
+    Timeseries,
+    /// A single number.
+    Stat,
+    /// A table of series.
+    Table,
+    /// Horizontal bars, ranked.
+    Bargauge,
+}
+
+impl PanelKind {
+    /// Grafana's panel `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PanelKind::Timeseries => "timeseries",
+            PanelKind::Stat => "stat",
+            PanelKind::Table => "table",
+            PanelKind::Bargauge => "bargauge",
+        }
+    }
+}
+
+/// Observed state of a `DashboardView`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardViewStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and `DashboardApplied` conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Panels in the generated dashboard.
+    #[serde(default)]
+    pub panels: i32,
+    /// The Grafana `uid` of the generated dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}

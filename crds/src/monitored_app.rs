@@ -1,0 +1,551 @@
+//! `MonitoredApp`: which pods Vigil watches, what the sidecar agent collects from them and where
+//! it sends it.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ClientType, Condition, Duration, SecretKeyRef};
+
+/// Declares an application to monitor: the pods that make it up, what the injected agent
+/// collects from them, and where the data goes.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "vigil.dev",
+    version = "v1alpha1",
+    kind = "MonitoredApp",
+    namespaced,
+    status = "MonitoredAppStatus",
+    shortname = "mapp",
+    category = "vigil",
+    printcolumn = r#"{"name":"Client","type":"string","jsonPath":".spec.clientType"}"#,
+    printcolumn = r#"{"name":"Selected","type":"integer","jsonPath":".status.selectedPods"}"#,
+    printcolumn = r#"{"name":"Injected","type":"integer","jsonPath":".status.injectedPods"}"#,
+    printcolumn = r#"{"name":"Stale","type":"integer","jsonPath":".status.stalePods"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MonitoredAppSpec {
+    /// Selects the application's pods in this namespace. The agent is injected into every pod
+    /// it matches when the pod is created.
+    pub selector: LabelSelector,
+
+    /// The kind of client the application serves; picks dashboard presets and alert context.
+    /// Default `generic`.
+    #[serde(default)]
+    pub client_type: ClientType,
+
+    /// Scraping of the application's Prometheus endpoint. Omit to scrape nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSpec>,
+
+    /// Log collection from the pod's own log files. Omit to collect no logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogsSpec>,
+
+    /// Trace reception over OTLP from the application's containers.
+    #[serde(default)]
+    pub traces: TracesSpec,
+
+    /// Crash detection in logs (stack traces, panics, fatal errors).
+    #[serde(default)]
+    pub crashes: CrashesSpec,
+
+    /// Removal of personal data and credentials before anything leaves the pod.
+    #[serde(default)]
+    pub redaction: RedactionSpec,
+
+    /// Where the running version of the application is read from.
+    #[serde(default)]
+    pub release: ReleaseSpec,
+
+    /// Where the agent forwards what it collects. At least one exporter, or scraping of the
+    /// agent's `/metrics` by Prometheus, is needed for data to leave the pod.
+    #[serde(default)]
+    pub exporters: ExportersSpec,
+
+    /// The injected agent container itself.
+    #[serde(default)]
+    pub agent: AgentSpec,
+}
+
+/// What to scrape from the application.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// Container port that serves metrics: a port name (as declared in the pod) or a number.
+    pub port: MetricsPort,
+
+    /// HTTP path of the metrics endpoint. Default `/metrics`.
+    #[serde(default = "default_metrics_path")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("path must start with '/'"))]
+    pub path: String,
+
+    /// How often to scrape. Default `30s`.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+
+    /// Give up on a scrape after this long; must not exceed `interval`. Default `10s`.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+
+    /// Honour the `prometheus.io/scrape`, `prometheus.io/port` and `prometheus.io/path` pod
+    /// annotations: a pod annotated `prometheus.io/scrape: "false"` is not scraped, and the
+    /// annotated port and path override the ones above. Default `true`.
+    #[serde(default = "default_true")]
+    pub honor_annotations: bool,
+}
+
+/// A container port, by name or number.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum MetricsPort {
+    /// A port number, 1–65535.
+    Number(u16),
+    /// A port name as declared in the container's `ports`.
+    Name(String),
+}
+
+impl JsonSchema for MetricsPort {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MetricsPort".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "x-kubernetes-int-or-string": true })
+    }
+}
+
+impl std::fmt::Display for MetricsPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsPort::Number(n) => write!(f, "{n}"),
+            MetricsPort::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Which logs the agent reads and how it parses them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.containerLogs || (has(self.files) && size(self.files) > 0)").message("logs needs a source: set containerLogs: true or list files"))]
+pub struct LogsSpec {
+    /// Read the pod's own container logs (`/var/log/pods/<namespace>_<pod>_<uid>/`), which the
+    /// agent mounts read-only; it sees no other pod's logs. Default `true`.
+    #[serde(default = "default_true")]
+    pub container_logs: bool,
+
+    /// Limit container logs to these containers. Empty: every container except the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+
+    /// Extra file globs to tail, such as `/var/log/app/*.log`. The files must be on a volume
+    /// shared with the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(f, f.startsWith('/'))").message("file globs must be absolute paths"))]
+    pub files: Vec<String>,
+
+    /// How each log line is written. Default `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+
+    /// Join multi-line stack traces (Java, Python, Go, Node, Ruby, PHP, C#, Dart, Rust) into one
+    /// event. Default `true`.
+    #[serde(default = "default_true")]
+    pub multiline: bool,
+
+    /// Field (JSON key or logfmt key) that identifies the end user, used to count the users a
+    /// crash affects. Only a hash-based estimate of distinct values leaves the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_field: Option<String>,
+}
+
+/// The format of log lines.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LogFormat {
+    /// One JSON object per line; `level`, `time`/`timestamp` and `msg`/`message` are recognised.
+    Json,
+    /// `key=value` pairs; the same keys are recognised.
+    Logfmt,
+    /// Free text; the level is guessed from common prefixes.
+    #[default]
+    Text,
+}
+
+/// Trace reception.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracesSpec {
+    /// Accept OTLP on `localhost:4317` (gRPC) and `localhost:4318` (HTTP) and point the app's
+    /// containers there with `OTEL_EXPORTER_OTLP_ENDPOINT`. Default `true`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Fraction of traces kept, from 0 to 1. Traces that contain an error are always kept.
+    /// Default `1`.
+    #[serde(default = "default_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sampling_ratio: f64,
+}
+
+impl Default for TracesSpec {
+    fn default() -> Self {
+        Self { enabled: true, sampling_ratio: 1.0 }
+    }
+}
+
+/// Crash detection.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CrashesSpec {
+    /// Detect stack traces, panics and fatal errors in logs and count them per fingerprint as
+    /// `vigil_crashes_total`. Default `true`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for CrashesSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// What the agent removes from log bodies and attributes before they leave the pod.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedactionSpec {
+    /// Built-in detectors to run. Default: all of them.
+    #[serde(default = "Detector::all")]
+    pub detectors: Vec<Detector>,
+
+    /// Extra patterns to redact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<RedactionPattern>,
+}
+
+impl Default for RedactionSpec {
+    fn default() -> Self {
+        Self { detectors: Detector::all(), patterns: Vec::new() }
+    }
+}
+
+/// A built-in redaction detector.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Detector {
+    /// Payment card numbers (13–19 digits, Luhn-checked).
+    CreditCard,
+    /// International bank account numbers (checksum-verified).
+    Iban,
+    /// E-mail addresses.
+    Email,
+    /// Phone numbers in international or common national formats.
+    Phone,
+    /// `Bearer …` tokens in headers and messages.
+    BearerToken,
+    /// JSON Web Tokens.
+    Jwt,
+}
+
+impl Detector {
+    /// Every built-in detector.
+    pub fn all() -> Vec<Detector> {
+        vec![
+            Detector::CreditCard,
+            Detector::Iban,
+            Detector::Email,
+            Detector::Phone,
+            Detector::BearerToken,
+            Detector::Jwt,
+        ]
+    }
+}
+
+/// A custom redaction rule.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedactionPattern {
+    /// Name of the rule, used in the agent's own metrics.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Regular expression (RE2 syntax) whose matches are replaced.
+    #[schemars(length(min = 1))]
+    pub regex: String,
+    /// Replacement text. Default `[REDACTED]`.
+    #[serde(default = "default_replacement")]
+    pub replacement: String,
+}
+
+/// Where the application's version comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.source != 'label' || (has(self.label) && size(self.label) > 0)").message("release.label is required when release.source is label"))]
+pub struct ReleaseSpec {
+    /// `label` reads a pod label; `imageTag` reads the tag of the application's image.
+    /// Default `label`.
+    #[serde(default)]
+    pub source: ReleaseSource,
+
+    /// Pod label holding the version. Default `app.kubernetes.io/version`.
+    #[serde(default = "default_version_label")]
+    pub label: String,
+
+    /// Container whose image tag is the version (for `imageTag`). Default: the first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+impl Default for ReleaseSpec {
+    fn default() -> Self {
+        Self { source: ReleaseSource::Label, label: default_version_label(), container: None }
+    }
+}
+
+/// Source of the version label.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ReleaseSource {
+    /// A pod label.
+    #[default]
+    Label,
+    /// The image tag.
+    ImageTag,
+}
+
+/// The analytics back ends the agent forwards to. Credentials are only ever Secret references.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportersSpec {
+    /// An OTLP endpoint (OpenTelemetry Collector, Tempo, a vendor) for traces, logs and metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpExporter>,
+    /// Prometheus remote write for metrics and crash series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_remote_write: Option<HttpExporter>,
+    /// Loki push API for logs and crash events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loki: Option<HttpExporter>,
+    /// Splunk HTTP Event Collector for logs and crash events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splunk_hec: Option<SplunkHecExporter>,
+}
+
+/// An OTLP exporter.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.endpoint.startsWith('http://') || self.endpoint.startsWith('https://')").message("otlp.endpoint must be an http:// or https:// URL"))]
+pub struct OtlpExporter {
+    /// Endpoint URL, such as `http://otel-collector.observability:4317`.
+    pub endpoint: String,
+    /// `grpc` or `http` (protobuf over HTTP). Default `grpc`.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Tenant, sent as the `X-Scope-OrgID` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Bearer token for the `Authorization` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// CA certificate (PEM) that signed the endpoint's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+/// OTLP transport.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+}
+
+/// An HTTP push exporter (Prometheus remote write, Loki).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.url.startsWith('http://') || self.url.startsWith('https://')").message("url must be an http:// or https:// URL"))]
+pub struct HttpExporter {
+    /// Full push URL, such as `http://mimir:8080/api/v1/push` or
+    /// `http://loki:3100/loki/api/v1/push`.
+    pub url: String,
+    /// Tenant, sent as the `X-Scope-OrgID` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Bearer token for the `Authorization` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// CA certificate (PEM) that signed the endpoint's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A Splunk HTTP Event Collector.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.url.startsWith('http://') || self.url.startsWith('https://')").message("splunkHec.url must be an http:// or https:// URL"))]
+pub struct SplunkHecExporter {
+    /// HEC base URL, such as `https://splunk.example:8088`.
+    pub url: String,
+    /// The HEC token.
+    pub token_secret_ref: SecretKeyRef,
+    /// Target index. Default: the token's default index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// Sourcetype of the events. Default `vigil`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sourcetype: Option<String>,
+    /// CA certificate (PEM) that signed the endpoint's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+impl ExportersSpec {
+    /// Every Secret key the exporters reference, in a stable order and without repeats.
+    pub fn secret_refs(&self) -> Vec<&SecretKeyRef> {
+        let mut refs: Vec<&SecretKeyRef> = Vec::new();
+        if let Some(o) = &self.otlp {
+            refs.extend(o.bearer_token_secret_ref.iter().chain(o.ca_secret_ref.iter()));
+        }
+        for h in [&self.prometheus_remote_write, &self.loki].into_iter().flatten() {
+            refs.extend(h.bearer_token_secret_ref.iter().chain(h.ca_secret_ref.iter()));
+        }
+        if let Some(s) = &self.splunk_hec {
+            refs.push(&s.token_secret_ref);
+            refs.extend(s.ca_secret_ref.iter());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        refs.retain(|r| seen.insert((r.name.clone(), r.key.clone())));
+        refs
+    }
+}
+
+/// The injected agent container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Agent image. Default: the image matching the operator's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// CPU and memory for the agent. Default: requests 10m CPU / 16Mi, limits 200m / 64Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Upper bound of the on-disk buffer in bytes, as a Kubernetes quantity. Data that cannot
+    /// be delivered is kept here until the back end is back. Default `256Mi`.
+    #[serde(default = "default_buffer_size")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(Ki|Mi|Gi)?$')").message("bufferSize must be a byte quantity such as 256Mi or 1Gi"))]
+    pub buffer_size: String,
+
+    /// What to do when the buffer is full: `block` applies back-pressure to the senders (no
+    /// loss), `dropNewest` discards new data (no back-pressure). Default `block`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+
+    /// Port on which the agent serves `/metrics`, `/healthz` and `/readyz`. Default `9464`.
+    #[serde(default = "default_admin_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub admin_port: u16,
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            resources: None,
+            buffer_size: default_buffer_size(),
+            when_full: WhenFull::default(),
+            admin_port: default_admin_port(),
+        }
+    }
+}
+
+impl AgentSpec {
+    /// Buffer size in bytes.
+    pub fn buffer_bytes(&self) -> u64 {
+        parse_byte_quantity(&self.buffer_size).unwrap_or(256 << 20)
+    }
+}
+
+/// Parses `123`, `64Ki`, `256Mi` or `1Gi` into bytes.
+pub fn parse_byte_quantity(q: &str) -> Option<u64> {
+    let (digits, factor) = match q {
+        _ if q.ends_with("Ki") => (&q[..q.len() - 2], 1u64 << 10),
+        _ if q.ends_with("Mi") => (&q[..q.len() - 2], 1 << 20),
+        _ if q.ends_with("Gi") => (&q[..q.len() - 2], 1 << 30),
+        _ => (q, 1),
+    };
+    digits.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)).filter(|n| *n > 0)
+}
+
+/// Buffer overflow policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WhenFull {
+    /// Back-pressure: senders are told to retry later; nothing is lost.
+    #[default]
+    Block,
+    /// Discard new data while the buffer is full.
+    DropNewest,
+}
+
+/// Observed state of a `MonitoredApp`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoredAppStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Injected` and `ConfigRendered` conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Pods the selector matches.
+    #[serde(default)]
+    pub selected_pods: i32,
+    /// Selected pods that run the agent.
+    #[serde(default)]
+    pub injected_pods: i32,
+    /// Injected pods whose agent image or resources differ from the spec; they pick up the
+    /// change when restarted.
+    #[serde(default)]
+    pub stale_pods: i32,
+    /// Hash of the rendered agent configuration currently published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_ratio() -> f64 {
+    1.0
+}
+fn default_metrics_path() -> String {
+    "/metrics".into()
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_replacement() -> String {
+    "[REDACTED]".into()
+}
+fn default_version_label() -> String {
+    "app.kubernetes.io/version".into()
+}
+fn default_buffer_size() -> String {
+    "256Mi".into()
+}
+fn default_admin_port() -> u16 {
+    9464
+}

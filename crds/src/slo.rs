@@ -1,0 +1,189 @@
+//! `SLO`: a service-level objective on one application, its error budget and burn-rate alerts.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{AppRef, Audience, Condition, Duration, PromQl};
+
+/// A service-level objective: an SLI, a target over a window, and who is paged or ticketed when
+/// the error budget burns too fast.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "vigil.dev",
+    version = "v1alpha1",
+    kind = "SLO",
+    root = "Slo",
+    plural = "slos",
+    namespaced,
+    status = "SloStatus",
+    shortname = "slo",
+    category = "vigil",
+    printcolumn = r#"{"name":"App","type":"string","jsonPath":".spec.appRef.name"}"#,
+    printcolumn = r#"{"name":"Objective","type":"number","jsonPath":".spec.objective"}"#,
+    printcolumn = r#"{"name":"Window","type":"string","jsonPath":".spec.window"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.objective > 0.0 && self.objective < 100.0").message("objective is a percentage strictly between 0 and 100, such as 99.9"))]
+pub struct SloSpec {
+    /// The `MonitoredApp` (same namespace) this objective is about.
+    pub app_ref: AppRef,
+
+    /// What the objective promises, in words, such as "99.9 % of checkout requests succeed".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+
+    /// How good and bad events are counted.
+    pub sli: Sli,
+
+    /// Target percentage of good events, strictly between 0 and 100, such as `99.9`.
+    pub objective: f64,
+
+    /// Rolling window the objective is measured over. Default `30d`. The burn-rate windows
+    /// scale with it.
+    #[serde(default = "default_window")]
+    pub window: Duration,
+
+    /// Who gets burn-rate alerts.
+    #[serde(default)]
+    pub alerting: SloAlerting,
+}
+
+/// The service-level indicator. Exactly one form is set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("[has(self.goodTotal), has(self.errorTotal), has(self.availability), has(self.latency)].filter(x, x).size() == 1").message("sli sets exactly one of goodTotal, errorTotal, availability, latency"))]
+pub struct Sli {
+    /// Good and total event rates as PromQL. `{{.window}}` is replaced by each evaluation
+    /// window, e.g. `sum(rate(jobs_total{result="ok"}[{{.window}}]))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub good_total: Option<GoodTotalSli>,
+    /// Error and total event rates as PromQL, with `{{.window}}` as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_total: Option<ErrorTotalSli>,
+    /// Preset: availability from an HTTP request counter with a status label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<AvailabilitySli>,
+    /// Preset: share of requests faster than a threshold, from a histogram.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencySli>,
+}
+
+/// Good/total SLI.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GoodTotalSli {
+    /// Rate of good events over `{{.window}}`.
+    #[x_kube(validation = Rule::new("self.contains('{{.window}}')").message("good must use {{.window}} as its range"))]
+    pub good: PromQl,
+    /// Rate of all events over `{{.window}}`.
+    #[x_kube(validation = Rule::new("self.contains('{{.window}}')").message("total must use {{.window}} as its range"))]
+    pub total: PromQl,
+}
+
+/// Error/total SLI.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ErrorTotalSli {
+    /// Rate of failed events over `{{.window}}`.
+    #[x_kube(validation = Rule::new("self.contains('{{.window}}')").message("errors must use {{.window}} as its range"))]
+    pub errors: PromQl,
+    /// Rate of all events over `{{.window}}`.
+    #[x_kube(validation = Rule::new("self.contains('{{.window}}')").message("total must use {{.window}} as its range"))]
+    pub total: PromQl,
+}
+
+/// Availability preset.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AvailabilitySli {
+    /// Request counter. Default `http_requests_total`.
+    #[serde(default = "default_request_metric")]
+    pub metric: String,
+    /// Label holding the status code. Default `code`.
+    #[serde(default = "default_status_label")]
+    pub status_label: String,
+    /// Regex of status values that are failures. Default `5..`.
+    #[serde(default = "default_error_regex")]
+    pub error_regex: String,
+    /// Extra label matchers narrowing the requests, such as `route="/checkout"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matchers: Option<String>,
+}
+
+/// Latency preset.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LatencySli {
+    /// Histogram base name (without `_bucket`). Default `http_request_duration_seconds`.
+    #[serde(default = "default_latency_metric")]
+    pub histogram: String,
+    /// Requests at or below this many seconds are good. Must equal one of the histogram's `le`
+    /// bucket bounds, such as `0.25`.
+    #[schemars(range(min = 0.0))]
+    pub threshold_seconds: f64,
+    /// Extra label matchers narrowing the requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matchers: Option<String>,
+}
+
+/// Who receives the SLO's burn-rate alerts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SloAlerting {
+    /// Audiences paged on fast burns (14.4× over 1h, 6× over 6h for a 30-day window). Their
+    /// receivers come from the `AlertPolicy`s of the same app. Default `[engineering]`.
+    #[serde(default = "default_page")]
+    pub page: Vec<Audience>,
+    /// Audiences ticketed on slow burns (3× over 1d, 1× over 3d). Default `[support]`.
+    #[serde(default = "default_ticket")]
+    pub ticket: Vec<Audience>,
+}
+
+impl Default for SloAlerting {
+    fn default() -> Self {
+        Self { page: default_page(), ticket: default_ticket() }
+    }
+}
+
+/// Observed state of an `SLO`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SloStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` and `RulesApplied` conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Recording rules generated.
+    #[serde(default)]
+    pub recording_rules: i32,
+    /// Burn-rate alerts generated.
+    #[serde(default)]
+    pub alerts: i32,
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_page() -> Vec<Audience> {
+    vec![Audience::Engineering]
+}
+fn default_ticket() -> Vec<Audience> {
+    vec![Audience::Support]
+}
+fn default_request_metric() -> String {
+    "http_requests_total".into()
+}
+fn default_status_label() -> String {
+    "code".into()
+}
+fn default_error_regex() -> String {
+    "5..".into()
+}
+fn default_latency_metric() -> String {
+    "http_request_duration_seconds".into()
+}

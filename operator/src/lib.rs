@@ -1,0 +1,4 @@
+//! Vigil's operator: pure renderers from the four resources to what Prometheus, Alertmanager,
+//! Grafana, the agent and Kubernetes consume, and the offline `render` command around them.
+
+pub mod render;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# test.sh — the project's one test command (README, CI's .ci/run).
+#
+# 1. installs the real test tools (promtool, amtool, helm, kubectl) if missing,
+# 2. puts .tools/bin and ~/.cargo/bin on PATH,
+# 3. with CI=true, checks formatting first (fail fast),
+# 4. runs the whole workspace's tests with the committed Cargo.lock.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+./scripts/install-test-tools.sh
+
+export PATH="$REPO_ROOT/.tools/bin:$HOME/.cargo/bin:$PATH"
+
+if [ "${CI:-}" = "true" ]; then
+    echo "==> cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+fi
+
+echo "==> cargo test --workspace --locked"
+cargo test --workspace --locked
