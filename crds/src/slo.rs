@@ -26,7 +26,6 @@ use crate::common::{AppRef, Audience, Condition, Duration, PromQl};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("self.objective > 0.0 && self.objective < 100.0").message("objective is a percentage strictly between 0 and 100, such as 99.9"))]
 pub struct SloSpec {
     /// The `MonitoredApp` (same namespace) this objective is about.
     pub app_ref: AppRef,
@@ -39,6 +38,7 @@ pub struct SloSpec {
     pub sli: Sli,
 
     /// Target percentage of good events, strictly between 0 and 100, such as `99.9`.
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 100.0").message("objective is a percentage strictly between 0 and 100, such as 99.9"))]
     pub objective: f64,
 
     /// Rolling window the objective is measured over. Default `30d`. The burn-rate windows

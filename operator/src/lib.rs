@@ -1,4 +1,5 @@
 //! Vigil's operator: pure renderers from the four resources to what Prometheus, Alertmanager,
 //! Grafana, the agent and Kubernetes consume, and the offline `render` command around them.
 
+pub mod manifests;
 pub mod render;

@@ -1,0 +1,144 @@
+//! Malformed manifests: each must give exactly the expected one-line problem, naming the file,
+//! the object and the field.
+
+use std::path::Path;
+
+use super::{load_text, references, Loaded, Problem};
+
+const APP: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: shop, namespace: retail}
+spec:
+  selector: {matchLabels: {app: shop}}
+"#;
+
+/// Loads `text` (after a valid app) and returns every problem as its printed line.
+fn problems(text: &str) -> Vec<String> {
+    let mut loaded = Loaded::default();
+    let mut problems: Vec<Problem> = Vec::new();
+    load_text(Path::new("m.yaml"), &format!("{APP}---\n{text}"), &mut loaded, &mut problems);
+    problems.extend(references::check(&loaded));
+    problems.iter().map(ToString::to_string).collect()
+}
+
+fn policy(rules: &str) -> String {
+    format!(
+        "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {{name: p, namespace: retail}}\nspec:\n  appRef: {{name: shop}}\n  rules:\n{rules}"
+    )
+}
+
+/// A valid app and policy load without problems (the baseline the other cases break).
+#[test]
+fn valid_manifests_have_no_problems() {
+    assert_eq!(problems(&policy("    - name: ShopCrash\n      crashRate: {}\n")), Vec::<String>::new());
+}
+
+/// Each malformed manifest yields one line naming file, object and field.
+#[test]
+fn malformed_manifests_name_object_and_field() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  sepc: 1\n".into(),
+            "m.yaml: MonitoredApp/retail/m: spec.sepc: unknown field `sepc`",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  traces: {samplingRatio: lots}\n".into(),
+            "m.yaml: MonitoredApp/retail/m: spec.traces.samplingRatio: invalid type: string \"lots\"",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  traces: {samplingRatio: 1.5}\n".into(),
+            "m.yaml: MonitoredApp/retail/m: spec.traces.samplingRatio: must be at most 1",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {}\n".into(),
+            "m.yaml: MonitoredApp/retail/m: spec.selector: an empty selector would select every pod",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  logs: {containerLogs: false}\n".into(),
+            "m.yaml: MonitoredApp/retail/m: spec.logs: logs needs a source",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  redaction: {patterns: [{name: x, regex: \"(unclosed\"}]}\n".into(),
+            "m.yaml: MonitoredApp/retail/m: spec.redaction.patterns[0].regex: invalid regular expression",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  exporters: {loki: {url: \"loki:3100\"}}\n".into(),
+            "m.yaml: MonitoredApp/retail/m: spec.exporters.loki: url must be an http:// or https:// URL",
+        ),
+        (policy("    - name: ShopCrash\n      for: 5x\n      crashRate: {}\n"), "m.yaml: AlertPolicy/retail/p: spec.rules[0].for: invalid duration \"5x\""),
+        (policy("    - name: shop-crash\n      crashRate: {}\n"), "m.yaml: AlertPolicy/retail/p: spec.rules[0].name: name must be UpperCamelCase"),
+        (
+            policy("    - name: Bad\n      promql: {expr: \"sum(rate(x[5m])\"}\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[0].promql.expr: PromQL expression has an unbalanced '('",
+        ),
+        (
+            policy("    - name: Two\n      promql: {expr: up}\n      targetDown: {}\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[0]: a rule sets exactly one of crashRate",
+        ),
+        (
+            policy("    - name: Slow\n      latency: {quantile: 1.5, thresholdSeconds: 1}\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[0].latency.quantile: must be at most 1",
+        ),
+        (
+            policy("    - name: Crash\n      severity: urgent\n      crashRate: {}\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[0].severity: unknown variant `urgent`",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: p, namespace: retail}\nspec:\n  appRef: {name: shopp}\n  rules: [{name: Crash, crashRate: {}}]\n".into(),
+            "m.yaml: AlertPolicy/retail/p: spec.appRef.name: no MonitoredApp \"shopp\" in namespace \"retail\"",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: p, namespace: other}\nspec:\n  appRef: {name: shop}\n  rules: [{name: Crash, crashRate: {}}]\n".into(),
+            "m.yaml: AlertPolicy/other/p: spec.appRef.name: no MonitoredApp \"shop\" in namespace \"other\"",
+        ),
+        (
+            format!("{}  escalation: [{{after: 10m, receiver: nobody}}]\n", policy("    - name: Crash\n      crashRate: {}\n")),
+            "m.yaml: AlertPolicy/retail/p: spec.escalation[0].receiver: no receiver named \"nobody\"",
+        ),
+        (
+            format!("{}  audiences: [{{audience: support, receivers: [{{name: a, email: {{to: a@x}}, slack: {{channel: c, apiUrlSecretRef: {{name: s, key: k}}}}}}]}}]\n", policy("    - name: Crash\n      crashRate: {}\n")),
+            "m.yaml: AlertPolicy/retail/p: spec.audiences[0].receivers[0]: a receiver sets exactly one of email, slack, webhook, pagerDuty",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 140\n".into(),
+            "m.yaml: SLO/retail/s: spec.objective: objective is a percentage strictly between 0 and 100",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {goodTotal: {good: \"sum(rate(ok[5m]))\", total: \"sum(rate(all[{{.window}}]))\"}}\n  objective: 99\n".into(),
+            "m.yaml: SLO/retail/s: spec.sli.goodTotal.good: good must use {{.window}} as its range",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: DashboardView\nmetadata: {name: d, namespace: retail}\nspec:\n  apps: [shop, cart]\n  audience: support\n".into(),
+            "m.yaml: DashboardView/retail/d: spec.apps[1]: no MonitoredApp \"cart\" in namespace \"retail\"",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: DashboardView\nmetadata: {name: d, namespace: retail}\nspec:\n  apps: [shop]\n  audience: customers\n".into(),
+            "m.yaml: DashboardView/retail/d: spec.audience: unknown variant `customers`",
+        ),
+        ("apiVersion: vigil.dev/v1alpha1\nkind: Dashboard\nmetadata: {name: d}\n".into(), "m.yaml: Dashboard/default/d: kind: unknown kind \"Dashboard\""),
+        ("apiVersion: vigil.dev/v1beta1\nkind: SLO\nmetadata: {name: s}\n".into(), "m.yaml: SLO/default/s: apiVersion: unsupported apiVersion \"vigil.dev/v1beta1\""),
+        ("apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {namespace: x}\n".into(), "m.yaml: SLO/x/<no name>: metadata.name: missing required field `name`"),
+        ("apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s}\nspek: {}\n".into(), "m.yaml: SLO/default/s: spek: unknown field `spek`"),
+        (APP.into(), "m.yaml: MonitoredApp/retail/shop: metadata.name: duplicate object"),
+        ("kind: [unclosed\n".into(), "m.yaml: invalid YAML:"),
+    ];
+    for (text, expected) in cases {
+        let found = problems(&text);
+        assert!(
+            found.len() == 1 && found[0].starts_with(expected),
+            "expected one problem starting with\n  {expected}\ngot\n  {found:#?}\nfor\n{text}"
+        );
+    }
+}
+
+/// Objects of other API groups (Secrets, Deployments) are skipped, not rejected.
+#[test]
+fn foreign_objects_are_skipped() {
+    let mut loaded = Loaded::default();
+    let mut problems = Vec::new();
+    let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: retail}\nstringData: {token: x}\n";
+    load_text(Path::new("m.yaml"), text, &mut loaded, &mut problems);
+    assert!(problems.is_empty());
+    assert_eq!(loaded.skipped, ["Secret/retail/s"]);
+}
