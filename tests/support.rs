@@ -1,0 +1,54 @@
+//! Shared helpers for the end-to-end tests: locating the real tools (installed by
+//! `scripts/install-test-tools.sh`) and running them with their output kept for the failure
+//! message.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Finds `name` on PATH, in /usr/bin or in the repository's `.tools/bin`. A missing tool is a
+/// test failure, never a skip: the test command installs every tool.
+pub fn tool(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let fallbacks = [PathBuf::from("/usr/bin").join(name), repo_root().join(".tools/bin").join(name)];
+    on_path
+        .into_iter()
+        .chain(fallbacks)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not found: run scripts/install-test-tools.sh (the README's test command does)"))
+}
+
+/// The outcome of one tool run.
+#[derive(Debug)]
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `tool args…` in `dir` and captures its output.
+pub fn run(tool_name: &str, args: &[&str], dir: &Path) -> Run {
+    let out = Command::new(tool(tool_name))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {tool_name}: {e}"));
+    Run {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a tool and fails the test with its full output unless it succeeds.
+pub fn run_ok(tool_name: &str, args: &[&str], dir: &Path) -> Run {
+    let r = run(tool_name, args, dir);
+    assert!(r.success, "{tool_name} {args:?} failed in {}\nstdout:\n{}\nstderr:\n{}", dir.display(), r.stdout, r.stderr);
+    r
+}
