@@ -323,9 +323,16 @@ pub struct SecretKeyRef {
 }
 
 impl SecretKeyRef {
-    /// Where Vigil mounts this secret key in the containers that read it.
+    /// Where the agent sidecar finds this key: its pod only mounts Secrets of its own namespace.
     pub fn mount_path(&self) -> String {
         format!("{}/{}/{}", SECRETS_DIR, self.name, self.key)
+    }
+
+    /// Where a shared component (Alertmanager, Prometheus) that serves every namespace finds
+    /// this key: the namespace is part of the path, so two tenants' Secrets of the same name
+    /// never collide.
+    pub fn namespaced_mount_path(&self, namespace: &str) -> String {
+        format!("{}/{}/{}/{}", SECRETS_DIR, namespace, self.name, self.key)
     }
 }
 

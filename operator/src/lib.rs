@@ -1,5 +1,6 @@
 //! Vigil's operator: pure renderers from the four resources to what Prometheus, Alertmanager,
 //! Grafana, the agent and Kubernetes consume, and the offline `render` command around them.
 
+pub mod bundle;
 pub mod manifests;
 pub mod render;

@@ -1,10 +1,11 @@
 //! `vigil-operator`: prints the CRDs, validates and renders manifests offline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vigil_operator::manifests;
+use vigil_operator::render::alertmanager::AlertmanagerVersion;
+use vigil_operator::{bundle, manifests};
 
 /// Vigil's Kubernetes operator and offline renderer.
 #[derive(Parser, Debug)]
@@ -33,6 +34,10 @@ enum Command {
         /// Output directory; replaced as a whole only when rendering succeeds.
         #[arg(short = 'o', long = "output", value_name = "DIR")]
         output: PathBuf,
+        /// Alertmanager release the configuration targets: `0.26` and later read webhook URLs
+        /// from files; `0.25` cannot, so webhook receivers get an unroutable placeholder URL.
+        #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
+        alertmanager_version: String,
     },
 }
 
@@ -63,7 +68,13 @@ fn main() -> ExitCode {
             }
             Err(problems) => report(&problems),
         },
-        Command::Render { files, output } => render(&files, &output),
+        Command::Render { files, output, alertmanager_version } => {
+            let alertmanager = match alertmanager_version.as_str() {
+                "0.25" => AlertmanagerVersion::V0_25,
+                _ => AlertmanagerVersion::V0_26,
+            };
+            render(&files, &output, bundle::Options { alertmanager })
+        }
     }
 }
 
@@ -75,9 +86,36 @@ fn report(problems: &[manifests::Problem]) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn render(files: &[PathBuf], _output: &std::path::Path) -> ExitCode {
-    match manifests::load(files) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(problems) => report(&problems),
+fn render(files: &[PathBuf], output: &Path, options: bundle::Options) -> ExitCode {
+    let loaded = match manifests::load(files) {
+        Ok(loaded) => loaded,
+        Err(problems) => return report(&problems),
+    };
+    let rendered = match bundle::render(&loaded.inventory, options) {
+        Ok(rendered) => rendered,
+        Err(e) => {
+            eprintln!("vigil-operator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = bundle::write(&rendered, output) {
+        eprintln!("vigil-operator: cannot write {}: {e}", output.display());
+        return ExitCode::FAILURE;
     }
+    let inv = &loaded.inventory;
+    println!(
+        "rendered {} MonitoredApp, {} AlertPolicy, {} SLO, {} DashboardView into {}:",
+        inv.apps.len(),
+        inv.policies.len(),
+        inv.slos.len(),
+        inv.views.len(),
+        output.display()
+    );
+    for (path, bytes) in &rendered.files {
+        println!("  {:<76} {:>7} bytes", path.display(), bytes.len());
+    }
+    if !loaded.skipped.is_empty() {
+        println!("skipped {} object(s) of other kinds: {}", loaded.skipped.len(), loaded.skipped.join(", "));
+    }
+    ExitCode::SUCCESS
 }

@@ -3,7 +3,17 @@
 //! the same input always gives the same output, which is what makes `vigil-operator render`
 //! byte-for-byte reproducible and the live operator's desired state testable.
 
+pub mod agent_config;
+pub mod alertmanager;
+pub mod alerts;
+pub mod dashboards;
+pub mod inject;
 pub mod rules;
+pub mod scrape;
+pub mod slo;
+
+#[cfg(test)]
+pub(crate) mod promtool_tests;
 
 use std::collections::BTreeMap;
 

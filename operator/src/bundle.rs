@@ -1,0 +1,214 @@
+//! The output of `vigil-operator render`: every artefact the renderers produce for an
+//! inventory, laid out as files, and written to a directory all at once or not at all.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::render::alertmanager::AlertmanagerVersion;
+use crate::render::{
+    agent_config, alertmanager, alerts, dashboards, namespace_of, scrape, slo, Inventory,
+};
+
+/// Address of the Alertmanager the rendered `prometheus.yml` sends alerts to.
+pub const ALERTMANAGER_TARGET: &str = "localhost:9093";
+
+/// Rendered files, keyed by their path relative to the output directory.
+#[derive(Debug, Default, PartialEq)]
+pub struct Bundle {
+    pub files: BTreeMap<PathBuf, Vec<u8>>,
+}
+
+/// Why rendering failed (an encoder error; renderers themselves cannot fail).
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot encode {path} as YAML")]
+    Yaml {
+        path: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("cannot encode {path} as JSON")]
+    Json {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Bundle {
+    fn yaml<T: Serialize>(&mut self, path: String, value: &T) -> Result<(), BundleError> {
+        let text = serde_yaml::to_string(value)
+            .map_err(|source| BundleError::Yaml { path: path.clone(), source })?;
+        self.files.insert(path.into(), text.into_bytes());
+        Ok(())
+    }
+
+    fn yaml_stream<T: Serialize>(&mut self, path: String, values: &[T]) -> Result<(), BundleError> {
+        let mut text = String::new();
+        for value in values {
+            text.push_str("---\n");
+            text.push_str(
+                &serde_yaml::to_string(value)
+                    .map_err(|source| BundleError::Yaml { path: path.clone(), source })?,
+            );
+        }
+        self.files.insert(path.into(), text.into_bytes());
+        Ok(())
+    }
+
+    fn json<T: Serialize>(&mut self, path: String, value: &T) -> Result<(), BundleError> {
+        let mut text = serde_json::to_string_pretty(value)
+            .map_err(|source| BundleError::Json { path: path.clone(), source })?;
+        text.push('\n');
+        self.files.insert(path.into(), text.into_bytes());
+        Ok(())
+    }
+
+    /// Paths of the files, in order.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.keys().map(PathBuf::as_path)
+    }
+}
+
+/// The complete `prometheus.yml`: scrape configs, rule files and the Alertmanager target.
+#[derive(Debug, Serialize)]
+struct PrometheusConfig {
+    global: PrometheusGlobal,
+    rule_files: Vec<String>,
+    alerting: serde_json::Value,
+    scrape_configs: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct PrometheusGlobal {
+    scrape_interval: &'static str,
+    evaluation_interval: &'static str,
+}
+
+/// Choices that depend on the target environment rather than on the manifests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// The Alertmanager release the configuration is for.
+    pub alertmanager: AlertmanagerVersion,
+}
+
+/// Renders every artefact for `inv`.
+pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> {
+    let mut out = Bundle::default();
+    let mut k8s: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut push_k8s = |value: serde_json::Value| {
+        let kind = value["kind"].as_str().unwrap_or("object").to_lowercase();
+        let ns = value["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+        let name = value["metadata"]["name"].as_str().unwrap_or("unnamed").to_owned();
+        k8s.push((format!("kubernetes/{ns}-{kind}-{name}.yaml"), value));
+    };
+
+    for app in &inv.apps {
+        let (ns, name) = (namespace_of(app), app.name_any());
+        let config = agent_config::agent_config(app);
+        out.files.insert(
+            format!("agent/{ns}-{name}.yaml").into(),
+            agent_config::agent_config_yaml(&config).into_bytes(),
+        );
+        push_k8s(to_json(&agent_config::agent_config_map(app, &config)));
+        for monitor in scrape::pod_monitors(app) {
+            push_k8s(monitor);
+        }
+    }
+
+    for policy in &inv.policies {
+        let ns = namespace_of(policy);
+        let Some(app) = inv.app(&ns, &policy.spec.app_ref.name) else { continue };
+        let file = alerts::alert_rules(policy, app);
+        out.yaml(format!("prometheus/rules/{ns}-{}.yml", policy.name_any()), &file)?;
+        push_k8s(alerts::prometheus_rule(policy, &file));
+    }
+
+    for objective in &inv.slos {
+        let ns = namespace_of(objective);
+        let Some(app) = inv.app(&ns, &objective.spec.app_ref.name) else { continue };
+        let file = slo::slo_rules(objective, app);
+        out.yaml(format!("prometheus/rules/{ns}-slo-{}.yml", objective.name_any()), &file)?;
+        push_k8s(slo::slo_prometheus_rule(objective, &file));
+        let dashboard = dashboards::slo_dashboard(objective);
+        let folder = dashboards::DEFAULT_FOLDER;
+        out.json(format!("grafana/dashboards/{ns}-slo-{}.json", objective.name_any()), &dashboard)?;
+        let name = dashboards::dashboard_object_name(objective);
+        push_k8s(to_json(&dashboards::dashboard_config_map(objective, name, &dashboard, folder)));
+        push_k8s(dashboards::grafana_dashboard_cr(objective, &dashboard, folder));
+    }
+
+    for view in &inv.views {
+        let ns = namespace_of(view);
+        let dashboard = dashboards::dashboard(view, inv);
+        let folder = dashboards::folder_of(view);
+        out.json(format!("grafana/dashboards/{ns}-{}.json", view.name_any()), &dashboard)?;
+        let name = dashboards::dashboard_object_name(view);
+        push_k8s(to_json(&dashboards::dashboard_config_map(view, name, &dashboard, folder)));
+        push_k8s(dashboards::grafana_dashboard_cr(view, &dashboard, folder));
+    }
+
+    let am = alertmanager::alertmanager_config_for(inv, options.alertmanager);
+    out.files.insert("alertmanager/alertmanager.yml".into(), alertmanager::to_yaml(&am).into_bytes());
+    for cr in alertmanager::alertmanager_config_crs(inv) {
+        push_k8s(cr);
+    }
+
+    let prometheus = PrometheusConfig {
+        global: PrometheusGlobal { scrape_interval: "30s", evaluation_interval: "30s" },
+        rule_files: vec!["rules/*.yml".to_owned()],
+        alerting: serde_json::json!({
+            "alertmanagers": [{ "static_configs": [{ "targets": [ALERTMANAGER_TARGET] }] }]
+        }),
+        scrape_configs: scrape::scrape_configs(inv),
+    };
+    out.yaml("prometheus/prometheus.yml".to_owned(), &prometheus)?;
+
+    for (path, value) in k8s {
+        out.yaml_stream(path, &[value])?;
+    }
+    Ok(out)
+}
+
+/// A typed Kubernetes object as JSON, for the object list.
+fn to_json<T: Serialize>(object: &T) -> serde_json::Value {
+    // Kubernetes objects have string keys only, so encoding cannot fail.
+    serde_json::to_value(object).unwrap_or(serde_json::Value::Null)
+}
+
+/// Writes the bundle to `dir`, replacing its previous content only once every file is written:
+/// files go to a staging directory beside `dir`, which then takes `dir`'s place.
+pub fn write(bundle: &Bundle, dir: &Path) -> io::Result<()> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)?;
+    let staging = tempfile::Builder::new().prefix(".vigil-render-").tempdir_in(&parent)?;
+    for (path, bytes) in &bundle.files {
+        let target = staging.path().join(path);
+        if let Some(folder) = target.parent() {
+            std::fs::create_dir_all(folder)?;
+        }
+        std::fs::write(&target, bytes)?;
+    }
+    let staged = staging.keep();
+    if dir.exists() {
+        let old = tempfile::Builder::new().prefix(".vigil-old-").tempdir_in(&parent)?.keep();
+        std::fs::rename(dir, old.join("out"))?;
+        if let Err(e) = std::fs::rename(&staged, dir) {
+            // Put the previous output back so the user is left with what they had.
+            let _ = std::fs::rename(old.join("out"), dir);
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(e);
+        }
+        std::fs::remove_dir_all(old)?;
+    } else {
+        std::fs::rename(&staged, dir)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! Agent configuration renderer: turns a `MonitoredApp` into the `AgentConfig` the sidecar agent
+//! reads, and wraps it in the per-app ConfigMap that sidecar injection mounts.
+//!
+//! The paths here are the agent's view of the pod and must agree with the volumes that
+//! `super::inject` mounts; both modules use the constants below, so they cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+use vigil_crds::agent_config::{
+    AppIdentity, BufferConfig, CrashesConfig, ExportersConfig, HttpSink, Listen, LogsConfig,
+    OtlpSink, RedactionConfig, ScrapeConfig, SplunkHecSink, TracesConfig, AGENT_CONFIG_VERSION,
+};
+use vigil_crds::monitored_app::{HttpExporter, ReleaseSource};
+use vigil_crds::{AgentConfig, MonitoredApp, SecretKeyRef};
+
+use super::{child_meta, namespace_of};
+
+/// Directory where the agent's ConfigMap is mounted.
+pub const CONFIG_DIR: &str = "/etc/vigil/agent";
+/// Key of the agent configuration inside the ConfigMap (and file name under [`CONFIG_DIR`]).
+pub const CONFIG_KEY: &str = "agent.yaml";
+/// Where the pod's own log directory (`/var/log/pods/<ns>_<pod>_<uid>`) is mounted read-only.
+pub const POD_LOG_DIR: &str = "/var/log/vigil/pod";
+/// Directory of the agent's disk buffer (an `emptyDir` sized by `agent.bufferSize`).
+pub const BUFFER_DIR: &str = "/var/lib/vigil/buffer";
+/// Where log read offsets are checkpointed; inside the buffer volume so that offsets and
+/// buffered data survive an agent restart together.
+pub const CHECKPOINT_DIR: &str = "/var/lib/vigil/buffer/checkpoints";
+/// OTLP/gRPC port the agent listens on (localhost only).
+pub const OTLP_GRPC_PORT: u16 = 4317;
+/// OTLP/HTTP port the agent listens on (localhost only).
+pub const OTLP_HTTP_PORT: u16 = 4318;
+/// Annotation on the ConfigMap holding [`config_hash`] of its `agent.yaml`.
+pub const CONFIG_HASH_ANNOTATION: &str = "vigil.dev/config-hash";
+
+/// Name of the agent ConfigMap of the app called `app_name`.
+pub fn config_map_name(app_name: &str) -> String {
+    format!("vigil-agent-{app_name}")
+}
+
+/// The agent configuration for one `MonitoredApp`.
+///
+/// Secret references become file paths under the secrets directory (see
+/// [`SecretKeyRef::mount_path`]); the values never appear in the config.
+pub fn agent_config(app: &MonitoredApp) -> AgentConfig {
+    let spec = &app.spec;
+    let (version_label, version_container) = match spec.release.source {
+        ReleaseSource::Label => (Some(spec.release.label.clone()), None),
+        ReleaseSource::ImageTag => (None, spec.release.container.clone()),
+    };
+    AgentConfig {
+        version: AGENT_CONFIG_VERSION,
+        app: AppIdentity {
+            namespace: namespace_of(app),
+            name: app.name_any(),
+            client_type: spec.client_type,
+            release_source: spec.release.source,
+            version_label,
+            version_container,
+        },
+        listen: Listen {
+            otlp_grpc: format!("127.0.0.1:{OTLP_GRPC_PORT}"),
+            otlp_http: format!("127.0.0.1:{OTLP_HTTP_PORT}"),
+            admin: format!("0.0.0.0:{}", spec.agent.admin_port),
+        },
+        scrape: spec.metrics.as_ref().map(|m| ScrapeConfig {
+            port: m.port.to_string(),
+            path: m.path.clone(),
+            interval: m.interval.clone(),
+            timeout: m.timeout.clone(),
+            honor_annotations: m.honor_annotations,
+        }),
+        logs: spec.logs.as_ref().map(|l| LogsConfig {
+            pod_log_dir: l.container_logs.then(|| POD_LOG_DIR.to_owned()),
+            containers: l.containers.clone(),
+            files: l.files.clone(),
+            format: l.format,
+            multiline: l.multiline,
+            user_field: l.user_field.clone(),
+            checkpoint_dir: CHECKPOINT_DIR.to_owned(),
+        }),
+        traces: TracesConfig {
+            enabled: spec.traces.enabled,
+            sampling_ratio: spec.traces.sampling_ratio,
+        },
+        crashes: CrashesConfig {
+            enabled: spec.crashes.enabled,
+        },
+        redaction: RedactionConfig {
+            detectors: spec.redaction.detectors.clone(),
+            patterns: spec.redaction.patterns.clone(),
+        },
+        buffer: BufferConfig {
+            path: BUFFER_DIR.to_owned(),
+            max_bytes: spec.agent.buffer_bytes(),
+            when_full: spec.agent.when_full,
+        },
+        exporters: exporters(app),
+    }
+}
+
+fn exporters(app: &MonitoredApp) -> ExportersConfig {
+    let e = &app.spec.exporters;
+    let file = |r: &Option<SecretKeyRef>| r.as_ref().map(SecretKeyRef::mount_path);
+    let http = |h: &HttpExporter| HttpSink {
+        url: h.url.clone(),
+        tenant: h.tenant.clone(),
+        bearer_token_file: file(&h.bearer_token_secret_ref),
+        ca_file: file(&h.ca_secret_ref),
+    };
+    ExportersConfig {
+        otlp: e.otlp.as_ref().map(|o| OtlpSink {
+            endpoint: o.endpoint.clone(),
+            protocol: o.protocol,
+            tenant: o.tenant.clone(),
+            bearer_token_file: file(&o.bearer_token_secret_ref),
+            ca_file: file(&o.ca_secret_ref),
+        }),
+        prometheus_remote_write: e.prometheus_remote_write.as_ref().map(http),
+        loki: e.loki.as_ref().map(http),
+        splunk_hec: e.splunk_hec.as_ref().map(|s| SplunkHecSink {
+            url: s.url.clone(),
+            token_file: s.token_secret_ref.mount_path(),
+            index: s.index.clone(),
+            sourcetype: s.sourcetype.clone(),
+            ca_file: file(&s.ca_secret_ref),
+        }),
+    }
+}
+
+/// The YAML text of an agent config, exactly as written into the ConfigMap.
+pub fn agent_config_yaml(config: &AgentConfig) -> String {
+    // `AgentConfig` is plain structs, enums, strings and numbers with no maps, so serde_yaml has
+    // no case in which it can fail for it (its only serialisation errors are non-string map keys
+    // and errors raised by custom `Serialize` impls, of which there are none).
+    #[allow(clippy::expect_used)] // infallible for this type, see above
+    serde_yaml::to_string(config).expect("AgentConfig always serialises to YAML")
+}
+
+/// Content hash of a rendered config: sha256 of the text, hex, first 16 characters.
+pub fn config_hash(text: &str) -> String {
+    let mut hex = hex::encode(Sha256::digest(text.as_bytes()));
+    hex.truncate(16);
+    hex
+}
+
+/// The ConfigMap `vigil-agent-<app>` holding `agent.yaml`, annotated with the config's hash so
+/// that a changed config is visible in `kubectl get -o yaml` and in the app's status.
+pub fn agent_config_map(app: &MonitoredApp, config: &AgentConfig) -> ConfigMap {
+    let yaml = agent_config_yaml(config);
+    let mut metadata = child_meta(app, config_map_name(&app.name_any()));
+    metadata.annotations = Some(BTreeMap::from([(
+        CONFIG_HASH_ANNOTATION.to_owned(),
+        config_hash(&yaml),
+    )]));
+    ConfigMap {
+        metadata,
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), yaml)])),
+        ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(yaml: &str) -> MonitoredApp {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const FULL: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: checkout, namespace: shop}
+spec:
+  selector: {matchLabels: {app: checkout}}
+  clientType: banking
+  metrics: {port: http-metrics, interval: 15s}
+  logs: {format: json, userField: customer_id, containers: [app]}
+  traces: {samplingRatio: 0.25}
+  release: {source: imageTag, container: app}
+  exporters:
+    otlp:
+      endpoint: https://otel.example:4317
+      tenant: shop
+      bearerTokenSecretRef: {name: otlp-auth, key: token}
+      caSecretRef: {name: otlp-auth, key: ca.crt}
+    loki: {url: "http://loki:3100/loki/api/v1/push"}
+    splunkHec:
+      url: https://splunk.example:8088
+      tokenSecretRef: {name: splunk, key: hec-token}
+  agent: {bufferSize: 1Gi, whenFull: dropNewest, adminPort: 9555}
+"#;
+
+    const MINIMAL: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: portal}
+spec:
+  selector: {matchLabels: {app: portal}}
+"#;
+
+    /// The rendered config of a fully specified app, as the agent will read it.
+    #[test]
+    fn full_app_config_snapshot() {
+        let config = agent_config(&app(FULL));
+        insta::assert_yaml_snapshot!("agent_config__full", config);
+    }
+
+    /// The defaults an app with only a selector gets (no scrape, no logs, label release source).
+    #[test]
+    fn minimal_app_config_snapshot() {
+        let config = agent_config(&app(MINIMAL));
+        insta::assert_yaml_snapshot!("agent_config__minimal", config);
+    }
+
+    /// What the operator writes is accepted by the agent's own parser and validation, and reads
+    /// back unchanged.
+    #[test]
+    fn rendered_yaml_round_trips_through_the_agent_parser() {
+        for yaml in [FULL, MINIMAL] {
+            let config = agent_config(&app(yaml));
+            let parsed = AgentConfig::from_yaml(&agent_config_yaml(&config)).unwrap();
+            assert_eq!(parsed, config);
+        }
+    }
+
+    /// Secrets are referenced by mounted file path, never by value, and the paths are where
+    /// injection mounts them.
+    #[test]
+    fn secrets_become_mounted_file_paths() {
+        let config = agent_config(&app(FULL));
+        let otlp = config.exporters.otlp.unwrap();
+        assert_eq!(
+            otlp.bearer_token_file.as_deref(),
+            Some("/etc/vigil/secrets/otlp-auth/token")
+        );
+        assert_eq!(
+            otlp.ca_file.as_deref(),
+            Some("/etc/vigil/secrets/otlp-auth/ca.crt")
+        );
+        assert_eq!(
+            config.exporters.splunk_hec.unwrap().token_file,
+            "/etc/vigil/secrets/splunk/hec-token"
+        );
+    }
+
+    /// Listen addresses: OTLP only on loopback, admin on all interfaces at the configured port;
+    /// logs come from the mounted pod log dir and checkpoint inside the buffer volume.
+    #[test]
+    fn listen_and_paths_match_the_injected_pod() {
+        let config = agent_config(&app(FULL));
+        assert_eq!(config.listen.otlp_grpc, "127.0.0.1:4317");
+        assert_eq!(config.listen.otlp_http, "127.0.0.1:4318");
+        assert_eq!(config.listen.admin, "0.0.0.0:9555");
+        let logs = config.logs.unwrap();
+        assert_eq!(logs.pod_log_dir.as_deref(), Some(POD_LOG_DIR));
+        assert!(logs.checkpoint_dir.starts_with(&config.buffer.path));
+        assert_eq!(config.buffer.max_bytes, 1 << 30);
+    }
+
+    /// The ConfigMap is named after the app, owned by it, and its hash annotation is the hash
+    /// of exactly the YAML it carries (16 hex characters), so any config change changes it.
+    #[test]
+    fn config_map_carries_yaml_and_its_hash() {
+        let a = app(FULL);
+        let cm = agent_config_map(&a, &agent_config(&a));
+        assert_eq!(cm.metadata.name.as_deref(), Some("vigil-agent-checkout"));
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("shop"));
+        let yaml = &cm.data.as_ref().unwrap()[CONFIG_KEY];
+        let hash = &cm.metadata.annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION];
+        assert_eq!(hash, &config_hash(yaml));
+        assert_eq!(hash.len(), 16);
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
+
+        let mut changed = agent_config(&a);
+        changed.traces.sampling_ratio = 0.5;
+        let cm2 = agent_config_map(&a, &changed);
+        assert_ne!(
+            cm2.metadata.annotations.unwrap()[CONFIG_HASH_ANNOTATION],
+            *hash
+        );
+        insta::assert_yaml_snapshot!("agent_config__config_map", cm);
+    }
+}

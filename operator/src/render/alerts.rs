@@ -1,0 +1,938 @@
+//! Alert rules: renders an `AlertPolicy` into a Prometheus rule file (and the `PrometheusRule`
+//! object that carries it), the first half of the alerting pipeline; the Alertmanager renderer
+//! routes what these rules fire.
+//!
+//! # What every alert carries
+//! Labels: `namespace` and `app` (forced to the policy's own namespace and app, so no rule can
+//! reach another tenant's receivers), `severity`, `audience`, `vigil_policy` and `vigil_rule`.
+//! Crash alerts add `version` (from the crash series). Escalation copies add
+//! `escalation_level: "<n>"` and `vigil_escalation_receiver: <receiver name>`.
+//!
+//! Annotations: `summary`, `description`, and per audience context (`version`, `release`,
+//! `users_affected`, `trend`, `fingerprint`), plus `runbook_url` when the rule sets one,
+//! `baseline` for anomaly rules, `forecast` for forecast rules and `escalation` for escalation
+//! copies. Context comes from `query` templates on the operator's release series and the
+//! agent's crash series, so a missing series only leaves a phrase out: it never drops the alert
+//! (a `group_left` join on release info would).
+//!
+//! # Namespace isolation
+//! Every selector in every expression, including selectors inside user PromQL, is scoped with
+//! the app's `{namespace="…", app="…"}` matcher (see [`scoped_promql`]).
+//!
+//! # Escalation
+//! Escalation copies keep the base alert's name: Alertmanager tells them apart by the
+//! `escalation_level` label, and a silence on the alert name (an acknowledgement) also covers
+//! them, which is what acknowledging means.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use vigil_crds::alert_policy::{
+    AlertRule, AnomalyRule, ContextField, CrashRateRule, Direction, ErrorRateRule, ForecastRule,
+    LatencyRule, RuleKind, Seasonality, TargetDownRule,
+};
+use vigil_crds::{AlertPolicy, Audience, Duration, MonitoredApp};
+
+use super::rules::{AlertingRule, RecordingRule, Rule, RuleFile, RuleGroup};
+use super::{app_matcher, child_meta, namespace_of, promql_str};
+
+/// Evaluation interval of every alert rule group: short, so that a crash alert (`for: 0s`) fires
+/// within one scrape plus 15 s of the first crash.
+pub const GROUP_INTERVAL: &str = "15s";
+
+/// Label added to escalation copies: the 1-based step number, as a string.
+pub const ESCALATION_LEVEL_LABEL: &str = "escalation_level";
+/// Label added to escalation copies: the receiver the step notifies.
+pub const ESCALATION_RECEIVER_LABEL: &str = "vigil_escalation_receiver";
+/// Label naming the `AlertPolicy` an alert comes from.
+pub const POLICY_LABEL: &str = "vigil_policy";
+/// Label naming the rule (its alert name) inside the policy.
+pub const RULE_LABEL: &str = "vigil_rule";
+
+/// The Prometheus rule file of one `AlertPolicy` on its `MonitoredApp`: one group
+/// `vigil.<namespace>.<policy>` with, per rule, the recording rules it needs (anomaly
+/// baselines), one alerting rule per audience, and one escalation copy per escalation step.
+pub fn alert_rules(policy: &AlertPolicy, app: &MonitoredApp) -> RuleFile {
+    let ns = namespace_of(policy);
+    let ctx = Scope {
+        ns: ns.clone(),
+        app: app.name_any(),
+        policy: policy.name_any(),
+    };
+    let mut rules = Vec::new();
+    for rule in &policy.spec.rules {
+        // Validation (CEL and `crate::manifests`) guarantees exactly one kind per rule; a rule
+        // that still has none or several renders nothing rather than a wrong alert.
+        let Ok(kind) = rule.kind() else { continue };
+        let base = base_alert(&ctx, rule, kind);
+        rules.extend(base.recordings.iter().cloned().map(Rule::Recording));
+        let audiences = rule_audiences(policy, rule);
+        for audience in &audiences {
+            rules.push(Rule::Alerting(audience_alert(
+                &ctx, policy, rule, &base, *audience,
+            )));
+        }
+        for (i, step) in policy.spec.escalation.iter().enumerate() {
+            let audience = receiver_audience(policy, &step.receiver)
+                .or_else(|| audiences.first().copied())
+                .unwrap_or(Audience::Engineering);
+            let mut alert = audience_alert(&ctx, policy, rule, &base, audience);
+            // `on ()`: the acknowledgement selector is already this app's and this alert's,
+            // and user PromQL results need not carry `namespace`/`app` labels to match on.
+            alert.expr = format!(
+                "({})\nunless on ()\n  vigil_alert_acknowledged{{{}, alertname=\"{}\"}}",
+                base.expr.trim_end(),
+                ctx.matcher(),
+                promql_str(&rule.name)
+            );
+            let delay = base.for_secs + step.after.as_secs_f64();
+            alert.for_ = Some(duration(delay));
+            alert
+                .labels
+                .insert(ESCALATION_LEVEL_LABEL.into(), (i + 1).to_string());
+            alert
+                .labels
+                .insert(ESCALATION_RECEIVER_LABEL.into(), step.receiver.clone());
+            alert.annotations.insert(
+                "escalation".into(),
+                format!(
+                    "Not acknowledged {} after firing: escalation level {} to {}.",
+                    step.after,
+                    i + 1,
+                    step.receiver
+                ),
+            );
+            rules.push(Rule::Alerting(alert));
+        }
+    }
+    RuleFile {
+        groups: vec![RuleGroup {
+            name: format!("vigil.{}.{}", ns, policy.name_any()),
+            interval: Some(GROUP_INTERVAL.into()),
+            rules,
+        }],
+    }
+}
+
+/// The `monitoring.coreos.com/v1` `PrometheusRule` carrying `file`, named `vigil-<policy>` in
+/// the policy's namespace and owned by it.
+pub fn prometheus_rule(policy: &AlertPolicy, file: &RuleFile) -> serde_json::Value {
+    prometheus_rule_object(
+        child_meta(policy, format!("vigil-{}", policy.name_any())),
+        file,
+    )
+}
+
+/// A `PrometheusRule` object with the given metadata and `file` as its spec; shared with the
+/// SLO renderer.
+pub(crate) fn prometheus_rule_object(
+    meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    file: &RuleFile,
+) -> serde_json::Value {
+    // Both values hold only strings, numbers and string-keyed maps, which always serialise;
+    // `Null` is unreachable.
+    let meta = serde_json::to_value(meta).unwrap_or_default();
+    let spec = serde_json::to_value(file).unwrap_or_default();
+    serde_json::json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": meta,
+        "spec": spec,
+    })
+}
+
+/// Adds the `{namespace="…", app="…"}`-style `matchers` to every vector selector of a PromQL
+/// expression, so user-written PromQL only ever reads its own app's series.
+///
+/// A small lexer rather than a parser: it skips strings, comments, range brackets, numbers,
+/// keywords, function names and grouping label lists, and treats every other identifier (and
+/// every bare `{…}`) as a selector. promtool checks the result in the tests. A user matcher on
+/// the same label (`namespace="other"`) is kept and ANDed with ours, so it can only narrow the
+/// selection, never widen it.
+pub fn scoped_promql(expr: &str, matchers: &str) -> String {
+    const KEYWORDS: [&str; 22] = [
+        "and",
+        "or",
+        "unless",
+        "atan2",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "sum",
+        "avg",
+        "count",
+        "min",
+        "max",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "limitk",
+        "limit_ratio",
+    ];
+    const GROUPING: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = String::with_capacity(expr.len() + 64);
+    let mut i = 0;
+    let is_ident_start = |c: char| c.is_ascii_alphabetic() || c == '_' || c == ':';
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    while i < chars.len() {
+        let c = chars[i];
+        if matches!(c, '"' | '\'' | '`') {
+            let end = string_end(&chars, i);
+            out.extend(&chars[i..end]);
+            i = end;
+        } else if c == '#' {
+            let end = chars[i..]
+                .iter()
+                .position(|&c| c == '\n')
+                .map_or(chars.len(), |p| i + p);
+            out.extend(&chars[i..end]);
+            i = end;
+        } else if c == '[' {
+            let end = chars[i..]
+                .iter()
+                .position(|&c| c == ']')
+                .map_or(chars.len(), |p| i + p + 1);
+            out.extend(&chars[i..end]);
+            i = end;
+        } else if c == '{' {
+            i = scoped_braces(&chars, i, matchers, &mut out);
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
+            let end = chars[i..]
+                .iter()
+                .position(|&c| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                .map_or(chars.len(), |p| i + p);
+            out.extend(&chars[i..end]);
+            i = end;
+        } else if is_ident_start(c) {
+            let end = chars[i..]
+                .iter()
+                .position(|&c| !is_ident(c))
+                .map_or(chars.len(), |p| i + p);
+            let word: String = chars[i..end].iter().collect();
+            out.push_str(&word);
+            i = end;
+            let lower = word.to_ascii_lowercase();
+            let next = chars[i..]
+                .iter()
+                .position(|c| !c.is_whitespace())
+                .map(|p| i + p);
+            let next_char = next.map(|n| chars[n]);
+            if GROUPING.contains(&lower.as_str()) {
+                if let (Some(n), Some('(')) = (next, next_char) {
+                    let close = chars[n..]
+                        .iter()
+                        .position(|&c| c == ')')
+                        .map_or(chars.len(), |p| n + p + 1);
+                    out.extend(&chars[i..close]);
+                    i = close;
+                }
+            } else if KEYWORDS.contains(&lower.as_str()) || next_char == Some('(') {
+                // An operator, aggregation or function call: not a selector.
+            } else if let (Some(n), Some('{')) = (next, next_char) {
+                out.extend(&chars[i..n]);
+                i = scoped_braces(&chars, n, matchers, &mut out);
+            } else {
+                out.push('{');
+                out.push_str(matchers);
+                out.push('}');
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Copies the `{…}` matcher list starting at `open`, with `matchers` put first; returns the
+/// index after the closing brace.
+fn scoped_braces(chars: &[char], open: usize, matchers: &str, out: &mut String) -> usize {
+    let mut i = open + 1;
+    while i < chars.len() && chars[i] != '}' {
+        i = if matches!(chars[i], '"' | '\'' | '`') {
+            string_end(chars, i)
+        } else {
+            i + 1
+        };
+    }
+    let body: String = chars[open + 1..i.min(chars.len())].iter().collect();
+    out.push('{');
+    out.push_str(matchers);
+    if !body.trim().is_empty() {
+        out.push_str(", ");
+        out.push_str(body.trim());
+    }
+    out.push('}');
+    (i + 1).min(chars.len())
+}
+
+/// Index just after the string literal opening at `start` (backslash escapes except in raw
+/// backtick strings).
+fn string_end(chars: &[char], start: usize) -> usize {
+    let quote = chars[start];
+    let mut i = start + 1;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' if quote != '`' => i += 2,
+            c if c == quote => return i + 1,
+            _ => i += 1,
+        }
+    }
+    chars.len()
+}
+
+/// Names that scope one policy's rules.
+struct Scope {
+    ns: String,
+    app: String,
+    policy: String,
+}
+
+impl Scope {
+    fn matcher(&self) -> String {
+        app_matcher(&self.ns, &self.app)
+    }
+}
+
+/// What one rule's alert is, before it is copied per audience.
+struct BaseAlert {
+    expr: String,
+    for_secs: f64,
+    summary: String,
+    /// First sentence of the description (a template).
+    headline: String,
+    /// Whether the alert carries a `version` label (crash alerts).
+    has_version: bool,
+    /// Phrase for the trend (×N vs the previous window), when the kind has one.
+    trend: Option<Phrase>,
+    /// Phrase naming the top crash fingerprint (crash alerts).
+    fingerprint: Option<Phrase>,
+    recordings: Vec<RecordingRule>,
+    /// Kind-specific annotations (`baseline`, `forecast`).
+    extra: BTreeMap<String, String>,
+}
+
+fn base_alert(ctx: &Scope, rule: &AlertRule, kind: RuleKind<'_>) -> BaseAlert {
+    let default_for = if matches!(kind, RuleKind::CrashRate(_)) {
+        0.0
+    } else {
+        300.0
+    };
+    let mut base = BaseAlert {
+        expr: String::new(),
+        for_secs: rule
+            .for_
+            .as_ref()
+            .map_or(default_for, Duration::as_secs_f64),
+        summary: String::new(),
+        headline: String::new(),
+        has_version: false,
+        trend: None,
+        fingerprint: None,
+        recordings: Vec::new(),
+        extra: BTreeMap::new(),
+    };
+    match kind {
+        RuleKind::CrashRate(r) => crash_rate(ctx, r, &mut base),
+        RuleKind::ErrorRate(r) => error_rate(ctx, r, &mut base),
+        RuleKind::Latency(r) => latency(ctx, r, &mut base),
+        RuleKind::TargetDown(r) => target_down(ctx, r, &mut base),
+        RuleKind::Anomaly(r) => anomaly(ctx, rule, r, &mut base),
+        RuleKind::Forecast(r) => forecast(ctx, r, &mut base),
+        RuleKind::PromQl(r) => {
+            base.expr = scoped_promql(r.expr.as_str(), &ctx.matcher());
+            base.summary = format!("{} in {}/{}", rule.name, ctx.ns, ctx.app);
+            base.headline = format!("{} fired with value {{{{ $value | humanize }}}}", rule.name);
+        }
+    }
+    if let Some(summary) = &rule.summary {
+        base.summary = summary.clone();
+    }
+    base
+}
+
+/// Crashes counted in a window ending `back` ago, per crash series. A fingerprint seen for the
+/// first time appears already at 1, and `increase()` over it is 0 (or absent), so series that
+/// did not exist one window earlier count with their whole value; the others by `increase()`,
+/// which also handles counter resets. (`or` keeps the left side, hence new series first.)
+fn crashes_in_window(sel: &str, window: &Duration, back: f64) -> String {
+    let w = window.as_secs_f64();
+    let (now, before) = if back > 0.0 {
+        (format!(" offset {}", duration(back)), duration(back + w))
+    } else {
+        (String::new(), duration(w))
+    };
+    format!(
+        "(vigil_crashes_total{{{sel}}}{now} unless vigil_crashes_total{{{sel}}} offset {before})\n  \
+         or increase(vigil_crashes_total{{{sel}}}[{window}]{now})"
+    )
+}
+
+fn crash_rate(ctx: &Scope, r: &CrashRateRule, base: &mut BaseAlert) {
+    let sel = ctx.matcher();
+    let w = r.window.as_secs_f64();
+    let minutes = num(w / 60.0);
+    let per_min = |back: f64| {
+        format!(
+            "sum by (namespace, app, version) (\n  {}\n) / {minutes}",
+            crashes_in_window(&sel, &r.window, back)
+        )
+    };
+    let current = per_min(0.0);
+    let mut expr = format!("{current} > {}", num(r.threshold));
+    if let Some(factor) = r.increase_factor {
+        // A version with no crash in the previous window compares against 0: any crash is ×∞.
+        expr = format!(
+            "(\n{expr}\n)\nor\n(\n{current}\n  > {} * (\n{}\n  or {current} * 0)\n)",
+            num(factor),
+            per_min(w)
+        );
+    }
+    base.expr = expr;
+    base.has_version = true;
+    base.summary = format!(
+        "Crashes in {}/{} version {{{{ $labels.version }}}}",
+        ctx.ns, ctx.app
+    );
+    base.headline = format!(
+        "{{{{ $value | printf \"%.2f\" }}}} crashes/min over the last {} (threshold {}/min)",
+        r.window,
+        num(r.threshold)
+    );
+    // Context queries narrow to the alert's version; `%` is printf's, so escape ours.
+    let vsel = format!("{}, version=%[1]q", sel.replace('%', "%%"));
+    let args = ["$labels.version"];
+    let trend_q = format!(
+        "sum({}) / (sum({}) > 0)",
+        crashes_in_window(&vsel, &r.window, 0.0),
+        crashes_in_window(&vsel, &r.window, w)
+    );
+    base.trend = Some(Phrase::query(
+        tmpl_query(&trend_q, &args),
+        &format!(
+            "crash rate ×{{{{ .Value | printf \"%.1f\" }}}} vs the previous {}",
+            r.window
+        ),
+        Some(&format!("new: no crashes in the previous {}", r.window)),
+    ));
+    let fp_q = format!(
+        "topk(1, sum by (fingerprint, type, language) ({}))",
+        crashes_in_window(&vsel, &r.window, 0.0)
+    );
+    base.fingerprint = Some(Phrase::query(
+        tmpl_query(&fp_q, &args),
+        &format!(
+            "top crash {{{{ .Labels.fingerprint }}}} ({{{{ .Labels.type }}}}, {{{{ .Labels.language }}}}): \
+             {{{{ .Value | humanize }}}} in {}",
+            r.window
+        ),
+        None,
+    ));
+}
+
+/// `errors / all` over `window`, ending `offset` ago.
+fn error_ratio(sel: &str, r: &ErrorRateRule, offset: &str) -> String {
+    format!(
+        "sum by (namespace, app) (rate({m}{{{sel}, {l}=~\"{re}\"}}[{w}]{offset}))\n  \
+         / sum by (namespace, app) (rate({m}{{{sel}}}[{w}]{offset}))",
+        m = r.metric,
+        l = r.status_label,
+        re = promql_str(&r.error_regex),
+        w = r.window,
+    )
+}
+
+fn error_rate(ctx: &Scope, r: &ErrorRateRule, base: &mut BaseAlert) {
+    let sel = ctx.matcher();
+    base.expr = format!(
+        "{}\n> {}",
+        error_ratio(&sel, r, ""),
+        num(r.threshold_percent / 100.0)
+    );
+    base.summary = format!("High error rate in {}/{}", ctx.ns, ctx.app);
+    base.headline = format!(
+        "{{{{ $value | humanizePercentage }}}} of requests failed over the last {} (threshold {} %)",
+        r.window,
+        num(r.threshold_percent)
+    );
+    let trend_q = format!(
+        "({}) / (({}) > 0)",
+        error_ratio(&sel, r, ""),
+        error_ratio(&sel, r, &format!(" offset {}", r.window))
+    );
+    base.trend = Some(trend_phrase(&trend_q, &r.window));
+}
+
+fn latency_quantile(sel: &str, r: &LatencyRule, offset: &str) -> String {
+    format!(
+        "histogram_quantile({}, sum by (namespace, app, le) (rate({}_bucket{{{sel}}}[{}]{offset})))",
+        num(r.quantile),
+        r.histogram,
+        r.window
+    )
+}
+
+fn latency(ctx: &Scope, r: &LatencyRule, base: &mut BaseAlert) {
+    let sel = ctx.matcher();
+    base.expr = format!(
+        "{} > {}",
+        latency_quantile(&sel, r, ""),
+        num(r.threshold_seconds)
+    );
+    let q = num(r.quantile * 100.0);
+    base.summary = format!(
+        "Slow responses in {}/{}: p{q} above {}s",
+        ctx.ns,
+        ctx.app,
+        num(r.threshold_seconds)
+    );
+    base.headline = format!(
+        "p{q} latency is {{{{ $value | humanizeDuration }}}} over the last {} (threshold {}s)",
+        r.window,
+        num(r.threshold_seconds)
+    );
+    let trend_q = format!(
+        "{} / ({} > 0)",
+        latency_quantile(&sel, r, ""),
+        latency_quantile(&sel, r, &format!(" offset {}", r.window))
+    );
+    base.trend = Some(trend_phrase(&trend_q, &r.window));
+}
+
+fn trend_phrase(query: &str, window: &Duration) -> Phrase {
+    Phrase::query(
+        tmpl_query(query, &[]),
+        &format!("×{{{{ .Value | printf \"%.1f\" }}}} vs the previous {window}"),
+        None,
+    )
+}
+
+fn target_down(ctx: &Scope, r: &TargetDownRule, base: &mut BaseAlert) {
+    let sel = ctx.matcher();
+    base.expr = format!(
+        "100 * (\n  count by (namespace, app) (up{{{sel}}} == 0)\n  / count by (namespace, app) (up{{{sel}}})\n) > {}",
+        num(r.min_down_percent)
+    );
+    base.summary = format!("Scrape targets of {}/{} are down", ctx.ns, ctx.app);
+    base.headline = format!(
+        "{{{{ $value | printf \"%.0f\" }}}} % of the scrape targets are down (threshold {} %)",
+        num(r.min_down_percent)
+    );
+}
+
+fn anomaly(ctx: &Scope, rule: &AlertRule, r: &AnomalyRule, base: &mut BaseAlert) {
+    let rec_sel = format!(
+        "{}, {POLICY_LABEL}=\"{}\", {RULE_LABEL}=\"{}\"",
+        ctx.matcher(),
+        promql_str(&ctx.policy),
+        promql_str(&rule.name)
+    );
+    let bw = &r.baseline_window;
+    let value = format!("vigil:anomaly:value{{{rec_sel}}}");
+    let mean = format!("vigil:anomaly:baseline_mean{{{rec_sel}}}");
+    let stddev = format!("vigil:anomaly:baseline_stddev{{{rec_sel}}}");
+    let expected = format!("vigil:anomaly:expected{{{rec_sel}}}");
+    let (period, season_text) = match r.seasonality {
+        Seasonality::None => (None, format!("the last {bw}")),
+        Seasonality::Daily => (
+            Some(86_400.0),
+            format!("the same hour yesterday, trend over {bw}"),
+        ),
+        Seasonality::Weekly => (
+            Some(604_800.0),
+            format!("the same hour last week, trend over {bw}"),
+        ),
+    };
+    // Seasonal expectation (GitLab's recipe): the hour around the same time one period ago,
+    // shifted by how much the baseline mean moved since; the plain mean until a whole period
+    // of history exists.
+    let expected_expr = match period {
+        None => mean.clone(),
+        Some(p) => format!(
+            "(\n  avg_over_time({value}[1h] offset {})\n  + {mean}\n  - {mean} offset {}\n)\nor {mean}",
+            duration(p - 1800.0),
+            duration(p)
+        ),
+    };
+    let labels = BTreeMap::from([
+        ("namespace".to_owned(), ctx.ns.clone()),
+        ("app".to_owned(), ctx.app.clone()),
+        (POLICY_LABEL.to_owned(), ctx.policy.clone()),
+        (RULE_LABEL.to_owned(), rule.name.clone()),
+    ]);
+    let record = |name: &str, expr: String, labels: BTreeMap<String, String>| RecordingRule {
+        record: name.to_owned(),
+        expr,
+        labels,
+    };
+    base.recordings = vec![
+        record(
+            "vigil:anomaly:value",
+            scoped_promql(r.query.as_str(), &ctx.matcher()),
+            labels,
+        ),
+        record(
+            "vigil:anomaly:baseline_mean",
+            format!("avg_over_time({value}[{bw}])"),
+            BTreeMap::new(),
+        ),
+        record(
+            "vigil:anomaly:baseline_stddev",
+            format!("stddev_over_time({value}[{bw}])"),
+            BTreeMap::new(),
+        ),
+        record("vigil:anomaly:expected", expected_expr, BTreeMap::new()),
+        // A flat baseline (σ = 0) gives no z-score rather than a division by zero.
+        record(
+            "vigil:anomaly:zscore",
+            format!("({value} - {expected})\n/ ({stddev} > 0)"),
+            BTreeMap::new(),
+        ),
+    ];
+    let sigmas = num(r.sensitivity.sigmas());
+    let z = format!("vigil:anomaly:zscore{{{rec_sel}}}");
+    base.expr = match r.direction {
+        Direction::Up => format!("{z} > {sigmas}"),
+        Direction::Down => format!("{z} < -{sigmas}"),
+        Direction::Both => format!("abs({z}) > {sigmas}"),
+    };
+    base.summary = format!(
+        "{} in {}/{} left its learned baseline",
+        rule.name, ctx.ns, ctx.app
+    );
+    base.headline = format!(
+        "{} is {{{{ $value | printf \"%.1f\" }}}}σ from its learned baseline (threshold {sigmas}σ, {})",
+        rule.name,
+        match r.direction {
+            Direction::Up => "upwards",
+            Direction::Down => "downwards",
+            Direction::Both => "either way",
+        }
+    );
+    let humanized = |q: &str, text: &str| {
+        Phrase::query(
+            tmpl_query(q, &[]),
+            &format!("{text} {{{{ .Value | humanize }}}}"),
+            None,
+        )
+        .render("")
+    };
+    base.extra.insert(
+        "baseline".into(),
+        format!(
+            "{}{}{} (1σ), learned from {season_text}.",
+            humanized(&value, "Now"),
+            humanized(&expected, ", normal is"),
+            humanized(&stddev, " ±"),
+        ),
+    );
+}
+
+fn forecast(ctx: &Scope, r: &ForecastRule, base: &mut BaseAlert) {
+    let query = scoped_promql(r.query.as_str(), &ctx.matcher());
+    let horizon = num(r.horizon.as_secs_f64());
+    let fit = |lookback: &str| format!("predict_linear(({query})[{lookback}:1m], {horizon})");
+    base.expr = format!("{} > {}", fit(r.lookback.as_str()), num(r.capacity));
+    base.summary = format!(
+        "{}/{} is forecast to exceed its capacity of {} within {}",
+        ctx.ns,
+        ctx.app,
+        num(r.capacity),
+        r.horizon
+    );
+    base.headline = format!(
+        "A straight line fitted over the last {} reaches {{{{ $value | humanize }}}} in {} \
+         (capacity {})",
+        r.lookback,
+        r.horizon,
+        num(r.capacity)
+    );
+    let half = duration((r.lookback.as_secs_f64() / 2.0).max(60.0));
+    base.extra.insert(
+        "forecast".into(),
+        format!(
+            "Linear extrapolation, not a prediction of bursts: {}{}. A trend that is not \
+             linear (daily peaks, sudden growth) makes this wrong either way.",
+            Phrase::query(
+                tmpl_query(&query, &[]),
+                "now {{ .Value | humanize }}",
+                Some("current value unknown"),
+            )
+            .render(""),
+            Phrase::query(
+                tmpl_query(&fit(&half), &[]),
+                &format!("; a fit over only the last {half} gives {{{{ .Value | humanize }}}}, so the spread between the two fits is the uncertainty"),
+                None,
+            )
+            .render(""),
+        ),
+    );
+}
+
+/// The audiences a rule's alerts go to: its own list, else every audience of the policy, else
+/// engineering. Severity filters of an audience are applied by the Alertmanager routes.
+fn rule_audiences(policy: &AlertPolicy, rule: &AlertRule) -> Vec<Audience> {
+    let mut out: Vec<Audience> = if rule.audiences.is_empty() {
+        policy.spec.audiences.iter().map(|a| a.audience).collect()
+    } else {
+        rule.audiences.clone()
+    };
+    if out.is_empty() {
+        out.push(Audience::Engineering);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The audience whose receivers include `receiver`.
+fn receiver_audience(policy: &AlertPolicy, receiver: &str) -> Option<Audience> {
+    policy
+        .spec
+        .audiences
+        .iter()
+        .find(|a| a.receivers.iter().any(|r| r.name == receiver))
+        .map(|a| a.audience)
+}
+
+/// The context an audience gets: its own list, else the audience's defaults.
+fn audience_context(policy: &AlertPolicy, audience: Audience) -> Vec<ContextField> {
+    let own = policy
+        .spec
+        .audiences
+        .iter()
+        .find(|a| a.audience == audience)
+        .map(|a| a.context.clone())
+        .unwrap_or_default();
+    if !own.is_empty() {
+        return own;
+    }
+    use ContextField::*;
+    match audience {
+        Audience::Engineering => vec![Version, Release, Fingerprint, Trend],
+        Audience::Support => vec![UsersAffected, Version],
+        Audience::Management => vec![Trend, UsersAffected],
+    }
+}
+
+/// The alerting rule of `base` for one audience.
+fn audience_alert(
+    ctx: &Scope,
+    policy: &AlertPolicy,
+    rule: &AlertRule,
+    base: &BaseAlert,
+    audience: Audience,
+) -> AlertingRule {
+    let labels = BTreeMap::from([
+        ("namespace".to_owned(), ctx.ns.clone()),
+        ("app".to_owned(), ctx.app.clone()),
+        ("severity".to_owned(), rule.severity.as_str().to_owned()),
+        ("audience".to_owned(), audience.as_str().to_owned()),
+        (POLICY_LABEL.to_owned(), ctx.policy.clone()),
+        (RULE_LABEL.to_owned(), rule.name.clone()),
+    ]);
+    let wanted = audience_context(policy, audience);
+    let mut annotations = base.extra.clone();
+    annotations.insert("summary".into(), base.summary.clone());
+    let mut description = base.headline.clone();
+    // Phrases in reading order: "×3 vs the previous 15m, version 17.2, started after deploy
+    // abc123, 847 users affected".
+    for field in [
+        ContextField::Trend,
+        ContextField::Version,
+        ContextField::Release,
+        ContextField::UsersAffected,
+        ContextField::Fingerprint,
+    ] {
+        if !wanted.contains(&field) {
+            continue;
+        }
+        if let Some((key, phrase)) = context_phrase(ctx, base, field) {
+            description.push_str(&phrase.render(", "));
+            annotations.insert(key.into(), phrase.render(""));
+        }
+    }
+    description.push('.');
+    annotations.insert("description".into(), description);
+    if let Some(url) = &rule.runbook_url {
+        annotations.insert("runbook_url".into(), url.clone());
+    }
+    AlertingRule {
+        alert: rule.name.clone(),
+        expr: base.expr.clone(),
+        for_: Some(duration(base.for_secs)),
+        labels,
+        annotations,
+    }
+}
+
+/// The annotation key and template phrase of one context field, when it applies to the kind.
+fn context_phrase(
+    ctx: &Scope,
+    base: &BaseAlert,
+    field: ContextField,
+) -> Option<(&'static str, Phrase)> {
+    let sel = ctx.matcher();
+    let (vsel, args): (String, &[&str]) = if base.has_version {
+        (
+            format!("{}, version=%[1]q", sel.replace('%', "%%")),
+            &["$labels.version"],
+        )
+    } else {
+        (sel.clone(), &[])
+    };
+    match field {
+        ContextField::Trend => base.trend.clone().map(|t| ("trend", t)),
+        ContextField::Fingerprint => base.fingerprint.clone().map(|f| ("fingerprint", f)),
+        ContextField::Version if base.has_version => {
+            Some(("version", Phrase::plain("version {{ $labels.version }}")))
+        }
+        ContextField::Version => Some((
+            "version",
+            Phrase::query(
+                tmpl_query(
+                    &format!("topk(1, vigil_app_release_timestamp_seconds{{{sel}}})"),
+                    &[],
+                ),
+                "version {{ .Labels.version }}",
+                None,
+            ),
+        )),
+        ContextField::Release => {
+            let body = if base.has_version {
+                "started after deploy {{ .Labels.revision }} ({{ .Value | humanizeTimestamp }})"
+            } else {
+                "latest deploy {{ .Labels.revision }} ({{ .Value | humanizeTimestamp }})"
+            };
+            Some((
+                "release",
+                Phrase::query(
+                    tmpl_query(
+                        &format!("topk(1, vigil_app_release_timestamp_seconds{{{vsel}}})"),
+                        args,
+                    ),
+                    body,
+                    None,
+                ),
+            ))
+        }
+        ContextField::UsersAffected => Some((
+            "users_affected",
+            Phrase::query(
+                tmpl_query(&format!("sum(vigil_crash_affected_users{{{vsel}}})"), args),
+                "{{ .Value | printf \"%.0f\" }} users affected",
+                None,
+            ),
+        )),
+        // No dashboard URL is known when rendering; the runbook link is `runbook_url`.
+        ContextField::Dashboard | ContextField::Runbook => None,
+    }
+}
+
+/// A Go template pipeline running `promql` through `query`; with `args`, `promql` is a printf
+/// format (`%q` placeholders, `%%` for a literal percent sign).
+fn tmpl_query(promql: &str, args: &[&str]) -> String {
+    if args.is_empty() {
+        format!("query {}", go_string(promql))
+    } else {
+        format!("printf {} {} | query", go_string(promql), args.join(" "))
+    }
+}
+
+/// A context phrase: a template body shown with the first sample of a query as `.` (or, with
+/// no query, as is); an empty query result shows `otherwise`, or nothing.
+#[derive(Clone, Debug)]
+struct Phrase {
+    pipeline: Option<String>,
+    body: String,
+    otherwise: Option<String>,
+}
+
+impl Phrase {
+    fn plain(body: &str) -> Self {
+        Self {
+            pipeline: None,
+            body: body.to_owned(),
+            otherwise: None,
+        }
+    }
+
+    fn query(pipeline: String, body: &str, otherwise: Option<&str>) -> Self {
+        Self {
+            pipeline: Some(pipeline),
+            body: body.to_owned(),
+            otherwise: otherwise.map(str::to_owned),
+        }
+    }
+
+    /// The template, with `prefix` (such as `", "`) written only when the phrase shows.
+    fn render(&self, prefix: &str) -> String {
+        let Some(pipeline) = &self.pipeline else {
+            return format!("{prefix}{}", self.body);
+        };
+        let otherwise = self
+            .otherwise
+            .as_ref()
+            .map(|o| format!("{{{{ else }}}}{prefix}{o}"))
+            .unwrap_or_default();
+        format!(
+            "{{{{ with {pipeline} }}}}{{{{ with . | first }}}}{prefix}{}{{{{ end }}}}{otherwise}{{{{ end }}}}",
+            self.body
+        )
+    }
+}
+
+/// A Go string literal: a raw backtick string when possible, else an escaped one.
+fn go_string(s: &str) -> String {
+    if s.contains('`') {
+        format!(
+            "\"{}\"",
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        )
+    } else {
+        format!("`{s}`")
+    }
+}
+
+/// A number as PromQL and people write it: no float noise (`0.1` not `0.1000000000000000055`),
+/// no trailing zeros.
+pub(crate) fn num(x: f64) -> String {
+    let s = format!("{x:.12}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A duration in seconds as a Prometheus duration (`0s` allowed, unlike `Duration`).
+pub(crate) fn duration(secs: f64) -> String {
+    if secs <= 0.0 {
+        "0s".to_owned()
+    } else if secs.fract() == 0.0 {
+        Duration::from_secs(secs as u64).to_string()
+    } else {
+        format!("{}ms", (secs * 1000.0).round() as u64)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

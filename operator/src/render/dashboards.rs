@@ -1,0 +1,794 @@
+//! Dashboard renderer: Grafana dashboard JSON for each `DashboardView` (presets by audience and
+//! client type, plus the view's own panels) and for each `SLO`, and the two ways they reach
+//! Grafana: a ConfigMap for the Grafana sidecar (`grafana_dashboard: "1"`) and a grafana-operator
+//! `GrafanaDashboard`.
+//!
+//! Every query runs on the `${datasource}` variable and is scoped with `namespace="$namespace"`
+//! (a constant variable holding the resource's namespace), so a dashboard never shows another
+//! namespace's series. Panels are laid out row by row on Grafana's 24-column grid.
+//!
+//! Release annotations mark the first minutes of every `vigil_app_release_info` series:
+//! `changes()` cannot be used because each release is a *new* series (its `version` and
+//! `revision` labels differ), in which nothing ever changes.
+//!
+//! SLO dashboards read the recording rules of `super::slo`, over the same windows
+//! ([`super::slo::sli_windows`], which scale with the SLO's window).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Resource, ResourceExt};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use vigil_crds::dashboard_view::PanelKind;
+use vigil_crds::{Audience, ClientType, DashboardView, Slo};
+
+use super::alerts::duration;
+use super::slo::sli_windows;
+use super::{child_meta, namespace_of, promql_str, Inventory};
+
+#[cfg(test)]
+mod tests;
+
+/// Grafana dashboard schema version written.
+pub const SCHEMA_VERSION: u32 = 39;
+/// Label the Grafana dashboard sidecar watches for.
+pub const SIDECAR_LABEL: &str = "grafana_dashboard";
+/// Annotation the Grafana dashboard sidecar reads the folder from.
+pub const FOLDER_ANNOTATION: &str = "grafana_folder";
+/// Folder used when a view does not name one.
+pub const DEFAULT_FOLDER: &str = "Vigil";
+/// Grafana's grid width.
+const GRID_WIDTH: u32 = 24;
+/// Every panel and query uses this data source variable.
+const DATASOURCE: &str = "${datasource}";
+/// Matcher scoping app series to the dashboard's namespace and selected apps.
+const SCOPE: &str = r#"namespace="$namespace", app=~"$app""#;
+
+/// One query of a panel.
+struct Query {
+    expr: String,
+    legend: String,
+    /// Evaluate at the dashboard's end time only (tables, ranked bars).
+    instant: bool,
+}
+
+fn q(expr: impl Into<String>, legend: &str) -> Query {
+    Query {
+        expr: expr.into(),
+        legend: legend.to_owned(),
+        instant: false,
+    }
+}
+
+fn instant(expr: impl Into<String>, legend: &str) -> Query {
+    Query {
+        expr: expr.into(),
+        legend: legend.to_owned(),
+        instant: true,
+    }
+}
+
+/// A panel before layout.
+struct Panel {
+    title: String,
+    kind: PanelKind,
+    unit: String,
+    description: Option<String>,
+    queries: Vec<Query>,
+}
+
+impl Panel {
+    fn new(kind: PanelKind, title: &str, unit: &str, queries: Vec<Query>) -> Self {
+        Panel {
+            title: title.to_owned(),
+            kind,
+            unit: unit.to_owned(),
+            description: None,
+            queries,
+        }
+    }
+
+    fn describe(mut self, text: &str) -> Self {
+        self.description = Some(text.to_owned());
+        self
+    }
+
+    /// Width and height on the grid.
+    fn size(&self) -> (u32, u32) {
+        match self.kind {
+            PanelKind::Stat => (6, 4),
+            PanelKind::Table => (24, 8),
+            PanelKind::Timeseries | PanelKind::Bargauge => (12, 8),
+        }
+    }
+}
+
+/// A titled group of panels, rendered as a Grafana row followed by its panels.
+struct Section {
+    title: String,
+    panels: Vec<Panel>,
+}
+
+fn section(title: &str, panels: Vec<Panel>) -> Section {
+    Section {
+        title: title.to_owned(),
+        panels,
+    }
+}
+
+fn datasource() -> Value {
+    json!({ "type": "prometheus", "uid": DATASOURCE })
+}
+
+/// Places sections on the grid: each row spans the width, panels fill lines left to right and
+/// wrap when the next one would not fit; ids are sequential.
+fn layout(sections: Vec<Section>) -> Vec<Value> {
+    let mut out = Vec::new();
+    let (mut y, mut id) = (0u32, 1u32);
+    for s in sections {
+        out.push(json!({
+            "id": id,
+            "type": "row",
+            "title": s.title,
+            "collapsed": false,
+            "datasource": datasource(),
+            "gridPos": { "x": 0, "y": y, "w": GRID_WIDTH, "h": 1 },
+            "panels": [],
+        }));
+        id += 1;
+        y += 1;
+        let (mut x, mut line_height) = (0u32, 0u32);
+        for p in s.panels {
+            let (w, h) = p.size();
+            if x + w > GRID_WIDTH {
+                y += line_height;
+                x = 0;
+                line_height = 0;
+            }
+            out.push(panel_json(&p, id, x, y, w, h));
+            id += 1;
+            x += w;
+            line_height = line_height.max(h);
+        }
+        y += line_height;
+    }
+    out
+}
+
+fn panel_json(p: &Panel, id: u32, x: u32, y: u32, w: u32, h: u32) -> Value {
+    let ref_ids = ('A'..='Z').map(String::from);
+    let targets: Vec<Value> = p
+        .queries
+        .iter()
+        .zip(ref_ids)
+        .map(|(query, ref_id)| {
+            let mut t = json!({
+                "refId": ref_id,
+                "datasource": datasource(),
+                "expr": query.expr,
+                "legendFormat": query.legend,
+                "range": !query.instant,
+                "instant": query.instant,
+            });
+            if p.kind == PanelKind::Table {
+                t["format"] = json!("table");
+            }
+            t
+        })
+        .collect();
+    let options = match p.kind {
+        PanelKind::Stat => json!({
+            "reduceOptions": { "calcs": ["lastNotNull"], "fields": "", "values": false },
+            "colorMode": "value",
+            "graphMode": "area",
+        }),
+        PanelKind::Bargauge => json!({
+            "reduceOptions": { "calcs": ["lastNotNull"], "fields": "", "values": false },
+            "orientation": "horizontal",
+            "displayMode": "gradient",
+        }),
+        PanelKind::Table => json!({ "showHeader": true }),
+        PanelKind::Timeseries => json!({
+            "legend": { "displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"] },
+            "tooltip": { "mode": "multi", "sort": "desc" },
+        }),
+    };
+    let mut panel = json!({
+        "id": id,
+        "type": p.kind.as_str(),
+        "title": p.title,
+        "datasource": datasource(),
+        "gridPos": { "x": x, "y": y, "w": w, "h": h },
+        "fieldConfig": { "defaults": { "unit": p.unit }, "overrides": [] },
+        "options": options,
+        "targets": targets,
+    });
+    if let Some(d) = &p.description {
+        panel["description"] = json!(d);
+    }
+    if p.kind == PanelKind::Table {
+        panel["transformations"] = json!([{ "id": "merge", "options": {} }]);
+    }
+    panel
+}
+
+// ---- presets -----------------------------------------------------------------------------
+
+fn request_rate(by: &str) -> String {
+    format!("sum by ({by}) (rate(http_requests_total{{{SCOPE}}}[5m]))")
+}
+
+fn error_ratio(by: &str) -> String {
+    format!(
+        r#"sum by ({by}) (rate(http_requests_total{{{SCOPE}, code=~"5.."}}[5m])) / sum by ({by}) (rate(http_requests_total{{{SCOPE}}}[5m]))"#
+    )
+}
+
+fn latency(quantile: &str) -> String {
+    format!(
+        "histogram_quantile({quantile}, sum by (app, le) (rate(http_request_duration_seconds_bucket{{{SCOPE}}}[5m])))"
+    )
+}
+
+/// What every dashboard starts with: crashes, affected users, restarts and their trend.
+fn overview() -> Section {
+    use PanelKind::*;
+    section(
+        "Overview",
+        vec![
+            Panel::new(
+                Stat,
+                "Crashes (last hour)",
+                "short",
+                vec![q(
+                    format!("sum(increase(vigil_crashes_total{{{SCOPE}}}[1h]))"),
+                    "crashes",
+                )],
+            ),
+            Panel::new(
+                Stat,
+                "Users affected by crashes",
+                "short",
+                vec![q(
+                    format!("sum(vigil_crash_affected_users{{{SCOPE}}})"),
+                    "users",
+                )],
+            ),
+            Panel::new(
+                Stat,
+                "Container restarts (last hour)",
+                "short",
+                vec![q(
+                    format!("sum(increase(vigil_container_restarts_total{{{SCOPE}}}[1h]))"),
+                    "restarts",
+                )],
+            ),
+            Panel::new(
+                Stat,
+                "Error ratio",
+                "percentunit",
+                vec![q(error_ratio("namespace"), "errors")],
+            ),
+            Panel::new(
+                Timeseries,
+                "Crash rate by app",
+                "short",
+                vec![q(
+                    format!("sum by (app) (rate(vigil_crashes_total{{{SCOPE}}}[5m]))"),
+                    "{{app}}",
+                )],
+            ),
+            Panel::new(
+                Timeseries,
+                "Request rate by app",
+                "reqps",
+                vec![q(request_rate("app"), "{{app}}")],
+            ),
+        ],
+    )
+}
+
+/// Panels for the client type, if it has any.
+fn client_section(client: ClientType) -> Option<Section> {
+    use PanelKind::*;
+    let panels = match client {
+        ClientType::Banking => vec![
+            Panel::new(Timeseries, "Active users", "short", vec![q(
+                format!("sum by (app) (vigil_active_users{{{SCOPE}}})"),
+                "{{app}}",
+            )])
+            .describe("Distinct users seen in the last 5 minutes (estimate), from the logs' user field."),
+            Panel::new(Timeseries, "Transactions", "reqps", vec![q(request_rate("app"), "{{app}}")]),
+            Panel::new(Timeseries, "Crash rate by app version", "short", vec![q(
+                format!("sum by (version) (rate(vigil_crashes_total{{{SCOPE}}}[5m]))"),
+                "{{version}}",
+            )]),
+            Panel::new(Bargauge, "Crash clusters by users affected", "short", vec![instant(
+                format!("topk(10, sum by (fingerprint, type) (vigil_crash_affected_users{{{SCOPE}}}))"),
+                "{{type}} {{fingerprint}}",
+            )])
+            .describe("The ten crash fingerprints that affect the most distinct users."),
+        ],
+        ClientType::Infrastructure => vec![
+            Panel::new(Timeseries, "Latency p50 by service", "s", vec![q(latency("0.5"), "{{app}}")]),
+            Panel::new(Timeseries, "Latency p99 by service", "s", vec![q(latency("0.99"), "{{app}}")]),
+            Panel::new(Timeseries, "Error rate by service", "percentunit", vec![q(error_ratio("app"), "{{app}}")]),
+            Panel::new(Timeseries, "Container restarts by service", "short", vec![q(
+                format!("sum by (app) (increase(vigil_container_restarts_total{{{SCOPE}}}[15m]))"),
+                "{{app}}",
+            )]),
+        ],
+        ClientType::PublicSector => vec![
+            Panel::new(Timeseries, "Load against forecast", "reqps", vec![
+                q(request_rate("namespace"), "load"),
+                q(
+                    format!(
+                        "predict_linear(sum by (namespace) (rate(http_requests_total{{{SCOPE}}}[5m]))[6h:5m], 3600)"
+                    ),
+                    "forecast (+1h, 6h trend)",
+                ),
+            ])
+            .describe("Request rate and where the last 6 hours' trend puts it one hour ahead."),
+            Panel::new(Timeseries, "Load by region", "reqps", vec![q(request_rate("region"), "{{region}}")])
+                .describe("Needs a `region` label on the request series (set by the app or relabelling)."),
+            Panel::new(Timeseries, "Error rate", "percentunit", vec![q(error_ratio("app"), "{{app}}")]),
+            Panel::new(Timeseries, "Latency p99", "s", vec![q(latency("0.99"), "{{app}}")]),
+        ],
+        ClientType::Generic => return None,
+    };
+    Some(section(
+        &format!("Client: {}", client_title(client)),
+        panels,
+    ))
+}
+
+/// Panels for the audience.
+fn audience_section(audience: Audience, namespace: &str) -> Section {
+    use PanelKind::*;
+    let panels = match audience {
+        Audience::Engineering => vec![
+            Panel::new(Table, "Stack-trace fingerprints (last 24h)", "short", vec![instant(
+                format!(
+                    "topk(25, sum by (fingerprint, type, language, version) (increase(vigil_crashes_total{{{SCOPE}}}[24h])))"
+                ),
+                "",
+            )]),
+            Panel::new(Timeseries, "Crash rate by fingerprint", "short", vec![q(
+                format!("topk(10, sum by (fingerprint) (rate(vigil_crashes_total{{{SCOPE}}}[5m])))"),
+                "{{fingerprint}}",
+            )]),
+            Panel::new(Timeseries, "Crashes by version (release correlation)", "short", vec![q(
+                format!("sum by (app, version) (rate(vigil_crashes_total{{{SCOPE}}}[5m]))"),
+                "{{app}} {{version}}",
+            )])
+            .describe("Release annotations mark each new version."),
+            Panel::new(Timeseries, "Container restarts by reason", "short", vec![q(
+                format!("sum by (reason) (increase(vigil_container_restarts_total{{{SCOPE}}}[15m]))"),
+                "{{reason}}",
+            )]),
+            Panel::new(Timeseries, "Latency p99", "s", vec![q(latency("0.99"), "{{app}}")]),
+            Panel::new(Table, "Releases", "dateTimeAsIso", vec![instant(
+                format!("max by (app, version, revision) (vigil_app_release_timestamp_seconds{{{SCOPE}}}) * 1000"),
+                "",
+            )]),
+        ],
+        Audience::Support => vec![
+            Panel::new(Timeseries, "Users affected", "short", vec![q(
+                format!("sum by (app) (vigil_crash_affected_users{{{SCOPE}}})"),
+                "{{app}}",
+            )]),
+            Panel::new(Timeseries, "Crashes by type", "short", vec![q(
+                format!("sum by (type) (rate(vigil_crashes_total{{{SCOPE}}}[5m]))"),
+                "{{type}}",
+            )]),
+            Panel::new(Table, "Current alerts", "short", vec![instant(
+                format!(
+                    r#"sum by (alertname, severity, app) (ALERTS{{{SCOPE}, audience="support", alertstate="firing"}})"#
+                ),
+                "",
+            )])
+            .describe(&format!("Firing alerts routed to support in {namespace}.")),
+        ],
+        Audience::Management => vec![
+            Panel::new(Timeseries, "Crashes per day, week over week", "short", vec![
+                q(format!("sum(increase(vigil_crashes_total{{{SCOPE}}}[1d]))"), "this week"),
+                q(format!("sum(increase(vigil_crashes_total{{{SCOPE}}}[1d] offset 1w))"), "last week"),
+            ]),
+            Panel::new(Timeseries, "Requests per day, week over week", "short", vec![
+                q(format!("sum(increase(http_requests_total{{{SCOPE}}}[1d]))"), "this week"),
+                q(format!("sum(increase(http_requests_total{{{SCOPE}}}[1d] offset 1w))"), "last week"),
+            ]),
+            Panel::new(Bargauge, "SLO error budget remaining", "percentunit", vec![instant(
+                format!("min by (app, slo) (slo:error_budget_remaining:ratio{{{SCOPE}}})"),
+                "{{app}} / {{slo}}",
+            )]),
+            Panel::new(Stat, "SLOs out of budget", "short", vec![q(
+                format!("count(slo:error_budget_remaining:ratio{{{SCOPE}}} <= 0) or vector(0)"),
+                "SLOs",
+            )]),
+            Panel::new(Stat, "Lowest error budget", "percentunit", vec![q(
+                format!("min(slo:error_budget_remaining:ratio{{{SCOPE}}})"),
+                "budget",
+            )]),
+        ],
+    };
+    Section {
+        title: format!("Audience: {}", audience_title(audience)),
+        panels,
+    }
+}
+
+fn audience_title(a: Audience) -> &'static str {
+    match a {
+        Audience::Support => "Support",
+        Audience::Engineering => "Engineering",
+        Audience::Management => "Management",
+    }
+}
+
+fn client_title(c: ClientType) -> &'static str {
+    match c {
+        ClientType::Banking => "Banking",
+        ClientType::Infrastructure => "Infrastructure",
+        ClientType::PublicSector => "Public sector",
+        ClientType::Generic => "Generic",
+    }
+}
+
+// ---- dashboard skeleton ------------------------------------------------------------------
+
+/// A Grafana uid (≤ 40 characters) that depends only on `kind`, namespace and name.
+fn stable_uid(prefix: &str, kind: &str, namespace: &str, name: &str) -> String {
+    let digest = hex::encode(Sha256::digest(
+        format!("{kind}/{namespace}/{name}").as_bytes(),
+    ));
+    format!("{prefix}-{}", &digest[..20])
+}
+
+/// The Grafana uid of a view's dashboard: `vigil-` and 20 hex characters of a hash of its
+/// namespace and name. Stable across renders and unique per view.
+pub fn view_uid(view: &DashboardView) -> String {
+    stable_uid(
+        "vigil",
+        "dashboardview",
+        &namespace_of(view),
+        &view.name_any(),
+    )
+}
+
+/// The Grafana uid of an SLO's dashboard (`vigil-slo-…`).
+pub fn slo_uid(slo: &Slo) -> String {
+    stable_uid("vigil-slo", "slo", &namespace_of(slo), &slo.name_any())
+}
+
+/// The Grafana folder of a view's dashboard (`Vigil` unless the view names one).
+pub fn folder_of(view: &DashboardView) -> &str {
+    view.spec.folder.as_deref().unwrap_or(DEFAULT_FOLDER)
+}
+
+fn custom_variable(name: &str, label: &str, values: &[String], multi: bool) -> Value {
+    let options: Vec<Value> = values
+        .iter()
+        .map(|v| json!({ "text": v, "value": v, "selected": !multi }))
+        .collect();
+    let current = if multi {
+        json!({ "text": ["All"], "value": ["$__all"] })
+    } else {
+        json!({ "text": values.first(), "value": values.first() })
+    };
+    json!({
+        "name": name,
+        "label": label,
+        "type": "custom",
+        "query": values.join(","),
+        "options": options,
+        "current": current,
+        "multi": multi,
+        "includeAll": multi,
+        "hide": 0,
+    })
+}
+
+fn templating(namespace: &str, apps: &[String], multi_app: bool) -> Value {
+    json!({ "list": [
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+            "hide": 0,
+            "refresh": 1,
+            "regex": "",
+            "options": [],
+        },
+        custom_variable("namespace", "Namespace", &[namespace.to_owned()], false),
+        custom_variable("app", "App", apps, multi_app),
+    ]})
+}
+
+fn annotations(app_matcher: &str) -> Value {
+    json!({ "list": [
+        {
+            "builtIn": 1,
+            "datasource": { "type": "grafana", "uid": "-- Grafana --" },
+            "enable": true,
+            "hide": true,
+            "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts",
+            "type": "dashboard",
+        },
+        {
+            "name": "Releases",
+            "datasource": datasource(),
+            "enable": true,
+            "iconColor": "#8F3BB8",
+            "expr": format!(
+                "max by (app, version, revision) (vigil_app_release_info{{{app_matcher}}} unless vigil_app_release_info{{{app_matcher}}} offset 5m)"
+            ),
+            "step": "1m",
+            "titleFormat": "Release {{version}}",
+            "textFormat": "{{app}} {{version}} ({{revision}})",
+            "tagKeys": "app,version",
+        },
+    ]})
+}
+
+fn skeleton(
+    uid: String,
+    title: String,
+    tags: Vec<&str>,
+    templating: Value,
+    annotations: Value,
+    panels: Vec<Value>,
+) -> Value {
+    json!({
+        "id": null,
+        "uid": uid,
+        "title": title,
+        "tags": tags,
+        "editable": false,
+        "graphTooltip": 1,
+        "timezone": "browser",
+        "time": { "from": "now-6h", "to": "now" },
+        "refresh": "1m",
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "links": [],
+        "templating": templating,
+        "annotations": annotations,
+        "panels": panels,
+    })
+}
+
+/// The Grafana dashboard of a `DashboardView`: an overview, the client type's preset, the
+/// audience's preset, then the view's own panels.
+///
+/// The client type is the view's, else that of its first app in `inv`, else `generic`.
+pub fn dashboard(view: &DashboardView, inv: &Inventory) -> Value {
+    let namespace = namespace_of(view);
+    let spec = &view.spec;
+    let client = spec
+        .client_type
+        .or_else(|| {
+            spec.apps
+                .first()
+                .and_then(|a| inv.app(&namespace, a))
+                .map(|a| a.spec.client_type)
+        })
+        .unwrap_or_default();
+
+    let mut sections = vec![overview()];
+    sections.extend(client_section(client));
+    sections.push(audience_section(spec.audience, &namespace));
+    if !spec.panels.is_empty() {
+        let extra = spec
+            .panels
+            .iter()
+            .map(|p| {
+                let query = match p.kind {
+                    PanelKind::Table | PanelKind::Bargauge => instant(p.expr.as_str(), ""),
+                    PanelKind::Stat | PanelKind::Timeseries => q(p.expr.as_str(), ""),
+                };
+                Panel::new(
+                    p.kind,
+                    &p.title,
+                    p.unit.as_deref().unwrap_or("short"),
+                    vec![query],
+                )
+            })
+            .collect();
+        sections.push(section("More", extra));
+    }
+
+    let title = spec.title.clone().unwrap_or_else(|| {
+        format!(
+            "{} · {}",
+            audience_title(spec.audience),
+            spec.apps.join(", ")
+        )
+    });
+    skeleton(
+        view_uid(view),
+        title,
+        vec!["vigil", spec.audience.as_str(), client.as_str()],
+        templating(&namespace, &spec.apps, true),
+        annotations(SCOPE),
+        layout(sections),
+    )
+}
+
+/// The dashboard of one SLO: objective, budget remaining, burn rate now and across every
+/// recording window, and the SLI against the objective over time.
+pub fn slo_dashboard(slo: &Slo) -> Value {
+    use PanelKind::*;
+    let namespace = namespace_of(slo);
+    let app = slo.spec.app_ref.name.clone();
+    let sel = format!(
+        r#"namespace="$namespace", app="$app", slo="{}""#,
+        promql_str(&slo.name_any())
+    );
+    let windows: Vec<String> = sli_windows(slo.spec.window.as_secs_f64())
+        .into_iter()
+        .map(duration)
+        .collect();
+    let shortest = windows
+        .first()
+        .cloned()
+        .unwrap_or_else(|| slo.spec.window.to_string());
+    let whole = windows
+        .last()
+        .cloned()
+        .unwrap_or_else(|| slo.spec.window.to_string());
+    let ratio = |w: &str| format!("slo:sli_error:ratio_rate{w}{{{sel}}}");
+    let budget = format!("(1 - slo:objective:ratio{{{sel}}})");
+    let burn_rates = windows
+        .iter()
+        .map(|w| {
+            q(
+                format!("{} / on (namespace, app, slo) {budget}", ratio(w)),
+                w,
+            )
+        })
+        .collect();
+    let objective = || q(format!("slo:objective:ratio{{{sel}}}"), "objective");
+    let remaining = || {
+        q(
+            format!("slo:error_budget_remaining:ratio{{{sel}}}"),
+            "remaining",
+        )
+    };
+
+    let sections = vec![
+        section(
+            "Objective",
+            vec![
+                Panel::new(Stat, "Objective", "percentunit", vec![objective()]),
+                Panel::new(
+                    Stat,
+                    "Error budget remaining",
+                    "percentunit",
+                    vec![remaining()],
+                ),
+                Panel::new(
+                    Stat,
+                    "Current burn rate",
+                    "short",
+                    vec![q(
+                        format!("slo:current_burn_rate:ratio{{{sel}}}"),
+                        "burn rate",
+                    )],
+                )
+                .describe(
+                    "Over the shortest window. 1 spends the budget exactly over the SLO window.",
+                ),
+                Panel::new(
+                    Stat,
+                    &format!("SLI over {}", slo.spec.window),
+                    "percentunit",
+                    vec![q(format!("1 - {}", ratio(&whole)), "SLI")],
+                ),
+            ],
+        ),
+        section(
+            "Burn rate",
+            vec![
+                Panel::new(Timeseries, "Burn rate by window", "short", burn_rates),
+                Panel::new(
+                    Timeseries,
+                    "Error budget remaining",
+                    "percentunit",
+                    vec![remaining()],
+                ),
+            ],
+        ),
+        section(
+            "Service level",
+            vec![Panel::new(
+                Timeseries,
+                "SLI against objective",
+                "percentunit",
+                vec![
+                    q(
+                        format!("1 - {}", ratio(&shortest)),
+                        &format!("SLI ({shortest})"),
+                    ),
+                    q(format!("1 - {}", ratio(&whole)), &format!("SLI ({whole})")),
+                    objective(),
+                ],
+            )],
+        ),
+    ];
+    let mut out = skeleton(
+        slo_uid(slo),
+        format!("SLO · {app} · {}", slo.name_any()),
+        vec!["vigil", "slo"],
+        templating(&namespace, std::slice::from_ref(&app), false),
+        annotations(r#"namespace="$namespace", app="$app""#),
+        layout(sections),
+    );
+    if let Some(d) = &slo.spec.description {
+        out["description"] = json!(d);
+    }
+    out
+}
+
+// ---- delivery ----------------------------------------------------------------------------
+
+/// Name of the ConfigMap or `GrafanaDashboard` carrying `owner`'s dashboard:
+/// `vigil-<kind>-<name>`, so a view and an SLO of the same name never collide.
+pub fn dashboard_object_name<K: Resource<DynamicType = ()> + ResourceExt>(owner: &K) -> String {
+    format!("vigil-{}-{}", K::kind(&()).to_lowercase(), owner.name_any())
+}
+
+fn pretty(json: &Value) -> String {
+    // A `serde_json::Value` always serialises: its maps have string keys.
+    serde_json::to_string_pretty(json).unwrap_or_default()
+}
+
+/// A ConfigMap for the Grafana dashboard sidecar: labelled `grafana_dashboard: "1"`, the folder
+/// in the `grafana_folder` annotation, and the dashboard in the file `<uid>.json`.
+pub fn dashboard_config_map<K: Resource<DynamicType = ()> + ResourceExt>(
+    owner: &K,
+    name: String,
+    json: &Value,
+    folder: &str,
+) -> ConfigMap {
+    let uid = json["uid"].as_str().unwrap_or("dashboard");
+    let mut metadata = child_meta(owner, name);
+    metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(SIDECAR_LABEL.into(), "1".into());
+    metadata.annotations = Some(BTreeMap::from([(
+        FOLDER_ANNOTATION.to_owned(),
+        folder.to_owned(),
+    )]));
+    ConfigMap {
+        metadata,
+        data: Some(BTreeMap::from([(format!("{uid}.json"), pretty(json))])),
+        ..ConfigMap::default()
+    }
+}
+
+/// A grafana-operator `GrafanaDashboard` (`grafana.integreatly.org/v1beta1`) carrying the
+/// dashboard as a JSON string, for Grafana instances labelled `dashboards: grafana` in any
+/// namespace (Vigil resources live in application namespaces, Grafana usually does not).
+pub fn grafana_dashboard_cr<K: Resource<DynamicType = ()> + ResourceExt>(
+    owner: &K,
+    json: &Value,
+    folder: &str,
+) -> Value {
+    json!({
+        "apiVersion": "grafana.integreatly.org/v1beta1",
+        "kind": "GrafanaDashboard",
+        "metadata": child_meta(owner, dashboard_object_name(owner)),
+        "spec": {
+            "instanceSelector": { "matchLabels": { "dashboards": "grafana" } },
+            "allowCrossNamespaceImport": true,
+            "folder": folder,
+            "json": pretty(json),
+        },
+    })
+}

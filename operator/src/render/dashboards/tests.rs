@@ -1,0 +1,461 @@
+//! Tests of the dashboard renderer: snapshots of representative dashboards and invariants that
+//! must hold for every audience × client type combination and every SLO dashboard.
+
+use std::collections::BTreeSet;
+
+use vigil_crds::{MonitoredApp, PromQl};
+
+use super::*;
+
+fn view(yaml: &str) -> DashboardView {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn slo(yaml: &str) -> Slo {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn app(yaml: &str) -> MonitoredApp {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn inventory() -> Inventory {
+    Inventory {
+        apps: vec![
+            app(r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: checkout, namespace: shop}
+spec: {selector: {matchLabels: {app: checkout}}, clientType: banking}
+"#),
+            app(r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: grid-api, namespace: energy}
+spec: {selector: {matchLabels: {app: grid-api}}, clientType: infrastructure}
+"#),
+        ],
+        ..Inventory::default()
+    }
+}
+
+const CHECKOUT_SLO: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: SLO
+metadata: {name: checkout-availability, namespace: shop}
+spec:
+  appRef: {name: checkout}
+  description: 99.9 % of checkout requests succeed
+  sli: {availability: {}}
+  objective: 99.9
+"#;
+
+/// A view for one audience and client type, with one extra panel.
+fn combo(audience: Audience, client: ClientType) -> DashboardView {
+    view(&format!(
+        r#"
+apiVersion: vigil.dev/v1alpha1
+kind: DashboardView
+metadata: {{name: {a}-{c}, namespace: shop}}
+spec:
+  apps: [checkout, payments]
+  audience: {a}
+  clientType: {c}
+  panels:
+  - title: Checkout queue depth
+    expr: 'sum(checkout_queue_depth{{namespace="$namespace", app=~"$app"}})'
+    kind: stat
+"#,
+        a = audience.as_str(),
+        c = client.as_str(),
+    ))
+}
+
+const CLIENTS: [ClientType; 4] = [
+    ClientType::Banking,
+    ClientType::Infrastructure,
+    ClientType::PublicSector,
+    ClientType::Generic,
+];
+
+/// Every dashboard the renderer can produce for the fixtures.
+fn all_dashboards() -> Vec<Value> {
+    let inv = inventory();
+    let mut out: Vec<Value> = Audience::ALL
+        .iter()
+        .flat_map(|a| CLIENTS.iter().map(move |c| combo(*a, *c)))
+        .map(|v| dashboard(&v, &inv))
+        .collect();
+    out.push(slo_dashboard(&slo(CHECKOUT_SLO)));
+    let monthly = CHECKOUT_SLO.replace("checkout-availability", "checkout-availability-28d");
+    out.push(slo_dashboard(&slo(&format!("{monthly}  window: 28d\n"))));
+    out
+}
+
+fn panels(d: &Value) -> &Vec<Value> {
+    d["panels"].as_array().unwrap()
+}
+
+/// Every PromQL expression in a dashboard: panel targets and annotation queries.
+fn expressions(d: &Value) -> Vec<String> {
+    let targets = panels(d)
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default());
+    let annotations = d["annotations"]["list"].as_array().unwrap().iter().cloned();
+    targets
+        .chain(annotations)
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Dashboards are JSON objects with the keys Grafana needs, schema version 39, and tags naming
+/// Vigil, the audience and the client type.
+#[test]
+fn dashboards_have_the_required_top_level_keys() {
+    for d in all_dashboards() {
+        let o = d.as_object().unwrap();
+        for key in [
+            "uid",
+            "title",
+            "tags",
+            "schemaVersion",
+            "panels",
+            "templating",
+            "annotations",
+            "time",
+        ] {
+            assert!(o.contains_key(key), "{key} missing in {}", d["title"]);
+        }
+        assert_eq!(d["schemaVersion"], 39);
+        assert_eq!(d["tags"][0], "vigil");
+    }
+    let d = dashboard(
+        &combo(Audience::Support, ClientType::PublicSector),
+        &inventory(),
+    );
+    assert_eq!(d["tags"], json!(["vigil", "support", "publicSector"]));
+}
+
+/// Uids are at most 40 characters, the same on every render, and different for every view
+/// and SLO (a view and an SLO of the same name included).
+#[test]
+fn uids_are_stable_and_unique() {
+    let first: Vec<String> = all_dashboards()
+        .iter()
+        .map(|d| d["uid"].as_str().unwrap().to_owned())
+        .collect();
+    let second: Vec<String> = all_dashboards()
+        .iter()
+        .map(|d| d["uid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(first, second);
+    let unique: BTreeSet<&String> = first.iter().collect();
+    assert_eq!(unique.len(), first.len());
+    assert!(
+        first
+            .iter()
+            .all(|u| u.len() <= 40 && u.starts_with("vigil-")),
+        "{first:?}"
+    );
+
+    let other_ns = view(
+        r#"
+apiVersion: vigil.dev/v1alpha1
+kind: DashboardView
+metadata: {name: support-banking, namespace: bank}
+spec: {apps: [checkout], audience: support}
+"#,
+    );
+    assert_ne!(
+        view_uid(&other_ns),
+        view_uid(&combo(Audience::Support, ClientType::Banking))
+    );
+    let same_name_slo = slo(&CHECKOUT_SLO.replace("checkout-availability", "support-banking"));
+    assert_ne!(
+        slo_uid(&same_name_slo),
+        view_uid(&combo(Audience::Support, ClientType::Banking))
+    );
+}
+
+/// Panels lie inside the 24-column grid and never overlap; panel ids are unique.
+#[test]
+fn panels_do_not_overlap() {
+    for d in all_dashboards() {
+        let rects: Vec<(u64, u64, u64, u64)> = panels(&d)
+            .iter()
+            .map(|p| {
+                let g = &p["gridPos"];
+                (
+                    g["x"].as_u64().unwrap(),
+                    g["y"].as_u64().unwrap(),
+                    g["w"].as_u64().unwrap(),
+                    g["h"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        for (i, a) in rects.iter().enumerate() {
+            assert!(
+                a.0 + a.2 <= 24 && a.2 > 0 && a.3 > 0,
+                "{a:?} in {}",
+                d["title"]
+            );
+            for b in &rects[i + 1..] {
+                let apart =
+                    a.0 + a.2 <= b.0 || b.0 + b.2 <= a.0 || a.1 + a.3 <= b.1 || b.1 + b.3 <= a.1;
+                assert!(apart, "{a:?} overlaps {b:?} in {}", d["title"]);
+            }
+        }
+        let ids: BTreeSet<u64> = panels(&d)
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids.len(), panels(&d).len());
+    }
+}
+
+/// Every panel and every query reads from the `${datasource}` variable, which is declared as a
+/// Prometheus data source variable.
+#[test]
+fn every_panel_uses_the_datasource_variable() {
+    for d in all_dashboards() {
+        for p in panels(&d) {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            for t in p["targets"].as_array().into_iter().flatten() {
+                assert_eq!(t["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            }
+        }
+        let vars = d["templating"]["list"].as_array().unwrap();
+        let ds = vars.iter().find(|v| v["name"] == "datasource").unwrap();
+        assert_eq!(
+            (ds["type"].as_str(), ds["query"].as_str()),
+            (Some("datasource"), Some("prometheus"))
+        );
+        assert!(vars.iter().any(|v| v["name"] == "namespace"));
+        assert!(vars.iter().any(|v| v["name"] == "app"));
+    }
+}
+
+/// Every PromQL expression is lexically valid and scoped to the namespace variable, so no
+/// dashboard shows another namespace's series.
+#[test]
+fn every_expression_is_valid_and_namespace_scoped() {
+    for d in all_dashboards() {
+        let exprs = expressions(&d);
+        assert!(exprs.len() > 5, "{}", d["title"]);
+        for e in exprs {
+            PromQl::parse(&e).unwrap_or_else(|err| panic!("{err}: {e}"));
+            assert!(
+                e.contains(r#"namespace="$namespace""#),
+                "not namespace-scoped: {e}"
+            );
+        }
+    }
+}
+
+/// The namespace variable holds exactly the view's namespace; the app variable its apps.
+#[test]
+fn variables_hold_the_views_namespace_and_apps() {
+    let d = dashboard(
+        &combo(Audience::Engineering, ClientType::Banking),
+        &inventory(),
+    );
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let ns = vars.iter().find(|v| v["name"] == "namespace").unwrap();
+    assert_eq!(ns["query"], "shop");
+    assert_eq!(ns["current"]["value"], "shop");
+    let app = vars.iter().find(|v| v["name"] == "app").unwrap();
+    assert_eq!(app["query"], "checkout,payments");
+    assert_eq!(app["multi"], true);
+}
+
+/// Presets follow audience and client type (a few telling panels each), and the view's own
+/// panels come last.
+#[test]
+fn presets_follow_audience_and_client_type() {
+    let titles = |a, c| -> Vec<String> {
+        let d = dashboard(&combo(a, c), &inventory());
+        panels(&d)
+            .iter()
+            .map(|p| p["title"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let has = |t: &[String], s: &str| t.iter().any(|x| x == s);
+    let banking = titles(Audience::Support, ClientType::Banking);
+    assert!(has(&banking, "Crash clusters by users affected") && has(&banking, "Active users"));
+    assert!(
+        has(&banking, "Current alerts") && !has(&banking, "Stack-trace fingerprints (last 24h)")
+    );
+    let infra = titles(Audience::Engineering, ClientType::Infrastructure);
+    assert!(
+        has(&infra, "Latency p99 by service") && has(&infra, "Stack-trace fingerprints (last 24h)")
+    );
+    let public = titles(Audience::Management, ClientType::PublicSector);
+    assert!(has(&public, "Load against forecast") && has(&public, "SLO error budget remaining"));
+    let generic = titles(Audience::Management, ClientType::Generic);
+    assert!(!generic.iter().any(|t| t.starts_with("Client:")));
+    assert_eq!(
+        generic.last().map(String::as_str),
+        Some("Checkout queue depth")
+    );
+}
+
+/// Without a client type on the view, the first app's client type picks the preset.
+#[test]
+fn client_type_defaults_to_the_first_apps() {
+    let v = view(
+        r#"
+apiVersion: vigil.dev/v1alpha1
+kind: DashboardView
+metadata: {name: ops, namespace: energy}
+spec: {apps: [grid-api], audience: engineering}
+"#,
+    );
+    let d = dashboard(&v, &inventory());
+    assert_eq!(d["tags"], json!(["vigil", "engineering", "infrastructure"]));
+    assert_eq!(d["title"], "Engineering · grid-api");
+}
+
+/// The sidecar ConfigMap carries the dashboard as `<uid>.json`, labelled for the sidecar and
+/// owned by the view; the GrafanaDashboard carries the same JSON as a string.
+#[test]
+fn delivery_objects_carry_the_dashboard() {
+    let v = combo(Audience::Support, ClientType::Banking);
+    let d = dashboard(&v, &inventory());
+    let uid = d["uid"].as_str().unwrap();
+    let cm = dashboard_config_map(&v, dashboard_object_name(&v), &d, folder_of(&v));
+    assert_eq!(
+        cm.metadata.name.as_deref(),
+        Some("vigil-dashboardview-support-banking")
+    );
+    assert_eq!(
+        cm.metadata.labels.as_ref().unwrap()["grafana_dashboard"],
+        "1"
+    );
+    assert_eq!(
+        cm.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+        "vigil"
+    );
+    assert_eq!(
+        cm.metadata.annotations.as_ref().unwrap()["grafana_folder"],
+        "Vigil"
+    );
+    let file = &cm.data.as_ref().unwrap()[&format!("{uid}.json")];
+    assert_eq!(serde_json::from_str::<Value>(file).unwrap(), d);
+
+    let cr = grafana_dashboard_cr(&v, &d, folder_of(&v));
+    assert_eq!(cr["apiVersion"], "grafana.integreatly.org/v1beta1");
+    assert_eq!(
+        cr["spec"]["instanceSelector"],
+        json!({ "matchLabels": { "dashboards": "grafana" } })
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(cr["spec"]["json"].as_str().unwrap()).unwrap(),
+        d
+    );
+    assert_eq!(cr["metadata"]["namespace"], "shop");
+
+    let s = slo(CHECKOUT_SLO);
+    assert_eq!(dashboard_object_name(&s), "vigil-slo-checkout-availability");
+}
+
+/// The SLO dashboard shows objective, budget, and the burn rate for exactly the windows the
+/// SLO renderer records (they scale with the SLO window), for this SLO only.
+#[test]
+fn slo_dashboard_covers_every_recorded_window() {
+    for window in ["30d", "28d", "7d"] {
+        let s = slo(&format!("{CHECKOUT_SLO}  window: {window}\n"));
+        let d = slo_dashboard(&s);
+        let exprs = expressions(&d);
+        let recorded: BTreeSet<String> =
+            super::super::slo::sli_windows(s.spec.window.as_secs_f64())
+                .into_iter()
+                .map(super::super::alerts::duration)
+                .collect();
+        let shown: BTreeSet<String> = exprs
+            .iter()
+            .filter_map(|e| e.split("slo:sli_error:ratio_rate").nth(1))
+            .map(|rest| rest.split('{').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(shown, recorded, "{window}");
+        let burn = panels(&d)
+            .iter()
+            .find(|p| p["title"] == "Burn rate by window")
+            .unwrap();
+        assert_eq!(burn["targets"].as_array().unwrap().len(), recorded.len());
+        for record in [
+            "slo:objective:ratio",
+            "slo:error_budget_remaining:ratio",
+            "slo:current_burn_rate:ratio",
+        ] {
+            assert!(exprs.iter().any(|e| e.starts_with(record)), "{record}");
+        }
+        assert!(exprs
+            .iter()
+            .filter(|e| e.contains("slo:"))
+            .all(|e| e.contains(r#"slo="checkout-availability""#)));
+        assert_eq!(d["description"], "99.9 % of checkout requests succeed");
+    }
+}
+
+/// Representative dashboards, as Grafana will import them.
+#[test]
+fn dashboard_snapshots() {
+    let inv = inventory();
+    for (a, c) in [
+        (Audience::Support, ClientType::Banking),
+        (Audience::Engineering, ClientType::Infrastructure),
+        (Audience::Management, ClientType::PublicSector),
+    ] {
+        let name = format!("dashboards__{}_{}", a.as_str(), c.as_str());
+        insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+            insta::assert_json_snapshot!(name, dashboard(&combo(a, c), &inv));
+        });
+    }
+    insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_json_snapshot!("dashboards__slo", slo_dashboard(&slo(CHECKOUT_SLO)));
+    });
+}
+
+/// Finds a tool on PATH, then /usr/bin, then the repository's .tools/bin.
+fn tool(name: &str) -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let repo_tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin");
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), repo_tools])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} not found on PATH, in /usr/bin or .tools/bin: run scripts/install-test-tools.sh")
+        })
+}
+
+/// Beyond the lexical check, Prometheus' own parser accepts every dashboard query: each one is
+/// written as a recording rule (Grafana's `$namespace`/`$app` sit inside label strings, where
+/// they are plain text) and `promtool check rules` passes.
+#[test]
+fn promtool_parses_every_dashboard_query() {
+    let mut exprs: Vec<String> = all_dashboards().iter().flat_map(expressions).collect();
+    exprs.sort();
+    exprs.dedup();
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({ "record": format!("vigil:dashboard_query_{i}"), "expr": e }))
+        .collect();
+    let file = json!({ "groups": [{ "name": "dashboard-queries", "rules": rules }] });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queries.yml");
+    std::fs::write(&path, serde_yaml::to_string(&file).unwrap()).unwrap();
+    let out = std::process::Command::new(tool("promtool"))
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

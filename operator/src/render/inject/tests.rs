@@ -1,0 +1,590 @@
+//! Tests of sidecar injection: idempotence, reversibility, and the shape of the injected agent.
+
+use super::*;
+
+const IMAGE: &str = "ghcr.io/vigil-dev/vigil-agent:0.1.0";
+
+fn app(yaml: &str) -> MonitoredApp {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn pod(yaml: &str) -> Pod {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+/// An app using every injection feature: logs, traces, secrets, label versions.
+const FULL_APP: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: checkout, namespace: shop}
+spec:
+  selector: {matchLabels: {app: checkout}}
+  logs: {format: json}
+  exporters:
+    otlp:
+      endpoint: https://otel.example:4317
+      bearerTokenSecretRef: {name: otlp-auth, key: token}
+      caSecretRef: {name: otlp-auth, key: ca.crt}
+    splunkHec:
+      url: https://splunk.example:8088
+      tokenSecretRef: {name: splunk.hec, key: hec-token}
+  agent: {bufferSize: 512Mi, adminPort: 9555}
+"#;
+
+/// An app without logs or traces, versioned by image tag.
+const LEAN_APP: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: portal, namespace: gov}
+spec:
+  selector: {matchLabels: {app: portal}}
+  traces: {enabled: false}
+  release: {source: imageTag, container: web}
+  agent:
+    image: registry.gov.example/vigil-agent:pinned
+    resources:
+      requests: {cpu: 50m, memory: 32Mi}
+"#;
+
+/// Pod shapes the webhook sees in practice.
+fn pods() -> Vec<(&'static str, Pod)> {
+    vec![
+        (
+            "single container",
+            pod(r#"
+metadata: {name: checkout-1, namespace: shop, labels: {app: checkout}}
+spec:
+  containers:
+  - {name: app, image: "shop/checkout:17.2"}
+"#),
+        ),
+        (
+            "init containers, colliding volume names, own annotations",
+            pod(r#"
+metadata:
+  generateName: checkout-
+  namespace: shop
+  labels: {app: checkout, app.kubernetes.io/version: "17.2"}
+  annotations: {prometheus.io/scrape: "true"}
+spec:
+  initContainers:
+  - {name: migrate, image: "shop/migrate:1", volumeMounts: [{name: vigil-buffer, mountPath: /data}]}
+  containers:
+  - name: app
+    image: shop/checkout:17.2
+    volumeMounts: [{name: vigil-agent-config, mountPath: /etc/app}]
+  volumes:
+  - {name: vigil-buffer, emptyDir: {}}
+  - {name: vigil-agent-config, configMap: {name: app-config}}
+  - {name: vigil-buffer-2, emptyDir: {}}
+"#),
+        ),
+        (
+            "containers that configure OTLP themselves",
+            pod(r#"
+metadata: {name: web-1, namespace: gov, labels: {app: portal}}
+spec:
+  containers:
+  - name: web
+    image: gov/portal:2024.4@sha256:0123456789abcdef
+    env:
+    - {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: "http://collector:4318"}
+  - name: worker
+    image: gov/worker:3
+    envFrom: [{configMapRef: {name: worker-env}}]
+  - name: cron
+    image: gov/cron
+    env:
+    - {name: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, value: "http://tempo:4318/v1/traces"}
+  - name: plain
+    image: gov/plain:1
+    env:
+    - {name: LOG_LEVEL, value: debug}
+"#),
+        ),
+        (
+            "empty maps and lists written out",
+            pod(r#"
+metadata: {name: odd, namespace: shop, labels: {}, annotations: {}}
+spec:
+  initContainers: []
+  volumes: []
+  containers:
+  - {name: app, image: "shop/odd:1", env: []}
+"#),
+        ),
+        (
+            "no spec",
+            pod(r#"
+metadata: {name: bare}
+"#),
+        ),
+    ]
+}
+
+/// Every sidecar variant: both apps, native and regular-container mode.
+fn sidecars() -> Vec<AgentSidecar> {
+    let mut out = Vec::new();
+    for yaml in [FULL_APP, LEAN_APP] {
+        let native = AgentSidecar::for_app(&app(yaml), IMAGE);
+        let legacy = AgentSidecar {
+            native_sidecar: false,
+            ..native.clone()
+        };
+        out.push(native);
+        out.push(legacy);
+    }
+    out
+}
+
+fn agent(pod: &Pod) -> Option<&Container> {
+    let spec = pod.spec.as_ref()?;
+    all_containers(spec).find(|c| c.name == AGENT_CONTAINER)
+}
+
+fn volume_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .map(|v| v.name.clone())
+        .collect()
+}
+
+/// Injecting twice is the same as injecting once, for every pod shape and sidecar mode.
+#[test]
+fn inject_is_idempotent() {
+    for sidecar in sidecars() {
+        for (shape, p) in pods() {
+            let once = inject(p, &sidecar);
+            let twice = inject(once.clone(), &sidecar);
+            assert_eq!(twice, once, "{shape} (native={})", sidecar.native_sidecar);
+        }
+    }
+}
+
+/// Removing the injection restores the original pod exactly, for pods with no Vigil parts
+/// (empty lists and maps written out are the one normalisation: see the dedicated test).
+#[test]
+fn uninject_reverses_inject() {
+    for sidecar in sidecars() {
+        for (shape, p) in pods().into_iter().filter(|(s, _)| !s.starts_with("empty")) {
+            let back = uninject(inject(p.clone(), &sidecar));
+            assert_eq!(back, p, "{shape} (native={})", sidecar.native_sidecar);
+        }
+    }
+}
+
+/// Explicitly empty lists and maps come back absent, which Kubernetes treats the same way;
+/// everything else is restored.
+#[test]
+fn uninject_normalises_only_empty_collections() {
+    let (_, p) = pods()
+        .into_iter()
+        .find(|(s, _)| s.starts_with("empty"))
+        .unwrap();
+    let back = uninject(inject(p.clone(), &sidecars()[0]));
+    assert_eq!(back.metadata.labels, None);
+    assert_eq!(back.metadata.annotations, None);
+    let spec = back.spec.unwrap();
+    assert_eq!(spec.init_containers, None);
+    assert_eq!(spec.volumes, None);
+    assert_eq!(
+        spec.containers,
+        p.spec
+            .unwrap()
+            .containers
+            .into_iter()
+            .map(|mut c| {
+                c.env = None;
+                c
+            })
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The pod as JSON with empty lists and maps removed (Kubernetes reads both as absent).
+fn without_empties(pod: &Pod) -> serde_json::Value {
+    fn strip(v: serde_json::Value) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        match v {
+            Value::Array(a) if a.is_empty() => None,
+            Value::Object(o) if o.is_empty() => None,
+            Value::Array(a) => Some(Value::Array(a.into_iter().filter_map(strip).collect())),
+            Value::Object(o) => {
+                let o: serde_json::Map<_, _> = o
+                    .into_iter()
+                    .filter_map(|(k, v)| strip(v).map(|v| (k, v)))
+                    .collect();
+                (!o.is_empty()).then_some(Value::Object(o))
+            }
+            other => Some(other),
+        }
+    }
+    strip(serde_json::to_value(pod).unwrap()).unwrap_or_default()
+}
+
+/// Re-injecting an injected pod with a different sidecar (a new image, another mode) gives the
+/// same pod as injecting the original (up to empty lists written out by the user): the old
+/// agent is replaced, never doubled.
+#[test]
+fn reinjection_replaces_the_previous_agent() {
+    let all = sidecars();
+    for first in &all {
+        for second in &all {
+            for (shape, p) in pods() {
+                let direct = inject(p.clone(), second);
+                let via = inject(inject(p, first), second);
+                assert_eq!(without_empties(&via), without_empties(&direct), "{shape}");
+                let agents = via
+                    .spec
+                    .iter()
+                    .flat_map(all_containers)
+                    .filter(|c| c.name == AGENT_CONTAINER)
+                    .count();
+                assert_eq!(agents, usize::from(via.spec.is_some()), "{shape}");
+            }
+        }
+    }
+}
+
+/// A native sidecar is the first init container with `restartPolicy: Always`; in legacy mode
+/// the agent is the last regular container and has no restart policy.
+#[test]
+fn agent_placement_depends_on_mode() {
+    let (_, p) = pods().into_iter().nth(1).unwrap();
+    let native = AgentSidecar::for_app(&app(FULL_APP), IMAGE);
+    let injected = inject(p.clone(), &native);
+    let spec = injected.spec.as_ref().unwrap();
+    let inits = spec.init_containers.as_ref().unwrap();
+    assert_eq!(inits[0].name, AGENT_CONTAINER);
+    assert_eq!(inits[0].restart_policy.as_deref(), Some("Always"));
+    assert_eq!(inits[1].name, "migrate");
+    assert!(spec.containers.iter().all(|c| c.name != AGENT_CONTAINER));
+
+    let legacy = AgentSidecar {
+        native_sidecar: false,
+        ..native
+    };
+    let injected = inject(p, &legacy);
+    let spec = injected.spec.as_ref().unwrap();
+    let last = spec.containers.last().unwrap();
+    assert_eq!(last.name, AGENT_CONTAINER);
+    assert_eq!(last.restart_policy, None);
+    assert_eq!(spec.containers[0].name, "app");
+}
+
+/// The pod's own volumes are never shadowed or removed: Vigil picks free names, and every
+/// volume the agent mounts exists.
+#[test]
+fn colliding_volume_names_are_avoided() {
+    let (_, p) = pods().into_iter().nth(1).unwrap();
+    let before = volume_names(&p);
+    let injected = inject(p, &AgentSidecar::for_app(&app(FULL_APP), IMAGE));
+    let after = volume_names(&injected);
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "the pod's volumes come first, unchanged"
+    );
+    let unique: BTreeSet<&String> = after.iter().collect();
+    assert_eq!(
+        unique.len(),
+        after.len(),
+        "volume names are unique: {after:?}"
+    );
+    let mounts: Vec<String> = agent(&injected)
+        .unwrap()
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.name.clone())
+        .collect();
+    assert!(mounts.iter().all(|m| after.contains(m)));
+    assert!(
+        mounts.iter().all(|m| !before.contains(m)),
+        "agent mounts only its own: {mounts:?}"
+    );
+    assert!(mounts.contains(&"vigil-buffer-3".to_owned()));
+    assert!(mounts.contains(&"vigil-agent-config-2".to_owned()));
+}
+
+/// Only containers that do not configure OTLP themselves get the agent's endpoint, the
+/// annotation lists exactly them, and nothing is added when traces are off.
+#[test]
+fn otlp_environment_respects_the_containers_own_settings() {
+    let (_, p) = pods().into_iter().nth(2).unwrap();
+    let injected = inject(p.clone(), &AgentSidecar::for_app(&app(FULL_APP), IMAGE));
+    let spec = injected.spec.as_ref().unwrap();
+    let env_of = |name: &str| {
+        let c = spec.containers.iter().find(|c| c.name == name).unwrap();
+        c.env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        env_of("web"),
+        vec![(
+            OTLP_ENDPOINT_VAR.to_owned(),
+            Some("http://collector:4318".to_owned())
+        )]
+    );
+    assert!(env_of("worker").is_empty());
+    assert_eq!(env_of("cron").len(), 1);
+    assert_eq!(
+        env_of("plain"),
+        vec![
+            ("LOG_LEVEL".to_owned(), Some("debug".to_owned())),
+            (
+                OTLP_ENDPOINT_VAR.to_owned(),
+                Some("http://localhost:4318".to_owned())
+            ),
+            (
+                OTLP_PROTOCOL_VAR.to_owned(),
+                Some("http/protobuf".to_owned())
+            ),
+        ]
+    );
+    assert_eq!(
+        injected.metadata.annotations.as_ref().unwrap()[OTLP_ENV_ANNOTATION],
+        "plain"
+    );
+
+    let no_traces = inject(p, &AgentSidecar::for_app(&app(LEAN_APP), IMAGE));
+    assert!(!no_traces
+        .metadata
+        .annotations
+        .unwrap()
+        .contains_key(OTLP_ENV_ANNOTATION));
+    let plain = no_traces
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .find(|c| c.name == "plain")
+        .unwrap();
+    assert_eq!(plain.env.unwrap().len(), 1);
+}
+
+/// The agent sees only its own pod's logs: the node's pod-log root is mounted read-only with a
+/// sub-path built from the downward-API variables the container defines; without container
+/// logs there is no hostPath volume at all.
+#[test]
+fn log_mount_is_limited_to_the_own_pod() {
+    let (_, p) = pods().into_iter().next().unwrap();
+    let injected = inject(p.clone(), &AgentSidecar::for_app(&app(FULL_APP), IMAGE));
+    let a = agent(&injected).unwrap();
+    let mount = a
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == POD_LOG_DIR)
+        .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    let expr = mount.sub_path_expr.as_deref().unwrap();
+    assert_eq!(expr, "$(POD_NAMESPACE)_$(POD_NAME)_$(POD_UID)");
+    let env: Vec<&str> = a.env.iter().flatten().map(|e| e.name.as_str()).collect();
+    for var in ["POD_NAMESPACE", "POD_NAME", "POD_UID", "NODE_NAME"] {
+        assert!(env.contains(&var), "{var} is defined for subPathExpr");
+    }
+    let volume = injected
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    assert_eq!(volume.host_path.as_ref().unwrap().path, NODE_POD_LOGS);
+    assert_eq!(a.security_context.as_ref().unwrap().run_as_group, Some(0));
+
+    let lean = inject(p, &AgentSidecar::for_app(&app(LEAN_APP), IMAGE));
+    let spec = lean.spec.as_ref().unwrap();
+    assert!(spec.volumes.iter().flatten().all(|v| v.host_path.is_none()));
+    assert_eq!(
+        agent(&lean)
+            .unwrap()
+            .security_context
+            .as_ref()
+            .unwrap()
+            .run_as_group,
+        Some(AGENT_UID)
+    );
+}
+
+/// The agent is locked down (non-root, read-only root, no escalation, no capabilities,
+/// default seccomp) and probed on /readyz and /healthz at the admin port.
+#[test]
+fn agent_is_locked_down_and_probed() {
+    for sidecar in sidecars() {
+        let injected = inject(pods().remove(0).1, &sidecar);
+        let a = agent(&injected).unwrap();
+        let sc = a.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_ne!(sc.run_as_user, Some(0));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        let path = |p: &Option<Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
+        assert_eq!(path(&a.readiness_probe).as_deref(), Some("/readyz"));
+        assert_eq!(path(&a.liveness_probe).as_deref(), Some("/healthz"));
+        let admin = a
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(ADMIN_PORT_NAME));
+        assert_eq!(admin.unwrap().container_port, i32::from(sidecar.admin_port));
+        assert_eq!(
+            a.args.as_ref().unwrap(),
+            &["--config", "/etc/vigil/agent/agent.yaml"]
+        );
+    }
+}
+
+/// Defaults from the spec: the default image and resources unless the app overrides them, a
+/// buffer `sizeLimit` above the configured buffer, and one read-only volume per Secret with
+/// only the referenced keys, at the path the agent config names.
+#[test]
+fn sidecar_is_resolved_from_the_app() {
+    let full = AgentSidecar::for_app(&app(FULL_APP), IMAGE);
+    assert_eq!(full.image, IMAGE);
+    assert_eq!(full.resources, default_resources());
+    assert_eq!(full.buffer_size_limit, "528Mi");
+    assert_eq!(full.config_map, "vigil-agent-checkout");
+    assert_eq!(
+        full.secrets,
+        vec![
+            SecretMount {
+                secret: "otlp-auth".into(),
+                keys: vec!["ca.crt".into(), "token".into()]
+            },
+            SecretMount {
+                secret: "splunk.hec".into(),
+                keys: vec!["hec-token".into()]
+            },
+        ]
+    );
+    let injected = inject(pods().remove(0).1, &full);
+    let a = agent(&injected).unwrap();
+    let secret_mounts: Vec<(&str, &str)> = a
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| m.mount_path.starts_with(SECRETS_DIR))
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert_eq!(
+        secret_mounts,
+        vec![
+            ("vigil-secret-otlp-auth", "/etc/vigil/secrets/otlp-auth"),
+            ("vigil-secret-splunk-hec", "/etc/vigil/secrets/splunk.hec"),
+        ]
+    );
+
+    let lean = AgentSidecar::for_app(&app(LEAN_APP), IMAGE);
+    assert_eq!(lean.image, "registry.gov.example/vigil-agent:pinned");
+    assert_eq!(lean.buffer_size_limit, "272Mi");
+    assert!(lean.secrets.is_empty());
+    assert_ne!(lean.spec_hash(), full.spec_hash());
+    assert_eq!(
+        full.spec_hash(),
+        AgentSidecar::for_app(&app(FULL_APP), IMAGE).spec_hash()
+    );
+}
+
+/// The version reaches the agent: from the pod label through the downward API, or from the
+/// image tag of the named container (digest stripped).
+#[test]
+fn version_is_passed_to_the_agent() {
+    let labelled = inject(
+        pods().remove(0).1,
+        &AgentSidecar::for_app(&app(FULL_APP), IMAGE),
+    );
+    let env = agent(&labelled).unwrap().env.clone().unwrap();
+    let version = env.iter().find(|e| e.name == VERSION_ENV).unwrap();
+    let field = version
+        .value_from
+        .as_ref()
+        .unwrap()
+        .field_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        field.field_path,
+        "metadata.labels['app.kubernetes.io/version']"
+    );
+
+    let tagged = inject(
+        pods().remove(2).1,
+        &AgentSidecar::for_app(&app(LEAN_APP), IMAGE),
+    );
+    let env = agent(&tagged).unwrap().env.clone().unwrap();
+    let version = env.iter().find(|e| e.name == VERSION_ENV).unwrap();
+    assert_eq!(version.value.as_deref(), Some("2024.4"));
+
+    assert_eq!(image_tag("registry:5000/team/app:1.2.3"), Some("1.2.3"));
+    assert_eq!(image_tag("registry:5000/team/app"), None);
+    assert_eq!(image_tag("app@sha256:abc"), None);
+}
+
+/// A pod that already runs a container named `vigil-agent` that Vigil did not inject is left
+/// exactly as it is (adding ours would make the pod invalid).
+#[test]
+fn foreign_agent_container_is_left_alone() {
+    let p = pod(r#"
+metadata: {name: diy, namespace: shop}
+spec:
+  containers:
+  - {name: app, image: "shop/app:1"}
+  - {name: vigil-agent, image: "someone/else:1"}
+"#);
+    for sidecar in sidecars() {
+        assert_eq!(inject(p.clone(), &sidecar), p);
+    }
+}
+
+/// Long or dotted Secret names still give valid, distinct volume names (DNS labels ≤ 63).
+#[test]
+fn secret_volume_names_are_dns_labels() {
+    let long_a = format!("{}.a", "x".repeat(80));
+    let long_b = format!("{}.b", "x".repeat(80));
+    let (a, b) = (secret_volume_base(&long_a), secret_volume_base(&long_b));
+    assert_ne!(a, b);
+    for name in [a, b, secret_volume_base("tls.cert")] {
+        assert!(name.len() <= 58, "{name}");
+        assert!(name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+    }
+}
+
+/// Snapshots live with the other renderers' in `render/snapshots/`.
+fn snapshot(name: &str, pod: &Pod) {
+    insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_yaml_snapshot!(name, pod);
+    });
+}
+
+/// The full injected pod for the common case, as the webhook's patch will produce it.
+#[test]
+fn injected_pod_snapshot() {
+    let (_, p) = pods().into_iter().nth(1).unwrap();
+    let injected = inject(p, &AgentSidecar::for_app(&app(FULL_APP), IMAGE));
+    snapshot("inject__native_sidecar_pod", &injected);
+}
+
+/// The legacy (regular container) form for clusters without native sidecars.
+#[test]
+fn legacy_injected_pod_snapshot() {
+    let (_, p) = pods().into_iter().nth(2).unwrap();
+    let sidecar = AgentSidecar {
+        native_sidecar: false,
+        ..AgentSidecar::for_app(&app(LEAN_APP), IMAGE)
+    };
+    snapshot("inject__legacy_container_pod", &inject(p, &sidecar));
+}

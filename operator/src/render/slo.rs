@@ -1,0 +1,324 @@
+//! SLO rules: renders an `SLO` into Prometheus recording rules (SLI error ratios over the
+//! standard windows, objective, error budget, budget remaining, current burn rate) and
+//! multi-window multi-burn-rate alerts in the style of the Google SRE workbook (chapter
+//! "Alerting on SLOs") and Sloth. The Alertmanager renderer routes and inhibits what these
+//! alerts fire.
+//!
+//! # Contract with the Alertmanager renderer
+//! Every burn-rate alert is named [`BURN_ALERT`] (`SLOErrorBudgetBurn`) and carries:
+//!
+//! | label | values |
+//! |---|---|
+//! | `namespace`, `app` | the SLO's namespace and app (forced) |
+//! | `slo` | the SLO's name |
+//! | `severity` | `page` (fast tiers) or `ticket` (slow tiers) |
+//! | `audience` | one alert per audience in `spec.alerting.page` (page tiers) or `.ticket` |
+//! | `vigil_burn_tier` | `page-fast`, `page-slow`, `ticket-fast`, `ticket-slow` |
+//!
+//! The tiers, fastest first, for a 30-day window:
+//!
+//! | `vigil_burn_tier` | burn factor | long window | short window | budget spent when it fires |
+//! |---|---|---|---|---|
+//! | `page-fast` | 14.4× | 1h | 5m | 2 % |
+//! | `page-slow` | 6× | 6h | 30m | 5 % |
+//! | `ticket-fast` | 3× | 1d | 2h | 10 % |
+//! | `ticket-slow` | 1× | 3d | 6h | 10 % |
+//!
+//! A fast burn also satisfies every slower tier, so the suggested inhibition is: a firing
+//! alert with tier T inhibits alerts of every later tier in [`BURN_TIERS`] order, with
+//! `equal: [namespace, app, slo]` (source `vigil_burn_tier="page-fast"` → targets
+//! `vigil_burn_tier=~"page-slow|ticket-fast|ticket-slow"`, and so on). The tier names stay the
+//! same whatever the SLO window; the windows themselves scale (see [`burn_tiers`]).
+//!
+//! # Recording rules (all labelled `namespace`, `app`, `slo`)
+//! `slo:sli_error:ratio_rate<window>` for every window used, `slo:objective:ratio`,
+//! `slo:error_budget:ratio`, `slo:error_budget_remaining:ratio` (over the whole SLO window) and
+//! `slo:current_burn_rate:ratio` (over the shortest window).
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use vigil_crds::slo::{AvailabilitySli, LatencySli, Sli};
+use vigil_crds::{Audience, MonitoredApp, Slo};
+
+use super::alerts::{duration, num, prometheus_rule_object, scoped_promql};
+use super::rules::{AlertingRule, RecordingRule, Rule, RuleFile, RuleGroup};
+use super::{app_matcher, child_meta, namespace_of, promql_str};
+
+/// Name of every burn-rate alert.
+pub const BURN_ALERT: &str = "SLOErrorBudgetBurn";
+/// Label holding the burn tier.
+pub const BURN_TIER_LABEL: &str = "vigil_burn_tier";
+/// Evaluation interval of SLO rule groups.
+pub const GROUP_INTERVAL: &str = "1m";
+/// Length of the reference window the SRE workbook's burn windows are given for.
+const REFERENCE_WINDOW_SECS: f64 = 30.0 * 86_400.0;
+
+/// One multi-window burn-rate tier.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BurnTier {
+    /// Value of the `vigil_burn_tier` label.
+    pub name: &'static str,
+    /// `page` or `ticket`: the `severity` label.
+    pub severity: &'static str,
+    /// How many times faster than "exactly spend the budget over the window" the errors come.
+    pub factor: f64,
+    /// Long window, in seconds: the burn must have lasted this long.
+    pub long_secs: f64,
+    /// Short window, in seconds: and still be going on (stops the alert soon after recovery).
+    pub short_secs: f64,
+}
+
+/// The tiers for a 30-day window, fastest first: (name, severity, factor, long, short).
+pub const BURN_TIERS: [(&str, &str, f64, f64, f64); 4] = [
+    ("page-fast", "page", 14.4, 3_600.0, 300.0),
+    ("page-slow", "page", 6.0, 21_600.0, 1_800.0),
+    ("ticket-fast", "ticket", 3.0, 86_400.0, 7_200.0),
+    ("ticket-slow", "ticket", 1.0, 259_200.0, 21_600.0),
+];
+
+/// The burn tiers for an SLO window of `window_secs`. The workbook's windows are for 30 days;
+/// for another window both the long and short windows are scaled by `window / 30d` and rounded
+/// (to the minute below 1h, to 5 minutes below 1d, to the hour above, and never under 5m
+/// so a rate always spans several scrapes), while the burn factors
+/// stay: a factor F over a long window L spends F × L / window of the budget, so scaling L
+/// with the window keeps each tier's meaning (2 %, 5 %, 10 %, 10 % of the budget).
+pub fn burn_tiers(window_secs: f64) -> Vec<BurnTier> {
+    let scale = window_secs / REFERENCE_WINDOW_SECS;
+    BURN_TIERS
+        .iter()
+        .map(|&(name, severity, factor, long, short)| BurnTier {
+            name,
+            severity,
+            factor,
+            long_secs: round_window(long * scale),
+            short_secs: round_window(short * scale),
+        })
+        .collect()
+}
+
+fn round_window(secs: f64) -> f64 {
+    let step = if secs < 3_600.0 {
+        60.0
+    } else if secs < 86_400.0 {
+        300.0
+    } else {
+        3_600.0
+    };
+    ((secs / step).round() * step).max(300.0)
+}
+
+/// Every window an SLI error ratio is recorded for: the tiers' windows and the whole SLO
+/// window, shortest first.
+pub fn sli_windows(window_secs: f64) -> Vec<f64> {
+    let mut out: Vec<f64> = burn_tiers(window_secs)
+        .iter()
+        .flat_map(|t| [t.long_secs, t.short_secs])
+        .chain([window_secs])
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out.dedup();
+    out
+}
+
+/// The rule file of one `SLO`: one group `vigil.<namespace>.slo.<name>` with the recording
+/// rules and the burn-rate alerts.
+pub fn slo_rules(slo: &Slo, app: &MonitoredApp) -> RuleFile {
+    let ns = namespace_of(slo);
+    let name = slo.name_any();
+    let app_name = app.name_any();
+    let spec = &slo.spec;
+    let window_secs = spec.window.as_secs_f64();
+    let budget = (100.0 - spec.objective) / 100.0;
+    let labels = BTreeMap::from([
+        ("namespace".to_owned(), ns.clone()),
+        ("app".to_owned(), app_name.clone()),
+        ("slo".to_owned(), name.clone()),
+    ]);
+    let sel = format!(
+        "{}, slo=\"{}\"",
+        app_matcher(&ns, &app_name),
+        promql_str(&name)
+    );
+    let record = |record: String, expr: String| {
+        Rule::Recording(RecordingRule {
+            record,
+            expr,
+            labels: labels.clone(),
+        })
+    };
+    let ratio = |secs: f64| format!("slo:sli_error:ratio_rate{}", duration(secs));
+    let windows = sli_windows(window_secs);
+
+    let mut rules: Vec<Rule> = windows
+        .iter()
+        .map(|&w| {
+            record(
+                ratio(w),
+                sli_error_ratio(&spec.sli, &app_matcher(&ns, &app_name), &duration(w)),
+            )
+        })
+        .collect();
+    rules.push(record(
+        "slo:objective:ratio".into(),
+        format!("vector({})", num(spec.objective / 100.0)),
+    ));
+    rules.push(record(
+        "slo:error_budget:ratio".into(),
+        format!("vector({})", num(budget)),
+    ));
+    rules.push(record(
+        "slo:error_budget_remaining:ratio".into(),
+        format!("1 - {}{{{sel}}} / {}", ratio(window_secs), num(budget)),
+    ));
+    let shortest = windows.first().copied().unwrap_or(window_secs);
+    rules.push(record(
+        "slo:current_burn_rate:ratio".into(),
+        format!("{}{{{sel}}} / {}", ratio(shortest), num(budget)),
+    ));
+
+    let objective_text = format!("{} % over {}", num(spec.objective), spec.window);
+    let what = spec
+        .description
+        .clone()
+        .unwrap_or_else(|| format!("objective {objective_text}"));
+    for tier in burn_tiers(window_secs) {
+        let audiences: &[Audience] = if tier.severity == "page" {
+            &spec.alerting.page
+        } else {
+            &spec.alerting.ticket
+        };
+        let (long, short) = (duration(tier.long_secs), duration(tier.short_secs));
+        let factor = num(tier.factor);
+        // Burn rate = error ratio / error budget, so `$value` is the burn rate itself. It is
+        // rounded to 0.001 before the comparison so that a burn of exactly F× (an error ratio
+        // of exactly F × budget) fires despite float rounding in the division.
+        let expr = format!(
+            "round({long_r}{{{sel}}} / {b}, 0.001) >= {factor}\nand\n\
+             round({short_r}{{{sel}}} / {b}, 0.001) >= {factor}",
+            long_r = ratio(tier.long_secs),
+            short_r = ratio(tier.short_secs),
+            b = num(budget),
+        );
+        let spent = num((tier.factor * tier.long_secs / window_secs * 1000.0).round() / 10.0);
+        let remaining = format!(
+            "{{{{ with printf `slo:error_budget_remaining:ratio{{namespace=%q, app=%q, slo=%q}}` \
+             $labels.namespace $labels.app $labels.slo | query }}}}{{{{ with . | first }}}}\
+             {{{{ .Value | humanizePercentage }}}}{{{{ end }}}}{{{{ else }}}}unknown{{{{ end }}}}"
+        );
+        let mut sorted: Vec<Audience> = audiences.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        for audience in sorted {
+            let mut alert_labels = labels.clone();
+            alert_labels.insert("severity".into(), tier.severity.into());
+            alert_labels.insert("audience".into(), audience.as_str().into());
+            alert_labels.insert(BURN_TIER_LABEL.into(), tier.name.into());
+            let annotations = BTreeMap::from([
+                (
+                    "summary".to_owned(),
+                    format!("SLO {name} of {ns}/{app_name} is burning its error budget {factor}× or more faster than sustainable"),
+                ),
+                (
+                    "description".to_owned(),
+                    format!(
+                        "{what}: the error budget is burning {{{{ $value | printf \"%.1f\" }}}}× \
+                         faster than the objective allows over the last {long} (and still over the \
+                         last {short}); {factor}× for {long} spends {spent} % of the {window} budget. \
+                         Budget remaining: {remaining}.",
+                        window = spec.window,
+                    ),
+                ),
+                ("burn_rate".to_owned(), "{{ $value | printf \"%.1f\" }}".to_owned()),
+                ("budget_remaining".to_owned(), remaining.clone()),
+                ("objective".to_owned(), objective_text.clone()),
+            ]);
+            rules.push(Rule::Alerting(AlertingRule {
+                alert: BURN_ALERT.into(),
+                expr: expr.clone(),
+                for_: None,
+                labels: alert_labels,
+                annotations,
+            }));
+        }
+    }
+    RuleFile {
+        groups: vec![RuleGroup {
+            name: format!("vigil.{ns}.slo.{name}"),
+            interval: Some(GROUP_INTERVAL.into()),
+            rules,
+        }],
+    }
+}
+
+/// The `monitoring.coreos.com/v1` `PrometheusRule` carrying `file`, named `vigil-slo-<name>`
+/// in the SLO's namespace and owned by it.
+pub fn slo_prometheus_rule(slo: &Slo, file: &RuleFile) -> serde_json::Value {
+    prometheus_rule_object(
+        child_meta(slo, format!("vigil-slo-{}", slo.name_any())),
+        file,
+    )
+}
+
+/// The SLI as an error ratio (bad / all events) over `window`, scoped to the app. A missing
+/// error series (no error ever happened) counts as 0 errors rather than leaving the ratio
+/// empty.
+fn sli_error_ratio(sli: &Sli, app_sel: &str, window: &str) -> String {
+    let user =
+        |q: &vigil_crds::PromQl| scoped_promql(&q.as_str().replace("{{.window}}", window), app_sel);
+    if let Some(gt) = &sli.good_total {
+        let (good, total) = (user(&gt.good), user(&gt.total));
+        format!("1 - (\n  (({good}) or ({total}) * 0)\n  / ({total})\n)")
+    } else if let Some(et) = &sli.error_total {
+        let (errors, total) = (user(&et.errors), user(&et.total));
+        format!("(({errors}) or ({total}) * 0)\n/ ({total})")
+    } else if let Some(av) = &sli.availability {
+        availability_ratio(av, app_sel, window)
+    } else if let Some(lat) = &sli.latency {
+        latency_ratio(lat, app_sel, window)
+    } else {
+        // Validation guarantees one SLI form; with none, a ratio that is never recorded.
+        "vector(0) unless vector(0)".to_owned()
+    }
+}
+
+fn with_extra(sel: &str, extra: Option<&String>) -> String {
+    match extra.map(|m| m.trim()).filter(|m| !m.is_empty()) {
+        Some(m) => format!("{sel}, {m}"),
+        None => sel.to_owned(),
+    }
+}
+
+fn availability_ratio(av: &AvailabilitySli, app_sel: &str, window: &str) -> String {
+    let sel = with_extra(app_sel, av.matchers.as_ref());
+    let total = format!(
+        "sum by (namespace, app) (rate({}{{{sel}}}[{window}]))",
+        av.metric
+    );
+    let errors = format!(
+        "sum by (namespace, app) (rate({}{{{sel}, {}=~\"{}\"}}[{window}]))",
+        av.metric,
+        av.status_label,
+        promql_str(&av.error_regex)
+    );
+    format!("({errors}\n  or {total} * 0)\n/ {total}")
+}
+
+fn latency_ratio(lat: &LatencySli, app_sel: &str, window: &str) -> String {
+    let sel = with_extra(app_sel, lat.matchers.as_ref());
+    let le = num(lat.threshold_seconds);
+    // Client libraries write whole bounds as `1` (Go) or `1.0` (Python, Java): match both.
+    let le_matcher = if le.contains('.') {
+        format!("le=\"{le}\"")
+    } else {
+        format!("le=~\"{le}(\\\\.0)?\"")
+    };
+    format!(
+        "1 - (\n  sum by (namespace, app) (rate({h}_bucket{{{sel}, {le_matcher}}}[{window}]))\n  \
+         / sum by (namespace, app) (rate({h}_count{{{sel}}}[{window}]))\n)",
+        h = lat.histogram
+    )
+}
+
+#[cfg(test)]
+mod tests;
