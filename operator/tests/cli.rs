@@ -1,0 +1,101 @@
+//! The `vigil-operator` command as users run it: `crd`, `check` and `render`, including what
+//! happens to the output directory when the input is invalid.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn vigil(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil-operator"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("vigil-operator runs")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `crd` prints exactly the committed CRDs.
+#[test]
+fn crd_prints_the_committed_crds() {
+    let out = vigil(&["crd"]);
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(repo_root().join("crds/vigil-crds.yaml")).expect("committed CRDs");
+    assert!(text(&out.stdout) == committed, "crds/vigil-crds.yaml is stale: run scripts/generate.sh");
+}
+
+/// `render` writes the documented layout and lists what it produced.
+#[test]
+fn render_writes_the_documented_layout() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("out");
+    let out = vigil(&["render", "-f", "examples/banking", "-o", dir.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for path in [
+        "prometheus/prometheus.yml",
+        "prometheus/rules/banking-mobile-api-crashes.yml",
+        "prometheus/rules/banking-slo-mobile-api-availability.yml",
+        "alertmanager/alertmanager.yml",
+        "grafana/dashboards/banking-mobile-support.json",
+        "agent/banking-mobile-api.yaml",
+        "kubernetes/banking-configmap-vigil-agent-mobile-api.yaml",
+    ] {
+        assert!(dir.join(path).is_file(), "{path} missing");
+        assert!(text(&out.stdout).contains(path), "{path} not listed in the summary");
+    }
+}
+
+/// Invalid input: non-zero exit, one line per problem naming file, object and field, and the
+/// previous content of the output directory left exactly as it was.
+#[test]
+fn invalid_input_leaves_output_untouched() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("out");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("previous.txt"), "keep me").expect("write");
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: checkout, namespace: shop}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 100.5\n---\napiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: crashes, namespace: shop}\nspec:\n  appRef: {name: shop}\n  rules: [{name: ShopCrash, for: soon, crashRate: {}}]\n---\napiVersion: vigil.dev/v1alpha1\nkind: DashboardView\nmetadata: {name: support, namespace: shop}\nspec: {apps: [shop], audience: support}\n",
+    )
+    .expect("write");
+    let out = vigil(&["render", "-f", bad.to_str().expect("utf-8"), "-o", dir.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let file = bad.display().to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{file}: AlertPolicy/shop/crashes: spec.rules[0].for: invalid duration \"soon\": expected a Prometheus duration such as 30s, 5m, 1h30m or 30d").as_str(),
+            format!("{file}: DashboardView/shop/support: spec.apps[0]: no MonitoredApp \"shop\" in namespace \"shop\"; create it or fix the name").as_str(),
+            format!("{file}: SLO/shop/checkout: spec.objective: objective is a percentage strictly between 0 and 100, such as 99.9").as_str(),
+            "3 problem(s); nothing was written",
+        ]
+    );
+    let entries: Vec<_> = std::fs::read_dir(&dir).expect("dir").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(entries, ["previous.txt"]);
+    assert_eq!(std::fs::read_to_string(dir.join("previous.txt")).expect("read"), "keep me");
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).expect("dir").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "staging directories left behind: {leftovers:?}");
+}
+
+/// Rendering again replaces the previous output completely (no stale files survive).
+#[test]
+fn render_replaces_previous_output() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("out");
+    std::fs::create_dir_all(dir.join("grafana/dashboards")).expect("mkdir");
+    std::fs::write(dir.join("grafana/dashboards/stale.json"), "{}").expect("write");
+    let out = vigil(&["render", "-f", "examples/infrastructure", "-o", dir.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!dir.join("grafana/dashboards/stale.json").exists());
+    assert!(dir.join("grafana/dashboards/core-infra-core-infra-support.json").is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).expect("dir").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(leftovers, ["out"], "staging directories left behind");
+}
