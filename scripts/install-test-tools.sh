@@ -214,7 +214,7 @@ echo
 echo "Test tools:"
 printf '  %-9s %s\n' promtool "$(promtool --version 2>&1 | head -n1)"
 printf '  %-9s %s\n' amtool   "$(amtool --version 2>&1 | head -n1)"
-printf '  %-9s %s\n' vmagent  "$(vmagent -version 2>&1 | head -n1)"
+printf '  %-9s %s\n' vmagent  "victoria-metrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null)"
 printf '  %-9s %s\n' helm     "$("$TOOLS_BIN/helm" version --short 2>&1 | head -n1)"
 printf '  %-9s %s\n' kubectl  "$("$TOOLS_BIN/kubectl" version --client 2>&1 | head -n1)"
 echo

@@ -201,11 +201,10 @@ pub fn slo_rules(slo: &Slo, app: &MonitoredApp) -> RuleFile {
             b = num(budget),
         );
         let spent = num((tier.factor * tier.long_secs / window_secs * 1000.0).round() / 10.0);
-        let remaining = format!(
-            "{{{{ with printf `slo:error_budget_remaining:ratio{{namespace=%q, app=%q, slo=%q}}` \
-             $labels.namespace $labels.app $labels.slo | query }}}}{{{{ with . | first }}}}\
-             {{{{ .Value | humanizePercentage }}}}{{{{ end }}}}{{{{ else }}}}unknown{{{{ end }}}}"
-        );
+        let remaining =
+            "{{ with printf `slo:error_budget_remaining:ratio{namespace=%q, app=%q, slo=%q}` \
+             $labels.namespace $labels.app $labels.slo | query }}{{ with . | first }}\
+             {{ .Value | humanizePercentage }}{{ end }}{{ else }}unknown{{ end }}";
         let mut sorted: Vec<Audience> = audiences.to_vec();
         sorted.sort();
         sorted.dedup();
@@ -230,7 +229,7 @@ pub fn slo_rules(slo: &Slo, app: &MonitoredApp) -> RuleFile {
                     ),
                 ),
                 ("burn_rate".to_owned(), "{{ $value | printf \"%.1f\" }}".to_owned()),
-                ("budget_remaining".to_owned(), remaining.clone()),
+                ("budget_remaining".to_owned(), remaining.to_owned()),
                 ("objective".to_owned(), objective_text.clone()),
             ]);
             rules.push(Rule::Alerting(AlertingRule {

@@ -132,16 +132,14 @@ fn traffic(minutes: u32, errors_per_min: f64) -> String {
     )
 }
 
-fn burn_alert(
-    tier: &str,
-    severity: &str,
-    audience: &str,
-    burn: &str,
-    long: &str,
-    short: &str,
-    spent: &str,
-    remaining: &str,
-) -> String {
+/// The expected page/ticket alert of `tier` for `audience`, at burn rate `burn`.
+fn burn_alert(tier: &str, audience: &str, burn: &str, remaining: &str) -> String {
+    let (severity, factor, long, short, spent) = match tier {
+        "page-fast" => ("page", "14.4", "1h", "5m", "2"),
+        "page-slow" => ("page", "6", "6h", "30m", "5"),
+        "ticket-fast" => ("ticket", "3", "1d", "2h", "10"),
+        _ => ("ticket", "1", "3d", "6h", "10"),
+    };
     format!(
         r#"
           - exp_labels:
@@ -157,12 +155,6 @@ fn burn_alert(
               burn_rate: "{burn}"
               budget_remaining: "{remaining}"
               objective: 99.9 % over 30d"#,
-        factor = match tier {
-            "page-fast" => "14.4",
-            "page-slow" => "6",
-            "ticket-fast" => "3",
-            _ => "1",
-        }
     )
 }
 
@@ -176,66 +168,12 @@ fn fast_burn_pages_within_five_minutes() {
     // Over the whole 30d window the SLI only has these minutes of history, all at 1.44 % errors.
     let remaining = "-1340%";
     let alerts = [
-        burn_alert(
-            "page-fast",
-            "page",
-            "engineering",
-            "14.4",
-            "1h",
-            "5m",
-            "2",
-            remaining,
-        ),
-        burn_alert(
-            "page-slow",
-            "page",
-            "engineering",
-            "14.4",
-            "6h",
-            "30m",
-            "5",
-            remaining,
-        ),
-        burn_alert(
-            "ticket-fast",
-            "ticket",
-            "engineering",
-            "14.4",
-            "1d",
-            "2h",
-            "10",
-            remaining,
-        ),
-        burn_alert(
-            "ticket-fast",
-            "ticket",
-            "support",
-            "14.4",
-            "1d",
-            "2h",
-            "10",
-            remaining,
-        ),
-        burn_alert(
-            "ticket-slow",
-            "ticket",
-            "engineering",
-            "14.4",
-            "3d",
-            "6h",
-            "10",
-            remaining,
-        ),
-        burn_alert(
-            "ticket-slow",
-            "ticket",
-            "support",
-            "14.4",
-            "3d",
-            "6h",
-            "10",
-            remaining,
-        ),
+        burn_alert("page-fast", "engineering", "14.4", remaining),
+        burn_alert("page-slow", "engineering", "14.4", remaining),
+        burn_alert("ticket-fast", "engineering", "14.4", remaining),
+        burn_alert("ticket-fast", "support", "14.4", remaining),
+        burn_alert("ticket-slow", "engineering", "14.4", remaining),
+        burn_alert("ticket-slow", "support", "14.4", remaining),
     ]
     .concat();
     test_rules(
