@@ -19,14 +19,22 @@ const EXAMPLES: [&str; 3] = ["banking", "infrastructure", "public-sector"];
 fn render_example(name: &str) -> Bundle {
     let dir = repo_root().join("examples").join(name);
     let loaded = manifests::load(&[dir]).unwrap_or_else(|problems| {
-        panic!("example {name} is invalid:\n{}", problems.iter().map(|p| format!("  {p}\n")).collect::<String>())
+        panic!(
+            "example {name} is invalid:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  {p}\n"))
+                .collect::<String>()
+        )
     });
     bundle::render(&loaded.inventory, tested_options()).expect("example renders")
 }
 
 /// The Alertmanager on these machines is 0.25, so the configuration is rendered for it.
 fn tested_options() -> bundle::Options {
-    bundle::Options { alertmanager: AlertmanagerVersion::V0_25 }
+    bundle::Options {
+        alertmanager: AlertmanagerVersion::V0_25,
+    }
 }
 
 /// Debian's Prometheus 2.42 is built without Kubernetes service discovery and rejects
@@ -36,13 +44,20 @@ fn tested_options() -> bundle::Options {
 fn without_kubernetes_sd(prometheus_yml: &Path) {
     let text = std::fs::read_to_string(prometheus_yml).expect("prometheus.yml");
     let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
-    let jobs = doc["scrape_configs"].as_sequence_mut().expect("scrape_configs");
+    let jobs = doc["scrape_configs"]
+        .as_sequence_mut()
+        .expect("scrape_configs");
     assert!(!jobs.is_empty(), "no scrape jobs rendered");
     for job in jobs {
         let map = job.as_mapping_mut().expect("job");
-        let sd = map.remove("kubernetes_sd_configs").expect("every job discovers pods");
+        let sd = map
+            .remove("kubernetes_sd_configs")
+            .expect("every job discovers pods");
         assert_eq!(sd[0]["role"].as_str(), Some("pod"));
-        map.insert("static_configs".into(), serde_yaml::from_str("[{targets: []}]").expect("yaml"));
+        map.insert(
+            "static_configs".into(),
+            serde_yaml::from_str("[{targets: []}]").expect("yaml"),
+        );
     }
     std::fs::write(prometheus_yml, serde_yaml::to_string(&doc).expect("yaml")).expect("write");
 }
@@ -56,7 +71,12 @@ fn written(name: &str) -> (tempfile::TempDir, PathBuf) {
 
 fn files_under(dir: &Path, ext: &str) -> Vec<String> {
     let mut found: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect::<Vec<_>>())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default()
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == ext))
@@ -76,22 +96,48 @@ fn examples_render_deterministically_and_completely() {
         let loaded = manifests::load(&[repo_root().join("examples").join(name)]).expect("valid");
         let inv = &loaded.inventory;
         let count = |prefix: &str| first.paths().filter(|p| p.starts_with(prefix)).count();
-        assert_eq!(count("agent"), inv.apps.len(), "{name}: one agent config per app");
-        assert_eq!(count("prometheus/rules"), inv.policies.len() + inv.slos.len(), "{name}: rule files");
-        assert_eq!(count("grafana/dashboards"), inv.views.len() + inv.slos.len(), "{name}: dashboards");
-        assert!(first.files.contains_key(Path::new("prometheus/prometheus.yml")));
-        assert!(first.files.contains_key(Path::new("alertmanager/alertmanager.yml")));
+        assert_eq!(
+            count("agent"),
+            inv.apps.len(),
+            "{name}: one agent config per app"
+        );
+        assert_eq!(
+            count("prometheus/rules"),
+            inv.policies.len() + inv.slos.len(),
+            "{name}: rule files"
+        );
+        assert_eq!(
+            count("grafana/dashboards"),
+            inv.views.len() + inv.slos.len(),
+            "{name}: dashboards"
+        );
+        assert!(first
+            .files
+            .contains_key(Path::new("prometheus/prometheus.yml")));
+        assert!(first
+            .files
+            .contains_key(Path::new("alertmanager/alertmanager.yml")));
         let kinds: std::collections::BTreeSet<String> = first
             .files
             .iter()
             .filter(|(p, _)| p.starts_with("kubernetes"))
             .map(|(_, bytes)| {
-                let doc: serde_yaml::Value = serde_yaml::from_slice(bytes).expect("kubernetes object is YAML");
-                assert_eq!(doc["metadata"]["labels"]["app.kubernetes.io/managed-by"].as_str(), Some("vigil"));
+                let doc: serde_yaml::Value =
+                    serde_yaml::from_slice(bytes).expect("kubernetes object is YAML");
+                assert_eq!(
+                    doc["metadata"]["labels"]["app.kubernetes.io/managed-by"].as_str(),
+                    Some("vigil")
+                );
                 doc["kind"].as_str().unwrap_or_default().to_owned()
             })
             .collect();
-        for kind in ["ConfigMap", "PodMonitor", "PrometheusRule", "AlertmanagerConfig", "GrafanaDashboard"] {
+        for kind in [
+            "ConfigMap",
+            "PodMonitor",
+            "PrometheusRule",
+            "AlertmanagerConfig",
+            "GrafanaDashboard",
+        ] {
             assert!(kinds.contains(kind), "{name}: no {kind} among {kinds:?}");
         }
     }
@@ -118,7 +164,11 @@ fn promtool_accepts_every_example() {
 fn amtool_accepts_every_example() {
     for name in EXAMPLES {
         let (_tmp, out) = written(name);
-        run_ok("amtool", &["check-config", "alertmanager/alertmanager.yml"], &out);
+        run_ok(
+            "amtool",
+            &["check-config", "alertmanager/alertmanager.yml"],
+            &out,
+        );
     }
 }
 
@@ -131,8 +181,14 @@ fn agent_accepts_every_rendered_config() {
             let text = String::from_utf8_lossy(bytes);
             let config = vigil_crds::AgentConfig::from_yaml(&text)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            assert_eq!(stem, format!("{}-{}", config.app.namespace, config.app.name));
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            assert_eq!(
+                stem,
+                format!("{}-{}", config.app.namespace, config.app.name)
+            );
         }
     }
 }
@@ -144,13 +200,21 @@ fn secret_values_never_reach_rendered_files() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: alerting-secrets, namespace: banking}\nstringData:\n  pagerduty-mobile: pd-routing-key-7f3a9c\n  slack-webhook: https://hooks.slack.example/services/T000/B000/s3cr3t\n";
     std::fs::write(tmp.path().join("secret.yaml"), secret).expect("write");
-    let loaded = manifests::load(&[repo_root().join("examples/banking"), tmp.path().to_path_buf()]).expect("valid");
+    let loaded = manifests::load(&[
+        repo_root().join("examples/banking"),
+        tmp.path().to_path_buf(),
+    ])
+    .expect("valid");
     assert_eq!(loaded.skipped, ["Secret/banking/alerting-secrets"]);
     let bundle = bundle::render(&loaded.inventory, tested_options()).expect("renders");
     for (path, bytes) in &bundle.files {
         let text = String::from_utf8_lossy(bytes);
         for value in ["pd-routing-key-7f3a9c", "s3cr3t"] {
-            assert!(!text.contains(value), "{} contains a secret value", path.display());
+            assert!(
+                !text.contains(value),
+                "{} contains a secret value",
+                path.display()
+            );
         }
     }
 }
@@ -163,9 +227,15 @@ fn prometheus_starts_with_rendered_config() {
     let port = free_port();
     let mut prometheus = Running(
         Command::new(tool("prometheus"))
-            .arg(format!("--config.file={}", out.join("prometheus/prometheus.yml").display()))
+            .arg(format!(
+                "--config.file={}",
+                out.join("prometheus/prometheus.yml").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path().join("tsdb").display()
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -173,7 +243,8 @@ fn prometheus_starts_with_rendered_config() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let rules = loop {
-        if let Some(body) = http_get(port, "/api/v1/rules").filter(|b| b.contains("\"groups\":[{")) {
+        if let Some(body) = http_get(port, "/api/v1/rules").filter(|b| b.contains("\"groups\":[{"))
+        {
             break body;
         }
         if let Ok(Some(status)) = prometheus.0.try_wait() {
@@ -183,7 +254,10 @@ fn prometheus_starts_with_rendered_config() {
             }
             panic!("prometheus exited with {status}:\n{err}");
         }
-        assert!(Instant::now() < deadline, "prometheus did not load rules within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "prometheus did not load rules within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let bundle = render_example("banking");
@@ -193,13 +267,23 @@ fn prometheus_starts_with_rendered_config() {
         .filter(|(p, _)| p.starts_with("prometheus/rules"))
         .map(|(_, bytes)| {
             let doc: serde_yaml::Value = serde_yaml::from_slice(bytes).expect("yaml");
-            doc["groups"].as_sequence().map(Vec::len).unwrap_or_default()
+            doc["groups"]
+                .as_sequence()
+                .map(Vec::len)
+                .unwrap_or_default()
         })
         .sum();
-    assert_eq!(rules.matches("\"file\":").count(), expected_groups, "rule groups loaded: {rules}");
+    assert_eq!(
+        rules.matches("\"file\":").count(),
+        expected_groups,
+        "rule groups loaded: {rules}"
+    );
     assert!(rules.contains("MobileApiCrash"));
     assert!(rules.contains("\"health\":\"ok\"") || rules.contains("\"health\":\"unknown\""));
-    assert!(!rules.contains("\"health\":\"err\""), "a rule failed to evaluate: {rules}");
+    assert!(
+        !rules.contains("\"health\":\"err\""),
+        "a rule failed to evaluate: {rules}"
+    );
 }
 
 /// Kills the child process when the test ends, whatever its outcome.
@@ -213,7 +297,10 @@ impl Drop for Running {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -223,7 +310,9 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200").then(|| body.to_owned()).or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
+    head.starts_with("HTTP/1.0 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_owned()))
 }
 
 /// The Kubernetes pod-discovery and relabelling blocks, which Debian's promtool cannot parse,
@@ -235,14 +324,23 @@ fn vmagent_accepts_the_discovery_and_relabel_blocks() {
         let text = std::fs::read_to_string(out.join("prometheus/prometheus.yml")).expect("read");
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
         let jobs = doc["scrape_configs"].as_sequence().expect("scrape_configs");
-        assert!(jobs.iter().all(|j| j["kubernetes_sd_configs"][0]["role"].as_str() == Some("pod")));
+        assert!(jobs
+            .iter()
+            .all(|j| j["kubernetes_sd_configs"][0]["role"].as_str() == Some("pod")));
         let scrape_only = serde_yaml::to_string(&serde_yaml::Mapping::from_iter([(
             "scrape_configs".into(),
             doc["scrape_configs"].clone(),
         )]))
         .expect("yaml");
         std::fs::write(out.join("scrape.yml"), scrape_only).expect("write");
-        let run = run_ok("vmagent", &["-promscrape.config=scrape.yml", "-dryRun"], &out);
-        assert!(run.stderr.contains("all the configs are ok") || run.stdout.contains("all the configs are ok"));
+        let run = run_ok(
+            "vmagent",
+            &["-promscrape.config=scrape.yml", "-dryRun"],
+            &out,
+        );
+        assert!(
+            run.stderr.contains("all the configs are ok")
+                || run.stdout.contains("all the configs are ok")
+        );
     }
 }

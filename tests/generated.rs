@@ -10,7 +10,10 @@ fn committed_crds_match_the_types() {
     let expected = vigil_crds::crds_yaml().expect("CRDs encode");
     for path in ["crds/vigil-crds.yaml", "charts/vigil/crds/vigil-crds.yaml"] {
         let committed = std::fs::read_to_string(repo_root().join(path)).unwrap_or_default();
-        assert!(committed == expected, "{path} is out of date with the CRD types: {REGENERATE}");
+        assert!(
+            committed == expected,
+            "{path} is out of date with the CRD types: {REGENERATE}"
+        );
     }
 }
 
@@ -19,19 +22,43 @@ fn committed_crds_match_the_types() {
 #[test]
 fn crds_are_complete() {
     let crds = vigil_crds::crds();
-    let short: Vec<String> = crds.iter().flat_map(|c| c.spec.names.short_names.clone().unwrap_or_default()).collect();
+    let short: Vec<String> = crds
+        .iter()
+        .flat_map(|c| c.spec.names.short_names.clone().unwrap_or_default())
+        .collect();
     assert_eq!(short, ["mapp", "ap", "slo", "dv"]);
     for crd in &crds {
         assert_eq!(crd.spec.group, "vigil.dev");
         assert_eq!(crd.spec.scope, "Namespaced");
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{} lacks status", crd.spec.names.kind);
-        assert!(version.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 3));
-        let schema = serde_json::to_value(version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref())).expect("schema");
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "{} lacks status",
+            crd.spec.names.kind
+        );
+        assert!(version
+            .additional_printer_columns
+            .as_ref()
+            .is_some_and(|c| c.len() >= 3));
+        let schema = serde_json::to_value(
+            version
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref()),
+        )
+        .expect("schema");
         let mut undocumented = Vec::new();
         undocumented_fields(&schema["properties"]["spec"], "spec", &mut undocumented);
-        assert!(undocumented.is_empty(), "{}: fields without a description: {undocumented:?}", crd.spec.names.kind);
+        assert!(
+            undocumented.is_empty(),
+            "{}: fields without a description: {undocumented:?}",
+            crd.spec.names.kind
+        );
     }
 }
 
@@ -55,10 +82,33 @@ fn undocumented_fields(schema: &serde_json::Value, path: &str, out: &mut Vec<Str
 fn helm_chart_lints_and_templates() {
     let root = repo_root();
     run_ok("helm", &["lint", "--strict", "charts/vigil"], &root);
-    let out = run_ok("helm", &["template", "vigil", "charts/vigil", "--include-crds", "--namespace", "vigil-system"], &root);
-    let kinds: Vec<&str> = out.stdout.lines().filter(|l| *l == "kind: CustomResourceDefinition").collect();
+    let out = run_ok(
+        "helm",
+        &[
+            "template",
+            "vigil",
+            "charts/vigil",
+            "--include-crds",
+            "--namespace",
+            "vigil-system",
+        ],
+        &root,
+    );
+    let kinds: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| *l == "kind: CustomResourceDefinition")
+        .collect();
     assert_eq!(kinds.len(), 4, "{}", out.stdout);
-    for name in ["monitoredapps.vigil.dev", "alertpolicies.vigil.dev", "slos.vigil.dev", "dashboardviews.vigil.dev"] {
-        assert!(out.stdout.contains(&format!("name: {name}")), "{name} missing from helm template output");
+    for name in [
+        "monitoredapps.vigil.dev",
+        "alertpolicies.vigil.dev",
+        "slos.vigil.dev",
+        "dashboardviews.vigil.dev",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("name: {name}")),
+            "{name} missing from helm template output"
+        );
     }
 }

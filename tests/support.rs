@@ -7,16 +7,26 @@ use std::process::Command;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Finds `name` on PATH, in /usr/bin or in the repository's `.tools/bin`. A missing tool is a
 /// test failure, never a skip: the test command installs every tool.
 pub fn tool(name: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
-    let fallbacks = [PathBuf::from("/usr/bin").join(name), repo_root().join(".tools/bin").join(name)];
+    let fallbacks = [
+        PathBuf::from("/usr/bin").join(name),
+        repo_root().join(".tools/bin").join(name),
+    ];
     on_path
         .into_iter()
         .chain(fallbacks)
@@ -49,6 +59,12 @@ pub fn run(tool_name: &str, args: &[&str], dir: &Path) -> Run {
 /// Runs a tool and fails the test with its full output unless it succeeds.
 pub fn run_ok(tool_name: &str, args: &[&str], dir: &Path) -> Run {
     let r = run(tool_name, args, dir);
-    assert!(r.success, "{tool_name} {args:?} failed in {}\nstdout:\n{}\nstderr:\n{}", dir.display(), r.stdout, r.stderr);
+    assert!(
+        r.success,
+        "{tool_name} {args:?} failed in {}\nstdout:\n{}\nstderr:\n{}",
+        dir.display(),
+        r.stdout,
+        r.stderr
+    );
     r
 }

@@ -253,7 +253,9 @@ impl AgentConfig {
             });
         }
         if !(0.0..=1.0).contains(&config.traces.sampling_ratio) {
-            return Err(AgentConfigError::SamplingRatio(config.traces.sampling_ratio));
+            return Err(AgentConfigError::SamplingRatio(
+                config.traces.sampling_ratio,
+            ));
         }
         if config.buffer.max_bytes < (1 << 20) {
             return Err(AgentConfigError::BufferTooSmall(config.buffer.max_bytes));

@@ -31,12 +31,20 @@ impl Duration {
         Self::seconds_of(input)
             .filter(|s| *s > 0.0)
             .map(|_| Self(input.to_owned()))
-            .ok_or_else(|| DurationError { input: input.to_owned() })
+            .ok_or_else(|| DurationError {
+                input: input.to_owned(),
+            })
     }
 
     /// A duration of whole seconds, written in the largest unit that divides it exactly.
     pub fn from_secs(secs: u64) -> Self {
-        const UNITS: [(u64, &str); 5] = [(604_800, "w"), (86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+        const UNITS: [(u64, &str); 5] = [
+            (604_800, "w"),
+            (86_400, "d"),
+            (3_600, "h"),
+            (60, "m"),
+            (1, "s"),
+        ];
         let secs = secs.max(1);
         for (size, unit) in UNITS {
             if secs % size == 0 {
@@ -214,7 +222,9 @@ impl JsonSchema for PromQl {
 }
 
 /// Who an alert or dashboard is for. Each audience wants different context.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Audience {
     /// First-line support: user impact, affected users, what to tell customers.
@@ -227,7 +237,11 @@ pub enum Audience {
 
 impl Audience {
     /// Every audience, in routing order.
-    pub const ALL: [Audience; 3] = [Audience::Support, Audience::Engineering, Audience::Management];
+    pub const ALL: [Audience; 3] = [
+        Audience::Support,
+        Audience::Engineering,
+        Audience::Management,
+    ];
 
     /// The value used in the `audience` alert label.
     pub fn as_str(self) -> &'static str {
@@ -279,7 +293,20 @@ impl fmt::Display for ClientType {
 }
 
 /// How urgent an alert is; carried in the `severity` label and used for routing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Severity {
     /// Needs a human now.
@@ -358,8 +385,14 @@ mod tests {
     /// Durations accept every Prometheus unit and reject malformed input.
     #[test]
     fn durations_parse_like_prometheus() {
-        assert_eq!(Duration::parse("1h30m").map(|d| d.as_secs_f64()), Ok(5400.0));
-        assert_eq!(Duration::parse("30d").map(|d| d.as_secs_f64()), Ok(2_592_000.0));
+        assert_eq!(
+            Duration::parse("1h30m").map(|d| d.as_secs_f64()),
+            Ok(5400.0)
+        );
+        assert_eq!(
+            Duration::parse("30d").map(|d| d.as_secs_f64()),
+            Ok(2_592_000.0)
+        );
         assert_eq!(Duration::parse("250ms").map(|d| d.as_secs_f64()), Ok(0.25));
         for bad in ["", "5", "m", "5x", "1.5h", "-5m", "0s"] {
             assert!(Duration::parse(bad).is_err(), "{bad} must be rejected");
@@ -373,8 +406,14 @@ mod tests {
     #[test]
     fn promql_shape_is_checked() {
         assert!(PromQl::parse(r#"sum(rate(x{a="b)"}[5m]))"#).is_ok());
-        assert_eq!(PromQl::parse("sum(rate(x[5m])"), Err(PromQlError::Unbalanced('(')));
-        assert_eq!(PromQl::parse("x{a=\"b}"), Err(PromQlError::UnterminatedString));
+        assert_eq!(
+            PromQl::parse("sum(rate(x[5m])"),
+            Err(PromQlError::Unbalanced('('))
+        );
+        assert_eq!(
+            PromQl::parse("x{a=\"b}"),
+            Err(PromQlError::UnterminatedString)
+        );
         assert_eq!(PromQl::parse("  "), Err(PromQlError::Empty));
         assert_eq!(PromQl::parse("x]"), Err(PromQlError::Unbalanced(']')));
     }

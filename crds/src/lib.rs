@@ -31,7 +31,12 @@ pub const API_VERSION: &str = "vigil.dev/v1alpha1";
 
 /// Every Vigil CRD, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![MonitoredApp::crd(), AlertPolicy::crd(), Slo::crd(), DashboardView::crd()]
+    vec![
+        MonitoredApp::crd(),
+        AlertPolicy::crd(),
+        Slo::crd(),
+        DashboardView::crd(),
+    ]
 }
 
 /// All CRDs as one multi-document YAML stream, exactly as committed in `crds/` and the chart.

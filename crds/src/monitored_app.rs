@@ -196,7 +196,10 @@ pub struct TracesSpec {
 
 impl Default for TracesSpec {
     fn default() -> Self {
-        Self { enabled: true, sampling_ratio: 1.0 }
+        Self {
+            enabled: true,
+            sampling_ratio: 1.0,
+        }
     }
 }
 
@@ -231,7 +234,10 @@ pub struct RedactionSpec {
 
 impl Default for RedactionSpec {
     fn default() -> Self {
-        Self { detectors: Detector::all(), patterns: Vec::new() }
+        Self {
+            detectors: Detector::all(),
+            patterns: Vec::new(),
+        }
     }
 }
 
@@ -303,7 +309,11 @@ pub struct ReleaseSpec {
 
 impl Default for ReleaseSpec {
     fn default() -> Self {
-        Self { source: ReleaseSource::Label, label: default_version_label(), container: None }
+        Self {
+            source: ReleaseSource::Label,
+            label: default_version_label(),
+            container: None,
+        }
     }
 }
 
@@ -412,10 +422,21 @@ impl ExportersSpec {
     pub fn secret_refs(&self) -> Vec<&SecretKeyRef> {
         let mut refs: Vec<&SecretKeyRef> = Vec::new();
         if let Some(o) = &self.otlp {
-            refs.extend(o.bearer_token_secret_ref.iter().chain(o.ca_secret_ref.iter()));
+            refs.extend(
+                o.bearer_token_secret_ref
+                    .iter()
+                    .chain(o.ca_secret_ref.iter()),
+            );
         }
-        for h in [&self.prometheus_remote_write, &self.loki].into_iter().flatten() {
-            refs.extend(h.bearer_token_secret_ref.iter().chain(h.ca_secret_ref.iter()));
+        for h in [&self.prometheus_remote_write, &self.loki]
+            .into_iter()
+            .flatten()
+        {
+            refs.extend(
+                h.bearer_token_secret_ref
+                    .iter()
+                    .chain(h.ca_secret_ref.iter()),
+            );
         }
         if let Some(s) = &self.splunk_hec {
             refs.push(&s.token_secret_ref);
@@ -483,7 +504,11 @@ pub fn parse_byte_quantity(q: &str) -> Option<u64> {
         _ if q.ends_with("Gi") => (&q[..q.len() - 2], 1 << 30),
         _ => (q, 1),
     };
-    digits.parse::<u64>().ok().and_then(|n| n.checked_mul(factor)).filter(|n| *n > 0)
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|n| *n > 0)
 }
 
 /// Buffer overflow policy.

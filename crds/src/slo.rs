@@ -144,7 +144,10 @@ pub struct SloAlerting {
 
 impl Default for SloAlerting {
     fn default() -> Self {
-        Self { page: default_page(), ticket: default_ticket() }
+        Self {
+            page: default_page(),
+            ticket: default_ticket(),
+        }
     }
 }
 

@@ -41,8 +41,10 @@ pub enum BundleError {
 
 impl Bundle {
     fn yaml<T: Serialize>(&mut self, path: String, value: &T) -> Result<(), BundleError> {
-        let text = serde_yaml::to_string(value)
-            .map_err(|source| BundleError::Yaml { path: path.clone(), source })?;
+        let text = serde_yaml::to_string(value).map_err(|source| BundleError::Yaml {
+            path: path.clone(),
+            source,
+        })?;
         self.files.insert(path.into(), text.into_bytes());
         Ok(())
     }
@@ -52,8 +54,10 @@ impl Bundle {
         for value in values {
             text.push_str("---\n");
             text.push_str(
-                &serde_yaml::to_string(value)
-                    .map_err(|source| BundleError::Yaml { path: path.clone(), source })?,
+                &serde_yaml::to_string(value).map_err(|source| BundleError::Yaml {
+                    path: path.clone(),
+                    source,
+                })?,
             );
         }
         self.files.insert(path.into(), text.into_bytes());
@@ -61,8 +65,10 @@ impl Bundle {
     }
 
     fn json<T: Serialize>(&mut self, path: String, value: &T) -> Result<(), BundleError> {
-        let mut text = serde_json::to_string_pretty(value)
-            .map_err(|source| BundleError::Json { path: path.clone(), source })?;
+        let mut text = serde_json::to_string_pretty(value).map_err(|source| BundleError::Json {
+            path: path.clone(),
+            source,
+        })?;
         text.push('\n');
         self.files.insert(path.into(), text.into_bytes());
         Ok(())
@@ -102,8 +108,14 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
     let mut k8s: Vec<(String, serde_json::Value)> = Vec::new();
     let mut push_k8s = |value: serde_json::Value| {
         let kind = value["kind"].as_str().unwrap_or("object").to_lowercase();
-        let ns = value["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
-        let name = value["metadata"]["name"].as_str().unwrap_or("unnamed").to_owned();
+        let ns = value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let name = value["metadata"]["name"]
+            .as_str()
+            .unwrap_or("unnamed")
+            .to_owned();
         k8s.push((format!("kubernetes/{ns}-{kind}-{name}.yaml"), value));
     };
 
@@ -122,44 +134,72 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
 
     for policy in &inv.policies {
         let ns = namespace_of(policy);
-        let Some(app) = inv.app(&ns, &policy.spec.app_ref.name) else { continue };
+        let Some(app) = inv.app(&ns, &policy.spec.app_ref.name) else {
+            continue;
+        };
         let file = alerts::alert_rules(policy, app);
-        out.yaml(format!("prometheus/rules/{ns}-{}.yml", policy.name_any()), &file)?;
+        out.yaml(
+            format!("prometheus/rules/{ns}-{}.yml", policy.name_any()),
+            &file,
+        )?;
         push_k8s(alerts::prometheus_rule(policy, &file));
     }
 
     for objective in &inv.slos {
         let ns = namespace_of(objective);
-        let Some(app) = inv.app(&ns, &objective.spec.app_ref.name) else { continue };
+        let Some(app) = inv.app(&ns, &objective.spec.app_ref.name) else {
+            continue;
+        };
         let file = slo::slo_rules(objective, app);
-        out.yaml(format!("prometheus/rules/{ns}-slo-{}.yml", objective.name_any()), &file)?;
+        out.yaml(
+            format!("prometheus/rules/{ns}-slo-{}.yml", objective.name_any()),
+            &file,
+        )?;
         push_k8s(slo::slo_prometheus_rule(objective, &file));
         let dashboard = dashboards::slo_dashboard(objective);
         let folder = dashboards::DEFAULT_FOLDER;
-        out.json(format!("grafana/dashboards/{ns}-slo-{}.json", objective.name_any()), &dashboard)?;
+        out.json(
+            format!("grafana/dashboards/{ns}-slo-{}.json", objective.name_any()),
+            &dashboard,
+        )?;
         let name = dashboards::dashboard_object_name(objective);
-        push_k8s(to_json(&dashboards::dashboard_config_map(objective, name, &dashboard, folder)));
-        push_k8s(dashboards::grafana_dashboard_cr(objective, &dashboard, folder));
+        push_k8s(to_json(&dashboards::dashboard_config_map(
+            objective, name, &dashboard, folder,
+        )));
+        push_k8s(dashboards::grafana_dashboard_cr(
+            objective, &dashboard, folder,
+        ));
     }
 
     for view in &inv.views {
         let ns = namespace_of(view);
         let dashboard = dashboards::dashboard(view, inv);
         let folder = dashboards::folder_of(view);
-        out.json(format!("grafana/dashboards/{ns}-{}.json", view.name_any()), &dashboard)?;
+        out.json(
+            format!("grafana/dashboards/{ns}-{}.json", view.name_any()),
+            &dashboard,
+        )?;
         let name = dashboards::dashboard_object_name(view);
-        push_k8s(to_json(&dashboards::dashboard_config_map(view, name, &dashboard, folder)));
+        push_k8s(to_json(&dashboards::dashboard_config_map(
+            view, name, &dashboard, folder,
+        )));
         push_k8s(dashboards::grafana_dashboard_cr(view, &dashboard, folder));
     }
 
     let am = alertmanager::alertmanager_config_for(inv, options.alertmanager);
-    out.files.insert("alertmanager/alertmanager.yml".into(), alertmanager::to_yaml(&am).into_bytes());
+    out.files.insert(
+        "alertmanager/alertmanager.yml".into(),
+        alertmanager::to_yaml(&am).into_bytes(),
+    );
     for cr in alertmanager::alertmanager_config_crs(inv) {
         push_k8s(cr);
     }
 
     let prometheus = PrometheusConfig {
-        global: PrometheusGlobal { scrape_interval: "30s", evaluation_interval: "30s" },
+        global: PrometheusGlobal {
+            scrape_interval: "30s",
+            evaluation_interval: "30s",
+        },
         rule_files: vec!["rules/*.yml".to_owned()],
         alerting: serde_json::json!({
             "alertmanagers": [{ "static_configs": [{ "targets": [ALERTMANAGER_TARGET] }] }]
@@ -188,7 +228,9 @@ pub fn write(bundle: &Bundle, dir: &Path) -> io::Result<()> {
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent)?;
-    let staging = tempfile::Builder::new().prefix(".vigil-render-").tempdir_in(&parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".vigil-render-")
+        .tempdir_in(&parent)?;
     for (path, bytes) in &bundle.files {
         let target = staging.path().join(path);
         if let Some(folder) = target.parent() {
@@ -198,7 +240,10 @@ pub fn write(bundle: &Bundle, dir: &Path) -> io::Result<()> {
     }
     let staged = staging.keep();
     if dir.exists() {
-        let old = tempfile::Builder::new().prefix(".vigil-old-").tempdir_in(&parent)?.keep();
+        let old = tempfile::Builder::new()
+            .prefix(".vigil-old-")
+            .tempdir_in(&parent)?
+            .keep();
         std::fs::rename(dir, old.join("out"))?;
         if let Err(e) = std::fs::rename(&staged, dir) {
             // Put the previous output back so the user is left with what they had.

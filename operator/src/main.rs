@@ -68,7 +68,11 @@ fn main() -> ExitCode {
             }
             Err(problems) => report(&problems),
         },
-        Command::Render { files, output, alertmanager_version } => {
+        Command::Render {
+            files,
+            output,
+            alertmanager_version,
+        } => {
             let alertmanager = match alertmanager_version.as_str() {
                 "0.25" => AlertmanagerVersion::V0_25,
                 _ => AlertmanagerVersion::V0_26,
@@ -115,7 +119,11 @@ fn render(files: &[PathBuf], output: &Path, options: bundle::Options) -> ExitCod
         println!("  {:<76} {:>7} bytes", path.display(), bytes.len());
     }
     if !loaded.skipped.is_empty() {
-        println!("skipped {} object(s) of other kinds: {}", loaded.skipped.len(), loaded.skipped.join(", "));
+        println!(
+            "skipped {} object(s) of other kinds: {}",
+            loaded.skipped.len(),
+            loaded.skipped.join(", ")
+        );
     }
     ExitCode::SUCCESS
 }

@@ -25,8 +25,12 @@ fn text(bytes: &[u8]) -> String {
 fn crd_prints_the_committed_crds() {
     let out = vigil(&["crd"]);
     assert!(out.status.success());
-    let committed = std::fs::read_to_string(repo_root().join("crds/vigil-crds.yaml")).expect("committed CRDs");
-    assert!(text(&out.stdout) == committed, "crds/vigil-crds.yaml is stale: run scripts/generate.sh");
+    let committed =
+        std::fs::read_to_string(repo_root().join("crds/vigil-crds.yaml")).expect("committed CRDs");
+    assert!(
+        text(&out.stdout) == committed,
+        "crds/vigil-crds.yaml is stale: run scripts/generate.sh"
+    );
 }
 
 /// `render` writes the documented layout and lists what it produced.
@@ -34,7 +38,13 @@ fn crd_prints_the_committed_crds() {
 fn render_writes_the_documented_layout() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("out");
-    let out = vigil(&["render", "-f", "examples/banking", "-o", dir.to_str().expect("utf-8")]);
+    let out = vigil(&[
+        "render",
+        "-f",
+        "examples/banking",
+        "-o",
+        dir.to_str().expect("utf-8"),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     for path in [
         "prometheus/prometheus.yml",
@@ -46,7 +56,10 @@ fn render_writes_the_documented_layout() {
         "kubernetes/banking-configmap-vigil-agent-mobile-api.yaml",
     ] {
         assert!(dir.join(path).is_file(), "{path} missing");
-        assert!(text(&out.stdout).contains(path), "{path} not listed in the summary");
+        assert!(
+            text(&out.stdout).contains(path),
+            "{path} not listed in the summary"
+        );
     }
 }
 
@@ -64,7 +77,13 @@ fn invalid_input_leaves_output_untouched() {
         "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: checkout, namespace: shop}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 100.5\n---\napiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: crashes, namespace: shop}\nspec:\n  appRef: {name: shop}\n  rules: [{name: ShopCrash, for: soon, crashRate: {}}]\n---\napiVersion: vigil.dev/v1alpha1\nkind: DashboardView\nmetadata: {name: support, namespace: shop}\nspec: {apps: [shop], audience: support}\n",
     )
     .expect("write");
-    let out = vigil(&["render", "-f", bad.to_str().expect("utf-8"), "-o", dir.to_str().expect("utf-8")]);
+    let out = vigil(&[
+        "render",
+        "-f",
+        bad.to_str().expect("utf-8"),
+        "-o",
+        dir.to_str().expect("utf-8"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     let file = bad.display().to_string();
@@ -78,11 +97,26 @@ fn invalid_input_leaves_output_untouched() {
             "3 problem(s); nothing was written",
         ]
     );
-    let entries: Vec<_> = std::fs::read_dir(&dir).expect("dir").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(entries, ["previous.txt"]);
-    assert_eq!(std::fs::read_to_string(dir.join("previous.txt")).expect("read"), "keep me");
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).expect("dir").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
-    assert_eq!(leftovers.len(), 2, "staging directories left behind: {leftovers:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("previous.txt")).expect("read"),
+        "keep me"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "staging directories left behind: {leftovers:?}"
+    );
 }
 
 /// Rendering again replaces the previous output completely (no stale files survive).
@@ -92,10 +126,22 @@ fn render_replaces_previous_output() {
     let dir = tmp.path().join("out");
     std::fs::create_dir_all(dir.join("grafana/dashboards")).expect("mkdir");
     std::fs::write(dir.join("grafana/dashboards/stale.json"), "{}").expect("write");
-    let out = vigil(&["render", "-f", "examples/infrastructure", "-o", dir.to_str().expect("utf-8")]);
+    let out = vigil(&[
+        "render",
+        "-f",
+        "examples/infrastructure",
+        "-o",
+        dir.to_str().expect("utf-8"),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!dir.join("grafana/dashboards/stale.json").exists());
-    assert!(dir.join("grafana/dashboards/core-infra-core-infra-support.json").is_file());
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).expect("dir").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(dir
+        .join("grafana/dashboards/core-infra-core-infra-support.json")
+        .is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(leftovers, ["out"], "staging directories left behind");
 }

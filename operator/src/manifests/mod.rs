@@ -117,7 +117,9 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, problems: &mut Vec<Problem
     if path.is_dir() {
         let entries = match std::fs::read_dir(path) {
             Ok(entries) => entries,
-            Err(e) => return problems.push(file_problem(path, format!("cannot list directory: {e}"))),
+            Err(e) => {
+                return problems.push(file_problem(path, format!("cannot list directory: {e}")))
+            }
         };
         let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         children.sort();
@@ -138,18 +140,32 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>, problems: &mut Vec<Problem
 }
 
 fn file_problem(file: &Path, message: String) -> Problem {
-    Problem { file: file.to_path_buf(), object: None, field: None, message }
+    Problem {
+        file: file.to_path_buf(),
+        object: None,
+        field: None,
+        message,
+    }
 }
 
 /// Top-level keys a Kubernetes object may have.
 const TOP_LEVEL: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
 
-fn load_document(file: &Path, index: usize, value: Yaml, loaded: &mut Loaded, problems: &mut Vec<Problem>) {
+fn load_document(
+    file: &Path,
+    index: usize,
+    value: Yaml,
+    loaded: &mut Loaded,
+    problems: &mut Vec<Problem>,
+) {
     let text = |key: &str| value.get(key).and_then(Yaml::as_str).map(str::to_owned);
     let kind = text("kind");
     let metadata = value.get("metadata");
     let name = metadata.and_then(|m| m.get("name")).and_then(Yaml::as_str);
-    let namespace = metadata.and_then(|m| m.get("namespace")).and_then(Yaml::as_str).unwrap_or("default");
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Yaml::as_str)
+        .unwrap_or("default");
     let object = format!(
         "{}/{}/{}",
         kind.as_deref().unwrap_or("<no kind>"),
@@ -165,7 +181,10 @@ fn load_document(file: &Path, index: usize, value: Yaml, loaded: &mut Loaded, pr
         })
     };
     let Some(api_version) = text("apiVersion") else {
-        return problem(Some("apiVersion"), format!("document {} has no apiVersion", index + 1));
+        return problem(
+            Some("apiVersion"),
+            format!("document {} has no apiVersion", index + 1),
+        );
     };
     let Some(kind) = kind else {
         return problem(Some("kind"), format!("document {} has no kind", index + 1));
@@ -177,15 +196,26 @@ fn load_document(file: &Path, index: usize, value: Yaml, loaded: &mut Loaded, pr
     if api_version != vigil_crds::API_VERSION {
         return problem(
             Some("apiVersion"),
-            format!("unsupported apiVersion {api_version:?}; this version of Vigil reads {}", vigil_crds::API_VERSION),
+            format!(
+                "unsupported apiVersion {api_version:?}; this version of Vigil reads {}",
+                vigil_crds::API_VERSION
+            ),
         );
     }
     if name.is_none() {
-        return problem(Some("metadata.name"), "missing required field `name`".into());
+        return problem(
+            Some("metadata.name"),
+            "missing required field `name`".into(),
+        );
     }
     let unknown: Vec<&str> = value
         .as_mapping()
-        .map(|map| map.keys().filter_map(Yaml::as_str).filter(|k| !TOP_LEVEL.contains(k)).collect())
+        .map(|map| {
+            map.keys()
+                .filter_map(Yaml::as_str)
+                .filter(|k| !TOP_LEVEL.contains(k))
+                .collect()
+        })
         .unwrap_or_default();
     if !unknown.is_empty() {
         for key in unknown {
@@ -195,10 +225,15 @@ fn load_document(file: &Path, index: usize, value: Yaml, loaded: &mut Loaded, pr
     }
     let before = problems.len();
     match kind.as_str() {
-        "MonitoredApp" => typed::<MonitoredApp>(file, &object, value, problems).map(|o| loaded.inventory.apps.push(o)),
-        "AlertPolicy" => typed::<AlertPolicy>(file, &object, value, problems).map(|o| loaded.inventory.policies.push(o)),
-        "SLO" => typed::<Slo>(file, &object, value, problems).map(|o| loaded.inventory.slos.push(o)),
-        "DashboardView" => typed::<DashboardView>(file, &object, value, problems).map(|o| loaded.inventory.views.push(o)),
+        "MonitoredApp" => typed::<MonitoredApp>(file, &object, value, problems)
+            .map(|o| loaded.inventory.apps.push(o)),
+        "AlertPolicy" => typed::<AlertPolicy>(file, &object, value, problems)
+            .map(|o| loaded.inventory.policies.push(o)),
+        "SLO" => {
+            typed::<Slo>(file, &object, value, problems).map(|o| loaded.inventory.slos.push(o))
+        }
+        "DashboardView" => typed::<DashboardView>(file, &object, value, problems)
+            .map(|o| loaded.inventory.views.push(o)),
         other => {
             problems.push(Problem {
                 file: file.to_path_buf(),
@@ -215,7 +250,10 @@ fn load_document(file: &Path, index: usize, value: Yaml, loaded: &mut Loaded, pr
                 file: file.to_path_buf(),
                 object: Some(object),
                 field: Some("metadata.name".into()),
-                message: format!("duplicate object: already defined in {}", previous.display()),
+                message: format!(
+                    "duplicate object: already defined in {}",
+                    previous.display()
+                ),
             });
         }
     }
@@ -251,14 +289,28 @@ where
         }
     };
     let crd = K::crd();
-    let Some(schema) = crd.spec.versions.first().and_then(|v| v.schema.as_ref()).and_then(|s| s.open_api_v3_schema.as_ref()) else {
-        push(String::new(), "internal error: the CRD has no schema".into());
+    let Some(schema) = crd
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+    else {
+        push(
+            String::new(),
+            "internal error: the CRD has no schema".into(),
+        );
         return None;
     };
     let schema = serde_json::to_value(schema).unwrap_or(Json::Null);
     found.extend(schema::check(&schema, &json));
     if let Err(errors) = Validator::new().validate(&schema, &json, None) {
-        found.extend(errors.into_vec().into_iter().map(|e| (e.field_path.trim_start_matches('.').to_owned(), e.message)));
+        found.extend(
+            errors
+                .into_vec()
+                .into_iter()
+                .map(|e| (e.field_path.trim_start_matches('.').to_owned(), e.message)),
+        );
     }
     let valid = found.is_empty();
     for (field, message) in found {

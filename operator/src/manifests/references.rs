@@ -17,7 +17,12 @@ pub fn check(loaded: &Loaded) -> Vec<Problem> {
     let mut report = |kind: &str, ns: &str, name: &str, field: String, message: String| {
         let object = format!("{kind}/{ns}/{name}");
         let file = loaded.origins.get(&object).cloned().unwrap_or_default();
-        out.push(Problem { file, object: Some(object), field: Some(field), message });
+        out.push(Problem {
+            file,
+            object: Some(object),
+            field: Some(field),
+            message,
+        });
     };
     let app_exists = |ns: &str, name: &str| inv.app(ns, name).is_some();
 
@@ -25,22 +30,44 @@ pub fn check(loaded: &Loaded) -> Vec<Problem> {
         let (ns, name) = (namespace_of(app), app.name_any());
         let selector = &app.spec.selector;
         let empty_labels = selector.match_labels.as_ref().is_none_or(|m| m.is_empty());
-        let empty_exprs = selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+        let empty_exprs = selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty());
         if empty_labels && empty_exprs {
             report("MonitoredApp", &ns, &name, "spec.selector".into(),
                 "an empty selector would select every pod in the namespace; set matchLabels or matchExpressions".into());
         }
         if let Some(metrics) = &app.spec.metrics {
             if metrics.timeout.as_secs_f64() > metrics.interval.as_secs_f64() {
-                report("MonitoredApp", &ns, &name, "spec.metrics.timeout".into(),
-                    format!("timeout {} is longer than the scrape interval {}", metrics.timeout, metrics.interval));
+                report(
+                    "MonitoredApp",
+                    &ns,
+                    &name,
+                    "spec.metrics.timeout".into(),
+                    format!(
+                        "timeout {} is longer than the scrape interval {}",
+                        metrics.timeout, metrics.interval
+                    ),
+                );
             }
         }
         for (i, pattern) in app.spec.redaction.patterns.iter().enumerate() {
             if let Err(e) = regex::Regex::new(&pattern.regex) {
-                let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
-                report("MonitoredApp", &ns, &name, format!("spec.redaction.patterns[{i}].regex"),
-                    format!("invalid regular expression: {first}"));
+                let first = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                report(
+                    "MonitoredApp",
+                    &ns,
+                    &name,
+                    format!("spec.redaction.patterns[{i}].regex"),
+                    format!("invalid regular expression: {first}"),
+                );
             }
         }
     }
@@ -48,7 +75,13 @@ pub fn check(loaded: &Loaded) -> Vec<Problem> {
     for policy in &inv.policies {
         let (ns, name) = (namespace_of(policy), policy.name_any());
         if !app_exists(&ns, &policy.spec.app_ref.name) {
-            report("AlertPolicy", &ns, &name, "spec.appRef.name".into(), missing_app(&ns, &policy.spec.app_ref.name));
+            report(
+                "AlertPolicy",
+                &ns,
+                &name,
+                "spec.appRef.name".into(),
+                missing_app(&ns, &policy.spec.app_ref.name),
+            );
         }
         for (field, message) in policy_problems(policy) {
             report("AlertPolicy", &ns, &name, field, message);
@@ -58,7 +91,13 @@ pub fn check(loaded: &Loaded) -> Vec<Problem> {
     for slo in &inv.slos {
         let (ns, name) = (namespace_of(slo), slo.name_any());
         if !app_exists(&ns, &slo.spec.app_ref.name) {
-            report("SLO", &ns, &name, "spec.appRef.name".into(), missing_app(&ns, &slo.spec.app_ref.name));
+            report(
+                "SLO",
+                &ns,
+                &name,
+                "spec.appRef.name".into(),
+                missing_app(&ns, &slo.spec.app_ref.name),
+            );
         }
         if slo.spec.window.as_secs_f64() < 86_400.0 {
             report("SLO", &ns, &name, "spec.window".into(),
@@ -70,7 +109,13 @@ pub fn check(loaded: &Loaded) -> Vec<Problem> {
         let (ns, name) = (namespace_of(view), view.name_any());
         for (i, app) in view.spec.apps.iter().enumerate() {
             if !app_exists(&ns, app) {
-                report("DashboardView", &ns, &name, format!("spec.apps[{i}]"), missing_app(&ns, app));
+                report(
+                    "DashboardView",
+                    &ns,
+                    &name,
+                    format!("spec.apps[{i}]"),
+                    missing_app(&ns, app),
+                );
             }
         }
     }
@@ -89,7 +134,10 @@ fn policy_problems(policy: &AlertPolicy) -> Vec<(String, String)> {
     let configured: BTreeSet<Audience> = spec.audiences.iter().map(|a| a.audience).collect();
     for (i, rule) in spec.rules.iter().enumerate() {
         if !rule_names.insert(rule.name.as_str()) {
-            out.push((format!("spec.rules[{i}].name"), format!("rule name {:?} is used twice", rule.name)));
+            out.push((
+                format!("spec.rules[{i}].name"),
+                format!("rule name {:?} is used twice", rule.name),
+            ));
         }
         if let Err(n) = rule.kind() {
             out.push((format!("spec.rules[{i}]"),
@@ -106,25 +154,39 @@ fn policy_problems(policy: &AlertPolicy) -> Vec<(String, String)> {
     let mut receivers = BTreeSet::new();
     for (i, route) in spec.audiences.iter().enumerate() {
         if !seen_audiences.insert(route.audience) {
-            out.push((format!("spec.audiences[{i}].audience"),
-                format!("audience {} is listed twice; merge its receivers into one entry", route.audience)));
+            out.push((
+                format!("spec.audiences[{i}].audience"),
+                format!(
+                    "audience {} is listed twice; merge its receivers into one entry",
+                    route.audience
+                ),
+            ));
         }
         for (j, receiver) in route.receivers.iter().enumerate() {
             if !receivers.insert(receiver.name.as_str()) {
-                out.push((format!("spec.audiences[{i}].receivers[{j}].name"),
-                    format!("receiver name {:?} is used twice in this policy", receiver.name)));
+                out.push((
+                    format!("spec.audiences[{i}].receivers[{j}].name"),
+                    format!(
+                        "receiver name {:?} is used twice in this policy",
+                        receiver.name
+                    ),
+                ));
             }
         }
     }
     let mut previous = 0.0;
     for (i, step) in spec.escalation.iter().enumerate() {
         if !receivers.contains(step.receiver.as_str()) {
-            out.push((format!("spec.escalation[{i}].receiver"),
-                format!("no receiver named {:?} under spec.audiences", step.receiver)));
+            out.push((
+                format!("spec.escalation[{i}].receiver"),
+                format!("no receiver named {:?} under spec.audiences", step.receiver),
+            ));
         }
         if step.after.as_secs_f64() <= previous {
-            out.push((format!("spec.escalation[{i}].after"),
-                "escalation steps must come later than the step before".to_owned()));
+            out.push((
+                format!("spec.escalation[{i}].after"),
+                "escalation steps must come later than the step before".to_owned(),
+            ));
         }
         previous = step.after.as_secs_f64();
     }

@@ -39,18 +39,29 @@ fn walk(schema: &Value, value: &Value, path: String, out: &mut Vec<(String, Stri
             out.push((path.clone(), "must not be empty".to_owned()));
         }
         if let Some(max) = number("maxLength").filter(|max| len > *max) {
-            out.push((path.clone(), format!("must be at most {max} characters long")));
+            out.push((
+                path.clone(),
+                format!("must be at most {max} characters long"),
+            ));
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-            let matches = regex::Regex::new(pattern).map(|re| re.is_match(s)).unwrap_or(true);
+            let matches = regex::Regex::new(pattern)
+                .map(|re| re.is_match(s))
+                .unwrap_or(true);
             if !matches {
-                out.push((path.clone(), format!("{s:?} does not match the pattern {pattern}")));
+                out.push((
+                    path.clone(),
+                    format!("{s:?} does not match the pattern {pattern}"),
+                ));
             }
         }
         if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
             if !allowed.iter().any(|a| a == value) {
                 let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
-                out.push((path.clone(), format!("{s:?} is not one of {}", names.join(", "))));
+                out.push((
+                    path.clone(),
+                    format!("{s:?} is not one of {}", names.join(", ")),
+                ));
             }
         }
     }
@@ -92,7 +103,13 @@ mod tests {
         let value = json!({"spec": {"ratio": 1.5, "name": "Ab", "kind": "c", "rules": [{"n": 1}, {"n": 9}]}});
         let found = check(&schema, &value);
         let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(paths, ["spec.kind", "spec.name", "spec.ratio", "spec.rules[1].n"], "{found:?}");
-        assert!(check(&schema, &json!({"spec": {"rules": []}}))[0].1.contains("at least one"));
+        assert_eq!(
+            paths,
+            ["spec.kind", "spec.name", "spec.ratio", "spec.rules[1].n"],
+            "{found:?}"
+        );
+        assert!(check(&schema, &json!({"spec": {"rules": []}}))[0]
+            .1
+            .contains("at least one"));
     }
 }

@@ -17,7 +17,12 @@ spec:
 fn problems(text: &str) -> Vec<String> {
     let mut loaded = Loaded::default();
     let mut problems: Vec<Problem> = Vec::new();
-    load_text(Path::new("m.yaml"), &format!("{APP}---\n{text}"), &mut loaded, &mut problems);
+    load_text(
+        Path::new("m.yaml"),
+        &format!("{APP}---\n{text}"),
+        &mut loaded,
+        &mut problems,
+    );
     problems.extend(references::check(&loaded));
     problems.iter().map(ToString::to_string).collect()
 }
@@ -31,7 +36,10 @@ fn policy(rules: &str) -> String {
 /// A valid app and policy load without problems (the baseline the other cases break).
 #[test]
 fn valid_manifests_have_no_problems() {
-    assert_eq!(problems(&policy("    - name: ShopCrash\n      crashRate: {}\n")), Vec::<String>::new());
+    assert_eq!(
+        problems(&policy("    - name: ShopCrash\n      crashRate: {}\n")),
+        Vec::<String>::new()
+    );
 }
 
 /// Each malformed manifest yields one line naming file, object and field.

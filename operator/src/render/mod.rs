@@ -39,7 +39,9 @@ pub struct Inventory {
 impl Inventory {
     /// The `MonitoredApp` called `name` in `namespace`.
     pub fn app(&self, namespace: &str, name: &str) -> Option<&MonitoredApp> {
-        self.apps.iter().find(|a| a.name_any() == name && namespace_of(*a) == namespace)
+        self.apps
+            .iter()
+            .find(|a| a.name_any() == name && namespace_of(*a) == namespace)
     }
 
     /// Namespaces that hold at least one Vigil resource, sorted.
@@ -77,9 +79,14 @@ pub fn namespace_of<K: ResourceExt>(k: &K) -> String {
 }
 
 /// Labels every child object carries: managed-by, and the owner as `<kind>.<name>`.
-pub fn child_labels<K: Resource<DynamicType = ()> + ResourceExt>(owner: &K) -> BTreeMap<String, String> {
+pub fn child_labels<K: Resource<DynamicType = ()> + ResourceExt>(
+    owner: &K,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/managed-by".to_owned(), MANAGER.to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            MANAGER.to_owned(),
+        ),
         (
             OWNER_LABEL.to_owned(),
             format!("{}.{}", K::kind(&()).to_lowercase(), owner.name_any()),
@@ -89,7 +96,10 @@ pub fn child_labels<K: Resource<DynamicType = ()> + ResourceExt>(owner: &K) -> B
 
 /// Metadata for a child object of `owner`: same namespace, owner labels, and an owner reference
 /// when the owner has a uid (it has none when rendered offline from a manifest).
-pub fn child_meta<K: Resource<DynamicType = ()> + ResourceExt>(owner: &K, name: String) -> ObjectMeta {
+pub fn child_meta<K: Resource<DynamicType = ()> + ResourceExt>(
+    owner: &K,
+    name: String,
+) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(namespace_of(owner)),
@@ -115,5 +125,9 @@ pub fn promql_str(value: &str) -> String {
 
 /// The `{namespace="…", app="…"}` matcher selecting one app's series.
 pub fn app_matcher(namespace: &str, app: &str) -> String {
-    format!(r#"namespace="{}", app="{}""#, promql_str(namespace), promql_str(app))
+    format!(
+        r#"namespace="{}", app="{}""#,
+        promql_str(namespace),
+        promql_str(app)
+    )
 }

@@ -53,12 +53,16 @@ pub struct AlertingRule {
 impl RuleFile {
     /// Number of alerting rules in the file.
     pub fn alert_count(&self) -> usize {
-        self.rules().filter(|r| matches!(r, Rule::Alerting(_))).count()
+        self.rules()
+            .filter(|r| matches!(r, Rule::Alerting(_)))
+            .count()
     }
 
     /// Number of recording rules in the file.
     pub fn recording_count(&self) -> usize {
-        self.rules().filter(|r| matches!(r, Rule::Recording(_))).count()
+        self.rules()
+            .filter(|r| matches!(r, Rule::Recording(_)))
+            .count()
     }
 
     fn rules(&self) -> impl Iterator<Item = &Rule> {

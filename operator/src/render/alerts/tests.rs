@@ -300,7 +300,7 @@ fn acknowledged_alert_does_not_escalate() {
 /// `increaseFactor` fires on a ×5 rise against the previous window even below the absolute
 /// threshold, and the alert says by how much.
 #[test]
-fn crash_rate_tripling_fires_on_increase_factor() {
+fn crash_rate_rise_fires_on_increase_factor() {
     let spike = r#"
 apiVersion: vigil.dev/v1alpha1
 kind: AlertPolicy
