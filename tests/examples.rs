@@ -344,3 +344,79 @@ fn vmagent_accepts_the_discovery_and_relabel_blocks() {
         );
     }
 }
+
+/// Routing of the three examples rendered together, checked with `amtool config routes test`:
+/// audiences reach their own receivers, escalation levels reach the step's receiver, SLO pages
+/// reach the paged audience, and an alert labelled with one tenant's namespace never reaches
+/// another tenant's receivers, whatever its other labels say.
+#[test]
+fn amtool_routes_the_examples_by_namespace_audience_and_escalation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let loaded = manifests::load(&[repo_root().join("examples")]).expect("examples are valid");
+    let rendered = bundle::render(&loaded.inventory, tested_options()).expect("renders");
+    bundle::write(&rendered, &out).expect("written");
+    let route = |labels: &[&str]| {
+        let mut args = vec![
+            "config",
+            "routes",
+            "test",
+            "--config.file=alertmanager/alertmanager.yml",
+        ];
+        args.extend_from_slice(labels);
+        run_ok("amtool", &args, &out).stdout.trim().to_owned()
+    };
+    let crash = [
+        "namespace=banking",
+        "app=mobile-api",
+        "severity=critical",
+        "vigil_policy=mobile-api-crashes",
+        "alertname=MobileApiCrashSpike",
+    ];
+    let with = |extra: &[&'static str]| [crash.as_slice(), extra].concat();
+    assert_eq!(
+        route(&with(&["audience=engineering"])),
+        "banking/mobile-api-crashes/mobile-oncall,banking/mobile-api-crashes/mobile-team-slack"
+    );
+    assert_eq!(
+        route(&with(&["audience=support"])),
+        "banking/mobile-api-crashes/support-desk"
+    );
+    assert_eq!(
+        route(&with(&["audience=engineering", "escalation_level=1"])),
+        "banking/mobile-api-crashes/mobile-team-slack"
+    );
+    assert_eq!(
+        route(&with(&["audience=management", "escalation_level=2"])),
+        "banking/mobile-api-crashes/digital-leadership"
+    );
+    let page = route(&[
+        "namespace=banking",
+        "app=mobile-api",
+        "slo=mobile-api-availability",
+        "severity=page",
+        "audience=engineering",
+        "alertname=SLOErrorBudgetBurn",
+        "vigil_burn_tier=page-fast",
+    ]);
+    assert!(
+        page.contains("banking/mobile-api-crashes/mobile-oncall"),
+        "{page}"
+    );
+    for foreign in ["tax-filing", "core-infra", "unknown-tenant"] {
+        let namespace = format!("namespace={foreign}");
+        let got = route(&[
+            namespace.as_str(),
+            "app=mobile-api",
+            "severity=critical",
+            "audience=engineering",
+            "vigil_policy=mobile-api-crashes",
+            "alertname=MobileApiCrashSpike",
+            "escalation_level=1",
+        ]);
+        assert!(
+            !got.contains("banking/"),
+            "an alert of namespace {foreign} reached banking's receivers: {got}"
+        );
+    }
+}

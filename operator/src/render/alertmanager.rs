@@ -55,9 +55,14 @@ pub const DEFAULT_REPEAT_INTERVAL: &str = "4h";
 pub const DEFAULT_SMTP_SMARTHOST: &str = "localhost:25";
 /// Default sender of e-mail notifications; the Helm chart overrides `global.smtp_from`.
 pub const DEFAULT_SMTP_FROM: &str = "vigil@localhost";
-/// SLO burn-rate tiers (`vigil_burn_tier` label), fastest first. A firing tier inhibits every
-/// slower one of the same SLO and audience.
-pub const BURN_TIERS: [&str; 4] = ["page-1h", "page-6h", "ticket-1d", "ticket-3d"];
+/// SLO burn-rate tiers (`vigil_burn_tier` label), fastest first, as the SLO renderer names them.
+/// A firing tier inhibits every slower one of the same SLO and audience.
+pub const BURN_TIERS: [&str; 4] = [
+    super::slo::BURN_TIERS[0].0,
+    super::slo::BURN_TIERS[1].0,
+    super::slo::BURN_TIERS[2].0,
+    super::slo::BURN_TIERS[3].0,
+];
 /// Host of the placeholder webhook URL rendered for Alertmanager 0.25 (see
 /// [`AlertmanagerVersion::V0_25`]). `.invalid` is reserved (RFC 2606) and never resolves.
 pub const WEBHOOK_PLACEHOLDER_HOST: &str = "webhook-url-needs-alertmanager-0-26.invalid";
@@ -586,8 +591,11 @@ fn inhibit_rules(scope: &[Matcher]) -> Vec<InhibitRule> {
         .map(|(i, tier)| {
             let slower = BURN_TIERS[i + 1..].join("|");
             InhibitRule {
-                source_matchers: slo_scoped(vec![Matcher::eq("vigil_burn_tier", tier)]),
-                target_matchers: slo_scoped(vec![Matcher::re("vigil_burn_tier", &slower)]),
+                source_matchers: slo_scoped(vec![Matcher::eq(super::slo::BURN_TIER_LABEL, tier)]),
+                target_matchers: slo_scoped(vec![Matcher::re(
+                    super::slo::BURN_TIER_LABEL,
+                    &slower,
+                )]),
                 equal: ["namespace", "app", "slo", "audience"]
                     .map(str::to_owned)
                     .to_vec(),

@@ -22,7 +22,9 @@
 //! # Escalation
 //! Escalation copies keep the base alert's name: Alertmanager tells them apart by the
 //! `escalation_level` label, and a silence on the alert name (an acknowledgement) also covers
-//! them, which is what acknowledging means.
+//! them, which is what acknowledging means. Step N's copy is the base expression
+//! `unless on () vigil_alert_acknowledged{namespace, app, alertname="<base>"}` with
+//! `for` = base `for` + the step's `after`, sent to the audience that lists the step's receiver.
 
 use std::collections::BTreeMap;
 

@@ -413,20 +413,20 @@ fn slo_alerts_reach_the_audience_of_their_app() {
         ]
     };
     assert_eq!(
-        routes(p, &slo("page", "page-1h", "engineering")),
+        routes(p, &slo("page", "page-fast", "engineering")),
         "payments/checkout-alerts/eng-pager,payments/checkout-alerts/eng-slack"
     );
     assert_eq!(
-        routes(p, &slo("page", "page-1h", "support")),
+        routes(p, &slo("page", "page-fast", "support")),
         "payments/checkout-alerts/support-mail"
     );
     // support only takes `critical`, which admits `page` but not `ticket`.
     assert_eq!(
-        routes(p, &slo("ticket", "ticket-1d", "support")),
+        routes(p, &slo("ticket", "ticket-fast", "support")),
         "payments/vigil-unrouted"
     );
     assert_eq!(
-        routes(p, &slo("ticket", "ticket-3d", "management")),
+        routes(p, &slo("ticket", "ticket-slow", "management")),
         "payments/checkout-alerts/mgmt-hook"
     );
 }
@@ -510,16 +510,16 @@ fn inhibit_rules_are_tiered_and_namespaced() {
         rendered,
         [
             (
-                r#"vigil_burn_tier="page-1h""#,
-                r#"vigil_burn_tier=~"page-6h|ticket-1d|ticket-3d""#
+                r#"vigil_burn_tier="page-fast""#,
+                r#"vigil_burn_tier=~"page-slow|ticket-fast|ticket-slow""#
             ),
             (
-                r#"vigil_burn_tier="page-6h""#,
-                r#"vigil_burn_tier=~"ticket-1d|ticket-3d""#
+                r#"vigil_burn_tier="page-slow""#,
+                r#"vigil_burn_tier=~"ticket-fast|ticket-slow""#
             ),
             (
-                r#"vigil_burn_tier="ticket-1d""#,
-                r#"vigil_burn_tier=~"ticket-3d""#
+                r#"vigil_burn_tier="ticket-fast""#,
+                r#"vigil_burn_tier=~"ticket-slow""#
             ),
             (
                 r#"severity="critical",vigil_rule=~".+""#,
