@@ -746,21 +746,7 @@ pub(crate) mod amtool {
     /// Finds `amtool` on `PATH`, then in `/usr/bin`, then in `<repo>/.tools/bin`; panics with
     /// the install hint when it is nowhere (a missing tool fails the test, never skips it).
     pub(crate) fn amtool_path() -> PathBuf {
-        let on_path = std::env::var_os("PATH")
-            .map(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join("amtool"))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        let repo_tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin/amtool");
-        on_path
-            .into_iter()
-            .chain([PathBuf::from("/usr/bin/amtool"), repo_tools])
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| {
-                panic!("amtool not found on PATH, in /usr/bin or in .tools/bin: run scripts/install-test-tools.sh")
-            })
+        crate::render::promtool_tests::tool("amtool")
     }
 
     /// Runs `amtool check-config` on `config_path`; panics with amtool's output unless it

@@ -483,7 +483,6 @@ pub fn pod_monitors(app: &MonitoredApp) -> Vec<Value> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::process::Command;
 
     use super::*;
@@ -848,18 +847,7 @@ matchExpressions:
         assert_eq!(pod_monitors(&app(NO_METRICS)).len(), 1);
     }
 
-    /// Finds a tool on PATH, then /usr/bin, then the repository's .tools/bin.
-    fn tool(name: &str) -> PathBuf {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let repo_tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin");
-        std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/bin"), repo_tools])
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| {
-                panic!("{name} not found on PATH, in /usr/bin or .tools/bin: run scripts/install-test-tools.sh")
-            })
-    }
+    use crate::render::promtool_tests::tool;
 
     /// Prometheus itself accepts the rendered jobs: `promtool check config` on a minimal
     /// prometheus.yml holding them passes (relabel actions and regexes, intervals, timeouts,

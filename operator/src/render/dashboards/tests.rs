@@ -416,19 +416,7 @@ fn dashboard_snapshots() {
     });
 }
 
-/// Finds a tool on PATH, then /usr/bin, then the repository's .tools/bin.
-fn tool(name: &str) -> std::path::PathBuf {
-    use std::path::PathBuf;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let repo_tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/bin");
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), repo_tools])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{name} not found on PATH, in /usr/bin or .tools/bin: run scripts/install-test-tools.sh")
-        })
-}
+use crate::render::promtool_tests::tool;
 
 /// Beyond the lexical check, Prometheus' own parser accepts every dashboard query: each one is
 /// written as a recording rule (Grafana's `$namespace`/`$app` sit inside label strings, where
