@@ -2,6 +2,11 @@
 //! `promtool check config` and `check rules`, `amtool check-config` and routing tests, a real
 //! Prometheus that starts on the rendered configuration and loads every rule group, and the
 //! agent's own config parser.
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step must fail the test with its message"
+)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

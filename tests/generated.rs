@@ -1,4 +1,9 @@
 //! Generated artefacts stay in sync with the code, and the Helm chart passes the real `helm`.
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step must fail the test with its message"
+)]
 
 use vigil_tests::{repo_root, run_ok};
 

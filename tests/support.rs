@@ -1,6 +1,11 @@
 //! Shared helpers for the end-to-end tests: locating the real tools (installed by
 //! `scripts/install-test-tools.sh`) and running them with their output kept for the failure
 //! message.
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step must fail the test with its message"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,10 @@
 //! The `vigil-operator` command as users run it: `crd`, `check` and `render`, including what
 //! happens to the output directory when the input is invalid.
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step must fail the test with its message"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -22,7 +22,7 @@
 //! `namespace` in `equal` for the same reason.
 //!
 //! Secrets are never inlined: each channel reads its credential from the file where the
-//! Secret key is mounted (`SecretKeyRef::mount_path`). Alertmanager 0.25, the release this
+//! Secret key is mounted (`SecretKeyRef::namespaced_mount_path`). Alertmanager 0.25, the release this
 //! project installs and tests against, supports `api_url_file` (Slack), `routing_key_file`
 //! (PagerDuty) and `auth_password_file` (e-mail) but not the webhook's `url_file` (added in
 //! 0.26); see [`AlertmanagerVersion`] for what the webhook gets on 0.25.
@@ -317,7 +317,7 @@ pub fn alertmanager_config_for(inv: &Inventory, version: AlertmanagerVersion) ->
             for route in &policy.spec.audiences {
                 for r in &route.receivers {
                     let full = name(&r.name);
-                    receivers.insert(full.clone(), file_receiver(full, r, version));
+                    receivers.insert(full.clone(), file_receiver(full, &ns, r, version));
                 }
             }
             let app = Matcher::eq("app", &policy.spec.app_ref.name);
@@ -619,7 +619,15 @@ fn inhibit_rules(scope: &[Matcher]) -> Vec<InhibitRule> {
 }
 
 /// A policy receiver as an `alertmanager.yml` receiver reading its secrets from mounted files.
-fn file_receiver(name: String, r: &PolicyReceiver, version: AlertmanagerVersion) -> Receiver {
+/// Alertmanager serves every namespace, so the namespace is part of each secret's path: two
+/// tenants' Secrets of the same name never share a file.
+fn file_receiver(
+    name: String,
+    namespace: &str,
+    r: &PolicyReceiver,
+    version: AlertmanagerVersion,
+) -> Receiver {
+    let file = |secret: &vigil_crds::SecretKeyRef| secret.namespaced_mount_path(namespace);
     let mut out = Receiver {
         name,
         ..Receiver::default()
@@ -627,28 +635,25 @@ fn file_receiver(name: String, r: &PolicyReceiver, version: AlertmanagerVersion)
     if let Some(email) = &r.email {
         out.email_configs.push(EmailConfig {
             to: email.to.clone(),
-            auth_password_file: email
-                .auth_password_secret_ref
-                .as_ref()
-                .map(|s| s.mount_path()),
+            auth_password_file: email.auth_password_secret_ref.as_ref().map(file),
             send_resolved: true,
         });
     }
     if let Some(slack) = &r.slack {
         out.slack_configs.push(SlackConfig {
-            api_url_file: slack.api_url_secret_ref.mount_path(),
+            api_url_file: file(&slack.api_url_secret_ref),
             channel: slack.channel.clone(),
             send_resolved: true,
         });
     }
     if let Some(pd) = &r.pager_duty {
         out.pagerduty_configs.push(PagerDutyConfig {
-            routing_key_file: pd.routing_key_secret_ref.mount_path(),
+            routing_key_file: file(&pd.routing_key_secret_ref),
             send_resolved: true,
         });
     }
     if let Some(webhook) = &r.webhook {
-        let path = webhook.url_secret_ref.mount_path();
+        let path = file(&webhook.url_secret_ref);
         out.webhook_configs.push(match version {
             AlertmanagerVersion::V0_26 => WebhookConfig {
                 url_file: Some(path),

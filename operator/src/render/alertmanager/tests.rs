@@ -240,10 +240,10 @@ fn secrets_are_read_from_mounted_files() {
         );
     }
     for path in [
-        "/etc/vigil/secrets/alerting/pagerduty",
-        "/etc/vigil/secrets/alerting/slack-url",
-        "/etc/vigil/secrets/smtp/password",
-        "/etc/vigil/secrets/alerting/mgmt-webhook",
+        "/etc/vigil/secrets/payments/alerting/pagerduty",
+        "/etc/vigil/secrets/payments/alerting/slack-url",
+        "/etc/vigil/secrets/payments/smtp/password",
+        "/etc/vigil/secrets/payments/alerting/mgmt-webhook",
     ] {
         assert!(yaml.contains(path), "{path} missing from:\n{yaml}");
     }
@@ -254,7 +254,7 @@ fn secrets_are_read_from_mounted_files() {
     assert_eq!(
         hook.map(|r| r.webhook_configs.clone()),
         Some(vec![WebhookConfig {
-            url_file: Some("/etc/vigil/secrets/alerting/mgmt-webhook".into()),
+            url_file: Some("/etc/vigil/secrets/payments/alerting/mgmt-webhook".into()),
             url: None,
             send_resolved: true,
         }])
@@ -265,7 +265,7 @@ fn secrets_are_read_from_mounted_files() {
         "0.25 does not know webhook url_file:\n{v025}"
     );
     assert!(v025.contains(&format!(
-        "http://{WEBHOOK_PLACEHOLDER_HOST}/etc/vigil/secrets/alerting/mgmt-webhook"
+        "http://{WEBHOOK_PLACEHOLDER_HOST}/etc/vigil/secrets/payments/alerting/mgmt-webhook"
     )));
 }
 
