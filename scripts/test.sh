@@ -3,7 +3,7 @@
 #
 # 1. installs the real test tools (promtool, amtool, helm, kubectl) if missing,
 # 2. puts .tools/bin and ~/.cargo/bin on PATH,
-# 3. with CI=true, checks formatting first (fail fast),
+# 3. with CI=true, checks formatting and clippy (warnings are errors) first (fail fast),
 # 4. runs the whole workspace's tests with the committed Cargo.lock.
 set -euo pipefail
 
@@ -17,6 +17,8 @@ export PATH="$REPO_ROOT/.tools/bin:$HOME/.cargo/bin:$PATH"
 if [ "${CI:-}" = "true" ]; then
     echo "==> cargo fmt --all -- --check"
     cargo fmt --all -- --check
+    echo "==> cargo clippy --workspace --all-targets --locked -- -D warnings"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
 echo "==> cargo test --workspace --locked"
