@@ -21,5 +21,10 @@ if [ "${CI:-}" = "true" ]; then
     cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
-echo "==> cargo test --workspace --locked"
-cargo test --workspace --locked
+echo "==> cargo test --workspace --locked --all-targets"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set -o pipefail
+cargo test --workspace --locked --all-targets 2>&1 | tee "$log"
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$log"
