@@ -49,21 +49,6 @@ impl Bundle {
         Ok(())
     }
 
-    fn yaml_stream<T: Serialize>(&mut self, path: String, values: &[T]) -> Result<(), BundleError> {
-        let mut text = String::new();
-        for value in values {
-            text.push_str("---\n");
-            text.push_str(
-                &serde_yaml::to_string(value).map_err(|source| BundleError::Yaml {
-                    path: path.clone(),
-                    source,
-                })?,
-            );
-        }
-        self.files.insert(path.into(), text.into_bytes());
-        Ok(())
-    }
-
     fn json<T: Serialize>(&mut self, path: String, value: &T) -> Result<(), BundleError> {
         let mut text = serde_json::to_string_pretty(value).map_err(|source| BundleError::Json {
             path: path.clone(),
@@ -209,7 +194,7 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
     out.yaml("prometheus/prometheus.yml".to_owned(), &prometheus)?;
 
     for (path, value) in k8s {
-        out.yaml_stream(path, &[value])?;
+        out.yaml(path, &value)?;
     }
     Ok(out)
 }

@@ -44,21 +44,6 @@ impl Inventory {
             .find(|a| a.name_any() == name && namespace_of(*a) == namespace)
     }
 
-    /// Namespaces that hold at least one Vigil resource, sorted.
-    pub fn namespaces(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .apps
-            .iter()
-            .map(namespace_of)
-            .chain(self.policies.iter().map(namespace_of))
-            .chain(self.slos.iter().map(namespace_of))
-            .chain(self.views.iter().map(namespace_of))
-            .collect();
-        out.sort();
-        out.dedup();
-        out
-    }
-
     /// Sorts every list by namespace and name so output order never depends on input order.
     pub fn sorted(mut self) -> Self {
         fn key<K: ResourceExt>(k: &K) -> (String, String) {

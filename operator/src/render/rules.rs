@@ -49,23 +49,3 @@ pub struct AlertingRule {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
-
-impl RuleFile {
-    /// Number of alerting rules in the file.
-    pub fn alert_count(&self) -> usize {
-        self.rules()
-            .filter(|r| matches!(r, Rule::Alerting(_)))
-            .count()
-    }
-
-    /// Number of recording rules in the file.
-    pub fn recording_count(&self) -> usize {
-        self.rules()
-            .filter(|r| matches!(r, Rule::Recording(_)))
-            .count()
-    }
-
-    fn rules(&self) -> impl Iterator<Item = &Rule> {
-        self.groups.iter().flat_map(|g| g.rules.iter())
-    }
-}
