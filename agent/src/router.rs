@@ -1,0 +1,113 @@
+//! The router: hands each [`Batch`] to the buffer of every sink that takes its signal. A batch
+//! counts as accepted ("acknowledged" to an OTLP client, checkpointed for a log file) only once
+//! every such buffer has stored it.
+
+use crate::batch::{Batch, Signal};
+use crate::buffer::{BufferError, BufferWriter, Pushed};
+use crate::telemetry::{emit, InternalEvent};
+use vigil_crds::monitored_app::WhenFull;
+
+/// One sink's entrance.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Component name of the sink (`sink_otlp`, `sink_loki`, …).
+    pub sink: &'static str,
+    /// Signals the sink takes.
+    pub signals: &'static [Signal],
+    /// The sink's buffer.
+    pub writer: BufferWriter,
+}
+
+/// What became of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// Stored in every buffer that takes it (or no sink takes this signal).
+    Accepted,
+    /// At least one buffer was full under `dropNewest`; the batch was dropped there.
+    Dropped,
+}
+
+/// Fan-out from sources to sink buffers. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new(routes: Vec<Route>) -> Self {
+        Router { routes }
+    }
+
+    fn routes_for(&self, signal: Signal) -> impl Iterator<Item = &Route> {
+        self.routes
+            .iter()
+            .filter(move |r| r.signals.contains(&signal))
+    }
+
+    /// Whether any sink takes `signal`.
+    pub fn takes(&self, signal: Signal) -> bool {
+        self.routes_for(signal).next().is_some()
+    }
+
+    /// Stores `batch` in every buffer that takes it, waiting for room under `block`.
+    pub async fn send(&self, batch: &Batch) -> Result<Routed, BufferError> {
+        let signal = batch.signal();
+        if !self.takes(signal) {
+            emit(InternalEvent::Dropped {
+                component: "router",
+                events: batch.item_count() as u64,
+                reason: "no_sink",
+            });
+            return Ok(Routed::Accepted);
+        }
+        let record = batch.encode();
+        let mut routed = Routed::Accepted;
+        for route in self.routes_for(signal) {
+            if route.writer.push(record.clone()).await? == Pushed::Dropped {
+                emit(InternalEvent::Dropped {
+                    component: route.sink,
+                    events: batch.item_count() as u64,
+                    reason: "buffer_full",
+                });
+                routed = Routed::Dropped;
+            }
+        }
+        Ok(routed)
+    }
+
+    /// Like [`Router::send`] but never waits: when a `block` buffer lacks room, nothing is
+    /// stored anywhere and `BufferError::Full` tells the caller to push back on its sender.
+    pub fn try_send(&self, batch: &Batch) -> Result<Routed, BufferError> {
+        let signal = batch.signal();
+        if !self.takes(signal) {
+            emit(InternalEvent::Dropped {
+                component: "router",
+                events: batch.item_count() as u64,
+                reason: "no_sink",
+            });
+            return Ok(Routed::Accepted);
+        }
+        let record = batch.encode();
+        // Check every buffer first so a batch is stored in all of them or in none (a `block`
+        // buffer without room refuses before any other buffer got a copy).
+        for route in self.routes_for(signal) {
+            if !route.writer.has_room(record.len()) && route.writer.when_full() == WhenFull::Block {
+                return Err(BufferError::Full {
+                    component: route.sink.to_owned(),
+                });
+            }
+        }
+        let mut routed = Routed::Accepted;
+        for route in self.routes_for(signal) {
+            if route.writer.try_push(record.clone())? == Pushed::Dropped {
+                emit(InternalEvent::Dropped {
+                    component: route.sink,
+                    events: batch.item_count() as u64,
+                    reason: "buffer_full",
+                });
+                routed = Routed::Dropped;
+            }
+        }
+        Ok(routed)
+    }
+}
