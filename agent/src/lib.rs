@@ -8,6 +8,7 @@ pub mod admin;
 pub mod batch;
 pub mod buffer;
 pub mod event;
+mod http_server;
 pub mod identity;
 pub mod processors;
 pub mod prompb;

@@ -2,5 +2,10 @@
 //! Grafana, the agent and Kubernetes consume, and the offline `render` command around them.
 
 pub mod bundle;
+pub mod controllers;
+pub mod leader;
 pub mod manifests;
 pub mod render;
+pub mod run;
+pub mod tls;
+pub mod webhook;

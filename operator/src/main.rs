@@ -1,11 +1,12 @@
-//! `vigil-operator`: prints the CRDs, validates and renders manifests offline.
+//! `vigil-operator`: prints the CRDs, validates and renders manifests offline, and runs the live
+//! operator in a cluster.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vigil_operator::render::alertmanager::AlertmanagerVersion;
-use vigil_operator::{bundle, manifests};
+use vigil_operator::{bundle, controllers, manifests, run};
 
 /// Vigil's Kubernetes operator and offline renderer.
 #[derive(Parser, Debug)]
@@ -39,6 +40,48 @@ enum Command {
         #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
         alertmanager_version: String,
     },
+    /// Run the operator in a cluster: leader election, and the controllers on the leader.
+    Run(RunArgs),
+}
+
+/// Flags of `vigil-operator run`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Kubeconfig file; default: the in-cluster configuration, else `KUBECONFIG` or
+    /// `~/.kube/config`.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch and write in this namespace only (default: the whole cluster).
+    #[arg(long, value_name = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the operator itself: the leader-election Lease and the shared
+    /// `vigil-alertmanager` Secret live here.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vigil-system")]
+    operator_namespace: String,
+    /// This replica's identity in leader election and Events.
+    #[arg(long, env = "POD_NAME", default_value = "vigil-operator")]
+    identity: String,
+    /// Lease validity in seconds; the leader renews every third of it.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    lease_duration_seconds: u64,
+    /// Agent image injected when a MonitoredApp names none.
+    #[arg(long, default_value = controllers::DEFAULT_AGENT_IMAGE)]
+    agent_image: String,
+    /// Inject the agent as a regular container instead of a native sidecar (clusters < 1.29).
+    #[arg(long)]
+    no_native_sidecar: bool,
+    /// Alertmanager release the shared `alertmanager.yml` targets.
+    #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
+    alertmanager_version: String,
+    /// Base URL of a plain Prometheus to reload (`POST /-/reload`) after its shared files change.
+    #[arg(long, value_name = "URL")]
+    prometheus_url: Option<String>,
+    /// Base URL of a plain Alertmanager to reload after `alertmanager.yml` changes.
+    #[arg(long, value_name = "URL")]
+    alertmanager_url: Option<String>,
+    /// Seconds between a change of a mounted file and its reload (the kubelet's sync delay).
+    #[arg(long, default_value_t = 90)]
+    reload_delay_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +121,62 @@ fn main() -> ExitCode {
                 _ => AlertmanagerVersion::V0_26,
             };
             render(&files, &output, bundle::Options { alertmanager })
+        }
+        Command::Run(args) => run_operator(args),
+    }
+}
+
+fn alertmanager_version(text: &str) -> AlertmanagerVersion {
+    match text {
+        "0.25" => AlertmanagerVersion::V0_25,
+        _ => AlertmanagerVersion::V0_26,
+    }
+}
+
+fn run_operator(args: RunArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let options = run::RunOptions {
+        kubeconfig: args.kubeconfig,
+        settings: controllers::Settings {
+            agent_image: args.agent_image,
+            native_sidecar: !args.no_native_sidecar,
+            alertmanager_version: alertmanager_version(&args.alertmanager_version),
+            alertmanager_namespace: args.operator_namespace.clone(),
+            namespace: args.namespace,
+            ..controllers::Settings::default()
+        },
+        identity: args.identity,
+        lease_namespace: args.operator_namespace,
+        lease_name: "vigil-operator".to_owned(),
+        lease_duration: std::time::Duration::from_secs(args.lease_duration_seconds),
+        prometheus_url: args.prometheus_url,
+        alertmanager_url: args.alertmanager_url,
+        reload_delay: std::time::Duration::from_secs(args.reload_delay_seconds),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("vigil-operator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("vigil-operator: {message}");
+            ExitCode::FAILURE
         }
     }
 }

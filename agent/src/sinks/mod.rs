@@ -1,13 +1,29 @@
 //! Sinks: where data leaves the agent. Each sink drains its own disk buffer, sends with retry
 //! and acknowledges what the backend accepted.
+//!
+//! [`Sink::from_config`] builds one [`Sink`] per configured exporter; [`Sink::send`] turns the
+//! batches a driver hands it into as few requests as the backend's protocol allows and says
+//! whether a failure is worth retrying ([`SendError`]).
+//!
+//! Labels the sinks derive from OTLP resource attributes (remote write series labels, Loki stream
+//! labels, Splunk HEC fields) use the same names as the agent's scraped series:
+//! `k8s.namespace.name` → `namespace`, `service.name` → `app`, `k8s.pod.name` → `pod`,
+//! `k8s.container.name` → `container`, `service.version` → `version`.
 
 pub mod driver;
+pub mod http;
 pub mod loki;
 pub mod otlp;
 pub mod remote_write;
+pub mod retry;
 pub mod splunk_hec;
 
+use std::borrow::Cow;
 use std::time::Duration;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use vigil_crds::agent_config::ExportersConfig;
 
 use crate::batch::{Batch, Signal};
 
@@ -25,23 +41,308 @@ pub enum SendError {
     Permanent { reason: String },
 }
 
-/// A configured exporter. STUB — owned by the sinks helper.
+/// Why an exporter's configuration cannot be used. Every message starts with the field's path
+/// in the agent config, such as `exporters.loki.url`.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkConfigError {
+    /// The value of a field is unusable.
+    #[error("exporters.{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// A file named by a field cannot be read.
+    #[error("exporters.{field}: cannot read {path}")]
+    ReadFile {
+        field: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built from the field's settings.
+    #[error("exporters.{field}: cannot build the HTTP client")]
+    HttpClient {
+        field: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The gRPC channel could not be built from the field's settings.
+    #[error("exporters.{field}: cannot build the gRPC channel")]
+    GrpcChannel {
+        field: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+impl SinkConfigError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SinkConfigError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A configured exporter.
 #[derive(Debug)]
-pub enum Sink {}
+pub enum Sink {
+    /// OTLP over gRPC or HTTP: traces, metrics and logs.
+    Otlp(otlp::OtlpSink),
+    /// Prometheus remote write: scraped and crash samples, and OTLP metrics converted to series.
+    RemoteWrite(remote_write::RemoteWriteSink),
+    /// Loki push: logs.
+    Loki(loki::LokiSink),
+    /// Splunk HTTP Event Collector: logs.
+    SplunkHec(splunk_hec::SplunkHecSink),
+}
 
 impl Sink {
+    /// One sink per configured exporter, in the order OTLP, remote write, Loki, Splunk HEC.
+    /// Errors name the offending field (`exporters.loki.url: ...`). Needs no async runtime and
+    /// opens no connection: connections are made by the first send.
+    pub fn from_config(exporters: &ExportersConfig) -> Result<Vec<Sink>, SinkConfigError> {
+        // Destructured without `..` so that a new exporter kind cannot be configured and
+        // silently never built.
+        let ExportersConfig {
+            otlp,
+            prometheus_remote_write,
+            loki,
+            splunk_hec,
+        } = exporters;
+        let mut sinks = Vec::new();
+        if let Some(config) = otlp {
+            sinks.push(Sink::Otlp(otlp::OtlpSink::new(config)?));
+        }
+        if let Some(config) = prometheus_remote_write {
+            sinks.push(Sink::RemoteWrite(remote_write::RemoteWriteSink::new(
+                config,
+            )?));
+        }
+        if let Some(config) = loki {
+            sinks.push(Sink::Loki(loki::LokiSink::new(config)?));
+        }
+        if let Some(config) = splunk_hec {
+            sinks.push(Sink::SplunkHec(splunk_hec::SplunkHecSink::new(config)?));
+        }
+        Ok(sinks)
+    }
+
     /// Component name (`sink_otlp`, `sink_remote_write`, `sink_loki`, `sink_splunk_hec`).
     pub fn name(&self) -> &'static str {
-        match *self {}
+        match self {
+            Sink::Otlp(_) => otlp::COMPONENT,
+            Sink::RemoteWrite(_) => remote_write::COMPONENT,
+            Sink::Loki(_) => loki::COMPONENT,
+            Sink::SplunkHec(_) => splunk_hec::COMPONENT,
+        }
     }
 
     /// Signals this sink takes.
     pub fn signals(&self) -> &'static [Signal] {
-        match *self {}
+        match self {
+            Sink::Otlp(_) => otlp::SIGNALS,
+            Sink::RemoteWrite(_) => remote_write::SIGNALS,
+            Sink::Loki(_) => loki::SIGNALS,
+            Sink::SplunkHec(_) => splunk_hec::SIGNALS,
+        }
     }
 
     /// Sends batches (all of signals this sink takes) as few requests as the protocol allows.
-    pub async fn send(&self, _batches: &[Batch]) -> Result<(), SendError> {
-        match *self {}
+    /// Batches of other signals are ignored. `Ok` means the backend accepted everything it did
+    /// not explicitly reject (rejections are counted as dropped with reason `rejected`).
+    pub async fn send(&self, batches: &[Batch]) -> Result<(), SendError> {
+        match self {
+            Sink::Otlp(sink) => sink.send(batches).await,
+            Sink::RemoteWrite(sink) => sink.send(batches).await,
+            Sink::Loki(sink) => sink.send(batches).await,
+            Sink::SplunkHec(sink) => sink.send(batches).await,
+        }
+    }
+}
+
+/// The string value of attribute `key`, if it is a string.
+fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+/// An attribute value as text: strings as they are, other scalars in their usual spelling,
+/// arrays and maps as JSON.
+fn any_value_text(value: Option<&AnyValue>) -> Cow<'_, str> {
+    match value.and_then(|v| v.value.as_ref()) {
+        None => Cow::Borrowed(""),
+        Some(Value::StringValue(s)) => Cow::Borrowed(s),
+        Some(Value::BoolValue(b)) => Cow::Owned(b.to_string()),
+        Some(Value::IntValue(i)) => Cow::Owned(i.to_string()),
+        Some(Value::DoubleValue(d)) => Cow::Owned(d.to_string()),
+        Some(Value::BytesValue(b)) => Cow::Owned(hex::encode(b)),
+        Some(other) => Cow::Owned(any_value_json(Some(other)).to_string()),
+    }
+}
+
+/// An attribute value as JSON.
+fn any_value_json(value: Option<&Value>) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        None => Json::Null,
+        Some(Value::StringValue(s)) => Json::String(s.clone()),
+        Some(Value::BoolValue(b)) => Json::Bool(*b),
+        Some(Value::IntValue(i)) => Json::from(*i),
+        Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map(Json::Number)
+            .unwrap_or(Json::Null),
+        Some(Value::BytesValue(b)) => Json::String(hex::encode(b)),
+        Some(Value::ArrayValue(a)) => Json::Array(
+            a.values
+                .iter()
+                .map(|v| any_value_json(v.value.as_ref()))
+                .collect(),
+        ),
+        Some(Value::KvlistValue(kv)) => Json::Object(
+            kv.values
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        any_value_json(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+                    )
+                })
+                .collect(),
+        ),
+        // An index into a dictionary this agent never receives (profiles only).
+        Some(Value::StringValueStrindex(i)) => Json::from(*i),
+    }
+}
+
+/// Level name of an OTLP log record: its severity text when it is a known spelling, else the
+/// range its severity number falls in; `None` when neither says anything.
+fn log_level(severity_text: &str, severity_number: i32) -> Option<&'static str> {
+    if let Some(level) = crate::event::Level::parse(severity_text) {
+        return Some(level.as_str());
+    }
+    Some(match severity_number {
+        1..=4 => "trace",
+        5..=8 => "debug",
+        9..=12 => "info",
+        13..=16 => "warn",
+        17..=20 => "error",
+        21..=24 => "fatal",
+        _ => return None,
+    })
+}
+
+/// Time of a log record in nanoseconds: its own time, else when it was observed, else now.
+fn log_time_unix_nano(time: u64, observed: u64) -> u64 {
+    if time != 0 {
+        time
+    } else if observed != 0 {
+        observed
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_crds::agent_config::{HttpSink, OtlpSink, SplunkHecSink};
+    use vigil_crds::monitored_app::OtlpProtocol;
+
+    fn http_sink(url: &str) -> HttpSink {
+        HttpSink {
+            url: url.to_owned(),
+            tenant: None,
+            bearer_token_file: None,
+            ca_file: None,
+        }
+    }
+
+    /// Every configured exporter becomes a sink, with its component name and signals.
+    #[test]
+    fn from_config_builds_every_exporter() {
+        let exporters = ExportersConfig {
+            otlp: Some(OtlpSink {
+                endpoint: "http://collector:4317".into(),
+                protocol: OtlpProtocol::Grpc,
+                tenant: Some("team-a".into()),
+                bearer_token_file: None,
+                ca_file: None,
+            }),
+            prometheus_remote_write: Some(http_sink("http://prometheus:9090/api/v1/write")),
+            loki: Some(http_sink("http://loki:3100/loki/api/v1/push")),
+            splunk_hec: Some(SplunkHecSink {
+                url: "https://splunk:8088".into(),
+                token_file: "/var/run/secrets/vigil/hec/token".into(),
+                index: None,
+                sourcetype: None,
+                ca_file: None,
+            }),
+        };
+        let sinks = Sink::from_config(&exporters).unwrap();
+        let names: Vec<_> = sinks.iter().map(Sink::name).collect();
+        assert_eq!(
+            names,
+            ["sink_otlp", "sink_remote_write", "sink_loki", "sink_splunk_hec"]
+        );
+        assert_eq!(
+            sinks[0].signals(),
+            [Signal::Traces, Signal::Metrics, Signal::Logs]
+        );
+        assert_eq!(sinks[1].signals(), [Signal::Samples, Signal::Metrics]);
+        assert_eq!(sinks[2].signals(), [Signal::Logs]);
+        assert_eq!(sinks[3].signals(), [Signal::Logs]);
+        assert!(Sink::from_config(&ExportersConfig::default())
+            .unwrap()
+            .is_empty());
+    }
+
+    /// Configuration errors start with the path of the offending field.
+    #[test]
+    fn config_errors_name_the_field() {
+        let err = |exporters: ExportersConfig| Sink::from_config(&exporters).unwrap_err();
+        let e = err(ExportersConfig {
+            loki: Some(http_sink("loki:3100/push")),
+            ..Default::default()
+        });
+        assert!(e.to_string().starts_with("exporters.loki.url: "), "{e}");
+        let e = err(ExportersConfig {
+            prometheus_remote_write: Some(HttpSink {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..http_sink("https://prometheus:9090/api/v1/write")
+            }),
+            ..Default::default()
+        });
+        assert!(
+            e.to_string()
+                .starts_with("exporters.prometheusRemoteWrite.caFile: "),
+            "{e}"
+        );
+        let e = err(ExportersConfig {
+            otlp: Some(OtlpSink {
+                endpoint: "ftp://collector".into(),
+                protocol: OtlpProtocol::Http,
+                tenant: None,
+                bearer_token_file: None,
+                ca_file: None,
+            }),
+            ..Default::default()
+        });
+        assert!(e.to_string().starts_with("exporters.otlp.endpoint: "), "{e}");
+        let e = err(ExportersConfig {
+            loki: Some(HttpSink {
+                tenant: Some("bad\ntenant".into()),
+                ..http_sink("http://loki:3100/loki/api/v1/push")
+            }),
+            ..Default::default()
+        });
+        assert!(e.to_string().starts_with("exporters.loki.tenant: "), "{e}");
     }
 }

@@ -98,6 +98,39 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<Problem>> {
     }
 }
 
+/// Validates one object on its own, as the `/validate` admission webhook does: the same type,
+/// schema, CEL and in-object checks as [`load`] (so `vigil-operator check` and the API server
+/// reject the same mistakes with the same messages), without the checks that need other objects.
+/// An `appRef` naming a `MonitoredApp` that does not exist yet is not an error here: applying
+/// a folder must work in any order, and the resource's status reports the missing app.
+/// Returns every problem found (none: valid); the problems' `file` is empty.
+pub fn check_object(object: &Json) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let value = match serde_yaml::to_value(object) {
+        Ok(value) => value,
+        Err(e) => {
+            problems.push(file_problem(Path::new(""), format!("cannot read object: {e}")));
+            return problems;
+        }
+    };
+    let mut loaded = Loaded::default();
+    load_document(Path::new(""), 0, value, &mut loaded, &mut problems);
+    problems.extend(references::check_with(&loaded, false));
+    problems
+}
+
+/// The checks that span objects (`appRef` and `apps` targets, receiver and rule names,
+/// escalation steps, selectors, regexes, scrape timing) for objects read from a cluster, where
+/// the API server has already applied the schema and CEL rules. `inventory` holds the objects
+/// to check together with the objects they refer to; problems name no file.
+pub fn check_references(inventory: &Inventory) -> Vec<Problem> {
+    let loaded = Loaded {
+        inventory: inventory.clone(),
+        ..Loaded::default()
+    };
+    references::check(&loaded)
+}
+
 /// Parses manifests from text as if read from `file`; used by [`load`] and by tests.
 pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded, problems: &mut Vec<Problem>) {
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {

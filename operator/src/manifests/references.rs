@@ -12,6 +12,12 @@ use crate::render::namespace_of;
 
 /// Every cross-object problem in what was loaded.
 pub fn check(loaded: &Loaded) -> Vec<Problem> {
+    check_with(loaded, true)
+}
+
+/// The checks of [`check`]; with `across_objects` false, those that need another object
+/// (`appRef` and `apps` targets) are skipped and only checks within each object run.
+pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
     let inv = &loaded.inventory;
     let mut out = Vec::new();
     let mut report = |kind: &str, ns: &str, name: &str, field: String, message: String| {
@@ -24,7 +30,7 @@ pub fn check(loaded: &Loaded) -> Vec<Problem> {
             message,
         });
     };
-    let app_exists = |ns: &str, name: &str| inv.app(ns, name).is_some();
+    let app_exists = |ns: &str, name: &str| !across_objects || inv.app(ns, name).is_some();
 
     for app in &inv.apps {
         let (ns, name) = (namespace_of(app), app.name_any());

@@ -1,35 +1,477 @@
-//! STUB — owned by the multiline/crash helper. Interface contract below; replace the bodies.
+//! Crash detection, the processor after multi-line joining in the log pipeline
+//! (tail → parse → join → **crash** → redact → batch), also applied to OTLP log records.
 //!
-//! Crash detection and fingerprints.
+//! An event is a crash when it is a joined stack trace with an identifiable exception or panic
+//! (see [`analyse`]) or a line that is fatal on its own: `level=fatal`, `PHP Fatal error`, Go's
+//! `panic:` and `fatal error:`, a JVM `Exception in thread`, a Rust `panicked at`. The event gets
+//! a [`CrashInfo`] whose fingerprint is a stable hash of the language, the exception types and
+//! the normalised top frames, so the same bug has the same fingerprint in every version and pod.
+//!
+//! Series (labels from the pod's [`Identity`]):
+//! - `vigil_crashes_total{namespace,app,version,fingerprint,type,language}`: crashes seen.
+//! - `vigil_crash_affected_users{namespace,app,version,fingerprint}`: distinct values of the
+//!   configured user field among the crash events of a fingerprint.
+//! - `vigil_active_users{namespace,app}`: distinct users seen in any event over the last five
+//!   minutes (one sketch per minute, merged when read).
+//!
+//! Memory is bounded: at most [`MAX_FINGERPRINTS`] fingerprints are tracked (later new ones
+//! are counted under `fingerprint="other"`), and each user count is a [`hll::DistinctCounter`]
+//! (exact up to 512 users, then a 4 KiB HyperLogLog sketch).
+
+pub(crate) mod analyse;
+pub(crate) mod hll;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 
 use crate::event::{CrashInfo, LogEvent};
 use crate::identity::Identity;
-use crate::prompb::WriteRequest;
+use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use analyse::Analysis;
+use hll::DistinctCounter;
+
+/// Most fingerprints tracked one by one; further new ones are counted as `other`.
+pub const MAX_FINGERPRINTS: usize = 1000;
+
+/// The fingerprint, type and language label of crashes past [`MAX_FINGERPRINTS`].
+pub const OVERFLOW_LABEL: &str = "other";
+
+/// Length of the active-user window, in one-minute slots.
+const ACTIVE_WINDOW_MINUTES: usize = 5;
+
+/// The log record attribute the OTLP path adds to crash records.
+pub const FINGERPRINT_ATTRIBUTE: &str = "vigil.crash.fingerprint";
+
+/// Counts of one fingerprint.
+#[derive(Debug, Default)]
+struct FingerprintCounts {
+    kind: String,
+    language: String,
+    crashes: u64,
+    users: DistinctCounter,
+}
+
+/// Distinct users per minute over the last [`ACTIVE_WINDOW_MINUTES`] minutes.
+#[derive(Debug, Default)]
+struct ActiveUsers {
+    /// (minute since the epoch, users seen in it), indexed by minute modulo the window.
+    slots: [(i64, DistinctCounter); ACTIVE_WINDOW_MINUTES],
+}
+
+impl ActiveUsers {
+    fn insert(&mut self, now_ms: i64, hash: u64) {
+        let minute = now_ms.div_euclid(60_000);
+        let slot = &mut self.slots[minute.rem_euclid(ACTIVE_WINDOW_MINUTES as i64) as usize];
+        if slot.0 != minute {
+            *slot = (minute, DistinctCounter::default());
+        }
+        slot.1.insert(hash);
+    }
+
+    fn estimate(&self, now_ms: i64) -> f64 {
+        let minute = now_ms.div_euclid(60_000);
+        let mut merged = DistinctCounter::default();
+        for (slot_minute, users) in &self.slots {
+            if *slot_minute <= minute && minute - *slot_minute < ACTIVE_WINDOW_MINUTES as i64 {
+                merged.merge(users);
+            }
+        }
+        merged.estimate()
+    }
+}
+
+#[derive(Debug, Default)]
+struct CrashCounts {
+    /// Sorted by fingerprint, so the exposition is stable.
+    fingerprints: BTreeMap<String, FingerprintCounts>,
+    overflow: Option<FingerprintCounts>,
+    active: ActiveUsers,
+}
+
+impl CrashCounts {
+    fn record(&mut self, crash: &CrashInfo, user: Option<u64>) {
+        let counts = if self.fingerprints.contains_key(&crash.fingerprint)
+            || self.fingerprints.len() < MAX_FINGERPRINTS
+        {
+            self.fingerprints
+                .entry(crash.fingerprint.clone())
+                .or_insert_with(|| FingerprintCounts {
+                    kind: crash.kind.clone(),
+                    language: crash.language.clone(),
+                    ..FingerprintCounts::default()
+                })
+        } else {
+            self.overflow.get_or_insert_with(|| FingerprintCounts {
+                kind: OVERFLOW_LABEL.to_owned(),
+                language: OVERFLOW_LABEL.to_owned(),
+                ..FingerprintCounts::default()
+            })
+        };
+        counts.crashes += 1;
+        if let Some(user) = user {
+            counts.users.insert(user);
+        }
+    }
+
+    fn each(&self) -> impl Iterator<Item = (&str, &FingerprintCounts)> {
+        self.fingerprints
+            .iter()
+            .map(|(fingerprint, counts)| (fingerprint.as_str(), counts))
+            .chain(self.overflow.iter().map(|counts| (OVERFLOW_LABEL, counts)))
+    }
+}
+
+/// One series of the crash metrics.
+struct Series<'a> {
+    name: &'static str,
+    labels: Vec<(&'static str, &'a str)>,
+    value: f64,
+}
 
 /// Finds crashes in joined events, fingerprints and counts them.
 #[derive(Debug)]
-pub struct CrashDetector {}
+pub struct CrashDetector {
+    identity: Identity,
+    user_field: Option<String>,
+    counts: Mutex<CrashCounts>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 impl CrashDetector {
     /// `user_field`: the log attribute naming the end user, for `vigil_crash_affected_users`
     /// and `vigil_active_users`.
-    pub fn new(_identity: &Identity, _user_field: Option<String>) -> Self {
-        CrashDetector {}
+    pub fn new(identity: &Identity, user_field: Option<String>) -> Self {
+        CrashDetector {
+            identity: identity.clone(),
+            user_field: user_field.filter(|f| !f.is_empty()),
+            counts: Mutex::new(CrashCounts::default()),
+        }
     }
 
-    /// Sets `event.crash` when the event is a crash, counts it, and returns it.
-    pub fn observe(&self, _event: &mut LogEvent) -> Option<CrashInfo> {
-        None
+    /// Sets `event.crash` when the event is a crash, counts it, and returns it. Every event
+    /// passes here: those carrying the user field also count towards `vigil_active_users`.
+    pub fn observe(&self, event: &mut LogEvent) -> Option<CrashInfo> {
+        self.observe_at(event, now_ms())
+    }
+
+    /// [`CrashDetector::observe`] at a given wall-clock time (milliseconds since the epoch).
+    pub fn observe_at(&self, event: &mut LogEvent, now_ms: i64) -> Option<CrashInfo> {
+        let user = self
+            .user_field
+            .as_deref()
+            .and_then(|field| event.attribute(field))
+            .filter(|user| !user.is_empty())
+            .map(hll::hash_value);
+        let crash = analyse::analyse_event(event).map(|found| crash_info(&found));
+        if user.is_none() && crash.is_none() {
+            return None;
+        }
+        let mut counts = self.lock();
+        if let Some(user) = user {
+            counts.active.insert(now_ms, user);
+        }
+        let crash = crash?;
+        counts.record(&crash, user);
+        drop(counts);
+        event.crash = Some(crash.clone());
+        Some(crash)
+    }
+
+    /// Detects crashes in OTLP log records that carry `exception.type` or
+    /// `exception.stacktrace` (OpenTelemetry semantic conventions), or whose body is a stack
+    /// trace; adds `vigil.crash.fingerprint` to those records and counts them like log events.
+    /// Records with the user field as an attribute count towards `vigil_active_users`.
+    pub fn observe_otlp_logs(&self, request: &mut ExportLogsServiceRequest) {
+        self.observe_otlp_logs_at(request, now_ms());
+    }
+
+    /// [`CrashDetector::observe_otlp_logs`] at a given wall-clock time.
+    pub fn observe_otlp_logs_at(&self, request: &mut ExportLogsServiceRequest, now_ms: i64) {
+        for resource_logs in &mut request.resource_logs {
+            let sdk_language = resource_logs.resource.as_ref().and_then(|r| {
+                string_attribute(&r.attributes, "telemetry.sdk.language").map(str::to_owned)
+            });
+            for record in resource_logs
+                .scope_logs
+                .iter_mut()
+                .flat_map(|s| s.log_records.iter_mut())
+            {
+                let user = self
+                    .user_field
+                    .as_deref()
+                    .and_then(|field| string_attribute(&record.attributes, field))
+                    .filter(|user| !user.is_empty())
+                    .map(hll::hash_value);
+                let crash = otlp_crash(
+                    string_attribute(&record.attributes, "exception.type"),
+                    string_attribute(&record.attributes, "exception.stacktrace"),
+                    record.body.as_ref().and_then(any_string),
+                    sdk_language.as_deref(),
+                );
+                if user.is_none() && crash.is_none() {
+                    continue;
+                }
+                let mut counts = self.lock();
+                if let Some(user) = user {
+                    counts.active.insert(now_ms, user);
+                }
+                if let Some(crash) = crash {
+                    counts.record(&crash, user);
+                    drop(counts);
+                    record.attributes.push(KeyValue {
+                        key: FINGERPRINT_ATTRIBUTE.to_owned(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(crash.fingerprint)),
+                        }),
+                        ..KeyValue::default()
+                    });
+                }
+            }
+        }
     }
 
     /// `vigil_crashes_total`, `vigil_crash_affected_users`, `vigil_active_users` in the
     /// Prometheus text format (for `/metrics`).
     pub fn exposition(&self) -> String {
-        String::new()
+        self.exposition_at(now_ms())
+    }
+
+    /// [`CrashDetector::exposition`] with the active-user window ending at `now_ms`.
+    pub fn exposition_at(&self, now_ms: i64) -> String {
+        let counts = self.lock();
+        let mut out = String::new();
+        let mut last_name = "";
+        for series in self.series(&counts, now_ms) {
+            if series.name != last_name {
+                let (help, kind) = describe(series.name);
+                let _ = writeln!(out, "# HELP {} {help}", series.name);
+                let _ = writeln!(out, "# TYPE {} {kind}", series.name);
+                last_name = series.name;
+            }
+            out.push_str(series.name);
+            out.push('{');
+            for (i, (name, value)) in series.labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{name}=\"{}\"", escape_label_value(value));
+            }
+            let _ = writeln!(out, "}} {}", format_value(series.value));
+        }
+        out
     }
 
     /// The same series as samples stamped `now_ms`, for remote write.
-    pub fn samples(&self, _now_ms: i64) -> WriteRequest {
-        WriteRequest::default()
+    pub fn samples(&self, now_ms: i64) -> WriteRequest {
+        let counts = self.lock();
+        let timeseries = self
+            .series(&counts, now_ms)
+            .into_iter()
+            .map(|series| {
+                let mut labels: Vec<Label> = series
+                    .labels
+                    .iter()
+                    .map(|(name, value)| Label {
+                        name: (*name).to_owned(),
+                        value: (*value).to_owned(),
+                    })
+                    .collect();
+                labels.push(Label {
+                    name: "__name__".to_owned(),
+                    value: series.name.to_owned(),
+                });
+                labels.sort();
+                TimeSeries {
+                    labels,
+                    samples: vec![Sample {
+                        value: series.value,
+                        timestamp: now_ms,
+                    }],
+                }
+            })
+            .collect();
+        WriteRequest { timeseries }
+    }
+
+    /// Crashes counted so far under `fingerprint`, for tests and the shutdown summary.
+    pub fn crash_count(&self, fingerprint: &str) -> u64 {
+        let counts = self.lock();
+        let found = counts
+            .each()
+            .find(|(f, _)| *f == fingerprint)
+            .map_or(0, |(_, c)| c.crashes);
+        found
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CrashCounts> {
+        // A panic while holding the lock leaves counts that are still valid numbers.
+        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn series<'a>(&'a self, counts: &'a CrashCounts, now_ms: i64) -> Vec<Series<'a>> {
+        let id = &self.identity;
+        let mut out = Vec::new();
+        for (fingerprint, c) in counts.each() {
+            out.push(Series {
+                name: "vigil_crashes_total",
+                labels: vec![
+                    ("namespace", id.namespace.as_str()),
+                    ("app", id.app.as_str()),
+                    ("version", id.version.as_str()),
+                    ("fingerprint", fingerprint),
+                    ("type", c.kind.as_str()),
+                    ("language", c.language.as_str()),
+                ],
+                value: c.crashes as f64,
+            });
+        }
+        if self.user_field.is_some() {
+            for (fingerprint, c) in counts.each() {
+                out.push(Series {
+                    name: "vigil_crash_affected_users",
+                    labels: vec![
+                        ("namespace", id.namespace.as_str()),
+                        ("app", id.app.as_str()),
+                        ("version", id.version.as_str()),
+                        ("fingerprint", fingerprint),
+                    ],
+                    value: c.users.estimate().round(),
+                });
+            }
+            out.push(Series {
+                name: "vigil_active_users",
+                labels: vec![
+                    ("namespace", id.namespace.as_str()),
+                    ("app", id.app.as_str()),
+                ],
+                value: counts.active.estimate(now_ms).round(),
+            });
+        }
+        out
+    }
+}
+
+fn crash_info(found: &Analysis) -> CrashInfo {
+    CrashInfo {
+        fingerprint: found.fingerprint(),
+        kind: found.kind.clone(),
+        language: found.language.to_owned(),
+    }
+}
+
+/// A crash from the `exception.*` attributes or the body of an OTLP log record.
+fn otlp_crash(
+    exception_type: Option<&str>,
+    stacktrace: Option<&str>,
+    body: Option<&str>,
+    sdk_language: Option<&str>,
+) -> Option<CrashInfo> {
+    let trace = stacktrace.or(body.filter(|b| b.contains('\n')));
+    let mut found = match trace.and_then(analyse::analyse_trace) {
+        Some(found) => found,
+        None => {
+            let kind = exception_type?.trim();
+            if kind.is_empty() {
+                return None;
+            }
+            Analysis {
+                kind: kind.to_owned(),
+                chain: vec![kind.to_owned()],
+                language: "unknown",
+                frames: Vec::new(),
+            }
+        }
+    };
+    if let Some(kind) = exception_type.map(str::trim).filter(|k| !k.is_empty()) {
+        if found.kind != kind && !found.chain.iter().any(|k| k == kind) {
+            found.kind = kind.to_owned();
+            found.chain.insert(0, kind.to_owned());
+        }
+    }
+    if found.language == "unknown" {
+        found.language = otlp_language(sdk_language);
+    }
+    Some(crash_info(&found))
+}
+
+/// Our language label for a `telemetry.sdk.language` value.
+fn otlp_language(sdk_language: Option<&str>) -> &'static str {
+    match sdk_language.unwrap_or_default() {
+        "java" => "java",
+        "python" => "python",
+        "go" => "go",
+        "nodejs" | "webjs" | "js" => "js",
+        "ruby" => "ruby",
+        "php" => "php",
+        "dotnet" => "csharp",
+        "rust" => "rust",
+        "dart" => "dart",
+        _ => "unknown",
+    }
+}
+
+fn any_string(value: &AnyValue) -> Option<&str> {
+    match value.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(any_string)
+}
+
+fn describe(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "vigil_crashes_total" => (
+            "Crashes (stack traces and fatal errors) seen in the logs, by fingerprint.",
+            "counter",
+        ),
+        "vigil_crash_affected_users" => (
+            "Distinct users among the crash events of a fingerprint (HyperLogLog estimate).",
+            "gauge",
+        ),
+        _ => (
+            "Distinct users seen in any event over the last 5 minutes (HyperLogLog estimate).",
+            "gauge",
+        ),
+    }
+}
+
+/// Escapes a label value for the text format: backslash, double quote and newline.
+fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn format_value(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
     }
 }

@@ -1,1 +1,459 @@
-//! STUB — owned by the sinks helper.
+//! The OTLP sink: traces, metrics and logs to an OpenTelemetry collector (or Tempo, Mimir, …)
+//! over gRPC (`TraceService`, `MetricsService`, `LogsService`) or HTTP (`POST
+//! <endpoint>/v1/{traces,metrics,logs}` with protobuf bodies).
+//!
+//! All batches of one signal handed to [`OtlpSink::send`] go out as one export request. Failures
+//! follow the OTLP specification: gRPC `UNAVAILABLE`, `RESOURCE_EXHAUSTED`,
+//! `DEADLINE_EXCEEDED`, `ABORTED`, `CANCELLED`, `OUT_OF_RANGE` and `DATA_LOSS` are retried (after
+//! the server's `RetryInfo` delay when it sends one), other codes are permanent; HTTP statuses
+//! are mapped by [`super::http::status_error`]. Items a backend rejects in a partial success are
+//! counted as dropped with reason `rejected`.
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use reqwest::Url;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::Code;
+use vigil_crds::agent_config::OtlpSink as OtlpSinkConfig;
+use vigil_crds::monitored_app::OtlpProtocol;
+
+use super::http::{
+    self, body_excerpt, CredentialFile, HttpClient, HttpSettings, CONNECT_TIMEOUT,
+    REQUEST_TIMEOUT,
+};
+use super::{SendError, SinkConfigError};
+use crate::batch::{Batch, Signal};
+use crate::telemetry::{emit, InternalEvent};
+
+/// Component name.
+pub const COMPONENT: &str = "sink_otlp";
+/// Signals the OTLP sink takes.
+pub const SIGNALS: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
+
+/// An OTLP exporter.
+#[derive(Debug)]
+pub struct OtlpSink {
+    transport: Transport,
+}
+
+#[derive(Debug)]
+enum Transport {
+    Grpc(Box<GrpcTransport>),
+    Http(Box<HttpTransport>),
+}
+
+/// OTLP/gRPC: one lazily connected channel shared by the three service clients.
+#[derive(Debug)]
+struct GrpcTransport {
+    endpoint: Endpoint,
+    channel: OnceLock<Channel>,
+    tenant: Option<AsciiMetadataValue>,
+    credential: Option<CredentialFile>,
+}
+
+/// OTLP/HTTP with protobuf bodies.
+#[derive(Debug)]
+struct HttpTransport {
+    client: HttpClient,
+    traces: Url,
+    metrics: Url,
+    logs: Url,
+}
+
+impl OtlpSink {
+    /// Checks the config and builds the client; connects on the first send.
+    pub fn new(config: &OtlpSinkConfig) -> Result<Self, SinkConfigError> {
+        let OtlpSinkConfig {
+            endpoint,
+            protocol,
+            tenant,
+            bearer_token_file,
+            ca_file,
+        } = config;
+        let base = http::parse_url("otlp.endpoint", endpoint)?;
+        let credential = bearer_token_file.as_deref().map(CredentialFile::bearer);
+        let transport = match protocol {
+            OtlpProtocol::Grpc => Transport::Grpc(Box::new(GrpcTransport::new(
+                &base,
+                tenant.as_deref(),
+                credential,
+                ca_file.as_deref(),
+            )?)),
+            OtlpProtocol::Http => {
+                let client = HttpClient::new(HttpSettings {
+                    field: "otlp",
+                    ca_file: ca_file.as_deref(),
+                    tenant: tenant.as_deref(),
+                    credential,
+                })?;
+                let signal_url = |path: &str| {
+                    let text = format!("{}{path}", base.as_str().trim_end_matches('/'));
+                    http::parse_url("otlp.endpoint", &text)
+                };
+                Transport::Http(Box::new(HttpTransport {
+                    client,
+                    traces: signal_url("/v1/traces")?,
+                    metrics: signal_url("/v1/metrics")?,
+                    logs: signal_url("/v1/logs")?,
+                }))
+            }
+        };
+        Ok(OtlpSink { transport })
+    }
+
+    /// Sends the batches as at most one export request per signal (traces, then metrics, then
+    /// logs); the first failure ends the send.
+    pub async fn send(&self, batches: &[Batch]) -> Result<(), SendError> {
+        let merged = Merged::from_batches(batches);
+        if let Some(request) = merged.traces {
+            let rejected = match &self.transport {
+                Transport::Grpc(grpc) => grpc.export_traces(request).await?,
+                Transport::Http(h) => h.export_traces(request).await?,
+            };
+            count_rejected(rejected);
+        }
+        if let Some(request) = merged.metrics {
+            let rejected = match &self.transport {
+                Transport::Grpc(grpc) => grpc.export_metrics(request).await?,
+                Transport::Http(h) => h.export_metrics(request).await?,
+            };
+            count_rejected(rejected);
+        }
+        if let Some(request) = merged.logs {
+            let rejected = match &self.transport {
+                Transport::Grpc(grpc) => grpc.export_logs(request).await?,
+                Transport::Http(h) => h.export_logs(request).await?,
+            };
+            count_rejected(rejected);
+        }
+        Ok(())
+    }
+}
+
+fn count_rejected(rejected: i64) {
+    if rejected > 0 {
+        emit(InternalEvent::Dropped {
+            component: COMPONENT,
+            events: u64::try_from(rejected).unwrap_or(0),
+            reason: "rejected",
+        });
+    }
+}
+
+/// The batches of one send, merged into one request per signal.
+#[derive(Debug, Default, PartialEq)]
+struct Merged {
+    traces: Option<ExportTraceServiceRequest>,
+    metrics: Option<ExportMetricsServiceRequest>,
+    logs: Option<ExportLogsServiceRequest>,
+}
+
+impl Merged {
+    fn from_batches(batches: &[Batch]) -> Merged {
+        let mut merged = Merged::default();
+        for batch in batches {
+            match batch {
+                Batch::Traces(r) => merged
+                    .traces
+                    .get_or_insert_with(Default::default)
+                    .resource_spans
+                    .extend(r.resource_spans.iter().cloned()),
+                Batch::Metrics(r) => merged
+                    .metrics
+                    .get_or_insert_with(Default::default)
+                    .resource_metrics
+                    .extend(r.resource_metrics.iter().cloned()),
+                Batch::Logs(r) => merged
+                    .logs
+                    .get_or_insert_with(Default::default)
+                    .resource_logs
+                    .extend(r.resource_logs.iter().cloned()),
+                Batch::Samples(_) => {}
+            }
+        }
+        merged
+    }
+}
+
+impl GrpcTransport {
+    fn new(
+        base: &Url,
+        tenant: Option<&str>,
+        credential: Option<CredentialFile>,
+        ca_file: Option<&str>,
+    ) -> Result<Self, SinkConfigError> {
+        let grpc_error = |source| SinkConfigError::GrpcChannel {
+            field: "otlp".to_owned(),
+            source,
+        };
+        let mut endpoint = Endpoint::from_shared(base.as_str().to_owned())
+            .map_err(grpc_error)?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .tcp_keepalive(Some(Duration::from_secs(60)))
+            .user_agent(http::USER_AGENT)
+            .map_err(grpc_error)?;
+        if base.scheme() == "https" {
+            let mut tls = ClientTlsConfig::new();
+            tls = match ca_file {
+                Some(path) => {
+                    // Checked here so that a bad bundle is a config error, not a send error.
+                    http::read_ca_bundle(path, "otlp.caFile")?;
+                    let pem = std::fs::read(path).map_err(|source| SinkConfigError::ReadFile {
+                        field: "otlp.caFile".to_owned(),
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                    tls.ca_certificate(Certificate::from_pem(pem))
+                }
+                None => tls.with_native_roots(),
+            };
+            endpoint = endpoint.tls_config(tls).map_err(grpc_error)?;
+        }
+        let tenant = tenant
+            .map(|t| {
+                MetadataValue::try_from(t).map_err(|_| {
+                    SinkConfigError::invalid(
+                        "otlp.tenant",
+                        "must be printable text without line breaks",
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(GrpcTransport {
+            endpoint,
+            channel: OnceLock::new(),
+            tenant,
+            credential,
+        })
+    }
+
+    /// The channel, created on first use (creating it needs the async runtime).
+    fn channel(&self) -> Channel {
+        self.channel
+            .get_or_init(|| self.endpoint.connect_lazy())
+            .clone()
+    }
+
+    fn request<T>(&self, message: T) -> Result<tonic::Request<T>, SendError> {
+        let mut request = tonic::Request::new(message);
+        if let Some(tenant) = &self.tenant {
+            request
+                .metadata_mut()
+                .insert("x-scope-orgid", tenant.clone());
+        }
+        if let Some(credential) = &self.credential {
+            let header = credential.header_value()?;
+            let mut value = AsciiMetadataValue::try_from(header.as_bytes()).map_err(|_| {
+                SendError::Retryable {
+                    reason: format!(
+                        "credential file {} holds characters not allowed in gRPC metadata",
+                        credential.path().display()
+                    ),
+                    retry_after: None,
+                }
+            })?;
+            value.set_sensitive(true);
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+
+    async fn export_traces(&self, message: ExportTraceServiceRequest) -> Result<i64, SendError> {
+        let request = self.request(message)?;
+        let response = TraceServiceClient::new(self.channel())
+            .export(request)
+            .await
+            .map_err(|s| status_error(&s))?;
+        Ok(response
+            .into_inner()
+            .partial_success
+            .map_or(0, |p| p.rejected_spans))
+    }
+
+    async fn export_metrics(
+        &self,
+        message: ExportMetricsServiceRequest,
+    ) -> Result<i64, SendError> {
+        let request = self.request(message)?;
+        let response = MetricsServiceClient::new(self.channel())
+            .export(request)
+            .await
+            .map_err(|s| status_error(&s))?;
+        Ok(response
+            .into_inner()
+            .partial_success
+            .map_or(0, |p| p.rejected_data_points))
+    }
+
+    async fn export_logs(&self, message: ExportLogsServiceRequest) -> Result<i64, SendError> {
+        let request = self.request(message)?;
+        let response = LogsServiceClient::new(self.channel())
+            .export(request)
+            .await
+            .map_err(|s| status_error(&s))?;
+        Ok(response
+            .into_inner()
+            .partial_success
+            .map_or(0, |p| p.rejected_log_records))
+    }
+}
+
+impl HttpTransport {
+    async fn post(&self, url: &Url, body: Vec<u8>) -> Result<bytes::Bytes, SendError> {
+        let response = self
+            .client
+            .post(url, "application/x-protobuf", &[], body)
+            .await?;
+        if response.status.is_success() {
+            return Ok(response.body);
+        }
+        // OTLP/HTTP error bodies are a protobuf `google.rpc.Status`; quote its message rather
+        // than the binary encoding when it decodes.
+        let body = RpcStatus::decode(response.body.as_ref())
+            .ok()
+            .filter(|s| !s.message.is_empty())
+            .map(|s| bytes::Bytes::from(s.message))
+            .unwrap_or(response.body);
+        Err(http::status_error(
+            response.status,
+            response.retry_after,
+            &body,
+        ))
+    }
+
+    async fn export_traces(&self, message: ExportTraceServiceRequest) -> Result<i64, SendError> {
+        let body = self.post(&self.traces, message.encode_to_vec()).await?;
+        Ok(ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map_or(0, |p| p.rejected_spans))
+    }
+
+    async fn export_metrics(
+        &self,
+        message: ExportMetricsServiceRequest,
+    ) -> Result<i64, SendError> {
+        let body = self.post(&self.metrics, message.encode_to_vec()).await?;
+        Ok(ExportMetricsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map_or(0, |p| p.rejected_data_points))
+    }
+
+    async fn export_logs(&self, message: ExportLogsServiceRequest) -> Result<i64, SendError> {
+        let body = self.post(&self.logs, message.encode_to_vec()).await?;
+        Ok(ExportLogsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map_or(0, |p| p.rejected_log_records))
+    }
+}
+
+/// gRPC codes worth retrying, per the OTLP specification (plus `RESOURCE_EXHAUSTED`, which
+/// collectors use for back-pressure).
+fn retryable_code(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
+/// The error a failed gRPC call maps to.
+fn status_error(status: &tonic::Status) -> SendError {
+    let mut reason = format!("backend answered gRPC {:?}", status.code());
+    reason.push_str(&body_excerpt(status.message().as_bytes()));
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        reason.push_str(": ");
+        reason.push_str(&e.to_string());
+        source = e.source();
+    }
+    if retryable_code(status.code()) {
+        SendError::Retryable {
+            reason,
+            retry_after: retry_info(status.details()),
+        }
+    } else {
+        SendError::Permanent { reason }
+    }
+}
+
+/// `google.rpc.Status`, the rich error model carried in `grpc-status-details-bin` and in
+/// OTLP/HTTP error bodies.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<ProtoAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// The delay of a `RetryInfo` detail in an encoded `google.rpc.Status`.
+fn retry_info(details: &[u8]) -> Option<Duration> {
+    if details.is_empty() {
+        return None;
+    }
+    let status = RpcStatus::decode(details).ok()?;
+    let info = status
+        .details
+        .iter()
+        .find(|d| d.type_url == RETRY_INFO_TYPE)?;
+    let delay = RetryInfo::decode(info.value.as_slice()).ok()?.retry_delay?;
+    let seconds = u64::try_from(delay.seconds).ok()?;
+    let nanos = u32::try_from(delay.nanos).ok()?;
+    Some(Duration::new(seconds, nanos))
+}

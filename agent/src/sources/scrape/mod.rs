@@ -1,15 +1,53 @@
-//! STUB — owned by the scrape/redact helper. Interface contract below; replace the bodies.
+//! The scrape source: fetches the application's Prometheus endpoint on localhost every
+//! `interval`, and turns each scrape into one samples batch for the router.
 //!
-//! Scraping the application's Prometheus endpoint.
+//! A scrape asks for OpenMetrics first and the Prometheus text format 0.0.4 second (the
+//! `Accept` header Prometheus sends); the response's `Content-Type` decides the [`parse`]r.
+//! Every series gets the pod identity labels (`namespace`, `app`, `pod`, `version`), and the
+//! scrape adds, as Prometheus does, `up` (1 or 0), `scrape_duration_seconds` and
+//! `scrape_samples_scraped`. The crash series of the [`CrashDetector`] travel in the same
+//! batch. The latest page is also kept, re-rendered in the 0.0.4 text format, for the agent's
+//! own `/metrics` in pull setups ([`LatestScrape`]); a failed scrape empties it, so the app's
+//! series go stale there as they would in Prometheus.
+
+pub mod parse;
+pub mod render;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use vigil_crds::agent_config::ScrapeConfig;
 
+use crate::batch::Batch;
 use crate::identity::Identity;
 use crate::processors::crash::CrashDetector;
+use crate::processors::enrich;
+use crate::prompb::WriteRequest;
 use crate::router::Router;
+use crate::telemetry::{emit, InternalEvent};
+
+use parse::{Exposition, Format, ParseError};
+
+/// Component name in the agent's own telemetry.
+pub const COMPONENT: &str = "scrape";
+
+/// What a scrape asks for: OpenMetrics, else the 0.0.4 text format.
+pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+
+/// Environment variable holding the number of the scrape port when the config names the port
+/// (`http-metrics`); the pod's container ports are known where the sidecar is injected.
+pub const PORT_ENV: &str = "VIGIL_SCRAPE_PORT";
+
+/// Largest page the agent reads; a bigger one fails the scrape rather than the sidecar's
+/// memory bound.
+pub const MAX_PAGE_BYTES: usize = 64 << 20;
+
+/// Port names with a conventional number, used when [`PORT_ENV`] is not set.
+const WELL_KNOWN_PORTS: &[(&str, u16)] = &[("http", 80), ("http-alt", 8080)];
 
 /// The latest scrape, re-rendered in the Prometheus text format with the identity labels, for
 /// the agent's `/metrics` (pull setups).
@@ -18,15 +56,360 @@ pub struct LatestScrape {
     pub text: Mutex<String>,
 }
 
+impl LatestScrape {
+    fn replace(&self, text: String) {
+        // A poisoned lock only means a reader panicked mid-read; the text is still whole.
+        let mut guard = self.text.lock().unwrap_or_else(|e| e.into_inner());
+        *guard = text;
+    }
+}
+
+/// Why a scrape failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("scrape.port: port name {name:?} is unknown to the agent; set {PORT_ENV} to its number or configure the port by number")]
+    PortName { name: String },
+    #[error("scrape: cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+    #[error("scrape of {url} failed")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("scrape of {url}: HTTP status {status}")]
+    Status { url: String, status: u16 },
+    #[error("scrape of {url}: page larger than {MAX_PAGE_BYTES} bytes")]
+    TooLarge { url: String },
+    #[error("scrape of {url}: page is not UTF-8")]
+    NotUtf8 { url: String },
+    #[error("scrape of {url}: invalid {format} page")]
+    Parse {
+        url: String,
+        format: &'static str,
+        #[source]
+        source: ParseError,
+    },
+}
+
+impl ScrapeError {
+    /// Stable PascalCase name, the `error` label of the agent's error counter.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ScrapeError::PortName { .. } => "ScrapePortUnknown",
+            ScrapeError::Client(_) => "ScrapeClient",
+            ScrapeError::Request { .. } => "ScrapeRequest",
+            ScrapeError::Status { .. } => "ScrapeStatus",
+            ScrapeError::TooLarge { .. } => "ScrapeTooLarge",
+            ScrapeError::NotUtf8 { .. } => "ScrapeNotUtf8",
+            ScrapeError::Parse { .. } => "ScrapeParse",
+        }
+    }
+
+    /// The message with its causes, for the agent's log.
+    fn describe(&self) -> String {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        message
+    }
+}
+
+/// The scrape port as a number: given as one, or named and resolved through [`PORT_ENV`]
+/// (read through `env`), or a conventional port name.
+pub fn resolve_port(port: &str, env: impl Fn(&str) -> Option<String>) -> Result<u16, ScrapeError> {
+    if let Ok(number) = port.trim().parse::<u16>() {
+        return Ok(number);
+    }
+    if let Some(number) = env(PORT_ENV).and_then(|v| v.trim().parse::<u16>().ok()) {
+        return Ok(number);
+    }
+    WELL_KNOWN_PORTS
+        .iter()
+        .find(|(name, _)| *name == port)
+        .map(|(_, number)| *number)
+        .ok_or_else(|| ScrapeError::PortName {
+            name: port.to_owned(),
+        })
+}
+
+/// A fetched page.
+#[derive(Debug)]
+pub struct Page {
+    pub format: Format,
+    pub text: String,
+}
+
+/// What one scrape produced.
+#[derive(Debug)]
+pub struct Scraped {
+    /// The samples batch: the page's series, the scrape series and the crash series.
+    pub batch: Batch,
+    /// Samples on the page (0 when the scrape failed).
+    pub samples: usize,
+    /// Bytes of the page.
+    pub bytes: usize,
+    /// Why the scrape failed.
+    pub error: Option<ScrapeError>,
+}
+
+/// Scrapes one endpoint.
+#[derive(Debug)]
+pub struct Scraper {
+    client: reqwest::Client,
+    url: Result<String, String>,
+    timeout: Duration,
+    accept: &'static str,
+    identity: Vec<(String, String)>,
+    full_identity: Identity,
+}
+
+impl Scraper {
+    /// A scraper of `http://127.0.0.1:<port><path>`. An unresolvable port name is not an
+    /// error here: every scrape then reports it (and `up` is 0), so the user sees it.
+    pub fn new(
+        config: &ScrapeConfig,
+        identity: &Identity,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Scraper, ScrapeError> {
+        let timeout = Duration::from_secs_f64(config.timeout.as_secs_f64().max(0.001));
+        // The client speaks plain HTTP to localhost only, but reqwest's rustls build wants a
+        // process-wide crypto provider: install ring's unless one is already there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .user_agent(concat!("vigil-agent/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .build()
+            .map_err(ScrapeError::Client)?;
+        let path = if config.path.starts_with('/') {
+            config.path.clone()
+        } else {
+            format!("/{}", config.path)
+        };
+        let url = resolve_port(&config.port, env)
+            .map(|port| format!("http://127.0.0.1:{port}{path}"))
+            .map_err(|_| config.port.clone());
+        Ok(Scraper {
+            client,
+            url,
+            timeout,
+            accept: ACCEPT,
+            identity: identity
+                .series_labels()
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            full_identity: identity.clone(),
+        })
+    }
+
+    /// Asks for the 0.0.4 text format only (tests of that path against real clients).
+    #[cfg(test)]
+    pub(crate) fn prefer_text_format(&mut self) {
+        self.accept = "text/plain;version=0.0.4";
+    }
+
+    /// The URL scraped, when the port resolved.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref().ok()
+    }
+
+    fn identity_labels(&self) -> Vec<(&str, &str)> {
+        self.identity
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// Fetches the page.
+    pub async fn fetch(&self) -> Result<Page, ScrapeError> {
+        let url = match &self.url {
+            Ok(url) => url.as_str(),
+            Err(name) => return Err(ScrapeError::PortName { name: name.clone() }),
+        };
+        let request_error = |source| ScrapeError::Request {
+            url: url.to_owned(),
+            source,
+        };
+        let mut response = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, self.accept)
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", self.timeout.as_secs_f64()),
+            )
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ScrapeError::Status {
+                url: url.to_owned(),
+                status: status.as_u16(),
+            });
+        }
+        let format = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(Format::from_content_type)
+            .unwrap_or(Format::PrometheusText);
+        let too_large = || ScrapeError::TooLarge {
+            url: url.to_owned(),
+        };
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_PAGE_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(response.content_length().unwrap_or(64 << 10) as usize);
+        while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+            if body.len() + chunk.len() > MAX_PAGE_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(body).map_err(|_| ScrapeError::NotUtf8 {
+            url: url.to_owned(),
+        })?;
+        Ok(Page { format, text })
+    }
+
+    /// One scrape: fetch, parse, label; also updates `latest`. Never fails: a failed scrape
+    /// is `up` 0 and carries its error.
+    pub async fn scrape(&self, crashes: &CrashDetector, latest: &LatestScrape) -> Scraped {
+        let started = Instant::now();
+        let now_ms = unix_millis(SystemTime::now());
+        let identity = self.identity_labels();
+        let mut timeseries = Vec::new();
+        let mut text = String::new();
+        let (samples, bytes, error) = match self.fetch().await {
+            Ok(page) => match parse::parse(&page.text, page.format) {
+                Ok(exposition) => {
+                    self.convert(&exposition, now_ms, &mut timeseries, &mut text);
+                    (exposition.sample_count(), page.text.len(), None)
+                }
+                Err(source) => (
+                    0,
+                    page.text.len(),
+                    Some(ScrapeError::Parse {
+                        url: self.url().unwrap_or_default().to_owned(),
+                        format: match page.format {
+                            Format::PrometheusText => "Prometheus text",
+                            Format::OpenMetrics => "OpenMetrics",
+                        },
+                        source,
+                    }),
+                ),
+            },
+            Err(error) => (0, 0, Some(error)),
+        };
+        latest.replace(text);
+        let up = if error.is_none() { 1.0 } else { 0.0 };
+        for (name, value) in [
+            ("up", up),
+            ("scrape_duration_seconds", started.elapsed().as_secs_f64()),
+            ("scrape_samples_scraped", samples as f64),
+        ] {
+            timeseries.push(render::scrape_series(name, value, &identity, now_ms));
+        }
+        let mut crash_series = Batch::Samples(crashes.samples(now_ms));
+        enrich::enrich_batch(&self.full_identity, &mut crash_series);
+        if let Batch::Samples(crash_series) = crash_series {
+            timeseries.extend(crash_series.timeseries);
+        }
+        Scraped {
+            batch: Batch::Samples(WriteRequest { timeseries }),
+            samples,
+            bytes,
+            error,
+        }
+    }
+
+    fn convert(
+        &self,
+        exposition: &Exposition<'_>,
+        now_ms: i64,
+        timeseries: &mut Vec<crate::prompb::TimeSeries>,
+        text: &mut String,
+    ) {
+        let identity = self.identity_labels();
+        render::append_series(exposition, &identity, now_ms, timeseries);
+        render::render_text(exposition, &identity, text);
+    }
+}
+
+fn unix_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
 /// Scrapes every interval until `shutdown`; each scrape (plus an `up` series and the crash
 /// series) goes to the router as one samples batch.
 pub async fn run(
-    _config: ScrapeConfig,
-    _identity: Identity,
-    _crashes: Arc<CrashDetector>,
-    _latest: Arc<LatestScrape>,
-    _router: Router,
+    config: ScrapeConfig,
+    identity: Identity,
+    crashes: Arc<CrashDetector>,
+    latest: Arc<LatestScrape>,
+    router: Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
+    let scraper = match Scraper::new(&config, &identity, |key| std::env::var(key).ok()) {
+        Ok(scraper) => scraper,
+        Err(error) => {
+            emit(InternalEvent::Error {
+                component: COMPONENT,
+                error: error.category(),
+                message: &error.describe(),
+            });
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            return;
+        }
+    };
+    let interval = Duration::from_secs_f64(config.interval.as_secs_f64().max(0.001));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let scraped = tokio::select! {
+            scraped = scraper.scrape(&crashes, &latest) => scraped,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        report(&scraped);
+        if let Err(error) = router.send(&scraped.batch).await {
+            emit(InternalEvent::Error {
+                component: COMPONENT,
+                error: "BufferWrite",
+                message: &error.to_string(),
+            });
+        }
+    }
+}
+
+/// Telemetry of one scrape.
+fn report(scraped: &Scraped) {
+    match &scraped.error {
+        None => emit(InternalEvent::Received {
+            component: COMPONENT,
+            signal: "samples",
+            events: scraped.samples as u64,
+            bytes: scraped.bytes as u64,
+        }),
+        Some(error) => emit(InternalEvent::Error {
+            component: COMPONENT,
+            error: error.category(),
+            message: &error.describe(),
+        }),
+    }
 }

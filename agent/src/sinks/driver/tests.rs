@@ -1,0 +1,352 @@
+//! Tests of the delivery loop with fake senders: retries, `Retry-After`, permanent errors,
+//! undecodable records and shutdown in the middle of a retry or a send.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use vigil_crds::monitored_app::WhenFull;
+
+use super::*;
+use crate::buffer::{self, BufferWriter};
+use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use crate::telemetry;
+
+/// A deadline for waiting, never a speed requirement.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A batch of `samples` samples whose first value is `n`, to recognise it at the fake sink.
+fn batch(n: u64, samples: usize) -> Batch {
+    Batch::Samples(WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: vec![Label {
+                name: "__name__".into(),
+                value: "driver_test".into(),
+            }],
+            samples: (0..samples)
+                .map(|i| Sample {
+                    value: (n + i as u64) as f64,
+                    timestamp: 1_700_000_000_000,
+                })
+                .collect(),
+        }],
+    })
+}
+
+/// Which batch (by first sample value) this is.
+fn batch_number(batch: &Batch) -> u64 {
+    match batch {
+        Batch::Samples(w) => w.timeseries[0].samples[0].value as u64,
+        other => panic!("unexpected batch {other:?}"),
+    }
+}
+
+fn settings(batch_records: usize) -> DriverSettings {
+    DriverSettings {
+        batch_records,
+        shutdown_grace: Duration::from_millis(200),
+        ..DriverSettings::new(
+            Backoff::new(Duration::from_millis(1), Duration::from_millis(5), 2.0).unwrap(),
+        )
+    }
+}
+
+/// What the fake backend saw: every call with the batch numbers it carried, and when.
+#[derive(Clone, Default)]
+struct Backend {
+    calls: Arc<Mutex<Vec<(Instant, Vec<u64>)>>>,
+}
+
+impl Backend {
+    fn record(&self, batches: &[Batch]) -> usize {
+        let mut calls = self.calls.lock().unwrap();
+        calls.push((Instant::now(), batches.iter().map(batch_number).collect()));
+        calls.len()
+    }
+
+    fn calls(&self) -> Vec<(Instant, Vec<u64>)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn batches(&self) -> Vec<Vec<u64>> {
+        self.calls().into_iter().map(|(_, b)| b).collect()
+    }
+}
+
+async fn fill(writer: &BufferWriter, numbers: impl IntoIterator<Item = u64>) {
+    for n in numbers {
+        writer.push(batch(n, 3).encode()).await.unwrap();
+    }
+}
+
+/// Records left in a buffer directory after the driver stopped (reopens it).
+async fn left_in(dir: &std::path::Path, component: &str) -> Vec<u64> {
+    let (writer, mut reader) = buffer::open(dir, 1 << 20, WhenFull::Block, component).unwrap();
+    drop(writer);
+    let mut left = Vec::new();
+    while let Ok(Ok(records)) =
+        tokio::time::timeout(DEADLINE, reader.next_batch(100, usize::MAX)).await
+    {
+        left.extend(records.iter().map(|r| batch_number(&Batch::decode(&r.bytes).unwrap())));
+    }
+    left
+}
+
+/// A flaky backend: retryable failures are retried with the same batches until they succeed;
+/// everything is delivered once, in order, acked, and counted as sent and retried.
+#[tokio::test]
+async fn flaky_backend_gets_everything_in_order() {
+    let component = "test_driver_flaky";
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    fill(&writer, [10, 20, 30, 40, 50]).await;
+    drop(writer);
+    let (_stop, mut shutdown) = watch::channel(false);
+    let backend = Backend::default();
+    let sent_before = telemetry::sent_total(component);
+
+    let seen = backend.clone();
+    let stopped = tokio::time::timeout(
+        DEADLINE,
+        deliver(component, &mut reader, &settings(2), &mut shutdown, move |batches| {
+            let call = seen.record(&batches);
+            async move {
+                // Every other call fails.
+                if call % 2 == 1 {
+                    Err(SendError::Retryable {
+                        reason: "connection refused".into(),
+                        retry_after: None,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        }),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(stopped, Stopped::Closed);
+    assert_eq!(
+        backend.batches(),
+        vec![
+            vec![10, 20],
+            vec![10, 20],
+            vec![30, 40],
+            vec![30, 40],
+            vec![50],
+            vec![50]
+        ]
+    );
+    assert_eq!(telemetry::sent_total(component), sent_before + 5 * 3);
+    drop(reader);
+    assert!(left_in(dir.path(), component).await.is_empty(), "everything was acked");
+}
+
+/// A `Retry-After` longer than the backoff is waited out before the retry.
+#[tokio::test]
+async fn retry_after_is_waited_out() {
+    let component = "test_driver_retry_after";
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    fill(&writer, [1]).await;
+    drop(writer);
+    let (_stop, mut shutdown) = watch::channel(false);
+    let backend = Backend::default();
+    let retry_after = Duration::from_millis(300);
+
+    let seen = backend.clone();
+    tokio::time::timeout(
+        DEADLINE,
+        deliver(component, &mut reader, &settings(10), &mut shutdown, move |batches| {
+            let call = seen.record(&batches);
+            async move {
+                if call == 1 {
+                    Err(SendError::Retryable {
+                        reason: "429 too many requests".into(),
+                        retry_after: Some(retry_after),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        }),
+    )
+    .await
+    .unwrap();
+
+    let calls = backend.calls();
+    assert_eq!(calls.len(), 2);
+    // Sleeping never ends early, so this lower bound holds on any machine.
+    assert!(calls[1].0.duration_since(calls[0].0) >= retry_after);
+}
+
+/// A batch the backend refuses for good is dropped (counted as `rejected`) and acked, and the
+/// batches behind it are delivered.
+#[tokio::test]
+async fn permanent_error_drops_batch_and_moves_on() {
+    let component = "test_driver_permanent";
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    fill(&writer, [1, 2, 3]).await;
+    drop(writer);
+    let (_stop, mut shutdown) = watch::channel(false);
+    let backend = Backend::default();
+    let rejected_before = telemetry::dropped_total(component, "rejected");
+
+    let seen = backend.clone();
+    let stopped = tokio::time::timeout(
+        DEADLINE,
+        deliver(component, &mut reader, &settings(1), &mut shutdown, move |batches| {
+            seen.record(&batches);
+            let poison = batch_number(&batches[0]) == 2;
+            async move {
+                if poison {
+                    Err(SendError::Permanent {
+                        reason: "400 bad request".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        }),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(stopped, Stopped::Closed);
+    assert_eq!(backend.batches(), vec![vec![1], vec![2], vec![3]]);
+    assert_eq!(telemetry::dropped_total(component, "rejected"), rejected_before + 3);
+    drop(reader);
+    assert!(left_in(dir.path(), component).await.is_empty());
+}
+
+/// A buffer record that is not a batch is dropped as `corrupt_record` and acked; the batches
+/// around it are delivered.
+#[tokio::test]
+async fn undecodable_record_is_dropped() {
+    let component = "test_driver_undecodable";
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    fill(&writer, [1]).await;
+    writer.push(vec![99, 1, 2, 3]).await.unwrap();
+    writer.push(Vec::new()).await.unwrap();
+    fill(&writer, [2]).await;
+    drop(writer);
+    let (_stop, mut shutdown) = watch::channel(false);
+    let backend = Backend::default();
+    let corrupt_before = telemetry::dropped_total(component, "corrupt_record");
+
+    let seen = backend.clone();
+    tokio::time::timeout(
+        DEADLINE,
+        deliver(component, &mut reader, &settings(2), &mut shutdown, move |batches| {
+            seen.record(&batches);
+            async { Ok(()) }
+        }),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(backend.batches(), vec![vec![1], vec![2]]);
+    assert_eq!(telemetry::dropped_total(component, "corrupt_record"), corrupt_before + 2);
+    drop(reader);
+    assert!(left_in(dir.path(), component).await.is_empty());
+}
+
+/// Shutdown during a long retry wait stops the loop at once; the batch stays in the buffer and
+/// is delivered after the next start.
+#[tokio::test]
+async fn shutdown_mid_retry_keeps_the_batch() {
+    let component = "test_driver_shutdown_retry";
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    fill(&writer, [7, 8]).await;
+    let (stop, mut shutdown) = watch::channel(false);
+    let backend = Backend::default();
+
+    let seen = backend.clone();
+    let settings = settings(10);
+    let driver = deliver(component, &mut reader, &settings, &mut shutdown, move |batches| {
+        seen.record(&batches);
+        async {
+            Err(SendError::Retryable {
+                reason: "503 service unavailable".into(),
+                retry_after: Some(Duration::from_secs(3600)),
+            })
+        }
+    });
+    let stopper = async {
+        while backend.calls().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.send(true).unwrap();
+    };
+    let (stopped, ()) = tokio::time::timeout(DEADLINE, async { tokio::join!(driver, stopper) })
+        .await
+        .expect("shutdown interrupts the hour-long Retry-After");
+    assert_eq!(stopped, Stopped::Shutdown);
+    assert_eq!(backend.batches(), vec![vec![7, 8]]);
+    drop((writer, reader));
+    assert_eq!(left_in(dir.path(), component).await, vec![7, 8]);
+}
+
+/// A send still in flight at shutdown gets the grace period: one that finishes in time is
+/// acked; one that does not is abandoned and its batch kept for the next start.
+#[tokio::test]
+async fn shutdown_mid_send_finishes_or_abandons_within_grace() {
+    for (send_takes, expect_left) in [
+        (Duration::from_millis(20), Vec::<u64>::new()),
+        (Duration::from_secs(3600), vec![5]),
+    ] {
+        let component = "test_driver_shutdown_send";
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reader) =
+            buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+        fill(&writer, [5]).await;
+        let (stop, mut shutdown) = watch::channel(false);
+        let backend = Backend::default();
+
+        let seen = backend.clone();
+        let settings = settings(10);
+        let driver = deliver(component, &mut reader, &settings, &mut shutdown, move |batches| {
+            seen.record(&batches);
+            async move {
+                tokio::time::sleep(send_takes).await;
+                Ok(())
+            }
+        });
+        let stopper = async {
+            while backend.calls().is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            stop.send(true).unwrap();
+        };
+        let (stopped, ()) = tokio::time::timeout(DEADLINE, async { tokio::join!(driver, stopper) })
+            .await
+            .unwrap();
+        assert_eq!(stopped, Stopped::Shutdown);
+        assert_eq!(backend.batches().len(), 1, "no new batch after shutdown");
+        drop((writer, reader));
+        assert_eq!(left_in(dir.path(), component).await, expect_left);
+    }
+}
+
+/// A dropped shutdown sender counts as shutdown, so a driver never outlives its agent.
+#[tokio::test]
+async fn dropped_shutdown_sender_stops_the_driver() {
+    let component = "test_driver_sender_dropped";
+    let dir = tempfile::tempdir().unwrap();
+    let (_writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    let (stop, mut shutdown) = watch::channel(false);
+    drop(stop);
+    let stopped = tokio::time::timeout(
+        DEADLINE,
+        deliver(component, &mut reader, &settings(10), &mut shutdown, |_batches| async {
+            Ok(())
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stopped, Stopped::Shutdown);
+}

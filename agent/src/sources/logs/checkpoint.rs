@@ -1,0 +1,133 @@
+//! Log source, checkpoints: how far each file has been delivered, so that a restarted agent
+//! resumes exactly where the buffer's contents end.
+//!
+//! One JSON file, `logs.json` in the checkpoint directory, replaced atomically (written to
+//! `logs.json.tmp`, then renamed over the old one), so a kill at any moment leaves either the
+//! old or the new checkpoint, never a torn one. Each entry names a file by device and inode,
+//! with the checksum of its first bytes (an inode may be reused by a later file) and the path
+//! it was last seen at (to find it again after a rotation renamed it while the agent was down).
+//! The offset is always the start of a line whose event has not yet been stored in the buffer.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the checkpoint file format.
+const FORMAT_VERSION: u32 = 1;
+/// File name of the checkpoint.
+pub(crate) const CHECKPOINT_FILE: &str = "logs.json";
+
+/// How far one file has been delivered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FileCheckpoint {
+    pub dev: u64,
+    pub inode: u64,
+    /// Where the file was last seen.
+    pub path: String,
+    /// Offset of the first byte not yet delivered.
+    pub offset: u64,
+    /// Length and CRC-32 of the file's first bytes.
+    pub head_len: u32,
+    pub head_crc: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointFile {
+    version: u32,
+    files: Vec<FileCheckpoint>,
+}
+
+/// The checkpoint file of the log source.
+#[derive(Debug)]
+pub(crate) struct CheckpointStore {
+    path: PathBuf,
+    tmp: PathBuf,
+    /// The text last written, to skip writing an unchanged checkpoint.
+    last: String,
+}
+
+impl CheckpointStore {
+    /// Uses `dir`, creating it when missing.
+    pub fn open(dir: &Path) -> io::Result<CheckpointStore> {
+        std::fs::create_dir_all(dir)?;
+        Ok(CheckpointStore {
+            path: dir.join(CHECKPOINT_FILE),
+            tmp: dir.join(format!("{CHECKPOINT_FILE}.tmp")),
+            last: String::new(),
+        })
+    }
+
+    /// Path of the checkpoint file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored entries; none when there is no checkpoint yet. A checkpoint of another
+    /// version or that cannot be read is an error (the caller starts over and says so).
+    pub fn load(&mut self) -> io::Result<Vec<FileCheckpoint>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let file: CheckpointFile = serde_json::from_str(&text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if file.version != FORMAT_VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unknown checkpoint version {}", file.version),
+            ));
+        }
+        self.last = text;
+        Ok(file.files)
+    }
+
+    /// Replaces the checkpoint with `files`, unless it already says exactly that.
+    pub fn save(&mut self, files: Vec<FileCheckpoint>) -> io::Result<()> {
+        let text = serde_json::to_string(&CheckpointFile {
+            version: FORMAT_VERSION,
+            files,
+        })
+        .map_err(io::Error::other)?;
+        if text == self.last {
+            return Ok(());
+        }
+        let mut tmp = std::fs::File::create(&self.tmp)?;
+        tmp.write_all(text.as_bytes())?;
+        drop(tmp);
+        std::fs::rename(&self.tmp, &self.path)?;
+        self.last = text;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What is saved is loaded back; an unchanged checkpoint is not rewritten; a foreign
+    /// version is refused.
+    #[test]
+    fn save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(&dir.path().join("cp")).unwrap();
+        assert!(store.load().unwrap().is_empty());
+        let entry = FileCheckpoint {
+            dev: 1,
+            inode: 2,
+            path: "/var/log/vigil/pod/app/0.log".into(),
+            offset: 42,
+            head_len: 256,
+            head_crc: 7,
+        };
+        store.save(vec![entry.clone()]).unwrap();
+        let mtime = std::fs::metadata(store.path()).unwrap().modified().unwrap();
+        store.save(vec![entry.clone()]).unwrap();
+        assert_eq!(std::fs::metadata(store.path()).unwrap().modified().unwrap(), mtime);
+        let mut again = CheckpointStore::open(&dir.path().join("cp")).unwrap();
+        assert_eq!(again.load().unwrap(), vec![entry]);
+        std::fs::write(again.path(), r#"{"version":99,"files":[]}"#).unwrap();
+        assert!(again.load().is_err());
+    }
+}

@@ -1,0 +1,477 @@
+//! Tests of the log source as a whole, on real files in temporary directories: the reading core
+//! driven poll by poll (with instants passed in, so rescans and grace periods need no sleeping),
+//! and the full pipeline through the router into a real disk buffer.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use vigil_crds::agent_config::{LogsConfig, RedactionConfig};
+use vigil_crds::monitored_app::{LogFormat, WhenFull};
+
+use super::*;
+use crate::batch::Signal;
+use crate::buffer::BufferReader;
+use crate::event::{Level, Stream};
+use crate::router::Route;
+
+const TIME: &str = "2024-05-01T12:00:00.000000001Z";
+const T0_NANOS: u64 = 1_714_564_800_000_000_001;
+
+fn cri(stream: &str, tag: &str, message: &str) -> String {
+    format!("{TIME} {stream} {tag} {message}\n")
+}
+
+fn line(n: usize) -> String {
+    format!("line {n:06} {}", "x".repeat(n % 97))
+}
+
+fn append(path: &Path, text: &str) {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+fn cri_lines(range: std::ops::Range<usize>) -> String {
+    range.map(|n| cri("stdout", "F", &line(n))).collect()
+}
+
+struct Pod {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    pod_dir: PathBuf,
+}
+
+impl Pod {
+    fn new() -> Pod {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let pod_dir = root.join("pod");
+        fs::create_dir_all(&pod_dir).unwrap();
+        Pod {
+            _dir: dir,
+            root,
+            pod_dir,
+        }
+    }
+
+    fn container_file(&self, container: &str, file: &str) -> PathBuf {
+        let dir = self.pod_dir.join(container);
+        fs::create_dir_all(&dir).unwrap();
+        dir.join(file)
+    }
+
+    fn config(&self, format: LogFormat) -> LogsConfig {
+        LogsConfig {
+            pod_log_dir: Some(self.pod_dir.display().to_string()),
+            containers: Vec::new(),
+            files: Vec::new(),
+            format,
+            multiline: false,
+            user_field: None,
+            checkpoint_dir: self.root.join("checkpoints").display().to_string(),
+        }
+    }
+
+    fn checkpoint_json(&self) -> serde_json::Value {
+        let text = fs::read_to_string(self.root.join("checkpoints/logs.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+fn pipeline(router: Router) -> LogPipeline {
+    let identity = Identity {
+        namespace: "shop".into(),
+        app: "checkout".into(),
+        pod: "checkout-0".into(),
+        pod_uid: "uid-1".into(),
+        node: "node-1".into(),
+        version: "1.2.3".into(),
+    };
+    LogPipeline {
+        crashes: Arc::new(CrashDetector::new(&identity, None)),
+        redactor: Arc::new(
+            Redactor::new(&RedactionConfig {
+                detectors: Vec::new(),
+                patterns: Vec::new(),
+            })
+            .unwrap(),
+        ),
+        identity,
+        router,
+    }
+}
+
+/// Polls at `now` until no file has more to read.
+fn drain(source: &mut LogSource, now: Instant) -> Vec<LogEvent> {
+    let mut out = Vec::new();
+    while source.poll(now, &mut out).more {}
+    out
+}
+
+fn messages(events: &[LogEvent]) -> Vec<String> {
+    events.iter().map(|e| e.message.clone()).collect()
+}
+
+fn expected(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(line).collect()
+}
+
+/// CRI lines become events with the runtime's time, stream and container; a `P` fragment
+/// whose `F` arrives in a later read is reassembled; stdout and stderr fragments do not mix.
+#[test]
+fn cri_lines_and_fragments_across_reads() {
+    let pod = Pod::new();
+    let log = pod.container_file("app", "0.log");
+    append(
+        &log,
+        &[
+            cri("stdout", "F", "first"),
+            cri("stdout", "P", "hello "),
+            cri("stderr", "P", "err-a "),
+        ]
+        .concat(),
+    );
+    let config = pod.config(LogFormat::Text);
+    let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+    let t0 = Instant::now();
+    let events = drain(&mut source, t0);
+    assert_eq!(messages(&events), vec!["first"]);
+    assert_eq!(events[0].time_unix_nano, T0_NANOS);
+    assert_eq!(&*events[0].container, "app");
+    // The fragments' continuation arrives later, the stdout one split inside its line.
+    append(&log, &format!("{TIME} stdout P big "));
+    assert!(drain(&mut source, t0).is_empty());
+    append(
+        &log,
+        &[
+            "\n".to_owned(),
+            cri("stderr", "F", "err-b"),
+            cri("stdout", "F", "world"),
+        ]
+        .concat(),
+    );
+    let events = drain(&mut source, t0);
+    assert_eq!(messages(&events), vec!["err-a err-b", "hello big world"]);
+    assert_eq!(events[0].stream, Stream::Stderr);
+    assert_eq!(events[1].stream, Stream::Stdout);
+    let origin = events[1].origin.as_ref().unwrap();
+    assert_eq!(origin.start, cri("stdout", "F", "first").len() as u64);
+    assert_eq!(origin.end, fs::metadata(&log).unwrap().len());
+}
+
+/// Rename rotation (kubelet's `0.log` → `0.log.<time>`): the lines still in the renamed file,
+/// including some written after the rename, come before the successor's, none lost or
+/// repeated, even when the rest exceeds a poll's read budget; the finished file is then
+/// forgotten by the checkpoint.
+#[test]
+fn rename_rotation_loses_and_repeats_nothing() {
+    let pod = Pod::new();
+    let log = pod.container_file("app", "0.log");
+    append(&log, &cri_lines(0..100));
+    let config = pod.config(LogFormat::Text);
+    let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+    let t0 = Instant::now();
+    let mut events = drain(&mut source, t0);
+    // More than a poll's budget still unread when the file is renamed.
+    append(&log, &cri_lines(100..20_000));
+    let rotated = pod.container_file("app", "0.log.20240501-120000");
+    fs::rename(&log, &rotated).unwrap();
+    append(&rotated, &cri_lines(20_000..20_010));
+    append(&log, &cri_lines(20_010..20_100));
+    let mut polls = 0;
+    loop {
+        let mut out = Vec::new();
+        let outcome = source.poll(t0 + Duration::from_millis(polls), &mut out);
+        events.extend(out);
+        polls += 1;
+        if !outcome.more && events.len() >= 20_100 {
+            break;
+        }
+        assert!(polls < 1000, "rotation never finished");
+    }
+    assert_eq!(messages(&events), expected(0..20_100));
+    source.checkpoint(&[]);
+    let checkpoint = pod.checkpoint_json();
+    let files = checkpoint["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{checkpoint}");
+    assert!(files[0]["path"].as_str().unwrap().ends_with("app/0.log"));
+    assert_eq!(files[0]["offset"], fs::metadata(&log).unwrap().len());
+}
+
+/// Copy-truncate rotation: a file cut back in place is read again from its start, whether it
+/// is now shorter than what was read or already longer again (told by its first bytes).
+#[test]
+fn copy_truncate_rotation_loses_and_repeats_nothing() {
+    let pod = Pod::new();
+    let log = pod.root.join("app.log");
+    let plain = |range: std::ops::Range<usize>| -> String {
+        range.map(|n| format!("{}\n", line(n))).collect()
+    };
+    append(&log, &plain(0..50));
+    let mut config = pod.config(LogFormat::Text);
+    config.pod_log_dir = None;
+    config.files = vec![format!("{}/*.log", pod.root.display())];
+    let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+    let t0 = Instant::now();
+    let mut events = drain(&mut source, t0);
+    for (round, range) in [(1, 50..60), (2, 60..400)] {
+        fs::copy(&log, pod.root.join(format!("app.log.{round}"))).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, &plain(range));
+        events.extend(drain(&mut source, t0 + Duration::from_millis(round)));
+    }
+    assert_eq!(messages(&events), expected(0..400));
+    let path = log.display().to_string();
+    assert!(events
+        .iter()
+        .all(|e| e.attribute(FILE_PATH_ATTRIBUTE) == Some(path.as_str()) && e.container.is_empty()));
+}
+
+/// A restart resumes at the checkpoint: events handed out but not delivered, a held `P`
+/// fragment and a line without its newline are read again, delivered ones are not.
+#[test]
+fn restart_from_checkpoint_neither_loses_nor_repeats() {
+    let pod = Pod::new();
+    let log = pod.container_file("app", "0.log");
+    append(&log, &cri_lines(0..100));
+    append(&log, &cri("stderr", "P", "part-1 "));
+    append(&log, &format!("{TIME} stdout F incompl"));
+    let config = pod.config(LogFormat::Text);
+    let t0 = Instant::now();
+    {
+        let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+        let events = drain(&mut source, t0);
+        assert_eq!(messages(&events), expected(0..100));
+        // The first 60 were stored in the buffer; the rest were not when the agent died.
+        source.checkpoint(&events[60..]);
+    }
+    append(&log, "ete\n");
+    append(&log, &cri("stderr", "F", "part-2"));
+    {
+        let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+        let events = drain(&mut source, t0);
+        let mut want = expected(60..100);
+        want.push("incomplete".into());
+        want.push("part-1 part-2".into());
+        assert_eq!(messages(&events), want);
+        source.checkpoint(&[]);
+    }
+    append(&log, &cri_lines(100..101));
+    let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+    assert_eq!(messages(&drain(&mut source, t0)), expected(100..101));
+}
+
+/// A file renamed by rotation while the agent was down is found by its inode and finished
+/// from its checkpoint before its successor is read.
+#[test]
+fn rotation_while_down_is_resumed() {
+    let pod = Pod::new();
+    let log = pod.container_file("app", "0.log");
+    append(&log, &cri_lines(0..10));
+    let config = pod.config(LogFormat::Text);
+    let t0 = Instant::now();
+    {
+        let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+        assert_eq!(drain(&mut source, t0).len(), 10);
+        source.checkpoint(&[]);
+    }
+    append(&log, &cri_lines(10..20));
+    let rotated = pod.container_file("app", "0.log.20240501-120000");
+    fs::rename(&log, &rotated).unwrap();
+    append(&log, &cri_lines(20..30));
+    let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+    let mut events = drain(&mut source, t0);
+    events.extend(drain(&mut source, t0 + Duration::from_millis(1)));
+    assert_eq!(messages(&events), expected(0..30)[10..].to_vec());
+}
+
+/// `json` and `logfmt` lines give message, level, time and attributes; other lines stay text
+/// with a guessed level; without a time of their own events carry the runtime's.
+#[test]
+fn structured_messages() {
+    let pod = Pod::new();
+    let json = pod.container_file("api", "0.log");
+    append(
+        &json,
+        &[
+            cri(
+                "stdout",
+                "F",
+                r#"{"ts":1714564800.5,"level":"error","msg":"payment failed","order":"A-1","attempt":2}"#,
+            ),
+            cri("stderr", "F", "WARN plain text among JSON"),
+        ]
+        .concat(),
+    );
+    let config = pod.config(LogFormat::Json);
+    let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+    let events = drain(&mut source, Instant::now());
+    assert_eq!(events[0].message, "payment failed");
+    assert_eq!(events[0].level, Some(Level::Error));
+    assert_eq!(events[0].time_unix_nano, 1_714_564_800_500_000_000);
+    assert_eq!(
+        events[0].attributes,
+        vec![
+            ("order".to_owned(), "A-1".to_owned()),
+            ("attempt".to_owned(), "2".to_owned())
+        ]
+    );
+    assert_eq!(events[1].message, "WARN plain text among JSON");
+    assert_eq!(events[1].level, Some(Level::Warn));
+    assert_eq!(events[1].time_unix_nano, T0_NANOS);
+
+    let pod = Pod::new();
+    append(
+        &pod.container_file("api", "0.log"),
+        &cri(
+            "stdout",
+            "F",
+            r#"time=2024-05-01T12:00:01Z lvl=warn message="slow query" ms=1200"#,
+        ),
+    );
+    let config = pod.config(LogFormat::Logfmt);
+    let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+    let events = drain(&mut source, Instant::now());
+    assert_eq!(events[0].message, "slow query");
+    assert_eq!(events[0].level, Some(Level::Warn));
+    assert_eq!(events[0].time_unix_nano, 1_714_564_801_000_000_000);
+    assert_eq!(events[0].attribute("ms"), Some("1200"));
+}
+
+/// Containers that appear later (a new container, a restart's `1.log`) are discovered; the
+/// agent's own container never is; `containers` restricts the set.
+#[test]
+fn new_containers_discovered_agent_skipped() {
+    let pod = Pod::new();
+    append(&pod.container_file("app", "0.log"), &cri("stdout", "F", "app 0"));
+    append(
+        &pod.container_file(AGENT_CONTAINER, "0.log"),
+        &cri("stdout", "F", "agent line"),
+    );
+    let config = pod.config(LogFormat::Text);
+    let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(messages(&drain(&mut source, t0)), vec!["app 0"]);
+    append(&pod.container_file("app", "1.log"), &cri("stdout", "F", "app 1"));
+    append(&pod.container_file("worker", "0.log"), &cri("stderr", "F", "worker 0"));
+    append(
+        &pod.container_file(AGENT_CONTAINER, "0.log"),
+        &cri("stdout", "F", "agent again"),
+    );
+    let events = drain(&mut source, t0 + RESCAN_INTERVAL);
+    let mut seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.container.to_string(), e.message.clone()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("app".to_owned(), "app 1".to_owned()),
+            ("worker".to_owned(), "worker 0".to_owned())
+        ]
+    );
+
+    let mut only_worker = pod.config(LogFormat::Text);
+    only_worker.containers = vec!["worker".into()];
+    only_worker.checkpoint_dir = pod.root.join("other-checkpoints").display().to_string();
+    let mut source = LogSource::open(&only_worker, &pipeline(Router::default())).unwrap();
+    assert_eq!(messages(&drain(&mut source, t0)), vec!["worker 0"]);
+}
+
+// --- The whole pipeline, through the router into a real disk buffer. ---
+
+/// Deadline for anything the pipeline tests wait for.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn buffered_router(dir: &Path) -> (Router, BufferReader) {
+    let (writer, reader) =
+        crate::buffer::open(&dir.join("buffer"), 256 << 20, WhenFull::Block, "sink_test").unwrap();
+    let router = Router::new(vec![Route {
+        sink: "sink_test",
+        signals: &[Signal::Logs],
+        writer,
+    }]);
+    (router, reader)
+}
+
+/// Reads delivered log bodies until `want` have arrived (acknowledging them).
+async fn read_bodies(reader: &mut BufferReader, bodies: &mut Vec<String>, want: usize) {
+    let wait = async {
+        while bodies.len() < want {
+            let records = reader.next_batch(64, 16 << 20).await.unwrap();
+            for record in &records {
+                let Batch::Logs(request) = Batch::decode(&record.bytes).unwrap() else {
+                    panic!("not a logs batch");
+                };
+                for log in request
+                    .resource_logs
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .flat_map(|s| &s.log_records)
+                {
+                    match log.body.as_ref().and_then(|b| b.value.as_ref()) {
+                        Some(AnyValueKind::StringValue(text)) => bodies.push(text.clone()),
+                        other => panic!("log body is not text: {other:?}"),
+                    }
+                }
+            }
+            if let Some(last) = records.last() {
+                reader.ack(last.id).unwrap();
+            }
+        }
+    };
+    if tokio::time::timeout(DEADLINE, wait).await.is_err() {
+        panic!(
+            "only {} of {want} log records reached the buffer",
+            bodies.len()
+        );
+    }
+}
+
+/// End to end: lines written to a container's log reach the sink's buffer as OTLP log
+/// records; the source killed mid-way (its task dropped) and started again delivers every line
+/// exactly once; shutdown flushes and returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_survives_kill_without_loss_or_repeat() {
+    let pod = Pod::new();
+    let log = pod.container_file("app", "0.log");
+    append(&log, &cri_lines(0..5_000));
+    let config = pod.config(LogFormat::Text);
+    let (router, mut reader) = buffered_router(&pod.root);
+    let pipeline = pipeline(router);
+    let mut bodies = Vec::new();
+
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run(config.clone(), pipeline.clone(), shutdown));
+    read_bodies(&mut reader, &mut bodies, 1).await;
+    task.abort();
+    let _ = task.await;
+
+    append(&log, &cri_lines(5_000..6_000));
+    let (stop_again, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run(config.clone(), pipeline.clone(), shutdown));
+    read_bodies(&mut reader, &mut bodies, 6_000).await;
+    append(&log, &cri_lines(6_000..6_010));
+    read_bodies(&mut reader, &mut bodies, 6_010).await;
+    stop_again.send(true).unwrap();
+    tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("the source stops on shutdown")
+        .unwrap()
+        .unwrap();
+    drop(stop);
+    assert_eq!(bodies, expected(0..6_010));
+}

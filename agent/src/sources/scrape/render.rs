@@ -1,0 +1,241 @@
+//! What the scrape source makes of a parsed page: remote-write series and the Prometheus text
+//! format 0.0.4 for the agent's `/metrics` (pull setups), both carrying the pod identity labels.
+//!
+//! A label of the page that has the name of an identity label (`namespace`, `app`, `pod`,
+//! `version`) is kept as `exported_<name>`, as Prometheus does for target labels without
+//! `honor_labels`.
+
+use std::fmt::Write as _;
+
+use super::parse::{Exposition, Family, Label, MetricType, Sample};
+use crate::prompb::{self, TimeSeries};
+
+/// Identity labels as `(name, value)` pairs.
+pub type IdentityLabels<'a> = [(&'a str, &'a str)];
+
+/// The name a page label is kept under: itself, or `exported_<name>` (repeated until free)
+/// when an identity label or another page label already has that name.
+fn kept_name<'n>(
+    name: &'n str,
+    labels: &[Label<'_>],
+    identity: &IdentityLabels<'_>,
+) -> std::borrow::Cow<'n, str> {
+    if !identity.iter().any(|(n, _)| *n == name) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut renamed = format!("exported_{name}");
+    while identity.iter().any(|(n, _)| *n == renamed) || labels.iter().any(|l| l.name == renamed)
+    {
+        renamed.insert_str(0, "exported_");
+    }
+    std::borrow::Cow::Owned(renamed)
+}
+
+/// One remote-write series per sample of the page, labels sorted by name with `__name__`,
+/// stamped with the sample's own timestamp or `scrape_time_ms`.
+pub fn append_series(
+    page: &Exposition<'_>,
+    identity: &IdentityLabels<'_>,
+    scrape_time_ms: i64,
+    out: &mut Vec<TimeSeries>,
+) {
+    out.reserve(page.sample_count());
+    for sample in page.all_samples() {
+        let labels = page.labels(sample);
+        let mut series_labels = Vec::with_capacity(labels.len() + identity.len() + 1);
+        series_labels.push(prompb::Label {
+            name: "__name__".to_owned(),
+            value: sample.name.to_owned(),
+        });
+        for label in labels {
+            series_labels.push(prompb::Label {
+                name: kept_name(label.name, labels, identity).into_owned(),
+                value: label.value.clone().into_owned(),
+            });
+        }
+        for (name, value) in identity {
+            series_labels.push(prompb::Label {
+                name: (*name).to_owned(),
+                value: (*value).to_owned(),
+            });
+        }
+        series_labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        out.push(TimeSeries {
+            labels: series_labels,
+            samples: vec![prompb::Sample {
+                value: sample.value,
+                timestamp: sample.timestamp_ms.unwrap_or(scrape_time_ms),
+            }],
+        });
+    }
+}
+
+/// A series the agent adds about the scrape itself (`up`, `scrape_duration_seconds`, …).
+pub fn scrape_series(
+    name: &str,
+    value: f64,
+    identity: &IdentityLabels<'_>,
+    time_ms: i64,
+) -> TimeSeries {
+    let mut labels: Vec<prompb::Label> = std::iter::once(("__name__", name))
+        .chain(identity.iter().copied())
+        .map(|(name, value)| prompb::Label {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        })
+        .collect();
+    labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    TimeSeries {
+        labels,
+        samples: vec![prompb::Sample {
+            value,
+            timestamp: time_ms,
+        }],
+    }
+}
+
+/// Whether `sample` is the OpenMetrics `_created` series of `family`, which the 0.0.4 format
+/// carries as a gauge family of its own.
+fn is_created(family: &Family<'_>, sample: &Sample<'_>) -> bool {
+    matches!(
+        family.metric_type,
+        MetricType::Counter
+            | MetricType::Histogram
+            | MetricType::GaugeHistogram
+            | MetricType::Summary
+    ) && sample.name.strip_prefix(family.name) == Some("_created")
+}
+
+/// The 0.0.4 type keyword for a family type (OpenMetrics-only types map as the Python client
+/// maps them).
+fn text_type(metric_type: MetricType) -> &'static str {
+    match metric_type {
+        MetricType::Counter => "counter",
+        MetricType::Gauge | MetricType::Info | MetricType::StateSet => "gauge",
+        MetricType::Histogram | MetricType::GaugeHistogram => "histogram",
+        MetricType::Summary => "summary",
+        MetricType::Untyped => "untyped",
+    }
+}
+
+/// Renders the page in the Prometheus text format 0.0.4 with the identity labels added to
+/// every sample. Families declared without samples are left out.
+pub fn render_text(page: &Exposition<'_>, identity: &IdentityLabels<'_>, out: &mut String) {
+    for family in page.families() {
+        let samples = page.samples(family);
+        let Some(first_main) = samples.iter().find(|s| !is_created(family, s)) else {
+            if samples.is_empty() {
+                continue;
+            }
+            render_created(page, family, samples, identity, out);
+            continue;
+        };
+        // Counters and infos are named after their samples in 0.0.4 (`foo_total`,
+        // `foo_info`); the other types after the family.
+        let header = match family.metric_type {
+            MetricType::Counter | MetricType::Info => first_main.name,
+            _ => family.name,
+        };
+        render_header(header, family, text_type(family.metric_type), out);
+        for sample in samples.iter().filter(|s| !is_created(family, s)) {
+            render_sample(page, sample, identity, out);
+        }
+        render_created(page, family, samples, identity, out);
+    }
+}
+
+fn render_created(
+    page: &Exposition<'_>,
+    family: &Family<'_>,
+    samples: &[Sample<'_>],
+    identity: &IdentityLabels<'_>,
+    out: &mut String,
+) {
+    let mut created = samples.iter().filter(|s| is_created(family, s)).peekable();
+    let Some(first) = created.peek() else {
+        return;
+    };
+    render_header(first.name, family, "gauge", out);
+    for sample in created {
+        render_sample(page, sample, identity, out);
+    }
+}
+
+fn render_header(name: &str, family: &Family<'_>, type_keyword: &str, out: &mut String) {
+    if let Some(help) = &family.help {
+        out.push_str("# HELP ");
+        out.push_str(name);
+        out.push(' ');
+        for c in help.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(type_keyword);
+    out.push('\n');
+}
+
+fn push_label(name: &str, value: &str, first: &mut bool, out: &mut String) {
+    if !*first {
+        out.push(',');
+    }
+    *first = false;
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn render_sample(
+    page: &Exposition<'_>,
+    sample: &Sample<'_>,
+    identity: &IdentityLabels<'_>,
+    out: &mut String,
+) {
+    out.push_str(sample.name);
+    let labels = page.labels(sample);
+    if !labels.is_empty() || !identity.is_empty() {
+        out.push('{');
+        let mut first = true;
+        for label in labels {
+            push_label(&kept_name(label.name, labels, identity), &label.value, &mut first, out);
+        }
+        for (name, value) in identity {
+            push_label(name, value, &mut first, out);
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    push_value(sample.value, out);
+    if let Some(ts) = sample.timestamp_ms {
+        let _ = write!(out, " {ts}");
+    }
+    out.push('\n');
+}
+
+/// A value as Go writes it: `NaN`, `+Inf`, `-Inf`, integers without a fraction.
+pub fn push_value(value: f64, out: &mut String) {
+    if value.is_nan() {
+        out.push_str("NaN");
+    } else if value.is_infinite() {
+        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        let _ = write!(out, "{}", value as i64);
+    } else {
+        let _ = write!(out, "{value:?}");
+    }
+}

@@ -1,0 +1,791 @@
+//! Tests of the scrape source: the parser on every type and edge case of both formats, the
+//! real node_exporter pages, re-rendering, port resolution, and scrapes of a real Python
+//! `prometheus_client` application.
+
+use std::collections::BTreeMap;
+
+use super::parse::{parse, Exposition, Format, MetricType, Problem};
+use super::render::{append_series, render_text};
+use super::*;
+
+fn text(page: &str) -> Exposition<'_> {
+    parse(page, Format::PrometheusText).unwrap()
+}
+
+fn open_metrics(page: &str) -> Exposition<'_> {
+    parse(page, Format::OpenMetrics).unwrap()
+}
+
+/// `(sample name, labels as name=value pairs, value)` of every sample.
+fn flat(page: &Exposition<'_>) -> Vec<(String, Vec<(String, String)>, f64)> {
+    page.all_samples()
+        .iter()
+        .map(|s| {
+            let labels = page
+                .labels(s)
+                .iter()
+                .map(|l| (l.name.to_owned(), l.value.to_string()))
+                .collect();
+            (s.name.to_owned(), labels, s.value)
+        })
+        .collect()
+}
+
+fn error_of(page: &str, format: Format) -> (usize, Problem) {
+    let e = parse(page, format).unwrap_err();
+    (e.line, e.problem)
+}
+
+/// Counters, gauges and untyped samples of the 0.0.4 format land in their families with
+/// their help, labels and values.
+#[test]
+fn text_counter_gauge_untyped() {
+    let page = text(
+        "# HELP http_requests_total Requests served.\n\
+         # TYPE http_requests_total counter\n\
+         http_requests_total{method=\"get\",code=\"200\"} 1027\n\
+         http_requests_total{method=\"post\",code=\"500\"} 3\n\
+         \n\
+         # TYPE temperature_celsius gauge\n\
+         temperature_celsius -4.5\n\
+         # a free-form comment\n\
+         legacy_thing{a=\"b\"} 12\n\
+         other_thing 1e3\n",
+    );
+    let families = page.families();
+    assert_eq!(families.len(), 4);
+    assert_eq!(families[0].name, "http_requests_total");
+    assert_eq!(families[0].metric_type, MetricType::Counter);
+    assert_eq!(families[0].help.as_deref(), Some("Requests served."));
+    assert_eq!(page.samples(&families[0]).len(), 2);
+    assert_eq!(families[1].metric_type, MetricType::Gauge);
+    assert_eq!(page.samples(&families[1])[0].value, -4.5);
+    assert_eq!(families[2].name, "legacy_thing");
+    assert_eq!(families[2].metric_type, MetricType::Untyped);
+    assert_eq!(families[3].name, "other_thing");
+    assert_eq!(page.samples(&families[3])[0].value, 1000.0);
+    let samples = flat(&page);
+    assert_eq!(
+        samples[1].1,
+        vec![
+            ("method".to_owned(), "post".to_owned()),
+            ("code".to_owned(), "500".to_owned())
+        ]
+    );
+    assert_eq!(page.sample_count(), 5);
+}
+
+/// A histogram's `_bucket`, `_sum` and `_count` samples form one family; `le` is an ordinary
+/// label with `+Inf` as written.
+#[test]
+fn histogram_groups_its_series() {
+    let page = text(
+        "# HELP rpc_seconds RPC latency.\n\
+         # TYPE rpc_seconds histogram\n\
+         rpc_seconds_bucket{le=\"0.05\"} 24054\n\
+         rpc_seconds_bucket{le=\"0.1\"} 33444\n\
+         rpc_seconds_bucket{le=\"+Inf\"} 144320\n\
+         rpc_seconds_sum 53423\n\
+         rpc_seconds_count 144320\n\
+         # TYPE next gauge\n\
+         next 1\n",
+    );
+    let family = page.family("rpc_seconds").unwrap();
+    assert_eq!(family.metric_type, MetricType::Histogram);
+    let names: Vec<_> = page.samples(family).iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "rpc_seconds_bucket",
+            "rpc_seconds_bucket",
+            "rpc_seconds_bucket",
+            "rpc_seconds_sum",
+            "rpc_seconds_count"
+        ]
+    );
+    let inf = &page.samples(family)[2];
+    assert_eq!(page.labels(inf)[0].value, "+Inf");
+    assert_eq!(page.families().len(), 2);
+}
+
+/// A summary's quantile samples, `_sum` and `_count` form one family.
+#[test]
+fn summary_with_quantiles() {
+    let page = text(
+        "# TYPE rpc_duration_seconds summary\n\
+         rpc_duration_seconds{quantile=\"0.5\"} 4773\n\
+         rpc_duration_seconds{quantile=\"0.99\"} 76656\n\
+         rpc_duration_seconds_sum 1.7560473e+07\n\
+         rpc_duration_seconds_count 2693\n",
+    );
+    assert_eq!(page.families().len(), 1);
+    let family = &page.families()[0];
+    assert_eq!(family.metric_type, MetricType::Summary);
+    assert_eq!(page.samples(family).len(), 4);
+    assert_eq!(page.samples(family)[2].value, 1.7560473e7);
+}
+
+/// Special values parse as IEEE values, in the spellings Prometheus accepts.
+#[test]
+fn nan_and_infinities() {
+    let page: Vec<f64> = text("a NaN\nb +Inf\nc -Inf\nd Inf\ne -0.0\n")
+        .all_samples()
+        .iter()
+        .map(|s| s.value)
+        .collect();
+    assert!(page[0].is_nan());
+    assert_eq!(page[1], f64::INFINITY);
+    assert_eq!(page[2], f64::NEG_INFINITY);
+    assert_eq!(page[3], f64::INFINITY);
+    assert_eq!(page[4], 0.0);
+}
+
+/// Timestamps: integer milliseconds in 0.0.4, float seconds in OpenMetrics (converted to
+/// milliseconds); a sample without one has none.
+#[test]
+fn timestamps_in_both_formats() {
+    let page = text("a 1 1395066363000\nb 2\n");
+    assert_eq!(page.all_samples()[0].timestamp_ms, Some(1_395_066_363_000));
+    assert_eq!(page.all_samples()[1].timestamp_ms, None);
+    let page = open_metrics("a 1 1520879607.789\nb 2 1520879607\n# EOF\n");
+    assert_eq!(page.all_samples()[0].timestamp_ms, Some(1_520_879_607_789));
+    assert_eq!(page.all_samples()[1].timestamp_ms, Some(1_520_879_607_000));
+    // A float timestamp is not 0.0.4.
+    let (line, problem) = error_of("a 1 1520879607.789\n", Format::PrometheusText);
+    assert_eq!(line, 1);
+    assert!(matches!(problem, Problem::Timestamp { .. }), "{problem}");
+}
+
+/// Label values unescape `\\`, `\"` and `\n`; help texts unescape `\\` and `\n`, and `\"`
+/// only in OpenMetrics.
+#[test]
+fn escaping_in_labels_and_help() {
+    let page = text(
+        "# HELP msg A \\\"quoted\\\" help\\nwith \\\\ two lines.\n\
+         msg{path=\"C:\\\\dir\\\\file\",quote=\"say \\\"hi\\\"\",nl=\"a\\nb\",other=\"\\t\"} 1\n",
+    );
+    let family = &page.families()[0];
+    assert_eq!(
+        family.help.as_deref(),
+        Some("A \\\"quoted\\\" help\nwith \\ two lines.")
+    );
+    let labels = page.labels(&page.all_samples()[0]);
+    assert_eq!(labels[0].value, "C:\\dir\\file");
+    assert_eq!(labels[1].value, "say \"hi\"");
+    assert_eq!(labels[2].value, "a\nb");
+    assert_eq!(labels[3].value, "\\t");
+
+    let page = open_metrics("# HELP msg A \\\"quoted\\\" help.\nmsg 1\n# EOF\n");
+    assert_eq!(
+        page.families()[0].help.as_deref(),
+        Some("A \"quoted\" help.")
+    );
+}
+
+/// Blanks around label tokens, a trailing comma, empty braces and a label value with `}`
+/// and `,` inside are all accepted.
+#[test]
+fn label_syntax_variants() {
+    let page = text("a{ x = \"1\" , y=\"}{,\" , } 1\nb{} 2\nc\t3\n");
+    let samples = flat(&page);
+    assert_eq!(
+        samples[0].1,
+        vec![
+            ("x".to_owned(), "1".to_owned()),
+            ("y".to_owned(), "}{,".to_owned())
+        ]
+    );
+    assert!(samples[1].1.is_empty());
+    assert_eq!(samples[2].2, 3.0);
+}
+
+/// OpenMetrics: counters with `_total` and `_created`, info, stateset, gaugehistogram, unit,
+/// `unknown`, exemplars ignored, `# EOF` required.
+#[test]
+fn open_metrics_types() {
+    let page = open_metrics(
+        "# TYPE orders counter\n\
+         # UNIT orders orders\n\
+         # HELP orders Orders placed.\n\
+         orders_total{method=\"card\"} 3.0 # {trace_id=\"abc\"} 1.0 1520879607.789\n\
+         orders_created{method=\"card\"} 1.7e9\n\
+         # TYPE build info\n\
+         build_info{version=\"1.2\"} 1\n\
+         # TYPE state stateset\n\
+         state{state=\"ready\"} 1\n\
+         state{state=\"broken\"} 0\n\
+         # TYPE queue gaugehistogram\n\
+         queue_bucket{le=\"1\"} 2\n\
+         queue_bucket{le=\"+Inf\"} 3\n\
+         queue_gsum 4\n\
+         queue_gcount 3\n\
+         # TYPE mystery unknown\n\
+         mystery 7\n\
+         # EOF\n",
+    );
+    let types: Vec<_> = page
+        .families()
+        .iter()
+        .map(|f| (f.name, f.metric_type, page.samples(f).len()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("orders", MetricType::Counter, 2),
+            ("build", MetricType::Info, 1),
+            ("state", MetricType::StateSet, 2),
+            ("queue", MetricType::GaugeHistogram, 4),
+            ("mystery", MetricType::Untyped, 1),
+        ]
+    );
+    let orders = &page.families()[0];
+    assert_eq!(orders.unit, Some("orders"));
+    assert_eq!(orders.help.as_deref(), Some("Orders placed."));
+    let total = &page.samples(orders)[0];
+    assert_eq!((total.name, total.value, total.timestamp_ms), ("orders_total", 3.0, None));
+}
+
+/// OpenMetrics text must end with `# EOF`, and nothing may follow it.
+#[test]
+fn open_metrics_eof() {
+    let (line, problem) = error_of("a 1\nb 2\n", Format::OpenMetrics);
+    assert_eq!((line, problem), (3, Problem::MissingEof));
+    let (line, problem) = error_of("a 1\n# EOF\nb 2\n", Format::OpenMetrics);
+    assert_eq!((line, problem), (3, Problem::AfterEof));
+    // In 0.0.4 `# EOF` is an ordinary comment.
+    assert_eq!(text("a 1\n# EOF\nb 2\n").sample_count(), 2);
+}
+
+/// Each malformed line is reported with its line number and what is wrong.
+#[test]
+fn malformed_lines_name_line_and_problem() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("ok 1\n9bad 1\n", 2, "line 2: invalid metric name"),
+        ("ok 1\nbad-name 1\n", 2, "line 2: invalid metric name"),
+        ("a{1x=\"v\"} 1\n", 1, "line 1: `a`: invalid label name"),
+        ("a{x \"v\"} 1\n", 1, "line 1: `a`: expected `=` after label `x`"),
+        ("a{x=v} 1\n", 1, "line 1: `a`: value of label `x` must be a quoted string"),
+        ("\n\na{x=\"v} 1\n", 3, "line 3: `a`: value of label `x` has no closing quote"),
+        ("a{x=\"1\",x=\"2\"} 1\n", 1, "line 1: `a`: label `x` given twice"),
+        ("a{x=\"1\" y=\"2\"} 1\n", 1, "line 1: `a`: expected `,` or `}` after label `x`"),
+        ("a\n", 1, "line 1: `a`: missing sample value"),
+        ("a{x=\"1\"}\n", 1, "line 1: `a`: missing sample value"),
+        ("a one\n", 1, "line 1: `a`: invalid sample value `one`"),
+        ("a 1 later\n", 1, "line 1: `a`: invalid timestamp `later` (expected integer milliseconds)"),
+        ("a 1 2 3\n", 1, "line 1: `a`: unexpected text after the sample"),
+        ("a{x=\"1\"}2\n", 1, "line 1: `a`: unexpected text after the sample"),
+        ("# TYPE a countr\n", 1, "line 1: `# TYPE a`: unknown type `countr`"),
+        ("# TYPE\n", 1, "line 1: `# TYPE` line without a metric name"),
+        ("# HELP 1a x\n", 1, "line 1: `# HELP` line without a metric name"),
+    ];
+    for (page, line, message) in cases {
+        let error = parse(page, Format::PrometheusText).unwrap_err();
+        assert_eq!(error.line, *line, "{page:?}");
+        assert_eq!(error.to_string(), *message, "{page:?}");
+    }
+    // An exemplar is not part of the 0.0.4 format.
+    let (_, problem) = error_of("a 1 # {x=\"1\"} 1\n", Format::PrometheusText);
+    assert!(matches!(problem, Problem::Timestamp { .. }), "{problem}");
+}
+
+/// Error messages never carry whole tokens from the page: long ones are cut.
+#[test]
+fn error_messages_cut_long_tokens() {
+    let page = format!("a {}\n", "x".repeat(500));
+    let error = parse(&page, Format::PrometheusText).unwrap_err();
+    assert!(error.to_string().len() < 100, "{error}");
+}
+
+/// A `# TYPE` seen again for the current family, or a sample that does not belong to the
+/// current family, opens a new family rather than failing the scrape.
+#[test]
+fn family_boundaries() {
+    let page = text(
+        "# TYPE a counter\n\
+         a 1\n\
+         # TYPE a counter\n\
+         a 2\n\
+         b 3\n\
+         a 4\n",
+    );
+    let shape: Vec<_> = page
+        .families()
+        .iter()
+        .map(|f| (f.name, page.samples(f).len()))
+        .collect();
+    assert_eq!(shape, [("a", 1), ("a", 1), ("b", 1), ("a", 1)]);
+}
+
+const NODE_EXPORTER: &str = "../../shared/data/prometheus/node_exporter";
+
+fn node_exporter_pages() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(NODE_EXPORTER);
+    let mut pages: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("e2e-") && name.ends_with(".txt")
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    pages.sort();
+    pages
+}
+
+/// Every real node_exporter page parses completely: one sample per sample line, one typed
+/// family per `# TYPE` line, and the 0.0.4 rendering parses back to the same samples.
+#[test]
+fn node_exporter_pages_parse_fully() {
+    let pages = node_exporter_pages();
+    assert!(pages.len() >= 8, "fixture pages missing: {pages:?}");
+    for (name, page_text) in &pages {
+        let page = text(page_text);
+        let sample_lines = page_text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .count();
+        let type_lines = page_text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(page.sample_count(), sample_lines, "{name}");
+        let typed = page
+            .families()
+            .iter()
+            .filter(|f| f.help.is_some() || f.metric_type != MetricType::Untyped)
+            .count();
+        assert_eq!(typed, type_lines, "{name}");
+
+        let mut rendered = String::new();
+        render_text(&page, &[], &mut rendered);
+        let again = text(&rendered);
+        let original = flat(&page);
+        let round_trip = flat(&again);
+        assert_eq!(original.len(), round_trip.len(), "{name}");
+        for (a, b) in original.iter().zip(&round_trip) {
+            assert_eq!((&a.0, &a.1), (&b.0, &b.1), "{name}");
+            assert!(a.2 == b.2 || (a.2.is_nan() && b.2.is_nan()), "{name}: {a:?} {b:?}");
+        }
+    }
+}
+
+/// Spot checks on the main node_exporter page: a summary with quantiles, labels with spaces
+/// and parentheses, and exact values.
+#[test]
+fn node_exporter_values() {
+    let pages = node_exporter_pages();
+    let (_, page_text) = pages.iter().find(|(n, _)| n == "e2e-output.txt").unwrap();
+    let page = text(page_text);
+    let gc = page.family("go_gc_duration_seconds").unwrap();
+    assert_eq!(gc.metric_type, MetricType::Summary);
+    let cpu_info = page.family("node_cpu_info").unwrap();
+    let first = &page.samples(cpu_info)[0];
+    let model = page
+        .labels(first)
+        .iter()
+        .find(|l| l.name == "model_name")
+        .unwrap();
+    assert_eq!(model.value, "Intel(R) Core(TM) i7-8650U CPU @ 1.90GHz");
+    let counters = page
+        .families()
+        .iter()
+        .filter(|f| f.metric_type == MetricType::Counter)
+        .count();
+    assert!(counters > 100, "{counters}");
+}
+
+fn identity() -> Identity {
+    Identity {
+        namespace: "shop".into(),
+        app: "checkout".into(),
+        pod: "checkout-7d9f".into(),
+        pod_uid: "0b7e-uid".into(),
+        node: "node-1".into(),
+        version: "17.2".into(),
+    }
+}
+
+/// Series carry `__name__` and the identity labels, sorted by name; a page label that has an
+/// identity label's name is kept as `exported_<name>`; explicit timestamps win.
+#[test]
+fn series_get_identity_labels() {
+    let page = text("a{namespace=\"tenant\",zone=\"x\"} 1\nb 2 1234\n");
+    let id = identity();
+    let labels = id.series_labels();
+    let mut series = Vec::new();
+    append_series(&page, &labels, 99, &mut series);
+    let names: Vec<_> = series[0].labels.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["__name__", "app", "exported_namespace", "namespace", "pod", "version", "zone"]
+    );
+    let get = |i: usize, name: &str| {
+        series[i]
+            .labels
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value.clone())
+    };
+    assert_eq!(get(0, "exported_namespace").as_deref(), Some("tenant"));
+    assert_eq!(get(0, "namespace").as_deref(), Some("shop"));
+    assert_eq!(series[0].samples[0].timestamp, 99);
+    assert_eq!(series[1].samples[0].timestamp, 1234);
+}
+
+/// The 0.0.4 rendering of an OpenMetrics page names counters `_total`, moves `_created` to a
+/// gauge family of its own, maps info and stateset to gauges, and adds the identity labels.
+#[test]
+fn render_open_metrics_as_text() {
+    let page = open_metrics(
+        "# TYPE orders counter\n\
+         # HELP orders Orders\\nplaced.\n\
+         orders_total{method=\"card\"} 3\n\
+         orders_created{method=\"card\"} 1.7e9\n\
+         # TYPE build info\n\
+         build_info{version=\"1.2\"} 1\n\
+         # TYPE temp gauge\n\
+         temp NaN\n\
+         # EOF\n",
+    );
+    let mut out = String::new();
+    render_text(&page, &[("app", "checkout"), ("version", "17.2")], &mut out);
+    assert_eq!(
+        out,
+        "# HELP orders_total Orders\\nplaced.\n\
+         # TYPE orders_total counter\n\
+         orders_total{method=\"card\",app=\"checkout\",version=\"17.2\"} 3\n\
+         # HELP orders_created Orders\\nplaced.\n\
+         # TYPE orders_created gauge\n\
+         orders_created{method=\"card\",app=\"checkout\",version=\"17.2\"} 1700000000\n\
+         # TYPE build_info gauge\n\
+         build_info{exported_version=\"1.2\",app=\"checkout\",version=\"17.2\"} 1\n\
+         # TYPE temp gauge\n\
+         temp{app=\"checkout\",version=\"17.2\"} NaN\n"
+    );
+}
+
+/// Content types pick the parser; anything unknown is read as the text format.
+#[test]
+fn content_type_picks_format() {
+    assert_eq!(
+        Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        Format::OpenMetrics
+    );
+    assert_eq!(
+        Format::from_content_type("text/plain; version=0.0.4; charset=utf-8"),
+        Format::PrometheusText
+    );
+    assert_eq!(Format::from_content_type(""), Format::PrometheusText);
+}
+
+/// A port number is used as is; a port name resolves through `VIGIL_SCRAPE_PORT`, else a
+/// conventional name, else it is an error naming the port.
+#[test]
+fn port_resolution() {
+    let no_env = |_: &str| None;
+    assert_eq!(resolve_port("9102", no_env).unwrap(), 9102);
+    let env = |key: &str| (key == PORT_ENV).then(|| "8081".to_owned());
+    assert_eq!(resolve_port("http-metrics", env).unwrap(), 8081);
+    assert_eq!(resolve_port("http", no_env).unwrap(), 80);
+    let error = resolve_port("http-metrics", no_env).unwrap_err();
+    assert_eq!(error.category(), "ScrapePortUnknown");
+    assert!(error.to_string().contains("\"http-metrics\""), "{error}");
+}
+
+// ---- scrapes of a real Python prometheus_client application --------------------------------
+
+const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../.tools/venv/bin/python");
+
+const APP: &str = r#"
+import sys, time
+from prometheus_client import Counter, Gauge, Histogram, Summary, start_http_server
+orders = Counter('shop_orders', 'Orders placed.', ['method'])
+orders.labels(method='card').inc(3)
+orders.labels(method='cash').inc()
+depth = Gauge('shop_queue_depth', 'Jobs waiting.\nSecond line with a \\ backslash.', ['namespace'])
+depth.labels(namespace='tenant-a').set(7.5)
+latency = Histogram('shop_request_seconds', 'Request latency.', buckets=(0.1, 0.5, 1.0))
+latency.observe(0.3)
+latency.observe(2)
+size = Summary('shop_payload_bytes', 'Payload size.')
+size.observe(512)
+server, thread = start_http_server(0, addr='127.0.0.1')
+print(server.server_port, flush=True)
+while True:
+    time.sleep(60)
+"#;
+
+/// A running Python app, killed when dropped.
+struct PythonApp {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PythonApp {
+    fn start() -> PythonApp {
+        use std::io::BufRead;
+        assert!(
+            std::path::Path::new(PYTHON).exists(),
+            "{PYTHON} is missing: run scripts/install-test-tools.sh"
+        );
+        let mut child = std::process::Command::new(PYTHON)
+            .args(["-c", APP])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_default();
+        let mut app = PythonApp { child, port: 0 };
+        app.port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("python app did not report its port: {line:?}"));
+        app
+    }
+}
+
+impl Drop for PythonApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scrape_config(port: u16) -> ScrapeConfig {
+    ScrapeConfig {
+        port: port.to_string(),
+        path: "/metrics".into(),
+        interval: vigil_crds::common::Duration::parse("1s").unwrap(),
+        timeout: vigil_crds::common::Duration::parse("10s").unwrap(),
+        honor_annotations: false,
+    }
+}
+
+/// Series of a samples batch by name and labels (without the identity labels).
+type SeriesMap = BTreeMap<String, f64>;
+
+fn series_map(batch: &Batch) -> (SeriesMap, Vec<crate::prompb::TimeSeries>) {
+    let Batch::Samples(request) = batch else {
+        panic!("not a samples batch: {batch:?}");
+    };
+    let mut map = SeriesMap::new();
+    for series in &request.timeseries {
+        let key = series
+            .labels
+            .iter()
+            .filter(|l| !["namespace", "app", "pod", "version"].contains(&l.name.as_str()))
+            .map(|l| {
+                if l.name == "__name__" {
+                    l.value.clone()
+                } else {
+                    format!("{}={}", l.name, l.value)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        map.insert(key, series.samples[0].value);
+    }
+    (map, request.timeseries.clone())
+}
+
+/// What both formats must yield from the Python app.
+fn check_app_series(batch: &Batch) {
+    let (map, series) = series_map(batch);
+    let get = |key: &str| {
+        *map
+            .get(key)
+            .unwrap_or_else(|| panic!("series {key} missing in {:#?}", map.keys()))
+    };
+    assert_eq!(get("shop_orders_total,method=card"), 3.0);
+    assert_eq!(get("shop_orders_total,method=cash"), 1.0);
+    assert!(get("shop_orders_created,method=card") > 1.6e9);
+    assert_eq!(get("shop_queue_depth,exported_namespace=tenant-a"), 7.5);
+    assert_eq!(get("shop_request_seconds_bucket,le=0.1"), 0.0);
+    assert_eq!(get("shop_request_seconds_bucket,le=0.5"), 1.0);
+    assert_eq!(get("shop_request_seconds_bucket,le=1.0"), 1.0);
+    assert_eq!(get("shop_request_seconds_bucket,le=+Inf"), 2.0);
+    assert_eq!(get("shop_request_seconds_count"), 2.0);
+    assert!((get("shop_request_seconds_sum") - 2.3).abs() < 1e-9);
+    assert_eq!(get("shop_payload_bytes_count"), 1.0);
+    assert_eq!(get("shop_payload_bytes_sum"), 512.0);
+    assert_eq!(get("up"), 1.0);
+    let scraped = get("scrape_samples_scraped");
+    assert!(scraped >= 15.0, "{scraped}");
+    // Every series: identity labels, labels sorted by name.
+    for s in &series {
+        let names: Vec<_> = s.labels.iter().map(|l| l.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        let value = |n: &str| s.labels.iter().find(|l| l.name == n).map(|l| l.value.as_str());
+        assert_eq!(value("namespace"), Some("shop"), "{names:?}");
+        assert_eq!(value("app"), Some("checkout"));
+        assert_eq!(value("pod"), Some("checkout-7d9f"));
+        assert_eq!(value("version"), Some("17.2"));
+    }
+}
+
+/// What both formats must yield in the re-rendered 0.0.4 text.
+fn check_latest_text(latest: &LatestScrape) {
+    let rendered = latest.text.lock().unwrap().clone();
+    let page = text(&rendered);
+    let family_type = |name: &str| {
+        page.family(name)
+            .unwrap_or_else(|| panic!("family {name} missing in\n{rendered}"))
+            .metric_type
+    };
+    assert_eq!(family_type("shop_orders_total"), MetricType::Counter);
+    assert_eq!(family_type("shop_orders_created"), MetricType::Gauge);
+    assert_eq!(family_type("shop_queue_depth"), MetricType::Gauge);
+    assert_eq!(family_type("shop_request_seconds"), MetricType::Histogram);
+    assert_eq!(family_type("shop_payload_bytes"), MetricType::Summary);
+    assert_eq!(
+        page.family("shop_queue_depth").unwrap().help.as_deref(),
+        Some("Jobs waiting.\nSecond line with a \\ backslash.")
+    );
+    for sample in page.all_samples() {
+        let labels: BTreeMap<_, _> = page
+            .labels(sample)
+            .iter()
+            .map(|l| (l.name, l.value.to_string()))
+            .collect();
+        assert_eq!(labels.get("namespace").map(String::as_str), Some("shop"));
+        assert_eq!(labels.get("app").map(String::as_str), Some("checkout"));
+        assert_eq!(labels.get("pod").map(String::as_str), Some("checkout-7d9f"));
+        assert_eq!(labels.get("version").map(String::as_str), Some("17.2"));
+    }
+    assert!(rendered.contains(
+        "shop_queue_depth{exported_namespace=\"tenant-a\",namespace=\"shop\",app=\"checkout\",pod=\"checkout-7d9f\",version=\"17.2\"} 7.5\n"
+    ), "{rendered}");
+}
+
+/// The Python client serves OpenMetrics when asked first: the scrape reads it, and the
+/// batch and the re-rendered text carry every family with the identity labels.
+#[tokio::test]
+async fn scrape_python_app_open_metrics() {
+    let app = PythonApp::start();
+    let id = identity();
+    let scraper = Scraper::new(&scrape_config(app.port), &id, |_| None).unwrap();
+    let page = scraper.fetch().await.unwrap();
+    assert_eq!(page.format, Format::OpenMetrics);
+    let exposition = parse(&page.text, page.format).unwrap();
+    let orders = exposition.family("shop_orders").unwrap();
+    assert_eq!(orders.metric_type, MetricType::Counter);
+    assert_eq!(
+        exposition.family("shop_request_seconds").unwrap().metric_type,
+        MetricType::Histogram
+    );
+
+    let crashes = CrashDetector::new(&id, None);
+    let latest = LatestScrape::default();
+    let scraped = scraper.scrape(&crashes, &latest).await;
+    assert!(scraped.error.is_none(), "{:?}", scraped.error);
+    check_app_series(&scraped.batch);
+    check_latest_text(&latest);
+}
+
+/// The same app asked for the 0.0.4 text format only.
+#[tokio::test]
+async fn scrape_python_app_text_format() {
+    let app = PythonApp::start();
+    let id = identity();
+    let mut scraper = Scraper::new(&scrape_config(app.port), &id, |_| None).unwrap();
+    scraper.prefer_text_format();
+    let page = scraper.fetch().await.unwrap();
+    assert_eq!(page.format, Format::PrometheusText);
+    let exposition = parse(&page.text, page.format).unwrap();
+    assert_eq!(
+        exposition.family("shop_orders_total").unwrap().metric_type,
+        MetricType::Counter
+    );
+    assert_eq!(
+        exposition.family("shop_payload_bytes").unwrap().metric_type,
+        MetricType::Summary
+    );
+
+    let crashes = CrashDetector::new(&id, None);
+    let latest = LatestScrape::default();
+    let scraped = scraper.scrape(&crashes, &latest).await;
+    assert!(scraped.error.is_none(), "{:?}", scraped.error);
+    check_app_series(&scraped.batch);
+    check_latest_text(&latest);
+}
+
+/// A scrape of a closed port is `up` 0 with the error, no page series, and empties the text
+/// served for pull setups.
+#[tokio::test]
+async fn failed_scrape_is_up_zero() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let id = identity();
+    let scraper = Scraper::new(&scrape_config(port), &id, |_| None).unwrap();
+    let latest = LatestScrape::default();
+    *latest.text.lock().unwrap() = "old 1\n".to_owned();
+    let scraped = scraper
+        .scrape(&CrashDetector::new(&id, None), &latest)
+        .await;
+    assert_eq!(scraped.error.as_ref().unwrap().category(), "ScrapeRequest");
+    let (map, _) = series_map(&scraped.batch);
+    assert_eq!(map.get("up"), Some(&0.0));
+    assert_eq!(map.get("scrape_samples_scraped"), Some(&0.0));
+    assert!(map.keys().all(|k| !k.starts_with("shop_")));
+    assert!(latest.text.lock().unwrap().is_empty());
+}
+
+/// The scrape loop delivers each scrape as one samples batch into a sink's buffer, where it
+/// reads back intact.
+#[tokio::test]
+async fn scrape_loop_delivers_to_the_buffer() {
+    use crate::batch::Signal;
+    use crate::router::Route;
+    use vigil_crds::monitored_app::WhenFull;
+
+    let app = PythonApp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, mut reader) =
+        crate::buffer::open(dir.path(), 64 << 20, WhenFull::Block, "sink_test").unwrap();
+    let router = Router::new(vec![Route {
+        sink: "sink_test",
+        signals: &[Signal::Samples],
+        writer,
+    }]);
+    let id = identity();
+    let latest = Arc::new(LatestScrape::default());
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run(
+        scrape_config(app.port),
+        id.clone(),
+        Arc::new(CrashDetector::new(&id, None)),
+        latest.clone(),
+        router,
+        shutdown,
+    ));
+    let records = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        reader.next_batch(16, 64 << 20),
+    )
+    .await
+    .expect("no batch reached the buffer within 60 s")
+    .unwrap();
+    let batch = Batch::decode(&records[0].bytes).unwrap();
+    check_app_series(&batch);
+    check_latest_text(&latest);
+    stop.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), task)
+        .await
+        .expect("scrape loop did not stop")
+        .unwrap();
+}

@@ -1,0 +1,64 @@
+//! What an `AlertPolicy` should produce, from the pure renderers: a `PrometheusRule` and an
+//! `AlertmanagerConfig` when prometheus-operator serves them. (Otherwise its rule file and
+//! routes go into the shared outputs; see `aggregate`.)
+
+use serde_json::Value;
+use vigil_crds::{AlertPolicy, MonitoredApp};
+
+use crate::controllers::OptionalApis;
+use crate::render::rules::Rule;
+use crate::render::{alertmanager, alerts, Inventory};
+
+/// The children of one policy, one field per child kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// `vigil-<policy>`, when `PrometheusRule` is served.
+    pub prometheus_rule: Option<Value>,
+    /// `vigil-<policy>`, when `AlertmanagerConfig` is served.
+    pub alertmanager_config: Option<Value>,
+}
+
+/// What the policy renders to, for the status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Alerting rules, escalation copies included.
+    pub rules: i32,
+    /// Receivers across all audiences.
+    pub receivers: i32,
+}
+
+/// Renders the children of `policy` on `app`.
+pub fn children(policy: &AlertPolicy, app: &MonitoredApp, apis: OptionalApis) -> Desired {
+    let prometheus_rule = apis
+        .prometheus_rule
+        .then(|| alerts::prometheus_rule(policy, &alerts::alert_rules(policy, app)));
+    let alertmanager_config = if apis.alertmanager_config {
+        let inv = Inventory {
+            policies: vec![policy.clone()],
+            ..Inventory::default()
+        };
+        alertmanager::alertmanager_config_crs(&inv).into_iter().next()
+    } else {
+        None
+    };
+    Desired {
+        prometheus_rule,
+        alertmanager_config,
+    }
+}
+
+/// Counts what `policy` renders to.
+pub fn summary(policy: &AlertPolicy, app: &MonitoredApp) -> Summary {
+    let file = alerts::alert_rules(policy, app);
+    let rules = file
+        .groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .filter(|r| matches!(r, Rule::Alerting(_)))
+        .count();
+    let receivers: usize = policy.spec.audiences.iter().map(|a| a.receivers.len()).sum();
+    Summary {
+        rules: i32::try_from(rules).unwrap_or(i32::MAX),
+        receivers: i32::try_from(receivers).unwrap_or(i32::MAX),
+    }
+}

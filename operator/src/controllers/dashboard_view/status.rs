@@ -1,0 +1,90 @@
+//! A `DashboardView`'s status: the dashboard's uid and panel count, and the `Ready` and
+//! `DashboardApplied` conditions.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::EventType;
+use vigil_crds::dashboard_view::DashboardViewStatus;
+use vigil_crds::DashboardView;
+
+use super::desired::{summary, Summary};
+use crate::controllers::apply::Outcome;
+use crate::controllers::conditions::{self, condition, READY};
+use crate::controllers::{report, Context, Error, OptionalApis};
+use crate::render::dashboards::{dashboard_object_name, folder_of};
+use crate::render::Inventory;
+
+/// The conditions of a view whose dashboard was applied.
+pub fn view_conditions(
+    view: &DashboardView,
+    summary: &Summary,
+    apis: OptionalApis,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let generation = view.metadata.generation;
+    let name = dashboard_object_name(view);
+    let delivered = if apis.grafana_dashboard {
+        format!("ConfigMap and GrafanaDashboard {name}")
+    } else {
+        format!("ConfigMap {name} (grafana-operator is not installed)")
+    };
+    vec![
+        condition(
+            READY,
+            true,
+            "Applied",
+            format!(
+                "dashboard {} with {} panels is applied",
+                summary.uid, summary.panels
+            ),
+            generation,
+            now,
+        ),
+        condition(
+            "DashboardApplied",
+            true,
+            "DashboardApplied",
+            format!(
+                "dashboard {} is in {delivered}, folder {:?}",
+                summary.uid,
+                folder_of(view)
+            ),
+            generation,
+            now,
+        ),
+    ]
+}
+
+/// Writes the status and publishes an Event when a new generation was applied.
+pub async fn publish(
+    view: &DashboardView,
+    inv: &Inventory,
+    apis: OptionalApis,
+    outcome: &Outcome,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let summary = summary(view, inv);
+    let previous = view.status.clone().unwrap_or_default();
+    let status = DashboardViewStatus {
+        observed_generation: view.metadata.generation,
+        conditions: conditions::merge(
+            &previous.conditions,
+            view_conditions(view, &summary, apis, Timestamp::now()),
+        ),
+        panels: summary.panels,
+        uid: Some(summary.uid.clone()),
+    };
+    if status == previous {
+        return Ok(());
+    }
+    let json = serde_json::to_value(&status).unwrap_or_default();
+    conditions::patch_status(&ctx.client, view, json).await?;
+    if previous.observed_generation != view.metadata.generation {
+        let note = report::applied_note(
+            &format!("dashboard {} with {} panels", summary.uid, summary.panels),
+            outcome,
+        );
+        report::event(ctx, view, EventType::Normal, "Applied", note).await;
+    }
+    Ok(())
+}

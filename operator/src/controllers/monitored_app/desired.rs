@@ -1,0 +1,54 @@
+//! What a `MonitoredApp` should produce, from the pure renderers: the agent ConfigMap and, when
+//! prometheus-operator serves `PodMonitor`, the app's `PodMonitor`s. (Without it, the app's
+//! scrape configs go into the shared `vigil-prometheus` ConfigMap; see `aggregate`.)
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::Value;
+use vigil_crds::MonitoredApp;
+
+use crate::controllers::{OptionalApis, Settings};
+use crate::render::agent_config::{self, CONFIG_HASH_ANNOTATION};
+use crate::render::inject::AgentSidecar;
+use crate::render::scrape;
+
+/// The children of one app, one field per child kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// `vigil-agent-<app>` with `agent.yaml`, annotated with its hash.
+    pub agent_config: ConfigMap,
+    /// `vigil-<app>` and `vigil-agent-<app>`; empty when `PodMonitor` is not served.
+    pub pod_monitors: Vec<Value>,
+}
+
+/// Renders the children of `app`.
+pub fn children(app: &MonitoredApp, apis: OptionalApis) -> Desired {
+    let config = agent_config::agent_config(app);
+    Desired {
+        agent_config: agent_config::agent_config_map(app, &config),
+        pod_monitors: if apis.pod_monitor {
+            scrape::pod_monitors(app)
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+impl Desired {
+    /// Hash of the rendered agent config (the ConfigMap's `vigil.dev/config-hash`).
+    pub fn config_hash(&self) -> Option<String> {
+        self.agent_config
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+            .cloned()
+    }
+}
+
+/// The sidecar the webhook injects for `app` under `settings`: its `spec_hash` is what a
+/// current pod carries in `vigil.dev/injected`.
+pub fn sidecar_for(app: &MonitoredApp, settings: &Settings) -> AgentSidecar {
+    let mut sidecar = AgentSidecar::for_app(app, &settings.agent_image);
+    sidecar.native_sidecar = settings.native_sidecar;
+    sidecar
+}

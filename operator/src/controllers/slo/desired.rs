@@ -1,0 +1,69 @@
+//! What an `SLO` should produce, from the pure renderers: a `PrometheusRule` when
+//! prometheus-operator serves it (otherwise its rule file goes into the shared outputs; see
+//! `aggregate`), the dashboard ConfigMap for Grafana's sidecar, and a `GrafanaDashboard` when
+//! grafana-operator serves it.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::Value;
+use vigil_crds::{MonitoredApp, Slo};
+
+use crate::controllers::OptionalApis;
+use crate::render::rules::Rule;
+use crate::render::{dashboards, slo};
+
+/// The children of one objective, one field per child kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// `vigil-slo-<name>`, when `PrometheusRule` is served.
+    pub prometheus_rule: Option<Value>,
+    /// `vigil-slo-<name>`, labelled `grafana_dashboard: "1"`.
+    pub dashboard_config_map: ConfigMap,
+    /// `vigil-slo-<name>`, when `GrafanaDashboard` is served.
+    pub grafana_dashboard: Option<Value>,
+}
+
+/// What the objective renders to, for the status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Recording rules (SLI windows and error budget).
+    pub recording_rules: i32,
+    /// Burn-rate alerts.
+    pub alerts: i32,
+}
+
+/// Renders the children of `objective` on `app`.
+pub fn children(objective: &Slo, app: &MonitoredApp, apis: OptionalApis) -> Desired {
+    let dashboard = dashboards::slo_dashboard(objective);
+    let folder = dashboards::DEFAULT_FOLDER;
+    Desired {
+        prometheus_rule: apis
+            .prometheus_rule
+            .then(|| slo::slo_prometheus_rule(objective, &slo::slo_rules(objective, app))),
+        dashboard_config_map: dashboards::dashboard_config_map(
+            objective,
+            dashboards::dashboard_object_name(objective),
+            &dashboard,
+            folder,
+        ),
+        grafana_dashboard: apis
+            .grafana_dashboard
+            .then(|| dashboards::grafana_dashboard_cr(objective, &dashboard, folder)),
+    }
+}
+
+/// Counts what `objective` renders to.
+pub fn summary(objective: &Slo, app: &MonitoredApp) -> Summary {
+    let file = slo::slo_rules(objective, app);
+    let rules: Vec<&Rule> = file.groups.iter().flat_map(|g| &g.rules).collect();
+    let count = |alerting: bool| {
+        let n = rules
+            .iter()
+            .filter(|r| matches!(r, Rule::Alerting(_)) == alerting)
+            .count();
+        i32::try_from(n).unwrap_or(i32::MAX)
+    };
+    Summary {
+        recording_rules: count(false),
+        alerts: count(true),
+    }
+}

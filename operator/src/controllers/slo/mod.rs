@@ -1,0 +1,62 @@
+//! The `SLO` controller: turns an objective on its `MonitoredApp` into SLI recording rules,
+//! error-budget rules and burn-rate alerts (a `PrometheusRule`, or a rule file in the shared
+//! `vigil-prometheus` ConfigMap) and an SLO dashboard (a labelled ConfigMap, plus a
+//! `GrafanaDashboard` when grafana-operator is installed).
+
+mod apply;
+mod desired;
+mod status;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use kube::Resource;
+use vigil_crds::Slo;
+
+use super::aggregate::{self, Shares};
+use super::apply::describe;
+use super::{referenced_app, Context, Error, OptionalApis};
+use crate::render::namespace_of;
+pub use desired::{Desired, Summary};
+
+/// Kind name used in metrics and spans.
+pub const KIND: &str = "SLO";
+
+/// Reconciles one `SLO`.
+pub async fn reconcile(slo: Arc<Slo>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.reconcile_with(KIND, slo.as_ref(), steps(&slo, &ctx))
+        .await
+}
+
+async fn steps(slo: &Slo, ctx: &Context) -> Result<Action, Error> {
+    let owner = describe(slo);
+    let apis = ctx.optional_apis(&owner).await?;
+    if slo.meta().deletion_timestamp.is_some() {
+        return aggregate::leave(ctx, slo, FEEDS).await;
+    }
+    let app_name = &slo.spec.app_ref.name;
+    let app = referenced_app(ctx, &namespace_of(slo), app_name, &owner).await?; // observe
+    let app = validate::check(slo, app)?; // pure
+    let desired = desired::children(slo, &app, apis); // pure
+    aggregate::join(ctx, slo, shares(apis)).await?;
+    let applied = apply::children(slo, desired, apis, ctx).await?; // write
+    status::publish(slo, &app, apis, &applied, ctx).await?; // write status
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// The shared outputs an SLO can feed: its rule file.
+const FEEDS: Shares = Shares {
+    prometheus: true,
+    alertmanager: false,
+};
+
+/// The shared outputs an SLO feeds under `apis`.
+fn shares(apis: OptionalApis) -> Shares {
+    Shares {
+        prometheus: !apis.prometheus_rule,
+        alertmanager: false,
+    }
+}

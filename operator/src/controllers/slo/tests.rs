@@ -1,0 +1,114 @@
+//! `SLO` controller behaviour against the in-memory API server.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use vigil_crds::{MonitoredApp, Slo};
+
+use super::*;
+use crate::controllers::aggregate::{slo_rules_key, PROMETHEUS_CONFIG_MAP};
+use crate::controllers::fake::FakeApiServer;
+use crate::controllers::Settings;
+
+const APP: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: checkout, namespace: shop}
+spec:
+  selector: {matchLabels: {app: checkout}}
+"#;
+
+const SLO: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: SLO
+metadata: {name: availability, namespace: shop}
+spec:
+  appRef: {name: checkout}
+  sli:
+    availability: {metric: http_requests_total}
+  objective: 99.9
+  window: 30d
+"#;
+
+fn setup(server: &FakeApiServer) -> Arc<Slo> {
+    server.create(&serde_yaml::from_str::<MonitoredApp>(APP).unwrap());
+    server.create(&serde_yaml::from_str::<Slo>(SLO).unwrap());
+    Arc::new(server.fetch("slos", "shop", "availability").unwrap())
+}
+
+fn stored(server: &FakeApiServer) -> Value {
+    server.get("slos", "shop", "availability").unwrap()
+}
+
+fn condition(object: &Value, type_: &str) -> Value {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {type_} condition in {object:#}"))
+}
+
+/// With prometheus-operator and grafana-operator: a `PrometheusRule`, the dashboard ConfigMap
+/// and a `GrafanaDashboard`, all owned by the SLO; the status counts the rules.
+#[tokio::test]
+async fn with_both_operators_every_output_is_applied() {
+    let server = FakeApiServer::new();
+    let ctx = server.context(Settings::default());
+    let slo = setup(&server);
+    reconcile(slo.clone(), ctx).await.unwrap();
+
+    let uid = json!(slo.metadata.uid.clone().unwrap());
+    let rule = server.get("prometheusrules", "shop", "vigil-slo-availability").unwrap();
+    assert_eq!(rule["metadata"]["ownerReferences"][0]["uid"], uid);
+    let dashboard = server.get("configmaps", "shop", "vigil-slo-availability").unwrap();
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(dashboard["metadata"]["ownerReferences"][0]["uid"], uid);
+    let cr = server.get("grafanadashboards", "shop", "vigil-slo-availability").unwrap();
+    assert_eq!(cr["metadata"]["labels"]["vigil.dev/owner"], "slo.availability");
+
+    let stored = stored(&server);
+    assert!(stored["status"]["recordingRules"].as_i64().unwrap() > 0);
+    assert_eq!(stored["status"]["alerts"].as_i64().unwrap(), 4);
+    assert_eq!(condition(&stored, "RulesApplied")["status"], "True");
+    assert!(stored["metadata"].get("finalizers").is_none());
+}
+
+/// Without grafana-operator only the dashboard ConfigMap is written.
+#[tokio::test]
+async fn without_grafana_operator_only_the_config_map_is_written() {
+    let server = FakeApiServer::new().without_group("grafana.integreatly.org");
+    let ctx = server.context(Settings::default());
+    reconcile(setup(&server), ctx).await.unwrap();
+
+    assert!(server.get("configmaps", "shop", "vigil-slo-availability").is_some());
+    assert!(server.list("grafanadashboards", "shop").is_empty());
+    assert!(server.get("prometheusrules", "shop", "vigil-slo-availability").is_some());
+    let ready = condition(&stored(&server), "Ready");
+    assert!(ready["message"].as_str().unwrap().contains("(ConfigMap vigil-slo-availability)"));
+}
+
+/// Without prometheus-operator the SLO's rules go into the shared ConfigMap; deleting the SLO
+/// takes them out again.
+#[tokio::test]
+async fn without_prometheus_operator_rules_go_to_the_shared_config_map() {
+    let server = FakeApiServer::new().without_group("monitoring.coreos.com");
+    let ctx = server.context(Settings::default());
+    reconcile(setup(&server), ctx.clone()).await.unwrap();
+
+    let shared = server.get("configmaps", "shop", PROMETHEUS_CONFIG_MAP).unwrap();
+    let rules = shared["data"][slo_rules_key("availability")].as_str().unwrap();
+    assert!(rules.contains("SLOErrorBudgetBurn"), "{rules}");
+    assert!(condition(&stored(&server), "RulesApplied")["message"]
+        .as_str()
+        .unwrap()
+        .contains("file slo-availability.rules.yml"));
+
+    server.delete("slos", "shop", "availability");
+    reconcile(Arc::new(server.fetch("slos", "shop", "availability").unwrap()), ctx)
+        .await
+        .unwrap();
+    assert!(server.get("slos", "shop", "availability").is_none());
+    assert!(server.get("configmaps", "shop", "vigil-slo-availability").is_none());
+    let shared = server.get("configmaps", "shop", PROMETHEUS_CONFIG_MAP).unwrap();
+    assert!(shared["data"].get(slo_rules_key("availability")).is_none());
+}

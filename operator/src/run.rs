@@ -1,0 +1,236 @@
+//! `vigil-operator run`: the live operator's process. It connects to the API server, takes part
+//! in leader election, and while it leads runs the controllers; services every replica runs
+//! whatever its leadership (such as the admission webhook) start beside the election in [`run`].
+//!
+//! Shutdown (SIGTERM or Ctrl-C): the controllers stop taking new work and finish the reconciles
+//! in flight, then the lease is released so another replica takes over at once.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use prometheus::Registry;
+use tokio::sync::watch;
+
+use crate::controllers::{self, discovery, Context, ReconcileMetrics, Reloader, Settings};
+use crate::leader::{LeaderElector, LeaseSettings};
+
+/// Everything `run` is told on the command line.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Kubeconfig file; `None` for the in-cluster configuration (or `KUBECONFIG`, or
+    /// `~/.kube/config`, as kubectl finds them).
+    pub kubeconfig: Option<PathBuf>,
+    /// Controller settings (namespace scope, agent image, Alertmanager namespace…).
+    pub settings: Settings,
+    /// This replica's identity for leader election and Events (its pod name).
+    pub identity: String,
+    /// Namespace of the leader-election Lease.
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    pub lease_name: String,
+    /// Lease validity without renewal.
+    pub lease_duration: Duration,
+    /// Base URL of a plain Prometheus to reload after shared rule or scrape files change.
+    pub prometheus_url: Option<String>,
+    /// Base URL of a plain Alertmanager to reload after `alertmanager.yml` changes.
+    pub alertmanager_url: Option<String>,
+    /// Wait between a change of a mounted file and its reload.
+    pub reload_delay: Duration,
+}
+
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot read kubeconfig {path}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("cannot find a Kubernetes configuration (in-cluster or kubeconfig)")]
+    Infer {
+        #[source]
+        source: kube::config::InferConfigError,
+    },
+    #[error("cannot create the Kubernetes client")]
+    Client {
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot register the operator's metrics")]
+    Metrics {
+        #[source]
+        source: prometheus::Error,
+    },
+    #[error(transparent)]
+    ReloadUrl(#[from] controllers::reload::ReloadUrlError),
+}
+
+/// Builds the API client from `--kubeconfig` or the environment.
+pub async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, RunError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|source| RunError::Kubeconfig {
+                path: path.clone(),
+                source,
+            })?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|source| RunError::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                })?
+        }
+        None => Config::infer()
+            .await
+            .map_err(|source| RunError::Infer { source })?,
+    };
+    Client::try_from(config).map_err(|source| RunError::Client { source })
+}
+
+/// Runs the operator until SIGTERM or Ctrl-C.
+pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    let client = client(options.kubeconfig.as_ref()).await?;
+    let registry = Registry::new();
+    let metrics =
+        ReconcileMetrics::new(&registry).map_err(|source| RunError::Metrics { source })?;
+    let reloader = Reloader::new(
+        options.prometheus_url.as_deref(),
+        options.alertmanager_url.as_deref(),
+        options.reload_delay,
+    )?;
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        options.settings.clone(),
+        metrics,
+        reloader,
+        Some(options.identity.clone()),
+    ));
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown_tx.send_replace(true);
+    });
+    run_with(ctx, client, &options, shutdown).await;
+    Ok(())
+}
+
+/// The body of [`run`] once the client and context exist: leader election plus the controllers
+/// while this replica leads, until `shutdown` turns `true`.
+pub async fn run_with(
+    ctx: Arc<Context>,
+    client: Client,
+    options: &RunOptions,
+    shutdown: watch::Receiver<bool>,
+) {
+    let elector = LeaderElector::new(
+        client,
+        LeaseSettings {
+            name: options.lease_name.clone(),
+            namespace: options.lease_namespace.clone(),
+            identity: options.identity.clone(),
+            duration: options.lease_duration,
+        },
+    );
+    let (leading_tx, leading) = watch::channel(false);
+    // The election stops only after the controllers have, so the lease is released by a
+    // replica that no longer writes.
+    let (stop_election, election_shutdown) = watch::channel(false);
+    let election = tokio::spawn(elector.run(leading_tx, election_shutdown));
+
+    // Services that every replica runs regardless of leadership start here.
+
+    lead(ctx, leading, shutdown).await;
+    stop_election.send_replace(true);
+    if let Err(e) = election.await {
+        tracing::warn!(error = %e, "leader election task failed");
+    }
+}
+
+/// Runs the controllers whenever this replica leads. They are restarted when the set of
+/// optional APIs changes (so newly installed CRDs are watched) and stopped when leadership is
+/// lost or on shutdown.
+async fn lead(ctx: Arc<Context>, mut leading: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => if r.is_err() { return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let apis = match ctx.discovery.refresh().await {
+            Ok(apis) => apis,
+            Err(e) => {
+                tracing::warn!(error = %e, "API discovery failed; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        tracing::info!(?apis, "leading: starting controllers");
+        let stop = stop_when(ctx.clone(), apis, leading.clone(), shutdown.clone());
+        controllers::run(ctx.clone(), apis, stop).await;
+        tracing::info!("controllers stopped");
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Completes when leadership is lost, shutdown starts, or discovery finds the optional APIs
+/// changed from `apis`.
+fn stop_when(
+    ctx: Arc<Context>,
+    apis: controllers::OptionalApis,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let changed = async {
+            loop {
+                tokio::time::sleep(discovery::DEFAULT_TTL).await;
+                match ctx.discovery.refresh().await {
+                    Ok(now) if now != apis => {
+                        tracing::info!(?now, "optional APIs changed; restarting controllers");
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "API discovery failed"),
+                }
+            }
+        };
+        tokio::select! {
+            _ = leading.wait_for(|l| !*l) => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+            _ = changed => {}
+        }
+    }
+}
+
+/// SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

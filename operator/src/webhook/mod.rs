@@ -1,0 +1,233 @@
+//! The admission webhook: the thin shell around the pure `render::inject` (`/mutate-pods`) and
+//! around the manifest validation of `vigil-operator check` (`/validate`), served over HTTPS by
+//! every operator replica.
+//!
+//! - [`mutate`] decides whether a new pod gets the agent and answers with a JSON Patch. It fails
+//!   open: whatever goes wrong, the pod is admitted unchanged with a warning.
+//! - [`validate`] rejects invalid Vigil resources with a message naming the field. It fails
+//!   closed.
+//! - [`server`] is the hyper + rustls server; [`crate::tls`] supplies its certificate.
+//! - [`run`] wires them together for `vigil-operator run`.
+
+pub mod mutate;
+pub mod server;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::version::Info;
+use kube::runtime::reflector::Store;
+use kube::Client;
+use vigil_crds::MonitoredApp;
+
+use crate::render::inject::AgentSidecar;
+use crate::tls::{self, CertSource, ServingCertResolver, TlsSettings, Validity};
+
+/// Path of the pod injection webhook.
+pub const MUTATE_PATH: &str = "/mutate-pods";
+/// Path of the Vigil resource validation webhook.
+pub const VALIDATE_PATH: &str = "/validate";
+/// Pod annotation (or label): `"true"` asks for the agent, `"false"` refuses it (always wins).
+pub const INJECT_ANNOTATION: &str = "vigil.dev/inject";
+/// Pod annotation naming the `MonitoredApp` (in the pod's namespace) whose agent to inject,
+/// when its selector does not select the pod or more than one app does.
+pub const APP_ANNOTATION: &str = "vigil.dev/app";
+/// Name of the `MonitoredApp` whose configuration a pod gets when it asks for the agent with
+/// `vigil.dev/inject: "true"` but no app selects it: the agent mounts the ConfigMap
+/// `vigil-agent-default` of the pod's namespace, which exists once a `MonitoredApp` called
+/// `default` does.
+pub const DEFAULT_APP: &str = "default";
+
+/// Whether the agent is injected as a native sidecar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NativeSidecarMode {
+    /// Native sidecar when the API server is Kubernetes 1.29 or later.
+    Auto,
+    /// Always a native sidecar (init container with `restartPolicy: Always`).
+    Always,
+    /// Always a regular container.
+    Never,
+}
+
+/// Command-line flags of the webhook, for `vigil-operator run` (`#[command(flatten)]`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// Address of the webhook's HTTPS server (`/mutate-pods`, `/validate`, `/healthz`).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_listen: SocketAddr,
+    /// Agent image injected unless a MonitoredApp names its own.
+    #[arg(long, value_name = "IMAGE", default_value = "ghcr.io/vigil-dev/vigil-agent:0.1.0")]
+    pub agent_image: String,
+    /// Inject the agent as a native sidecar (Kubernetes 1.29+) or as a regular container.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub native_sidecar: NativeSidecarMode,
+    /// Read the serving certificate from `tls.crt` and `tls.key` in this directory (a mounted
+    /// cert-manager Secret) instead of managing a CA and certificate.
+    #[arg(long, value_name = "DIR")]
+    pub webhook_cert_dir: Option<PathBuf>,
+    /// Namespace of the operator: where its Service and certificate Secret are.
+    #[arg(long, value_name = "NAMESPACE", default_value = "vigil-system")]
+    pub webhook_namespace: String,
+    /// Service in front of the webhook; the certificate names `<service>.<namespace>.svc`.
+    #[arg(long, value_name = "NAME", default_value = "vigil-webhook")]
+    pub webhook_service: String,
+    /// Secret holding the self-managed CA and serving certificate.
+    #[arg(long, value_name = "NAME", default_value = "vigil-webhook-tls")]
+    pub webhook_secret: String,
+    /// MutatingWebhookConfiguration whose `caBundle` is kept current ("" for none).
+    #[arg(long, value_name = "NAME", default_value = "vigil")]
+    pub mutating_webhook_configuration: String,
+    /// ValidatingWebhookConfiguration whose `caBundle` is kept current ("" for none).
+    #[arg(long, value_name = "NAME", default_value = "vigil")]
+    pub validating_webhook_configuration: String,
+    /// Seconds between checks of the certificate (renewal, and picking up a renewal made by
+    /// another replica or by cert-manager).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub webhook_cert_check_seconds: u64,
+}
+
+impl WebhookArgs {
+    /// Where the serving certificate comes from.
+    pub fn cert_source(&self) -> CertSource {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        match &self.webhook_cert_dir {
+            Some(dir) => CertSource::Directory(dir.clone()),
+            None => CertSource::SelfManaged(TlsSettings {
+                namespace: self.webhook_namespace.clone(),
+                service: self.webhook_service.clone(),
+                secret: self.webhook_secret.clone(),
+                mutating_webhook: some(&self.mutating_webhook_configuration),
+                validating_webhook: some(&self.validating_webhook_configuration),
+                validity: Validity::default(),
+            }),
+        }
+    }
+}
+
+/// Whether an API server of this version runs native sidecars (Kubernetes 1.29 or later, where
+/// the `SidecarContainers` feature is on by default). Unknown versions count as recent.
+pub fn supports_native_sidecar(info: &Info) -> bool {
+    let number = |s: &str| {
+        s.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    };
+    match (number(&info.major), number(&info.minor)) {
+        (Some(major), Some(minor)) => major > 1 || (major == 1 && minor >= 29),
+        _ => true,
+    }
+}
+
+/// What the injection webhook needs: the `MonitoredApp`s (a reflector's store, shared with the
+/// controllers) and how to build the agent container.
+#[derive(Clone)]
+pub struct Webhook {
+    /// Every `MonitoredApp` the operator sees.
+    pub apps: Store<MonitoredApp>,
+    /// Agent image used unless an app names its own.
+    pub agent_image: String,
+    /// Inject a native sidecar (Kubernetes 1.29+) or a regular container.
+    pub native_sidecar: bool,
+}
+
+impl Webhook {
+    /// The sidecar to inject for `app`, in this cluster's mode.
+    pub fn sidecar_for(&self, app: &MonitoredApp) -> AgentSidecar {
+        let mut sidecar = AgentSidecar::for_app(app, &self.agent_image);
+        sidecar.native_sidecar = self.native_sidecar;
+        sidecar
+    }
+}
+
+/// Errors that stop the webhook.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The HTTPS listener could not be bound.
+    #[error("cannot listen on {addr} for the webhook")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server stopped with an error.
+    #[error("webhook server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+impl WebhookError {
+    /// A stable PascalCase name of the error, for Event reasons and metric labels.
+    pub fn category(&self) -> &'static str {
+        match self {
+            WebhookError::Bind { .. } => "WebhookBindFailed",
+            WebhookError::Serve(_) => "WebhookServeFailed",
+        }
+    }
+}
+
+/// Runs the webhook of `vigil-operator run` until `shutdown` completes: keeps the serving
+/// certificate current (self-managed, or from `--webhook-cert-dir`) and serves
+/// `/mutate-pods`, `/validate`, `/healthz` and `/readyz` on `--webhook-listen`. `ready` turns
+/// true once the listener is bound and a certificate is loaded (AND it into the operator's
+/// `/readyz`). Every replica runs this; it needs no leadership.
+pub async fn run(
+    client: Client,
+    args: &WebhookArgs,
+    apps: Store<MonitoredApp>,
+    ready: Arc<AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), WebhookError> {
+    let native_sidecar = match args.native_sidecar {
+        NativeSidecarMode::Always => true,
+        NativeSidecarMode::Never => false,
+        NativeSidecarMode::Auto => match client.apiserver_version().await {
+            Ok(info) => supports_native_sidecar(&info),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the Kubernetes version; injecting native sidecars");
+                true
+            }
+        },
+    };
+    let webhook = Arc::new(Webhook {
+        apps,
+        agent_image: args.agent_image.clone(),
+        native_sidecar,
+    });
+    let resolver = Arc::new(ServingCertResolver::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            // An error means the sender is gone, which also means stop.
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let certs = tokio::spawn(tls::keep_current(
+        client,
+        args.cert_source(),
+        resolver.clone(),
+        Duration::from_secs(args.webhook_cert_check_seconds.max(1)),
+        stopped(),
+    ));
+    let listener = tokio::net::TcpListener::bind(args.webhook_listen)
+        .await
+        .map_err(|source| WebhookError::Bind {
+            addr: args.webhook_listen,
+            source,
+        })?;
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let served = server::serve(listener, webhook, resolver, ready, stopped()).await;
+    let _ = certs.await;
+    served
+}

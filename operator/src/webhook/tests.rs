@@ -1,0 +1,652 @@
+//! The webhook against real `AdmissionReview` bodies (fixtures/), and the HTTPS server with a
+//! real TLS handshake.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed step must fail the test with its message"
+)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::ByteString;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use serde_json::{json, Value};
+use vigil_crds::MonitoredApp;
+
+use super::*;
+use crate::render::inject::{inject, AGENT_CONTAINER, INJECTED};
+use crate::tls::{Plan, WebhookCerts};
+
+const DEPLOYMENT_POD: &str = include_str!("fixtures/pod-from-deployment.json");
+const OPTED_OUT_POD: &str = include_str!("fixtures/pod-opted-out.json");
+const ANNOTATED_POD: &str = include_str!("fixtures/pod-annotated.json");
+const AGENT_IMAGE: &str = "ghcr.io/vigil-dev/vigil-agent:0.1.0";
+
+fn app(name: &str, namespace: &str, selector: Value) -> MonitoredApp {
+    serde_json::from_value(json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "MonitoredApp",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
+        "spec": {
+            "selector": selector,
+            "logs": {"containerLogs": true, "format": "json"},
+            "traces": {"enabled": true},
+            "exporters": {
+                "otlp": {"endpoint": "http://otel-collector.observability:4317"},
+                "prometheusRemoteWrite": {
+                    "url": "http://mimir.observability:8080/api/v1/push",
+                    "bearerTokenSecretRef": {"name": "mimir-credentials", "key": "token"}
+                }
+            }
+        }
+    }))
+    .expect("valid MonitoredApp")
+}
+
+fn checkout() -> MonitoredApp {
+    app("checkout", "retail", json!({"matchLabels": {"app": "checkout"}}))
+}
+
+fn webhook(apps: Vec<MonitoredApp>, native_sidecar: bool) -> Webhook {
+    let mut writer: Writer<MonitoredApp> = Writer::default();
+    for app in apps {
+        writer.apply_watcher_event(&watcher::Event::Apply(app));
+    }
+    Webhook {
+        apps: writer.as_reader(),
+        agent_image: AGENT_IMAGE.into(),
+        native_sidecar,
+    }
+}
+
+/// Sends `review` to `/mutate-pods` and returns the response review.
+fn mutate_json(webhook: &Webhook, review: &Value) -> Value {
+    let body = serde_json::to_vec(review).unwrap();
+    let out = mutate::review(webhook, &body).expect("well-formed review");
+    serde_json::from_slice(&out).unwrap()
+}
+
+fn fixture(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+/// The pod the API server would store: the request's object with the response's patch applied.
+fn patched(review: &Value, response: &Value) -> Value {
+    let mut object = review["request"]["object"].clone();
+    let patch: ByteString = serde_json::from_value(response["response"]["patch"].clone())
+        .expect("response carries a patch");
+    let patch: json_patch::Patch = serde_json::from_slice(&patch.0).unwrap();
+    json_patch::patch(&mut object, &patch).expect("patch applies to the original object");
+    object
+}
+
+fn request_pod(review: &Value) -> Pod {
+    serde_json::from_value(review["request"]["object"].clone()).unwrap()
+}
+
+/// A Deployment's pod (generateName, no name) selected by a MonitoredApp gets exactly what
+/// `inject` adds: the patch applied to the API server's object gives `inject(pod)`, and the
+/// response is a v1 review answering the request's uid.
+#[test]
+fn deployment_pod_gets_the_agent() {
+    for native in [true, false] {
+        let webhook = webhook(vec![checkout()], native);
+        let review = fixture(DEPLOYMENT_POD);
+        let response = mutate_json(&webhook, &review);
+        assert_eq!(response["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(response["kind"], "AdmissionReview");
+        assert_eq!(response["response"]["uid"], review["request"]["uid"]);
+        assert_eq!(response["response"]["allowed"], true);
+        assert_eq!(response["response"]["patchType"], "JSONPatch");
+        assert!(response["response"]["warnings"].is_null());
+
+        let expected = inject(request_pod(&review), &webhook.sidecar_for(&checkout()));
+        let result: Pod = serde_json::from_value(patched(&review, &response)).unwrap();
+        assert_eq!(result, expected, "native sidecar: {native}");
+        let spec = result.spec.unwrap();
+        if native {
+            assert_eq!(spec.init_containers.unwrap()[0].name, AGENT_CONTAINER);
+        } else {
+            assert_eq!(spec.containers.last().unwrap().name, AGENT_CONTAINER);
+        }
+        assert!(result.metadata.annotations.unwrap().contains_key(INJECTED));
+    }
+}
+
+/// The patch adds and never rewrites: items it does not touch keep fields this operator does
+/// not know (a field of a newer Kubernetes), and the agent is one `add` in front of the init
+/// containers rather than a rewrite of each shifted one.
+#[test]
+fn patch_leaves_unknown_fields_alone() {
+    let webhook = webhook(vec![checkout()], true);
+    let mut review = fixture(DEPLOYMENT_POD);
+    review["request"]["object"]["spec"]["initContainers"][0]["fieldFromTheFuture"] = json!(7);
+    review["request"]["object"]["spec"]["fieldFromTheFuture"] = json!({"a": 1});
+    let response = mutate_json(&webhook, &review);
+    let object = patched(&review, &response);
+    assert_eq!(object["spec"]["initContainers"][1]["name"], "migrate");
+    assert_eq!(object["spec"]["initContainers"][1]["fieldFromTheFuture"], 7);
+    assert_eq!(object["spec"]["fieldFromTheFuture"], json!({"a": 1}));
+    let patch: ByteString = serde_json::from_value(response["response"]["patch"].clone()).unwrap();
+    let ops: Vec<Value> = serde_json::from_slice(&patch.0).unwrap();
+    assert!(
+        ops.iter().any(|op| op["op"] == "add" && op["path"] == "/spec/initContainers/0"),
+        "{ops:#?}"
+    );
+    assert!(
+        ops.iter().all(|op| op["op"] == "add"),
+        "a first injection only adds: {ops:#?}"
+    );
+}
+
+/// Re-invocation (`reinvocationPolicy: IfNeeded`) on an injected pod yields no patch.
+#[test]
+fn injected_pod_gets_no_patch() {
+    let webhook = webhook(vec![checkout()], true);
+    let review = fixture(DEPLOYMENT_POD);
+    let first = mutate_json(&webhook, &review);
+    let mut again = review.clone();
+    again["request"]["object"] = patched(&review, &first);
+    let second = mutate_json(&webhook, &again);
+    assert_eq!(second["response"]["allowed"], true);
+    assert!(second["response"]["patch"].is_null(), "{second}");
+}
+
+/// A changed sidecar (new agent image) on re-invocation replaces the old agent instead of
+/// adding a second one.
+#[test]
+fn changed_sidecar_replaces_the_old_agent() {
+    let review = fixture(DEPLOYMENT_POD);
+    let old = mutate_json(&webhook(vec![checkout()], true), &review);
+    let mut again = review.clone();
+    again["request"]["object"] = patched(&review, &old);
+    let mut newer = webhook(vec![checkout()], true);
+    newer.agent_image = "ghcr.io/vigil-dev/vigil-agent:0.2.0".into();
+    let response = mutate_json(&newer, &again);
+    let result: Pod = serde_json::from_value(patched(&again, &response)).unwrap();
+    let inits = result.spec.unwrap().init_containers.unwrap();
+    let agents: Vec<_> = inits.iter().filter(|c| c.name == AGENT_CONTAINER).collect();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(
+        agents[0].image.as_deref(),
+        Some("ghcr.io/vigil-dev/vigil-agent:0.2.0")
+    );
+}
+
+/// `vigil.dev/inject: "false"` wins over a selecting MonitoredApp: no patch.
+#[test]
+fn opted_out_pod_is_left_alone() {
+    let webhook = webhook(vec![checkout()], true);
+    let response = mutate_json(&webhook, &fixture(OPTED_OUT_POD));
+    assert_eq!(response["response"]["allowed"], true);
+    assert!(response["response"]["patch"].is_null());
+}
+
+/// The opt-out and opt-in also work as labels; the annotation wins over the label.
+#[test]
+fn inject_label_works_like_the_annotation() {
+    let webhook = webhook(vec![checkout()], true);
+    let mut labelled = fixture(DEPLOYMENT_POD);
+    labelled["request"]["object"]["metadata"]["labels"][INJECT_ANNOTATION] = json!("false");
+    assert!(mutate_json(&webhook, &labelled)["response"]["patch"].is_null());
+    labelled["request"]["object"]["metadata"]["annotations"][INJECT_ANNOTATION] = json!("true");
+    assert!(mutate_json(&webhook, &labelled)["response"]["patch"].is_string());
+
+    let mut asked = fixture(ANNOTATED_POD);
+    let meta = &mut asked["request"]["object"]["metadata"];
+    meta.as_object_mut().unwrap().remove("annotations");
+    meta["labels"][INJECT_ANNOTATION] = json!("true");
+    assert!(mutate_json(&webhook, &asked)["response"]["patch"].is_string());
+}
+
+/// A pod no app selects and that does not ask for the agent is left alone; so is a pod
+/// selected by an app of another namespace, and a pod matched only by an empty selector.
+#[test]
+fn unselected_pod_is_left_alone() {
+    let elsewhere = app("checkout", "other", json!({"matchLabels": {"app": "checkout"}}));
+    let everything = app("everything", "retail", json!({}));
+    let webhook = webhook(vec![elsewhere, everything], true);
+    let response = mutate_json(&webhook, &fixture(DEPLOYMENT_POD));
+    assert!(response["response"]["patch"].is_null());
+}
+
+/// `matchExpressions` select as Kubernetes does.
+#[test]
+fn match_expressions_select_pods() {
+    let by_expr = app(
+        "backend",
+        "retail",
+        json!({"matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["backend", "api"]},
+            {"key": "canary", "operator": "DoesNotExist"}
+        ]}),
+    );
+    let webhook = webhook(vec![by_expr], true);
+    let response = mutate_json(&webhook, &fixture(DEPLOYMENT_POD));
+    let result: Pod = serde_json::from_value(patched(&fixture(DEPLOYMENT_POD), &response)).unwrap();
+    let volumes = result.spec.unwrap().volumes.unwrap();
+    assert!(volumes.iter().any(|v| v
+        .config_map
+        .as_ref()
+        .is_some_and(|c| c.name == "vigil-agent-backend")));
+}
+
+/// A pod asking for the agent that no app selects gets the agent of the namespace's
+/// `default` app, with a warning telling the user what to create.
+#[test]
+fn annotated_pod_without_app_gets_the_default_agent() {
+    let webhook = webhook(vec![checkout()], true);
+    let review = fixture(ANNOTATED_POD);
+    let response = mutate_json(&webhook, &review);
+    let result: Pod = serde_json::from_value(patched(&review, &response)).unwrap();
+    let volumes = result.spec.unwrap().volumes.unwrap();
+    assert!(volumes.iter().any(|v| v
+        .config_map
+        .as_ref()
+        .is_some_and(|c| c.name == "vigil-agent-default" && c.optional == Some(true))));
+    let warning = response["response"]["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("no MonitoredApp selects this pod"), "{warning}");
+    assert!(warning.contains("\"default\""), "{warning}");
+}
+
+/// `vigil.dev/app` picks the app; when several apps select a pod the first by name wins and
+/// a warning names them all.
+#[test]
+fn app_annotation_and_overlapping_selectors() {
+    let a = app("a-shop", "retail", json!({"matchLabels": {"app": "checkout"}}));
+    let b = app("b-shop", "retail", json!({"matchLabels": {"tier": "backend"}}));
+    let webhook = webhook(vec![b.clone(), a], true);
+    let review = fixture(DEPLOYMENT_POD);
+    let response = mutate_json(&webhook, &review);
+    let warning = response["response"]["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("a-shop, b-shop"), "{warning}");
+    let result: Pod = serde_json::from_value(patched(&review, &response)).unwrap();
+    let uses = |pod: &Pod, cm: &str| {
+        pod.spec.as_ref().unwrap().volumes.as_ref().unwrap().iter().any(|v| {
+            v.config_map.as_ref().is_some_and(|c| c.name == cm)
+        })
+    };
+    assert!(uses(&result, "vigil-agent-a-shop"));
+
+    let mut chosen = review.clone();
+    chosen["request"]["object"]["metadata"]["annotations"][APP_ANNOTATION] = json!("b-shop");
+    let response = mutate_json(&webhook, &chosen);
+    assert!(response["response"]["warnings"].is_null());
+    let result: Pod = serde_json::from_value(patched(&chosen, &response)).unwrap();
+    assert!(uses(&result, "vigil-agent-b-shop"));
+    assert_eq!(result, inject(request_pod(&chosen), &webhook.sidecar_for(&b)));
+}
+
+/// Only pod creation is mutated; an UPDATE is allowed unchanged.
+#[test]
+fn updates_are_not_mutated() {
+    let webhook = webhook(vec![checkout()], true);
+    let mut review = fixture(DEPLOYMENT_POD);
+    review["request"]["operation"] = json!("UPDATE");
+    review["request"]["oldObject"] = review["request"]["object"].clone();
+    let response = mutate_json(&webhook, &review);
+    assert_eq!(response["response"]["allowed"], true);
+    assert!(response["response"]["patch"].is_null());
+}
+
+/// A review whose pod cannot be decoded admits the pod unchanged with a warning (fail open).
+#[test]
+fn undecodable_pod_fails_open() {
+    let webhook = webhook(vec![checkout()], true);
+    let mut review = fixture(DEPLOYMENT_POD);
+    review["request"]["object"]["spec"]["containers"] = json!("not a list");
+    let response = mutate_json(&webhook, &review);
+    assert_eq!(response["response"]["allowed"], true);
+    assert_eq!(response["response"]["uid"], review["request"]["uid"]);
+    assert!(response["response"]["patch"].is_null());
+    let warning = response["response"]["warnings"][0].as_str().unwrap();
+    assert!(warning.starts_with("vigil: agent not injected"), "{warning}");
+}
+
+/// Bodies that are not an AdmissionReview are errors (HTTP 400), never panics.
+#[test]
+fn malformed_reviews_are_errors() {
+    let webhook = webhook(vec![checkout()], true);
+    let bodies: [&[u8]; 6] = [
+        b"",
+        b"not json",
+        b"{\"kind\": \"AdmissionReview\"",
+        b"[]",
+        b"{\"kind\": \"AdmissionReview\", \"apiVersion\": \"admission.k8s.io/v1\"}",
+        b"{\"request\": {\"uid\": 5}}",
+    ];
+    for body in bodies {
+        let err = mutate::review(&webhook, body).unwrap_err();
+        assert!(err.to_string().starts_with("malformed AdmissionReview"), "{err}");
+        let err = validate::review(body).unwrap_err();
+        assert!(err.to_string().starts_with("malformed AdmissionReview"), "{err}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /validate
+
+fn resource_review(operation: &str, object: Value, old: Option<Value>) -> Value {
+    json!({
+        "kind": "AdmissionReview",
+        "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": "c3b4a5d6-e7f8-4901-a2b3-c4d5e6f7a8b9",
+            "kind": {"group": "vigil.dev", "version": "v1alpha1", "kind": object["kind"]},
+            "resource": {"group": "vigil.dev", "version": "v1alpha1", "resource": "monitoredapps"},
+            "requestKind": {"group": "vigil.dev", "version": "v1alpha1", "kind": object["kind"]},
+            "requestResource": {"group": "vigil.dev", "version": "v1alpha1", "resource": "monitoredapps"},
+            "name": object["metadata"]["name"],
+            "namespace": "retail",
+            "operation": operation,
+            "userInfo": {"username": "jane@example.com", "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": old,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        }
+    })
+}
+
+fn validate_json(review: &Value) -> Value {
+    let out = validate::review(&serde_json::to_vec(review).unwrap()).unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+fn monitored_app(spec: Value) -> Value {
+    json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "MonitoredApp",
+        "metadata": {"name": "checkout", "creationTimestamp": null},
+        "spec": spec
+    })
+}
+
+/// A valid MonitoredApp is admitted; invalid ones are rejected with 422 and a message naming
+/// the field, the same message `vigil-operator check` prints.
+#[test]
+fn validate_names_the_field() {
+    let good = monitored_app(json!({"selector": {"matchLabels": {"app": "checkout"}}}));
+    let response = validate_json(&resource_review("CREATE", good, None));
+    assert_eq!(response["response"]["allowed"], true);
+
+    let cases = [
+        (
+            json!({"selector": {"matchLabels": {"app": "checkout"}}, "traces": {"samplingRatio": 1.5}}),
+            "spec.traces.samplingRatio: must be at most 1",
+        ),
+        (
+            json!({"selector": {}}),
+            "spec.selector: an empty selector would select every pod in the namespace",
+        ),
+        (
+            json!({"selector": {"matchLabels": {"app": "x"}}, "sepc": 1}),
+            "spec.sepc: unknown field `sepc`",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let response = validate_json(&resource_review("CREATE", monitored_app(spec), None));
+        assert_eq!(response["response"]["allowed"], false);
+        assert_eq!(response["response"]["status"]["code"], 422);
+        let message = response["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.starts_with(expected), "{message}");
+    }
+}
+
+/// An AlertPolicy whose app does not exist yet is admitted (folders apply in any order; the
+/// status reports it), while a broken one is rejected naming the field.
+#[test]
+fn validate_checks_each_object_on_its_own() {
+    let policy = |rules: Value| {
+        json!({
+            "apiVersion": "vigil.dev/v1alpha1",
+            "kind": "AlertPolicy",
+            "metadata": {"name": "checkout-alerts"},
+            "spec": {"appRef": {"name": "not-created-yet"}, "rules": rules}
+        })
+    };
+    let ok = policy(json!([{"name": "Crash", "crashRate": {}}]));
+    assert_eq!(
+        validate_json(&resource_review("CREATE", ok, None))["response"]["allowed"],
+        true
+    );
+    let twice = policy(json!([{"name": "Crash", "crashRate": {}}, {"name": "Crash", "crashRate": {}}]));
+    let response = validate_json(&resource_review("CREATE", twice, None));
+    assert_eq!(response["response"]["allowed"], false);
+    let message = response["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.starts_with("spec.rules[1].name: rule name \"Crash\" is used twice"), "{message}");
+}
+
+/// Updates that leave the spec alone (finalizers, labels) and objects being deleted are never
+/// blocked, even when the stored spec would no longer pass.
+#[test]
+fn validate_never_blocks_the_operator() {
+    let invalid = monitored_app(json!({"selector": {}}));
+    let mut with_finalizer = invalid.clone();
+    with_finalizer["metadata"]["finalizers"] = json!(["vigil.dev/cleanup"]);
+    let response = validate_json(&resource_review("UPDATE", with_finalizer, Some(invalid.clone())));
+    assert_eq!(response["response"]["allowed"], true);
+
+    let mut deleting = invalid.clone();
+    deleting["metadata"]["deletionTimestamp"] = json!("2025-03-04T10:21:34Z");
+    deleting["spec"]["clientType"] = json!("banking");
+    let response = validate_json(&resource_review("UPDATE", deleting, Some(invalid.clone())));
+    assert_eq!(response["response"]["allowed"], true);
+
+    let mut changed = invalid.clone();
+    changed["spec"]["clientType"] = json!("banking");
+    let response = validate_json(&resource_review("UPDATE", changed, Some(invalid)));
+    assert_eq!(response["response"]["allowed"], false);
+}
+
+/// Kubernetes versions: native sidecars from 1.29 on, including provider suffixes.
+#[test]
+fn native_sidecar_from_1_29() {
+    let info = |major: &str, minor: &str| k8s_openapi::apimachinery::pkg::version::Info {
+        major: major.into(),
+        minor: minor.into(),
+        ..Default::default()
+    };
+    assert!(!supports_native_sidecar(&info("1", "28")));
+    assert!(!supports_native_sidecar(&info("1", "27+")));
+    assert!(supports_native_sidecar(&info("1", "29")));
+    assert!(supports_native_sidecar(&info("1", "31+")));
+    assert!(supports_native_sidecar(&info("", "")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTPS server
+
+const HOST: &str = "vigil-webhook.vigil-system.svc";
+
+fn dns_names() -> Vec<String> {
+    vec![HOST.to_owned(), format!("{HOST}.cluster.local")]
+}
+
+fn issue_certs() -> WebhookCerts {
+    tls::issue(
+        None,
+        Plan::Create,
+        &dns_names(),
+        SystemTime::now(),
+        tls::Validity::default(),
+    )
+    .unwrap()
+}
+
+fn https_client(ca_pem: &str, addr: SocketAddr) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(der.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .resolve(HOST, addr)
+        .tls_info(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+struct Running {
+    addr: SocketAddr,
+    resolver: Arc<ServingCertResolver>,
+    ready: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), WebhookError>>,
+}
+
+async fn start(certs: &WebhookCerts) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let resolver = Arc::new(ServingCertResolver::new());
+    resolver.set(&certs.serving).unwrap();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve(
+        listener,
+        Arc::new(webhook(vec![checkout()], true)),
+        resolver.clone(),
+        ready.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Running {
+        addr,
+        resolver,
+        ready,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("https://{HOST}:{}{path}", self.addr.port())
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap().unwrap();
+        assert!(!self.ready.load(Ordering::Relaxed));
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn served_cert(client: &reqwest::Client, url: &str) -> Vec<u8> {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let info = response.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+    info.peer_certificate().unwrap().to_vec()
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+}
+
+/// A client trusting only the generated CA completes the handshake for the Service's name and
+/// gets answers: `/healthz`, `/readyz`, an injection, and 400 for a malformed review. A
+/// client trusting another CA is refused.
+#[tokio::test]
+async fn https_handshake_with_the_generated_ca() {
+    let certs = issue_certs();
+    let server = start(&certs).await;
+    let client = https_client(&certs.bundle_pem(), server.addr);
+
+    let health = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !server.ready.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let review = fixture(DEPLOYMENT_POD);
+    let response = client
+        .post(server.url(MUTATE_PATH))
+        .header("content-type", "application/json")
+        .body(DEPLOYMENT_POD)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    let pod: Pod = serde_json::from_value(patched(&review, &answer)).unwrap();
+    assert!(pod.metadata.annotations.unwrap().contains_key(INJECTED));
+
+    let bad = client
+        .post(server.url(MUTATE_PATH))
+        .body("{\"kind\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().starts_with("malformed AdmissionReview"));
+    let bad = client
+        .post(server.url(VALIDATE_PATH))
+        .body("[1, 2]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let missing = client.get(server.url("/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let stranger = https_client(&issue_certs().bundle_pem(), server.addr);
+    assert!(stranger.get(server.url("/healthz")).send().await.is_err());
+    server.stop().await;
+}
+
+/// After a renewal is handed to the resolver, new connections get the new certificate while
+/// the server keeps running.
+#[tokio::test]
+async fn renewed_certificate_is_served_without_restart() {
+    let certs = issue_certs();
+    let server = start(&certs).await;
+    let first = https_client(&certs.bundle_pem(), server.addr);
+    assert_eq!(
+        served_cert(&first, &server.url("/healthz")).await,
+        der(&certs.serving.cert_pem)
+    );
+
+    let renewed = tls::issue(
+        Some(&certs),
+        Plan::RenewServing,
+        &dns_names(),
+        SystemTime::now(),
+        tls::Validity::default(),
+    )
+    .unwrap();
+    assert_ne!(renewed.serving, certs.serving);
+    assert!(server.resolver.set(&renewed.serving).unwrap());
+    let second = https_client(&certs.bundle_pem(), server.addr);
+    assert_eq!(
+        served_cert(&second, &server.url("/healthz")).await,
+        der(&renewed.serving.cert_pem)
+    );
+    server.stop().await;
+}
