@@ -42,7 +42,7 @@ const CUSTOM: &[&str] = &[
     "--set",
     "agent.image.tag=0.1.0-rc.1",
     "--set",
-    "agent.nativeSidecar=never",
+    "agent.nativeSidecar=false",
     "--set",
     "webhook.certManager.enabled=true",
     "--set",
@@ -167,8 +167,6 @@ fn webhook_args(rendered: &Rendered) -> WebhookArgs {
     }
     let ours = [
         "--webhook-",
-        "--agent-image",
-        "--native-sidecar",
         "--mutating-webhook-configuration",
         "--validating-webhook-configuration",
     ];
@@ -230,13 +228,18 @@ fn default_values_render_valid_hardened_objects() {
 
     let deployment = rendered.one("Deployment");
     assert_eq!(deployment["spec"]["replicas"], 2);
-    assert_eq!(deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(
-        deployment["spec"]["template"]["metadata"]["labels"]["vigil.dev/inject"],
-        "false",
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["labels"]["vigil.dev/inject"], "false",
         "the operator never injects itself"
     );
     assert!(pod["affinity"]["podAntiAffinity"].is_object());
@@ -277,7 +280,10 @@ fn default_values_render_valid_hardened_objects() {
         .unwrap();
     assert_eq!(webhook_port["port"], 443);
     assert_eq!(webhook_port["targetPort"], "webhook");
-    assert_eq!(rendered.one("PodDisruptionBudget")["spec"]["minAvailable"], 1);
+    assert_eq!(
+        rendered.one("PodDisruptionBudget")["spec"]["minAvailable"],
+        1
+    );
 }
 
 /// The pod webhook fails open, answers fast, has no side effects, is re-invoked when needed
@@ -295,16 +301,24 @@ fn webhooks_fail_open_for_pods_and_closed_for_config() {
     assert_eq!(pods["reinvocationPolicy"], "IfNeeded");
     assert_eq!(strings(&pods["admissionReviewVersions"]), ["v1"]);
     assert_eq!(pods["clientConfig"]["service"]["path"], "/mutate-pods");
-    assert!(pods["clientConfig"].get("caBundle").is_none(), "the chart never sets caBundle");
+    assert!(
+        pods["clientConfig"].get("caBundle").is_none(),
+        "the chart never sets caBundle"
+    );
     assert_eq!(strings(&pods["rules"][0]["operations"]), ["CREATE"]);
     assert_eq!(strings(&pods["rules"][0]["resources"]), ["pods"]);
-    let namespace_rules = pods["namespaceSelector"]["matchExpressions"].as_array().unwrap();
+    let namespace_rules = pods["namespaceSelector"]["matchExpressions"]
+        .as_array()
+        .unwrap();
     let excluded: Vec<&str> = namespace_rules
         .iter()
         .find(|e| e["key"] == "kubernetes.io/metadata.name")
         .map(|e| strings(&e["values"]))
         .unwrap();
-    assert!(excluded.contains(&"kube-system") && excluded.contains(&NAMESPACE), "{excluded:?}");
+    assert!(
+        excluded.contains(&"kube-system") && excluded.contains(&NAMESPACE),
+        "{excluded:?}"
+    );
     assert!(namespace_rules
         .iter()
         .any(|e| e["key"] == "vigil.dev/injection" && e["operator"] == "NotIn"));
@@ -322,7 +336,10 @@ fn webhooks_fail_open_for_pods_and_closed_for_config() {
         strings(&config["rules"][0]["resources"]),
         ["monitoredapps", "alertpolicies", "slos", "dashboardviews"]
     );
-    assert_eq!(strings(&config["rules"][0]["operations"]), ["CREATE", "UPDATE"]);
+    assert_eq!(
+        strings(&config["rules"][0]["operations"]),
+        ["CREATE", "UPDATE"]
+    );
 }
 
 /// RBAC grants no wildcard, only the resources the operator uses, Secrets only by name in its
@@ -351,14 +368,24 @@ fn rbac_is_least_privilege() {
             ("monitoring.coreos.com", "prometheusrules"),
             ("monitoring.coreos.com", "alertmanagerconfigs"),
             ("grafana.integreatly.org", "grafanadashboards"),
-            ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
-            ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+            (
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+            ),
+            (
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+            ),
             ("coordination.k8s.io", "leases"),
             ("", "secrets"),
         ]
         .into_iter()
         .collect();
-        for role in rendered.all("ClusterRole").into_iter().chain(rendered.all("Role")) {
+        for role in rendered
+            .all("ClusterRole")
+            .into_iter()
+            .chain(rendered.all("Role"))
+        {
             let cluster_wide = role["kind"] == "ClusterRole";
             for rule in role["rules"].as_array().unwrap() {
                 let verbs = strings(&rule["verbs"]);
@@ -368,7 +395,11 @@ fn rbac_is_least_privilege() {
                         "wildcard in {field}: {rule}"
                     );
                 }
-                assert!(!verbs.contains(&"escalate") && !verbs.contains(&"bind") && !verbs.contains(&"impersonate"));
+                assert!(
+                    !verbs.contains(&"escalate")
+                        && !verbs.contains(&"bind")
+                        && !verbs.contains(&"impersonate")
+                );
                 for group in strings(&rule["apiGroups"]) {
                     for resource in strings(&rule["resources"]) {
                         assert!(
@@ -403,7 +434,12 @@ fn operator_flags_match_the_rendered_objects() {
         panic!("self-managed TLS by default");
     };
     assert_eq!(tls.namespace, NAMESPACE);
-    assert_eq!(tls.service, rendered.one("Service")["metadata"]["name"].as_str().unwrap());
+    assert_eq!(
+        tls.service,
+        rendered.one("Service")["metadata"]["name"]
+            .as_str()
+            .unwrap()
+    );
     assert_eq!(
         tls.mutating_webhook.as_deref(),
         rendered.one("MutatingWebhookConfiguration")["metadata"]["name"].as_str()
@@ -427,7 +463,9 @@ fn operator_flags_match_the_rendered_objects() {
         .map(|p| p["containerPort"].as_i64().unwrap())
         .collect();
     assert!(container_ports.contains(&i64::from(parsed.webhook_listen.port())));
-    assert_eq!(parsed.agent_image, "ghcr.io/vigil-dev/vigil-agent:0.1.0");
+    let args = args(&rendered);
+    assert!(args.contains(&"--agent-image=ghcr.io/vigil-dev/vigil-agent:0.1.0".to_owned()));
+    assert!(!args.contains(&"--no-native-sidecar".to_owned()));
 }
 
 /// Non-default values: cert-manager (Certificate for the Service's names, CA injection
@@ -446,8 +484,11 @@ fn non_default_values_render_valid_objects() {
     assert_eq!(deployment["metadata"]["labels"]["team"], "platform");
 
     let parsed = webhook_args(&rendered);
-    assert_eq!(parsed.agent_image, "registry.example.com/platform/vigil-agent:0.1.0-rc.1");
-    assert_eq!(parsed.native_sidecar, vigil_operator::webhook::NativeSidecarMode::Never);
+    let args = args(&rendered);
+    assert!(args.contains(
+        &"--agent-image=registry.example.com/platform/vigil-agent:0.1.0-rc.1".to_owned()
+    ));
+    assert!(args.contains(&"--no-native-sidecar".to_owned()));
     let CertSource::Directory(cert_dir) = parsed.cert_source() else {
         panic!("cert-manager mode reads mounted files");
     };
@@ -467,11 +508,19 @@ fn non_default_values_render_valid_objects() {
 
     let certificate = rendered.one("Certificate");
     assert_eq!(certificate["apiVersion"], "cert-manager.io/v1");
-    assert_eq!(certificate["spec"]["secretName"], volume["secret"]["secretName"]);
+    assert_eq!(
+        certificate["spec"]["secretName"],
+        volume["secret"]["secretName"]
+    );
     assert_eq!(certificate["spec"]["issuerRef"]["name"], "platform-ca");
     assert_eq!(certificate["spec"]["issuerRef"]["kind"], "ClusterIssuer");
-    assert!(rendered.all("Issuer").is_empty(), "an existing issuer is used");
-    let service = rendered.one("Service")["metadata"]["name"].as_str().unwrap();
+    assert!(
+        rendered.all("Issuer").is_empty(),
+        "an existing issuer is used"
+    );
+    let service = rendered.one("Service")["metadata"]["name"]
+        .as_str()
+        .unwrap();
     assert_eq!(
         strings(&certificate["spec"]["dnsNames"]),
         [
@@ -483,7 +532,10 @@ fn non_default_values_render_valid_objects() {
         "{NAMESPACE}/{}",
         certificate["metadata"]["name"].as_str().unwrap()
     );
-    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
         assert_eq!(
             rendered.one(kind)["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
             inject_from.as_str()
@@ -491,22 +543,33 @@ fn non_default_values_render_valid_objects() {
     }
     let cluster_role = rendered.one("ClusterRole");
     assert!(
-        !cluster_role.to_string().contains("admissionregistration.k8s.io"),
+        !cluster_role
+            .to_string()
+            .contains("admissionregistration.k8s.io"),
         "cert-manager mode needs no webhook configuration access"
     );
     let excluded = &rendered.one("MutatingWebhookConfiguration")["webhooks"][0]
         ["namespaceSelector"]["matchExpressions"][1]["values"];
-    assert_eq!(strings(excluded), [NAMESPACE, "kube-system", "ingress-nginx"]);
+    assert_eq!(
+        strings(excluded),
+        [NAMESPACE, "kube-system", "ingress-nginx"]
+    );
 
     let monitor = rendered.one("ServiceMonitor");
     assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
-    assert_eq!(monitor["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
     assert_eq!(
         monitor["spec"]["selector"]["matchLabels"],
         rendered.one("Service")["spec"]["selector"]
     );
-    assert_eq!(rendered.one("PodDisruptionBudget")["spec"]["minAvailable"], 1);
+    assert_eq!(
+        rendered.one("PodDisruptionBudget")["spec"]["minAvailable"],
+        1
+    );
 }
 
 /// cert-manager without an issuer gets a self-signed Issuer; one replica gets no PDB (it
@@ -538,6 +601,7 @@ fn schema_rejects_bad_values() {
         ("replicas=0", "replicas"),
         ("webhook.timeoutSeconds=10", "timeoutSeconds"),
         ("agent.nativeSidecar=sometimes", "nativeSidecar"),
+        ("extraArgs={run}", "extraArgs"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("serviceMonitor.enabled=yes", "enabled"),
         ("webhook.certManager.issuerRef.kind=Vault", "kind"),
@@ -557,9 +621,10 @@ fn schema_rejects_bad_values() {
 #[test]
 fn schema_covers_every_value() {
     let root = repo_root();
-    let values: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("charts/vigil/values.yaml")).unwrap())
-            .unwrap();
+    let values: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("charts/vigil/values.yaml")).unwrap(),
+    )
+    .unwrap();
     let values = serde_json::to_value(values).unwrap();
     let schema: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("charts/vigil/values.schema.json")).unwrap(),
@@ -567,7 +632,10 @@ fn schema_covers_every_value() {
     .unwrap();
     let mut missing = Vec::new();
     covered(&values, &schema, "", &mut missing);
-    assert!(missing.is_empty(), "values without a typed, described schema entry: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "values without a typed, described schema entry: {missing:?}"
+    );
 }
 
 fn covered(value: &Value, schema: &Value, path: &str, missing: &mut Vec<String>) {
@@ -581,7 +649,11 @@ fn covered(value: &Value, schema: &Value, path: &str, missing: &mut Vec<String>)
             return;
         };
         for (key, child) in map {
-            let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            let child_path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
             match props.get(key) {
                 Some(child_schema) => covered(child, child_schema, &child_path, missing),
                 None => missing.push(child_path),

@@ -4,7 +4,8 @@
 //!
 //! Prints, per case, MiB/s of log file and CPU-seconds per GiB (user + system time of the
 //! process from `/proc/self/stat`). Run with `cargo bench -p vigil-agent --bench log_pipeline`.
-//! Figures only, no assertions.
+//! `VIGIL_BENCH_CASE=<text>` runs only the cases whose name contains it. Figures only, no
+//! assertions.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -116,6 +117,9 @@ fn pipeline(detectors: Vec<Detector>) -> LogPipeline {
 }
 
 fn run_case(name: &str, format: LogFormat, message: fn(u64) -> String, detectors: Vec<Detector>) {
+    if std::env::var("VIGIL_BENCH_CASE").is_ok_and(|only| !name.contains(&only)) {
+        return;
+    }
     let mib: u64 = std::env::var("VIGIL_BENCH_LOG_MIB")
         .ok()
         .and_then(|v| v.parse().ok())

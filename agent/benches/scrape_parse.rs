@@ -35,7 +35,12 @@ fn measure(min: Duration, mut work: impl FnMut()) -> (u64, Duration) {
     (iterations, start.elapsed())
 }
 
-fn report(case: &str, bytes_per_iteration: usize, items_per_iteration: usize, run: (u64, Duration)) {
+fn report(
+    case: &str,
+    bytes_per_iteration: usize,
+    items_per_iteration: usize,
+    run: (u64, Duration),
+) {
     let (iterations, elapsed) = run;
     let seconds = elapsed.as_secs_f64();
     let mib = bytes_per_iteration as f64 * iterations as f64 / (1024.0 * 1024.0);
@@ -145,7 +150,10 @@ fn redaction(min: Duration) {
             }
         })
         .collect();
-    for (case, lines) in [("redact clean lines", &clean), ("redact lines, 1 in 4 dirty", &dirty)] {
+    for (case, lines) in [
+        ("redact clean lines", &clean),
+        ("redact lines, 1 in 4 dirty", &dirty),
+    ] {
         let bytes: usize = lines.iter().map(|l| l.len()).sum();
         report(
             case,

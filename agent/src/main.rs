@@ -1,46 +1,115 @@
-//! `vigil-agent`: the per-pod sidecar. This build validates its configuration; the collection
-//! pipeline (sources, processors, buffer, sinks) is built on top of it.
+//! `vigil-agent`: the per-pod sidecar. `--config FILE` runs the pipeline (and reloads FILE when
+//! it changes); `--check-config FILE` validates FILE and exits.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use vigil_crds::AgentConfig;
+use vigil_agent::runtime::{self, Settings};
 
 /// Vigil's sidecar agent.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Agent configuration file (rendered by the operator into a ConfigMap).
-    #[arg(long, value_name = "FILE")]
+    /// Agent configuration file (rendered by the operator into a ConfigMap); reloaded when it
+    /// changes.
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
     config: Option<PathBuf>,
     /// Validate FILE and exit: 0 when valid, 1 with the offending field otherwise.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    /// How often the config file is checked for changes, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    reload_interval: f64,
+    /// How long SIGTERM may take to flush buffers to the backends, in seconds; what is left
+    /// stays in the disk buffer for the next start.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    shutdown_timeout: f64,
+    /// Worker threads of the runtime.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    worker_threads: usize,
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| format!("{flag}: {value} is not a duration in seconds"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(path) = cli.check_config.or(cli.config) else {
+    if let Some(path) = cli.check_config {
+        return match runtime::load_config(&path) {
+            Ok((config, _)) => {
+                println!(
+                    "{}: valid agent config for {}/{}",
+                    path.display(),
+                    config.app.namespace,
+                    config.app.name
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}", error_chain(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(config_path) = cli.config else {
         eprintln!("vigil-agent: pass --config FILE or --check-config FILE");
         return ExitCode::from(2);
     };
-    let loaded = std::fs::read_to_string(&path)
-        .map_err(anyhow::Error::from)
-        .and_then(|text| AgentConfig::from_yaml(&text).map_err(anyhow::Error::from));
-    match loaded {
-        Ok(config) => {
-            println!(
-                "{}: valid agent config for {}/{}",
-                path.display(),
-                config.app.namespace,
-                config.app.name
-            );
-            ExitCode::SUCCESS
+    let settings = match (
+        seconds(cli.reload_interval, "--reload-interval"),
+        seconds(cli.shutdown_timeout, "--shutdown-timeout"),
+    ) {
+        (Ok(reload_interval), Ok(shutdown_deadline)) => {
+            Settings { config_path, reload_interval, shutdown_deadline }
         }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("vigil-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.worker_threads.max(1))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
         Err(e) => {
-            eprintln!("{}: {e}", path.display());
+            eprintln!("vigil-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(runtime::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "vigil-agent failed");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Structured JSON logs on stderr; `VIGIL_LOG` sets the filter (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_current_span(false)
+        .init();
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

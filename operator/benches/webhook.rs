@@ -94,7 +94,10 @@ fn micros(d: Duration) -> f64 {
 
 fn handler_bench(webhook: &Webhook, sizes: &[(&str, Vec<u8>)]) {
     println!("handler (mutate::review: parse, choose app, inject, diff, encode), one thread:");
-    println!("  {:>6} {:>8} {:>10} {:>10} {:>10}", "pod", "bytes", "mean µs", "p50 µs", "p99 µs");
+    println!(
+        "  {:>6} {:>8} {:>10} {:>10} {:>10}",
+        "pod", "bytes", "mean µs", "p50 µs", "p99 µs"
+    );
     for (name, body) in sizes {
         for _ in 0..200 {
             mutate::review(webhook, body).unwrap();

@@ -73,7 +73,9 @@ pub fn decide(
     let duration = spec
         .lease_duration_seconds
         .map(|s| SignedDuration::from_secs(i64::from(s)))
-        .unwrap_or_else(|| SignedDuration::try_from(default_duration).unwrap_or(SignedDuration::MAX));
+        .unwrap_or_else(|| {
+            SignedDuration::try_from(default_duration).unwrap_or(SignedDuration::MAX)
+        });
     let last = spec
         .renew_time
         .as_ref()
@@ -144,7 +146,10 @@ impl LeaderElector {
             .await
             .map_err(|e| self.error("read", e))?;
         let decision = decide(
-            existing.as_ref().map(|l| l.spec.clone().unwrap_or_default()).as_ref(),
+            existing
+                .as_ref()
+                .map(|l| l.spec.clone().unwrap_or_default())
+                .as_ref(),
             now,
             &self.settings.identity,
             self.settings.duration,
@@ -168,7 +173,10 @@ impl LeaderElector {
                         ..LeaseSpec::default()
                     }),
                 };
-                ("create", self.api.create(&PostParams::default(), &lease).await)
+                (
+                    "create",
+                    self.api.create(&PostParams::default(), &lease).await,
+                )
             }
             (Decision::Renew, Some(mut lease)) => {
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -182,7 +190,8 @@ impl LeaderElector {
                 spec.lease_duration_seconds = Some(self.duration_seconds());
                 spec.acquire_time = Some(MicroTime(now));
                 spec.renew_time = Some(MicroTime(now));
-                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+                spec.lease_transitions =
+                    Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
                 ("acquire", self.replace(&lease).await)
             }
             // `decide` only says Renew or Acquire for an existing lease.

@@ -5,7 +5,6 @@
 //! Shutdown (SIGTERM or Ctrl-C): the controllers stop taking new work and finish the reconciles
 //! in flight, then the lease is released so another replica takes over at once.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +154,11 @@ pub async fn run_with(
 /// Runs the controllers whenever this replica leads. They are restarted when the set of
 /// optional APIs changes (so newly installed CRDs are watched) and stopped when leadership is
 /// lost or on shutdown.
-async fn lead(ctx: Arc<Context>, mut leading: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+async fn lead(
+    ctx: Arc<Context>,
+    mut leading: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             r = leading.wait_for(|l| *l) => if r.is_err() { return },
@@ -184,31 +187,29 @@ async fn lead(ctx: Arc<Context>, mut leading: watch::Receiver<bool>, mut shutdow
 
 /// Completes when leadership is lost, shutdown starts, or discovery finds the optional APIs
 /// changed from `apis`.
-fn stop_when(
+async fn stop_when(
     ctx: Arc<Context>,
     apis: controllers::OptionalApis,
     mut leading: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let changed = async {
-            loop {
-                tokio::time::sleep(discovery::DEFAULT_TTL).await;
-                match ctx.discovery.refresh().await {
-                    Ok(now) if now != apis => {
-                        tracing::info!(?now, "optional APIs changed; restarting controllers");
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "API discovery failed"),
+) {
+    let changed = async {
+        loop {
+            tokio::time::sleep(discovery::DEFAULT_TTL).await;
+            match ctx.discovery.refresh().await {
+                Ok(now) if now != apis => {
+                    tracing::info!(?now, "optional APIs changed; restarting controllers");
+                    return;
                 }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "API discovery failed"),
             }
-        };
-        tokio::select! {
-            _ = leading.wait_for(|l| !*l) => {}
-            _ = shutdown.wait_for(|s| *s) => {}
-            _ = changed => {}
         }
+    };
+    tokio::select! {
+        _ = leading.wait_for(|l| !*l) => {}
+        _ = shutdown.wait_for(|s| *s) => {}
+        _ = changed => {}
     }
 }
 

@@ -33,9 +33,8 @@ pub const USER_AGENT: &str = concat!("vigil-agent/", env!("CARGO_PKG_VERSION"));
 
 /// Parses an exporter URL; only `http` and `https` are accepted.
 pub fn parse_url(field: &str, url: &str) -> Result<Url, SinkConfigError> {
-    let parsed = Url::parse(url).map_err(|e| {
-        SinkConfigError::invalid(field, format!("{url:?} is not a valid URL: {e}"))
-    })?;
+    let parsed = Url::parse(url)
+        .map_err(|e| SinkConfigError::invalid(field, format!("{url:?} is not a valid URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(SinkConfigError::invalid(
             field,
@@ -86,7 +85,10 @@ pub fn read_ca_bundle(
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
-            SinkConfigError::invalid(field, format!("{path} is not a PEM certificate bundle: {e}"))
+            SinkConfigError::invalid(
+                field,
+                format!("{path} is not a PEM certificate bundle: {e}"),
+            )
         })?;
     if certs.is_empty() {
         return Err(SinkConfigError::invalid(
@@ -187,12 +189,15 @@ impl CredentialFile {
                 retry_after: None,
             });
         }
-        let mut header = HeaderValue::from_str(&format!("{} {token}", self.scheme)).map_err(|_| {
-            SendError::Retryable {
-                reason: format!("credential file {path} holds characters not allowed in a header"),
-                retry_after: None,
-            }
-        })?;
+        let mut header =
+            HeaderValue::from_str(&format!("{} {token}", self.scheme)).map_err(|_| {
+                SendError::Retryable {
+                    reason: format!(
+                        "credential file {path} holds characters not allowed in a header"
+                    ),
+                    retry_after: None,
+                }
+            })?;
         header.set_sensitive(true);
         *cached = Some(CachedCredential {
             modified,

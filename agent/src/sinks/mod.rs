@@ -290,7 +290,12 @@ mod tests {
         let names: Vec<_> = sinks.iter().map(Sink::name).collect();
         assert_eq!(
             names,
-            ["sink_otlp", "sink_remote_write", "sink_loki", "sink_splunk_hec"]
+            [
+                "sink_otlp",
+                "sink_remote_write",
+                "sink_loki",
+                "sink_splunk_hec"
+            ]
         );
         assert_eq!(
             sinks[0].signals(),
@@ -335,7 +340,10 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert!(e.to_string().starts_with("exporters.otlp.endpoint: "), "{e}");
+        assert!(
+            e.to_string().starts_with("exporters.otlp.endpoint: "),
+            "{e}"
+        );
         let e = err(ExportersConfig {
             loki: Some(HttpSink {
                 tenant: Some("bad\ntenant".into()),

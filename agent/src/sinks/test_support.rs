@@ -289,9 +289,10 @@ impl GrpcCollector {
         let mut server = tonic::transport::Server::builder();
         if let Some((cert, key)) = identity {
             server = server
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(
-                    tonic::transport::Identity::from_pem(cert, key),
-                ))
+                .tls_config(
+                    tonic::transport::ServerTlsConfig::new()
+                        .identity(tonic::transport::Identity::from_pem(cert, key)),
+                )
                 .unwrap();
         }
         let services = CollectorServices {
@@ -335,7 +336,9 @@ impl Service<http::Request<Body>> for CollectorServices {
             TraceServiceServer::<OtlpRecorder>::NAME => self.traces.call(request),
             MetricsServiceServer::<OtlpRecorder>::NAME => self.metrics.call(request),
             LogsServiceServer::<OtlpRecorder>::NAME => self.logs.call(request),
-            _ => Box::pin(async { Ok(tonic::Status::unimplemented("unknown service").into_http()) }),
+            _ => {
+                Box::pin(async { Ok(tonic::Status::unimplemented("unknown service").into_http()) })
+            }
         }
     }
 }
@@ -410,7 +413,11 @@ impl Prometheus {
     pub async fn start() -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 1h\nscrape_configs: []\n").unwrap();
+        std::fs::write(
+            &config,
+            "global:\n  scrape_interval: 1h\nscrape_configs: []\n",
+        )
+        .unwrap();
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
@@ -465,15 +472,14 @@ impl Prometheus {
             &[("query", query.to_owned()), ("time", time.to_string())],
         )
         .unwrap();
-        let response = plain_client()
-            .get(url)
-            .send()
-            .await
-            .unwrap();
+        let response = plain_client().get(url).send().await.unwrap();
         let json: serde_json::Value =
             serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
         assert_eq!(json["status"], "success", "{json}");
-        json["data"]["result"].as_array().cloned().unwrap_or_default()
+        json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

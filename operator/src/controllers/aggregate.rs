@@ -134,7 +134,10 @@ pub fn prometheus_config_map(
     let mut data = BTreeMap::new();
     if !apis.pod_monitor {
         let configs = serde_json::json!({ "scrape_configs": scrape::scrape_configs(inv) });
-        data.insert(SCRAPE_CONFIGS_KEY.to_owned(), serde_yaml::to_string(&configs)?);
+        data.insert(
+            SCRAPE_CONFIGS_KEY.to_owned(),
+            serde_yaml::to_string(&configs)?,
+        );
     }
     if !apis.prometheus_rule {
         for policy in &inv.policies {
@@ -238,14 +241,14 @@ pub async fn sync_prometheus(
             child: format!("ConfigMap/{namespace}/{PROMETHEUS_CONFIG_MAP}"),
             source,
         })?;
-    let existing = api
-        .get_opt(PROMETHEUS_CONFIG_MAP)
-        .await
-        .map_err(|source| ObserveError::Read {
-            object: owner.to_owned(),
-            what: format!("ConfigMap/{namespace}/{PROMETHEUS_CONFIG_MAP}"),
-            source,
-        })?;
+    let existing =
+        api.get_opt(PROMETHEUS_CONFIG_MAP)
+            .await
+            .map_err(|source| ObserveError::Read {
+                object: owner.to_owned(),
+                what: format!("ConfigMap/{namespace}/{PROMETHEUS_CONFIG_MAP}"),
+                source,
+            })?;
     match (desired, existing) {
         (Some(desired), existing) => {
             let unchanged = existing.as_ref().is_some_and(|e| {
@@ -276,7 +279,11 @@ pub async fn sync_prometheus(
 /// Re-renders the `vigil-alertmanager` Secret from every `AlertPolicy` in scope and writes it
 /// when it changed (then asks Alertmanager to reload). Does nothing while prometheus-operator
 /// serves `AlertmanagerConfig`.
-pub async fn sync_alertmanager(ctx: &Context, apis: OptionalApis, owner: &str) -> Result<(), Error> {
+pub async fn sync_alertmanager(
+    ctx: &Context,
+    apis: OptionalApis,
+    owner: &str,
+) -> Result<(), Error> {
     if apis.alertmanager_config {
         return Ok(());
     }
@@ -354,13 +361,17 @@ where
             "resourceVersion": object.resource_version(),
         }
     });
-    api.patch(&object.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map(|_| ())
-        .map_err(|source| ApplyError::Finalizer {
-            object: describe(object),
-            source,
-        })
+    api.patch(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| ApplyError::Finalizer {
+        object: describe(object),
+        source,
+    })
 }
 
 /// Makes sure `object` carries the finalizer exactly when it feeds a shared output.

@@ -103,7 +103,11 @@ pub fn owner_selector<K: Resource<DynamicType = ()> + ResourceExt>(owner: &K) ->
 
 /// Server-side applies `child` (forcing ownership of its fields) and returns what the API server
 /// stored.
-pub async fn apply(client: &Client, owner: &str, child: &Child) -> Result<DynamicObject, ApplyError> {
+pub async fn apply(
+    client: &Client,
+    owner: &str,
+    child: &Child,
+) -> Result<DynamicObject, ApplyError> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), child.namespace(), &child.resource);
     api.patch(

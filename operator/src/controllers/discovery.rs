@@ -22,7 +22,12 @@ pub fn pod_monitor() -> ApiResource {
 
 /// prometheus-operator's `PrometheusRule` (`monitoring.coreos.com/v1`).
 pub fn prometheus_rule() -> ApiResource {
-    resource("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules")
+    resource(
+        "monitoring.coreos.com",
+        "v1",
+        "PrometheusRule",
+        "prometheusrules",
+    )
 }
 
 /// prometheus-operator's `AlertmanagerConfig` (`monitoring.coreos.com/v1alpha1`).

@@ -253,7 +253,13 @@ impl FakeApiServer {
         self.lock().requests.clone()
     }
 
-    fn handle(&self, method: Method, uri: &http::Uri, headers: &http::HeaderMap, body: &[u8]) -> (StatusCode, Value) {
+    fn handle(
+        &self,
+        method: Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
         let mut state = self.lock();
         state
             .requests
@@ -297,7 +303,13 @@ impl State {
         self.resource_version.to_string()
     }
 
-    fn insert_new(&mut self, resource: &ApiResource, ns: &str, name: &str, mut object: Value) -> Value {
+    fn insert_new(
+        &mut self,
+        resource: &ApiResource,
+        ns: &str,
+        name: &str,
+        mut object: Value,
+    ) -> Value {
         self.uids += 1;
         let uid = format!("00000000-0000-4000-8000-{:012}", self.uids);
         let version = self.next_version();
@@ -323,11 +335,18 @@ impl State {
 
     /// Stores `next` as the new version of `previous`: keeps identity fields, bumps versions,
     /// finishes a deletion whose last finalizer went.
-    fn store(&mut self, resource: &ApiResource, ns: &str, name: &str, previous: Value, mut next: Value) -> Value {
+    fn store(
+        &mut self,
+        resource: &ApiResource,
+        ns: &str,
+        name: &str,
+        previous: Value,
+        mut next: Value,
+    ) -> Value {
         let version = self.next_version();
         let spec_changed = previous.get("spec") != next.get("spec");
-        let generation = previous["metadata"]["generation"].as_i64().unwrap_or(1)
-            + i64::from(spec_changed);
+        let generation =
+            previous["metadata"]["generation"].as_i64().unwrap_or(1) + i64::from(spec_changed);
         next["apiVersion"] = json!(resource.api_version);
         next["kind"] = json!(resource.kind);
         let mut finishing = false;
@@ -396,8 +415,9 @@ impl State {
                 by_name.remove(name);
             }
         }
-        self.applied
-            .retain(|(av, plural, n, o, _), _| !(av == &resource.api_version && plural == &resource.plural && n == ns && o == name));
+        self.applied.retain(|(av, plural, n, o, _), _| {
+            !(av == &resource.api_version && plural == &resource.plural && n == ns && o == name)
+        });
         loop {
             let uids: BTreeSet<String> = self
                 .all_objects()
@@ -423,7 +443,10 @@ impl State {
                 break;
             };
             // Dependents go through the normal deletion path, so their finalizers are honoured.
-            if self.delete(&resource, &ns, &name).is_some_and(|o| o["metadata"].get("deletionTimestamp").is_some()) {
+            if self
+                .delete(&resource, &ns, &name)
+                .is_some_and(|o| o["metadata"].get("deletionTimestamp").is_some())
+            {
                 // Waiting for a finalizer: it keeps its owner references but is not removed now.
                 let still_there = self.get(&resource, &ns, &name).is_some();
                 if still_there {
@@ -451,7 +474,13 @@ impl State {
         })
     }
 
-    fn handle(&mut self, method: Method, uri: &http::Uri, headers: &http::HeaderMap, body: &[u8]) -> (StatusCode, Value) {
+    fn handle(
+        &mut self,
+        method: Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
         let query = parse_query(uri.query().unwrap_or_default());
         let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
         let (group, version, rest) = match segments.as_slice() {
@@ -460,7 +489,9 @@ impl State {
             _ => return not_found("the server could not find the requested resource"),
         };
         if self.hidden_groups.contains(group) {
-            return not_found(&format!("the server could not find the requested resource ({group}/{version})"));
+            return not_found(&format!(
+                "the server could not find the requested resource ({group}/{version})"
+            ));
         }
         let (ns, plural, name, sub) = match rest {
             [] => return self.discovery(group, version),
@@ -480,7 +511,9 @@ impl State {
             .find(|s| s.resource.api_version == api_version && s.resource.plural == plural)
             .cloned()
         else {
-            return not_found(&format!("the server could not find the requested resource ({plural})"));
+            return not_found(&format!(
+                "the server could not find the requested resource ({plural})"
+            ));
         };
         let resource = served.resource;
         let content_type = headers
@@ -497,13 +530,23 @@ impl State {
         } else {
             match serde_json::from_slice(body).or_else(|_| serde_yaml::from_slice(body)) {
                 Ok(v) => v,
-                Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &format!("cannot decode body: {e}")),
+                Err(e) => {
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        &format!("cannot decode body: {e}"),
+                    )
+                }
             }
         };
         match (method, ns, name) {
             (Method::GET, _, None) => {
                 if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                    return status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the fake API server does not serve watches");
+                    return status(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "MethodNotAllowed",
+                        "the fake API server does not serve watches",
+                    );
                 }
                 let selector = query.get("labelSelector").cloned().unwrap_or_default();
                 self.list_objects(&resource, ns, &selector, metadata_only)
@@ -514,14 +557,28 @@ impl State {
                 None => not_found_object(&resource, name),
             },
             (Method::POST, Some(ns), None) => {
-                let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 if name.is_empty() {
-                    return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "metadata.name is required");
+                    return status(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "Invalid",
+                        "metadata.name is required",
+                    );
                 }
                 if self.get(&resource, ns, &name).is_some() {
-                    return status(StatusCode::CONFLICT, "AlreadyExists", &format!("{} {name:?} already exists", resource.plural));
+                    return status(
+                        StatusCode::CONFLICT,
+                        "AlreadyExists",
+                        &format!("{} {name:?} already exists", resource.plural),
+                    );
                 }
-                (StatusCode::CREATED, self.insert_new(&resource, ns, &name, body))
+                (
+                    StatusCode::CREATED,
+                    self.insert_new(&resource, ns, &name, body),
+                )
             }
             (Method::PUT, Some(ns), Some(name)) => {
                 let Some(existing) = self.get(&resource, ns, name).cloned() else {
@@ -539,7 +596,10 @@ impl State {
                     }
                     _ => keep_status(&existing, &mut next),
                 }
-                (StatusCode::OK, self.store(&resource, ns, name, existing, next))
+                (
+                    StatusCode::OK,
+                    self.store(&resource, ns, name, existing, next),
+                )
             }
             (Method::PATCH, Some(ns), Some(name)) => {
                 self.patch(&resource, ns, name, sub, &content_type, &query, body)
@@ -548,7 +608,11 @@ impl State {
                 Some(o) => (StatusCode::OK, o),
                 None => not_found_object(&resource, name),
             },
-            _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "unsupported request"),
+            _ => status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "unsupported request",
+            ),
         }
     }
 
@@ -576,13 +640,22 @@ impl State {
                 }
             }
             let manager = query.get("fieldManager").cloned().unwrap_or_default();
-            let key = (resource.api_version.clone(), resource.plural.clone(), ns.to_owned(), name.to_owned(), manager);
+            let key = (
+                resource.api_version.clone(),
+                resource.plural.clone(),
+                ns.to_owned(),
+                name.to_owned(),
+                manager,
+            );
             let Some(existing) = existing else {
                 if sub.is_some() {
                     return not_found_object(resource, name);
                 }
                 self.applied.insert(key, body.clone());
-                return (StatusCode::CREATED, self.insert_new(resource, ns, name, body));
+                return (
+                    StatusCode::CREATED,
+                    self.insert_new(resource, ns, name, body),
+                );
             };
             let previous = self.applied.get(&key).cloned().unwrap_or(Value::Null);
             let mut next = existing.clone();
@@ -599,13 +672,20 @@ impl State {
             remove_dropped(target, &previous, &applied);
             deep_merge(target, &applied);
             self.applied.insert(key, applied);
-            return (StatusCode::OK, self.store(resource, ns, name, existing, next));
+            return (
+                StatusCode::OK,
+                self.store(resource, ns, name, existing, next),
+            );
         }
         let Some(existing) = existing else {
             return not_found_object(resource, name);
         };
         if content_type.starts_with("application/json-patch") {
-            return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "the fake API server does not support JSON patch");
+            return status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                "the fake API server does not support JSON patch",
+            );
         }
         if let Some(conflict) = version_conflict(&existing, &body, resource, name) {
             return conflict;
@@ -614,7 +694,9 @@ impl State {
         match sub {
             Some("status") => {
                 let mut patch_status = body["status"].clone();
-                let target = next.as_object_mut().map(|o| o.entry("status").or_insert(json!({})));
+                let target = next
+                    .as_object_mut()
+                    .map(|o| o.entry("status").or_insert(json!({})));
                 if let Some(target) = target {
                     merge_patch(target, &mut patch_status);
                 }
@@ -630,10 +712,19 @@ impl State {
                 merge_patch(&mut next, &mut patch);
             }
         }
-        (StatusCode::OK, self.store(resource, ns, name, existing, next))
+        (
+            StatusCode::OK,
+            self.store(resource, ns, name, existing, next),
+        )
     }
 
-    fn list_objects(&self, resource: &ApiResource, ns: Option<&str>, selector: &str, metadata_only: bool) -> (StatusCode, Value) {
+    fn list_objects(
+        &self,
+        resource: &ApiResource,
+        ns: Option<&str>,
+        selector: &str,
+        metadata_only: bool,
+    ) -> (StatusCode, Value) {
         let requirements = match parse_selector(selector) {
             Ok(r) => r,
             Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
@@ -653,9 +744,15 @@ impl State {
             .map(|o| if metadata_only { partial(o) } else { o.clone() })
             .collect();
         let (api_version, kind) = if metadata_only {
-            ("meta.k8s.io/v1".to_owned(), "PartialObjectMetadataList".to_owned())
+            (
+                "meta.k8s.io/v1".to_owned(),
+                "PartialObjectMetadataList".to_owned(),
+            )
         } else {
-            (resource.api_version.clone(), format!("{}List", resource.kind))
+            (
+                resource.api_version.clone(),
+                format!("{}List", resource.kind),
+            )
         };
         (
             StatusCode::OK,
@@ -688,7 +785,9 @@ impl State {
             })
             .collect();
         if resources.is_empty() {
-            return not_found(&format!("the server could not find the requested resource ({api_version})"));
+            return not_found(&format!(
+                "the server could not find the requested resource ({api_version})"
+            ));
         }
         (
             StatusCode::OK,
@@ -703,9 +802,16 @@ impl State {
 }
 
 /// `metadata.resourceVersion` in `body` that differs from the stored one: a 409.
-fn version_conflict(existing: &Value, body: &Value, resource: &ApiResource, name: &str) -> Option<(StatusCode, Value)> {
+fn version_conflict(
+    existing: &Value,
+    body: &Value,
+    resource: &ApiResource,
+    name: &str,
+) -> Option<(StatusCode, Value)> {
     let wanted = body["metadata"]["resourceVersion"].as_str()?;
-    let current = existing["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+    let current = existing["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default();
     (wanted != current).then(|| {
         status(
             StatusCode::CONFLICT,
@@ -974,8 +1080,16 @@ mod tests {
     /// Label selectors select what the API server would.
     #[test]
     fn selectors_match_like_the_api_server() {
-        let labels = BTreeMap::from([("app".to_owned(), "shop".to_owned()), ("tier".to_owned(), "web".to_owned())]);
-        let check = |s: &str| parse_selector(s).unwrap().iter().all(|r| r.matches(&labels));
+        let labels = BTreeMap::from([
+            ("app".to_owned(), "shop".to_owned()),
+            ("tier".to_owned(), "web".to_owned()),
+        ]);
+        let check = |s: &str| {
+            parse_selector(s)
+                .unwrap()
+                .iter()
+                .all(|r| r.matches(&labels))
+        };
         assert!(check("app=shop"));
         assert!(check("app==shop,tier in (web, db)"));
         assert!(check("app,!missing,tier notin (db)"));

@@ -52,10 +52,8 @@ pub use metrics::ReconcileMetrics;
 pub use reload::Reloader;
 
 /// Agent image injected when a `MonitoredApp` names none.
-pub const DEFAULT_AGENT_IMAGE: &str = concat!(
-    "ghcr.io/vigil-dev/vigil-agent:",
-    env!("CARGO_PKG_VERSION")
-);
+pub const DEFAULT_AGENT_IMAGE: &str =
+    concat!("ghcr.io/vigil-dev/vigil-agent:", env!("CARGO_PKG_VERSION"));
 
 /// Name under which the operator reports Events.
 pub const REPORTER: &str = "vigil-operator";
@@ -275,13 +273,23 @@ fn owns_optional<K>(
     resource: ApiResource,
 ) -> Controller<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     if !served {
         return controller;
     }
     let api = scoped_dynamic(ctx, &resource);
-    controller.owns_with(api, resource, watcher::Config::default().labels(CHILD_SELECTOR))
+    controller.owns_with(
+        api,
+        resource,
+        watcher::Config::default().labels(CHILD_SELECTOR),
+    )
 }
 
 /// Objects in the same namespace whose `appRef`/`apps` name the changed `MonitoredApp`.
@@ -307,7 +315,11 @@ where
 /// Runs the four controllers until `shutdown` completes (then lets in-flight reconciles
 /// finish). `apis` is the discovery answer the watches are built for: the caller restarts the
 /// controllers when it changes, so children of newly installed CRDs are watched too.
-pub async fn run(ctx: Arc<Context>, apis: OptionalApis, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    apis: OptionalApis,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let shutdown = shutdown.boxed().shared();
     let config = controller::Config::default().debounce(Duration::from_secs(1));
     let owned = || watcher::Config::default().labels(CHILD_SELECTOR);
@@ -321,20 +333,24 @@ pub async fn run(ctx: Arc<Context>, apis: OptionalApis, shutdown: impl Future<Ou
     // Metadata only: pod labels and annotations are all the counts need.
     let pods: Api<PartialObjectMeta<Pod>> = scoped(&ctx);
     let apps = apps
-        .watches(pods, watcher::Config::default(), move |pod: PartialObjectMeta<Pod>| {
-            let labels = pod.labels().clone();
-            let ns = pod.namespace();
-            app_store
-                .state()
-                .into_iter()
-                .filter(|app| app.namespace() == ns)
-                .filter(|app| {
-                    kube::core::Selector::try_from(app.spec.selector.clone())
-                        .is_ok_and(|s| s.matches(&labels))
-                })
-                .map(|app| ObjectRef::from_obj(app.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            pods,
+            watcher::Config::default(),
+            move |pod: PartialObjectMeta<Pod>| {
+                let labels = pod.labels().clone();
+                let ns = pod.namespace();
+                app_store
+                    .state()
+                    .into_iter()
+                    .filter(|app| app.namespace() == ns)
+                    .filter(|app| {
+                        kube::core::Selector::try_from(app.spec.selector.clone())
+                            .is_ok_and(|s| s.matches(&labels))
+                    })
+                    .map(|app| ObjectRef::from_obj(app.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown.clone())
         .run(monitored_app::reconcile, error_policy, ctx.clone())
         .for_each(log_result);
@@ -342,16 +358,27 @@ pub async fn run(ctx: Arc<Context>, apis: OptionalApis, shutdown: impl Future<Ou
     // AlertPolicy: PrometheusRule, AlertmanagerConfig; re-run when its app changes.
     let policies = Controller::new(scoped::<AlertPolicy>(&ctx), watcher::Config::default())
         .with_config(config.clone());
-    let policies = owns_optional(policies, &ctx, apis.prometheus_rule, discovery::prometheus_rule());
+    let policies = owns_optional(
+        policies,
+        &ctx,
+        apis.prometheus_rule,
+        discovery::prometheus_rule(),
+    );
     let policies = owns_optional(
         policies,
         &ctx,
         apis.alertmanager_config,
         discovery::alertmanager_config(),
     );
-    let mapper = referring(policies.store(), |p: &AlertPolicy, app| p.spec.app_ref.name == app);
+    let mapper = referring(policies.store(), |p: &AlertPolicy, app| {
+        p.spec.app_ref.name == app
+    });
     let policies = policies
-        .watches(scoped::<MonitoredApp>(&ctx), watcher::Config::default(), mapper)
+        .watches(
+            scoped::<MonitoredApp>(&ctx),
+            watcher::Config::default(),
+            mapper,
+        )
         .graceful_shutdown_on(shutdown.clone())
         .run(alert_policy::reconcile, error_policy, ctx.clone())
         .for_each(log_result);
@@ -360,11 +387,25 @@ pub async fn run(ctx: Arc<Context>, apis: OptionalApis, shutdown: impl Future<Ou
     let slos = Controller::new(scoped::<Slo>(&ctx), watcher::Config::default())
         .with_config(config.clone())
         .owns(scoped::<ConfigMap>(&ctx), owned());
-    let slos = owns_optional(slos, &ctx, apis.prometheus_rule, discovery::prometheus_rule());
-    let slos = owns_optional(slos, &ctx, apis.grafana_dashboard, discovery::grafana_dashboard());
+    let slos = owns_optional(
+        slos,
+        &ctx,
+        apis.prometheus_rule,
+        discovery::prometheus_rule(),
+    );
+    let slos = owns_optional(
+        slos,
+        &ctx,
+        apis.grafana_dashboard,
+        discovery::grafana_dashboard(),
+    );
     let mapper = referring(slos.store(), |s: &Slo, app| s.spec.app_ref.name == app);
     let slos = slos
-        .watches(scoped::<MonitoredApp>(&ctx), watcher::Config::default(), mapper)
+        .watches(
+            scoped::<MonitoredApp>(&ctx),
+            watcher::Config::default(),
+            mapper,
+        )
         .graceful_shutdown_on(shutdown.clone())
         .run(slo::reconcile, error_policy, ctx.clone())
         .for_each(log_result);
@@ -373,12 +414,21 @@ pub async fn run(ctx: Arc<Context>, apis: OptionalApis, shutdown: impl Future<Ou
     let views = Controller::new(scoped::<DashboardView>(&ctx), watcher::Config::default())
         .with_config(config)
         .owns(scoped::<ConfigMap>(&ctx), owned());
-    let views = owns_optional(views, &ctx, apis.grafana_dashboard, discovery::grafana_dashboard());
+    let views = owns_optional(
+        views,
+        &ctx,
+        apis.grafana_dashboard,
+        discovery::grafana_dashboard(),
+    );
     let mapper = referring(views.store(), |v: &DashboardView, app| {
         v.spec.apps.iter().any(|a| a == app)
     });
     let views = views
-        .watches(scoped::<MonitoredApp>(&ctx), watcher::Config::default(), mapper)
+        .watches(
+            scoped::<MonitoredApp>(&ctx),
+            watcher::Config::default(),
+            mapper,
+        )
         .graceful_shutdown_on(shutdown)
         .run(dashboard_view::reconcile, error_policy, ctx.clone())
         .for_each(log_result);
@@ -386,9 +436,8 @@ pub async fn run(ctx: Arc<Context>, apis: OptionalApis, shutdown: impl Future<Ou
     futures::join!(apps, policies, slos, views);
 }
 
-async fn log_result<K, E1, E2>(
-    result: Result<(ObjectRef<K>, Action), controller::Error<E1, E2>>,
-) where
+async fn log_result<K, E1, E2>(result: Result<(ObjectRef<K>, Action), controller::Error<E1, E2>>)
+where
     K: Resource,
     E1: std::error::Error,
     E2: std::error::Error,

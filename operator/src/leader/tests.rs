@@ -26,18 +26,30 @@ fn spec(holder: Option<&str>, renewed_ago_secs: i64, now: Timestamp) -> LeaseSpe
 fn decision_follows_holder_and_expiry() {
     let now = Timestamp::now();
     assert_eq!(decide(None, now, "a", DURATION), Decision::Create);
-    assert_eq!(decide(Some(&spec(Some("a"), 100, now)), now, "a", DURATION), Decision::Renew);
-    assert_eq!(decide(Some(&spec(None, 1, now)), now, "a", DURATION), Decision::Acquire);
+    assert_eq!(
+        decide(Some(&spec(Some("a"), 100, now)), now, "a", DURATION),
+        Decision::Renew
+    );
+    assert_eq!(
+        decide(Some(&spec(None, 1, now)), now, "a", DURATION),
+        Decision::Acquire
+    );
     assert_eq!(
         decide(Some(&spec(Some("b"), 5, now)), now, "a", DURATION),
         Decision::Wait { holder: "b".into() }
     );
-    assert_eq!(decide(Some(&spec(Some("b"), 15, now)), now, "a", DURATION), Decision::Acquire);
+    assert_eq!(
+        decide(Some(&spec(Some("b"), 15, now)), now, "a", DURATION),
+        Decision::Acquire
+    );
     let never_renewed = LeaseSpec {
         holder_identity: Some("b".into()),
         ..LeaseSpec::default()
     };
-    assert_eq!(decide(Some(&never_renewed), now, "a", DURATION), Decision::Acquire);
+    assert_eq!(
+        decide(Some(&never_renewed), now, "a", DURATION),
+        Decision::Acquire
+    );
 }
 
 /// The renewal interval is a third of the lease duration.
@@ -78,7 +90,9 @@ async fn one_leader_at_a_time_and_release_hands_over() {
     assert_eq!(holder(&server), None);
     assert!(b.try_lead().await.unwrap());
     assert!(!a.try_lead().await.unwrap());
-    let lease: Lease = server.fetch("leases", "vigil-system", "vigil-operator").unwrap();
+    let lease: Lease = server
+        .fetch("leases", "vigil-system", "vigil-operator")
+        .unwrap();
     assert_eq!(lease.spec.unwrap().lease_transitions, Some(1));
 }
 
@@ -116,7 +130,10 @@ async fn run_reports_leadership_and_releases_on_shutdown() {
     assert_eq!(holder(&server).as_deref(), Some("a"));
 
     stop.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!*leading.borrow());
     assert_eq!(holder(&server), None);
 }

@@ -109,7 +109,10 @@ pub fn check_object(object: &Json) -> Vec<Problem> {
     let value = match serde_yaml::to_value(object) {
         Ok(value) => value,
         Err(e) => {
-            problems.push(file_problem(Path::new(""), format!("cannot read object: {e}")));
+            problems.push(file_problem(
+                Path::new(""),
+                format!("cannot read object: {e}"),
+            ));
             return problems;
         }
     };

@@ -457,7 +457,7 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
 }
 
 /// The tag of an image reference (`repo/name:tag@sha256:…` → `tag`), if it has one.
-fn image_tag(image: &str) -> Option<&str> {
+pub fn image_tag(image: &str) -> Option<&str> {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last_segment = without_digest.rsplit('/').next().unwrap_or(without_digest);
     last_segment

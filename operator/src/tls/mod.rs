@@ -45,8 +45,8 @@ use k8s_openapi::ByteString;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -136,7 +136,7 @@ pub enum TlsError {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The Secret kept changing under us (other replicas renewing at the same moment).
     #[error("Secret {namespace}/{name} changed on every attempt; will try again")]
@@ -148,7 +148,7 @@ pub enum TlsError {
         kind: &'static str,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// Reading a mounted certificate file failed.
     #[error("cannot read {}", path.display())]
@@ -388,11 +388,7 @@ fn key_matches(cert_pem: &str, key_pem: &str) -> bool {
 }
 
 /// Decides what to do with what is stored (pure: the same input gives the same plan).
-pub fn decide(
-    stored: Option<&WebhookCerts>,
-    dns_names: &[String],
-    now: SystemTime,
-) -> Plan {
+pub fn decide(stored: Option<&WebhookCerts>, dns_names: &[String], now: SystemTime) -> Plan {
     let now = unix(now);
     let Some(stored) = stored else {
         return Plan::Create;
@@ -408,9 +404,9 @@ pub fn decide(
         return Plan::Create;
     }
     let serving = &stored.serving;
-    let serving_ok = cert_facts(&serving.cert_pem).is_ok_and(|s| {
-        !s.needs_renewal(now) && dns_names.iter().all(|n| s.dns_names.contains(n))
-    }) && key_matches(&serving.cert_pem, &serving.key_pem)
+    let serving_ok = cert_facts(&serving.cert_pem)
+        .is_ok_and(|s| !s.needs_renewal(now) && dns_names.iter().all(|n| s.dns_names.contains(n)))
+        && key_matches(&serving.cert_pem, &serving.key_pem)
         && stored
             .ca_bundle
             .iter()
@@ -698,7 +694,7 @@ pub async fn ensure(
             action,
             namespace,
             name,
-            source,
+            source: Box::new(source),
         }
     };
     for _attempt in 0..4 {
@@ -784,21 +780,25 @@ async fn patch_ca_bundles(
             action: "read",
             kind: "MutatingWebhookConfiguration",
             name: name.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let webhooks = config.webhooks.iter().flatten().map(|w| {
             let current = w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice());
             (w.name.as_str(), current)
         });
         if let Some(patch) = ca_bundle_patch(webhooks, bundle) {
-            api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Strategic(patch))
-                .await
-                .map_err(|source| TlsError::WebhookConfig {
-                    action: "patch caBundle of",
-                    kind: "MutatingWebhookConfiguration",
-                    name: name.clone(),
-                    source,
-                })?;
+            api.patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Strategic(patch),
+            )
+            .await
+            .map_err(|source| TlsError::WebhookConfig {
+                action: "patch caBundle of",
+                kind: "MutatingWebhookConfiguration",
+                name: name.clone(),
+                source: Box::new(source),
+            })?;
             tracing::info!(configuration = %name, "caBundle of MutatingWebhookConfiguration updated");
         }
     }
@@ -809,21 +809,25 @@ async fn patch_ca_bundles(
             action: "read",
             kind: "ValidatingWebhookConfiguration",
             name: name.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let webhooks = config.webhooks.iter().flatten().map(|w| {
             let current = w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice());
             (w.name.as_str(), current)
         });
         if let Some(patch) = ca_bundle_patch(webhooks, bundle) {
-            api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Strategic(patch))
-                .await
-                .map_err(|source| TlsError::WebhookConfig {
-                    action: "patch caBundle of",
-                    kind: "ValidatingWebhookConfiguration",
-                    name: name.clone(),
-                    source,
-                })?;
+            api.patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Strategic(patch),
+            )
+            .await
+            .map_err(|source| TlsError::WebhookConfig {
+                action: "patch caBundle of",
+                kind: "ValidatingWebhookConfiguration",
+                name: name.clone(),
+                source: Box::new(source),
+            })?;
             tracing::info!(configuration = %name, "caBundle of ValidatingWebhookConfiguration updated");
         }
     }

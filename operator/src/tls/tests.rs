@@ -97,7 +97,10 @@ fn unusable_certificates_are_replaced() {
         },
         ..certs.clone()
     };
-    assert_eq!(decide(Some(&foreign_key), &names(), at(1)), Plan::RenewServing);
+    assert_eq!(
+        decide(Some(&foreign_key), &names(), at(1)),
+        Plan::RenewServing
+    );
     let other_ca_key = WebhookCerts {
         ca_key_pem: other.ca_key_pem.clone(),
         ..certs.clone()
@@ -147,10 +150,17 @@ fn ca_rotation_keeps_the_old_ca_until_it_expires() {
     assert_eq!(decide(Some(&rotated), &names(), at(201)), Plan::Keep);
 
     // Day 221: the serving certificate (from day 195) is due and moves to the new CA.
-    assert_eq!(decide(Some(&rotated), &names(), at(221)), Plan::RenewServing);
+    assert_eq!(
+        decide(Some(&rotated), &names(), at(221)),
+        Plan::RenewServing
+    );
     let moved = issue(Some(&rotated), Plan::RenewServing, &names(), at(221), v).unwrap();
     assert!(signed_by(&moved.serving.cert_pem, &moved.ca_bundle[0]));
-    assert_eq!(moved.ca_bundle.len(), 2, "old CA still valid, still trusted");
+    assert_eq!(
+        moved.ca_bundle.len(),
+        2,
+        "old CA still valid, still trusted"
+    );
 
     // Day 301: the first CA has expired; a serving certificate renewed on day 295 is fine, so
     // only the bundle is tidied.
@@ -235,8 +245,7 @@ struct FakeApi {
 
 const SECRETS: &str = "/api/v1/namespaces/vigil-system/secrets";
 const SECRET: &str = "/api/v1/namespaces/vigil-system/secrets/vigil-webhook-tls";
-const MUTATING: &str =
-    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/vigil";
+const MUTATING: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/vigil";
 const VALIDATING: &str =
     "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/vigil";
 
@@ -463,9 +472,8 @@ async fn ensure_replaces_an_expiring_certificate() {
 async fn ensure_yields_to_another_replica() {
     let fake = FakeApi::with_webhook_configs();
     let theirs = create(at(0), Validity::default());
-    *fake.lose_next_write_to.lock().unwrap() = Some(
-        serde_json::to_value(theirs.to_secret("vigil-system", "vigil-webhook-tls")).unwrap(),
-    );
+    *fake.lose_next_write_to.lock().unwrap() =
+        Some(serde_json::to_value(theirs.to_secret("vigil-system", "vigil-webhook-tls")).unwrap());
     let served = ensure(&fake.client(), &settings(), at(0)).await.unwrap();
     assert_eq!(served, theirs.serving);
     assert_eq!(fake.stored_certs(), theirs);

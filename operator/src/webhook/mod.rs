@@ -45,29 +45,14 @@ pub const APP_ANNOTATION: &str = "vigil.dev/app";
 /// `default` does.
 pub const DEFAULT_APP: &str = "default";
 
-/// Whether the agent is injected as a native sidecar.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum NativeSidecarMode {
-    /// Native sidecar when the API server is Kubernetes 1.29 or later.
-    Auto,
-    /// Always a native sidecar (init container with `restartPolicy: Always`).
-    Always,
-    /// Always a regular container.
-    Never,
-}
-
-/// Command-line flags of the webhook, for `vigil-operator run` (`#[command(flatten)]`).
+/// Command-line flags of the webhook, for `vigil-operator run` (`#[command(flatten)]`). The
+/// agent image and the sidecar mode are the controllers' settings too (the stale-pod check
+/// hashes them), so they are not flags here: [`run`] takes them in its [`Webhook`].
 #[derive(Clone, Debug, clap::Args)]
 pub struct WebhookArgs {
     /// Address of the webhook's HTTPS server (`/mutate-pods`, `/validate`, `/healthz`).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9443")]
     pub webhook_listen: SocketAddr,
-    /// Agent image injected unless a MonitoredApp names its own.
-    #[arg(long, value_name = "IMAGE", default_value = "ghcr.io/vigil-dev/vigil-agent:0.1.0")]
-    pub agent_image: String,
-    /// Inject the agent as a native sidecar (Kubernetes 1.29+) or as a regular container.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub native_sidecar: NativeSidecarMode,
     /// Read the serving certificate from `tls.crt` and `tls.key` in this directory (a mounted
     /// cert-manager Secret) instead of managing a CA and certificate.
     #[arg(long, value_name = "DIR")]
@@ -112,7 +97,8 @@ impl WebhookArgs {
 }
 
 /// Whether an API server of this version runs native sidecars (Kubernetes 1.29 or later, where
-/// the `SidecarContainers` feature is on by default). Unknown versions count as recent.
+/// the `SidecarContainers` feature is on by default), for choosing the sidecar mode from
+/// `Client::apiserver_version`. Unknown versions count as recent.
 pub fn supports_native_sidecar(info: &Info) -> bool {
     let number = |s: &str| {
         s.chars()
@@ -176,31 +162,18 @@ impl WebhookError {
 /// Runs the webhook of `vigil-operator run` until `shutdown` completes: keeps the serving
 /// certificate current (self-managed, or from `--webhook-cert-dir`) and serves
 /// `/mutate-pods`, `/validate`, `/healthz` and `/readyz` on `--webhook-listen`. `ready` turns
-/// true once the listener is bound and a certificate is loaded (AND it into the operator's
-/// `/readyz`). Every replica runs this; it needs no leadership.
+/// true once the listener is bound and a certificate is loaded (AND it into the operator's own
+/// readiness). Every replica runs this; it needs no leadership.
+///
+/// `webhook` carries the `MonitoredApp` store (a reflector's reader, shared with the
+/// controllers) and the same agent image and sidecar mode as the controllers' settings.
 pub async fn run(
     client: Client,
     args: &WebhookArgs,
-    apps: Store<MonitoredApp>,
+    webhook: Webhook,
     ready: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), WebhookError> {
-    let native_sidecar = match args.native_sidecar {
-        NativeSidecarMode::Always => true,
-        NativeSidecarMode::Never => false,
-        NativeSidecarMode::Auto => match client.apiserver_version().await {
-            Ok(info) => supports_native_sidecar(&info),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the Kubernetes version; injecting native sidecars");
-                true
-            }
-        },
-    };
-    let webhook = Arc::new(Webhook {
-        apps,
-        agent_image: args.agent_image.clone(),
-        native_sidecar,
-    });
     let resolver = Arc::new(ServingCertResolver::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -227,7 +200,7 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let served = server::serve(listener, webhook, resolver, ready, stopped()).await;
+    let served = server::serve(listener, Arc::new(webhook), resolver, ready, stopped()).await;
     let _ = certs.await;
     served
 }

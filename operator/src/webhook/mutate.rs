@@ -300,7 +300,10 @@ fn diff_arrays(l: &[Value], r: &[Value], path: &mut PointerBuf, ops: &mut Vec<Pa
         let same_order = kept.iter().map(|&i| left_names[i]).eq(kept_in_right);
         if same_order {
             // Removals from the back, so the indices of the earlier ones stay valid.
-            for i in (0..l.len()).rev().filter(|&i| !in_right.contains(left_names[i])) {
+            for i in (0..l.len())
+                .rev()
+                .filter(|&i| !in_right.contains(left_names[i]))
+            {
                 path.push_back(i);
                 ops.push(remove(path));
                 path.pop_back();

@@ -117,7 +117,11 @@ pub fn tls_config(certs: Arc<ServingCertResolver>) -> Result<ServerConfig, Webho
     Ok(config)
 }
 
-async fn route(webhook: &Webhook, ready: &AtomicBool, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    webhook: &Webhook,
+    ready: &AtomicBool,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
@@ -127,7 +131,10 @@ async fn route(webhook: &Webhook, ready: &AtomicBool, req: Request<Incoming>) ->
             "no serving certificate loaded yet",
         ),
         (&Method::POST, MUTATE_PATH | VALIDATE_PATH) => {
-            let body = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+            let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+                .collect()
+                .await
+            {
                 Ok(body) => body.to_bytes(),
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                     return text(

@@ -52,7 +52,11 @@ fn app(name: &str, namespace: &str, selector: Value) -> MonitoredApp {
 }
 
 fn checkout() -> MonitoredApp {
-    app("checkout", "retail", json!({"matchLabels": {"app": "checkout"}}))
+    app(
+        "checkout",
+        "retail",
+        json!({"matchLabels": {"app": "checkout"}}),
+    )
 }
 
 fn webhook(apps: Vec<MonitoredApp>, native_sidecar: bool) -> Webhook {
@@ -138,7 +142,8 @@ fn patch_leaves_unknown_fields_alone() {
     let patch: ByteString = serde_json::from_value(response["response"]["patch"].clone()).unwrap();
     let ops: Vec<Value> = serde_json::from_slice(&patch.0).unwrap();
     assert!(
-        ops.iter().any(|op| op["op"] == "add" && op["path"] == "/spec/initContainers/0"),
+        ops.iter()
+            .any(|op| op["op"] == "add" && op["path"] == "/spec/initContainers/0"),
         "{ops:#?}"
     );
     assert!(
@@ -211,7 +216,11 @@ fn inject_label_works_like_the_annotation() {
 /// selected by an app of another namespace, and a pod matched only by an empty selector.
 #[test]
 fn unselected_pod_is_left_alone() {
-    let elsewhere = app("checkout", "other", json!({"matchLabels": {"app": "checkout"}}));
+    let elsewhere = app(
+        "checkout",
+        "other",
+        json!({"matchLabels": {"app": "checkout"}}),
+    );
     let everything = app("everything", "retail", json!({}));
     let webhook = webhook(vec![elsewhere, everything], true);
     let response = mutate_json(&webhook, &fixture(DEPLOYMENT_POD));
@@ -253,7 +262,10 @@ fn annotated_pod_without_app_gets_the_default_agent() {
         .as_ref()
         .is_some_and(|c| c.name == "vigil-agent-default" && c.optional == Some(true))));
     let warning = response["response"]["warnings"][0].as_str().unwrap();
-    assert!(warning.contains("no MonitoredApp selects this pod"), "{warning}");
+    assert!(
+        warning.contains("no MonitoredApp selects this pod"),
+        "{warning}"
+    );
     assert!(warning.contains("\"default\""), "{warning}");
 }
 
@@ -261,8 +273,16 @@ fn annotated_pod_without_app_gets_the_default_agent() {
 /// a warning names them all.
 #[test]
 fn app_annotation_and_overlapping_selectors() {
-    let a = app("a-shop", "retail", json!({"matchLabels": {"app": "checkout"}}));
-    let b = app("b-shop", "retail", json!({"matchLabels": {"tier": "backend"}}));
+    let a = app(
+        "a-shop",
+        "retail",
+        json!({"matchLabels": {"app": "checkout"}}),
+    );
+    let b = app(
+        "b-shop",
+        "retail",
+        json!({"matchLabels": {"tier": "backend"}}),
+    );
     let webhook = webhook(vec![b.clone(), a], true);
     let review = fixture(DEPLOYMENT_POD);
     let response = mutate_json(&webhook, &review);
@@ -270,9 +290,14 @@ fn app_annotation_and_overlapping_selectors() {
     assert!(warning.contains("a-shop, b-shop"), "{warning}");
     let result: Pod = serde_json::from_value(patched(&review, &response)).unwrap();
     let uses = |pod: &Pod, cm: &str| {
-        pod.spec.as_ref().unwrap().volumes.as_ref().unwrap().iter().any(|v| {
-            v.config_map.as_ref().is_some_and(|c| c.name == cm)
-        })
+        pod.spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|v| v.config_map.as_ref().is_some_and(|c| c.name == cm))
     };
     assert!(uses(&result, "vigil-agent-a-shop"));
 
@@ -282,7 +307,10 @@ fn app_annotation_and_overlapping_selectors() {
     assert!(response["response"]["warnings"].is_null());
     let result: Pod = serde_json::from_value(patched(&chosen, &response)).unwrap();
     assert!(uses(&result, "vigil-agent-b-shop"));
-    assert_eq!(result, inject(request_pod(&chosen), &webhook.sidecar_for(&b)));
+    assert_eq!(
+        result,
+        inject(request_pod(&chosen), &webhook.sidecar_for(&b))
+    );
 }
 
 /// Only pod creation is mutated; an UPDATE is allowed unchanged.
@@ -308,7 +336,10 @@ fn undecodable_pod_fails_open() {
     assert_eq!(response["response"]["uid"], review["request"]["uid"]);
     assert!(response["response"]["patch"].is_null());
     let warning = response["response"]["warnings"][0].as_str().unwrap();
-    assert!(warning.starts_with("vigil: agent not injected"), "{warning}");
+    assert!(
+        warning.starts_with("vigil: agent not injected"),
+        "{warning}"
+    );
 }
 
 /// Bodies that are not an AdmissionReview are errors (HTTP 400), never panics.
@@ -325,9 +356,15 @@ fn malformed_reviews_are_errors() {
     ];
     for body in bodies {
         let err = mutate::review(&webhook, body).unwrap_err();
-        assert!(err.to_string().starts_with("malformed AdmissionReview"), "{err}");
+        assert!(
+            err.to_string().starts_with("malformed AdmissionReview"),
+            "{err}"
+        );
         let err = validate::review(body).unwrap_err();
-        assert!(err.to_string().starts_with("malformed AdmissionReview"), "{err}");
+        assert!(
+            err.to_string().starts_with("malformed AdmissionReview"),
+            "{err}"
+        );
     }
 }
 
@@ -418,11 +455,15 @@ fn validate_checks_each_object_on_its_own() {
         validate_json(&resource_review("CREATE", ok, None))["response"]["allowed"],
         true
     );
-    let twice = policy(json!([{"name": "Crash", "crashRate": {}}, {"name": "Crash", "crashRate": {}}]));
+    let twice =
+        policy(json!([{"name": "Crash", "crashRate": {}}, {"name": "Crash", "crashRate": {}}]));
     let response = validate_json(&resource_review("CREATE", twice, None));
     assert_eq!(response["response"]["allowed"], false);
     let message = response["response"]["status"]["message"].as_str().unwrap();
-    assert!(message.starts_with("spec.rules[1].name: rule name \"Crash\" is used twice"), "{message}");
+    assert!(
+        message.starts_with("spec.rules[1].name: rule name \"Crash\" is used twice"),
+        "{message}"
+    );
 }
 
 /// Updates that leave the spec alone (finalizers, labels) and objects being deleted are never
@@ -432,7 +473,11 @@ fn validate_never_blocks_the_operator() {
     let invalid = monitored_app(json!({"selector": {}}));
     let mut with_finalizer = invalid.clone();
     with_finalizer["metadata"]["finalizers"] = json!(["vigil.dev/cleanup"]);
-    let response = validate_json(&resource_review("UPDATE", with_finalizer, Some(invalid.clone())));
+    let response = validate_json(&resource_review(
+        "UPDATE",
+        with_finalizer,
+        Some(invalid.clone()),
+    ));
     assert_eq!(response["response"]["allowed"], true);
 
     let mut deleting = invalid.clone();
@@ -559,12 +604,17 @@ impl Drop for Running {
 async fn served_cert(client: &reqwest::Client, url: &str) -> Vec<u8> {
     let response = client.get(url).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let info = response.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+    let info = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .unwrap();
     info.peer_certificate().unwrap().to_vec()
 }
 
 fn der(pem: &str) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
 }
 
 /// A client trusting only the generated CA completes the handshake for the Service's name and
@@ -605,7 +655,11 @@ async fn https_handshake_with_the_generated_ca() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    assert!(bad.text().await.unwrap().starts_with("malformed AdmissionReview"));
+    assert!(bad
+        .text()
+        .await
+        .unwrap()
+        .starts_with("malformed AdmissionReview"));
     let bad = client
         .post(server.url(VALIDATE_PATH))
         .body("[1, 2]")

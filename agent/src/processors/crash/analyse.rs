@@ -129,9 +129,7 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     java_inner_number: re(r"\$\d+"),
     csharp_generated: re(r"(d__|b__|m__|c__AnonStorey|DisplayClass|\|)\d+(?:_\d+)?"),
     lambda_index: re(r"<lambda_\d+>"),
-    versioned_dir: re(concat!(
-        r"^(?:v?\d+|.*\d\.\d.*|.*[0-9a-f]{7,}.*|.*@v?\d.*)$"
-    )),
+    versioned_dir: re(r"^(?:v?\d+|.*\d\.\d.*|.*[0-9a-f]{7,}.*|.*@v?\d.*)$"),
     file_hash: re(r"\.[0-9a-f]{8,}\."),
     template_quoted: re(r#""[^"]*"|'[^']*'|`[^`]*`|<[^>]*>|\[[^\]]*\]"#),
     template_number: re(concat!(
@@ -173,7 +171,10 @@ pub(crate) fn analyse_event(event: &LogEvent) -> Option<Analysis> {
 pub(crate) fn analyse_trace(text: &str) -> Option<Analysis> {
     let lines: Vec<&str> = text.lines().collect();
     let first = *lines.first()?;
-    let found = if lines.iter().any(|l| l.trim_end().ends_with("Traceback (most recent call last):")) {
+    let found = if lines
+        .iter()
+        .any(|l| l.trim_end().ends_with("Traceback (most recent call last):"))
+    {
         python(&lines)
     } else if first.trim_end() == "Unhandled exception:" {
         dart(&lines)
@@ -261,7 +262,9 @@ pub(crate) fn normalise_path(path: &str) -> String {
     let mut path = path.trim().replace('\\', "/");
     if let Some(i) = path.find("://") {
         let rest = &path[i + 3..];
-        path = rest.find('/').map_or_else(String::new, |j| rest[j..].to_owned());
+        path = rest
+            .find('/')
+            .map_or_else(String::new, |j| rest[j..].to_owned());
     }
     if let Some(i) = path.find(['?', '#']) {
         path.truncate(i);
@@ -412,7 +415,10 @@ fn jvm_language(kind: &str, header: &str, frames: &[&str], text: &str) -> &'stat
     if csharp {
         return "csharp";
     }
-    if frames.iter().any(|f| f.contains(".java:") || f.contains("(Native Method)")) {
+    if frames
+        .iter()
+        .any(|f| f.contains(".java:") || f.contains("(Native Method)"))
+    {
         return "java";
     }
     let js_kinds = [
@@ -480,7 +486,11 @@ fn js_frame(raw: &str) -> String {
             let function = c.get(1).map_or("", |m| m.as_str());
             let place = c.get(2).map_or("", |m| m.as_str());
             // `eval at f (eval at g (file.js:1:2))`: keep the outer place only.
-            let place = place.split(" (").last().unwrap_or(place).trim_end_matches(')');
+            let place = place
+                .split(" (")
+                .last()
+                .unwrap_or(place)
+                .trim_end_matches(')');
             format!("{} ({})", normalise_name(function), normalise_path(place))
         }
         None => normalise_path(raw),
@@ -515,8 +525,16 @@ fn python(lines: &[&str]) -> Option<Analysis> {
     }
     // The traceback printed last is the one that ended the program; its innermost call is
     // printed last.
-    let frames: Vec<String> = sections.pop().unwrap_or_default().into_iter().rev().collect();
-    let kind = chain.last().cloned().unwrap_or_else(|| "Traceback".to_owned());
+    let frames: Vec<String> = sections
+        .pop()
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .collect();
+    let kind = chain
+        .last()
+        .cloned()
+        .unwrap_or_else(|| "Traceback".to_owned());
     if chain.is_empty() {
         chain.push(kind.clone());
     }
@@ -613,7 +631,9 @@ fn go(lines: &[&str]) -> Option<Analysis> {
 fn rust(lines: &[&str]) -> Analysis {
     let p = &*PATTERNS;
     let first = lines.first().copied().unwrap_or_default();
-    let after = first.split_once("' panicked at ").map_or("", |(_, rest)| rest);
+    let after = first
+        .split_once("' panicked at ")
+        .map_or("", |(_, rest)| rest);
     // Old format: `panicked at 'message', src/main.rs:2:5`; new: `panicked at src/main.rs:2:5:`.
     let location = match after.rfind("', ") {
         Some(i) if after.starts_with('\'') => &after[i + 3..],
@@ -632,9 +652,11 @@ fn rust(lines: &[&str]) -> Analysis {
         if let Some(c) = p.rust_frame.captures(line) {
             let symbol = c.get(1).map_or("", |m| m.as_str());
             let symbol = p.rust_hash.replace(symbol, "");
-            let machinery = ["std::", "core::", "alloc::", "<std::", "<core::", "<alloc::"]
-                .iter()
-                .any(|prefix| symbol.starts_with(prefix))
+            let machinery = [
+                "std::", "core::", "alloc::", "<std::", "<core::", "<alloc::",
+            ]
+            .iter()
+            .any(|prefix| symbol.starts_with(prefix))
                 || symbol.starts_with("rust_begin_unwind")
                 || symbol.starts_with("__rust")
                 || symbol.starts_with("rust_panic");
@@ -709,13 +731,21 @@ fn ruby(lines: &[&str]) -> Option<Analysis> {
         c[1].to_owned()
     } else {
         let c = p.ruby_uncaught.captures(first)?;
-        frames.push(format!("{} in {}", normalise_path(&c[1]), ruby_method(&c[2])));
+        frames.push(format!(
+            "{} in {}",
+            normalise_path(&c[1]),
+            ruby_method(&c[2])
+        ));
         c[3].to_owned()
     };
     for line in lines.iter().skip(1) {
         if let Some(c) = p.ruby_frame.captures(line) {
             let file = p.ruby_gem_version.replace_all(&c[1], "");
-            frames.push(format!("{} in {}", normalise_path(&file), ruby_method(&c[2])));
+            frames.push(format!(
+                "{} in {}",
+                normalise_path(&file),
+                ruby_method(&c[2])
+            ));
         }
     }
     Some(Analysis {
@@ -746,7 +776,10 @@ fn dart_kind(message: &str) -> String {
         ("Out of Memory", "OutOfMemoryError"),
         ("Stack Overflow", "StackOverflowError"),
         ("Assertion failed", "AssertionError"),
-        ("Cannot instantiate abstract class", "AbstractClassInstantiationError"),
+        (
+            "Cannot instantiate abstract class",
+            "AbstractClassInstantiationError",
+        ),
         ("Reading static variable", "CyclicInitializationError"),
         ("Null check operator used on a null value", "TypeError"),
         ("LateInitializationError", "LateInitializationError"),

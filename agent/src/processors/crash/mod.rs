@@ -317,7 +317,9 @@ impl CrashDetector {
 
     fn lock(&self) -> MutexGuard<'_, CrashCounts> {
         // A panic while holding the lock leaves counts that are still valid numbers.
-        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn series<'a>(&'a self, counts: &'a CrashCounts, now_ms: i64) -> Vec<Series<'a>> {

@@ -191,7 +191,10 @@ fn log_record(event: LogEvent, observed_time_unix_nano: u64) -> LogRecord {
     }
     if let Some(crash) = event.crash {
         attributes.push(string_attribute("exception.type", crash.kind));
-        attributes.push(string_attribute("vigil.crash.fingerprint", crash.fingerprint));
+        attributes.push(string_attribute(
+            "vigil.crash.fingerprint",
+            crash.fingerprint,
+        ));
         attributes.push(string_attribute("vigil.crash.language", crash.language));
         attributes.push(KeyValue {
             key: "vigil.crash.lines".to_owned(),
@@ -201,16 +204,11 @@ fn log_record(event: LogEvent, observed_time_unix_nano: u64) -> LogRecord {
             ..KeyValue::default()
         });
     }
-    attributes.extend(
-        event
-            .attributes
-            .into_iter()
-            .map(|(key, value)| KeyValue {
-                key,
-                value: string_value(value),
-                ..KeyValue::default()
-            }),
-    );
+    attributes.extend(event.attributes.into_iter().map(|(key, value)| KeyValue {
+        key,
+        value: string_value(value),
+        ..KeyValue::default()
+    }));
     LogRecord {
         time_unix_nano: event.time_unix_nano,
         observed_time_unix_nano,

@@ -58,15 +58,26 @@ fn resource_attributes_fill_gaps() {
     let Batch::Traces(request) = batch else {
         unreachable!()
     };
-    let first = &request.resource_spans[0].resource.as_ref().unwrap().attributes;
+    let first = &request.resource_spans[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes;
     assert_eq!(string_of(first, "service.name"), Some("checkout"));
     assert_eq!(string_of(first, "service.version"), Some("app-says-1.0"));
     assert_eq!(string_of(first, "k8s.namespace.name"), Some("shop"));
     assert_eq!(string_of(first, "k8s.pod.name"), Some("checkout-7d9f"));
     assert_eq!(string_of(first, "k8s.pod.uid"), Some("0b7e-uid"));
     assert_eq!(string_of(first, "k8s.node.name"), Some("node-1"));
-    assert_eq!(first.iter().filter(|kv| kv.key == "service.name").count(), 1);
-    let second = &request.resource_spans[1].resource.as_ref().unwrap().attributes;
+    assert_eq!(
+        first.iter().filter(|kv| kv.key == "service.name").count(),
+        1
+    );
+    let second = &request.resource_spans[1]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes;
     assert_eq!(second.len(), 6);
 }
 
@@ -161,7 +172,10 @@ fn log_events_as_otlp() {
         first.body.as_ref().unwrap().value,
         Some(any_value::Value::StringValue("started".into()))
     );
-    assert_eq!(string_of(&first.attributes, "k8s.container.name"), Some("web"));
+    assert_eq!(
+        string_of(&first.attributes, "k8s.container.name"),
+        Some("web")
+    );
     assert_eq!(string_of(&first.attributes, "log.iostream"), Some("stdout"));
     assert_eq!(
         string_of(&first.attributes, "log.file.path"),
@@ -172,7 +186,10 @@ fn log_events_as_otlp() {
 
     let second = &records[1];
     assert_eq!(second.severity_number, 17);
-    assert_eq!(string_of(&second.attributes, "log.iostream"), Some("stderr"));
+    assert_eq!(
+        string_of(&second.attributes, "log.iostream"),
+        Some("stderr")
+    );
     assert_eq!(
         string_of(&second.attributes, "exception.type"),
         Some("java.lang.IllegalStateException")
@@ -181,7 +198,10 @@ fn log_events_as_otlp() {
         string_of(&second.attributes, "vigil.crash.fingerprint"),
         Some("0123456789abcdef")
     );
-    assert_eq!(string_of(&second.attributes, "vigil.crash.language"), Some("java"));
+    assert_eq!(
+        string_of(&second.attributes, "vigil.crash.language"),
+        Some("java")
+    );
     assert_eq!(
         attribute(&second.attributes, "vigil.crash.lines"),
         Some(&any_value::Value::IntValue(2))
@@ -208,9 +228,15 @@ fn unknown_level_and_partial_identity() {
         .iter()
         .map(|kv| kv.key.as_str())
         .collect();
-    assert_eq!(keys, ["k8s.namespace.name", "service.name", "service.version"]);
+    assert_eq!(
+        keys,
+        ["k8s.namespace.name", "service.name", "service.version"]
+    );
     let record = &rl.scope_logs[0].log_records[0];
-    assert_eq!((record.severity_number, record.severity_text.as_str()), (0, ""));
+    assert_eq!(
+        (record.severity_number, record.severity_text.as_str()),
+        (0, "")
+    );
     assert!(record.observed_time_unix_nano > 0);
     assert_eq!(attribute(&record.attributes, "k8s.container.name"), None);
 }

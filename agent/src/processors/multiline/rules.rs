@@ -336,7 +336,10 @@ pub(crate) fn step(state: State, line: &str) -> Step {
         PyChain => {
             if is_blank(line) {
                 Maybe(PyChain)
-            } else if line.trim_end().ends_with("Traceback (most recent call last):") {
+            } else if line
+                .trim_end()
+                .ends_with("Traceback (most recent call last):")
+            {
                 Continue(PyFrames)
             } else {
                 Break
@@ -354,11 +357,14 @@ pub(crate) fn step(state: State, line: &str) -> Step {
         }
         PhpFrames => {
             let t = line.trim_start();
-            if line.starts_with('#') && line[1..].starts_with(|c: char| c.is_ascii_digit()) {
-                Continue(PhpFrames)
-            } else if t.starts_with("PHP ")
-                && t[4..].trim_start().starts_with(|c: char| c.is_ascii_digit())
-            {
+            let hash_frame =
+                line.starts_with('#') && line[1..].starts_with(|c: char| c.is_ascii_digit());
+            // Xdebug's `PHP   1. {main}() /app/index.php:0`.
+            let xdebug_frame = t.starts_with("PHP ")
+                && t[4..]
+                    .trim_start()
+                    .starts_with(|c: char| c.is_ascii_digit());
+            if hash_frame || xdebug_frame {
                 Continue(PhpFrames)
             } else if is_indented(line) && t.starts_with("thrown in ") {
                 End
@@ -391,9 +397,10 @@ pub(crate) fn step(state: State, line: &str) -> Step {
         GoFrames => {
             if p.go_goroutine.is_match(line) || line.trim() == "...additional frames elided..." {
                 Continue(GoFrames)
-            } else if line.starts_with("created by ") {
-                Maybe(GoFile)
-            } else if !is_indented(line) && line.trim_end().ends_with(')') {
+            } else if line.starts_with("created by ")
+                || (!is_indented(line) && line.trim_end().ends_with(')'))
+            {
+                // A function line (or `created by`) joins once its file line follows.
                 Maybe(GoFile)
             } else if is_blank(line) {
                 Maybe(GoBetween)

@@ -114,13 +114,18 @@ fn corpus_files_become_one_event_each() {
     let manifest = corpus_manifest();
     assert_eq!(manifest.len(), 39);
     let mut failures = Vec::new();
-    println!("{:<40} {:<11} {:>5} {:>7}", "file", "language", "lines", "events");
+    println!(
+        "{:<40} {:<11} {:>5} {:>7}",
+        "file", "language", "lines", "events"
+    );
     for (name, language, lines, one_trace) in &manifest {
         let text = read_corpus(name);
         let out = join_text(&text);
         println!("{name:<40} {language:<11} {lines:>5} {:>7}", out.len());
         if *one_trace {
-            if out.len() != 1 || out[0].lines as usize != *lines || out[0].message != text.trim_end()
+            if out.len() != 1
+                || out[0].lines as usize != *lines
+                || out[0].message != text.trim_end()
             {
                 failures.push(format!("{name}: {} events", out.len()));
             }
@@ -215,9 +220,11 @@ fn traces_interleaved_with_ordinary_lines_and_stdout() {
             out.into_iter().partition(|e| e.stream == Stream::Stdout);
         assert_eq!(stdout.len(), stdout_count);
         assert!(stdout.iter().all(|e| e.lines == 1));
-        for (i, (event, (name, message, start, end))) in stderr.iter().zip(&expected).enumerate()
-        {
-            assert_eq!(&event.message, message, "separation {separation}, event {i} ({name:?})");
+        for (i, (event, (name, message, start, end))) in stderr.iter().zip(&expected).enumerate() {
+            assert_eq!(
+                &event.message, message,
+                "separation {separation}, event {i} ({name:?})"
+            );
             let origin = event.origin.as_ref().unwrap();
             assert_eq!((origin.start, origin.end), (*start, *end), "{name:?}");
         }
@@ -233,7 +240,12 @@ fn unconfirmed_lines_are_not_glued() {
     let got: Vec<&str> = out.iter().map(|e| e.message.as_str()).collect();
     assert_eq!(
         got,
-        ["Error: connection refused", "", "server started", "second line"]
+        [
+            "Error: connection refused",
+            "",
+            "server started",
+            "second line"
+        ]
     );
 
     let out = join_text("panic: boom\n\nnot a goroutine\n");
@@ -257,7 +269,11 @@ fn max_lines_caps_a_trace() {
     let mut joiner = Joiner::new(10, DEFAULT_TIMEOUT);
     let mut out = Vec::new();
     for line in text.lines() {
-        joiner.push(file.line("c", Stream::Stderr, line), Instant::now(), &mut out);
+        joiner.push(
+            file.line("c", Stream::Stderr, line),
+            Instant::now(),
+            &mut out,
+        );
     }
     joiner.flush_all(&mut out);
     assert_eq!(out[0].lines, 10);
@@ -334,4 +350,27 @@ fn containers_join_separately() {
     assert_eq!(out.len(), 2);
     assert!(out.iter().any(|e| e.message == java.trim_end()));
     assert!(out.iter().any(|e| e.message == python.trim_end()));
+}
+
+#[test]
+#[ignore]
+fn tmp_throughput() {
+    let lines: Vec<String> = (0..200_000)
+        .map(|i| format!("2024-05-01T10:00:{:02}.123Z INFO request served path=/api/orders/{i} status=200 duration_ms={} user=alice", i % 60, i % 17))
+        .collect();
+    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    let mut joiner = Joiner::default();
+    let detector = crate::processors::crash::CrashDetector::new(&Default::default(), Some("user".into()));
+    let now = Instant::now();
+    let start = Instant::now();
+    let mut out = Vec::with_capacity(1024);
+    for line in &lines {
+        let mut e = LogEvent::line("app", Stream::Stdout, 1, line);
+        e.attributes.push(("user".into(), "alice".into()));
+        joiner.push(e, now, &mut out);
+        for e in out.iter_mut() { detector.observe(e); }
+        out.clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{:.1} MiB/s, {:.0} lines/s", bytes as f64 / secs / 1048576.0, lines.len() as f64 / secs);
 }

@@ -96,7 +96,9 @@ fn number_ends(bytes: &[u8], end: usize) -> bool {
     match bytes.get(end) {
         None => true,
         Some(&b) if is_word_byte(b) => false,
-        Some(b'.' | b',' | b':' | b'-' | b'/') => !bytes.get(end + 1).is_some_and(u8::is_ascii_digit),
+        Some(b'.' | b',' | b':' | b'-' | b'/') => {
+            !bytes.get(end + 1).is_some_and(u8::is_ascii_digit)
+        }
         Some(_) => true,
     }
 }
@@ -113,7 +115,8 @@ pub fn cards(bytes: &[u8], out: &mut Vec<(Range<usize>, Found)>) {
             continue;
         }
         let first_end = digits_end(bytes, i);
-        let left_ok = !matches!(before(bytes, i), Some(b) if is_word_byte(b) || b == b'.' || b == b',');
+        let left_ok =
+            !matches!(before(bytes, i), Some(b) if is_word_byte(b) || b == b'.' || b == b',');
         if !left_ok || !(b'2'..=b'6').contains(&bytes[i]) {
             i = first_end;
             continue;
@@ -165,6 +168,7 @@ pub fn cards(bytes: &[u8], out: &mut Vec<(Range<usize>, Found)>) {
 }
 
 /// IBAN lengths by country (SWIFT IBAN registry).
+#[rustfmt::skip]
 const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
     (b"AD", 24), (b"AE", 23), (b"AL", 28), (b"AT", 20), (b"AZ", 28), (b"BA", 20), (b"BE", 16),
     (b"BG", 22), (b"BH", 22), (b"BI", 27), (b"BR", 29), (b"BY", 28), (b"CH", 21), (b"CR", 22),
@@ -213,7 +217,12 @@ pub fn ibans(bytes: &[u8], out: &mut Vec<(Range<usize>, Found)>) {
             && bytes[i + 3].is_ascii_digit()
             && !before(bytes, i).is_some_and(is_word_byte);
         let length = candidate
-            .then(|| iban_length([bytes[i].to_ascii_uppercase(), bytes[i + 1].to_ascii_uppercase()]))
+            .then(|| {
+                iban_length([
+                    bytes[i].to_ascii_uppercase(),
+                    bytes[i + 1].to_ascii_uppercase(),
+                ])
+            })
             .flatten();
         let Some(length) = length else {
             i += 1;
@@ -371,7 +380,11 @@ fn north_american_phone(bytes: &[u8], at: usize) -> Option<usize> {
         }
         (at + 4, Some(sep))
     };
-    let area_first = if bytes[at] == b'(' { bytes[at + 1] } else { bytes[at] };
+    let area_first = if bytes[at] == b'(' {
+        bytes[at + 1]
+    } else {
+        bytes[at]
+    };
     if !(b'2'..=b'9').contains(&area_first) || !exact_digits(bytes, j, 3) {
         return None;
     }

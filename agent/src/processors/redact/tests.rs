@@ -51,11 +51,20 @@ fn card_numbers_found() {
     check(
         Detector::CreditCard,
         &[
-            ("paid with 4111111111111111 ok", "paid with [REDACTED:card] ok"),
+            (
+                "paid with 4111111111111111 ok",
+                "paid with [REDACTED:card] ok",
+            ),
             ("card=4111-1111-1111-1111;", "card=[REDACTED:card];"),
-            ("card 5500 0000 0000 0004 expired", "card [REDACTED:card] expired"),
+            (
+                "card 5500 0000 0000 0004 expired",
+                "card [REDACTED:card] expired",
+            ),
             ("amex 378282246310005.", "amex [REDACTED:card]."),
-            ("\"pan\":\"6011111111111117\"", "\"pan\":\"[REDACTED:card]\""),
+            (
+                "\"pan\":\"6011111111111117\"",
+                "\"pan\":\"[REDACTED:card]\"",
+            ),
             ("visa19 4000000000000000006", "visa19 [REDACTED:card]"),
         ],
     );
@@ -83,7 +92,10 @@ fn ibans_found() {
     check(
         Detector::Iban,
         &[
-            ("to DE89370400440532013000 today", "to [REDACTED:iban] today"),
+            (
+                "to DE89370400440532013000 today",
+                "to [REDACTED:iban] today",
+            ),
             ("iban: GB82 WEST 1234 5698 7654 32", "iban: [REDACTED:iban]"),
             ("FR1420041010050500013M02606,", "[REDACTED:iban],"),
             ("nl91abna0417164300", "[REDACTED:iban]"),
@@ -108,9 +120,15 @@ fn emails_found() {
     check(
         Detector::Email,
         &[
-            ("user jane.doe+shop@example.co.uk logged in", "user [REDACTED:email] logged in"),
+            (
+                "user jane.doe+shop@example.co.uk logged in",
+                "user [REDACTED:email] logged in",
+            ),
             ("<ops@mail.example.org>.", "<[REDACTED:email]>."),
-            ("{\"email\":\"a_b-c@x-y.io\"}", "{\"email\":\"[REDACTED:email]\"}"),
+            (
+                "{\"email\":\"a_b-c@x-y.io\"}",
+                "{\"email\":\"[REDACTED:email]\"}",
+            ),
         ],
     );
 }
@@ -188,7 +206,10 @@ fn tokens_found() {
                 "{\"authorization\":\"Token 9f8e7d6c5b4a\"}",
                 "{\"authorization\":\"Token [REDACTED:token]\"}",
             ),
-            ("Proxy-Authorization=s3cr3t,next", "Proxy-Authorization=[REDACTED:token],next"),
+            (
+                "Proxy-Authorization=s3cr3t,next",
+                "Proxy-Authorization=[REDACTED:token],next",
+            ),
         ],
     );
 }
@@ -215,12 +236,15 @@ fn jwts_found() {
         "token=[REDACTED:jwt]&x=1"
     );
     assert_eq!(
-        one.redact("id eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0. end").unwrap(),
+        one.redact("id eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0. end")
+            .unwrap(),
         "id [REDACTED:jwt] end"
     );
     // With every detector, a bearer JWT becomes one replacement.
     assert_eq!(
-        all().redact(&format!("Authorization: Bearer {JWT}")).unwrap(),
+        all()
+            .redact(&format!("Authorization: Bearer {JWT}"))
+            .unwrap(),
         "Authorization: Bearer [REDACTED:jwt]"
     );
 }
@@ -282,7 +306,10 @@ fn configured_patterns() {
         r.redact("CUST-123456 paid 4111111111111111").unwrap(),
         "[customer $1] paid 4111111111111111"
     );
-    assert_eq!(r.redact("to jane@example.com.au").unwrap(), "to [REDACTED:email]");
+    assert_eq!(
+        r.redact("to jane@example.com.au").unwrap(),
+        "to [REDACTED:email]"
+    );
     assert_eq!(r.redact("nothing here"), None);
     let counts = r.redactions();
     assert!(counts.contains(&("customer-id", 1)), "{counts:?}");
@@ -395,15 +422,22 @@ fn otlp_logs() {
     };
     let rl = &request.resource_logs[0];
     assert_eq!(
-        as_string(rl.resource.as_ref().unwrap().attributes[0].value.as_ref().unwrap()),
+        as_string(
+            rl.resource.as_ref().unwrap().attributes[0]
+                .value
+                .as_ref()
+                .unwrap()
+        ),
         "ops@example.com"
     );
     let records = &rl.scope_logs[0].log_records;
-    let Some(any_value::Value::KvlistValue(list)) = &records[0].body.as_ref().unwrap().value
-    else {
+    let Some(any_value::Value::KvlistValue(list)) = &records[0].body.as_ref().unwrap().value else {
         panic!("body changed shape")
     };
-    assert_eq!(as_string(list.values[0].value.as_ref().unwrap()), "[REDACTED:email]");
+    assert_eq!(
+        as_string(list.values[0].value.as_ref().unwrap()),
+        "[REDACTED:email]"
+    );
     let Some(any_value::Value::ArrayValue(array)) = &list.values[1].value.as_ref().unwrap().value
     else {
         panic!("array changed shape")

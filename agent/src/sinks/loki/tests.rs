@@ -41,12 +41,22 @@ fn streams_have_low_cardinality_labels_and_sorted_entries() {
                     "info",
                     &[("k8s.container.name", "app"), ("user.id", "u-42")],
                 ),
-                log_record(5_000, "java.lang.NullPointerException\n\tat A.b(A.java:1)", "ERROR", CRASH),
+                log_record(
+                    5_000,
+                    "java.lang.NullPointerException\n\tat A.b(A.java:1)",
+                    "ERROR",
+                    CRASH,
+                ),
             ],
         ),
         logs_batch(
             POD_RESOURCE,
-            vec![log_record(2_000, "second", "information", &[("k8s.container.name", "app")])],
+            vec![log_record(
+                2_000,
+                "second",
+                "information",
+                &[("k8s.container.name", "app")],
+            )],
         ),
     ];
     let push = PushRequest::from_batches(&batches);
@@ -56,11 +66,7 @@ fn streams_have_low_cardinality_labels_and_sorted_entries() {
         .iter()
         .find(|s| s.stream.get("level").map(String::as_str) == Some("info"))
         .unwrap();
-    let labels: Vec<_> = info
-        .stream
-        .iter()
-        .map(|(k, v)| (*k, v.as_str()))
-        .collect();
+    let labels: Vec<_> = info.stream.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(
         labels,
         [

@@ -36,8 +36,7 @@ use vigil_crds::agent_config::OtlpSink as OtlpSinkConfig;
 use vigil_crds::monitored_app::OtlpProtocol;
 
 use super::http::{
-    self, body_excerpt, CredentialFile, HttpClient, HttpSettings, CONNECT_TIMEOUT,
-    REQUEST_TIMEOUT,
+    self, body_excerpt, CredentialFile, HttpClient, HttpSettings, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
 };
 use super::{SendError, SinkConfigError};
 use crate::batch::{Batch, Signal};
@@ -289,10 +288,7 @@ impl GrpcTransport {
             .map_or(0, |p| p.rejected_spans))
     }
 
-    async fn export_metrics(
-        &self,
-        message: ExportMetricsServiceRequest,
-    ) -> Result<i64, SendError> {
+    async fn export_metrics(&self, message: ExportMetricsServiceRequest) -> Result<i64, SendError> {
         let request = self.request(message)?;
         let response = MetricsServiceClient::new(self.channel())
             .export(request)
@@ -348,10 +344,7 @@ impl HttpTransport {
             .map_or(0, |p| p.rejected_spans))
     }
 
-    async fn export_metrics(
-        &self,
-        message: ExportMetricsServiceRequest,
-    ) -> Result<i64, SendError> {
+    async fn export_metrics(&self, message: ExportMetricsServiceRequest) -> Result<i64, SendError> {
         let body = self.post(&self.metrics, message.encode_to_vec()).await?;
         Ok(ExportMetricsServiceResponse::decode(body)
             .ok()

@@ -130,9 +130,7 @@ fn point_labels(attributes: &[KeyValue], resource: &ResourceLabels) -> BTreeMap<
             .or_insert_with(|| value.into_owned());
     }
     for (name, value) in &resource.defaults {
-        labels
-            .entry(name.clone())
-            .or_insert_with(|| value.clone());
+        labels.entry(name.clone()).or_insert_with(|| value.clone());
     }
     for (name, value) in &resource.identity {
         labels.insert(name.clone(), value.clone());

@@ -85,7 +85,10 @@ pub fn encode(request: &WriteRequest) -> Result<Vec<u8>, SendError> {
     snap::raw::Encoder::new()
         .compress_vec(&raw)
         .map_err(|e| SendError::Permanent {
-            reason: format!("cannot compress a write request of {} bytes: {e}", raw.len()),
+            reason: format!(
+                "cannot compress a write request of {} bytes: {e}",
+                raw.len()
+            ),
         })
 }
 

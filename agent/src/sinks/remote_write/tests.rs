@@ -183,7 +183,11 @@ fn otlp_metrics_convert_to_series() {
     );
     assert_eq!(gauge.samples[0].value, 7.0);
     assert_eq!(gauge.samples[0].timestamp, 1_700_000_000_000);
-    let counter = find(&request, "http_requests_total", &[("http_status_code", "200")]);
+    let counter = find(
+        &request,
+        "http_requests_total",
+        &[("http_status_code", "200")],
+    );
     assert_eq!(counter.samples[0].value, 12.0);
     let bucket = |le| {
         find(
@@ -194,7 +198,10 @@ fn otlp_metrics_convert_to_series() {
         .samples[0]
             .value
     };
-    assert_eq!([bucket("10"), bucket("100"), bucket("+Inf")], [3.0, 8.0, 10.0]);
+    assert_eq!(
+        [bucket("10"), bucket("100"), bucket("+Inf")],
+        [3.0, 8.0, 10.0]
+    );
     assert_eq!(
         find(&request, "http_server_duration_milliseconds_sum", &[]).samples[0].value,
         420.0
@@ -211,11 +218,10 @@ fn otlp_metrics_convert_to_series() {
         find(&request, "rpc_duration_seconds_count", &[]).samples[0].value,
         4.0
     );
-    assert!(!request
-        .timeseries
+    assert!(!request.timeseries.iter().any(|s| s
+        .labels
         .iter()
-        .any(|s| s.labels.iter().any(|l| l.value.starts_with("exp_latency")
-            || l.value.starts_with("delta_requests"))));
+        .any(|l| l.value.starts_with("exp_latency") || l.value.starts_with("delta_requests"))));
 }
 
 /// Samples of one series from several batches become one series with sorted labels and
@@ -236,7 +242,11 @@ fn series_are_merged_and_sorted() {
     let a = Batch::Samples(WriteRequest {
         timeseries: vec![
             series(
-                vec![label("pod", "p"), label("__name__", "up"), label("zone", "")],
+                vec![
+                    label("pod", "p"),
+                    label("__name__", "up"),
+                    label("zone", ""),
+                ],
                 &[(3000, 1.0), (1000, 1.0)],
             ),
             series(vec![label("pod", "p")], &[(1000, 5.0)]),

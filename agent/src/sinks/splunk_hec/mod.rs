@@ -6,7 +6,7 @@
 //! (`<pod>/<container>`), `sourcetype` (configured, default `vigil`), `index` (when configured),
 //! `event` (the log line, or `{"message": line, ...fields}` when the record has parsed fields)
 //! and indexed `fields` for the low-cardinality identity: `namespace`, `app`, `pod`, `container`,
-//! `level`, and on crash records `crash_fingerprint`, `exception_type`, `crash_language`.
+//! `stream`, `level`, and on crash records `crash_fingerprint`, `exception_type`, `crash_language`.
 //!
 //! HEC answers errors as `{"text": ..., "code": N}`: codes 8 (internal error), 9 (server busy),
 //! 18 (unhealthy), 19 (queues full) and 23 (shutting down) are retried, the others are
@@ -139,9 +139,11 @@ impl SplunkHecSink {
                     let mut fields = resource_fields.clone();
                     let mut extra = Map::new();
                     for kv in &record.attributes {
-                        let value = any_value_json(kv.value.as_ref().and_then(|v| v.value.as_ref()));
+                        let value =
+                            any_value_json(kv.value.as_ref().and_then(|v| v.value.as_ref()));
                         let indexed = match kv.key.as_str() {
                             "k8s.container.name" => Some("container"),
+                            "log.iostream" => Some("stream"),
                             "vigil.crash.fingerprint" => Some("crash_fingerprint"),
                             "exception.type" => Some("exception_type"),
                             "vigil.crash.language" => Some("crash_language"),
@@ -156,8 +158,7 @@ impl SplunkHecSink {
                             }
                         }
                     }
-                    if let Some(level) = log_level(&record.severity_text, record.severity_number)
-                    {
+                    if let Some(level) = log_level(&record.severity_text, record.severity_number) {
                         fields.insert("level".to_owned(), Json::String(level.to_owned()));
                     }
                     let line = any_value_json(record.body.as_ref().and_then(|b| b.value.as_ref()));

@@ -62,7 +62,11 @@ async fn events_on_the_wire() {
                 1_700_000_000_123_456_789,
                 "payment accepted",
                 "info",
-                &[("k8s.container.name", "app"), ("order.id", "o-1")],
+                &[
+                    ("k8s.container.name", "app"),
+                    ("log.iostream", "stdout"),
+                    ("order.id", "o-1"),
+                ],
             )],
         ),
         logs_batch(
@@ -101,7 +105,7 @@ async fn events_on_the_wire() {
             "index": "apps",
             "event": {"message": "payment accepted", "order.id": "o-1"},
             "fields": {"namespace": "shop", "app": "checkout", "pod": "checkout-7d9f-abcde",
-                       "container": "app", "level": "info"},
+                       "container": "app", "stream": "stdout", "level": "info"},
         })
     );
     assert_eq!(events[1]["event"], "panic: boom");

@@ -36,7 +36,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::ingest::{Acknowledged, Refusal};
 use super::rpc_status::{RetryInfo, RpcCode, RpcStatus};
-use super::{OtlpError, OtlpReceiver, MAX_REQUEST_BYTES, RETRY_AFTER};
+use super::{too_large_message, OtlpError, OtlpReceiver, MAX_REQUEST_BYTES, RETRY_AFTER};
 use crate::batch::Batch;
 
 /// Component name in the agent's own telemetry.
@@ -136,6 +136,9 @@ pub(super) fn refusal_status(refusal: Refusal) -> Status {
         Refusal::Unavailable => {
             let message = "the agent's buffer is unavailable; retry later";
             retry_status(Code::Unavailable, RpcCode::Unavailable, message)
+        }
+        Refusal::TooLarge { bytes, max_bytes } => {
+            Status::invalid_argument(too_large_message(bytes, max_bytes))
         }
     }
 }

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::ingest::{Acknowledged, Refusal};
 use super::rpc_status::{RetryInfo, RpcCode, RpcStatus};
-use super::{OtlpReceiver, MAX_REQUEST_BYTES, RETRY_AFTER};
+use super::{too_large_message, OtlpReceiver, MAX_REQUEST_BYTES, RETRY_AFTER};
 use crate::batch::{Batch, Signal};
 
 /// Component name in the agent's own telemetry.
@@ -296,6 +296,11 @@ fn refusal_rejection(refusal: Refusal) -> Rejection {
             StatusCode::SERVICE_UNAVAILABLE,
             RpcCode::Unavailable,
             "the agent's buffer is unavailable; retry later",
+        ),
+        Refusal::TooLarge { bytes, max_bytes } => Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            RpcCode::InvalidArgument,
+            too_large_message(bytes, max_bytes),
         ),
     }
 }

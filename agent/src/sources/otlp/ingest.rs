@@ -29,6 +29,9 @@ pub(crate) enum Refusal {
     BackPressure,
     /// The buffer failed or is closed (gRPC `UNAVAILABLE`, HTTP 503).
     Unavailable,
+    /// The batch is larger than the whole buffer: retrying cannot help (gRPC
+    /// `INVALID_ARGUMENT`, HTTP 413).
+    TooLarge { bytes: u64, max_bytes: u64 },
 }
 
 impl OtlpReceiver {
@@ -91,10 +94,25 @@ impl OtlpReceiver {
                     });
                     return Err(Refusal::BackPressure);
                 }
+                Err(BufferError::TooLarge {
+                    bytes: record_bytes,
+                    max_bytes,
+                    ..
+                }) => {
+                    emit(InternalEvent::Dropped {
+                        component,
+                        events: received,
+                        reason: "too_large",
+                    });
+                    return Err(Refusal::TooLarge {
+                        bytes: record_bytes,
+                        max_bytes,
+                    });
+                }
                 Err(error) => {
                     emit(InternalEvent::Error {
                         component,
-                        error: "BufferUnavailable",
+                        error: error.category(),
                         message: &error.to_string(),
                     });
                     return Err(Refusal::Unavailable);

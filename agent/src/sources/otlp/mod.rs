@@ -62,6 +62,14 @@ pub enum OtlpError {
     },
 }
 
+/// Why a batch larger than the whole buffer is refused, and what the sender can do.
+fn too_large_message(bytes: u64, max_bytes: u64) -> String {
+    format!(
+        "the request needs {bytes} bytes in the agent's buffer, which holds {max_bytes}: \
+         send smaller batches"
+    )
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, OtlpError> {
     TcpListener::bind(addr)
         .await

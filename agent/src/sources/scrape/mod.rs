@@ -36,7 +36,8 @@ use parse::{Exposition, Format, ParseError};
 pub const COMPONENT: &str = "scrape";
 
 /// What a scrape asks for: OpenMetrics, else the 0.0.4 text format.
-pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+pub const ACCEPT: &str =
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
 
 /// Environment variable holding the number of the scrape port when the config names the port
 /// (`http-metrics`); the pod's container ports are known where the sidecar is injected.

@@ -458,7 +458,9 @@ impl<'a> Parser<'a> {
     fn sample(&mut self, line: &'a str) -> Result<(), Problem> {
         let bytes = line.as_bytes();
         let name_end = metric_name_end(bytes, 0);
-        if name_end == 0 || (name_end < bytes.len() && !is_blank(bytes[name_end]) && bytes[name_end] != b'{') {
+        if name_end == 0
+            || (name_end < bytes.len() && !is_blank(bytes[name_end]) && bytes[name_end] != b'{')
+        {
             return Err(Problem::MetricName);
         }
         let name = &line[..name_end];

@@ -24,8 +24,7 @@ fn kept_name<'n>(
         return std::borrow::Cow::Borrowed(name);
     }
     let mut renamed = format!("exported_{name}");
-    while identity.iter().any(|(n, _)| *n == renamed) || labels.iter().any(|l| l.name == renamed)
-    {
+    while identity.iter().any(|(n, _)| *n == renamed) || labels.iter().any(|l| l.name == renamed) {
         renamed.insert_str(0, "exported_");
     }
     std::borrow::Cow::Owned(renamed)
@@ -212,7 +211,12 @@ fn render_sample(
         out.push('{');
         let mut first = true;
         for label in labels {
-            push_label(&kept_name(label.name, labels, identity), &label.value, &mut first, out);
+            push_label(
+                &kept_name(label.name, labels, identity),
+                &label.value,
+                &mut first,
+                out,
+            );
         }
         for (name, value) in identity {
             push_label(name, value, &mut first, out);

@@ -242,7 +242,10 @@ fn open_metrics_types() {
     assert_eq!(orders.unit, Some("orders"));
     assert_eq!(orders.help.as_deref(), Some("Orders placed."));
     let total = &page.samples(orders)[0];
-    assert_eq!((total.name, total.value, total.timestamp_ms), ("orders_total", 3.0, None));
+    assert_eq!(
+        (total.name, total.value, total.timestamp_ms),
+        ("orders_total", 3.0, None)
+    );
 }
 
 /// OpenMetrics text must end with `# EOF`, and nothing may follow it.
@@ -263,20 +266,60 @@ fn malformed_lines_name_line_and_problem() {
         ("ok 1\n9bad 1\n", 2, "line 2: invalid metric name"),
         ("ok 1\nbad-name 1\n", 2, "line 2: invalid metric name"),
         ("a{1x=\"v\"} 1\n", 1, "line 1: `a`: invalid label name"),
-        ("a{x \"v\"} 1\n", 1, "line 1: `a`: expected `=` after label `x`"),
-        ("a{x=v} 1\n", 1, "line 1: `a`: value of label `x` must be a quoted string"),
-        ("\n\na{x=\"v} 1\n", 3, "line 3: `a`: value of label `x` has no closing quote"),
-        ("a{x=\"1\",x=\"2\"} 1\n", 1, "line 1: `a`: label `x` given twice"),
-        ("a{x=\"1\" y=\"2\"} 1\n", 1, "line 1: `a`: expected `,` or `}` after label `x`"),
+        (
+            "a{x \"v\"} 1\n",
+            1,
+            "line 1: `a`: expected `=` after label `x`",
+        ),
+        (
+            "a{x=v} 1\n",
+            1,
+            "line 1: `a`: value of label `x` must be a quoted string",
+        ),
+        (
+            "\n\na{x=\"v} 1\n",
+            3,
+            "line 3: `a`: value of label `x` has no closing quote",
+        ),
+        (
+            "a{x=\"1\",x=\"2\"} 1\n",
+            1,
+            "line 1: `a`: label `x` given twice",
+        ),
+        (
+            "a{x=\"1\" y=\"2\"} 1\n",
+            1,
+            "line 1: `a`: expected `,` or `}` after label `x`",
+        ),
         ("a\n", 1, "line 1: `a`: missing sample value"),
         ("a{x=\"1\"}\n", 1, "line 1: `a`: missing sample value"),
         ("a one\n", 1, "line 1: `a`: invalid sample value `one`"),
-        ("a 1 later\n", 1, "line 1: `a`: invalid timestamp `later` (expected integer milliseconds)"),
-        ("a 1 2 3\n", 1, "line 1: `a`: unexpected text after the sample"),
-        ("a{x=\"1\"}2\n", 1, "line 1: `a`: unexpected text after the sample"),
-        ("# TYPE a countr\n", 1, "line 1: `# TYPE a`: unknown type `countr`"),
+        (
+            "a 1 later\n",
+            1,
+            "line 1: `a`: invalid timestamp `later` (expected integer milliseconds)",
+        ),
+        (
+            "a 1 2 3\n",
+            1,
+            "line 1: `a`: unexpected text after the sample",
+        ),
+        (
+            "a{x=\"1\"}2\n",
+            1,
+            "line 1: `a`: unexpected text after the sample",
+        ),
+        (
+            "# TYPE a countr\n",
+            1,
+            "line 1: `# TYPE a`: unknown type `countr`",
+        ),
         ("# TYPE\n", 1, "line 1: `# TYPE` line without a metric name"),
-        ("# HELP 1a x\n", 1, "line 1: `# HELP` line without a metric name"),
+        (
+            "# HELP 1a x\n",
+            1,
+            "line 1: `# HELP` line without a metric name",
+        ),
     ];
     for (page, line, message) in cases {
         let error = parse(page, Format::PrometheusText).unwrap_err();
@@ -350,7 +393,10 @@ fn node_exporter_pages_parse_fully() {
             .lines()
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .count();
-        let type_lines = page_text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let type_lines = page_text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE "))
+            .count();
         assert_eq!(page.sample_count(), sample_lines, "{name}");
         let typed = page
             .families()
@@ -367,7 +413,10 @@ fn node_exporter_pages_parse_fully() {
         assert_eq!(original.len(), round_trip.len(), "{name}");
         for (a, b) in original.iter().zip(&round_trip) {
             assert_eq!((&a.0, &a.1), (&b.0, &b.1), "{name}");
-            assert!(a.2 == b.2 || (a.2.is_nan() && b.2.is_nan()), "{name}: {a:?} {b:?}");
+            assert!(
+                a.2 == b.2 || (a.2.is_nan() && b.2.is_nan()),
+                "{name}: {a:?} {b:?}"
+            );
         }
     }
 }
@@ -420,7 +469,15 @@ fn series_get_identity_labels() {
     let names: Vec<_> = series[0].labels.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(
         names,
-        ["__name__", "app", "exported_namespace", "namespace", "pod", "version", "zone"]
+        [
+            "__name__",
+            "app",
+            "exported_namespace",
+            "namespace",
+            "pod",
+            "version",
+            "zone"
+        ]
     );
     let get = |i: usize, name: &str| {
         series[i]
@@ -603,8 +660,7 @@ fn series_map(batch: &Batch) -> (SeriesMap, Vec<crate::prompb::TimeSeries>) {
 fn check_app_series(batch: &Batch) {
     let (map, series) = series_map(batch);
     let get = |key: &str| {
-        *map
-            .get(key)
+        *map.get(key)
             .unwrap_or_else(|| panic!("series {key} missing in {:#?}", map.keys()))
     };
     assert_eq!(get("shop_orders_total,method=card"), 3.0);
@@ -628,7 +684,12 @@ fn check_app_series(batch: &Batch) {
         let mut sorted = names.clone();
         sorted.sort_unstable();
         assert_eq!(names, sorted);
-        let value = |n: &str| s.labels.iter().find(|l| l.name == n).map(|l| l.value.as_str());
+        let value = |n: &str| {
+            s.labels
+                .iter()
+                .find(|l| l.name == n)
+                .map(|l| l.value.as_str())
+        };
         assert_eq!(value("namespace"), Some("shop"), "{names:?}");
         assert_eq!(value("app"), Some("checkout"));
         assert_eq!(value("pod"), Some("checkout-7d9f"));
@@ -683,7 +744,10 @@ async fn scrape_python_app_open_metrics() {
     let orders = exposition.family("shop_orders").unwrap();
     assert_eq!(orders.metric_type, MetricType::Counter);
     assert_eq!(
-        exposition.family("shop_request_seconds").unwrap().metric_type,
+        exposition
+            .family("shop_request_seconds")
+            .unwrap()
+            .metric_type,
         MetricType::Histogram
     );
 

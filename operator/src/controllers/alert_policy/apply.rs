@@ -23,9 +23,8 @@ pub async fn children(
     } = desired;
     let mut children = Vec::new();
     children.extend(prometheus_rule.map(|r| Child::dynamic(discovery::prometheus_rule(), r)));
-    children.extend(
-        alertmanager_config.map(|c| Child::dynamic(discovery::alertmanager_config(), c)),
-    );
+    children
+        .extend(alertmanager_config.map(|c| Child::dynamic(discovery::alertmanager_config(), c)));
     let mut kinds = Vec::new();
     if apis.prometheus_rule {
         kinds.push(discovery::prometheus_rule());

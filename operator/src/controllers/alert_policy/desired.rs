@@ -37,7 +37,9 @@ pub fn children(policy: &AlertPolicy, app: &MonitoredApp, apis: OptionalApis) ->
             policies: vec![policy.clone()],
             ..Inventory::default()
         };
-        alertmanager::alertmanager_config_crs(&inv).into_iter().next()
+        alertmanager::alertmanager_config_crs(&inv)
+            .into_iter()
+            .next()
     } else {
         None
     };
@@ -56,7 +58,12 @@ pub fn summary(policy: &AlertPolicy, app: &MonitoredApp) -> Summary {
         .flat_map(|g| &g.rules)
         .filter(|r| matches!(r, Rule::Alerting(_)))
         .count();
-    let receivers: usize = policy.spec.audiences.iter().map(|a| a.receivers.len()).sum();
+    let receivers: usize = policy
+        .spec
+        .audiences
+        .iter()
+        .map(|a| a.receivers.len())
+        .sum();
     Summary {
         rules: i32::try_from(rules).unwrap_or(i32::MAX),
         receivers: i32::try_from(receivers).unwrap_or(i32::MAX),

@@ -87,7 +87,10 @@ async fn dangling_app_ref_is_app_not_found_until_the_app_exists() {
 
     let error = reconcile(policy.clone(), ctx.clone()).await.unwrap_err();
     assert_eq!(error.category(), "AppNotFound");
-    assert_eq!(error_policy(policy, &error, ctx.clone()), Action::await_change());
+    assert_eq!(
+        error_policy(policy, &error, ctx.clone()),
+        Action::await_change()
+    );
     let ready = condition(&stored_json(&server), "Ready");
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "AppNotFound");
@@ -116,16 +119,27 @@ async fn with_prometheus_operator_rules_and_routes_are_custom_resources() {
     let policy = create_policy(&server, POLICY);
     reconcile(policy.clone(), ctx).await.unwrap();
 
-    let rule = server.get("prometheusrules", "shop", "vigil-crashes").unwrap();
+    let rule = server
+        .get("prometheusrules", "shop", "vigil-crashes")
+        .unwrap();
     assert_eq!(
         rule["metadata"]["ownerReferences"][0]["uid"],
         json!(policy.metadata.uid.clone().unwrap())
     );
     assert_eq!(rule["spec"]["groups"][0]["name"], "vigil.shop.crashes");
-    let routes = server.get("alertmanagerconfigs", "shop", "vigil-crashes").unwrap();
-    assert_eq!(routes["metadata"]["labels"]["vigil.dev/owner"], "alertpolicy.crashes");
-    assert!(server.get("secrets", "vigil-system", ALERTMANAGER_SECRET).is_none());
-    assert!(server.get("configmaps", "shop", PROMETHEUS_CONFIG_MAP).is_none());
+    let routes = server
+        .get("alertmanagerconfigs", "shop", "vigil-crashes")
+        .unwrap();
+    assert_eq!(
+        routes["metadata"]["labels"]["vigil.dev/owner"],
+        "alertpolicy.crashes"
+    );
+    assert!(server
+        .get("secrets", "vigil-system", ALERTMANAGER_SECRET)
+        .is_none());
+    assert!(server
+        .get("configmaps", "shop", PROMETHEUS_CONFIG_MAP)
+        .is_none());
 
     let stored = stored_json(&server);
     assert_eq!(stored["status"]["receivers"], 2);
@@ -133,7 +147,10 @@ async fn with_prometheus_operator_rules_and_routes_are_custom_resources() {
     assert_eq!(stored["status"]["observedGeneration"], 1);
     let rules = condition(&stored, "RulesApplied");
     assert_eq!(rules["status"], "True");
-    assert!(rules["message"].as_str().unwrap().contains("PrometheusRule vigil-crashes"));
+    assert!(rules["message"]
+        .as_str()
+        .unwrap()
+        .contains("PrometheusRule vigil-crashes"));
     assert!(condition(&stored, "RoutesApplied")["message"]
         .as_str()
         .unwrap()
@@ -177,7 +194,11 @@ async fn one_request(listener: TcpListener) -> String {
         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
-    String::from_utf8_lossy(&buffer).lines().next().unwrap_or_default().to_owned()
+    String::from_utf8_lossy(&buffer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn alertmanager_yml(server: &FakeApiServer) -> String {
@@ -203,12 +224,19 @@ async fn without_prometheus_operator_shared_outputs_are_maintained_and_cleaned()
         .await
         .unwrap();
 
-    let shared = server.get("configmaps", "shop", PROMETHEUS_CONFIG_MAP).unwrap();
-    let rules = shared["data"][policy_rules_key("crashes")].as_str().unwrap();
+    let shared = server
+        .get("configmaps", "shop", PROMETHEUS_CONFIG_MAP)
+        .unwrap();
+    let rules = shared["data"][policy_rules_key("crashes")]
+        .as_str()
+        .unwrap();
     assert!(rules.contains("alert: CheckoutCrash"), "{rules}");
     let yml = alertmanager_yml(&server);
     assert!(yml.contains("shop/crashes/oncall"), "{yml}");
-    assert_eq!(stored_json(&server)["metadata"]["finalizers"], json!([FINALIZER]));
+    assert_eq!(
+        stored_json(&server)["metadata"]["finalizers"],
+        json!([FINALIZER])
+    );
     let request = tokio::time::timeout(Duration::from_secs(10), received)
         .await
         .unwrap()
@@ -223,7 +251,9 @@ async fn without_prometheus_operator_shared_outputs_are_maintained_and_cleaned()
     reconcile(stored(&server), ctx).await.unwrap();
 
     assert!(server.get("alertpolicies", "shop", "crashes").is_none());
-    let shared = server.get("configmaps", "shop", PROMETHEUS_CONFIG_MAP).unwrap();
+    let shared = server
+        .get("configmaps", "shop", PROMETHEUS_CONFIG_MAP)
+        .unwrap();
     assert!(shared["data"].get(policy_rules_key("crashes")).is_none());
     let yml = alertmanager_yml(&server);
     assert!(!yml.contains("shop/crashes/"), "{yml}");

@@ -10,7 +10,10 @@ use crate::manifests;
 use crate::render::{namespace_of, Inventory};
 
 /// The policy's app, or what is wrong with the policy.
-pub fn check(policy: &AlertPolicy, app: Option<MonitoredApp>) -> Result<MonitoredApp, ValidateError> {
+pub fn check(
+    policy: &AlertPolicy,
+    app: Option<MonitoredApp>,
+) -> Result<MonitoredApp, ValidateError> {
     let object = describe(policy);
     let Some(app) = app else {
         return Err(ValidateError::app_not_found(
@@ -30,10 +33,12 @@ pub fn check(policy: &AlertPolicy, app: Option<MonitoredApp>) -> Result<Monitore
     }
     let Inventory { mut apps, .. } = inv;
     // `apps` holds exactly the one app put in above.
-    apps.pop().ok_or_else(|| ValidateError::app_not_found(
-        &object,
-        "spec.appRef",
-        &namespace_of(policy),
-        &policy.spec.app_ref.name,
-    ))
+    apps.pop().ok_or_else(|| {
+        ValidateError::app_not_found(
+            &object,
+            "spec.appRef",
+            &namespace_of(policy),
+            &policy.spec.app_ref.name,
+        )
+    })
 }

@@ -49,7 +49,9 @@ async fn without_grafana_operator_the_dashboard_is_a_config_map() {
     let view = create(&server, VIEW);
     reconcile(view.clone(), ctx).await.unwrap();
 
-    let map = server.get("configmaps", "shop", "vigil-dashboardview-support").unwrap();
+    let map = server
+        .get("configmaps", "shop", "vigil-dashboardview-support")
+        .unwrap();
     assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
     assert_eq!(
         map["metadata"]["ownerReferences"][0]["uid"],
@@ -72,8 +74,12 @@ async fn with_grafana_operator_both_are_written_and_deleted_with_the_view() {
     let server = FakeApiServer::new();
     let ctx = server.context(Settings::default());
     reconcile(create(&server, VIEW), ctx).await.unwrap();
-    assert!(server.get("grafanadashboards", "shop", "vigil-dashboardview-support").is_some());
-    assert!(server.get("configmaps", "shop", "vigil-dashboardview-support").is_some());
+    assert!(server
+        .get("grafanadashboards", "shop", "vigil-dashboardview-support")
+        .is_some());
+    assert!(server
+        .get("configmaps", "shop", "vigil-dashboardview-support")
+        .is_some());
 
     server.delete("dashboardviews", "shop", "support");
     assert!(server.list("grafanadashboards", "shop").is_empty());

@@ -10,7 +10,10 @@ use crate::render::{namespace_of, Inventory};
 
 /// The view and its apps as an inventory for the renderer, or what is wrong with the view.
 /// `apps` holds one entry per name in `spec.apps`, `None` where no such app exists.
-pub fn check(view: &DashboardView, apps: Vec<Option<MonitoredApp>>) -> Result<Inventory, ValidateError> {
+pub fn check(
+    view: &DashboardView,
+    apps: Vec<Option<MonitoredApp>>,
+) -> Result<Inventory, ValidateError> {
     let object = describe(view);
     let mut found = Vec::new();
     for (i, (name, app)) in view.spec.apps.iter().zip(apps).enumerate() {

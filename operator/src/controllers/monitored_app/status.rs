@@ -98,9 +98,14 @@ pub fn app_conditions(
             counts.stale, counts.injected
         ))
     } else {
-        (true, "AllPodsInjected", format!(
-            "all {} selected pods run the current agent", counts.selected
-        ))
+        (
+            true,
+            "AllPodsInjected",
+            format!(
+                "all {} selected pods run the current agent",
+                counts.selected
+            ),
+        )
     };
     vec![
         condition(READY, true, "Applied", format!(

@@ -52,8 +52,7 @@ fn pod(name: &str, labels: &[(&str, &str)], injected: Option<&str>) -> Pod {
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
             ),
-            annotations: injected
-                .map(|h| BTreeMap::from([(INJECTED.to_owned(), h.to_owned())])),
+            annotations: injected.map(|h| BTreeMap::from([(INJECTED.to_owned(), h.to_owned())])),
             ..ObjectMeta::default()
         },
         ..Pod::default()
@@ -91,15 +90,29 @@ async fn create_applies_children_and_reports_pod_counts() {
     let action = reconcile(app.clone(), ctx.clone()).await.unwrap();
     assert_eq!(action, Action::requeue(ctx.settings.resync));
 
-    let config = server.get("configmaps", "shop", "vigil-agent-checkout").unwrap();
+    let config = server
+        .get("configmaps", "shop", "vigil-agent-checkout")
+        .unwrap();
     let owner = &config["metadata"]["ownerReferences"][0];
     assert_eq!(owner["uid"], json!(app.metadata.uid.clone().unwrap()));
     assert_eq!(owner["controller"], json!(true));
-    assert_eq!(config["metadata"]["labels"]["app.kubernetes.io/managed-by"], "vigil");
-    assert_eq!(config["metadata"]["labels"]["vigil.dev/owner"], "monitoredapp.checkout");
-    assert!(server.get("podmonitors", "shop", "vigil-checkout").is_some());
-    assert!(server.get("podmonitors", "shop", "vigil-agent-checkout").is_some());
-    assert!(server.get("configmaps", "shop", PROMETHEUS_CONFIG_MAP).is_none());
+    assert_eq!(
+        config["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "vigil"
+    );
+    assert_eq!(
+        config["metadata"]["labels"]["vigil.dev/owner"],
+        "monitoredapp.checkout"
+    );
+    assert!(server
+        .get("podmonitors", "shop", "vigil-checkout")
+        .is_some());
+    assert!(server
+        .get("podmonitors", "shop", "vigil-agent-checkout")
+        .is_some());
+    assert!(server
+        .get("configmaps", "shop", PROMETHEUS_CONFIG_MAP)
+        .is_none());
 
     let stored = server.get("monitoredapps", "shop", "checkout").unwrap();
     let status = &stored["status"];
@@ -120,7 +133,10 @@ async fn create_applies_children_and_reports_pod_counts() {
     // Without prometheus-operator in the way, the app needs no finalizer.
     assert!(stored["metadata"].get("finalizers").is_none());
     assert_eq!(
-        ctx.metrics.reconciles.with_label_values(&["MonitoredApp"]).get(),
+        ctx.metrics
+            .reconciles
+            .with_label_values(&["MonitoredApp"])
+            .get(),
         1
     );
 }
@@ -133,7 +149,9 @@ async fn spec_change_updates_children_and_prunes_the_rest() {
     let ctx = server.context(Settings::default());
     let app = create(&server, &app_from(APP));
     reconcile(app, ctx.clone()).await.unwrap();
-    let before = server.get("configmaps", "shop", "vigil-agent-checkout").unwrap();
+    let before = server
+        .get("configmaps", "shop", "vigil-agent-checkout")
+        .unwrap();
 
     // Dropping `metrics` removes the application's PodMonitor, keeps the agent's.
     let mut spec = server.get("monitoredapps", "shop", "checkout").unwrap()["spec"].clone();
@@ -142,9 +160,15 @@ async fn spec_change_updates_children_and_prunes_the_rest() {
     server.update_spec("monitoredapps", "shop", "checkout", spec);
     reconcile(stored(&server), ctx.clone()).await.unwrap();
 
-    assert!(server.get("podmonitors", "shop", "vigil-checkout").is_none());
-    assert!(server.get("podmonitors", "shop", "vigil-agent-checkout").is_some());
-    let after = server.get("configmaps", "shop", "vigil-agent-checkout").unwrap();
+    assert!(server
+        .get("podmonitors", "shop", "vigil-checkout")
+        .is_none());
+    assert!(server
+        .get("podmonitors", "shop", "vigil-agent-checkout")
+        .is_some());
+    let after = server
+        .get("configmaps", "shop", "vigil-agent-checkout")
+        .unwrap();
     assert_ne!(before["data"], after["data"]);
     let stored = server.get("monitoredapps", "shop", "checkout").unwrap();
     assert_eq!(stored["metadata"]["generation"], 2);
@@ -156,8 +180,12 @@ async fn spec_change_updates_children_and_prunes_the_rest() {
 async fn deleting_the_app_removes_its_children() {
     let server = FakeApiServer::new();
     let ctx = server.context(Settings::default());
-    reconcile(create(&server, &app_from(APP)), ctx).await.unwrap();
-    assert!(server.get("configmaps", "shop", "vigil-agent-checkout").is_some());
+    reconcile(create(&server, &app_from(APP)), ctx)
+        .await
+        .unwrap();
+    assert!(server
+        .get("configmaps", "shop", "vigil-agent-checkout")
+        .is_some());
 
     server.delete("monitoredapps", "shop", "checkout");
 
@@ -179,7 +207,10 @@ async fn invalid_spec_sets_a_fix_it_condition_and_creates_nothing() {
     let error = reconcile(app.clone(), ctx.clone()).await.unwrap_err();
     assert_eq!(error.category(), "InvalidSpec");
     assert!(error.is_permanent());
-    assert_eq!(error_policy(app, &error, ctx.clone()), Action::await_change());
+    assert_eq!(
+        error_policy(app, &error, ctx.clone()),
+        Action::await_change()
+    );
 
     let stored = server.get("monitoredapps", "shop", "checkout").unwrap();
     let ready = condition(&stored, "Ready");
@@ -187,7 +218,10 @@ async fn invalid_spec_sets_a_fix_it_condition_and_creates_nothing() {
     assert_eq!(ready["reason"], "InvalidSpec");
     let message = ready["message"].as_str().unwrap();
     assert!(message.starts_with("spec.selector: "), "{message}");
-    assert!(message.contains("set matchLabels or matchExpressions"), "{message}");
+    assert!(
+        message.contains("set matchLabels or matchExpressions"),
+        "{message}"
+    );
     assert_eq!(stored["status"]["observedGeneration"], 1);
     assert!(server.list("configmaps", "shop").is_empty());
     assert!(server.list("podmonitors", "shop").is_empty());
@@ -230,7 +264,9 @@ async fn apply_conflict_is_transient_and_requeued() {
         .contains("retries with backoff"));
 
     reconcile(stored(&server), ctx).await.unwrap();
-    assert!(server.get("configmaps", "shop", "vigil-agent-checkout").is_some());
+    assert!(server
+        .get("configmaps", "shop", "vigil-agent-checkout")
+        .is_some());
     let stored_app = server.get("monitoredapps", "shop", "checkout").unwrap();
     assert_eq!(condition(&stored_app, "Ready")["status"], "True");
 }
@@ -246,11 +282,19 @@ async fn without_prometheus_operator_scrape_configs_go_to_the_shared_config_map(
         .await
         .unwrap();
 
-    assert!(server.list("configmaps", "shop").iter().all(|c| c["metadata"]["name"] != "vigil-checkout"));
-    let shared = server.get("configmaps", "shop", PROMETHEUS_CONFIG_MAP).unwrap();
+    assert!(server
+        .list("configmaps", "shop")
+        .iter()
+        .all(|c| c["metadata"]["name"] != "vigil-checkout"));
+    let shared = server
+        .get("configmaps", "shop", PROMETHEUS_CONFIG_MAP)
+        .unwrap();
     let scrape = shared["data"][SCRAPE_CONFIGS_KEY].as_str().unwrap();
     assert!(scrape.contains("job_name: vigil/shop/checkout"), "{scrape}");
-    assert!(scrape.contains("job_name: vigil-agent/shop/checkout"), "{scrape}");
+    assert!(
+        scrape.contains("job_name: vigil-agent/shop/checkout"),
+        "{scrape}"
+    );
     let stored_app = server.get("monitoredapps", "shop", "checkout").unwrap();
     assert_eq!(stored_app["metadata"]["finalizers"], json!([FINALIZER]));
     assert_eq!(
@@ -264,8 +308,12 @@ async fn without_prometheus_operator_scrape_configs_go_to_the_shared_config_map(
     reconcile(deleting, ctx).await.unwrap();
 
     assert!(server.get("monitoredapps", "shop", "checkout").is_none());
-    assert!(server.get("configmaps", "shop", "vigil-agent-checkout").is_none());
-    let shared = server.get("configmaps", "shop", PROMETHEUS_CONFIG_MAP).unwrap();
+    assert!(server
+        .get("configmaps", "shop", "vigil-agent-checkout")
+        .is_none());
+    let shared = server
+        .get("configmaps", "shop", PROMETHEUS_CONFIG_MAP)
+        .unwrap();
     assert_eq!(shared["data"][SCRAPE_CONFIGS_KEY], "scrape_configs: []\n");
 }
 
@@ -274,11 +322,11 @@ async fn without_prometheus_operator_scrape_configs_go_to_the_shared_config_map(
 fn pod_counts_follow_the_sidecar_hash() {
     let meta = |injected: Option<&str>, terminating: bool| ObjectMeta {
         annotations: injected.map(|h| BTreeMap::from([(INJECTED.to_owned(), h.to_owned())])),
-        deletion_timestamp: terminating.then(|| {
+        deletion_timestamp: terminating.then_some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            )
-        }),
+            ),
+        ),
         ..ObjectMeta::default()
     };
     let pods = [
@@ -295,4 +343,38 @@ fn pod_counts_follow_the_sidecar_hash() {
             stale: 1
         }
     );
+}
+
+/// One bad object never stalls the others: reconciling many apps at once, one of them
+/// invalid, leaves every valid one applied and Ready and only the invalid one failed.
+#[tokio::test]
+async fn one_invalid_app_does_not_stall_the_others() {
+    let server = FakeApiServer::new();
+    let ctx = server.context(Settings::default());
+    let mut apps = Vec::new();
+    for i in 0..50 {
+        let mut app = app_from(&APP.replace("checkout", &format!("app-{i}")));
+        if i == 7 {
+            app.spec.selector = Default::default();
+        }
+        server.create(&app);
+        let stored: MonitoredApp = server
+            .fetch("monitoredapps", "shop", &format!("app-{i}"))
+            .unwrap();
+        apps.push(Arc::new(stored));
+    }
+    let results =
+        futures::future::join_all(apps.into_iter().map(|a| reconcile(a, ctx.clone()))).await;
+
+    let failed: Vec<usize> = (0..50).filter(|i| results[*i].is_err()).collect();
+    assert_eq!(failed, vec![7]);
+    for i in (0..50).filter(|i| *i != 7) {
+        let stored = server
+            .get("monitoredapps", "shop", &format!("app-{i}"))
+            .unwrap();
+        assert_eq!(condition(&stored, "Ready")["status"], "True");
+        assert!(server
+            .get("configmaps", "shop", &format!("vigil-agent-app-{i}"))
+            .is_some());
+    }
 }

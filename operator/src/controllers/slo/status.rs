@@ -16,7 +16,12 @@ use crate::controllers::{report, Context, Error, OptionalApis};
 use crate::render::dashboards::dashboard_object_name;
 
 /// The conditions of an objective whose outputs were applied.
-pub fn slo_conditions(slo: &Slo, summary: Summary, apis: OptionalApis, now: Timestamp) -> Vec<Condition> {
+pub fn slo_conditions(
+    slo: &Slo,
+    summary: Summary,
+    apis: OptionalApis,
+    now: Timestamp,
+) -> Vec<Condition> {
     let generation = slo.metadata.generation;
     let rules_where = if apis.prometheus_rule {
         format!("PrometheusRule vigil-slo-{}", slo.name_any())

@@ -58,13 +58,22 @@ async fn with_both_operators_every_output_is_applied() {
     reconcile(slo.clone(), ctx).await.unwrap();
 
     let uid = json!(slo.metadata.uid.clone().unwrap());
-    let rule = server.get("prometheusrules", "shop", "vigil-slo-availability").unwrap();
+    let rule = server
+        .get("prometheusrules", "shop", "vigil-slo-availability")
+        .unwrap();
     assert_eq!(rule["metadata"]["ownerReferences"][0]["uid"], uid);
-    let dashboard = server.get("configmaps", "shop", "vigil-slo-availability").unwrap();
+    let dashboard = server
+        .get("configmaps", "shop", "vigil-slo-availability")
+        .unwrap();
     assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
     assert_eq!(dashboard["metadata"]["ownerReferences"][0]["uid"], uid);
-    let cr = server.get("grafanadashboards", "shop", "vigil-slo-availability").unwrap();
-    assert_eq!(cr["metadata"]["labels"]["vigil.dev/owner"], "slo.availability");
+    let cr = server
+        .get("grafanadashboards", "shop", "vigil-slo-availability")
+        .unwrap();
+    assert_eq!(
+        cr["metadata"]["labels"]["vigil.dev/owner"],
+        "slo.availability"
+    );
 
     let stored = stored(&server);
     assert!(stored["status"]["recordingRules"].as_i64().unwrap() > 0);
@@ -80,11 +89,18 @@ async fn without_grafana_operator_only_the_config_map_is_written() {
     let ctx = server.context(Settings::default());
     reconcile(setup(&server), ctx).await.unwrap();
 
-    assert!(server.get("configmaps", "shop", "vigil-slo-availability").is_some());
+    assert!(server
+        .get("configmaps", "shop", "vigil-slo-availability")
+        .is_some());
     assert!(server.list("grafanadashboards", "shop").is_empty());
-    assert!(server.get("prometheusrules", "shop", "vigil-slo-availability").is_some());
+    assert!(server
+        .get("prometheusrules", "shop", "vigil-slo-availability")
+        .is_some());
     let ready = condition(&stored(&server), "Ready");
-    assert!(ready["message"].as_str().unwrap().contains("(ConfigMap vigil-slo-availability)"));
+    assert!(ready["message"]
+        .as_str()
+        .unwrap()
+        .contains("(ConfigMap vigil-slo-availability)"));
 }
 
 /// Without prometheus-operator the SLO's rules go into the shared ConfigMap; deleting the SLO
@@ -95,8 +111,12 @@ async fn without_prometheus_operator_rules_go_to_the_shared_config_map() {
     let ctx = server.context(Settings::default());
     reconcile(setup(&server), ctx.clone()).await.unwrap();
 
-    let shared = server.get("configmaps", "shop", PROMETHEUS_CONFIG_MAP).unwrap();
-    let rules = shared["data"][slo_rules_key("availability")].as_str().unwrap();
+    let shared = server
+        .get("configmaps", "shop", PROMETHEUS_CONFIG_MAP)
+        .unwrap();
+    let rules = shared["data"][slo_rules_key("availability")]
+        .as_str()
+        .unwrap();
     assert!(rules.contains("SLOErrorBudgetBurn"), "{rules}");
     assert!(condition(&stored(&server), "RulesApplied")["message"]
         .as_str()
@@ -104,11 +124,18 @@ async fn without_prometheus_operator_rules_go_to_the_shared_config_map() {
         .contains("file slo-availability.rules.yml"));
 
     server.delete("slos", "shop", "availability");
-    reconcile(Arc::new(server.fetch("slos", "shop", "availability").unwrap()), ctx)
-        .await
-        .unwrap();
+    reconcile(
+        Arc::new(server.fetch("slos", "shop", "availability").unwrap()),
+        ctx,
+    )
+    .await
+    .unwrap();
     assert!(server.get("slos", "shop", "availability").is_none());
-    assert!(server.get("configmaps", "shop", "vigil-slo-availability").is_none());
-    let shared = server.get("configmaps", "shop", PROMETHEUS_CONFIG_MAP).unwrap();
+    assert!(server
+        .get("configmaps", "shop", "vigil-slo-availability")
+        .is_none());
+    let shared = server
+        .get("configmaps", "shop", PROMETHEUS_CONFIG_MAP)
+        .unwrap();
     assert!(shared["data"].get(slo_rules_key("availability")).is_none());
 }

@@ -125,3 +125,42 @@ async fn full_drop_newest_buffer_answers_success_and_counts_the_drop() {
     assert_eq!(agent.stored_now().await.len(), stored as usize);
     agent.stop().await;
 }
+
+/// A request larger than the whole buffer can never be stored: it is refused as permanent
+/// (HTTP 413, gRPC INVALID_ARGUMENT) instead of being retried forever.
+#[tokio::test]
+async fn request_larger_than_the_buffer_is_refused_as_permanent() {
+    let mut setup = Setup::new("sink_too_large");
+    setup.max_bytes = MAX_BYTES;
+    // Under `block` the router reports any record without room as `Full` before the buffer
+    // can say it would never fit; `dropNewest` lets the buffer answer.
+    setup.when_full = WhenFull::DropNewest;
+    let agent = TestAgent::start(setup).await;
+    let spans =
+        (1..=20).map(|n| kilobyte_request(n).resource_spans[0].scope_spans[0].spans[0].clone());
+    let request = traces_request(spans.collect());
+
+    let refused = grpc_client(&agent)
+        .await
+        .export(request.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("smaller batches"),
+        "{}",
+        refused.message()
+    );
+
+    let response = http_client()
+        .post(format!("http://{}/v1/traces", agent.http))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = RpcStatus::decode(response.bytes().await.unwrap()).unwrap();
+    assert!(body.message.contains("smaller batches"), "{}", body.message);
+    agent.stop().await;
+}
