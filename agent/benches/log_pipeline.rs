@@ -23,7 +23,12 @@ use vigil_crds::agent_config::{LogsConfig, RedactionConfig};
 use vigil_crds::monitored_app::{Detector, LogFormat};
 
 const LEVELS: [&str; 4] = ["INFO", "INFO", "WARN", "DEBUG"];
-const PATHS: [&str; 4] = ["/api/orders", "/api/cart", "/healthz", "/api/payments/confirm"];
+const PATHS: [&str; 4] = [
+    "/api/orders",
+    "/api/cart",
+    "/healthz",
+    "/api/payments/confirm",
+];
 
 fn plain_line(n: u64) -> String {
     format!(
@@ -83,7 +88,12 @@ fn cpu_seconds() -> f64 {
     // Fields after the command name (which is in parentheses and may hold spaces).
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
     (ticks(11) + ticks(12)) / clock_ticks_per_second()
 }
@@ -177,8 +187,23 @@ fn run_case(name: &str, format: LogFormat, message: fn(u64) -> String, detectors
 
 fn main() {
     println!("log pipeline: tail + CRI + parse + join + crash + redact + enrich");
-    run_case("plain text, all detectors", LogFormat::Text, plain_line, Detector::all());
-    run_case("plain text, no detectors", LogFormat::Text, plain_line, Vec::new());
-    run_case("json, all detectors", LogFormat::Json, json_line, Detector::all());
+    run_case(
+        "plain text, all detectors",
+        LogFormat::Text,
+        plain_line,
+        Detector::all(),
+    );
+    run_case(
+        "plain text, no detectors",
+        LogFormat::Text,
+        plain_line,
+        Vec::new(),
+    );
+    run_case(
+        "json, all detectors",
+        LogFormat::Json,
+        json_line,
+        Detector::all(),
+    );
     run_case("json, no detectors", LogFormat::Json, json_line, Vec::new());
 }

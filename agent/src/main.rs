@@ -32,7 +32,8 @@ struct Cli {
 }
 
 fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value).map_err(|_| format!("{flag}: {value} is not a duration in seconds"))
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{flag}: {value} is not a duration in seconds"))
 }
 
 fn main() -> ExitCode {
@@ -62,9 +63,11 @@ fn main() -> ExitCode {
         seconds(cli.reload_interval, "--reload-interval"),
         seconds(cli.shutdown_timeout, "--shutdown-timeout"),
     ) {
-        (Ok(reload_interval), Ok(shutdown_deadline)) => {
-            Settings { config_path, reload_interval, shutdown_deadline }
-        }
+        (Ok(reload_interval), Ok(shutdown_deadline)) => Settings {
+            config_path,
+            reload_interval,
+            shutdown_deadline,
+        },
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("vigil-agent: {e}");
             return ExitCode::from(2);

@@ -88,13 +88,18 @@ pub fn load_config(path: &Path) -> Result<(AgentConfig, [u8; 32]), RuntimeError>
         path: path.display().to_string(),
         source,
     })?;
-    let config = AgentConfig::from_yaml(&text)
-        .map_err(|source| RuntimeError::Config { path: path.display().to_string(), source })?;
+    let config = AgentConfig::from_yaml(&text).map_err(|source| RuntimeError::Config {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok((config, Sha256::digest(text.as_bytes()).into()))
 }
 
 fn listen(field: &'static str, value: &str) -> Result<SocketAddr, RuntimeError> {
-    value.parse().map_err(|_| RuntimeError::Listen { field, value: value.to_owned() })
+    value.parse().map_err(|_| RuntimeError::Listen {
+        field,
+        value: value.to_owned(),
+    })
 }
 
 /// State that outlives config reloads.
@@ -132,7 +137,11 @@ impl Generation {
             let (writer, reader) =
                 buffer::open(&dir, config.buffer.max_bytes, config.buffer.when_full, name)
                     .map_err(|source| RuntimeError::Buffer { sink: name, source })?;
-            routes.push(Route { sink: name, signals: sink.signals(), writer: writer.clone() });
+            routes.push(Route {
+                sink: name,
+                signals: sink.signals(),
+                writer: writer.clone(),
+            });
             writers.push(writer);
             let stop = sinks_rx.clone();
             sink_tasks.spawn(async move {
@@ -187,7 +196,13 @@ impl Generation {
                 }
             });
         }
-        Ok(Generation { sources_stop, sources, sinks_stop, sinks: sink_tasks, writers })
+        Ok(Generation {
+            sources_stop,
+            sources,
+            sinks_stop,
+            sinks: sink_tasks,
+            writers,
+        })
     }
 
     /// Stops sources (they flush into the buffers), lets sinks drain until `deadline` when
@@ -203,10 +218,14 @@ impl Generation {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.sinks_stop.send(true);
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-        if tokio::time::timeout(left, async { while self.sinks.join_next().await.is_some() {} })
-            .await
-            .is_err()
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        if tokio::time::timeout(left, async {
+            while self.sinks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
         {
             self.sinks.abort_all();
         }
@@ -221,7 +240,11 @@ fn report_error(component: &str, error: &str, e: &dyn std::error::Error) {
         message.push_str(&s.to_string());
         source = s.source();
     }
-    emit(InternalEvent::Error { component, error, message: &message });
+    emit(InternalEvent::Error {
+        component,
+        error,
+        message: &message,
+    });
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -292,10 +315,17 @@ pub async fn run(settings: Settings) -> Result<(), RuntimeError> {
     }
     tracing::info!("vigil-agent stopping: flushing buffers");
     shared.ready.store(false, Ordering::SeqCst);
-    generation.stop(Instant::now() + settings.shutdown_deadline, true).await;
+    generation
+        .stop(Instant::now() + settings.shutdown_deadline, true)
+        .await;
     let _ = admin_stop.send(true);
     match admin.await {
-        Ok(Err(source)) => return Err(RuntimeError::Admin { addr: admin_addr, source }),
+        Ok(Err(source)) => {
+            return Err(RuntimeError::Admin {
+                addr: admin_addr,
+                source,
+            })
+        }
         Ok(Ok(())) | Err(_) => {}
     }
     tracing::info!("vigil-agent stopped");
@@ -311,17 +341,24 @@ async fn reload(
 ) -> (Generation, bool) {
     // Validate what can be validated before stopping anything.
     if let Err(e) = Redactor::new(&new_config.redaction) {
-        emit(InternalEvent::ConfigReload { accepted: false, message: &e.to_string() });
+        emit(InternalEvent::ConfigReload {
+            accepted: false,
+            message: &e.to_string(),
+        });
         return (old, false);
     }
     if let Err(e) = Sink::from_config(&new_config.exporters) {
-        emit(InternalEvent::ConfigReload { accepted: false, message: &e.to_string() });
+        emit(InternalEvent::ConfigReload {
+            accepted: false,
+            message: &e.to_string(),
+        });
         return (old, false);
     }
     if new_config.listen.admin != running.listen.admin || new_config.app != running.app {
         tracing::warn!("listen.admin and app changes take effect when the agent restarts");
     }
-    old.stop(Instant::now() + settings.shutdown_deadline, false).await;
+    old.stop(Instant::now() + settings.shutdown_deadline, false)
+        .await;
     match Generation::start(new_config, shared).await {
         Ok(new) => {
             emit(InternalEvent::ConfigReload {
@@ -331,8 +368,14 @@ async fn reload(
             (new, true)
         }
         Err(e) => {
-            let message = format!("{e}: {}; keeping the previous configuration", source_chain(&e));
-            emit(InternalEvent::ConfigReload { accepted: false, message: &message });
+            let message = format!(
+                "{e}: {}; keeping the previous configuration",
+                source_chain(&e)
+            );
+            emit(InternalEvent::ConfigReload {
+                accepted: false,
+                message: &message,
+            });
             let restored = match Generation::start(running, shared).await {
                 Ok(g) => g,
                 Err(e) => {

@@ -7,5 +7,7 @@ pub mod leader;
 pub mod manifests;
 pub mod render;
 pub mod run;
+pub mod signals;
+pub mod telemetry;
 pub mod tls;
 pub mod webhook;

@@ -232,7 +232,10 @@ mod tests {
     #[test]
     fn segment_names() {
         assert_eq!(segment_file_name(5), "00000000000000000005.seg");
-        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
         assert_eq!(parse_segment_file_name("ack"), None);
         assert_eq!(parse_segment_file_name("5.seg"), None);
     }

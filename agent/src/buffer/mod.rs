@@ -395,7 +395,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the state consistent (every field update is
         // a plain assignment after the I/O succeeded), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn io_error(&self, message: String, source: io::Error) -> BufferError {
@@ -610,7 +612,11 @@ impl DirectoryClaim {
             )
         })?;
         let path = dir.canonicalize().map_err(|e| {
-            io_error(component, format!("cannot resolve directory {}", dir.display()), e)
+            io_error(
+                component,
+                format!("cannot resolve directory {}", dir.display()),
+                e,
+            )
         })?;
         let mut claimed = claimed_directories()
             .lock()
@@ -706,6 +712,13 @@ impl BufferWriter {
     pub fn has_room(&self, len: usize) -> bool {
         let shared = self.shared();
         shared.lock().buffered + frame_len(len) <= shared.options.max_bytes
+    }
+
+    /// Length of the largest record this buffer can ever hold (an empty buffer's room);
+    /// longer ones are [`BufferError::TooLarge`], never merely "full".
+    pub fn max_record_len(&self) -> usize {
+        let room = self.shared().options.max_bytes.saturating_sub(frame_len(0));
+        usize::try_from(room.min(u64::from(u32::MAX))).unwrap_or(usize::MAX)
     }
 
     /// The overflow policy this buffer was opened with.

@@ -217,7 +217,13 @@ impl BufferReader {
                         continue; // already read from disk
                     }
                     bytes += record.bytes.len();
-                    self.accept(record.id, record.segment, record.offset, record.bytes, &mut out);
+                    self.accept(
+                        record.id,
+                        record.segment,
+                        record.offset,
+                        record.bytes,
+                        &mut out,
+                    );
                 }
                 state.disk_bound()
             };
@@ -230,7 +236,14 @@ impl BufferReader {
     }
 
     /// Hands out one record and remembers it for `ack`.
-    fn accept(&mut self, id: u64, segment: u64, offset: u64, payload: Vec<u8>, out: &mut Vec<Record>) {
+    fn accept(
+        &mut self,
+        id: u64,
+        segment: u64,
+        offset: u64,
+        payload: Vec<u8>,
+        out: &mut Vec<Record>,
+    ) {
         let frame = frame_len(payload.len());
         let next = Position {
             id: id + 1,
@@ -279,8 +292,7 @@ impl BufferReader {
             };
             let segment_name = segment_file_name(self.cursor_segment);
             let cursor_offset = self.cursor_offset;
-            let read_error =
-                |e| shared.io_error(format!("cannot read segment {segment_name}"), e);
+            let read_error = |e| shared.io_error(format!("cannot read segment {segment_name}"), e);
             let file = match self.open_cursor() {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -258,8 +258,13 @@ fn read_ack(dir: &Path, component: &str) -> Result<Option<Position>, BufferError
 }
 
 fn list_segments(dir: &Path, component: &str) -> Result<Vec<u64>, BufferError> {
-    let listing_error =
-        |e| io_error(component, format!("cannot list directory {}", dir.display()), e);
+    let listing_error = |e| {
+        io_error(
+            component,
+            format!("cannot list directory {}", dir.display()),
+            e,
+        )
+    };
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir).map_err(listing_error)? {
         let entry = entry.map_err(listing_error)?;
@@ -293,7 +298,13 @@ fn check_segment(
     component: &str,
 ) -> Result<Option<u64>, BufferError> {
     let path = segment_path(dir, first);
-    let failed = |e| io_error(component, format!("cannot read segment {}", path.display()), e);
+    let failed = |e| {
+        io_error(
+            component,
+            format!("cannot read segment {}", path.display()),
+            e,
+        )
+    };
     let mut file = File::open(&path).map_err(failed)?;
     let len = file.metadata().map_err(failed)?.len();
     if len < SEGMENT_HEADER_LEN {
@@ -345,7 +356,13 @@ fn scan_segment(
     component: &str,
 ) -> Result<Scan, BufferError> {
     let path = segment_path(dir, first);
-    let failed = |e| io_error(component, format!("cannot read segment {}", path.display()), e);
+    let failed = |e| {
+        io_error(
+            component,
+            format!("cannot read segment {}", path.display()),
+            e,
+        )
+    };
     let mut reader = BufReader::with_capacity(256 << 10, File::open(&path).map_err(failed)?);
     reader
         .seek(SeekFrom::Start(SEGMENT_HEADER_LEN))
@@ -387,9 +404,7 @@ fn scan_segment(
         if frame_end > len {
             break; // torn payload
         }
-        reader
-            .seek_relative(i64::from(frame.len))
-            .map_err(failed)?;
+        reader.seek_relative(i64::from(frame.len)).map_err(failed)?;
         scan.end = frame_end;
         scan.records += 1;
     }

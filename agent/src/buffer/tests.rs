@@ -85,8 +85,12 @@ fn kill(dir: &Path, writer: BufferWriter, reader: BufferReader) {
 #[tokio::test]
 async fn push_read_ack_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (writer, mut reader) =
-        open_with(dir.path(), options(1 << 20, WhenFull::Block), "test_buffer_order").unwrap();
+    let (writer, mut reader) = open_with(
+        dir.path(),
+        options(1 << 20, WhenFull::Block),
+        "test_buffer_order",
+    )
+    .unwrap();
     for i in 0..100 {
         assert_eq!(writer.push(payload(i, 50)).await.unwrap(), Pushed::Stored);
     }
@@ -95,12 +99,21 @@ async fn push_read_ack_in_order() {
     let first = reader.next_batch(7, usize::MAX).await.unwrap();
     assert_eq!(first.len(), 7);
     let by_bytes = reader.next_batch(100, 120).await.unwrap();
-    assert_eq!(by_bytes.len(), 2, "two 50-byte records fit in 120 bytes, three do not");
+    assert_eq!(
+        by_bytes.len(),
+        2,
+        "two 50-byte records fit in 120 bytes, three do not"
+    );
     let tiny = reader.next_batch(100, 1).await.unwrap();
     assert_eq!(tiny.len(), 1, "a batch always holds at least one record");
     let rest = take(&mut reader, 90).await;
 
-    let all: Vec<Record> = first.into_iter().chain(by_bytes).chain(tiny).chain(rest).collect();
+    let all: Vec<Record> = first
+        .into_iter()
+        .chain(by_bytes)
+        .chain(tiny)
+        .chain(rest)
+        .collect();
     for (i, record) in all.iter().enumerate() {
         assert_eq!(record.id, RecordId(i as u64));
         assert_eq!(record.bytes, payload(i as u64, 50));
@@ -130,7 +143,10 @@ async fn reopen_after_ack_resumes_after_acked_point() {
     assert_eq!(writer.buffered_bytes(), 5 * frame_len(40));
     let again = take(&mut reader, 5).await;
     assert_eq!(again[0].id, RecordId(5));
-    assert_eq!(payloads(&again), (5..10).map(|i| payload(i, 40)).collect::<Vec<_>>());
+    assert_eq!(
+        payloads(&again),
+        (5..10).map(|i| payload(i, 40)).collect::<Vec<_>>()
+    );
     assert!(is_drained(&mut reader).await);
     // New records continue the id sequence.
     writer.push(payload(10, 40)).await.unwrap();
@@ -175,7 +191,12 @@ async fn torn_tail_record_is_truncated() {
     }
     let segment = segment_files(dir.path()).pop().unwrap();
     let cut = frame_offset(2, 100) + FRAME_HEADER_LEN as u64 + 37;
-    OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
 
     let corrupt_before = telemetry::dropped_total(component, "corrupt_record");
     let (writer, mut reader) =
@@ -189,7 +210,10 @@ async fn torn_tail_record_is_truncated() {
         vec![payload(0, 100), payload(1, 100), payload(7, 100)]
     );
     assert_eq!(read[2].id, RecordId(2));
-    assert_eq!(telemetry::dropped_total(component, "corrupt_record"), corrupt_before);
+    assert_eq!(
+        telemetry::dropped_total(component, "corrupt_record"),
+        corrupt_before
+    );
 
     // A torn frame header (fewer than 12 bytes) is handled the same way.
     drop((writer, reader));
@@ -229,9 +253,16 @@ async fn corrupted_checksum_is_skipped_and_counted() {
         vec![0, 1, 3, 4]
     );
     assert_eq!(read[2].bytes, payload(3, 64));
-    assert_eq!(telemetry::dropped_total(component, "corrupt_record"), before + 1);
+    assert_eq!(
+        telemetry::dropped_total(component, "corrupt_record"),
+        before + 1
+    );
     reader.ack(RecordId(4)).unwrap();
-    assert_eq!(writer.buffered_bytes(), 0, "the skipped record no longer counts");
+    assert_eq!(
+        writer.buffered_bytes(),
+        0,
+        "the skipped record no longer counts"
+    );
 }
 
 /// A damaged frame header loses the framing of the rest of its segment: those records are
@@ -263,7 +294,10 @@ async fn damaged_frame_header_skips_rest_of_segment() {
     let expected: Vec<u64> = (0..10).chain(per_segment..60).collect();
     assert_eq!(read.iter().map(|r| r.id.0).collect::<Vec<_>>(), expected);
     assert!(read.iter().all(|r| r.bytes == payload(r.id.0, 100)));
-    assert_eq!(telemetry::dropped_total(component, "corrupt_record"), before + lost);
+    assert_eq!(
+        telemetry::dropped_total(component, "corrupt_record"),
+        before + lost
+    );
     assert!(is_drained(&mut reader).await);
 }
 
@@ -289,7 +323,10 @@ async fn damaged_segment_header_is_removed_and_counted() {
     let (_writer, mut reader) =
         open_with(dir.path(), options(1 << 20, WhenFull::Block), component).unwrap();
     assert!(!files[0].exists());
-    assert_eq!(telemetry::dropped_total(component, "corrupt_record"), before + per_segment);
+    assert_eq!(
+        telemetry::dropped_total(component, "corrupt_record"),
+        before + per_segment
+    );
     let read = take(&mut reader, (60 - per_segment) as usize).await;
     assert_eq!(read[0].id, RecordId(per_segment));
 }
@@ -304,7 +341,10 @@ async fn unknown_format_version_is_a_clear_error() {
     let path = dir.path().join(format::segment_file_name(0));
     fs::write(&path, header).unwrap();
     let err = open(dir.path(), 1 << 20, WhenFull::Block, "test_buffer_version").unwrap_err();
-    assert!(matches!(err, BufferError::UnsupportedFormat { version: 9, .. }), "{err:?}");
+    assert!(
+        matches!(err, BufferError::UnsupportedFormat { version: 9, .. }),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(message.contains("format version 9"), "{message}");
     assert!(message.contains("reads version 1"), "{message}");
@@ -317,8 +357,12 @@ async fn unknown_format_version_is_a_clear_error() {
 async fn block_waits_for_room_then_proceeds() {
     let dir = tempfile::tempdir().unwrap();
     let max = 3 * frame_len(100);
-    let (writer, mut reader) =
-        open_with(dir.path(), options(max, WhenFull::Block), "test_buffer_block").unwrap();
+    let (writer, mut reader) = open_with(
+        dir.path(),
+        options(max, WhenFull::Block),
+        "test_buffer_block",
+    )
+    .unwrap();
     for i in 0..3 {
         writer.push(payload(i, 100)).await.unwrap();
     }
@@ -333,12 +377,21 @@ async fn block_waits_for_room_then_proceeds() {
         async move { writer.push(payload(3, 100)).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!blocked.is_finished(), "push must wait while the buffer is full");
+    assert!(
+        !blocked.is_finished(),
+        "push must wait while the buffer is full"
+    );
 
     let read = take(&mut reader, 3).await;
-    assert!(!blocked.is_finished(), "reading alone frees nothing; acking does");
+    assert!(
+        !blocked.is_finished(),
+        "reading alone frees nothing; acking does"
+    );
     reader.ack(read[0].id).unwrap();
-    let pushed = tokio::time::timeout(DEADLINE, blocked).await.unwrap().unwrap();
+    let pushed = tokio::time::timeout(DEADLINE, blocked)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(pushed.unwrap(), Pushed::Stored);
     assert_eq!(take(&mut reader, 1).await[0].bytes, payload(3, 100));
     assert_eq!(writer.buffered_bytes(), max);
@@ -350,8 +403,12 @@ async fn block_waits_for_room_then_proceeds() {
 async fn drop_newest_drops_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let max = 2 * frame_len(100);
-    let (writer, mut reader) =
-        open_with(dir.path(), options(max, WhenFull::DropNewest), "test_buffer_drop").unwrap();
+    let (writer, mut reader) = open_with(
+        dir.path(),
+        options(max, WhenFull::DropNewest),
+        "test_buffer_drop",
+    )
+    .unwrap();
     assert_eq!(writer.when_full(), WhenFull::DropNewest);
     assert_eq!(writer.push(payload(0, 100)).await.unwrap(), Pushed::Stored);
     assert_eq!(writer.push(payload(1, 100)).await.unwrap(), Pushed::Stored);
@@ -372,14 +429,25 @@ async fn drop_newest_drops_and_counts() {
 #[tokio::test]
 async fn oversize_record_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (writer, _reader) =
-        open_with(dir.path(), options(1000, WhenFull::Block), "test_buffer_oversize").unwrap();
+    let (writer, _reader) = open_with(
+        dir.path(),
+        options(1000, WhenFull::Block),
+        "test_buffer_oversize",
+    )
+    .unwrap();
     let err = tokio::time::timeout(DEADLINE, writer.push(vec![0; 1000]))
         .await
         .unwrap()
         .unwrap_err();
     assert!(
-        matches!(err, BufferError::TooLarge { bytes: 1012, max_bytes: 1000, .. }),
+        matches!(
+            err,
+            BufferError::TooLarge {
+                bytes: 1012,
+                max_bytes: 1000,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(err.to_string().contains("can never fit"), "{err}");
@@ -388,6 +456,7 @@ async fn oversize_record_is_refused() {
         Err(BufferError::TooLarge { .. })
     ));
     // The largest record that fits is fine.
+    assert_eq!(writer.max_record_len(), 988);
     assert_eq!(writer.push(vec![0; 988]).await.unwrap(), Pushed::Stored);
 
     let dir = tempfile::tempdir().unwrap();
@@ -429,7 +498,10 @@ async fn segments_roll_and_acked_ones_are_deleted() {
     reader.ack(read[(3 * per_segment - 1) as usize].id).unwrap();
     assert_eq!(segment_files(dir.path()), files[3..].to_vec());
     reader.ack(read[99].id).unwrap();
-    assert_eq!(segment_files(dir.path()), vec![files[files.len() - 1].clone()]);
+    assert_eq!(
+        segment_files(dir.path()),
+        vec![files[files.len() - 1].clone()]
+    );
     assert_eq!(writer.buffered_bytes(), 0);
 
     // After a restart nothing is redelivered and the ids go on.
@@ -447,8 +519,12 @@ async fn segments_roll_and_acked_ones_are_deleted() {
 #[tokio::test]
 async fn reader_behind_reads_back_from_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let (writer, mut reader) =
-        open_with(dir.path(), options(1 << 20, WhenFull::Block), "test_buffer_behind").unwrap();
+    let (writer, mut reader) = open_with(
+        dir.path(),
+        options(1 << 20, WhenFull::Block),
+        "test_buffer_behind",
+    )
+    .unwrap();
     for i in 0..300 {
         writer.push(payload(i, 150)).await.unwrap();
     }
@@ -556,8 +632,12 @@ async fn kill_loses_no_stored_record() {
 #[tokio::test]
 async fn reader_reports_closed_after_writers_are_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let (writer, mut reader) =
-        open_with(dir.path(), options(1 << 20, WhenFull::Block), "test_buffer_closed").unwrap();
+    let (writer, mut reader) = open_with(
+        dir.path(),
+        options(1 << 20, WhenFull::Block),
+        "test_buffer_closed",
+    )
+    .unwrap();
     let second = writer.clone();
     writer.push(payload(0, 10)).await.unwrap();
     drop(writer);
@@ -587,8 +667,12 @@ async fn directory_is_claimed_while_open() {
 #[tokio::test]
 async fn sync_and_ack_file_are_clean() {
     let dir = tempfile::tempdir().unwrap();
-    let (writer, mut reader) =
-        open_with(dir.path(), options(1 << 20, WhenFull::Block), "test_buffer_sync").unwrap();
+    let (writer, mut reader) = open_with(
+        dir.path(),
+        options(1 << 20, WhenFull::Block),
+        "test_buffer_sync",
+    )
+    .unwrap();
     writer.push(payload(0, 10)).await.unwrap();
     writer.sync().unwrap();
     let read = take(&mut reader, 1).await;

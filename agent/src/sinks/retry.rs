@@ -162,7 +162,8 @@ mod tests {
     /// `max`, and start over after `reset`.
     #[test]
     fn delays_grow_exponentially_with_jitter_and_cap() {
-        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 2.0).unwrap();
+        let backoff =
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 2.0).unwrap();
         let mut delays = backoff.delays();
         let expected_ceilings = [100u64, 200, 400, 800, 1600, 2000, 2000, 2000];
         for ceiling in expected_ceilings {

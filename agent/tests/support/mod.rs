@@ -150,12 +150,16 @@ impl Agent {
 
     /// `GET /metrics`.
     pub fn metrics(&self) -> String {
-        http_get(&format!("http://{}/metrics", self.admin)).map(|(_, b)| b).unwrap_or_default()
+        http_get(&format!("http://{}/metrics", self.admin))
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     fn signal(&mut self, signal: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
         }
     }
 
@@ -170,7 +174,9 @@ impl Agent {
     /// SIGTERM, and wait (up to `deadline`) for a clean exit; returns the exit success.
     pub fn terminate(&mut self, deadline: Duration) -> bool {
         self.signal("-TERM");
-        let Some(mut child) = self.child.take() else { return false };
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
         let end = Instant::now() + deadline;
         loop {
             match child.try_wait() {
@@ -216,7 +222,11 @@ impl TraceService for OtlpSinkServer {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.received.lock().unwrap().traces.push(request.into_inner());
+        self.received
+            .lock()
+            .unwrap()
+            .traces
+            .push(request.into_inner());
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -227,7 +237,11 @@ impl MetricsService for OtlpSinkServer {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.received.lock().unwrap().metrics.push(request.into_inner());
+        self.received
+            .lock()
+            .unwrap()
+            .metrics
+            .push(request.into_inner());
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -238,7 +252,11 @@ impl LogsService for OtlpSinkServer {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.received.lock().unwrap().logs.push(request.into_inner());
+        self.received
+            .lock()
+            .unwrap()
+            .logs
+            .push(request.into_inner());
         Ok(Response::new(ExportLogsServiceResponse::default()))
     }
 }
@@ -307,19 +325,29 @@ impl Prometheus {
     pub fn start() -> Prometheus {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 1m\nscrape_configs: []\n")
-            .expect("write prometheus.yml");
+        std::fs::write(
+            &config,
+            "global:\n  scrape_interval: 1m\nscrape_configs: []\n",
+        )
+        .expect("write prometheus.yml");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--web.enable-remote-write-receiver")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus is not installed: run ./scripts/install-test-tools.sh");
-        let prometheus = Prometheus { child, addr, _dir: dir };
+        let prometheus = Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        };
         let ready = wait_until(Duration::from_secs(30), || {
             http_get(&format!("http://{addr}/-/ready")).is_some_and(|(code, _)| code == 200)
         });
@@ -342,7 +370,10 @@ impl Prometheus {
             .expect("curl");
         let body: serde_json::Value =
             serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-        body["data"]["result"].as_array().cloned().unwrap_or_default()
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -179,7 +179,7 @@ impl ReleaseState {
             self.replica_sets.remove(&key);
             return;
         };
-        let has_pods = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) > 0
+        let has_pods = rs.spec.replicas.unwrap_or(1) > 0
             || rs.status.as_ref().is_some_and(|s| s.replicas > 0);
         let record = ReplicaSetRecord {
             deployment: deployment.to_owned(),
@@ -191,8 +191,8 @@ impl ReleaseState {
             has_pods,
             template: rs
                 .spec
+                .template
                 .as_ref()
-                .and_then(|s| s.template.as_ref())
                 .map(summarize_template)
                 .unwrap_or_default(),
         };
@@ -207,11 +207,7 @@ impl ReleaseState {
         }
         let status = sts.status.as_ref();
         let record = StatefulSetRecord {
-            template: sts
-                .spec
-                .as_ref()
-                .map(|s| summarize_template(&s.template))
-                .unwrap_or_default(),
+            template: summarize_template(&sts.spec.template),
             current_revision: status.and_then(|s| s.current_revision.clone()),
             update_revision: status.and_then(|s| s.update_revision.clone()),
         };
@@ -229,12 +225,9 @@ impl ReleaseState {
             return;
         }
         let record = RevisionRecord {
-            revision: revision.revision,
+            revision: revision.revision.unwrap_or_default(),
             created: seconds(revision.metadata.creation_timestamp.as_ref()),
-            template: revision
-                .data
-                .as_ref()
-                .and_then(|d| summarize_template_json(&d.0)),
+            template: summarize_template_json(&revision.data.0),
         };
         self.revisions.insert(key, record);
     }

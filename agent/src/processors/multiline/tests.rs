@@ -359,18 +359,38 @@ fn tmp_throughput() {
         .map(|i| format!("2024-05-01T10:00:{:02}.123Z INFO request served path=/api/orders/{i} status=200 duration_ms={} user=alice", i % 60, i % 17))
         .collect();
     let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
-    let mut joiner = Joiner::default();
-    let detector = crate::processors::crash::CrashDetector::new(&Default::default(), Some("user".into()));
-    let now = Instant::now();
-    let start = Instant::now();
-    let mut out = Vec::with_capacity(1024);
-    for line in &lines {
-        let mut e = LogEvent::line("app", Stream::Stdout, 1, line);
-        e.attributes.push(("user".into(), "alice".into()));
-        joiner.push(e, now, &mut out);
-        for e in out.iter_mut() { detector.observe(e); }
-        out.clear();
+    let events: Vec<LogEvent> = lines
+        .iter()
+        .map(|l| {
+            let mut e = LogEvent::line("app", Stream::Stdout, 1, l);
+            e.attributes.push(("user".into(), "alice".into()));
+            e
+        })
+        .collect();
+    let t = Instant::now();
+    let mut n = 0;
+    for l in &lines {
+        if rules::start(l).is_some() {
+            n += 1;
+        }
     }
-    let secs = start.elapsed().as_secs_f64();
-    println!("{:.1} MiB/s, {:.0} lines/s", bytes as f64 / secs / 1048576.0, lines.len() as f64 / secs);
+    let s = t.elapsed().as_secs_f64();
+    println!("start(): {:.1} MiB/s ({n})", bytes as f64 / s / 1048576.0);
+    let mut joiner = Joiner::default();
+    let now = Instant::now();
+    let t = Instant::now();
+    let mut out = Vec::with_capacity(300_000);
+    for e in events.clone() {
+        joiner.push(e, now, &mut out);
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!("joiner: {:.1} MiB/s", bytes as f64 / s / 1048576.0);
+    let detector =
+        crate::processors::crash::CrashDetector::new(&Default::default(), Some("user".into()));
+    let t = Instant::now();
+    for e in out.iter_mut() {
+        detector.observe(e);
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!("detector: {:.1} MiB/s", bytes as f64 / s / 1048576.0);
 }

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use vigil_crds::monitored_app::WhenFull;
 
 use super::*;
-use crate::buffer::{self, BufferWriter};
+use crate::buffer::{self, BufferReader, BufferWriter};
 use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
 use crate::telemetry;
 
@@ -51,25 +51,35 @@ fn settings(batch_records: usize) -> DriverSettings {
     }
 }
 
-/// What the fake backend saw: every call with the batch numbers it carried, and when.
+/// One call to the fake backend: when, and the batch numbers it carried.
+#[derive(Clone)]
+struct Call {
+    at: Instant,
+    batches: Vec<u64>,
+}
+
+/// What the fake backend saw.
 #[derive(Clone, Default)]
 struct Backend {
-    calls: Arc<Mutex<Vec<(Instant, Vec<u64>)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 impl Backend {
     fn record(&self, batches: &[Batch]) -> usize {
         let mut calls = self.calls.lock().unwrap();
-        calls.push((Instant::now(), batches.iter().map(batch_number).collect()));
+        calls.push(Call {
+            at: Instant::now(),
+            batches: batches.iter().map(batch_number).collect(),
+        });
         calls.len()
     }
 
-    fn calls(&self) -> Vec<(Instant, Vec<u64>)> {
+    fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 
     fn batches(&self) -> Vec<Vec<u64>> {
-        self.calls().into_iter().map(|(_, b)| b).collect()
+        self.calls().into_iter().map(|c| c.batches).collect()
     }
 }
 
@@ -87,7 +97,11 @@ async fn left_in(dir: &std::path::Path, component: &str) -> Vec<u64> {
     while let Ok(Ok(records)) =
         tokio::time::timeout(DEADLINE, reader.next_batch(100, usize::MAX)).await
     {
-        left.extend(records.iter().map(|r| batch_number(&Batch::decode(&r.bytes).unwrap())));
+        left.extend(
+            records
+                .iter()
+                .map(|r| batch_number(&Batch::decode(&r.bytes).unwrap())),
+        );
     }
     left
 }
@@ -98,7 +112,8 @@ async fn left_in(dir: &std::path::Path, component: &str) -> Vec<u64> {
 async fn flaky_backend_gets_everything_in_order() {
     let component = "test_driver_flaky";
     let dir = tempfile::tempdir().unwrap();
-    let (writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    let (writer, mut reader) =
+        buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
     fill(&writer, [10, 20, 30, 40, 50]).await;
     drop(writer);
     let (_stop, mut shutdown) = watch::channel(false);
@@ -108,20 +123,26 @@ async fn flaky_backend_gets_everything_in_order() {
     let seen = backend.clone();
     let stopped = tokio::time::timeout(
         DEADLINE,
-        deliver(component, &mut reader, &settings(2), &mut shutdown, move |batches| {
-            let call = seen.record(&batches);
-            async move {
-                // Every other call fails.
-                if call % 2 == 1 {
-                    Err(SendError::Retryable {
-                        reason: "connection refused".into(),
-                        retry_after: None,
-                    })
-                } else {
-                    Ok(())
+        deliver(
+            component,
+            &mut reader,
+            &settings(2),
+            &mut shutdown,
+            move |batches| {
+                let call = seen.record(&batches);
+                async move {
+                    // Every other call fails.
+                    if call % 2 == 1 {
+                        Err(SendError::Retryable {
+                            reason: "connection refused".into(),
+                            retry_after: None,
+                        })
+                    } else {
+                        Ok(())
+                    }
                 }
-            }
-        }),
+            },
+        ),
     )
     .await
     .unwrap();
@@ -140,7 +161,10 @@ async fn flaky_backend_gets_everything_in_order() {
     );
     assert_eq!(telemetry::sent_total(component), sent_before + 5 * 3);
     drop(reader);
-    assert!(left_in(dir.path(), component).await.is_empty(), "everything was acked");
+    assert!(
+        left_in(dir.path(), component).await.is_empty(),
+        "everything was acked"
+    );
 }
 
 /// A `Retry-After` longer than the backoff is waited out before the retry.
@@ -148,7 +172,8 @@ async fn flaky_backend_gets_everything_in_order() {
 async fn retry_after_is_waited_out() {
     let component = "test_driver_retry_after";
     let dir = tempfile::tempdir().unwrap();
-    let (writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    let (writer, mut reader) =
+        buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
     fill(&writer, [1]).await;
     drop(writer);
     let (_stop, mut shutdown) = watch::channel(false);
@@ -158,19 +183,25 @@ async fn retry_after_is_waited_out() {
     let seen = backend.clone();
     tokio::time::timeout(
         DEADLINE,
-        deliver(component, &mut reader, &settings(10), &mut shutdown, move |batches| {
-            let call = seen.record(&batches);
-            async move {
-                if call == 1 {
-                    Err(SendError::Retryable {
-                        reason: "429 too many requests".into(),
-                        retry_after: Some(retry_after),
-                    })
-                } else {
-                    Ok(())
+        deliver(
+            component,
+            &mut reader,
+            &settings(10),
+            &mut shutdown,
+            move |batches| {
+                let call = seen.record(&batches);
+                async move {
+                    if call == 1 {
+                        Err(SendError::Retryable {
+                            reason: "429 too many requests".into(),
+                            retry_after: Some(retry_after),
+                        })
+                    } else {
+                        Ok(())
+                    }
                 }
-            }
-        }),
+            },
+        ),
     )
     .await
     .unwrap();
@@ -178,7 +209,7 @@ async fn retry_after_is_waited_out() {
     let calls = backend.calls();
     assert_eq!(calls.len(), 2);
     // Sleeping never ends early, so this lower bound holds on any machine.
-    assert!(calls[1].0.duration_since(calls[0].0) >= retry_after);
+    assert!(calls[1].at.duration_since(calls[0].at) >= retry_after);
 }
 
 /// A batch the backend refuses for good is dropped (counted as `rejected`) and acked, and the
@@ -187,7 +218,8 @@ async fn retry_after_is_waited_out() {
 async fn permanent_error_drops_batch_and_moves_on() {
     let component = "test_driver_permanent";
     let dir = tempfile::tempdir().unwrap();
-    let (writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    let (writer, mut reader) =
+        buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
     fill(&writer, [1, 2, 3]).await;
     drop(writer);
     let (_stop, mut shutdown) = watch::channel(false);
@@ -197,26 +229,35 @@ async fn permanent_error_drops_batch_and_moves_on() {
     let seen = backend.clone();
     let stopped = tokio::time::timeout(
         DEADLINE,
-        deliver(component, &mut reader, &settings(1), &mut shutdown, move |batches| {
-            seen.record(&batches);
-            let poison = batch_number(&batches[0]) == 2;
-            async move {
-                if poison {
-                    Err(SendError::Permanent {
-                        reason: "400 bad request".into(),
-                    })
-                } else {
-                    Ok(())
+        deliver(
+            component,
+            &mut reader,
+            &settings(1),
+            &mut shutdown,
+            move |batches| {
+                seen.record(&batches);
+                let poison = batch_number(&batches[0]) == 2;
+                async move {
+                    if poison {
+                        Err(SendError::Permanent {
+                            reason: "400 bad request".into(),
+                        })
+                    } else {
+                        Ok(())
+                    }
                 }
-            }
-        }),
+            },
+        ),
     )
     .await
     .unwrap();
 
     assert_eq!(stopped, Stopped::Closed);
     assert_eq!(backend.batches(), vec![vec![1], vec![2], vec![3]]);
-    assert_eq!(telemetry::dropped_total(component, "rejected"), rejected_before + 3);
+    assert_eq!(
+        telemetry::dropped_total(component, "rejected"),
+        rejected_before + 3
+    );
     drop(reader);
     assert!(left_in(dir.path(), component).await.is_empty());
 }
@@ -227,7 +268,8 @@ async fn permanent_error_drops_batch_and_moves_on() {
 async fn undecodable_record_is_dropped() {
     let component = "test_driver_undecodable";
     let dir = tempfile::tempdir().unwrap();
-    let (writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    let (writer, mut reader) =
+        buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
     fill(&writer, [1]).await;
     writer.push(vec![99, 1, 2, 3]).await.unwrap();
     writer.push(Vec::new()).await.unwrap();
@@ -240,16 +282,25 @@ async fn undecodable_record_is_dropped() {
     let seen = backend.clone();
     tokio::time::timeout(
         DEADLINE,
-        deliver(component, &mut reader, &settings(2), &mut shutdown, move |batches| {
-            seen.record(&batches);
-            async { Ok(()) }
-        }),
+        deliver(
+            component,
+            &mut reader,
+            &settings(2),
+            &mut shutdown,
+            move |batches| {
+                seen.record(&batches);
+                async { Ok(()) }
+            },
+        ),
     )
     .await
     .unwrap();
 
     assert_eq!(backend.batches(), vec![vec![1], vec![2]]);
-    assert_eq!(telemetry::dropped_total(component, "corrupt_record"), corrupt_before + 2);
+    assert_eq!(
+        telemetry::dropped_total(component, "corrupt_record"),
+        corrupt_before + 2
+    );
     drop(reader);
     assert!(left_in(dir.path(), component).await.is_empty());
 }
@@ -260,22 +311,29 @@ async fn undecodable_record_is_dropped() {
 async fn shutdown_mid_retry_keeps_the_batch() {
     let component = "test_driver_shutdown_retry";
     let dir = tempfile::tempdir().unwrap();
-    let (writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    let (writer, mut reader) =
+        buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
     fill(&writer, [7, 8]).await;
     let (stop, mut shutdown) = watch::channel(false);
     let backend = Backend::default();
 
     let seen = backend.clone();
     let settings = settings(10);
-    let driver = deliver(component, &mut reader, &settings, &mut shutdown, move |batches| {
-        seen.record(&batches);
-        async {
-            Err(SendError::Retryable {
-                reason: "503 service unavailable".into(),
-                retry_after: Some(Duration::from_secs(3600)),
-            })
-        }
-    });
+    let driver = deliver(
+        component,
+        &mut reader,
+        &settings,
+        &mut shutdown,
+        move |batches| {
+            seen.record(&batches);
+            async {
+                Err(SendError::Retryable {
+                    reason: "503 service unavailable".into(),
+                    retry_after: Some(Duration::from_secs(3600)),
+                })
+            }
+        },
+    );
     let stopper = async {
         while backend.calls().is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -309,13 +367,19 @@ async fn shutdown_mid_send_finishes_or_abandons_within_grace() {
 
         let seen = backend.clone();
         let settings = settings(10);
-        let driver = deliver(component, &mut reader, &settings, &mut shutdown, move |batches| {
-            seen.record(&batches);
-            async move {
-                tokio::time::sleep(send_takes).await;
-                Ok(())
-            }
-        });
+        let driver = deliver(
+            component,
+            &mut reader,
+            &settings,
+            &mut shutdown,
+            move |batches| {
+                seen.record(&batches);
+                async move {
+                    tokio::time::sleep(send_takes).await;
+                    Ok(())
+                }
+            },
+        );
         let stopper = async {
             while backend.calls().is_empty() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -337,16 +401,31 @@ async fn shutdown_mid_send_finishes_or_abandons_within_grace() {
 async fn dropped_shutdown_sender_stops_the_driver() {
     let component = "test_driver_sender_dropped";
     let dir = tempfile::tempdir().unwrap();
-    let (_writer, mut reader) = buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    let (_writer, mut reader) =
+        buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
     let (stop, mut shutdown) = watch::channel(false);
     drop(stop);
     let stopped = tokio::time::timeout(
         DEADLINE,
-        deliver(component, &mut reader, &settings(10), &mut shutdown, |_batches| async {
-            Ok(())
-        }),
+        deliver(
+            component,
+            &mut reader,
+            &settings(10),
+            &mut shutdown,
+            |_batches| async { Ok(()) },
+        ),
     )
     .await
     .unwrap();
     assert_eq!(stopped, Stopped::Shutdown);
+}
+
+/// The driver can run on Tokio's multi-threaded runtime: its future is `Send`.
+#[test]
+fn run_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let _type_check_only = |sink: Sink, reader: BufferReader, shutdown: watch::Receiver<bool>| {
+        let future = run(sink, reader, Backoff::default(), shutdown);
+        assert_send(&future);
+    };
 }

@@ -124,7 +124,10 @@ mod tests {
         store.save(vec![entry.clone()]).unwrap();
         let mtime = std::fs::metadata(store.path()).unwrap().modified().unwrap();
         store.save(vec![entry.clone()]).unwrap();
-        assert_eq!(std::fs::metadata(store.path()).unwrap().modified().unwrap(), mtime);
+        assert_eq!(
+            std::fs::metadata(store.path()).unwrap().modified().unwrap(),
+            mtime
+        );
         let mut again = CheckpointStore::open(&dir.path().join("cp")).unwrap();
         assert_eq!(again.load().unwrap(), vec![entry]);
         std::fs::write(again.path(), r#"{"version":99,"files":[]}"#).unwrap();

@@ -437,7 +437,10 @@ mod tests {
     #[test]
     fn foreign_line_passes_through() {
         let mut decoder = LineDecoder::new(LineFormat::Runtime);
-        let records = decode_lines(&mut decoder, "not a cri line\n2024-05-01T12:00:00Z stdin F x\n");
+        let records = decode_lines(
+            &mut decoder,
+            "not a cri line\n2024-05-01T12:00:00Z stdin F x\n",
+        );
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].message, "not a cri line");
         assert_eq!(records[0].time, None);

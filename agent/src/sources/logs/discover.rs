@@ -213,7 +213,13 @@ mod tests {
         all.sort();
         assert_eq!(
             all,
-            vec!["extra.log", "pod/app/0.log", "pod/app/10.log", "pod/app/2.log", "pod/sidecar/0.log"]
+            vec![
+                "extra.log",
+                "pod/app/0.log",
+                "pod/app/10.log",
+                "pod/app/2.log",
+                "pod/sidecar/0.log"
+            ]
         );
         let app: Vec<_> = found.iter().filter(|f| &*f.lineage == "app").collect();
         assert_eq!(

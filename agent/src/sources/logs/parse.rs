@@ -59,11 +59,9 @@ impl Value<'_> {
 
     fn level(&self) -> Option<Level> {
         match self {
-            Value::Text(text) => Level::parse(text).or_else(|| {
-                text.parse::<u64>()
-                    .ok()
-                    .and_then(numeric_level)
-            }),
+            Value::Text(text) => {
+                Level::parse(text).or_else(|| text.parse::<u64>().ok().and_then(numeric_level))
+            }
             Value::Unsigned(n) => numeric_level(*n),
             Value::Signed(n) => u64::try_from(*n).ok().and_then(numeric_level),
             _ => None,
@@ -493,9 +491,7 @@ pub(crate) fn parse_rfc3339(text: &[u8]) -> Option<u64> {
         _ => return None,
     };
     let days = days_from_civil(i64::from(year), month, day);
-    let seconds = days * 86_400
-        + i64::from(hour * 3600 + minute * 60 + second)
-        - offset_seconds;
+    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
     let seconds = u64::try_from(seconds).ok()?;
     Some(seconds * 1_000_000_000 + nanos)
 }
@@ -525,10 +521,16 @@ mod tests {
             parse_rfc3339(b"2024-05-01T12:00:00.123456789Z"),
             Some(T0 + 123_456_789)
         );
-        assert_eq!(parse_rfc3339(b"2024-05-01T14:00:00.5+02:00"), Some(T0 + 500_000_000));
+        assert_eq!(
+            parse_rfc3339(b"2024-05-01T14:00:00.5+02:00"),
+            Some(T0 + 500_000_000)
+        );
         assert_eq!(parse_rfc3339(b"2024-05-01 11:30:00-0030"), Some(T0));
         assert_eq!(parse_rfc3339(b"1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339(b"2000-02-29T00:00:00Z"), Some(951_782_400_000_000_000));
+        assert_eq!(
+            parse_rfc3339(b"2000-02-29T00:00:00Z"),
+            Some(951_782_400_000_000_000)
+        );
         assert_eq!(parse_rfc3339(b"2024-05-01T12:00:00"), None);
         assert_eq!(parse_rfc3339(b"2024-13-01T12:00:00Z"), None);
         assert_eq!(parse_rfc3339(b"not a time at all, no"), None);
@@ -627,8 +629,14 @@ mod tests {
         assert_eq!(infer_level("[warn] disk almost full"), Some(Level::Warn));
         assert_eq!(infer_level("WARNING:root:careful"), Some(Level::Warn));
         assert_eq!(infer_level("panic: runtime error"), Some(Level::Fatal));
-        assert_eq!(infer_level("E0501 12:00:00.000000    1 x.go:10] boom"), Some(Level::Error));
-        assert_eq!(infer_level("I0501 12:00:00.000000    1 x.go:10] ok"), Some(Level::Info));
+        assert_eq!(
+            infer_level("E0501 12:00:00.000000    1 x.go:10] boom"),
+            Some(Level::Error)
+        );
+        assert_eq!(
+            infer_level("I0501 12:00:00.000000    1 x.go:10] ok"),
+            Some(Level::Info)
+        );
         assert_eq!(infer_level("info about the error we saw"), None);
         assert_eq!(infer_level("config loaded"), None);
         assert_eq!(infer_level(""), None);

@@ -174,9 +174,7 @@ impl Stage {
             attributes.push((FILE_PATH_ATTRIBUTE.to_owned(), path.to_string()));
         }
         LogEvent {
-            time_unix_nano: time
-                .or(record.time_unix_nano)
-                .unwrap_or(self.read_time),
+            time_unix_nano: time.or(record.time_unix_nano).unwrap_or(self.read_time),
             container: labels.container.clone(),
             stream: record.stream,
             message,
@@ -375,7 +373,10 @@ impl LogSource {
     pub fn checkpoint(&mut self, unsent: &[LogEvent]) {
         let mut unsent_starts: Vec<(&str, u64)> = Vec::new();
         for origin in unsent.iter().filter_map(|e| e.origin.as_ref()) {
-            match unsent_starts.iter_mut().find(|(key, _)| *key == &*origin.file) {
+            match unsent_starts
+                .iter_mut()
+                .find(|(key, _)| *key == &*origin.file)
+            {
                 Some((_, start)) => *start = (*start).min(origin.start),
                 None => unsent_starts.push((&origin.file, origin.start)),
             }
@@ -511,7 +512,9 @@ impl LogSource {
             .position(|c| c.dev == id.dev && c.inode == id.inode)
         {
             let checkpoint = self.restored.swap_remove(at);
-            if checkpoint.offset <= metadata.len() && reader.starts_with(checkpoint_head(&checkpoint))? {
+            if checkpoint.offset <= metadata.len()
+                && reader.starts_with(checkpoint_head(&checkpoint))?
+            {
                 reader.resume_at(checkpoint.offset);
             }
         }
@@ -732,7 +735,9 @@ fn hand_on_rest(file: &mut Tailed, stage: &mut Stage) {
     reader.take_partial(&mut |segment| {
         decoder.decode(segment, &mut |record| stage.accept(record, labels))
     });
-    decoder.flush(reader.processed(), &mut |record| stage.accept(record, labels));
+    decoder.flush(reader.processed(), &mut |record| {
+        stage.accept(record, labels)
+    });
 }
 
 fn checkpoint_head(checkpoint: &FileCheckpoint) -> Head {

@@ -339,7 +339,9 @@ mod tests {
         let segments = collect(&mut reader, &mut buf);
         let shape: Vec<_> = segments
             .iter()
-            .map(|(text, start, end, continued, last)| (text.len(), *start, *end, *continued, *last))
+            .map(|(text, start, end, continued, last)| {
+                (text.len(), *start, *end, *continued, *last)
+            })
             .collect();
         let m = MAX_LINE_BYTES as u64;
         assert_eq!(
@@ -366,7 +368,10 @@ mod tests {
         std::fs::write(&path, "new\n").unwrap();
         assert!(reader.truncated(false).unwrap());
         reader.restart().unwrap();
-        assert_eq!(collect(&mut reader, &mut buf), vec![("new".into(), 0, 4, false, true)]);
+        assert_eq!(
+            collect(&mut reader, &mut buf),
+            vec![("new".into(), 0, 4, false, true)]
+        );
         // Rewritten past the old offset: only the head tells.
         std::fs::write(&path, "rewritten, and longer than before\n").unwrap();
         assert!(reader.truncated(false).unwrap());

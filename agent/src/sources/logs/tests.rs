@@ -234,9 +234,12 @@ fn copy_truncate_rotation_loses_and_repeats_nothing() {
     }
     assert_eq!(messages(&events), expected(0..400));
     let path = log.display().to_string();
-    assert!(events
-        .iter()
-        .all(|e| e.attribute(FILE_PATH_ATTRIBUTE) == Some(path.as_str()) && e.container.is_empty()));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.attribute(FILE_PATH_ATTRIBUTE) == Some(path.as_str())
+                && e.container.is_empty())
+    );
 }
 
 /// A restart resumes at the checkpoint: events handed out but not delivered, a held `P`
@@ -355,7 +358,10 @@ fn structured_messages() {
 #[test]
 fn new_containers_discovered_agent_skipped() {
     let pod = Pod::new();
-    append(&pod.container_file("app", "0.log"), &cri("stdout", "F", "app 0"));
+    append(
+        &pod.container_file("app", "0.log"),
+        &cri("stdout", "F", "app 0"),
+    );
     append(
         &pod.container_file(AGENT_CONTAINER, "0.log"),
         &cri("stdout", "F", "agent line"),
@@ -364,8 +370,14 @@ fn new_containers_discovered_agent_skipped() {
     let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
     let t0 = Instant::now();
     assert_eq!(messages(&drain(&mut source, t0)), vec!["app 0"]);
-    append(&pod.container_file("app", "1.log"), &cri("stdout", "F", "app 1"));
-    append(&pod.container_file("worker", "0.log"), &cri("stderr", "F", "worker 0"));
+    append(
+        &pod.container_file("app", "1.log"),
+        &cri("stdout", "F", "app 1"),
+    );
+    append(
+        &pod.container_file("worker", "0.log"),
+        &cri("stderr", "F", "worker 0"),
+    );
     append(
         &pod.container_file(AGENT_CONTAINER, "0.log"),
         &cri("stdout", "F", "agent again"),
