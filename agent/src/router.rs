@@ -91,6 +91,14 @@ impl Router {
         // Check every buffer first so a batch is stored in all of them or in none (a `block`
         // buffer without room refuses before any other buffer got a copy).
         for route in self.routes_for(signal) {
+            if record.len() > route.writer.max_record_len() {
+                // Retrying cannot help: tell the sender so, rather than "full".
+                return Err(BufferError::TooLarge {
+                    component: route.sink.to_owned(),
+                    bytes: record.len() as u64,
+                    max_bytes: route.writer.max_record_len() as u64,
+                });
+            }
             if !route.writer.has_room(record.len()) && route.writer.when_full() == WhenFull::Block {
                 return Err(BufferError::Full {
                     component: route.sink.to_owned(),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use vigil_crds::agent_config::AgentConfigError;
@@ -57,6 +58,13 @@ pub enum RuntimeError {
     Sinks(#[from] SinkConfigError),
     #[error("config: listen.{field}: {value:?} is not an address such as 127.0.0.1:4317")]
     Listen { field: &'static str, value: String },
+    #[error("listen.{field}: cannot listen on {addr}")]
+    Bind {
+        field: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot open the buffer of {sink}")]
     Buffer {
         sink: &'static str,
@@ -100,6 +108,12 @@ fn listen(field: &'static str, value: &str) -> Result<SocketAddr, RuntimeError> 
         field,
         value: value.to_owned(),
     })
+}
+
+/// Binds a listener before anything reports ready, so `/readyz` means "accepting".
+async fn bind(field: &'static str, value: &str) -> Result<TcpListener, RuntimeError> {
+    let addr = listen(field, value)?;
+    TcpListener::bind(addr).await.map_err(|source| RuntimeError::Bind { field, addr, source })
 }
 
 /// State that outlives config reloads.
@@ -157,18 +171,18 @@ impl Generation {
                 router: router.clone(),
                 sampling_ratio: config.traces.sampling_ratio,
             };
-            let grpc = listen("otlpGrpc", &config.listen.otlp_grpc)?;
-            let http = listen("otlpHttp", &config.listen.otlp_http)?;
+            let grpc = bind("otlpGrpc", &config.listen.otlp_grpc).await?;
+            let http = bind("otlpHttp", &config.listen.otlp_http).await?;
             let (r, stop) = (receiver.clone(), sources_rx.clone());
             sources.spawn(async move {
-                if let Err(e) = otlp::serve_grpc(grpc, r, stop).await {
-                    report_error("otlp_grpc", "Listen", &e);
+                if let Err(e) = otlp::serve_grpc_on(grpc, r, stop).await {
+                    report_error("otlp_grpc", "Serve", &e);
                 }
             });
             let stop = sources_rx.clone();
             sources.spawn(async move {
-                if let Err(e) = otlp::serve_http(http, receiver, stop).await {
-                    report_error("otlp_http", "Listen", &e);
+                if let Err(e) = otlp::serve_http_on(http, receiver, stop).await {
+                    report_error("otlp_http", "Serve", &e);
                 }
             });
         }
@@ -259,13 +273,14 @@ pub async fn run(settings: Settings) -> Result<(), RuntimeError> {
         ready: Arc::new(AtomicBool::new(false)),
     };
     let admin_addr = listen("admin", &config.listen.admin)?;
+    let admin_listener = bind("admin", &config.listen.admin).await?;
     let (admin_stop, admin_rx) = watch::channel(false);
     let admin_state = AdminState {
         ready: shared.ready.clone(),
         crashes: shared.crashes.clone(),
         latest_scrape: shared.latest_scrape.clone(),
     };
-    let admin = tokio::spawn(admin::serve(admin_addr, admin_state, admin_rx));
+    let admin = tokio::spawn(admin::serve_on(admin_listener, admin_state, admin_rx));
 
     let mut generation = Generation::start(&config, &shared).await?;
     shared.ready.store(true, Ordering::SeqCst);

@@ -65,9 +65,7 @@ pub fn register_process(registry: &Registry) -> Result<(), prometheus::Error> {
         ),
         &["version"],
     )?;
-    build
-        .with_label_values(&[env!("CARGO_PKG_VERSION")])
-        .set(1);
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     registry.register(Box::new(build))?;
     registry.register(Box::new(MemoryCollector::new()?))
 }
@@ -182,7 +180,11 @@ pub async fn serve_listener(
     }
 }
 
-fn route(registry: &Registry, ready: &AtomicBool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(
+    registry: &Registry,
+    ready: &AtomicBool,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             let encoder = TextEncoder::new();
@@ -219,4 +221,124 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client as HttpClient;
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    async fn get(method: Method, url: &str) -> (StatusCode, String, String) {
+        let client = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let request = Request::builder()
+            .method(method)
+            .uri(url)
+            .body(Empty::new())
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    /// `/metrics` serves the whole operator registry in the Prometheus text format (reconcile
+    /// metrics, signals, build info, memory); `/healthz` answers while the process runs;
+    /// `/readyz` follows the readiness flag; other methods and paths are refused; shutdown
+    /// stops the server.
+    #[tokio::test]
+    async fn serves_metrics_health_and_readiness() {
+        let signals = Signals::default();
+        let (registry, reconcile) = operator_registry(&signals).unwrap();
+        reconcile.record("MonitoredApp", Instant::now(), Some("InvalidSpec"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let ready = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(serve_listener(listener, registry, ready.clone(), async {
+            let _ = stopped.await;
+        }));
+
+        let (status, content_type, body) = get(Method::GET, &format!("{base}/metrics")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        for line in [
+            r#"vigil_operator_reconciles_total{kind="MonitoredApp"} 1"#,
+            r#"vigil_operator_reconcile_failures_total{error="InvalidSpec",kind="MonitoredApp"} 1"#,
+            r#"vigil_operator_reconcile_duration_seconds_count{kind="MonitoredApp"} 1"#,
+            r#"vigil_operator_alertmanager_poll_failures_total 0"#,
+            concat!(
+                r#"vigil_operator_build_info{version=""#,
+                env!("CARGO_PKG_VERSION"),
+                r#""} 1"#
+            ),
+        ] {
+            assert!(
+                body.lines().any(|l| l == line),
+                "missing {line:?} in:\n{body}"
+            );
+        }
+        let rss = body
+            .lines()
+            .find_map(|l| l.strip_prefix("vigil_operator_resident_memory_bytes "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap();
+        assert!(rss > 0.0);
+
+        assert_eq!(
+            get(Method::GET, &format!("{base}/healthz")).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(Method::GET, &format!("{base}/readyz")).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(
+            get(Method::GET, &format!("{base}/readyz")).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(Method::POST, &format!("{base}/metrics")).await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            get(Method::GET, &format!("{base}/nope")).await.0,
+            StatusCode::NOT_FOUND
+        );
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stops on shutdown")
+            .unwrap();
+    }
+
+    /// Binding an address in use is an error naming the address, not a panic.
+    #[tokio::test]
+    async fn an_address_in_use_is_reported() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let registry = Registry::new();
+        let err = serve(addr, registry, Arc::new(AtomicBool::new(true)), async {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
 }

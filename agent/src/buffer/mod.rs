@@ -6,8 +6,10 @@
 //! # Guarantees
 //!
 //! - **Stored means written.** [`BufferWriter::push`] returns [`Pushed::Stored`] only after the
-//!   record was handed to the kernel with write(2). It then survives the agent being killed
-//!   (SIGKILL, OOM kill, panic): the data is in the page cache and reaches the file.
+//!   record was handed to the kernel with write(2) (one `writev` of frame header and payload,
+//!   made on the calling task: a page-cache write is short enough not to need a thread hop).
+//!   It then survives the agent being killed (SIGKILL, OOM kill, panic): the data is in the
+//!   page cache and reaches the file.
 //! - **Machine crashes.** Segment files are fsynced by a background task at most once per
 //!   `fsync_interval` (default 1 s) when something was written, and every sealed segment (and the
 //!   directory, after a segment was created) in the same pass. A power loss or kernel crash can
@@ -26,8 +28,10 @@
 //! - **Memory.** Records not yet read are also kept in memory, up to `memory_bytes` (the newest
 //!   ones win), so a reader that keeps up never reads the disk; a reader behind (a sink outage)
 //!   reads older records back from the segments.
-//! - One open buffer per directory: opening a directory whose buffer is still open in this
-//!   process fails with [`BufferError::InUse`]; drop the old writers and reader first.
+//! - **One owner per directory.** Opening a directory whose buffer is still open in this process
+//!   (a configuration reload while old handles linger) hands the buffer over: the old writers
+//!   and reader get [`BufferError::Closed`] from then on and can no longer touch the files,
+//!   and what the old reader had not acked is delivered again by the new one.
 //!
 //! # On-disk format (version 1)
 //!
@@ -67,7 +71,9 @@
 //!   (`vigil_agent_dropped_events_total{reason="corrupt_record"}`); a damaged ack file restarts
 //!   delivery at the oldest segment.
 //! - In the newest segment, a torn last record (a write cut short by the kill) or a zero-filled
-//!   tail is truncated away; such a record was never reported as stored.
+//!   tail is truncated away; such a record was never reported as stored. A frame header that
+//!   fails its checksum with data after it cannot be framed past: the rest of the newest
+//!   segment is truncated and counted as (at least one) dropped record.
 //! - When reading, a record whose payload checksum fails is skipped and counted as dropped and
 //!   the segment continues with the next frame. When a frame header itself fails its checksum,
 //!   framing is lost: the rest of that segment is skipped and its records (known from the next
@@ -83,7 +89,7 @@ mod recover;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
@@ -155,9 +161,6 @@ pub enum BufferError {
         version: u32,
         supported: u32,
     },
-    /// The directory's buffer is already open in this process.
-    #[error("buffer {component}: directory {path} is already in use by an open buffer")]
-    InUse { component: String, path: PathBuf },
 }
 
 impl BufferError {
@@ -169,7 +172,6 @@ impl BufferError {
             BufferError::Closed { .. } => "BufferClosed",
             BufferError::TooLarge { .. } => "RecordTooLarge",
             BufferError::UnsupportedFormat { .. } => "UnsupportedBufferFormat",
-            BufferError::InUse { .. } => "BufferInUse",
         }
     }
 }
@@ -225,7 +227,27 @@ pub fn open_with(
         fsync_interval: options.fsync_interval.max(Duration::from_millis(1)),
         ..options
     };
-    let claim = DirectoryClaim::take(dir, component)?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        io_error(
+            component,
+            format!("cannot create directory {}", dir.display()),
+            e,
+        )
+    })?;
+    let key = dir.canonicalize().map_err(|e| {
+        io_error(
+            component,
+            format!("cannot resolve directory {}", dir.display()),
+            e,
+        )
+    })?;
+    // Held until the new buffer is registered, so two opens of one directory cannot interleave.
+    let mut open_buffers = open_buffers()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(previous) = open_buffers.get(&key).and_then(Weak::upgrade) {
+        previous.supersede();
+    }
     let recovered = recover(dir, component)?;
     let runtime = tokio::runtime::Handle::try_current().ok();
     let shared = Arc::new(Shared {
@@ -247,6 +269,7 @@ pub fn open_with(
             unsynced: Vec::new(),
             directory_dirty: false,
             writers_gone: false,
+            superseded: false,
         }),
         data: Notify::new(),
         room: Notify::new(),
@@ -259,14 +282,15 @@ pub fn open_with(
     if let Some(runtime) = runtime {
         spawn_sync_task(&runtime, Arc::downgrade(&shared));
     }
-    let claim = Arc::new(claim);
+    open_buffers.retain(|_, buffer| buffer.strong_count() > 0);
+    open_buffers.insert(key, Arc::downgrade(&shared));
+    drop(open_buffers);
     let writer = BufferWriter {
         token: Arc::new(WriterToken {
             shared: shared.clone(),
-            _claim: claim.clone(),
         }),
     };
-    let reader = BufferReader::new(shared, claim, recovered.start);
+    let reader = BufferReader::new(shared, recovered.start);
     Ok((writer, reader))
 }
 
@@ -306,6 +330,8 @@ struct State {
     /// A segment was created since the directory was last fsynced.
     directory_dirty: bool,
     writers_gone: bool,
+    /// The directory was opened again: these handles must not touch it any more.
+    superseded: bool,
 }
 
 impl State {
@@ -400,6 +426,21 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn closed(&self) -> BufferError {
+        BufferError::Closed {
+            component: self.component.clone(),
+        }
+    }
+
+    /// Hands the directory to a new buffer: from now on these handles fail with `Closed`.
+    /// Every file operation of writers and reader happens under the lock, so none is under way
+    /// once this returns.
+    fn supersede(&self) {
+        self.lock().superseded = true;
+        self.data.notify_one();
+        self.room.notify_waiters();
+    }
+
     fn io_error(&self, message: String, source: io::Error) -> BufferError {
         io_error(&self.component, message, source)
     }
@@ -433,6 +474,9 @@ impl Shared {
             });
         }
         let mut state = self.lock();
+        if state.superseded {
+            return Err(self.closed());
+        }
         if state.buffered + frame > max_bytes {
             drop(state);
             return Ok(match self.options.when_full {
@@ -592,58 +636,15 @@ fn spawn_sync_task(runtime: &tokio::runtime::Handle, shared: Weak<Shared>) {
     });
 }
 
-/// Marks a directory as in use by an open buffer of this process until dropped.
-struct DirectoryClaim {
-    path: PathBuf,
-}
-
-fn claimed_directories() -> &'static Mutex<HashSet<PathBuf>> {
-    static CLAIMED: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-    CLAIMED.get_or_init(|| Mutex::new(HashSet::new()))
-}
-
-impl DirectoryClaim {
-    fn take(dir: &Path, component: &str) -> Result<Self, BufferError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            io_error(
-                component,
-                format!("cannot create directory {}", dir.display()),
-                e,
-            )
-        })?;
-        let path = dir.canonicalize().map_err(|e| {
-            io_error(
-                component,
-                format!("cannot resolve directory {}", dir.display()),
-                e,
-            )
-        })?;
-        let mut claimed = claimed_directories()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !claimed.insert(path.clone()) {
-            return Err(BufferError::InUse {
-                component: component.to_owned(),
-                path,
-            });
-        }
-        Ok(DirectoryClaim { path })
-    }
-}
-
-impl Drop for DirectoryClaim {
-    fn drop(&mut self) {
-        claimed_directories()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&self.path);
-    }
+/// The buffers open in this process, by canonical directory.
+fn open_buffers() -> &'static Mutex<HashMap<PathBuf, Weak<Shared>>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Weak<Shared>>>> = OnceLock::new();
+    OPEN.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 /// Held by every clone of a writer; dropping the last one closes the writing side.
 struct WriterToken {
     shared: Arc<Shared>,
-    _claim: Arc<DirectoryClaim>,
 }
 
 impl Drop for WriterToken {

@@ -11,13 +11,12 @@ use super::format::{
     ACK_TMP_FILE, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use super::recover::{read_full, segment_path};
-use super::{BufferError, DirectoryClaim, Record, RecordId, Shared};
+use super::{BufferError, Record, RecordId, Shared};
 use crate::telemetry::{emit, InternalEvent};
 
 /// Reads and acknowledges records, in order. One per buffer.
 pub struct BufferReader {
     shared: Arc<Shared>,
-    _claim: Arc<DirectoryClaim>,
     /// Id of the next record to return.
     next_read: u64,
     /// Where that record's frame starts on disk.
@@ -63,10 +62,9 @@ enum DiskRead {
 }
 
 impl BufferReader {
-    pub(super) fn new(shared: Arc<Shared>, claim: Arc<DirectoryClaim>, start: Position) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, start: Position) -> Self {
         BufferReader {
             shared,
-            _claim: claim,
             next_read: start.id,
             cursor_segment: start.segment,
             cursor_offset: start.offset,
@@ -78,7 +76,8 @@ impl BufferReader {
     /// Waits for at least one unacknowledged record and returns up to `max_records` records
     /// totalling at most `max_bytes` (always at least one). Records returned but not acked are
     /// returned again after a restart, not again by this reader. Cancel-safe: dropping the
-    /// future loses nothing. `BufferError::Closed` once every writer is gone and all was read.
+    /// future loses nothing. `BufferError::Closed` once every writer is gone and all was read,
+    /// or once the directory was opened again.
     pub async fn next_batch(
         &mut self,
         max_records: usize,
@@ -94,10 +93,8 @@ impl BufferReader {
             }
             {
                 let state = shared.lock();
-                if state.writers_gone && self.next_read >= state.next_id {
-                    return Err(BufferError::Closed {
-                        component: shared.component.clone(),
-                    });
+                if state.superseded || (state.writers_gone && self.next_read >= state.next_id) {
+                    return Err(shared.closed());
                 }
             }
             stored.await;
@@ -122,63 +119,68 @@ impl BufferReader {
             return Ok(());
         };
         let shared = self.shared.clone();
-        let level = {
-            let mut state = shared.lock();
-            state.buffered = state.buffered.saturating_sub(released);
-            // The end of a sealed segment is the start of the next one; pointing there lets
-            // the sealed segment go.
-            if let (Some(len), Some(next)) = (
-                state.sealed_len(point.segment),
-                state.segment_after(point.segment),
-            ) {
-                if point.offset >= len {
-                    point = Position {
-                        id: point.id.max(next),
-                        segment: next,
-                        offset: SEGMENT_HEADER_LEN,
-                    };
-                }
+        // The ack file is written and segments removed under the lock, so a reopen of the
+        // directory (which takes the lock to supersede these handles) never races with it.
+        let mut state = shared.lock();
+        if state.superseded {
+            return Err(shared.closed());
+        }
+        state.buffered = state.buffered.saturating_sub(released);
+        let level = state.buffered;
+        // The end of a sealed segment is the start of the next one; pointing there lets the
+        // sealed segment go.
+        if let (Some(len), Some(next)) = (
+            state.sealed_len(point.segment),
+            state.segment_after(point.segment),
+        ) {
+            if point.offset >= len {
+                point = Position {
+                    id: point.id.max(next),
+                    segment: next,
+                    offset: SEGMENT_HEADER_LEN,
+                };
             }
-            state.buffered
-        };
-        shared.emit_level(level);
-        shared.room.notify_waiters();
-
-        let tmp = shared.dir.join(ACK_TMP_FILE);
-        fs::write(&tmp, encode_ack(point))
-            .and_then(|()| fs::rename(&tmp, shared.dir.join(ACK_FILE)))
-            .map_err(|e| shared.io_error("cannot write ack file".to_owned(), e))?;
-
-        let delivered: Vec<u64> = {
-            let mut state = shared.lock();
-            let mut delivered = Vec::new();
+        }
+        let written = write_ack_file(&shared.dir, point)
+            .map_err(|e| shared.io_error("cannot write ack file".to_owned(), e));
+        let mut removed = Ok(());
+        if written.is_ok() {
             while state
                 .sealed
                 .front()
                 .is_some_and(|s| s.first < point.segment)
             {
-                if let Some(s) = state.sealed.pop_front() {
-                    delivered.push(s.first);
+                let Some(delivered) = state.sealed.pop_front() else {
+                    break;
+                };
+                if self
+                    .file
+                    .as_ref()
+                    .is_some_and(|f| f.segment == delivered.first)
+                {
+                    self.file = None;
                 }
-            }
-            delivered
-        };
-        for first in delivered {
-            if self.file.as_ref().is_some_and(|f| f.segment == first) {
-                self.file = None;
-            }
-            match fs::remove_file(segment_path(&shared.dir, first)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(shared.io_error(
-                        format!("cannot remove segment {}", segment_file_name(first)),
-                        e,
-                    ))
+                match fs::remove_file(segment_path(&shared.dir, delivered.first)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        removed = Err(shared.io_error(
+                            format!(
+                                "cannot remove segment {}",
+                                segment_file_name(delivered.first)
+                            ),
+                            e,
+                        ));
+                    }
                 }
             }
         }
-        Ok(())
+        drop(state);
+        // Acked bytes are free even when persisting the ack failed: those records are only
+        // delivered again after a restart.
+        shared.emit_level(level);
+        shared.room.notify_waiters();
+        written.and(removed)
     }
 
     /// Records available now, without waiting.
@@ -193,6 +195,9 @@ impl BufferReader {
         while out.len() < max_records {
             let bound = {
                 let mut state = shared.lock();
+                if state.superseded {
+                    return Err(shared.closed());
+                }
                 loop {
                     if out.len() >= max_records || self.next_read >= state.next_id {
                         return Ok(out);
@@ -282,13 +287,16 @@ impl BufferReader {
             if out.len() >= max_records {
                 return Ok(DiskRead::BatchFull);
             }
-            let segment_end = if self.cursor_segment == bound.segment {
-                bound.offset
-            } else {
-                shared
-                    .lock()
-                    .sealed_len(self.cursor_segment)
-                    .unwrap_or(u64::MAX)
+            let segment_end = {
+                let state = shared.lock();
+                if state.superseded {
+                    return Err(shared.closed());
+                }
+                if self.cursor_segment == bound.segment {
+                    bound.offset
+                } else {
+                    state.sealed_len(self.cursor_segment).unwrap_or(u64::MAX)
+                }
             };
             let segment_name = segment_file_name(self.cursor_segment);
             let cursor_offset = self.cursor_offset;
@@ -379,6 +387,10 @@ impl BufferReader {
         let shared = self.shared.clone();
         let (resume, skipped_bytes) = {
             let state = shared.lock();
+            if state.superseded {
+                // The new owner may have removed what is missing here; not a loss.
+                return;
+            }
             match state.segment_after(self.cursor_segment) {
                 Some(next) if self.cursor_segment < bound.segment => {
                     let len = state
@@ -430,4 +442,11 @@ impl BufferReader {
         self.shared.emit_level(level);
         self.shared.room.notify_waiters();
     }
+}
+
+/// Replaces the ack file atomically: written whole to a temporary file, then renamed over it.
+fn write_ack_file(dir: &std::path::Path, point: Position) -> io::Result<()> {
+    let tmp = dir.join(ACK_TMP_FILE);
+    fs::write(&tmp, encode_ack(point))?;
+    fs::rename(&tmp, dir.join(ACK_FILE))
 }

@@ -72,12 +72,10 @@ fn payloads(records: &[Record]) -> Vec<Vec<u8>> {
 }
 
 /// Forgets a buffer without closing anything, as a SIGKILL would: no destructor runs, no
-/// fsync, files stay as they are. Only the in-process directory claim is released.
-fn kill(dir: &Path, writer: BufferWriter, reader: BufferReader) {
+/// fsync, files stay as they are.
+fn kill(writer: BufferWriter, reader: BufferReader) {
     std::mem::forget(writer);
     std::mem::forget(reader);
-    let path = dir.canonicalize().unwrap();
-    claimed_directories().lock().unwrap().remove(&path);
 }
 
 /// Records come out in push order with consecutive ids, batches respect both limits, and
@@ -614,7 +612,7 @@ async fn kill_loses_no_stored_record() {
     }
     let read = take(&mut reader, 120).await;
     reader.ack(read[79].id).unwrap();
-    kill(dir.path(), writer, reader);
+    kill(writer, reader);
 
     let (writer, mut reader) =
         open_with(dir.path(), options(1 << 20, WhenFull::Block), component).unwrap();
@@ -650,16 +648,44 @@ async fn reader_reports_closed_after_writers_are_gone() {
     assert!(matches!(end, Err(BufferError::Closed { .. })), "{end:?}");
 }
 
-/// One directory, one open buffer: a second open in the same process is refused until the
-/// first one is dropped.
+/// Opening a directory that is still open in this process (a reload while old handles
+/// linger) hands it over: the old handles get `Closed` and cannot touch the files, and what
+/// the old reader had not acked is delivered by the new one.
 #[tokio::test]
-async fn directory_is_claimed_while_open() {
+async fn reopening_a_directory_hands_it_over() {
     let dir = tempfile::tempdir().unwrap();
-    let first = open(dir.path(), 1 << 20, WhenFull::Block, "test_buffer_claim").unwrap();
-    let err = open(dir.path(), 1 << 20, WhenFull::Block, "test_buffer_claim").unwrap_err();
-    assert!(matches!(err, BufferError::InUse { .. }), "{err:?}");
-    drop(first);
-    open(dir.path(), 1 << 20, WhenFull::Block, "test_buffer_claim").unwrap();
+    let component = "test_buffer_handover";
+    let (old_writer, mut old_reader) =
+        open_with(dir.path(), options(1 << 20, WhenFull::Block), component).unwrap();
+    for i in 0..4 {
+        old_writer.push(payload(i, 10)).await.unwrap();
+    }
+    let read = take(&mut old_reader, 2).await;
+    old_reader.ack(read[0].id).unwrap();
+
+    let (writer, mut reader) =
+        open_with(dir.path(), options(1 << 20, WhenFull::Block), component).unwrap();
+    assert!(matches!(
+        old_writer.push(payload(99, 10)).await,
+        Err(BufferError::Closed { .. })
+    ));
+    assert!(matches!(
+        old_reader.ack(read[1].id),
+        Err(BufferError::Closed { .. })
+    ));
+    assert!(matches!(
+        old_reader.next_batch(10, usize::MAX).await,
+        Err(BufferError::Closed { .. })
+    ));
+
+    writer.push(payload(4, 10)).await.unwrap();
+    let delivered = take(&mut reader, 4).await;
+    assert_eq!(
+        delivered.iter().map(|r| r.id.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert!(delivered.iter().all(|r| r.bytes == payload(r.id.0, 10)));
+    assert!(is_drained(&mut reader).await);
 }
 
 /// Data written and synced survives; `sync` reports success on a healthy directory and the
@@ -679,4 +705,14 @@ async fn sync_and_ack_file_are_clean() {
     reader.ack(read[0].id).unwrap();
     assert!(dir.path().join(format::ACK_FILE).exists());
     assert!(!dir.path().join(format::ACK_TMP_FILE).exists());
+}
+
+/// Writers can be cloned and shared between tasks on any thread; the reader can move to its
+/// sink's task.
+#[test]
+fn handles_can_cross_threads() {
+    fn shared_between_tasks<T: Clone + Send + Sync>() {}
+    fn moved_to_a_task<T: Send>() {}
+    shared_between_tasks::<BufferWriter>();
+    moved_to_a_task::<BufferReader>();
 }

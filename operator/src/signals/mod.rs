@@ -171,17 +171,23 @@ impl Signals {
         match event {
             Event::Apply(pod) | Event::InitApply(pod) if is_deleted_phase(&pod) => {
                 // A finished pod never restarts again; its series age out like a deleted one.
-                let app = apps.resolve(&namespace_of(&pod), pod.labels()).map(|a| a.name);
+                let app = apps
+                    .resolve(&namespace_of(&pod), pod.labels())
+                    .map(|a| a.name);
                 let increments = restarts.observe(&pod, app, Sighting::Changed);
                 restarts.delete(&pod, now);
                 increments
             }
             Event::Apply(pod) => {
-                let app = apps.resolve(&namespace_of(&pod), pod.labels()).map(|a| a.name);
+                let app = apps
+                    .resolve(&namespace_of(&pod), pod.labels())
+                    .map(|a| a.name);
                 restarts.observe(&pod, app, Sighting::Changed)
             }
             Event::InitApply(pod) => {
-                let app = apps.resolve(&namespace_of(&pod), pod.labels()).map(|a| a.name);
+                let app = apps
+                    .resolve(&namespace_of(&pod), pod.labels())
+                    .map(|a| a.name);
                 restarts.observe(&pod, app, Sighting::Listed)
             }
             Event::Delete(pod) => {
@@ -204,11 +210,9 @@ impl Signals {
         let mut releases = lock(&self.shared.releases);
         match event {
             Event::Apply(rs) | Event::InitApply(rs) => releases.observe_replica_set(&rs),
-            Event::Delete(rs) => releases.delete(
-                WorkloadKind::ReplicaSet,
-                &namespace_of(&rs),
-                &rs.name_any(),
-            ),
+            Event::Delete(rs) => {
+                releases.delete(WorkloadKind::ReplicaSet, &namespace_of(&rs), &rs.name_any())
+            }
             Event::Init => releases.begin_relist(WorkloadKind::ReplicaSet),
             Event::InitDone => releases.end_relist(WorkloadKind::ReplicaSet),
         }
@@ -480,7 +484,14 @@ struct SignalCollector {
     poll_failures: IntCounter,
 }
 
-const RESTART_LABELS: [&str; 6] = ["namespace", "pod", "container", "app", "reason", "exit_code"];
+const RESTART_LABELS: [&str; 6] = [
+    "namespace",
+    "pod",
+    "container",
+    "app",
+    "reason",
+    "exit_code",
+];
 const RELEASE_INFO_LABELS: [&str; 5] = ["namespace", "app", "version", "revision", "image"];
 const RELEASE_TIMESTAMP_LABELS: [&str; 4] = ["namespace", "app", "version", "revision"];
 const ACKNOWLEDGED_LABELS: [&str; 3] = ["namespace", "app", "alertname"];
@@ -504,7 +515,10 @@ fn restarts_vec() -> Result<IntCounterVec, prometheus::Error> {
 
 fn release_info_vec() -> Result<GaugeVec, prometheus::Error> {
     GaugeVec::new(
-        Opts::new(RELEASE_INFO_METRIC, "1 for each live release of an application."),
+        Opts::new(
+            RELEASE_INFO_METRIC,
+            "1 for each live release of an application.",
+        ),
         &RELEASE_INFO_LABELS,
     )
 }

@@ -179,8 +179,8 @@ impl ReleaseState {
             self.replica_sets.remove(&key);
             return;
         };
-        let has_pods = rs.spec.replicas.unwrap_or(1) > 0
-            || rs.status.as_ref().is_some_and(|s| s.replicas > 0);
+        let has_pods =
+            rs.spec.replicas.unwrap_or(1) > 0 || rs.status.as_ref().is_some_and(|s| s.replicas > 0);
         let record = ReplicaSetRecord {
             deployment: deployment.to_owned(),
             revision: rs
@@ -307,15 +307,13 @@ impl ReleaseState {
             }
         }
         for ((namespace, name), rs) in &self.replica_sets {
-            let is_newest = rs
-                .revision
-                .is_some_and(|r| newest.get(&(namespace.as_str(), rs.deployment.as_str())) == Some(&r));
+            let is_newest = rs.revision.is_some_and(|r| {
+                newest.get(&(namespace.as_str(), rs.deployment.as_str())) == Some(&r)
+            });
             if !(is_newest || rs.has_pods) {
                 continue;
             }
-            let revision = rs
-                .revision
-                .map_or_else(|| name.clone(), |r| r.to_string());
+            let revision = rs.revision.map_or_else(|| name.clone(), |r| r.to_string());
             add(namespace, &rs.template, revision, rs.created);
         }
 
@@ -351,14 +349,16 @@ impl ReleaseState {
         }
 
         out.into_iter()
-            .map(|((namespace, app, version, revision, image), started)| Release {
-                namespace,
-                app,
-                version,
-                revision,
-                image,
-                started,
-            })
+            .map(
+                |((namespace, app, version, revision, image), started)| Release {
+                    namespace,
+                    app,
+                    version,
+                    revision,
+                    image,
+                    started,
+                },
+            )
             .collect()
     }
 }

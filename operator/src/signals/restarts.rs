@@ -232,15 +232,18 @@ impl RestartState {
         self.pods
             .iter()
             .flat_map(|((namespace, pod), record)| {
-                record.series.iter().map(move |(key, restarts)| RestartSeries {
-                    namespace: namespace.clone(),
-                    pod: pod.clone(),
-                    container: key.container.clone(),
-                    app: key.app.clone(),
-                    reason: key.reason.clone(),
-                    exit_code: key.exit_code.clone(),
-                    restarts: *restarts,
-                })
+                record
+                    .series
+                    .iter()
+                    .map(move |(key, restarts)| RestartSeries {
+                        namespace: namespace.clone(),
+                        pod: pod.clone(),
+                        container: key.container.clone(),
+                        app: key.app.clone(),
+                        reason: key.reason.clone(),
+                        exit_code: key.exit_code.clone(),
+                        restarts: *restarts,
+                    })
             })
             .collect()
     }

@@ -103,6 +103,13 @@ impl Joiner {
 
     /// Feeds one line; appends to `out` the events that are complete.
     pub fn push(&mut self, event: LogEvent, now: Instant, out: &mut Vec<LogEvent>) {
+        // The common case, an ordinary line with no trace open, passes straight through.
+        if self.open.is_empty()
+            && (event.message.contains('\n') || rules::start(&event.message).is_none())
+        {
+            out.push(event);
+            return;
+        }
         let key = (event.container.clone(), event.stream);
         self.feed(&key, event, now, out);
     }

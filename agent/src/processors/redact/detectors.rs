@@ -16,34 +16,68 @@ pub enum Found {
     Jwt,
 }
 
-/// What a prescan of the text saw: each detector runs only when its trigger is present, so
-/// clean text costs one pass.
-#[derive(Clone, Copy, Debug, Default)]
+/// What a prescan of the text saw: each detector runs only when the shape it looks for is
+/// present, so clean text — timestamps, durations, ids and all — costs one pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Triggers {
-    pub digits: usize,
-    pub letters: usize,
-    pub at_sign: bool,
-    pub jwt_header: bool,
-    pub auth_word: bool,
+    /// 13 or more digits in a row, or in groups joined by one space or dash.
+    pub card: bool,
+    /// Two letters at a word start followed by two digits.
+    pub iban: bool,
+    /// An `@`.
+    pub email: bool,
+    /// `+` and a digit; three digits, a separator and four digits; or a word starting `0`
+    /// and a non-zero digit.
+    pub phone: bool,
+    /// `bearer` or `authorization`, any case.
+    pub token: bool,
+    /// `eyJ`.
+    pub jwt: bool,
 }
 
-/// One pass over the text counting what the detectors need.
+/// One pass over the text looking for what the detectors need.
 pub fn prescan(bytes: &[u8]) -> Triggers {
     let mut t = Triggers::default();
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    // The previous run of digits: where it ended and how long it was.
+    let mut last_run: Option<(usize, usize)> = None;
+    let mut chain = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
         if b.is_ascii_digit() {
-            t.digits += 1;
-        } else if b.is_ascii_alphabetic() {
-            t.letters += 1;
+            let start = i;
+            i = digits_end(bytes, i);
+            let len = i - start;
+            let single_gap = |allowed: &[u8]| matches!(last_run, Some((end, _)) if end + 1 == start && allowed.contains(&bytes[end]));
+            chain = if single_gap(b" -") { chain + len } else { len };
+            t.card |= chain >= 13;
+            t.phone |= len == 4
+                && matches!(last_run, Some((_, 3)))
+                && (single_gap(b" -.")
+                    || matches!(last_run, Some((end, _)) if end + 2 == start && &bytes[end..start] == b") "));
+            t.phone |=
+                len >= 2 && b == b'0' && bytes[start + 1] != b'0' && phone_may_start(bytes, start);
+            t.iban |= len >= 2
+                && start >= 2
+                && bytes[start - 1].is_ascii_alphabetic()
+                && bytes[start - 2].is_ascii_alphabetic()
+                && !(start >= 3 && is_word_byte(bytes[start - 3]));
+            last_run = Some((i, len));
+            continue;
+        }
+        if b.is_ascii_alphabetic() {
             match b | 0x20 {
-                b'b' => t.auth_word |= word_at(bytes, i, b"bearer"),
-                b'a' => t.auth_word |= word_at(bytes, i, b"authorization"),
-                b'j' if b == b'J' && i >= 2 && &bytes[i - 2..i] == b"ey" => t.jwt_header = true,
+                b'b' => t.token |= word_at(bytes, i, b"bearer"),
+                b'a' => t.token |= word_at(bytes, i, b"authorization"),
+                b'j' if b == b'J' && i >= 2 && &bytes[i - 2..i] == b"ey" => t.jwt = true,
                 _ => {}
             }
         } else if b == b'@' {
-            t.at_sign = true;
+            t.email = true;
+        } else if b == b'+' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            t.phone = true;
         }
+        i += 1;
     }
     t
 }

@@ -180,22 +180,22 @@ impl Redactor {
         if self.enabled.any() {
             let t = detectors::prescan(bytes);
             let e = self.enabled;
-            if e.card && t.digits >= 13 {
+            if e.card && t.card {
                 detectors::cards(bytes, &mut found);
             }
-            if e.iban && t.digits >= 2 && t.letters >= 2 && bytes.len() >= 15 {
+            if e.iban && t.iban {
                 detectors::ibans(bytes, &mut found);
             }
-            if e.email && t.at_sign {
+            if e.email && t.email {
                 detectors::emails(bytes, &mut found);
             }
-            if e.phone && t.digits >= 8 {
+            if e.phone && t.phone {
                 detectors::phones(bytes, &mut found);
             }
-            if e.token && t.auth_word {
+            if e.token && t.token {
                 detectors::tokens(bytes, &mut found);
             }
-            if e.jwt && t.jwt_header {
+            if e.jwt && t.jwt {
                 detectors::jwts(bytes, &mut found);
             }
         }

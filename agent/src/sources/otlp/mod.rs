@@ -12,7 +12,7 @@
 mod grpc;
 mod http;
 mod ingest;
-pub mod rpc_status;
+mod rpc_status;
 #[cfg(test)]
 mod tests;
 

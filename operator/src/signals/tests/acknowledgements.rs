@@ -13,7 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
 use crate::signals::acknowledgements::{
-    acknowledged, AcknowledgementError, AcknowledgementState, Acknowledgement, AlertmanagerAlert,
+    acknowledged, Acknowledgement, AcknowledgementError, AcknowledgementState, AlertmanagerAlert,
     AlertmanagerClient, STALE_AFTER,
 };
 use crate::signals::Signals;
@@ -118,12 +118,18 @@ impl Alertmanager {
     async fn start() -> Alertmanager {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
-        std::fs::write(&config, "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
-            .unwrap();
+        std::fs::write(
+            &config,
+            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+        )
+        .unwrap();
         let port = free_port();
         let child = Command::new("prometheus-alertmanager")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
             .stdout(Stdio::null())
@@ -252,12 +258,19 @@ async fn silences_in_a_real_alertmanager_acknowledge_alerts() {
     .await;
     assert_eq!(
         exported(&registry),
-        vec![("shop".to_owned(), "checkout".to_owned(), "CheckoutCrash".to_owned())]
+        vec![(
+            "shop".to_owned(),
+            "checkout".to_owned(),
+            "CheckoutCrash".to_owned()
+        )]
     );
 
     alertmanager.amtool(&["silence", "expire", &id]);
-    wait_until("the expired silence to withdraw the acknowledgement", || async {
-        signals.poll_acknowledgements(&client).await.is_ok() && exported(&registry).is_empty()
-    })
+    wait_until(
+        "the expired silence to withdraw the acknowledgement",
+        || async {
+            signals.poll_acknowledgements(&client).await.is_ok() && exported(&registry).is_empty()
+        },
+    )
     .await;
 }

@@ -26,7 +26,12 @@ fn populated() -> Signals {
         Instant::now(),
     );
     signals.on_pod(
-        Event::Apply(pod("checkout-0", "u1", &labels, &[("api", 1, Some(("OOMKilled", 137)))])),
+        Event::Apply(pod(
+            "checkout-0",
+            "u1",
+            &labels,
+            &[("api", 1, Some(("OOMKilled", 137)))],
+        )),
         Instant::now(),
     );
     signals.on_replica_set(Event::Apply(replica_set(
@@ -131,7 +136,11 @@ fn series_carry_the_contract_labels() {
     assert_eq!(
         find("vigil_alert_acknowledged"),
         vec![(
-            labels(&[("namespace", "shop"), ("app", "checkout"), ("alertname", "CheckoutCrash")]),
+            labels(&[
+                ("namespace", "shop"),
+                ("app", "checkout"),
+                ("alertname", "CheckoutCrash")
+            ]),
             1.0
         )]
     );
@@ -166,7 +175,9 @@ fn exposition_passes_promtool_check_metrics() {
     let registry = Registry::new();
     populated().register(&registry).unwrap();
     let mut text = Vec::new();
-    TextEncoder::new().encode(&registry.gather(), &mut text).unwrap();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut text)
+        .unwrap();
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

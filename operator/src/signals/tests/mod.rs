@@ -37,8 +37,7 @@ fn status_json(containers: &[ContainerRestarts]) -> Vec<Value> {
                 "state": {"running": {"startedAt": "2024-05-01T10:00:00Z"}},
             });
             if let Some((reason, code)) = last {
-                status["lastState"] =
-                    json!({"terminated": {"reason": reason, "exitCode": code}});
+                status["lastState"] = json!({"terminated": {"reason": reason, "exitCode": code}});
             }
             status
         })
@@ -46,7 +45,12 @@ fn status_json(containers: &[ContainerRestarts]) -> Vec<Value> {
 }
 
 /// A running pod in `shop` with the given labels, uid and container restart states.
-pub fn pod(name: &str, uid: &str, labels: &[(&str, &str)], containers: &[ContainerRestarts]) -> Pod {
+pub fn pod(
+    name: &str,
+    uid: &str,
+    labels: &[(&str, &str)],
+    containers: &[ContainerRestarts],
+) -> Pod {
     pod_with_init(name, uid, labels, containers, &[])
 }
 
@@ -180,5 +184,7 @@ pub fn controller_revision(
 
 /// Unix seconds of an RFC 3339 time.
 pub fn unix(time: &str) -> f64 {
-    time.parse::<k8s_openapi::jiff::Timestamp>().unwrap().as_second() as f64
+    time.parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap()
+        .as_second() as f64
 }

@@ -22,14 +22,29 @@ fn release(version: &str, revision: &str, image: &str, started: &str) -> Release
 }
 
 fn checkout_labels(version: &str) -> Vec<(&'static str, String)> {
-    vec![("app", "checkout".into()), ("app.kubernetes.io/version", version.into())]
+    vec![
+        ("app", "checkout".into()),
+        ("app.kubernetes.io/version", version.into()),
+    ]
 }
 
-fn rs(revision: u32, created: &str, replicas: i32, version: &str) -> k8s_openapi::api::apps::v1::ReplicaSet {
+fn rs(
+    revision: u32,
+    created: &str,
+    replicas: i32,
+    version: &str,
+) -> k8s_openapi::api::apps::v1::ReplicaSet {
     let labels = checkout_labels(version);
     let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let image = format!("registry.example/checkout:{version}");
-    replica_set("checkout", revision, created, replicas, &labels, &[("api", &image)])
+    replica_set(
+        "checkout",
+        revision,
+        created,
+        replicas,
+        &labels,
+        &[("api", &image)],
+    )
 }
 
 fn apps() -> AppIndex {
@@ -99,7 +114,10 @@ fn image_tag_releases_take_the_version_from_the_named_container() {
         &[("app", "checkout")],
         &[
             ("proxy", "envoyproxy/envoy:v1.30.1"),
-            ("api", "registry.example:5000/shop/checkout:2024.05.1@sha256:abcd"),
+            (
+                "api",
+                "registry.example:5000/shop/checkout:2024.05.1@sha256:abcd",
+            ),
         ],
     ));
     assert_eq!(
@@ -119,7 +137,14 @@ fn image_tag_releases_take_the_version_from_the_named_container() {
 fn a_missing_version_label_is_unknown_like_the_agent() {
     let apps = apps();
     let mut state = ReleaseState::default();
-    state.observe_replica_set(&replica_set("checkout", 1, T1, 1, &[("app", "checkout")], &[("api", "c:1")]));
+    state.observe_replica_set(&replica_set(
+        "checkout",
+        1,
+        T1,
+        1,
+        &[("app", "checkout")],
+        &[("api", "c:1")],
+    ));
     assert_eq!(state.releases(&apps)[0].version, "unknown");
 }
 
@@ -137,10 +162,20 @@ fn workloads_are_attributed_to_their_application() {
         1,
         T1,
         1,
-        &[("app.kubernetes.io/name", "search"), ("app.kubernetes.io/version", "3")],
+        &[
+            ("app.kubernetes.io/name", "search"),
+            ("app.kubernetes.io/version", "3"),
+        ],
         &[("s", "s:3")],
     ));
-    state.observe_replica_set(&replica_set("tooling", 1, T1, 1, &[("tier", "x")], &[("t", "t:1")]));
+    state.observe_replica_set(&replica_set(
+        "tooling",
+        1,
+        T1,
+        1,
+        &[("tier", "x")],
+        &[("t", "t:1")],
+    ));
     let mut bare = rs(1, T1, 1, "9.9");
     bare.metadata.owner_references = None;
     bare.metadata.name = Some("bare".into());
@@ -152,7 +187,10 @@ fn workloads_are_attributed_to_their_application() {
         .collect();
     assert_eq!(
         names,
-        vec![("payments".into(), "1.0".into()), ("search".into(), "3".into())]
+        vec![
+            ("payments".into(), "1.0".into()),
+            ("search".into(), "3".into())
+        ]
     );
 }
 
@@ -165,9 +203,29 @@ fn a_stateful_set_rollout_exports_both_controller_revisions() {
     let mut state = ReleaseState::default();
     let old = [("app", "checkout"), ("app.kubernetes.io/version", "5.0")];
     let new = [("app", "checkout"), ("app.kubernetes.io/version", "5.1")];
-    state.observe_revision(&controller_revision("db-6f7", "db", 3, T1, &old, &[("db", "db:5.0")]));
-    state.observe_revision(&controller_revision("db-8a9", "db", 4, T2, &new, &[("db", "db:5.1")]));
-    state.observe_stateful_set(&stateful_set("db", &new, &[("db", "db:5.1")], "db-6f7", "db-8a9"));
+    state.observe_revision(&controller_revision(
+        "db-6f7",
+        "db",
+        3,
+        T1,
+        &old,
+        &[("db", "db:5.0")],
+    ));
+    state.observe_revision(&controller_revision(
+        "db-8a9",
+        "db",
+        4,
+        T2,
+        &new,
+        &[("db", "db:5.1")],
+    ));
+    state.observe_stateful_set(&stateful_set(
+        "db",
+        &new,
+        &[("db", "db:5.1")],
+        "db-6f7",
+        "db-8a9",
+    ));
     assert_eq!(
         state.releases(&apps),
         vec![
@@ -176,8 +234,17 @@ fn a_stateful_set_rollout_exports_both_controller_revisions() {
         ]
     );
     // Rollout finished: one release.
-    state.observe_stateful_set(&stateful_set("db", &new, &[("db", "db:5.1")], "db-8a9", "db-8a9"));
-    assert_eq!(state.releases(&apps), vec![release("5.1", "4", "db:5.1", T2)]);
+    state.observe_stateful_set(&stateful_set(
+        "db",
+        &new,
+        &[("db", "db:5.1")],
+        "db-8a9",
+        "db-8a9",
+    ));
+    assert_eq!(
+        state.releases(&apps),
+        vec![release("5.1", "4", "db:5.1", T2)]
+    );
 }
 
 /// `AppIndex` forgets deleted apps and apps missing from a re-list; a selector matching
@@ -188,13 +255,22 @@ fn the_app_index_follows_monitored_apps() {
     let app = monitored_app("payments", "checkout", None);
     apps.apply(&app);
     let labels = [("app".to_owned(), "checkout".to_owned())].into();
-    assert_eq!(apps.resolve("shop", &labels).map(|a| a.name), Some("payments"));
+    assert_eq!(
+        apps.resolve("shop", &labels).map(|a| a.name),
+        Some("payments")
+    );
     // Other namespace: falls back to the `app` label.
-    assert_eq!(apps.resolve("other", &labels).map(|a| a.name), Some("checkout"));
+    assert_eq!(
+        apps.resolve("other", &labels).map(|a| a.name),
+        Some("checkout")
+    );
     apps.begin_relist();
     apps.end_relist();
     assert!(apps.is_empty());
     apps.apply(&app);
     apps.delete(&app);
-    assert_eq!(apps.resolve("shop", &labels).map(|a| a.name), Some("checkout"));
+    assert_eq!(
+        apps.resolve("shop", &labels).map(|a| a.name),
+        Some("checkout")
+    );
 }

@@ -31,11 +31,21 @@ fn one(container: &str, reason: &str, exit_code: &str, restarts: u64) -> Restart
 #[test]
 fn listed_restarts_are_a_baseline_and_later_ones_count() {
     let mut state = RestartState::default();
-    let listed = pod("checkout-0", "u1", LABELS, &[("api", 3, Some(("Error", 1)))]);
+    let listed = pod(
+        "checkout-0",
+        "u1",
+        LABELS,
+        &[("api", 3, Some(("Error", 1)))],
+    );
     assert!(state.observe(&listed, APP, Sighting::Listed).is_empty());
     assert!(series(&state).is_empty());
 
-    let oom = pod("checkout-0", "u1", LABELS, &[("api", 4, Some(("OOMKilled", 137)))]);
+    let oom = pod(
+        "checkout-0",
+        "u1",
+        LABELS,
+        &[("api", 4, Some(("OOMKilled", 137)))],
+    );
     let increments = state.observe(&oom, APP, Sighting::Changed);
     assert_eq!(
         increments,
@@ -61,14 +71,31 @@ fn listed_restarts_are_a_baseline_and_later_ones_count() {
 #[test]
 fn a_restarted_operator_does_not_count_old_restarts_again() {
     let mut first = RestartState::default();
-    first.observe(&pod("checkout-0", "u1", LABELS, &[("api", 0, None)]), APP, Sighting::Listed);
-    let crashed = pod("checkout-0", "u1", LABELS, &[("api", 2, Some(("Error", 2)))]);
+    first.observe(
+        &pod("checkout-0", "u1", LABELS, &[("api", 0, None)]),
+        APP,
+        Sighting::Listed,
+    );
+    let crashed = pod(
+        "checkout-0",
+        "u1",
+        LABELS,
+        &[("api", 2, Some(("Error", 2)))],
+    );
     assert_eq!(first.observe(&crashed, APP, Sighting::Changed).len(), 1);
 
     let mut second = RestartState::default();
     assert!(second.observe(&crashed, APP, Sighting::Listed).is_empty());
-    let again = pod("checkout-0", "u1", LABELS, &[("api", 3, Some(("Error", 2)))]);
-    assert_eq!(second.observe(&again, APP, Sighting::Changed)[0].restarts, 1);
+    let again = pod(
+        "checkout-0",
+        "u1",
+        LABELS,
+        &[("api", 3, Some(("Error", 2)))],
+    );
+    assert_eq!(
+        second.observe(&again, APP, Sighting::Changed)[0].restarts,
+        1
+    );
     assert_eq!(series(&second), vec![one("api", "Error", "2", 1)]);
 }
 
@@ -77,7 +104,12 @@ fn a_restarted_operator_does_not_count_old_restarts_again() {
 #[test]
 fn a_new_pod_counts_the_restarts_it_already_had() {
     let mut state = RestartState::default();
-    let new = pod("checkout-0", "u1", LABELS, &[("api", 2, Some(("Error", 1)))]);
+    let new = pod(
+        "checkout-0",
+        "u1",
+        LABELS,
+        &[("api", 2, Some(("Error", 1)))],
+    );
     let increments = state.observe(&new, APP, Sighting::Changed);
     assert_eq!(increments.len(), 1);
     assert_eq!(increments[0].restarts, 2);
@@ -89,14 +121,28 @@ fn a_new_pod_counts_the_restarts_it_already_had() {
 fn reasons_exit_codes_and_containers_label_separate_series() {
     let mut state = RestartState::default();
     let base = &[("api", 0, None), ("worker", 0, None)];
-    state.observe(&pod("checkout-0", "u1", LABELS, base), APP, Sighting::Listed);
+    state.observe(
+        &pod("checkout-0", "u1", LABELS, base),
+        APP,
+        Sighting::Listed,
+    );
     let steps = [
         [("api", 1, Some(("OOMKilled", 137))), ("worker", 0, None)],
-        [("api", 2, Some(("Error", 1))), ("worker", 1, Some(("Completed", 0)))],
-        [("api", 3, Some(("OOMKilled", 137))), ("worker", 1, Some(("Completed", 0)))],
+        [
+            ("api", 2, Some(("Error", 1))),
+            ("worker", 1, Some(("Completed", 0))),
+        ],
+        [
+            ("api", 3, Some(("OOMKilled", 137))),
+            ("worker", 1, Some(("Completed", 0))),
+        ],
     ];
     for step in &steps {
-        state.observe(&pod("checkout-0", "u1", LABELS, step), APP, Sighting::Changed);
+        state.observe(
+            &pod("checkout-0", "u1", LABELS, step),
+            APP,
+            Sighting::Changed,
+        );
     }
     assert_eq!(
         series(&state),
@@ -112,7 +158,13 @@ fn reasons_exit_codes_and_containers_label_separate_series() {
 #[test]
 fn init_and_sidecar_containers_count() {
     let mut state = RestartState::default();
-    let before = pod_with_init("checkout-0", "u1", LABELS, &[("api", 0, None)], &[("vigil-agent", 0, None)]);
+    let before = pod_with_init(
+        "checkout-0",
+        "u1",
+        LABELS,
+        &[("api", 0, None)],
+        &[("vigil-agent", 0, None)],
+    );
     state.observe(&before, APP, Sighting::Listed);
     let after = pod_with_init(
         "checkout-0",
@@ -122,7 +174,10 @@ fn init_and_sidecar_containers_count() {
         &[("vigil-agent", 1, Some(("OOMKilled", 137)))],
     );
     state.observe(&after, APP, Sighting::Changed);
-    assert_eq!(series(&state), vec![one("vigil-agent", "OOMKilled", "137", 1)]);
+    assert_eq!(
+        series(&state),
+        vec![one("vigil-agent", "OOMKilled", "137", 1)]
+    );
 }
 
 /// A StatefulSet pod recreated under the same name continues its series (counters stay
@@ -130,16 +185,38 @@ fn init_and_sidecar_containers_count() {
 #[test]
 fn a_pod_recreated_under_the_same_name_continues_its_series() {
     let mut state = RestartState::default();
-    state.observe(&pod("checkout-0", "u1", LABELS, &[("api", 0, None)]), APP, Sighting::Listed);
     state.observe(
-        &pod("checkout-0", "u1", LABELS, &[("api", 5, Some(("Error", 1)))]),
+        &pod("checkout-0", "u1", LABELS, &[("api", 0, None)]),
+        APP,
+        Sighting::Listed,
+    );
+    state.observe(
+        &pod(
+            "checkout-0",
+            "u1",
+            LABELS,
+            &[("api", 5, Some(("Error", 1)))],
+        ),
         APP,
         Sighting::Changed,
     );
-    let old = pod("checkout-0", "u1", LABELS, &[("api", 5, Some(("Error", 1)))]);
+    let old = pod(
+        "checkout-0",
+        "u1",
+        LABELS,
+        &[("api", 5, Some(("Error", 1)))],
+    );
     state.delete(&old, Instant::now());
-    let recreated = pod("checkout-0", "u2", LABELS, &[("api", 1, Some(("Error", 1)))]);
-    assert_eq!(state.observe(&recreated, APP, Sighting::Changed)[0].restarts, 1);
+    let recreated = pod(
+        "checkout-0",
+        "u2",
+        LABELS,
+        &[("api", 1, Some(("Error", 1)))],
+    );
+    assert_eq!(
+        state.observe(&recreated, APP, Sighting::Changed)[0].restarts,
+        1
+    );
     assert_eq!(series(&state), vec![one("api", "Error", "1", 6)]);
     // The new pod is live: its series must not expire with the old pod's deletion.
     assert_eq!(state.expire(Instant::now() + Duration::from_secs(3600)), 0);
@@ -154,8 +231,17 @@ fn deleted_pods_are_forgotten_after_the_grace_period() {
     let t0 = Instant::now();
     for i in 0..100 {
         let name = format!("checkout-{i}");
-        state.observe(&pod(&name, &format!("u{i}"), LABELS, &[("api", 0, None)]), APP, Sighting::Listed);
-        let crashed = pod(&name, &format!("u{i}"), LABELS, &[("api", 1, Some(("Error", 1)))]);
+        state.observe(
+            &pod(&name, &format!("u{i}"), LABELS, &[("api", 0, None)]),
+            APP,
+            Sighting::Listed,
+        );
+        let crashed = pod(
+            &name,
+            &format!("u{i}"),
+            LABELS,
+            &[("api", 1, Some(("Error", 1)))],
+        );
         state.observe(&crashed, APP, Sighting::Changed);
         state.delete(&crashed, t0);
     }
@@ -174,10 +260,18 @@ fn a_relist_treats_missing_pods_as_deleted() {
     let mut state = RestartState::new(Duration::from_secs(60));
     let t0 = Instant::now();
     for name in ["a", "b"] {
-        state.observe(&pod(name, name, LABELS, &[("api", 0, None)]), APP, Sighting::Listed);
+        state.observe(
+            &pod(name, name, LABELS, &[("api", 0, None)]),
+            APP,
+            Sighting::Listed,
+        );
     }
     state.begin_relist();
-    state.observe(&pod("a", "a", LABELS, &[("api", 0, None)]), APP, Sighting::Listed);
+    state.observe(
+        &pod("a", "a", LABELS, &[("api", 0, None)]),
+        APP,
+        Sighting::Listed,
+    );
     state.end_relist(t0);
     assert_eq!(state.expire(t0 + Duration::from_secs(60)), 1);
     assert_eq!(state.tracked_pods(), 1);
@@ -188,7 +282,11 @@ fn a_relist_treats_missing_pods_as_deleted() {
 #[test]
 fn a_relist_counts_restarts_of_known_pods() {
     let mut state = RestartState::default();
-    state.observe(&pod("a", "a", LABELS, &[("api", 1, None)]), APP, Sighting::Listed);
+    state.observe(
+        &pod("a", "a", LABELS, &[("api", 1, None)]),
+        APP,
+        Sighting::Listed,
+    );
     state.begin_relist();
     let increments = state.observe(
         &pod("a", "a", LABELS, &[("api", 3, Some(("OOMKilled", 137)))]),
@@ -204,9 +302,17 @@ fn a_relist_counts_restarts_of_known_pods() {
 #[test]
 fn pods_of_no_application_export_nothing() {
     let mut state = RestartState::default();
-    state.observe(&pod("x", "x", &[], &[("main", 0, None)]), None, Sighting::Listed);
+    state.observe(
+        &pod("x", "x", &[], &[("main", 0, None)]),
+        None,
+        Sighting::Listed,
+    );
     assert!(state
-        .observe(&pod("x", "x", &[], &[("main", 1, Some(("Error", 1)))]), None, Sighting::Changed)
+        .observe(
+            &pod("x", "x", &[], &[("main", 1, Some(("Error", 1)))]),
+            None,
+            Sighting::Changed
+        )
         .is_empty());
     assert!(state.series().is_empty());
     let increments = state.observe(

@@ -27,7 +27,12 @@ async fn watchers_follow_the_cluster() {
     let labels = [("app", "checkout"), ("app.kubernetes.io/version", "17.1")];
     let app = monitored_app("payments", "checkout", None);
     api.apply(&app);
-    api.apply(&pod("checkout-0", "u1", &labels, &[("api", 4, Some(("Error", 1)))]));
+    api.apply(&pod(
+        "checkout-0",
+        "u1",
+        &labels,
+        &[("api", 4, Some(("Error", 1)))],
+    ));
     api.apply(&replica_set(
         "checkout",
         1,
@@ -54,14 +59,27 @@ async fn watchers_follow_the_cluster() {
     eventually("the listed release", || signals.releases().len() == 1).await;
     assert_eq!(signals.releases()[0].app, "payments");
     eventually("every watch to be open", || api.watch_requests() >= 5).await;
-    assert!(signals.restart_series().is_empty(), "listed restarts are a baseline");
+    assert!(
+        signals.restart_series().is_empty(),
+        "listed restarts are a baseline"
+    );
 
-    api.apply(&pod("checkout-0", "u1", &labels, &[("api", 5, Some(("OOMKilled", 137)))]));
+    api.apply(&pod(
+        "checkout-0",
+        "u1",
+        &labels,
+        &[("api", 5, Some(("OOMKilled", 137)))],
+    ));
     eventually("the restart", || !signals.restart_series().is_empty()).await;
     let series = signals.restart_series();
     assert_eq!(series.len(), 1);
     assert_eq!(
-        (series[0].app.as_str(), series[0].reason.as_str(), series[0].exit_code.as_str(), series[0].restarts),
+        (
+            series[0].app.as_str(),
+            series[0].reason.as_str(),
+            series[0].exit_code.as_str(),
+            series[0].restarts
+        ),
         ("payments", "OOMKilled", "137", 1)
     );
 
@@ -77,16 +95,37 @@ async fn watchers_follow_the_cluster() {
     eventually("the new release", || signals.releases().len() == 2).await;
 
     let sts_labels = [("app", "ledger"), ("app.kubernetes.io/version", "3")];
-    api.apply(&controller_revision("ledger-1", "ledger", 1, "2024-05-03T10:00:00Z", &sts_labels, &[("db", "db:3")]));
-    api.apply(&stateful_set("ledger", &sts_labels, &[("db", "db:3")], "ledger-1", "ledger-1"));
+    api.apply(&controller_revision(
+        "ledger-1",
+        "ledger",
+        1,
+        "2024-05-03T10:00:00Z",
+        &sts_labels,
+        &[("db", "db:3")],
+    ));
+    api.apply(&stateful_set(
+        "ledger",
+        &sts_labels,
+        &[("db", "db:3")],
+        "ledger-1",
+        "ledger-1",
+    ));
     eventually("the StatefulSet release", || {
-        signals.releases().iter().any(|r| r.app == "ledger" && r.revision == "1" && r.started.is_some())
+        signals
+            .releases()
+            .iter()
+            .any(|r| r.app == "ledger" && r.revision == "1" && r.started.is_some())
     })
     .await;
 
     api.delete(&app);
     eventually("attribution by label once the MonitoredApp is gone", || {
-        signals.releases().iter().filter(|r| r.app == "checkout").count() == 2
+        signals
+            .releases()
+            .iter()
+            .filter(|r| r.app == "checkout")
+            .count()
+            == 2
     })
     .await;
 

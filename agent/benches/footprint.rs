@@ -1,0 +1,148 @@
+//! Footprint of the real `vigil-agent` binary, read from `/proc`: RSS when idle, and RSS and
+//! CPU at a steady 10,000 spans/s over OTLP/gRPC delivered to an OTLP receiver. Prints figures;
+//! asserts nothing (`cargo bench -p vigil-agent --bench footprint`).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use support::{free_port, Agent, OtlpSinkServer};
+
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of the process, in clock ticks (100 Hz on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let get = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12) // fields 14 and 15 of stat, counted after the comm field
+}
+
+fn spans(batch: u64, n: u64) -> ExportTraceServiceRequest {
+    let spans = (0..n)
+        .map(|i| {
+            let id = batch * n + i;
+            Span {
+                trace_id: (id as u128 + 1).to_be_bytes().to_vec(),
+                span_id: (id + 1).to_be_bytes().to_vec(),
+                name: "GET /api/accounts/{id}".into(),
+                start_time_unix_nano: 1_700_000_000_000_000_000 + id,
+                end_time_unix_nano: 1_700_000_000_000_500_000 + id,
+                attributes: vec![
+                    KeyValue {
+                        key: "http.route".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue("/api/accounts/{id}".into())),
+                        }),
+                        ..Default::default()
+                    },
+                    KeyValue {
+                        key: "http.status_code".into(),
+                        value: Some(AnyValue { value: Some(Value::IntValue(200)) }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = OtlpSinkServer::default();
+        let sink_port = free_port();
+        let _server = sink.serve(format!("127.0.0.1:{sink_port}").parse().unwrap());
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let (grpc, http) = (free_port(), free_port());
+        let config = format!(
+            "version: 1\napp:\n  namespace: bench\n  name: api\n  clientType: generic\n  releaseSource: label\nlisten:\n  otlpGrpc: 127.0.0.1:{grpc}\n  otlpHttp: 127.0.0.1:{http}\n  admin: {admin}\ntraces:\n  enabled: true\n  samplingRatio: 1.0\ncrashes:\n  enabled: true\nredaction:\n  detectors: [creditCard, iban, email, phone, bearerToken, jwt]\nbuffer:\n  path: {}\n  maxBytes: 268435456\n  whenFull: block\nexporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink_port}\n    protocol: grpc\n",
+            dir.path().join("buffer").display()
+        );
+        let agent = tokio::task::spawn_blocking({
+            let dir = dir.path().to_owned();
+            move || Agent::start(&dir, &config, admin)
+        })
+        .await
+        .unwrap();
+        let pid = agent.pid();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let idle_rss = proc_status(pid, "VmRSS:");
+
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await.unwrap();
+        let rate = 10_000u64;
+        let per_batch = 100u64;
+        let seconds = 30u64;
+        let ticks_before = cpu_ticks(pid);
+        let start = Instant::now();
+        let mut interval = tokio::time::interval(Duration::from_millis(1000 * per_batch / rate));
+        let mut sent = 0u64;
+        let mut peak_rss = 0;
+        for batch in 0..(rate * seconds / per_batch) {
+            interval.tick().await;
+            if client.export(spans(batch, per_batch)).await.is_ok() {
+                sent += per_batch;
+            }
+            if batch % 100 == 0 {
+                peak_rss = peak_rss.max(proc_status(pid, "VmRSS:"));
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let cpu = (cpu_ticks(pid) - ticks_before) as f64 / 100.0;
+        let load_rss = proc_status(pid, "VmRSS:");
+        let delivered = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let n: usize = sink
+                    .received
+                    .lock()
+                    .unwrap()
+                    .traces
+                    .iter()
+                    .flat_map(|t| &t.resource_spans)
+                    .flat_map(|r| &r.scope_spans)
+                    .map(|s| s.spans.len())
+                    .sum();
+                if n as u64 >= sent {
+                    return n;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .unwrap_or(0);
+        println!("footprint: idle RSS {:.1} MiB", idle_rss as f64 / 1024.0);
+        println!(
+            "footprint: {:.0} spans/s for {elapsed:.1} s: CPU {:.2} % of one core, RSS {:.1} MiB (peak sampled {:.1} MiB, VmHWM {:.1} MiB), delivered {delivered} of {sent}",
+            sent as f64 / elapsed,
+            cpu / elapsed * 100.0,
+            load_rss as f64 / 1024.0,
+            peak_rss as f64 / 1024.0,
+            proc_status(pid, "VmHWM:") as f64 / 1024.0,
+        );
+        drop(agent);
+    });
+}
