@@ -17,8 +17,10 @@ pub(crate) mod promtool_tests;
 
 use std::collections::BTreeMap;
 
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
+use sha2::Digest;
 use vigil_crds::{AlertPolicy, DashboardView, MonitoredApp, Slo};
 
 /// The field manager of every server-side apply and the value of `app.kubernetes.io/managed-by`.
@@ -74,9 +76,22 @@ pub fn child_labels<K: Resource<DynamicType = ()> + ResourceExt>(
         ),
         (
             OWNER_LABEL.to_owned(),
-            format!("{}.{}", K::kind(&()).to_lowercase(), owner.name_any()),
+            owner_label_value(&K::kind(&()).to_lowercase(), &owner.name_any()),
         ),
     ])
+}
+
+/// `<kind>.<name>` as a label value (at most 63 characters): a longer one is cut and completed
+/// with a hash of the whole, so distinct owners keep distinct values.
+pub fn owner_label_value(kind: &str, name: &str) -> String {
+    let full = format!("{kind}.{name}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = hex::encode(sha2::Sha256::digest(full.as_bytes()));
+    let head: String = full.chars().take(52).collect();
+    let head = head.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{head}-{}", &hash[..10])
 }
 
 /// Metadata for a child object of `owner`: same namespace, owner labels, and an owner reference
@@ -115,4 +130,24 @@ pub fn app_matcher(namespace: &str, app: &str) -> String {
         promql_str(namespace),
         promql_str(app)
     )
+}
+
+#[cfg(test)]
+mod owner_label_tests {
+    use super::owner_label_value;
+
+    /// Owner label values stay valid label values (≤ 63 characters, alphanumeric at both ends)
+    /// and distinct for long names that share a prefix.
+    #[test]
+    fn long_owner_names_fit_a_label_value() {
+        assert_eq!(owner_label_value("slo", "checkout"), "slo.checkout");
+        let a = owner_label_value("monitoredapp", &format!("{}-a", "x".repeat(70)));
+        let b = owner_label_value("monitoredapp", &format!("{}-b", "x".repeat(70)));
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        for v in [&a, &b] {
+            assert!(v.chars().next().unwrap().is_ascii_alphanumeric());
+            assert!(v.chars().last().unwrap().is_ascii_alphanumeric());
+        }
+    }
 }
