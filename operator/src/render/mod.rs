@@ -17,7 +17,6 @@ pub(crate) mod promtool_tests;
 
 use std::collections::BTreeMap;
 
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use sha2::Digest;
