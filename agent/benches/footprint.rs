@@ -2,6 +2,8 @@
 //! CPU at a steady 10,000 spans/s over OTLP/gRPC delivered to an OTLP receiver. Prints figures;
 //! asserts nothing (`cargo bench -p vigil-agent --bench footprint`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -30,7 +32,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get(11) + get(12) // fields 14 and 15 of stat, counted after the comm field
 }
 
@@ -54,7 +61,9 @@ fn spans(batch: u64, n: u64) -> ExportTraceServiceRequest {
                     },
                     KeyValue {
                         key: "http.status_code".into(),
-                        value: Some(AnyValue { value: Some(Value::IntValue(200)) }),
+                        value: Some(AnyValue {
+                            value: Some(Value::IntValue(200)),
+                        }),
                         ..Default::default()
                     },
                 ],
@@ -64,14 +73,20 @@ fn spans(batch: u64, n: u64) -> ExportTraceServiceRequest {
         .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let sink = OtlpSinkServer::default();

@@ -2,7 +2,8 @@
 //! detection → redaction → enrichment into OTLP requests, over a generated CRI log file
 //! (~200 MiB, `VIGIL_BENCH_LOG_MIB` to change) read from the page cache.
 //!
-//! Prints, per case, MiB/s of log file and CPU-seconds per GiB (user + system time of the
+//! "Log source alone" is tail, CRI and message parsing, crash detection and redaction without
+//! detectors, but no multi-line joiner and no enrichment. Prints, per case, MiB/s of log file and CPU-seconds per GiB (user + system time of the
 //! process from `/proc/self/stat`). Run with `cargo bench -p vigil-agent --bench log_pipeline`.
 //! `VIGIL_BENCH_CASE=<text>` runs only the cases whose name contains it. Figures only, no
 //! assertions.
@@ -126,7 +127,24 @@ fn pipeline(detectors: Vec<Detector>) -> LogPipeline {
     }
 }
 
-fn run_case(name: &str, format: LogFormat, message: fn(u64) -> String, detectors: Vec<Detector>) {
+/// One measured configuration.
+struct Case {
+    name: &'static str,
+    format: LogFormat,
+    message: fn(u64) -> String,
+    detectors: Vec<Detector>,
+    /// Multi-line joining and enrichment on (the whole pipeline), or the log source alone.
+    whole: bool,
+}
+
+fn run_case(case: Case) {
+    let Case {
+        name,
+        format,
+        message,
+        detectors,
+        whole,
+    } = case;
     if std::env::var("VIGIL_BENCH_CASE").is_ok_and(|only| !name.contains(&only)) {
         return;
     }
@@ -143,7 +161,7 @@ fn run_case(name: &str, format: LogFormat, message: fn(u64) -> String, detectors
         containers: Vec::new(),
         files: Vec::new(),
         format,
-        multiline: true,
+        multiline: whole,
         user_field: Some("customer".into()),
         checkpoint_dir: dir.path().join("checkpoints").display().to_string(),
     };
@@ -163,7 +181,9 @@ fn run_case(name: &str, format: LogFormat, message: fn(u64) -> String, detectors
             let rest = events.split_off(BATCH_MAX_EVENTS);
             let batch = std::mem::replace(&mut events, rest);
             delivered += batch.len();
-            records += logs_request(&pipeline.identity, batch).resource_logs.len();
+            if whole {
+                records += logs_request(&pipeline.identity, batch).resource_logs.len();
+            }
         }
         if !outcome.more && read >= size {
             break;
@@ -187,23 +207,45 @@ fn run_case(name: &str, format: LogFormat, message: fn(u64) -> String, detectors
 
 fn main() {
     println!("log pipeline: tail + CRI + parse + join + crash + redact + enrich");
-    run_case(
-        "plain text, all detectors",
-        LogFormat::Text,
-        plain_line,
-        Detector::all(),
-    );
-    run_case(
-        "plain text, no detectors",
-        LogFormat::Text,
-        plain_line,
-        Vec::new(),
-    );
-    run_case(
-        "json, all detectors",
-        LogFormat::Json,
-        json_line,
-        Detector::all(),
-    );
-    run_case("json, no detectors", LogFormat::Json, json_line, Vec::new());
+    let cases = [
+        (
+            "plain text, all detectors",
+            LogFormat::Text,
+            Detector::all(),
+            true,
+        ),
+        (
+            "plain text, no detectors",
+            LogFormat::Text,
+            Vec::new(),
+            true,
+        ),
+        (
+            "plain text, log source alone",
+            LogFormat::Text,
+            Vec::new(),
+            false,
+        ),
+        (
+            "json, all detectors",
+            LogFormat::Json,
+            Detector::all(),
+            true,
+        ),
+        ("json, no detectors", LogFormat::Json, Vec::new(), true),
+        ("json, log source alone", LogFormat::Json, Vec::new(), false),
+    ];
+    for (name, format, detectors, whole) in cases {
+        run_case(Case {
+            name,
+            format,
+            message: if format == LogFormat::Json {
+                json_line
+            } else {
+                plain_line
+            },
+            detectors,
+            whole,
+        });
+    }
 }

@@ -113,7 +113,13 @@ fn listen(field: &'static str, value: &str) -> Result<SocketAddr, RuntimeError> 
 /// Binds a listener before anything reports ready, so `/readyz` means "accepting".
 async fn bind(field: &'static str, value: &str) -> Result<TcpListener, RuntimeError> {
     let addr = listen(field, value)?;
-    TcpListener::bind(addr).await.map_err(|source| RuntimeError::Bind { field, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Bind {
+            field,
+            addr,
+            source,
+        })
 }
 
 /// State that outlives config reloads.
@@ -334,14 +340,11 @@ pub async fn run(settings: Settings) -> Result<(), RuntimeError> {
         .stop(Instant::now() + settings.shutdown_deadline, true)
         .await;
     let _ = admin_stop.send(true);
-    match admin.await {
-        Ok(Err(source)) => {
-            return Err(RuntimeError::Admin {
-                addr: admin_addr,
-                source,
-            })
-        }
-        Ok(Ok(())) | Err(_) => {}
+    if let Ok(Err(source)) = admin.await {
+        return Err(RuntimeError::Admin {
+            addr: admin_addr,
+            source,
+        });
     }
     tracing::info!("vigil-agent stopped");
     Ok(())

@@ -2,6 +2,8 @@
 //! SDK, a Python `prometheus_client` app, CRI log files with real stack traces) and delivering
 //! into an OTLP receiver built on `opentelemetry-proto` and a real Prometheus.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
+
 mod support;
 
 use std::collections::HashMap;

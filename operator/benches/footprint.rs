@@ -1,13 +1,15 @@
-//! Memory benchmark: resident memory (`VmRSS`) of the operator's watch state with 10,000
-//! watched objects — 8,000 Pods of realistic size and 2,000 `MonitoredApp`s — decoded from
-//! JSON as a watch delivers them. Each scenario runs in its own process so one cannot inherit
-//! another's heap:
-//! - `reflector stores`: a kube reflector store per kind, `managedFields` dropped before the
-//!   store (as `WatchStreamExt::modify` does in a watcher);
-//! - the same with `managedFields` kept, for comparison;
-//! - `operator signals`: what the operator itself keeps — the `MonitoredApp` store its
-//!   controllers and webhook read, and the cluster signals' compact state for every pod
-//!   (restart baselines) and app (selectors).
+//! Memory benchmark: resident memory (`VmRSS`) of watch state with 10,000 watched objects —
+//! 8,000 Pods of realistic size (≈ 7 KB of JSON, managedFields included) and 2,000
+//! `MonitoredApp`s — decoded from JSON as a watch delivers them. Each scenario runs in its own
+//! process so one cannot inherit another's heap:
+//! - `operator`: what the operator keeps — a `MonitoredApp` reflector store (managedFields
+//!   dropped) and the cluster signals' compact state for every pod and app. The operator never
+//!   stores Pods: its controllers watch pod metadata without a store, and the signals keep only
+//!   restart baselines;
+//! - `metadata`: reflector stores of the apps and of pod metadata (`PartialObjectMeta<Pod>`),
+//!   managedFields dropped (what `WatchStreamExt::modify` does in a watcher);
+//! - `full-pods`: reflector stores of the apps and of full typed Pods, managedFields dropped,
+//!   and the same with managedFields kept — for comparison: typed Pods cost ≈ 25 KB each.
 //!
 //! Prints figures; asserts nothing (the bar: RSS ≤ 64 MiB).
 //!
@@ -23,6 +25,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
@@ -221,13 +224,14 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// Runs one scenario in this process and prints `rss-before rss-after seconds`.
+/// Runs one scenario in this process and prints `rss-before rss-after seconds objects`.
 fn scenario(name: &str) {
     let before = resident_memory_bytes().unwrap_or(0);
     let started = Instant::now();
-    let strip = name != "reflector-managed-fields";
+    let strip = name != "full-pods-managed-fields";
     let mut app_store: Writer<MonitoredApp> = Writer::default();
     let mut pod_store: Writer<Pod> = Writer::default();
+    let mut pod_metadata_store: Writer<PartialObjectMeta<Pod>> = Writer::default();
     let signals = Signals::default();
     for i in 0..APPS {
         let mut app: MonitoredApp = decode(&monitored_app(i));
@@ -240,20 +244,32 @@ fn scenario(name: &str) {
         app_store.apply_watcher_event(&Event::Apply(app));
     }
     for i in 0..PODS {
-        let mut pod: Pod = decode(&pod(i));
-        if strip {
-            pod.managed_fields_mut().clear();
-        }
-        if name == "operator" {
-            signals.on_pod(Event::InitApply(pod), Instant::now());
-        } else {
-            pod_store.apply_watcher_event(&Event::Apply(pod));
+        let json = pod(i);
+        match name {
+            "operator" => {
+                let pod: Pod = decode(&json);
+                signals.on_pod(Event::InitApply(pod), Instant::now());
+            }
+            "metadata" => {
+                let mut pod: PartialObjectMeta<Pod> = decode(&json);
+                pod.managed_fields_mut().clear();
+                pod_metadata_store.apply_watcher_event(&Event::Apply(pod));
+            }
+            _ => {
+                let mut pod: Pod = decode(&json);
+                if strip {
+                    pod.managed_fields_mut().clear();
+                }
+                pod_store.apply_watcher_event(&Event::Apply(pod));
+            }
         }
     }
     let elapsed = started.elapsed();
     let after = resident_memory_bytes().unwrap_or(0);
-    let held =
-        app_store.as_reader().len() + pod_store.as_reader().len() + signals.tracked_objects();
+    let held = app_store.as_reader().len()
+        + pod_store.as_reader().len()
+        + pod_metadata_store.as_reader().len()
+        + signals.tracked_objects();
     println!("{before} {after} {:.3} {held}", elapsed.as_secs_f64());
 }
 
@@ -271,12 +287,13 @@ fn main() {
     );
     let exe = std::env::current_exe().expect("own path");
     for (name, label) in [
-        ("reflector", "reflector stores, managedFields dropped"),
-        (
-            "reflector-managed-fields",
-            "reflector stores, managedFields kept",
-        ),
         ("operator", "operator: app store + signal state"),
+        ("metadata", "stores: app + pod metadata, no managedFields"),
+        ("full-pods", "stores: app + full pods, no managedFields"),
+        (
+            "full-pods-managed-fields",
+            "stores: app + full pods, managedFields",
+        ),
     ] {
         let output = Command::new(&exe)
             .env(MODE_ENV, name)
@@ -294,7 +311,7 @@ fn main() {
             );
         };
         println!(
-            "{label:<42} RSS {:>6.1} MiB (process baseline {:>5.1} MiB, +{:>5.1} MiB for {held} objects; fed in {seconds:.2} s)",
+            "{label:<46} RSS {:>6.1} MiB (process baseline {:>5.1} MiB, +{:>5.1} MiB for {held} objects; fed in {seconds:.2} s)",
             mib(after as u64),
             mib(before as u64),
             mib((after - before) as u64),

@@ -123,6 +123,60 @@ fn handler_bench(webhook: &Webhook, sizes: &[(&str, Vec<u8>)]) {
     }
 }
 
+/// Where the handler's time goes, per step, for each size.
+fn handler_phases(webhook: &Webhook, sizes: &[(&str, Vec<u8>)]) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+    println!();
+    println!("handler steps, mean µs:");
+    println!(
+        "  {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "pod", "parse", "apps", "sidecar", "inject", "diff", "encode"
+    );
+    for (name, body) in sizes {
+        let runs = 2000u32;
+        let mut t = [Duration::ZERO; 6];
+        for _ in 0..runs {
+            let s0 = Instant::now();
+            let review: AdmissionReview<Pod> = serde_json::from_slice(body).unwrap();
+            let request: AdmissionRequest<Pod> = review.try_into().unwrap();
+            let s1 = Instant::now();
+            let apps = webhook
+                .apps
+                .state_filter(|a| a.metadata.namespace.as_deref() == Some("retail"));
+            let s2 = Instant::now();
+            let sidecar = webhook.sidecar_for(&apps[0]);
+            let s3 = Instant::now();
+            let pod = request.object.clone().unwrap();
+            let injected = vigil_operator::render::inject::inject(pod.clone(), &sidecar);
+            let s4 = Instant::now();
+            let patch = mutate::pod_patch(&pod, &injected).unwrap();
+            let s5 = Instant::now();
+            let response = AdmissionResponse::from(&request).with_patch(patch).unwrap();
+            let out = mutate::review_json(response).unwrap();
+            let s6 = Instant::now();
+            std::hint::black_box(out);
+            for (i, (a, b)) in [(s0, s1), (s1, s2), (s2, s3), (s3, s4), (s4, s5), (s5, s6)]
+                .into_iter()
+                .enumerate()
+            {
+                t[i] += b - a;
+            }
+        }
+        let m = |d: Duration| micros(d / runs);
+        println!(
+            "  {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            name,
+            m(t[0]),
+            m(t[1]),
+            m(t[2]),
+            m(t[3]),
+            m(t[4]),
+            m(t[5])
+        );
+    }
+}
+
 fn client(ca_pem: &str, addr: SocketAddr) -> reqwest::Client {
     let mut roots = rustls::RootCertStore::empty();
     for der in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -255,6 +309,10 @@ fn main() {
         })
         .collect();
     handler_bench(&webhook(), &sizes);
+    handler_phases(&webhook(), &sizes);
+    if std::env::var_os("VIGIL_BENCH_HANDLER_ONLY").is_some() {
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

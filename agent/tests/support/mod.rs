@@ -3,6 +3,7 @@
 //! Prometheus with its remote-write receiver, and the Python OpenTelemetry and Prometheus
 //! clients from the test tools venv. Every process is killed when its handle drops.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::net::{SocketAddr, TcpListener};

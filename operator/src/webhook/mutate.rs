@@ -72,13 +72,14 @@ pub fn review(webhook: &Webhook, body: &[u8]) -> Result<Vec<u8>, MalformedReview
 /// The response review as the API server reads it. `patch` is a byte string in the
 /// Kubernetes API, which JSON carries as base64 (the Go encoding); kube's type would write it
 /// as a list of numbers.
-pub fn review_json(response: AdmissionResponse) -> Result<Vec<u8>, MalformedReview> {
-    let patch = response.patch.clone();
+pub fn review_json(mut response: AdmissionResponse) -> Result<Vec<u8>, MalformedReview> {
+    let patch = response.patch.take();
     let mut review =
         serde_json::to_value(response.into_review()).map_err(|e| MalformedReview(e.to_string()))?;
-    if let (Some(patch), Some(slot)) = (patch, review.pointer_mut("/response/patch")) {
-        *slot = serde_json::to_value(k8s_openapi::ByteString(patch))
+    if let (Some(patch), Some(Value::Object(slot))) = (patch, review.get_mut("response")) {
+        let encoded = serde_json::to_value(k8s_openapi::ByteString(patch))
             .map_err(|e| MalformedReview(e.to_string()))?;
+        slot.insert("patch".to_owned(), encoded);
     }
     serde_json::to_vec(&review).map_err(|e| MalformedReview(e.to_string()))
 }
@@ -242,11 +243,90 @@ fn default_app(namespace: &str) -> Option<MonitoredApp> {
 /// not touch are never rewritten (a field this operator does not know survives). Both pods
 /// are compared in the same typed form, so fields unknown to it never appear in the patch.
 pub fn pod_patch(original: &Pod, injected: &Pod) -> Result<Patch, serde_json::Error> {
-    let before = serde_json::to_value(original)?;
-    let after = serde_json::to_value(injected)?;
     let mut ops = Vec::new();
-    diff_values(&before, &after, &mut PointerBuf::new(), &mut ops);
+    if differs_only_where_inject_writes(original, injected) {
+        // The common case, and much cheaper than encoding both whole pods: only the parts
+        // `inject` writes are compared.
+        let (before, after) = (&original.metadata, &injected.metadata);
+        diff_part(
+            &before.annotations,
+            &after.annotations,
+            &["metadata", "annotations"],
+            &mut ops,
+        )?;
+        diff_part(
+            &before.labels,
+            &after.labels,
+            &["metadata", "labels"],
+            &mut ops,
+        )?;
+        if let (Some(before), Some(after)) = (&original.spec, &injected.spec) {
+            diff_part(
+                &before.init_containers,
+                &after.init_containers,
+                &["spec", "initContainers"],
+                &mut ops,
+            )?;
+            diff_part(
+                &Some(&before.containers),
+                &Some(&after.containers),
+                &["spec", "containers"],
+                &mut ops,
+            )?;
+            diff_part(
+                &before.volumes,
+                &after.volumes,
+                &["spec", "volumes"],
+                &mut ops,
+            )?;
+        }
+    } else {
+        let before = serde_json::to_value(original)?;
+        let after = serde_json::to_value(injected)?;
+        diff_values(&before, &after, &mut PointerBuf::new(), &mut ops);
+    }
     Ok(Patch(ops))
+}
+
+/// Whether the two pods are equal once the fields `inject` writes are set aside (and both
+/// have a spec, or neither).
+fn differs_only_where_inject_writes(original: &Pod, injected: &Pod) -> bool {
+    fn rest(pod: &Pod) -> Pod {
+        let mut pod = pod.clone();
+        pod.metadata.annotations = None;
+        pod.metadata.labels = None;
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.init_containers = None;
+            spec.containers = Vec::new();
+            spec.volumes = None;
+        }
+        pod
+    }
+    original.spec.is_some() == injected.spec.is_some() && rest(original) == rest(injected)
+}
+
+/// Adds the operations turning `before` into `after`, both at `path`: an absent field is
+/// added or removed as a whole.
+fn diff_part<T: serde::Serialize>(
+    before: &Option<T>,
+    after: &Option<T>,
+    path: &[&str],
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), serde_json::Error> {
+    let mut pointer = PointerBuf::new();
+    for token in path {
+        pointer.push_back(*token);
+    }
+    match (before, after) {
+        (None, None) => {}
+        (None, Some(after)) => ops.push(add(&pointer, &serde_json::to_value(after)?)),
+        (Some(_), None) => ops.push(remove(&pointer)),
+        (Some(before), Some(after)) => {
+            let (before, after) = (serde_json::to_value(before)?, serde_json::to_value(after)?);
+            diff_values(&before, &after, &mut pointer, ops);
+        }
+    }
+    Ok(())
 }
 
 fn diff_values(left: &Value, right: &Value, path: &mut PointerBuf, ops: &mut Vec<PatchOperation>) {

@@ -26,8 +26,8 @@ pub struct Triggers {
     pub iban: bool,
     /// An `@`.
     pub email: bool,
-    /// `+` and a digit; three digits, a separator and four digits; or a word starting `0`
-    /// and a non-zero digit.
+    /// `+` and a digit at a word start; three digits, a separator and four digits; or a word
+    /// starting `0` and a non-zero digit.
     pub phone: bool,
     /// `bearer` or `authorization`, any case.
     pub token: bool,
@@ -35,47 +35,97 @@ pub struct Triggers {
     pub jwt: bool,
 }
 
+/// Byte classes for the prescan: most bytes (`BORING`) need nothing but a table lookup.
+const BORING: u8 = 0;
+const DIGIT: u8 = 1;
+const WORD_START: u8 = 2;
+const AT_SIGN: u8 = 3;
+const PLUS: u8 = 4;
+
+const CLASSES: [u8; 256] = {
+    let mut classes = [BORING; 256];
+    let mut d = b'0';
+    while d <= b'9' {
+        classes[d as usize] = DIGIT;
+        d += 1;
+    }
+    classes[b'a' as usize] = WORD_START;
+    classes[b'A' as usize] = WORD_START;
+    classes[b'b' as usize] = WORD_START;
+    classes[b'B' as usize] = WORD_START;
+    classes[b'J' as usize] = WORD_START;
+    classes[b'@' as usize] = AT_SIGN;
+    classes[b'+' as usize] = PLUS;
+    classes
+};
+
 /// One pass over the text looking for what the detectors need.
 pub fn prescan(bytes: &[u8]) -> Triggers {
     let mut t = Triggers::default();
     let mut i = 0;
+    let n = bytes.len();
     // The previous run of digits: where it ended and how long it was.
     let mut last_run: Option<(usize, usize)> = None;
     let mut chain = 0;
-    while i < bytes.len() {
+    while i < n {
         let b = bytes[i];
-        if b.is_ascii_digit() {
-            let start = i;
-            i = digits_end(bytes, i);
-            let len = i - start;
-            let single_gap = |allowed: &[u8]| matches!(last_run, Some((end, _)) if end + 1 == start && allowed.contains(&bytes[end]));
-            chain = if single_gap(b" -") { chain + len } else { len };
-            t.card |= chain >= 13;
-            t.phone |= len == 4
-                && matches!(last_run, Some((_, 3)))
-                && (single_gap(b" -.")
-                    || matches!(last_run, Some((end, _)) if end + 2 == start && &bytes[end..start] == b") "));
-            t.phone |=
-                len >= 2 && b == b'0' && bytes[start + 1] != b'0' && phone_may_start(bytes, start);
-            t.iban |= len >= 2
-                && start >= 2
-                && bytes[start - 1].is_ascii_alphabetic()
-                && bytes[start - 2].is_ascii_alphabetic()
-                && !(start >= 3 && is_word_byte(bytes[start - 3]));
-            last_run = Some((i, len));
-            continue;
-        }
-        if b.is_ascii_alphabetic() {
-            match b | 0x20 {
-                b'b' => t.token |= word_at(bytes, i, b"bearer"),
-                b'a' => t.token |= word_at(bytes, i, b"authorization"),
-                b'j' if b == b'J' && i >= 2 && &bytes[i - 2..i] == b"ey" => t.jwt = true,
-                _ => {}
+        match CLASSES[usize::from(b)] {
+            BORING => {
+                // Most bytes: skip them in a tight loop.
+                i += 1;
+                while i < n && CLASSES[usize::from(bytes[i])] == BORING {
+                    i += 1;
+                }
+                continue;
             }
-        } else if b == b'@' {
-            t.email = true;
-        } else if b == b'+' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-            t.phone = true;
+            DIGIT => {
+                let start = i;
+                i = digits_end(bytes, i);
+                let len = i - start;
+                let gap = match last_run {
+                    Some((end, _)) => start - end,
+                    None => usize::MAX,
+                };
+                chain = if gap == 1 && matches!(bytes[start - 1], b' ' | b'-') {
+                    chain + len
+                } else {
+                    len
+                };
+                t.card |= chain >= 13;
+                if !t.phone && len >= 2 {
+                    t.phone = if len == 4 {
+                        matches!(last_run, Some((_, 3)))
+                            && ((gap == 1 && matches!(bytes[start - 1], b' ' | b'-' | b'.'))
+                                || (gap == 2 && &bytes[start - 2..start] == b") "))
+                    } else {
+                        b == b'0' && bytes[start + 1] != b'0' && phone_may_start(bytes, start)
+                    };
+                }
+                if !t.iban && len >= 2 && start >= 2 {
+                    t.iban = bytes[start - 1].is_ascii_alphabetic()
+                        && bytes[start - 2].is_ascii_alphabetic()
+                        && !(start >= 3 && is_word_byte(bytes[start - 3]));
+                }
+                last_run = Some((i, len));
+                continue;
+            }
+            WORD_START => {
+                if i == 0 || !bytes[i - 1].is_ascii_alphanumeric() {
+                    match b {
+                        b'b' | b'B' => t.token |= word_at(bytes, i, b"bearer"),
+                        b'a' | b'A' => t.token |= word_at(bytes, i, b"authorization"),
+                        _ => {}
+                    }
+                }
+                if b == b'J' {
+                    t.jwt |= i >= 2 && &bytes[i - 2..i] == b"ey";
+                }
+            }
+            AT_SIGN => t.email = true,
+            _ => {
+                t.phone |= bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+                    && !before(bytes, i).is_some_and(is_word_byte);
+            }
         }
         i += 1;
     }

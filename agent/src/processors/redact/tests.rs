@@ -493,3 +493,20 @@ fn otlp_spans() {
     );
     assert_eq!(span.name, "checkout");
 }
+
+/// Ordinary log lines — timestamps, durations, ids, status codes — trip no detector's
+/// trigger, so they cost only the prescan.
+#[test]
+fn ordinary_lines_trip_no_trigger() {
+    for line in [
+        "2024-05-01 12:34:56.789 INFO [http-nio-8080-exec-3] c.e.shop.OrderService - GET /api/orders/12345 completed status=200 in 123 ms (items=4)",
+        "level=info ts=2024-05-01T12:34:56Z caller=main.go:42 msg=\"listening\" addr=0.0.0.0:8080",
+        "{\"time\":\"2024-05-01T12:34:56.789+02:00\",\"level\":\"warn\",\"latency_ms\":1234567}",
+    ] {
+        assert_eq!(
+            detectors::prescan(line.as_bytes()),
+            detectors::Triggers::default(),
+            "{line}"
+        );
+    }
+}

@@ -14,12 +14,32 @@ use serde::Deserialize;
 
 use crate::event::Level;
 
-/// Keys holding the message, best first.
-const MESSAGE_KEYS: [&str; 3] = ["msg", "message", "log"];
-/// Keys holding the level, best first.
-const LEVEL_KEYS: [&str; 3] = ["level", "lvl", "severity"];
-/// Keys holding the time, best first.
-const TIME_KEYS: [&str; 4] = ["time", "ts", "timestamp", "@timestamp"];
+/// What a recognised key holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Message,
+    Level,
+    Time,
+}
+
+/// The role of a key and its rank among the keys of that role (lower is preferred):
+/// message `msg`, `message`, `log`; level `level`, `lvl`, `severity`; time `time`, `ts`,
+/// `timestamp`, `@timestamp`.
+fn role(key: &str) -> Option<(Role, u8)> {
+    Some(match key {
+        "msg" => (Role::Message, 0),
+        "message" => (Role::Message, 1),
+        "log" => (Role::Message, 2),
+        "level" => (Role::Level, 0),
+        "lvl" => (Role::Level, 1),
+        "severity" => (Role::Level, 2),
+        "time" => (Role::Time, 0),
+        "ts" => (Role::Time, 1),
+        "timestamp" => (Role::Time, 2),
+        "@timestamp" => (Role::Time, 3),
+        _ => return None,
+    })
+}
 
 /// What a structured line yielded.
 #[derive(Debug, Default, PartialEq)]
@@ -70,11 +90,11 @@ impl Value<'_> {
 
     fn time(&self) -> Option<u64> {
         match self {
-            Value::Text(text) => {
-                parse_rfc3339(text.as_bytes()).or_else(|| text.parse::<f64>().ok().and_then(epoch))
-            }
-            Value::Unsigned(n) => epoch(*n as f64),
-            Value::Signed(n) => epoch(*n as f64),
+            Value::Text(text) => parse_rfc3339(text.as_bytes())
+                .or_else(|| text.parse::<u64>().ok().and_then(epoch_integer))
+                .or_else(|| text.parse::<f64>().ok().and_then(epoch)),
+            Value::Unsigned(n) => epoch_integer(*n),
+            Value::Signed(n) => u64::try_from(*n).ok().and_then(epoch_integer),
             Value::Float(n) => epoch(*n),
             _ => None,
         }
@@ -96,20 +116,39 @@ fn numeric_level(n: u64) -> Option<Level> {
 
 /// An epoch number in seconds, milliseconds, microseconds or nanoseconds (told apart by size:
 /// seconds reach 1e11 only in the year 5138).
-fn epoch(value: f64) -> Option<u64> {
-    if !value.is_finite() || value <= 0.0 {
+fn epoch_integer(value: u64) -> Option<u64> {
+    if value == 0 {
         return None;
     }
-    let nanos = if value < 1e11 {
-        value * 1e9
-    } else if value < 1e14 {
-        value * 1e6
-    } else if value < 1e17 {
-        value * 1e3
-    } else {
-        value
+    let nanos_per_unit: u64 = match value {
+        0..100_000_000_000 => 1_000_000_000,
+        100_000_000_000..100_000_000_000_000 => 1_000_000,
+        100_000_000_000_000..100_000_000_000_000_000 => 1_000,
+        _ => 1,
     };
-    (nanos < u64::MAX as f64).then_some(nanos as u64)
+    value.checked_mul(nanos_per_unit)
+}
+
+/// Like [`epoch_integer`], for a number with a fraction.
+fn epoch(value: f64) -> Option<u64> {
+    if !value.is_finite() || value <= 0.0 || value >= u64::MAX as f64 {
+        return None;
+    }
+    let nanos_per_unit: u64 = if value < 1e11 {
+        1_000_000_000
+    } else if value < 1e14 {
+        1_000_000
+    } else if value < 1e17 {
+        1_000
+    } else {
+        1
+    };
+    // Whole units in integers, so that `1714564800.25` is exactly a quarter past.
+    let whole = value.trunc();
+    let fraction = ((value - whole) * nanos_per_unit as f64).round() as u64;
+    (whole as u64)
+        .checked_mul(nanos_per_unit)?
+        .checked_add(fraction)
 }
 
 struct ValueVisitor;
@@ -199,19 +238,23 @@ impl<'de> Deserialize<'de> for Object<'de> {
 }
 
 /// Sorts parsed key/value pairs into message, level, time and attributes.
-fn classify<'a>(pairs: Vec<(Cow<'a, str>, Value<'a>)>) -> Fields {
-    let rank = |keys: &[&str], key: &str| keys.iter().position(|k| *k == key);
-    let best = |keys: &[&str]| {
-        pairs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (k, _))| rank(keys, k).map(|r| (r, i)))
-            .min()
-            .map(|(_, i)| i)
-    };
-    let message_at = best(&MESSAGE_KEYS);
-    let level_at = best(&LEVEL_KEYS);
-    let time_at = best(&TIME_KEYS);
+fn classify(pairs: Vec<(Cow<'_, str>, Value<'_>)>) -> Fields {
+    // The preferred key of each role: (rank, index).
+    let mut chosen: [Option<(u8, usize)>; 3] = [None; 3];
+    for (index, (key, _)) in pairs.iter().enumerate() {
+        if let Some((role, rank)) = role(key) {
+            let slot = &mut chosen[role as usize];
+            if slot.is_none_or(|(best, _)| rank < best) {
+                *slot = Some((rank, index));
+            }
+        }
+    }
+    let chosen_index = |role: Role| chosen[role as usize].map(|(_, index)| index);
+    let (message_at, level_at, time_at) = (
+        chosen_index(Role::Message),
+        chosen_index(Role::Level),
+        chosen_index(Role::Time),
+    );
     let mut fields = Fields {
         attributes: Vec::with_capacity(pairs.len()),
         ..Fields::default()
@@ -352,6 +395,18 @@ const LEVEL_SCAN_BYTES: usize = 64;
 /// How many tokens of a text line are looked at.
 const LEVEL_SCAN_TOKENS: usize = 8;
 
+/// Bytes that separate the tokens looked at for a level.
+const SEPARATORS: [bool; 256] = {
+    let mut table = [false; 256];
+    let separators = b" \t[]()<>:|,=";
+    let mut i = 0;
+    while i < separators.len() {
+        table[separators[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// Guesses the level of a free-text line from its first few tokens: an upper-case level word
 /// (`ERROR`, `WARN`, `INFO`, …), any-case one in brackets or before a colon (`[error]`,
 /// `panic:`), or a klog header (`E0102 15:04:05.000000 …`). Never allocates.
@@ -361,12 +416,7 @@ pub(crate) fn infer_level(line: &str) -> Option<Level> {
     if let Some(level) = klog_level(bytes) {
         return Some(level);
     }
-    let is_separator = |b: u8| {
-        matches!(
-            b,
-            b' ' | b'\t' | b'[' | b']' | b'(' | b')' | b'<' | b'>' | b':' | b'|' | b',' | b'='
-        )
-    };
+    let is_separator = |b: u8| SEPARATORS[usize::from(b)];
     let mut i = 0;
     let mut tokens = 0;
     while i < bytes.len() && tokens < LEVEL_SCAN_TOKENS {

@@ -13,6 +13,7 @@
 //! than what was read, or whose first bytes changed, was truncated in place and is read again
 //! from its start.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -152,7 +153,11 @@ impl Stage {
     }
 
     fn event(&self, record: Record<'_>, labels: &FileLabels) -> LogEvent {
-        let text = String::from_utf8_lossy(record.message);
+        // `from_utf8` skips ASCII a word at a time; the lossy decoder only runs on bad input.
+        let text = match std::str::from_utf8(record.message) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(record.message),
+        };
         let fields = match self.format {
             LogFormat::Json => parse_json(&text),
             LogFormat::Logfmt => parse_logfmt(&text),

@@ -403,6 +403,57 @@ fn new_containers_discovered_agent_skipped() {
     assert_eq!(messages(&drain(&mut source, t0)), vec!["worker 0"]);
 }
 
+/// A stack trace becomes one event (with its crash); while the joiner still holds it, the
+/// checkpoint stays before its first line, so a restart joins it again instead of losing it.
+#[test]
+fn held_stack_trace_bounds_checkpoint() {
+    let pod = Pod::new();
+    let log = pod.container_file("app", "0.log");
+    let trace = [
+        "Exception in thread \"main\" java.lang.IllegalStateException: boom",
+        "\tat com.example.Orders.place(Orders.java:42)",
+        "\tat com.example.Main.main(Main.java:7)",
+    ];
+    append(&log, &cri("stdout", "F", "before"));
+    for frame in trace {
+        append(&log, &cri("stderr", "F", frame));
+    }
+    let mut config = pod.config(LogFormat::Text);
+    config.multiline = true;
+    let t0 = Instant::now();
+    {
+        let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+        let events = drain(&mut source, t0);
+        assert_eq!(messages(&events), vec!["before"]);
+        source.checkpoint(&[]);
+    }
+    let checkpoint = pod.checkpoint_json();
+    assert_eq!(
+        checkpoint["files"][0]["offset"],
+        cri("stdout", "F", "before").len() as u64,
+        "{checkpoint}"
+    );
+    append(&log, &cri("stdout", "F", "after"));
+    let mut source = LogSource::open(&config, &pipeline(Router::default())).unwrap();
+    let mut events = drain(&mut source, t0);
+    events.extend(drain(&mut source, t0 + MULTILINE_TIMEOUT * 2));
+    source.flush_all(&mut events);
+    let joined: Vec<_> = events
+        .iter()
+        .filter(|e| e.stream == Stream::Stderr)
+        .collect();
+    assert_eq!(joined.len(), 1, "{events:?}");
+    assert_eq!(joined[0].message, trace.join("\n"));
+    assert_eq!(joined[0].lines, 3);
+    assert!(joined[0].crash.is_some(), "a Java trace is a crash");
+    let stdout: Vec<_> = events
+        .iter()
+        .filter(|e| e.stream == Stream::Stdout)
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(stdout, vec!["after"]);
+}
+
 // --- The whole pipeline, through the router into a real disk buffer. ---
 
 /// Deadline for anything the pipeline tests wait for.
