@@ -1,6 +1,11 @@
 //! Footprint of the real `vigil-agent` binary, read from `/proc`: RSS when idle, and RSS and
 //! CPU at a steady 10,000 spans/s over OTLP/gRPC delivered to an OTLP receiver. Prints figures;
 //! asserts nothing (`cargo bench -p vigil-agent --bench footprint`).
+//!
+//! Knobs (environment): `FOOTPRINT_WORKER_THREADS=N` starts the agent with `--worker-threads N`
+//! (default: the agent's own default); `FOOTPRINT_SECONDS` sets the length of the load (default
+//! 30); `FOOTPRINT_AGENT=PATH` runs another build of the agent (a copy kept for a profiler).
+//! The agent inherits the environment, so `MALLOC_ARENA_MAX=2 cargo bench …` measures that.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the report
 
@@ -15,7 +20,57 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use support::{free_port, Agent, OtlpSinkServer};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use support::{free_port, http_get, wait_until, OtlpSinkServer};
+
+/// The agent under test, killed on drop.
+struct Agent(Child);
+
+impl Agent {
+    /// Starts the agent on `config` (written into `dir`) with the knobs above, and waits until
+    /// it is ready.
+    fn start(dir: &Path, config: &str, admin: SocketAddr) -> Agent {
+        let config_path = dir.join("agent.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let binary = std::env::var_os("FOOTPRINT_AGENT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vigil-agent")));
+        let mut command = Command::new(binary);
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .env("POD_NAME", "api-7d9f-abcde")
+            .env("POD_NAMESPACE", "bench")
+            .env("POD_UID", "0b5c2f6e-1111-2222-3333-444455556666")
+            .env("NODE_NAME", "node-a")
+            .env("VIGIL_APP_VERSION", "17.2")
+            .env("VIGIL_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agent.stderr")).unwrap());
+        if let Ok(threads) = std::env::var("FOOTPRINT_WORKER_THREADS") {
+            command.args(["--worker-threads", &threads]);
+        }
+        let agent = Agent(command.spawn().unwrap());
+        let ready = wait_until(Duration::from_secs(30), || {
+            http_get(&format!("http://{admin}/readyz")).is_some_and(|(code, _)| code == 200)
+        });
+        assert!(ready, "agent not ready");
+        agent
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn proc_status(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -105,13 +160,17 @@ fn main() {
         .await
         .unwrap();
         let pid = agent.pid();
+        eprintln!("footprint: agent pid {pid}");
         tokio::time::sleep(Duration::from_secs(5)).await;
         let idle_rss = proc_status(pid, "VmRSS:");
 
         let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await.unwrap();
         let rate = 10_000u64;
         let per_batch = 100u64;
-        let seconds = 30u64;
+        let seconds: u64 = std::env::var("FOOTPRINT_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30);
         let ticks_before = cpu_ticks(pid);
         let start = Instant::now();
         let mut interval = tokio::time::interval(Duration::from_millis(1000 * per_batch / rate));
@@ -149,7 +208,11 @@ fn main() {
         })
         .await
         .unwrap_or(0);
-        println!("footprint: idle RSS {:.1} MiB", idle_rss as f64 / 1024.0);
+        let threads = std::env::var("FOOTPRINT_WORKER_THREADS").unwrap_or_else(|_| "default".into());
+        println!(
+            "footprint: idle RSS {:.1} MiB (worker threads: {threads})",
+            idle_rss as f64 / 1024.0
+        );
         println!(
             "footprint: {:.0} spans/s for {elapsed:.1} s: CPU {:.2} % of one core, RSS {:.1} MiB (peak sampled {:.1} MiB, VmHWM {:.1} MiB), delivered {delivered} of {sent}",
             sent as f64 / elapsed,

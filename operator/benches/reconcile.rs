@@ -27,6 +27,7 @@ use vigil_operator::controllers::{monitored_app, Context, Settings};
 const APPS: usize = 1_000;
 const NAMESPACES: usize = 50;
 const PODS_PER_APP: usize = 3;
+const CLIENT_TYPES: [&str; 4] = ["banking", "infrastructure", "publicSector", "generic"];
 
 fn app(i: usize) -> MonitoredApp {
     serde_json::from_value(json!({
@@ -35,7 +36,7 @@ fn app(i: usize) -> MonitoredApp {
         "metadata": {"name": format!("app-{i}"), "namespace": format!("team-{}", i % NAMESPACES)},
         "spec": {
             "selector": {"matchLabels": {"app": format!("app-{i}")}},
-            "clientType": ["banking", "infrastructure", "publicSector", "generic"][i % 4],
+            "clientType": CLIENT_TYPES[i % CLIENT_TYPES.len()],
             "metrics": {"port": "http-metrics", "interval": "15s"},
             "logs": {"containerLogs": true},
             "traces": {"enabled": true},

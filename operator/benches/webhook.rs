@@ -150,7 +150,7 @@ fn handler_phases(webhook: &Webhook, sizes: &[(&str, Vec<u8>)]) {
             let pod = request.object.clone().unwrap();
             let injected = vigil_operator::render::inject::inject(pod.clone(), &sidecar);
             let s4 = Instant::now();
-            let patch = mutate::pod_patch(&pod, &injected).unwrap();
+            let patch = mutate::pod_patch(pod, injected).unwrap();
             let s5 = Instant::now();
             let response = AdmissionResponse::from(&request).with_patch(patch).unwrap();
             let out = mutate::review_json(response).unwrap();

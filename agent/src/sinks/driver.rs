@@ -1,8 +1,15 @@
 //! The delivery loop of one sink: drains the sink's disk [`buffer`](crate::buffer) into the
 //! sink, retrying with backoff, and acknowledges what the backend accepted.
 //!
-//! Per batch of buffer records: decode them ([`Batch::decode`]; a record that does not decode is
-//! dropped as `corrupt_record` and acked) → [`Sink::send`] →
+//! Batching by size and time: the loop takes the records the buffer has (at most
+//! [`DriverSettings::batch_records`] and [`DriverSettings::batch_bytes`]); when that is short of
+//! a full batch it waits [`DriverSettings::linger`] for more, so that a steady trickle of small
+//! requests leaves as a few large ones (fewer requests, acks and wake-ups).
+//!
+//! Per batch of buffer records: prepare them — decode them ([`Batch::decode`]) for
+//! [`Sink::send`], or, for a sink that sends records as they are (OTLP,
+//! [`Sink::sends_encoded`]), check their framing for [`Sink::send_encoded`]; a record that does
+//! not decode is dropped as `corrupt_record` and acked — → send →
 //! - `Ok`: ack, emit `Sent`, reset the backoff;
 //! - [`SendError::Retryable`]: emit `Retried`, wait `max(backoff delay, Retry-After)` and send
 //!   the same batches again — for as long as it takes (the buffer holds the data meanwhile);
@@ -18,8 +25,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::watch;
 
+use super::otlp::EncodedBatches;
 use super::retry::Backoff;
 use super::{SendError, Sink};
 use crate::batch::Batch;
@@ -36,6 +45,10 @@ pub struct DriverSettings {
     /// Most record bytes handed to one `send` (a single larger record still goes alone).
     /// Default 4 MiB.
     pub batch_bytes: usize,
+    /// How long a batch short of `batch_records` and `batch_bytes` waits for more records
+    /// before it is sent. Default 200 ms (the OpenTelemetry Collector's batch timeout); zero
+    /// sends at once.
+    pub linger: Duration,
     /// How long a send in flight at shutdown may still take. Default 5 s.
     pub shutdown_grace: Duration,
 }
@@ -47,6 +60,7 @@ impl DriverSettings {
             backoff,
             batch_records: 64,
             batch_bytes: 4 << 20,
+            linger: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -87,69 +101,123 @@ pub async fn run_with(
 ) -> Stopped {
     let sink = Arc::new(sink);
     let component = sink.name();
-    deliver(
-        component,
-        &mut reader,
-        &settings,
-        &mut shutdown,
-        move |batches: Arc<[Batch]>| {
-            let sink = sink.clone();
-            async move { sink.send(&batches).await }
-        },
-    )
-    .await
+    if sink.sends_encoded() {
+        deliver_prepared(
+            component,
+            &mut reader,
+            &settings,
+            &mut shutdown,
+            prepare_encoded,
+            move |batches: Arc<EncodedBatches>| {
+                let sink = sink.clone();
+                async move { sink.send_encoded(&batches).await }
+            },
+        )
+        .await
+    } else {
+        deliver(
+            component,
+            &mut reader,
+            &settings,
+            &mut shutdown,
+            move |batches: Arc<[Batch]>| {
+                let sink = sink.clone();
+                async move { sink.send(&batches).await }
+            },
+        )
+        .await
+    }
 }
 
-/// The delivery loop, over any `send` function (the sink's, or a fake in tests).
+/// The delivery loop with decoded batches, over any `send` function (the sink's, or a fake in
+/// tests).
 pub(crate) async fn deliver<S, F>(
     component: &str,
     reader: &mut BufferReader,
     settings: &DriverSettings,
     shutdown: &mut watch::Receiver<bool>,
-    mut send: S,
+    send: S,
 ) -> Stopped
 where
     S: FnMut(Arc<[Batch]>) -> F,
     F: Future<Output = Result<(), SendError>>,
 {
+    deliver_prepared(component, reader, settings, shutdown, prepare_decoded, send).await
+}
+
+/// What one send carries, prepared once from buffer records and reused by every retry.
+pub(crate) struct Prepared<P: ?Sized> {
+    payload: Arc<P>,
+    /// Items (spans, data points, log records, samples) in it.
+    events: u64,
+    /// Bytes of the records it came from.
+    bytes: u64,
+}
+
+/// The delivery loop: `prepare` turns buffer records into what `send` takes (`None` when
+/// none of them can be sent; it counts those it drops).
+async fn deliver_prepared<P, S, F>(
+    component: &str,
+    reader: &mut BufferReader,
+    settings: &DriverSettings,
+    shutdown: &mut watch::Receiver<bool>,
+    prepare: fn(&str, Vec<Record>) -> Option<Prepared<P>>,
+    mut send: S,
+) -> Stopped
+where
+    P: ?Sized,
+    S: FnMut(Arc<P>) -> F,
+    F: Future<Output = Result<(), SendError>>,
+{
     let mut delays = settings.backoff.delays();
+    // Records read for the next batch that did not fit in the last one.
+    let mut carried = Vec::new();
     loop {
         if shutdown_requested(shutdown) {
             return Stopped::Shutdown;
         }
-        let next = tokio::select! {
-            biased;
-            () = wait_for_shutdown(shutdown) => return Stopped::Shutdown,
-            next = reader.next_batch(settings.batch_records, settings.batch_bytes) => next,
-        };
-        let records = match next {
-            Ok(records) => records,
-            Err(BufferError::Closed { .. }) => return Stopped::Closed,
-            Err(e) => {
-                emit(InternalEvent::Error {
-                    component,
-                    error: e.category(),
-                    message: &e.to_string(),
-                });
-                if sleep_or_shutdown(delays.next_delay(None), shutdown).await {
-                    return Stopped::Shutdown;
+        let records = if carried.is_empty() {
+            let next = tokio::select! {
+                biased;
+                () = wait_for_shutdown(shutdown) => return Stopped::Shutdown,
+                next = reader.next_batch(settings.batch_records, settings.batch_bytes) => next,
+            };
+            match next {
+                Ok(records) => records,
+                Err(BufferError::Closed { .. }) => return Stopped::Closed,
+                Err(e) => {
+                    emit(InternalEvent::Error {
+                        component,
+                        error: e.category(),
+                        message: &e.to_string(),
+                    });
+                    if sleep_or_shutdown(delays.next_delay(None), shutdown).await {
+                        return Stopped::Shutdown;
+                    }
+                    continue;
                 }
-                continue;
             }
+        } else {
+            std::mem::take(&mut carried)
+        };
+        let Some(records) = top_up(reader, records, &mut carried, settings, shutdown).await else {
+            return Stopped::Shutdown; // not acked: delivered after the next start
         };
         let Some(through) = records.last().map(|r| r.id) else {
             continue;
         };
-        let (batches, bytes) = decode_records(component, records);
-        if batches.is_empty() {
+        let Some(Prepared {
+            payload,
+            events,
+            bytes,
+        }) = prepare(component, records)
+        else {
             ack(component, reader, through);
             continue;
-        }
-        let events: u64 = batches.iter().map(|b| b.item_count() as u64).sum();
-        let batches: Arc<[Batch]> = batches.into();
+        };
         loop {
             let Some((result, stopping)) =
-                attempt(&mut send, &batches, shutdown, settings.shutdown_grace).await
+                attempt(&mut send, &payload, shutdown, settings.shutdown_grace).await
             else {
                 return Stopped::Shutdown; // abandoned in flight; redelivered after restart
             };
@@ -204,19 +272,60 @@ where
     }
 }
 
+/// Makes a batch short of `batch_records` and `batch_bytes` wait `linger` and adds the records
+/// stored meanwhile; a record that would overfill the batch goes to `carried`, for the next
+/// one. `None` when shutdown came while waiting.
+async fn top_up(
+    reader: &mut BufferReader,
+    mut records: Vec<Record>,
+    carried: &mut Vec<Record>,
+    settings: &DriverSettings,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Vec<Record>> {
+    let mut held: usize = records.iter().map(|r| r.bytes.len()).sum();
+    if settings.linger.is_zero()
+        || records.len() >= settings.batch_records
+        || held >= settings.batch_bytes
+    {
+        return Some(records);
+    }
+    if sleep_or_shutdown(settings.linger, shutdown).await {
+        return None;
+    }
+    // Taking what is there now never waits; an error shows again at the next read.
+    let more = reader
+        .next_batch(
+            settings.batch_records - records.len(),
+            settings.batch_bytes - held,
+        )
+        .now_or_never();
+    if let Some(Ok(more)) = more {
+        for record in more {
+            if carried.is_empty() && held + record.bytes.len() <= settings.batch_bytes {
+                held += record.bytes.len();
+                records.push(record);
+            } else {
+                carried.push(record);
+            }
+        }
+    }
+    Some(records)
+}
+
 /// One send. `None` when shutdown came and the send did not finish within `grace`; otherwise
 /// its result and whether shutdown was requested meanwhile.
-async fn attempt<S, F>(
+async fn attempt<P, S, F>(
     send: &mut S,
-    batches: &Arc<[Batch]>,
+    payload: &Arc<P>,
     shutdown: &mut watch::Receiver<bool>,
     grace: Duration,
 ) -> Option<(Result<(), SendError>, bool)>
 where
-    S: FnMut(Arc<[Batch]>) -> F,
+    P: ?Sized,
+    S: FnMut(Arc<P>) -> F,
     F: Future<Output = Result<(), SendError>>,
 {
-    let sending = send(batches.clone());
+    let sending = send(payload.clone());
     tokio::pin!(sending);
     tokio::select! {
         biased;
@@ -227,9 +336,8 @@ where
     }
 }
 
-/// Decodes buffer records; the ones that are not batches are counted as dropped. Returns the
-/// batches and their encoded size.
-fn decode_records(component: &str, records: Vec<Record>) -> (Vec<Batch>, u64) {
+/// Decodes buffer records; the ones that are not batches are counted as dropped.
+fn prepare_decoded(component: &str, records: Vec<Record>) -> Option<Prepared<[Batch]>> {
     let mut batches = Vec::with_capacity(records.len());
     let mut bytes = 0u64;
     let mut undecodable = 0u64;
@@ -247,18 +355,46 @@ fn decode_records(component: &str, records: Vec<Record>) -> (Vec<Batch>, u64) {
         }
     }
     if let Some(e) = first_error {
-        emit(InternalEvent::Dropped {
-            component,
-            events: undecodable,
-            reason: "corrupt_record",
-        });
-        emit(InternalEvent::Error {
-            component,
-            error: "CorruptRecord",
-            message: &format!("buffer record is not a batch: {e}"),
-        });
+        report_corrupt(component, undecodable, &e);
     }
-    (batches, bytes)
+    if batches.is_empty() {
+        return None;
+    }
+    Some(Prepared {
+        events: batches.iter().map(|b| b.item_count() as u64).sum(),
+        payload: batches.into(),
+        bytes,
+    })
+}
+
+/// Takes buffer records as encoded export requests; the ones that do not frame are counted as
+/// dropped.
+fn prepare_encoded(component: &str, records: Vec<Record>) -> Option<Prepared<EncodedBatches>> {
+    let (batches, errors) = EncodedBatches::from_records(records);
+    if let Some(e) = errors.first() {
+        report_corrupt(component, errors.len() as u64, e);
+    }
+    if batches.is_empty() {
+        return None;
+    }
+    Some(Prepared {
+        events: batches.items,
+        bytes: batches.record_bytes,
+        payload: Arc::new(batches),
+    })
+}
+
+fn report_corrupt(component: &str, records: u64, first_error: &dyn std::error::Error) {
+    emit(InternalEvent::Dropped {
+        component,
+        events: records,
+        reason: "corrupt_record",
+    });
+    emit(InternalEvent::Error {
+        component,
+        error: "CorruptRecord",
+        message: &format!("buffer record is not a batch: {first_error}"),
+    });
 }
 
 /// Acks delivered records; a failure to persist the ack only means redelivery after a restart,

@@ -3,7 +3,8 @@
 //!
 //! [`Sink::from_config`] builds one [`Sink`] per configured exporter; [`Sink::send`] turns the
 //! batches a driver hands it into as few requests as the backend's protocol allows and says
-//! whether a failure is worth retrying ([`SendError`]).
+//! whether a failure is worth retrying ([`SendError`]). The OTLP sink takes its buffer records
+//! undecoded instead ([`Sink::send_encoded`]): they are export requests already.
 //!
 //! Labels the sinks derive from OTLP resource attributes (remote write series labels, Loki stream
 //! labels, Splunk HEC fields) use the same names as the agent's scraped series:
@@ -145,6 +146,22 @@ impl Sink {
         }
     }
 
+    /// Whether the driver hands this sink its buffer records undecoded, through
+    /// [`Sink::send_encoded`] (OTLP, whose records are already export requests), rather than
+    /// decoded batches through [`Sink::send`].
+    pub fn sends_encoded(&self) -> bool {
+        matches!(self, Sink::Otlp(_))
+    }
+
+    /// Sends encoded OTLP export requests. The OTLP sink sends them as they are; any other sink
+    /// decodes them and sends the batches.
+    pub async fn send_encoded(&self, batches: &otlp::EncodedBatches) -> Result<(), SendError> {
+        match self {
+            Sink::Otlp(sink) => sink.send_encoded(batches).await,
+            other => other.send(&decode_encoded(batches)?).await,
+        }
+    }
+
     /// Sends batches (all of signals this sink takes) as few requests as the protocol allows.
     /// Batches of other signals are ignored. `Ok` means the backend accepted everything it did
     /// not explicitly reject (rejections are counted as dropped with reason `rejected`).
@@ -156,6 +173,34 @@ impl Sink {
             Sink::SplunkHec(sink) => sink.send(batches).await,
         }
     }
+}
+
+/// Decodes encoded OTLP export requests into batches.
+fn decode_encoded(batches: &otlp::EncodedBatches) -> Result<Vec<Batch>, SendError> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let invalid = |signal: &'static str| {
+        move |e: prost::DecodeError| SendError::Permanent {
+            reason: format!("invalid {signal} batch: {e}"),
+        }
+    };
+    let mut out = Vec::new();
+    for part in &batches.traces {
+        let request = ExportTraceServiceRequest::decode(part.clone()).map_err(invalid("traces"))?;
+        out.push(Batch::Traces(request));
+    }
+    for part in &batches.metrics {
+        let request =
+            ExportMetricsServiceRequest::decode(part.clone()).map_err(invalid("metrics"))?;
+        out.push(Batch::Metrics(request));
+    }
+    for part in &batches.logs {
+        let request = ExportLogsServiceRequest::decode(part.clone()).map_err(invalid("logs"))?;
+        out.push(Batch::Logs(request));
+    }
+    Ok(out)
 }
 
 /// The string value of attribute `key`, if it is a string.

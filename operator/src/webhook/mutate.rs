@@ -21,10 +21,11 @@ use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Volume};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, Selector, SelectorExt};
 use kube::ResourceExt;
+use serde::Serialize;
 use serde_json::Value;
 use vigil_crds::MonitoredApp;
 
@@ -48,7 +49,7 @@ pub fn review(webhook: &Webhook, body: &[u8]) -> Result<Vec<u8>, MalformedReview
             let apps = webhook
                 .apps
                 .state_filter(|app| app.namespace().as_deref() == Some(namespace));
-            admit_pod(webhook, &request, &apps)
+            admit_pod(webhook, request, &apps)
         }
         // A review whose pod does not decode (a field newer than this operator knows, with an
         // unexpected type): admit the pod unchanged rather than block it.
@@ -87,38 +88,35 @@ pub fn review_json(mut response: AdmissionResponse) -> Result<Vec<u8>, Malformed
 /// The admission response for one pod request (always allowed).
 pub fn admit_pod(
     webhook: &Webhook,
-    request: &AdmissionRequest<Pod>,
+    mut request: AdmissionRequest<Pod>,
     apps: &[Arc<MonitoredApp>],
 ) -> AdmissionResponse {
-    let mut response = AdmissionResponse::from(request);
+    let mut response = AdmissionResponse::from(&request);
     if request.operation != Operation::Create {
         return response;
     }
-    let Some(pod) = &request.object else {
+    let Some(pod) = request.object.take() else {
         return response;
     };
     let namespace = request
         .namespace
-        .clone()
+        .take()
         .or_else(|| pod.namespace())
         .unwrap_or_else(|| "default".to_owned());
     let mut warnings = Vec::new();
-    let sidecar = match choose_app(pod, &namespace, apps, &mut warnings) {
+    let sidecar = match choose_app(&pod, &namespace, apps, &mut warnings) {
         Choice::Skip => None,
         Choice::App(app) => Some(webhook.sidecar_for(app)),
         Choice::Default => default_app(&namespace).map(|app| webhook.sidecar_for(&app)),
     };
     if let Some(sidecar) = sidecar {
+        let name = pod_name(&pod);
         let injected = inject(pod.clone(), &sidecar);
-        match pod_patch(pod, &injected) {
+        match pod_patch(pod, injected) {
             Ok(patch) if patch.0.is_empty() => {}
             Ok(patch) => match response.clone().with_patch(patch) {
                 Ok(patched) => {
-                    tracing::debug!(
-                        namespace = %namespace,
-                        pod = %pod_name(pod),
-                        "agent injected"
-                    );
+                    tracing::debug!(namespace = %namespace, pod = %name, "agent injected");
                     response = patched;
                 }
                 Err(e) => warnings.push(format!("vigil: agent not injected: {e}")),
@@ -242,88 +240,238 @@ fn default_app(namespace: &str) -> Option<MonitoredApp> {
 /// an agent inserted in front of the init containers is one `add`, and items the patch does
 /// not touch are never rewritten (a field this operator does not know survives). Both pods
 /// are compared in the same typed form, so fields unknown to it never appear in the patch.
-pub fn pod_patch(original: &Pod, injected: &Pod) -> Result<Patch, serde_json::Error> {
+/// Items that are equal are compared as typed values and never encoded, which keeps the cost
+/// close to that of encoding what the agent adds, whatever the pod's size.
+pub fn pod_patch(mut original: Pod, mut injected: Pod) -> Result<Patch, serde_json::Error> {
     let mut ops = Vec::new();
-    if differs_only_where_inject_writes(original, injected) {
-        // The common case, and much cheaper than encoding both whole pods: only the parts
-        // `inject` writes are compared.
-        let (before, after) = (&original.metadata, &injected.metadata);
-        diff_part(
-            &before.annotations,
-            &after.annotations,
-            &["metadata", "annotations"],
-            &mut ops,
-        )?;
-        diff_part(
-            &before.labels,
-            &after.labels,
-            &["metadata", "labels"],
-            &mut ops,
-        )?;
-        if let (Some(before), Some(after)) = (&original.spec, &injected.spec) {
-            diff_part(
-                &before.init_containers,
-                &after.init_containers,
-                &["spec", "initContainers"],
-                &mut ops,
-            )?;
-            diff_part(
-                &Some(&before.containers),
-                &Some(&after.containers),
-                &["spec", "containers"],
-                &mut ops,
-            )?;
-            diff_part(
-                &before.volumes,
-                &after.volumes,
-                &["spec", "volumes"],
-                &mut ops,
-            )?;
-        }
-    } else {
-        let before = serde_json::to_value(original)?;
-        let after = serde_json::to_value(injected)?;
+    let mut before = InjectedParts::take(&mut original);
+    let mut after = InjectedParts::take(&mut injected);
+    if original != injected {
+        // `inject` changed more than it is known to: compare the whole pods.
+        before.put_back(&mut original);
+        after.put_back(&mut injected);
+        let (before, after) = (
+            serde_json::to_value(original)?,
+            serde_json::to_value(injected)?,
+        );
         diff_values(&before, &after, &mut PointerBuf::new(), &mut ops);
+        return Ok(Patch(ops));
     }
+    let at = |tokens: &[&str]| {
+        let mut pointer = PointerBuf::new();
+        for token in tokens {
+            pointer.push_back(*token);
+        }
+        pointer
+    };
+    diff_option(
+        before.annotations,
+        after.annotations,
+        &at(&["metadata", "annotations"]),
+        &mut ops,
+        diff_encoded,
+    )?;
+    diff_option(
+        before.labels,
+        after.labels,
+        &at(&["metadata", "labels"]),
+        &mut ops,
+        diff_encoded,
+    )?;
+    let init = at(&["spec", "initContainers"]);
+    diff_option(
+        before.init_containers,
+        after.init_containers,
+        &init,
+        &mut ops,
+        diff_containers,
+    )?;
+    let containers = at(&["spec", "containers"]);
+    diff_option(
+        before.containers,
+        after.containers,
+        &containers,
+        &mut ops,
+        diff_containers,
+    )?;
+    diff_option(
+        before.volumes,
+        after.volumes,
+        &at(&["spec", "volumes"]),
+        &mut ops,
+        |b, a, path, ops| diff_named(b, a, |v: &Volume| v.name.as_str(), path, ops, diff_encoded),
+    )?;
     Ok(Patch(ops))
 }
 
-/// Whether the two pods are equal once the fields `inject` writes are set aside (and both
-/// have a spec, or neither).
-fn differs_only_where_inject_writes(original: &Pod, injected: &Pod) -> bool {
-    fn rest(pod: &Pod) -> Pod {
-        let mut pod = pod.clone();
-        pod.metadata.annotations = None;
-        pod.metadata.labels = None;
-        if let Some(spec) = pod.spec.as_mut() {
-            spec.init_containers = None;
-            spec.containers = Vec::new();
-            spec.volumes = None;
-        }
-        pod
-    }
-    original.spec.is_some() == injected.spec.is_some() && rest(original) == rest(injected)
+/// The fields of a pod that `inject` writes, taken out so the rest can be compared as a whole.
+struct InjectedParts {
+    annotations: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
+    init_containers: Option<Vec<Container>>,
+    containers: Option<Vec<Container>>,
+    volumes: Option<Vec<Volume>>,
 }
 
-/// Adds the operations turning `before` into `after`, both at `path`: an absent field is
-/// added or removed as a whole.
-fn diff_part<T: serde::Serialize>(
-    before: &Option<T>,
-    after: &Option<T>,
-    path: &[&str],
-    ops: &mut Vec<PatchOperation>,
-) -> Result<(), serde_json::Error> {
-    let mut pointer = PointerBuf::new();
-    for token in path {
-        pointer.push_back(*token);
+impl InjectedParts {
+    fn take(pod: &mut Pod) -> InjectedParts {
+        let spec = pod.spec.as_mut();
+        let (init_containers, containers, volumes) = match spec {
+            Some(spec) => (
+                spec.init_containers.take(),
+                Some(std::mem::take(&mut spec.containers)),
+                spec.volumes.take(),
+            ),
+            None => (None, None, None),
+        };
+        InjectedParts {
+            annotations: pod.metadata.annotations.take(),
+            labels: pod.metadata.labels.take(),
+            init_containers,
+            containers,
+            volumes,
+        }
     }
+
+    fn put_back(&mut self, pod: &mut Pod) {
+        pod.metadata.annotations = self.annotations.take();
+        pod.metadata.labels = self.labels.take();
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.init_containers = self.init_containers.take();
+            spec.containers = self.containers.take().unwrap_or_default();
+            spec.volumes = self.volumes.take();
+        }
+    }
+}
+
+type Ops = Vec<PatchOperation>;
+
+/// An optional field: added or removed as a whole, else compared with `diff`.
+fn diff_option<T: Serialize>(
+    before: Option<T>,
+    after: Option<T>,
+    path: &PointerBuf,
+    ops: &mut Ops,
+    diff: impl FnOnce(T, T, &PointerBuf, &mut Ops) -> Result<(), serde_json::Error>,
+) -> Result<(), serde_json::Error> {
     match (before, after) {
-        (None, None) => {}
-        (None, Some(after)) => ops.push(add(&pointer, &serde_json::to_value(after)?)),
-        (Some(_), None) => ops.push(remove(&pointer)),
-        (Some(before), Some(after)) => {
-            let (before, after) = (serde_json::to_value(before)?, serde_json::to_value(after)?);
-            diff_values(&before, &after, &mut pointer, ops);
+        (None, None) => Ok(()),
+        (None, Some(after)) => {
+            ops.push(add(path, &serde_json::to_value(after)?));
+            Ok(())
+        }
+        (Some(_), None) => {
+            ops.push(remove(path));
+            Ok(())
+        }
+        (Some(before), Some(after)) => diff(before, after, path, ops),
+    }
+}
+
+/// Any two values, through their JSON form (only when they differ).
+fn diff_encoded<T: Serialize + PartialEq>(
+    before: T,
+    after: T,
+    path: &PointerBuf,
+    ops: &mut Ops,
+) -> Result<(), serde_json::Error> {
+    if before != after {
+        let (before, after) = (serde_json::to_value(before)?, serde_json::to_value(after)?);
+        diff_values(&before, &after, &mut path.clone(), ops);
+    }
+    Ok(())
+}
+
+fn diff_containers(
+    before: Vec<Container>,
+    after: Vec<Container>,
+    path: &PointerBuf,
+    ops: &mut Ops,
+) -> Result<(), serde_json::Error> {
+    diff_named(
+        before,
+        after,
+        |c: &Container| c.name.as_str(),
+        path,
+        ops,
+        diff_container,
+    )
+}
+
+/// One container: the environment (where `inject` appends) by name, the rest as a whole.
+fn diff_container(
+    mut before: Container,
+    mut after: Container,
+    path: &PointerBuf,
+    ops: &mut Ops,
+) -> Result<(), serde_json::Error> {
+    if before == after {
+        return Ok(());
+    }
+    let (env_before, env_after) = (before.env.take(), after.env.take());
+    if before != after {
+        before.env = env_before;
+        after.env = env_after;
+        return diff_encoded(before, after, path, ops);
+    }
+    let mut env = path.clone();
+    env.push_back("env");
+    diff_option(env_before, env_after, &env, ops, |b, a, path, ops| {
+        diff_named(b, a, |e: &EnvVar| e.name.as_str(), path, ops, diff_encoded)
+    })
+}
+
+/// A list of named items, matched by name as [`diff_arrays`] does, comparing matched items
+/// with `diff_item`; falls back to the JSON comparison when names repeat or items move.
+fn diff_named<T: Serialize + PartialEq>(
+    before: Vec<T>,
+    after: Vec<T>,
+    name: impl Fn(&T) -> &str,
+    path: &PointerBuf,
+    ops: &mut Ops,
+    diff_item: impl Fn(T, T, &PointerBuf, &mut Ops) -> Result<(), serde_json::Error>,
+) -> Result<(), serde_json::Error> {
+    if before == after {
+        return Ok(());
+    }
+    // Which items stay (`keep`, by index in `before`) and which are new (`added`, by index
+    // in `after`), or `None` when names repeat or kept items change order.
+    let alignment = {
+        let before_names: Vec<&str> = before.iter().map(&name).collect();
+        let after_names: Vec<&str> = after.iter().map(&name).collect();
+        let in_before: HashSet<&str> = before_names.iter().copied().collect();
+        let in_after: HashSet<&str> = after_names.iter().copied().collect();
+        let unique = in_before.len() == before_names.len() && in_after.len() == after_names.len();
+        let kept_before = before_names.iter().filter(|n| in_after.contains(*n));
+        let kept_after = after_names.iter().filter(|n| in_before.contains(*n));
+        (unique && kept_before.eq(kept_after)).then(|| {
+            let keep: Vec<bool> = before_names.iter().map(|n| in_after.contains(n)).collect();
+            let added: Vec<bool> = after_names.iter().map(|n| !in_before.contains(n)).collect();
+            (keep, added)
+        })
+    };
+    let Some((keep, added)) = alignment else {
+        return diff_encoded(before, after, path, ops);
+    };
+    let removed: Vec<usize> = (0..before.len()).filter(|&i| !keep[i]).collect();
+    // Removals from the back, so the indices of the earlier ones stay valid.
+    for &i in removed.iter().rev() {
+        let mut item = path.clone();
+        item.push_back(i);
+        ops.push(remove(&item));
+    }
+    let mut kept = before
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(item, keep)| keep.then_some(item));
+
+    for (j, (item, new)) in after.into_iter().zip(added).enumerate() {
+        let mut at = path.clone();
+        at.push_back(j);
+        if new {
+            ops.push(add(&at, &serde_json::to_value(item)?));
+        } else if let Some(old) = kept.next() {
+            diff_item(old, item, &at, ops)?;
         }
     }
     Ok(())

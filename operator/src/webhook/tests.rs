@@ -152,6 +152,39 @@ fn patch_leaves_unknown_fields_alone() {
     );
 }
 
+/// The patch is right also when pods differ outside the fields `inject` writes (the general
+/// diff, used then instead of the cheaper one).
+#[test]
+fn patch_of_other_changes_is_complete() {
+    let review = fixture(DEPLOYMENT_POD);
+    let original = request_pod(&review);
+    let mut changed = inject(original.clone(), &webhook(vec![], true).sidecar_for(&checkout()));
+    let spec = changed.spec.as_mut().unwrap();
+    spec.restart_policy = Some("OnFailure".into());
+    spec.tolerations = None;
+    changed.metadata.generate_name = None;
+    let patch = mutate::pod_patch(original, changed.clone()).unwrap();
+    let mut object = review["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch).unwrap();
+    assert_eq!(serde_json::from_value::<Pod>(object).unwrap(), changed);
+}
+
+/// Repeated environment variable names (allowed by Kubernetes) and a container list whose
+/// order differs still give a patch whose result is `inject(pod)`.
+#[test]
+fn patch_handles_repeated_names() {
+    let webhook = webhook(vec![checkout()], false);
+    let mut review = fixture(DEPLOYMENT_POD);
+    let env = review["request"]["object"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap();
+    env.push(json!({"name": "LOG_FORMAT", "value": "text"}));
+    let response = mutate_json(&webhook, &review);
+    let expected = inject(request_pod(&review), &webhook.sidecar_for(&checkout()));
+    let result: Pod = serde_json::from_value(patched(&review, &response)).unwrap();
+    assert_eq!(result, expected);
+}
+
 /// Re-invocation (`reinvocationPolicy: IfNeeded`) on an injected pod yields no patch.
 #[test]
 fn injected_pod_gets_no_patch() {

@@ -236,7 +236,14 @@ pub fn cards(bytes: &[u8], out: &mut Vec<(Range<usize>, Found)>) {
             if digits > 19 {
                 break;
             }
-            let ends = k + 1 < count || number_ends(bytes, group.end);
+            // A card number may be followed by an expiry (`/12`, `-12`), not by a decimal part.
+            let ends = k + 1 < count
+                || match bytes.get(group.end) {
+                    None => true,
+                    Some(&b) if is_word_byte(b) => false,
+                    Some(b'.' | b',') => !bytes.get(group.end + 1).is_some_and(u8::is_ascii_digit),
+                    Some(_) => true,
+                };
             if (13..=19).contains(&digits) && ends && luhn(bytes, &groups[..=k]) {
                 matched = Some(group.end);
             }

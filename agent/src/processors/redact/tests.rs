@@ -66,6 +66,7 @@ fn card_numbers_found() {
                 "\"pan\":\"[REDACTED:card]\"",
             ),
             ("visa19 4000000000000000006", "visa19 [REDACTED:card]"),
+            ("pan 4111111111111111/12/27", "pan [REDACTED:card]/12/27"),
         ],
     );
 }

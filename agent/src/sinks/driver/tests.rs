@@ -420,6 +420,116 @@ async fn dropped_shutdown_sender_stops_the_driver() {
     assert_eq!(stopped, Stopped::Shutdown);
 }
 
+/// A batch short of a full one waits `linger`: records stored meanwhile leave in the same
+/// send, and one that would overfill it goes in the next.
+#[tokio::test]
+async fn short_batch_lingers_for_more_records() {
+    let component = "test_driver_linger";
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, mut reader) =
+        buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    fill(&writer, [1]).await;
+    let (_stop, mut shutdown) = watch::channel(false);
+    let backend = Backend::default();
+    let settings = DriverSettings {
+        // Long enough that the records below are stored while the first one waits.
+        linger: Duration::from_secs(2),
+        ..settings(3)
+    };
+
+    let seen = backend.clone();
+    let driver = deliver(
+        component,
+        &mut reader,
+        &settings,
+        &mut shutdown,
+        move |batches| {
+            seen.record(&batches);
+            async { Ok(()) }
+        },
+    );
+    // Polled after the driver took record 1 and started waiting.
+    let more = async move {
+        fill(&writer, [2, 3, 4]).await;
+        drop(writer);
+    };
+    let (stopped, ()) = tokio::time::timeout(DEADLINE, async { tokio::join!(driver, more) })
+        .await
+        .unwrap();
+    assert_eq!(stopped, Stopped::Closed);
+    assert_eq!(backend.batches(), vec![vec![1, 2, 3], vec![4]]);
+    drop(reader);
+    assert!(left_in(dir.path(), component).await.is_empty());
+}
+
+/// The OTLP sink gets its records undecoded: good records of a signal reach the collector as
+/// one export request carrying all of them, and a record that does not frame is dropped as
+/// `corrupt_record` without holding the others back.
+#[tokio::test]
+async fn otlp_sink_gets_records_as_they_are() {
+    use crate::sinks::test_support::{log_record, logs_batch, traces_batch, GrpcCollector};
+    use vigil_crds::agent_config::{ExportersConfig, OtlpSink};
+    use vigil_crds::monitored_app::OtlpProtocol;
+
+    let collector = GrpcCollector::start(None).await;
+    let sink = Sink::from_config(&ExportersConfig {
+        otlp: Some(OtlpSink {
+            endpoint: format!("http://{}", collector.addr),
+            protocol: OtlpProtocol::Grpc,
+            tenant: None,
+            bearer_token_file: None,
+            ca_file: None,
+        }),
+        ..Default::default()
+    })
+    .unwrap()
+    .remove(0);
+    assert!(sink.sends_encoded());
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, reader) =
+        buffer::open(dir.path(), 1 << 20, WhenFull::Block, "test_driver_encoded").unwrap();
+    let logs = logs_batch(&[("service.name", "api")], vec![log_record(1, "hi", "", &[])]);
+    for record in [
+        traces_batch("GET /a").encode(),
+        vec![1, 0x0a, 0x7f, 0, 0],
+        logs.encode(),
+        traces_batch("GET /b").encode(),
+    ] {
+        writer.push(record).await.unwrap();
+    }
+    drop(writer);
+    let corrupt_before = telemetry::dropped_total("sink_otlp", "corrupt_record");
+    let sent_before = telemetry::sent_total("sink_otlp");
+    let (_stop, shutdown) = watch::channel(false);
+
+    let stopped = tokio::time::timeout(DEADLINE, run_with(sink, reader, settings(10), shutdown))
+        .await
+        .unwrap();
+
+    assert_eq!(stopped, Stopped::Closed);
+    let traces = collector.recorder.traces.lock().unwrap().clone();
+    assert_eq!(traces.len(), 1, "one traces request");
+    let names: Vec<_> = traces[0]
+        .1
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["GET /a", "GET /b"]);
+    let received_logs = collector.recorder.logs.lock().unwrap().clone();
+    assert_eq!(
+        received_logs.into_iter().map(Batch::Logs).collect::<Vec<_>>(),
+        [logs]
+    );
+    assert_eq!(
+        telemetry::dropped_total("sink_otlp", "corrupt_record"),
+        corrupt_before + 1
+    );
+    assert_eq!(telemetry::sent_total("sink_otlp"), sent_before + 3);
+}
+
 /// The driver can run on Tokio's multi-threaded runtime: its future is `Send`.
 #[test]
 fn run_future_is_send() {

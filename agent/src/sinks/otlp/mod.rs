@@ -9,26 +9,22 @@
 //! are mapped by [`super::http::status_error`]. Items a backend rejects in a partial success are
 //! counted as dropped with reason `rejected`.
 
+mod encoded;
 #[cfg(test)]
 mod tests;
 
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use bytes::{BufMut, Bytes};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use reqwest::Url;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::Code;
@@ -41,6 +37,8 @@ use super::http::{
 use super::{SendError, SinkConfigError};
 use crate::batch::{Batch, Signal};
 use crate::telemetry::{emit, InternalEvent};
+
+pub use encoded::{count_items, EncodedBatches, EncodedError};
 
 /// Component name.
 pub const COMPONENT: &str = "sink_otlp";
@@ -121,25 +119,56 @@ impl OtlpSink {
     /// Sends the batches as at most one export request per signal (traces, then metrics, then
     /// logs); the first failure ends the send.
     pub async fn send(&self, batches: &[Batch]) -> Result<(), SendError> {
-        let merged = Merged::from_batches(batches);
-        if let Some(request) = merged.traces {
+        self.send_encoded(&EncodedBatches::from_batches(batches))
+            .await
+    }
+
+    /// Sends encoded export requests as they are: the requests of one signal, concatenated,
+    /// go out as one export request (their merge), traces first, then metrics, then logs; the
+    /// first failure ends the send.
+    pub async fn send_encoded(&self, batches: &EncodedBatches) -> Result<(), SendError> {
+        if !batches.traces.is_empty() {
             let rejected = match &self.transport {
-                Transport::Grpc(grpc) => grpc.export_traces(request).await?,
-                Transport::Http(h) => h.export_traces(request).await?,
+                Transport::Grpc(grpc) => grpc
+                    .export::<ExportTraceServiceResponse>(TRACES_METHOD, &batches.traces)
+                    .await?
+                    .partial_success
+                    .map_or(0, |p| p.rejected_spans),
+                Transport::Http(h) => h
+                    .export::<ExportTraceServiceResponse>(&h.traces, &batches.traces)
+                    .await?
+                    .and_then(|r| r.partial_success)
+                    .map_or(0, |p| p.rejected_spans),
             };
             count_rejected(rejected);
         }
-        if let Some(request) = merged.metrics {
+        if !batches.metrics.is_empty() {
             let rejected = match &self.transport {
-                Transport::Grpc(grpc) => grpc.export_metrics(request).await?,
-                Transport::Http(h) => h.export_metrics(request).await?,
+                Transport::Grpc(grpc) => grpc
+                    .export::<ExportMetricsServiceResponse>(METRICS_METHOD, &batches.metrics)
+                    .await?
+                    .partial_success
+                    .map_or(0, |p| p.rejected_data_points),
+                Transport::Http(h) => h
+                    .export::<ExportMetricsServiceResponse>(&h.metrics, &batches.metrics)
+                    .await?
+                    .and_then(|r| r.partial_success)
+                    .map_or(0, |p| p.rejected_data_points),
             };
             count_rejected(rejected);
         }
-        if let Some(request) = merged.logs {
+        if !batches.logs.is_empty() {
             let rejected = match &self.transport {
-                Transport::Grpc(grpc) => grpc.export_logs(request).await?,
-                Transport::Http(h) => h.export_logs(request).await?,
+                Transport::Grpc(grpc) => grpc
+                    .export::<ExportLogsServiceResponse>(LOGS_METHOD, &batches.logs)
+                    .await?
+                    .partial_success
+                    .map_or(0, |p| p.rejected_log_records),
+                Transport::Http(h) => h
+                    .export::<ExportLogsServiceResponse>(&h.logs, &batches.logs)
+                    .await?
+                    .and_then(|r| r.partial_success)
+                    .map_or(0, |p| p.rejected_log_records),
             };
             count_rejected(rejected);
         }
@@ -157,38 +186,77 @@ fn count_rejected(rejected: i64) {
     }
 }
 
-/// The batches of one send, merged into one request per signal.
-#[derive(Debug, Default, PartialEq)]
-struct Merged {
-    traces: Option<ExportTraceServiceRequest>,
-    metrics: Option<ExportMetricsServiceRequest>,
-    logs: Option<ExportLogsServiceRequest>,
+/// A gRPC method of the OTLP collector services: service name and the request path.
+#[derive(Clone, Copy, Debug)]
+struct GrpcMethod {
+    service: &'static str,
+    path: &'static str,
 }
 
-impl Merged {
-    fn from_batches(batches: &[Batch]) -> Merged {
-        let mut merged = Merged::default();
-        for batch in batches {
-            match batch {
-                Batch::Traces(r) => merged
-                    .traces
-                    .get_or_insert_with(Default::default)
-                    .resource_spans
-                    .extend(r.resource_spans.iter().cloned()),
-                Batch::Metrics(r) => merged
-                    .metrics
-                    .get_or_insert_with(Default::default)
-                    .resource_metrics
-                    .extend(r.resource_metrics.iter().cloned()),
-                Batch::Logs(r) => merged
-                    .logs
-                    .get_or_insert_with(Default::default)
-                    .resource_logs
-                    .extend(r.resource_logs.iter().cloned()),
-                Batch::Samples(_) => {}
-            }
+const TRACES_METHOD: GrpcMethod = GrpcMethod {
+    service: "opentelemetry.proto.collector.trace.v1.TraceService",
+    path: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+};
+const METRICS_METHOD: GrpcMethod = GrpcMethod {
+    service: "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    path: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+};
+const LOGS_METHOD: GrpcMethod = GrpcMethod {
+    service: "opentelemetry.proto.collector.logs.v1.LogsService",
+    path: "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+};
+
+/// The gRPC codec of an export call whose request is already encoded: the encoder writes the
+/// encoded parts one after the other (their merge), the decoder decodes the response `R`.
+struct EncodedCodec<R>(PhantomData<R>);
+
+impl<R> Default for EncodedCodec<R> {
+    fn default() -> Self {
+        EncodedCodec(PhantomData)
+    }
+}
+
+impl<R: Message + Default + Send + 'static> Codec for EncodedCodec<R> {
+    type Encode = Vec<Bytes>;
+    type Decode = R;
+    type Encoder = PartsEncoder;
+    type Decoder = ResponseDecoder<R>;
+
+    fn encoder(&mut self) -> PartsEncoder {
+        PartsEncoder
+    }
+
+    fn decoder(&mut self) -> ResponseDecoder<R> {
+        ResponseDecoder(PhantomData)
+    }
+}
+
+/// Writes encoded request parts as they are.
+struct PartsEncoder;
+
+impl Encoder for PartsEncoder {
+    type Item = Vec<Bytes>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, parts: Vec<Bytes>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        for part in &parts {
+            buf.put_slice(part);
         }
-        merged
+        Ok(())
+    }
+}
+
+/// Decodes a protobuf response.
+struct ResponseDecoder<R>(PhantomData<R>);
+
+impl<R: Message + Default> Decoder for ResponseDecoder<R> {
+    type Item = R;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<R>, tonic::Status> {
+        R::decode(buf)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 
@@ -276,40 +344,30 @@ impl GrpcTransport {
         Ok(request)
     }
 
-    async fn export_traces(&self, message: ExportTraceServiceRequest) -> Result<i64, SendError> {
-        let request = self.request(message)?;
-        let response = TraceServiceClient::new(self.channel())
-            .export(request)
+    /// One export call of `method` whose request body is `parts`, concatenated.
+    async fn export<R: Message + Default + Send + 'static>(
+        &self,
+        method: GrpcMethod,
+        parts: &[Bytes],
+    ) -> Result<R, SendError> {
+        let mut request = self.request(parts.to_vec())?;
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new(method.service, "Export"));
+        let mut client = tonic::client::Grpc::new(self.channel());
+        client.ready().await.map_err(|e| SendError::Retryable {
+            reason: format!("gRPC channel not ready: {e}"),
+            retry_after: None,
+        })?;
+        let response = client
+            .unary(
+                request,
+                PathAndQuery::from_static(method.path),
+                EncodedCodec::<R>::default(),
+            )
             .await
             .map_err(|s| status_error(&s))?;
-        Ok(response
-            .into_inner()
-            .partial_success
-            .map_or(0, |p| p.rejected_spans))
-    }
-
-    async fn export_metrics(&self, message: ExportMetricsServiceRequest) -> Result<i64, SendError> {
-        let request = self.request(message)?;
-        let response = MetricsServiceClient::new(self.channel())
-            .export(request)
-            .await
-            .map_err(|s| status_error(&s))?;
-        Ok(response
-            .into_inner()
-            .partial_success
-            .map_or(0, |p| p.rejected_data_points))
-    }
-
-    async fn export_logs(&self, message: ExportLogsServiceRequest) -> Result<i64, SendError> {
-        let request = self.request(message)?;
-        let response = LogsServiceClient::new(self.channel())
-            .export(request)
-            .await
-            .map_err(|s| status_error(&s))?;
-        Ok(response
-            .into_inner()
-            .partial_success
-            .map_or(0, |p| p.rejected_log_records))
+        Ok(response.into_inner())
     }
 }
 
@@ -336,28 +394,19 @@ impl HttpTransport {
         ))
     }
 
-    async fn export_traces(&self, message: ExportTraceServiceRequest) -> Result<i64, SendError> {
-        let body = self.post(&self.traces, message.encode_to_vec()).await?;
-        Ok(ExportTraceServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map_or(0, |p| p.rejected_spans))
-    }
-
-    async fn export_metrics(&self, message: ExportMetricsServiceRequest) -> Result<i64, SendError> {
-        let body = self.post(&self.metrics, message.encode_to_vec()).await?;
-        Ok(ExportMetricsServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map_or(0, |p| p.rejected_data_points))
-    }
-
-    async fn export_logs(&self, message: ExportLogsServiceRequest) -> Result<i64, SendError> {
-        let body = self.post(&self.logs, message.encode_to_vec()).await?;
-        Ok(ExportLogsServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map_or(0, |p| p.rejected_log_records))
+    /// One export request whose body is `parts`, concatenated; the response when it
+    /// decodes.
+    async fn export<R: Message + Default>(
+        &self,
+        url: &Url,
+        parts: &[Bytes],
+    ) -> Result<Option<R>, SendError> {
+        let mut body = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
+        for part in parts {
+            body.extend_from_slice(part);
+        }
+        let response = self.post(url, body).await?;
+        Ok(R::decode(response).ok())
     }
 }
 

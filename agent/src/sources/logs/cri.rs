@@ -68,8 +68,17 @@ pub(crate) struct LineDecoder {
     continued: Option<Continued>,
 }
 
-/// Parses the header of a CRI line: stream, time, whether it is a fragment, and the message.
-pub(crate) fn parse_cri(line: &[u8]) -> Option<(Stream, u64, bool, &[u8])> {
+/// A line in the runtime's format, taken apart.
+struct RuntimeLine<'a> {
+    stream: Stream,
+    time_unix_nano: Option<u64>,
+    /// A `P` line, or a Docker `log` without its newline: more of the line follows.
+    fragment: bool,
+    message: Cow<'a, [u8]>,
+}
+
+/// Parses a CRI line: stream, time, whether it is a fragment, and the message.
+fn parse_cri(line: &[u8]) -> Option<RuntimeLine<'_>> {
     let time_end = memchr::memchr(b' ', line)?;
     let time = parse_rfc3339(&line[..time_end])?;
     let rest = &line[time_end + 1..];
@@ -92,7 +101,12 @@ pub(crate) fn parse_cri(line: &[u8]) -> Option<(Stream, u64, bool, &[u8])> {
     if tags.len() > 1 && tags[1] != b':' {
         return None;
     }
-    Some((stream, time, fragment, message))
+    Some(RuntimeLine {
+        stream,
+        time_unix_nano: Some(time),
+        fragment,
+        message: Cow::Borrowed(message),
+    })
 }
 
 /// One line of Docker's json-file log driver.
@@ -107,7 +121,7 @@ struct DockerLine<'a> {
 }
 
 /// Parses a Docker json-file line: stream, time, whether it is a fragment, and the message.
-fn parse_docker(line: &[u8]) -> Option<(Stream, Option<u64>, bool, Cow<'_, [u8]>)> {
+fn parse_docker(line: &[u8]) -> Option<RuntimeLine<'_>> {
     let parsed: DockerLine<'_> = serde_json::from_slice(line).ok()?;
     let stream = match parsed.stream.as_deref() {
         Some("stderr") => Stream::Stderr,
@@ -127,7 +141,12 @@ fn parse_docker(line: &[u8]) -> Option<(Stream, Option<u64>, bool, Cow<'_, [u8]>
             (fragment, Cow::Owned(log.into_bytes()))
         }
     };
-    Some((stream, time, fragment, message))
+    Some(RuntimeLine {
+        stream,
+        time_unix_nano: time,
+        fragment,
+        message,
+    })
 }
 
 fn slot(stream: Stream) -> usize {
@@ -184,9 +203,15 @@ impl LineDecoder {
         let parsed = if segment.bytes.first() == Some(&b'{') {
             parse_docker(segment.bytes)
         } else {
-            parse_cri(segment.bytes).map(|(s, t, f, m)| (s, Some(t), f, Cow::Borrowed(m)))
+            parse_cri(segment.bytes)
         };
-        let Some((stream, time_unix_nano, fragment, message)) = parsed else {
+        let Some(RuntimeLine {
+            stream,
+            time_unix_nano,
+            fragment,
+            message,
+        }) = parsed
+        else {
             return self.plain(segment, emit);
         };
         if !segment.last {

@@ -1,7 +1,7 @@
 //! The pod log source and the log pipeline: tail → parse → join → crash → redact → batch →
 //! router → checkpoint.
 //!
-//! Layers, each in its own file: [`discover`] (which files), `tail` (reading a file in chunks
+//! Layers, each in its own file: `discover` (which files), `tail` (reading a file in chunks
 //! and cutting lines), `cri` (the runtime's line format and its `P`/`F` fragments), `parse`
 //! (JSON, logfmt and text messages), `checkpoint` (delivered offsets), [`LogSource`] (all of
 //! it together, driven by polls) and [`run`] (batching, sending, checkpointing).
@@ -15,7 +15,7 @@
 //!   were read are gone with the file's content; rename rotation loses nothing.)
 //! - **Back-pressure, not memory.** While the router waits for room in a `block` buffer the
 //!   source reads nothing; lines wait in the files. Memory is bounded by the read chunk, the
-//!   longest line ([`tail::MAX_LINE_BYTES`]) and one batch.
+//!   longest line (256 KiB; longer ones are cut) and one batch.
 //!
 //! Files are polled every [`POLL_INTERVAL`] rather than watched with inotify: the pod log
 //! directory is a hostPath mount over the node's `/var/log/pods`, where inotify events are
@@ -25,7 +25,7 @@
 
 mod checkpoint;
 mod cri;
-pub mod discover;
+mod discover;
 mod parse;
 mod source;
 mod tail;

@@ -16,8 +16,11 @@ fn open_metrics(page: &str) -> Exposition<'_> {
     parse(page, Format::OpenMetrics).unwrap()
 }
 
-/// `(sample name, labels as name=value pairs, value)` of every sample.
-fn flat(page: &Exposition<'_>) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// A sample as `(name, labels as name=value pairs, value)`.
+type FlatSample = (String, Vec<(String, String)>, f64);
+
+/// Every sample of a page, flattened.
+fn flat(page: &Exposition<'_>) -> Vec<FlatSample> {
     page.all_samples()
         .iter()
         .map(|s| {
