@@ -77,11 +77,15 @@ struct RunArgs {
     #[arg(long, value_name = "URL")]
     prometheus_url: Option<String>,
     /// Base URL of a plain Alertmanager to reload after `alertmanager.yml` changes.
+    /// Also polled for silences, which acknowledge alerts and stop their escalation.
     #[arg(long, value_name = "URL")]
     alertmanager_url: Option<String>,
     /// Seconds between a change of a mounted file and its reload (the kubelet's sync delay).
     #[arg(long, default_value_t = 90)]
     reload_delay_seconds: u64,
+    /// Address of the operator's own `/metrics`, `/healthz` and `/readyz` (plain HTTP).
+    #[arg(long, value_name = "ADDRESS", default_value = vigil_operator::telemetry::DEFAULT_LISTEN)]
+    metrics_listen: std::net::SocketAddr,
 }
 
 fn main() -> ExitCode {
@@ -158,6 +162,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         prometheus_url: args.prometheus_url,
         alertmanager_url: args.alertmanager_url,
         reload_delay: std::time::Duration::from_secs(args.reload_delay_seconds),
+        metrics_listen: args.metrics_listen,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub alertmanager_url: Option<String>,
     /// Wait between a change of a mounted file and its reload.
     pub reload_delay: Duration,
+    /// Address of the telemetry server (`/metrics`, `/healthz`, `/readyz`).
+    pub metrics_listen: std::net::SocketAddr,
 }
 
 /// Why the operator could not start.
@@ -97,6 +99,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let registry = Registry::new();
     let metrics =
         ReconcileMetrics::new(&registry).map_err(|source| RunError::Metrics { source })?;
+    let signals = crate::signals::Signals::default();
+    signals
+        .register(&registry)
+        .and_then(|()| crate::telemetry::register_process(&registry))
+        .map_err(|source| RunError::Metrics { source })?;
     let reloader = Reloader::new(
         options.prometheus_url.as_deref(),
         options.alertmanager_url.as_deref(),
@@ -115,7 +122,19 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         tracing::info!("shutting down");
         shutdown_tx.send_replace(true);
     });
-    run_with(ctx, client, &options, shutdown).await;
+    let options_metrics_listen = options.metrics_listen;
+    let mut stop_telemetry = shutdown.clone();
+    tokio::spawn(async move {
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let stop = async move {
+            let _ = stop_telemetry.wait_for(|s| *s).await;
+        };
+        let serve = crate::telemetry::serve(options_metrics_listen, registry, ready, stop);
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "telemetry server failed");
+        }
+    });
+    run_with(ctx, client, &options, signals, shutdown).await;
     Ok(())
 }
 
@@ -125,6 +144,7 @@ pub async fn run_with(
     ctx: Arc<Context>,
     client: Client,
     options: &RunOptions,
+    signals: crate::signals::Signals,
     shutdown: watch::Receiver<bool>,
 ) {
     let elector = LeaderElector::new(
@@ -143,6 +163,22 @@ pub async fn run_with(
     let election = tokio::spawn(elector.run(leading_tx, election_shutdown));
 
     // Services that every replica runs regardless of leadership start here.
+    // Cluster signals: every replica keeps its state warm, only the leader exports it.
+    signals.export_while(leading.clone());
+    let signal_options = crate::signals::SignalOptions {
+        namespace: options.settings.namespace.clone(),
+        alertmanager_url: options.alertmanager_url.clone(),
+        ..crate::signals::SignalOptions::default()
+    };
+    let mut stop_signals = shutdown.clone();
+    tokio::spawn(crate::signals::run(
+        ctx.client.clone(),
+        signals,
+        signal_options,
+        async move {
+            let _ = stop_signals.wait_for(|s| *s).await;
+        },
+    ));
 
     lead(ctx, leading, shutdown).await;
     stop_election.send_replace(true);

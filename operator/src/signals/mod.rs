@@ -168,41 +168,31 @@ impl Signals {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let mut restarts = lock(&self.shared.restarts);
-        match event {
-            Event::Apply(pod) | Event::InitApply(pod) if is_deleted_phase(&pod) => {
-                // A finished pod never restarts again; its series age out like a deleted one.
-                let app = apps
-                    .resolve(&namespace_of(&pod), pod.labels())
-                    .map(|a| a.name);
-                let increments = restarts.observe(&pod, app, Sighting::Changed);
-                restarts.delete(&pod, now);
-                increments
-            }
-            Event::Apply(pod) => {
-                let app = apps
-                    .resolve(&namespace_of(&pod), pod.labels())
-                    .map(|a| a.name);
-                restarts.observe(&pod, app, Sighting::Changed)
-            }
-            Event::InitApply(pod) => {
-                let app = apps
-                    .resolve(&namespace_of(&pod), pod.labels())
-                    .map(|a| a.name);
-                restarts.observe(&pod, app, Sighting::Listed)
-            }
+        let (pod, sighting) = match event {
+            Event::Apply(pod) => (pod, Sighting::Changed),
+            Event::InitApply(pod) => (pod, Sighting::Listed),
             Event::Delete(pod) => {
                 restarts.delete(&pod, now);
-                Vec::new()
+                return Vec::new();
             }
             Event::Init => {
                 restarts.begin_relist();
-                Vec::new()
+                return Vec::new();
             }
             Event::InitDone => {
                 restarts.end_relist(now);
-                Vec::new()
+                return Vec::new();
             }
+        };
+        let app = apps
+            .resolve(&namespace_of(&pod), pod.labels())
+            .map(|a| a.name);
+        let increments = restarts.observe(&pod, app, sighting);
+        if is_finished(&pod) {
+            // A finished pod never restarts again; its series age out like a deleted one's.
+            restarts.delete(&pod, now);
         }
+        increments
     }
 
     /// Records a ReplicaSet event.
@@ -440,7 +430,7 @@ fn exporting(shared: &Shared) -> bool {
 }
 
 /// Pods that finished (`Succeeded`/`Failed`) restart no more.
-fn is_deleted_phase(pod: &Pod) -> bool {
+fn is_finished(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")

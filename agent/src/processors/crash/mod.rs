@@ -2,7 +2,7 @@
 //! (tail → parse → join → **crash** → redact → batch), also applied to OTLP log records.
 //!
 //! An event is a crash when it is a joined stack trace with an identifiable exception or panic
-//! (see [`analyse`]) or a line that is fatal on its own: `level=fatal`, `PHP Fatal error`, Go's
+//! (see `analyse`) or a line that is fatal on its own: `level=fatal`, `PHP Fatal error`, Go's
 //! `panic:` and `fatal error:`, a JVM `Exception in thread`, a Rust `panicked at`. The event gets
 //! a [`CrashInfo`] whose fingerprint is a stable hash of the language, the exception types and
 //! the normalised top frames, so the same bug has the same fingerprint in every version and pod.
@@ -15,7 +15,7 @@
 //!   minutes (one sketch per minute, merged when read).
 //!
 //! Memory is bounded: at most [`MAX_FINGERPRINTS`] fingerprints are tracked (later new ones
-//! are counted under `fingerprint="other"`), and each user count is a [`hll::DistinctCounter`]
+//! are counted under `fingerprint="other"`), and each user count is a `hll::DistinctCounter`
 //! (exact up to 512 users, then a 4 KiB HyperLogLog sketch).
 
 pub(crate) mod analyse;

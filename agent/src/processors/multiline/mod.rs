@@ -4,7 +4,7 @@
 //! A [`Joiner`] keeps one open trace per (container, stream), so a trace written to stderr
 //! still joins when ordinary stdout lines of the same CRI file arrive between its lines. Which
 //! line starts a trace and which lines continue it is decided by the per-language state machine
-//! in [`rules`] (Java and other JVM languages, Python, Go, Node/V8 and browser JavaScript, Ruby,
+//! in `rules` (Java and other JVM languages, Python, Go, Node/V8 and browser JavaScript, Ruby,
 //! PHP, C#, Dart, Rust).
 //!
 //! An open trace ends when a line does not fit it (that line is then read as a fresh line), when

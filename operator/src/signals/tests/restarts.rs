@@ -2,8 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use kube::runtime::watcher::Event;
+
 use super::{pod, pod_with_init};
 use crate::signals::restarts::{Increment, RestartSeries, RestartState, Sighting};
+use crate::signals::Signals;
 
 const APP: Option<&str> = Some("checkout");
 const LABELS: &[(&str, &str)] = &[("app", "checkout")];
@@ -322,4 +325,21 @@ fn pods_of_no_application_export_nothing() {
     );
     assert_eq!(increments.len(), 1);
     assert_eq!(increments[0].restarts, 1);
+}
+
+/// Finished pods (`Succeeded`/`Failed`, such as Jobs) restart no more: their series age out
+/// like a deleted pod's, and a listed one is still only a baseline.
+#[test]
+fn finished_pods_age_out_like_deleted_ones() {
+    let signals = Signals::new(Duration::from_secs(60));
+    let t0 = Instant::now();
+    let running = pod("job-1", "j1", LABELS, &[("main", 2, Some(("Error", 1)))]);
+    assert!(signals.on_pod(Event::InitApply(running), t0).is_empty());
+    let mut failed = pod("job-1", "j1", LABELS, &[("main", 3, Some(("Error", 1)))]);
+    failed.status.as_mut().unwrap().phase = Some("Failed".into());
+    assert_eq!(signals.on_pod(Event::Apply(failed), t0).len(), 1);
+    assert_eq!(signals.restart_series().len(), 1);
+    assert_eq!(signals.expire(t0 + Duration::from_secs(59)), 0);
+    assert_eq!(signals.expire(t0 + Duration::from_secs(60)), 1);
+    assert!(signals.restart_series().is_empty());
 }
