@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# bench.sh — run Vigil's benchmarks (release build) and print their figures.
+#
+#   ./scripts/bench.sh            every benchmark
+#   ./scripts/bench.sh agent      only the agent's; `operator` for the operator's
+#
+# Benchmarks print figures and assert nothing; speed is never checked by the test suite.
+# Figures depend on the machine and on what else runs on it: compare runs on one machine.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+which="${1:-all}"
+# The footprint benchmark starts the release agent binary and drives it with a Rust OTLP client.
+run() {
+    local package="$1" bench="$2"
+    printf '\n==> %s: %s\n' "$package" "$bench"
+    cargo bench -q -p "$package" --bench "$bench" 2>&1 | grep -v '^\s*$' || return 1
+}
+
+if [ "$which" = all ] || [ "$which" = agent ]; then
+    run vigil-agent log_pipeline
+    run vigil-agent scrape_parse
+    run vigil-agent otlp
+    run vigil-agent buffer
+    run vigil-agent footprint
+fi
+if [ "$which" = all ] || [ "$which" = operator ]; then
+    for bench in webhook reconcile footprint; do
+        if grep -q "name = \"$bench\"" operator/Cargo.toml; then
+            run vigil-operator "$bench"
+        fi
+    done
+fi
