@@ -166,7 +166,14 @@ async fn python_sdk_otlp_reaches_the_collector() {
             .flat_map(|rl| &rl.scope_logs)
             .map(|sl| sl.log_records.len())
             .sum();
-        span_count >= 4 && logs >= 2 && r.metrics.len() >= 2
+        let metrics: usize = r
+            .metrics
+            .iter()
+            .flat_map(|m| &m.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .map(|sm| sm.metrics.len())
+            .sum();
+        span_count >= 4 && logs >= 2 && metrics >= 2
     })
     .await;
     let r = sink.received.lock().unwrap();

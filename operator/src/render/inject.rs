@@ -61,7 +61,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use vigil_crds::common::SECRETS_DIR;
-use vigil_crds::monitored_app::{parse_byte_quantity, ReleaseSource};
+use vigil_crds::monitored_app::{parse_byte_quantity, MetricsPort, ReleaseSource};
 use vigil_crds::MonitoredApp;
 
 use super::agent_config::{
@@ -90,6 +90,8 @@ const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 const OTLP_PROTOCOL_VAR: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
 /// Environment variable carrying the application's version into the agent.
 pub const VERSION_ENV: &str = "VIGIL_APP_VERSION";
+/// Environment variable holding the resolved number of a named metrics port.
+pub const SCRAPE_PORT_ENV: &str = "VIGIL_SCRAPE_PORT";
 /// Extra `emptyDir` room above the buffer bound, for checkpoints and segment rollover.
 const BUFFER_HEADROOM_BYTES: u64 = 16 << 20;
 
@@ -118,6 +120,10 @@ pub struct AgentSidecar {
     pub container_logs: bool,
     /// Where the application's version comes from.
     pub version: VersionSource,
+    /// The metrics port when the app names it (`http-metrics`): injection resolves it against
+    /// the pod's container ports into `VIGIL_SCRAPE_PORT`, which the agent scrapes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrape_port_name: Option<String>,
 }
 
 /// One Secret mounted under `/etc/vigil/secrets/<secret>`.
@@ -182,6 +188,10 @@ impl AgentSidecar {
             version: match spec.release.source {
                 ReleaseSource::Label => VersionSource::Label(spec.release.label.clone()),
                 ReleaseSource::ImageTag => VersionSource::ImageTag(spec.release.container.clone()),
+            },
+            scrape_port_name: match spec.metrics.as_ref().map(|m| &m.port) {
+                Some(MetricsPort::Name(name)) => Some(name.clone()),
+                _ => None,
             },
         }
     }
@@ -489,6 +499,16 @@ fn agent_container(spec: &PodSpec, sidecar: &AgentSidecar, names: &VolumeNames) 
                 env.push(plain_env(VERSION_ENV, tag));
             }
         }
+    }
+
+    if let Some(port) = sidecar.scrape_port_name.as_deref().and_then(|name| {
+        spec.containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.container_port)
+    }) {
+        env.push(plain_env(SCRAPE_PORT_ENV, &port.to_string()));
     }
 
     let mut mounts = vec![VolumeMount {

@@ -269,14 +269,14 @@ pub fn pod_patch(mut original: Pod, mut injected: Pod) -> Result<Patch, serde_js
         after.annotations,
         &at(&["metadata", "annotations"]),
         &mut ops,
-        diff_encoded,
+        diff_string_map,
     )?;
     diff_option(
         before.labels,
         after.labels,
         &at(&["metadata", "labels"]),
         &mut ops,
-        diff_encoded,
+        diff_string_map,
     )?;
     let init = at(&["spec", "initContainers"]);
     diff_option(
@@ -366,6 +366,34 @@ fn diff_option<T: Serialize>(
         }
         (Some(before), Some(after)) => diff(before, after, path, ops),
     }
+}
+
+/// Labels or annotations, key by key.
+fn diff_string_map(
+    before: BTreeMap<String, String>,
+    after: BTreeMap<String, String>,
+    path: &PointerBuf,
+    ops: &mut Ops,
+) -> Result<(), serde_json::Error> {
+    let at = |key: &str| {
+        let mut pointer = path.clone();
+        pointer.push_back(key);
+        pointer
+    };
+    for (key, value) in &after {
+        match before.get(key) {
+            Some(old) if old == value => {}
+            Some(_) => ops.push(PatchOperation::Replace(ReplaceOperation {
+                path: at(key),
+                value: Value::String(value.clone()),
+            })),
+            None => ops.push(add(&at(key), &Value::String(value.clone()))),
+        }
+    }
+    for key in before.keys().filter(|k| !after.contains_key(*k)) {
+        ops.push(remove(&at(key)));
+    }
+    Ok(())
 }
 
 /// Any two values, through their JSON form (only when they differ).

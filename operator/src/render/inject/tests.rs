@@ -588,3 +588,49 @@ fn legacy_injected_pod_snapshot() {
     };
     snapshot("inject__legacy_container_pod", &inject(p, &sidecar));
 }
+
+/// A named metrics port is resolved against the pod's container ports into
+/// `VIGIL_SCRAPE_PORT`, the number the agent scrapes; a numeric port needs no variable.
+#[test]
+fn named_metrics_port_is_resolved_for_the_agent() {
+    let named = app(r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: api, namespace: bank}
+spec:
+  selector: {matchLabels: {app: api}}
+  metrics: {port: http-metrics}
+"#);
+    let p = pod(r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: api-0, namespace: bank, labels: {app: api}}
+spec:
+  containers:
+  - name: api
+    image: bank/api:17.2
+    ports: [{name: http, containerPort: 8080}, {name: http-metrics, containerPort: 9102}]
+"#);
+    let env_of = |pod: &Pod| -> Option<String> {
+        let spec = pod.spec.as_ref()?;
+        let agent = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .find(|c| c.name == AGENT_CONTAINER)?;
+        agent
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == SCRAPE_PORT_ENV)?
+            .value
+            .clone()
+    };
+    let injected = inject(p.clone(), &AgentSidecar::for_app(&named, IMAGE));
+    assert_eq!(env_of(&injected).as_deref(), Some("9102"));
+
+    let numbered = app(&FULL_APP.replace("logs: {format: json}", "metrics: {port: 9102}"));
+    let injected = inject(p, &AgentSidecar::for_app(&numbered, IMAGE));
+    assert_eq!(env_of(&injected), None);
+}
