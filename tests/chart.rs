@@ -248,6 +248,7 @@ fn default_values_render_valid_hardened_objects() {
     let c = container(&rendered);
     assert_eq!(c["image"], "ghcr.io/vigil-dev/vigil-operator:0.1.0");
     assert_eq!(args(&rendered)[0], "run");
+    assert!(args(&rendered).contains(&"--metrics-listen=0.0.0.0:8080".to_owned()));
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     let sc = &c["securityContext"];

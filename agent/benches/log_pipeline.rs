@@ -179,14 +179,20 @@ fn run_case(case: Case) {
     loop {
         let outcome = source.poll(Instant::now(), &mut events);
         read += outcome.bytes;
-        while events.len() >= BATCH_MAX_EVENTS {
-            let rest = events.split_off(BATCH_MAX_EVENTS);
-            let batch = std::mem::replace(&mut events, rest);
+        // Full batches leave in order, each event moved once; the rest waits for the next poll.
+        let full = events.len() / BATCH_MAX_EVENTS * BATCH_MAX_EVENTS;
+        let mut ready = events.drain(..full);
+        loop {
+            let batch: Vec<LogEvent> = ready.by_ref().take(BATCH_MAX_EVENTS).collect();
+            if batch.is_empty() {
+                break;
+            }
             delivered += batch.len();
             if whole {
                 records += logs_request(&pipeline.identity, batch).resource_logs.len();
             }
         }
+        drop(ready);
         if !outcome.more && read >= size {
             break;
         }

@@ -75,6 +75,43 @@ impl Router {
         Ok(routed)
     }
 
+    /// [`Router::try_send`] for a batch given as its buffer record (the encoding of
+    /// [`Batch::encode`], or one that decodes to the same batch): `events` items of `signal`.
+    pub fn try_send_record(
+        &self,
+        signal: Signal,
+        events: u64,
+        record: Vec<u8>,
+    ) -> Result<Routed, BufferError> {
+        if !self.takes(signal) {
+            emit(InternalEvent::Dropped {
+                component: "router",
+                events,
+                reason: "no_sink",
+            });
+            return Ok(Routed::Accepted);
+        }
+        for route in self.routes_for(signal) {
+            if !route.writer.has_room(record.len()) && route.writer.when_full() == WhenFull::Block {
+                return Err(BufferError::Full {
+                    component: route.sink.to_owned(),
+                });
+            }
+        }
+        let mut routed = Routed::Accepted;
+        for route in self.routes_for(signal) {
+            if route.writer.try_push(record.clone())? == Pushed::Dropped {
+                emit(InternalEvent::Dropped {
+                    component: route.sink,
+                    events,
+                    reason: "buffer_full",
+                });
+                routed = Routed::Dropped;
+            }
+        }
+        Ok(routed)
+    }
+
     /// Like [`Router::send`] but never waits: when a `block` buffer lacks room, nothing is
     /// stored anywhere and `BufferError::Full` tells the caller to push back on its sender.
     pub fn try_send(&self, batch: &Batch) -> Result<Routed, BufferError> {

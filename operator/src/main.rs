@@ -86,6 +86,8 @@ struct RunArgs {
     /// Address of the operator's own `/metrics`, `/healthz` and `/readyz` (plain HTTP).
     #[arg(long, value_name = "ADDRESS", default_value = vigil_operator::telemetry::DEFAULT_LISTEN)]
     metrics_listen: std::net::SocketAddr,
+    #[command(flatten)]
+    webhook: vigil_operator::webhook::WebhookArgs,
 }
 
 fn main() -> ExitCode {
@@ -163,6 +165,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         alertmanager_url: args.alertmanager_url,
         reload_delay: std::time::Duration::from_secs(args.reload_delay_seconds),
         metrics_listen: args.metrics_listen,
+        webhook: args.webhook,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -9,10 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Config};
 use prometheus::Registry;
 use tokio::sync::watch;
+use vigil_crds::MonitoredApp;
 
 use crate::controllers::{self, discovery, Context, ReconcileMetrics, Reloader, Settings};
 use crate::leader::{LeaderElector, LeaseSettings};
@@ -41,6 +44,8 @@ pub struct RunOptions {
     pub reload_delay: Duration,
     /// Address of the telemetry server (`/metrics`, `/healthz`, `/readyz`).
     pub metrics_listen: std::net::SocketAddr,
+    /// The admission webhook's listener and certificate handling.
+    pub webhook: crate::webhook::WebhookArgs,
 }
 
 /// Why the operator could not start.
@@ -163,6 +168,44 @@ pub async fn run_with(
     let election = tokio::spawn(elector.run(leading_tx, election_shutdown));
 
     // Services that every replica runs regardless of leadership start here.
+    // The admission webhook: every replica serves it, from its own MonitoredApp reflector.
+    let (apps, apps_writer) = kube::runtime::reflector::store::<MonitoredApp>();
+    let apps_api: Api<MonitoredApp> = match &options.settings.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let app_stream = kube::runtime::reflector(
+        apps_writer,
+        kube::runtime::watcher(apps_api, kube::runtime::watcher::Config::default())
+            .default_backoff(),
+    );
+    let mut stop_reflector = shutdown.clone();
+    tokio::spawn(async move {
+        let drain = app_stream.for_each(|_| std::future::ready(()));
+        tokio::select! {
+            () = drain => {}
+            _ = stop_reflector.wait_for(|s| *s) => {}
+        }
+    });
+    let webhook = crate::webhook::Webhook {
+        apps,
+        agent_image: options.settings.agent_image.clone(),
+        native_sidecar: options.settings.native_sidecar,
+    };
+    let webhook_args = options.webhook.clone();
+    let webhook_client = ctx.client.clone();
+    let mut stop_webhook = shutdown.clone();
+    tokio::spawn(async move {
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = async move {
+            let _ = stop_webhook.wait_for(|s| *s).await;
+        };
+        if let Err(e) =
+            crate::webhook::run(webhook_client, &webhook_args, webhook, ready, stop).await
+        {
+            tracing::error!(error = %e, category = e.category(), "admission webhook failed");
+        }
+    });
     // Cluster signals: every replica keeps its state warm, only the leader exports it.
     signals.export_while(leading.clone());
     let signal_options = crate::signals::SignalOptions {

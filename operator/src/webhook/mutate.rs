@@ -48,7 +48,7 @@ pub fn review(webhook: &Webhook, body: &[u8]) -> Result<Vec<u8>, MalformedReview
             let namespace = request.namespace.as_deref().unwrap_or("default");
             let apps = webhook
                 .apps
-                .state_filter(|app| app.namespace().as_deref() == Some(namespace));
+                .state_filter(|app| app.metadata.namespace.as_deref() == Some(namespace));
             admit_pod(webhook, request, &apps)
         }
         // A review whose pod does not decode (a field newer than this operator knows, with an
@@ -493,13 +493,18 @@ fn diff_named<T: Serialize + PartialEq>(
         .zip(keep)
         .filter_map(|(item, keep)| keep.then_some(item));
 
-    for (j, (item, new)) in after.into_iter().zip(added).enumerate() {
+    let at = |j: usize| {
         let mut at = path.clone();
         at.push_back(j);
+        at
+    };
+    for (j, (item, new)) in after.into_iter().zip(added).enumerate() {
         if new {
-            ops.push(add(&at, &serde_json::to_value(item)?));
+            ops.push(add(&at(j), &serde_json::to_value(item)?));
         } else if let Some(old) = kept.next() {
-            diff_item(old, item, &at, ops)?;
+            if old != item {
+                diff_item(old, item, &at(j), ops)?;
+            }
         }
     }
     Ok(())

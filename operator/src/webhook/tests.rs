@@ -158,7 +158,10 @@ fn patch_leaves_unknown_fields_alone() {
 fn patch_of_other_changes_is_complete() {
     let review = fixture(DEPLOYMENT_POD);
     let original = request_pod(&review);
-    let mut changed = inject(original.clone(), &webhook(vec![], true).sidecar_for(&checkout()));
+    let mut changed = inject(
+        original.clone(),
+        &webhook(vec![], true).sidecar_for(&checkout()),
+    );
     let spec = changed.spec.as_mut().unwrap();
     spec.restart_policy = Some("OnFailure".into());
     spec.tolerations = None;

@@ -203,7 +203,9 @@ fn analyse_fatal_line(line: &str, level: Option<Level>) -> Option<Analysis> {
         || t.contains("http: panic serving ")
     {
         go(&[t])
-    } else if t.contains("PHP Fatal error:") || t.contains("PHP Parse error:") {
+    } else if t.contains("PHP ")
+        && (t.contains("PHP Fatal error:") || t.contains("PHP Parse error:"))
+    {
         Some(php(&[t]))
     } else if t.starts_with("Exception in thread ") {
         jvm_family(&[t])

@@ -80,6 +80,27 @@ fn enrich_resource(identity: &Identity, resource: &mut Option<Resource>) {
     }
 }
 
+/// The attributes [`enrich_batch`] would append to `resource`: the identity attributes it
+/// lacks, in order. `None` when enrichment would also change an attribute in place (an SDK-default
+/// `service.name`), which appending cannot express.
+pub fn resource_additions(
+    identity: &Identity,
+    resource: Option<&Resource>,
+) -> Option<Vec<KeyValue>> {
+    let attributes = resource.map_or(&[][..], |r| r.attributes.as_slice());
+    let mut additions = Vec::new();
+    for (key, value) in resource_attributes(identity) {
+        if has_attribute(attributes, key) {
+            continue;
+        }
+        if attributes.iter().any(|kv| kv.key == key) {
+            return None;
+        }
+        additions.push(string_attribute(key, value));
+    }
+    Some(additions)
+}
+
 /// Adds `namespace`, `app`, `pod`, `version` to a series that lacks them, keeping the labels
 /// sorted by name.
 fn enrich_series(identity: &Identity, series: &mut TimeSeries) {

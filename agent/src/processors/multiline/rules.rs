@@ -10,6 +10,7 @@
 
 use std::sync::LazyLock;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
 
 /// Where an open trace stands after its last line.
@@ -79,8 +80,9 @@ pub(crate) enum Step {
 }
 
 struct Patterns {
-    /// Cheap pre-filter: a line that matches none of these alternatives starts no trace.
-    any_start: Regex,
+    /// Cheap pre-filter: a line that holds none of these words starts no trace. A plain
+    /// multi-literal searcher (SIMD on x86-64), without a regex engine behind it.
+    any_start: AhoCorasick,
     java_header: Regex,
     go_panic: Regex,
     go_goroutine: Regex,
@@ -106,11 +108,39 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("literal pattern compiles")
 }
 
+/// Words at least one of which is in every line that starts a trace, bar the two shapes
+/// [`start`] checks by their ending.
+const START_WORDS: [&str; 14] = [
+    "Exception",
+    "Error",
+    "Throwable",
+    "V8 errors",
+    "panic",
+    "Traceback",
+    "Unhandled exception:",
+    "thread '",
+    "PHP ",
+    "exception '",
+    "goroutine ",
+    "fatal error: ",
+    "SIG",
+    ":in ",
+];
+
+/// Builds the searcher for [`START_WORDS`].
+fn start_words() -> AhoCorasick {
+    // Fourteen short literals with default options: building cannot fail at run time (the
+    // only errors are for pattern sets far beyond the automaton's size limits).
+    #[allow(clippy::expect_used)]
+    // Leftmost-first lets the searcher use its packed SIMD (Teddy) prefilter.
+    AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(START_WORDS)
+        .expect("start words build a searcher")
+}
+
 static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
-    any_start: re(concat!(
-        r"Exception|Error|Throwable|V8 errors|panic|Traceback|Unhandled exception:|",
-        r"thread '|PHP |exception '|goroutine |fatal error: |SIG|:in "
-    )),
+    any_start: start_words(),
     java_header: re(concat!(
         r"(?:Exception|Error|Throwable)(?::|\s*$)|^V8 errors stack trace\s*$|",
         r"Error \[[A-Z0-9_]+\]:"

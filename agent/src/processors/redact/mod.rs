@@ -275,9 +275,14 @@ impl Redactor {
         Some(out)
     }
 
-    fn redact_in_place(&self, text: &mut String) {
-        if let Some(redacted) = self.redact(text) {
-            *text = redacted;
+    /// Redacts `text`; whether anything was replaced.
+    fn redact_in_place(&self, text: &mut String) -> bool {
+        match self.redact(text) {
+            Some(redacted) => {
+                *text = redacted;
+                true
+            }
+            None => false,
         }
     }
 
@@ -289,31 +294,38 @@ impl Redactor {
         }
     }
 
-    /// Redacts string values, also inside arrays and key-value lists.
-    fn redact_value(&self, value: &mut AnyValue) {
+    /// Redacts string values, also inside arrays and key-value lists; whether anything was
+    /// replaced.
+    fn redact_value(&self, value: &mut AnyValue) -> bool {
         match &mut value.value {
             Some(any_value::Value::StringValue(s)) => self.redact_in_place(s),
             Some(any_value::Value::ArrayValue(array)) => {
+                let mut replaced = false;
                 for v in &mut array.values {
-                    self.redact_value(v);
+                    replaced |= self.redact_value(v);
                 }
+                replaced
             }
             Some(any_value::Value::KvlistValue(list)) => self.redact_attributes(&mut list.values),
-            _ => {}
+            _ => false,
         }
     }
 
-    fn redact_attributes(&self, attributes: &mut [KeyValue]) {
+    fn redact_attributes(&self, attributes: &mut [KeyValue]) -> bool {
+        let mut replaced = false;
         for kv in attributes {
             if let Some(value) = &mut kv.value {
-                self.redact_value(value);
+                replaced |= self.redact_value(value);
             }
         }
+        replaced
     }
 
     /// Redacts log bodies and attributes, and span attributes and event attributes, in place.
-    /// Resource attributes (the pod identity) and metrics are left as they are.
-    pub fn redact_batch(&self, batch: &mut Batch) {
+    /// Resource attributes (the pod identity) and metrics are left as they are. Returns whether
+    /// anything was replaced.
+    pub fn redact_batch(&self, batch: &mut Batch) -> bool {
+        let mut replaced = false;
         match batch {
             Batch::Logs(request) => {
                 for record in request
@@ -323,9 +335,9 @@ impl Redactor {
                     .flat_map(|sl| &mut sl.log_records)
                 {
                     if let Some(body) = &mut record.body {
-                        self.redact_value(body);
+                        replaced |= self.redact_value(body);
                     }
-                    self.redact_attributes(&mut record.attributes);
+                    replaced |= self.redact_attributes(&mut record.attributes);
                 }
             }
             Batch::Traces(request) => {
@@ -335,19 +347,20 @@ impl Redactor {
                     .flat_map(|rs| &mut rs.scope_spans)
                     .flat_map(|ss| &mut ss.spans)
                 {
-                    self.redact_attributes(&mut span.attributes);
+                    replaced |= self.redact_attributes(&mut span.attributes);
                     for event in &mut span.events {
-                        self.redact_attributes(&mut event.attributes);
+                        replaced |= self.redact_attributes(&mut event.attributes);
                     }
                     for link in &mut span.links {
-                        self.redact_attributes(&mut link.attributes);
+                        replaced |= self.redact_attributes(&mut link.attributes);
                     }
                     if let Some(status) = &mut span.status {
-                        self.redact_in_place(&mut status.message);
+                        replaced |= self.redact_in_place(&mut status.message);
                     }
                 }
             }
             Batch::Metrics(_) | Batch::Samples(_) => {}
         }
+        replaced
     }
 }

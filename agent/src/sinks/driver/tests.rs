@@ -488,7 +488,10 @@ async fn otlp_sink_gets_records_as_they_are() {
     let dir = tempfile::tempdir().unwrap();
     let (writer, reader) =
         buffer::open(dir.path(), 1 << 20, WhenFull::Block, "test_driver_encoded").unwrap();
-    let logs = logs_batch(&[("service.name", "api")], vec![log_record(1, "hi", "", &[])]);
+    let logs = logs_batch(
+        &[("service.name", "api")],
+        vec![log_record(1, "hi", "", &[])],
+    );
     for record in [
         traces_batch("GET /a").encode(),
         vec![1, 0x0a, 0x7f, 0, 0],
@@ -520,7 +523,10 @@ async fn otlp_sink_gets_records_as_they_are() {
     assert_eq!(names, ["GET /a", "GET /b"]);
     let received_logs = collector.recorder.logs.lock().unwrap().clone();
     assert_eq!(
-        received_logs.into_iter().map(Batch::Logs).collect::<Vec<_>>(),
+        received_logs
+            .into_iter()
+            .map(Batch::Logs)
+            .collect::<Vec<_>>(),
         [logs]
     );
     assert_eq!(

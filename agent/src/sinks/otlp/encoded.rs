@@ -154,7 +154,7 @@ fn messages(message: &[u8], number: u32) -> impl Iterator<Item = Option<&[u8]>> 
 
 /// One field's value in the protobuf wire format.
 #[derive(Debug, PartialEq, Eq)]
-enum Value<'a> {
+pub(crate) enum Value<'a> {
     Varint,
     Fixed64,
     Bytes(&'a [u8]),
@@ -162,17 +162,24 @@ enum Value<'a> {
 }
 
 /// The fields of an encoded message, in order; yields `None` once, where the framing breaks.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     rest: &'a [u8],
+    len: usize,
     broken: bool,
 }
 
 impl<'a> Fields<'a> {
-    fn new(message: &'a [u8]) -> Self {
+    pub(crate) fn new(message: &'a [u8]) -> Self {
         Fields {
             rest: message,
+            len: message.len(),
             broken: false,
         }
+    }
+
+    /// Bytes of the message read so far: where the next field starts.
+    pub(crate) fn position(&self) -> usize {
+        self.len - self.rest.len()
     }
 
     fn varint(&mut self) -> Option<u64> {
@@ -250,7 +257,10 @@ mod tests {
             counter_batch("orders", 3.0, 1),
             logs_batch(
                 &[("service.name", "api")],
-                vec![log_record(1, "one", "info", &[]), log_record(2, "two", "", &[])],
+                vec![
+                    log_record(1, "one", "info", &[]),
+                    log_record(2, "two", "", &[]),
+                ],
             ),
         ];
         for batch in &batches {

@@ -2,14 +2,18 @@
 //! over gRPC (`TraceService`, `MetricsService`, `LogsService`) or HTTP (`POST
 //! <endpoint>/v1/{traces,metrics,logs}` with protobuf bodies).
 //!
-//! All batches of one signal handed to [`OtlpSink::send`] go out as one export request. Failures
-//! follow the OTLP specification: gRPC `UNAVAILABLE`, `RESOURCE_EXHAUSTED`,
+//! The driver hands this sink its buffer records undecoded ([`OtlpSink::send_encoded`]): each is
+//! the protobuf encoding of an export request, and the records of one signal, concatenated, are
+//! sent as one export request — their merge ([`encoded`]). Headers, TLS and status mapping are
+//! the same as with the generated clients.
+//!
+//! Failures follow the OTLP specification: gRPC `UNAVAILABLE`, `RESOURCE_EXHAUSTED`,
 //! `DEADLINE_EXCEEDED`, `ABORTED`, `CANCELLED`, `OUT_OF_RANGE` and `DATA_LOSS` are retried (after
 //! the server's `RetryInfo` delay when it sends one), other codes are permanent; HTTP statuses
 //! are mapped by [`super::http::status_error`]. Items a backend rejects in a partial success are
 //! counted as dropped with reason `rejected`.
 
-mod encoded;
+pub(crate) mod encoded;
 #[cfg(test)]
 mod tests;
 

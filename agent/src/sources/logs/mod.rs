@@ -140,10 +140,15 @@ impl Pending {
             count += 1;
             bytes += event_bytes(event);
         }
-        let rest = self.events.split_off(count);
+        // The rest stays in place (no new allocation for it), shifted to the front.
+        let batch = if count == self.events.len() {
+            std::mem::take(&mut self.events)
+        } else {
+            self.events.drain(..count).collect()
+        };
         self.bytes -= bytes;
-        self.since = (!rest.is_empty()).then_some(now);
-        std::mem::replace(&mut self.events, rest)
+        self.since = (!self.events.is_empty()).then_some(now);
+        batch
     }
 }
 

@@ -122,6 +122,9 @@ struct Stage {
     now: Instant,
     /// Time of the current poll, for records that carry none.
     read_time: u64,
+    /// Wall-clock time of the current poll in milliseconds, for the crash detector's
+    /// active-user window (one clock read per poll, not per event).
+    now_ms: i64,
     joined: Vec<LogEvent>,
     done: Vec<LogEvent>,
 }
@@ -147,7 +150,7 @@ impl Stage {
     }
 
     fn finish(&mut self, mut event: LogEvent) {
-        self.crashes.observe(&mut event);
+        self.crashes.observe_at(&mut event, self.now_ms);
         self.redactor.redact_event(&mut event);
         self.done.push(event);
     }
@@ -231,6 +234,10 @@ fn unix_nanos_now() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+fn unix_millis_now() -> i64 {
+    i64::try_from(unix_nanos_now() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 impl LogSource {
     /// Prepares the source: the checkpoint directory and the offsets stored in it. Files are
     /// discovered by the first [`LogSource::poll`].
@@ -270,6 +277,7 @@ impl LogSource {
                 redactor: pipeline.redactor.clone(),
                 now: Instant::now(),
                 read_time: 0,
+                now_ms: 0,
                 joined: Vec::new(),
                 done: Vec::new(),
             },
@@ -286,6 +294,7 @@ impl LogSource {
     /// `out`. Events still open in the joiner are kept until complete or timed out.
     pub fn poll(&mut self, now: Instant, out: &mut Vec<LogEvent>) -> PollOutcome {
         self.poll_count += 1;
+        self.stage.now_ms = unix_millis_now();
         let due = self.next_scan.is_none_or(|at| now >= at);
         if due || self.paths_changed() {
             self.scan(now);
@@ -365,6 +374,7 @@ impl LogSource {
     /// Appends every event still held (open multi-line events) to `out`, for shutdown.
     /// Fragments of lines not yet complete stay unread: the checkpoint points before them.
     pub fn flush_all(&mut self, out: &mut Vec<LogEvent>) {
+        self.stage.now_ms = unix_millis_now();
         if let Some(joiner) = &mut self.stage.joiner {
             joiner.flush_all(&mut self.stage.joined);
             self.stage.finish_joined();

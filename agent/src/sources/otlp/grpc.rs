@@ -1,23 +1,20 @@
-//! OTLP/gRPC: the `TraceService`, `MetricsService` and `LogsService` of the OTLP protocol on one
-//! tonic server, accepting gzip-compressed requests.
+//! OTLP/gRPC: the `Export` methods of the OTLP `TraceService`, `MetricsService` and
+//! `LogsService` on one tonic server, accepting gzip-compressed requests.
+//!
+//! The request body is taken as bytes (tonic still handles framing, decompression and the size
+//! limit), decoded here, and handed to ingest together with its encoding, so that an unchanged
+//! request is stored as it arrived rather than encoded again.
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -26,10 +23,10 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::body::Body;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::server::NamedService;
+use tonic::server::{Grpc, UnaryService};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
@@ -42,32 +39,15 @@ use crate::batch::Batch;
 /// Component name in the agent's own telemetry.
 const COMPONENT: &str = "otlp_grpc";
 
-/// The three OTLP services over one receiver.
-#[derive(Clone, Debug)]
-struct OtlpGrpc {
-    receiver: Arc<OtlpReceiver>,
-}
-
 /// Serves the OTLP services on `listener` until `shutdown`, then lets in-flight calls finish.
 pub(super) async fn serve(
     listener: TcpListener,
     receiver: OtlpReceiver,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), OtlpError> {
-    let services = OtlpGrpc {
-        receiver: Arc::new(receiver),
-    };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let services = OtlpServices {
-        traces: TraceServiceServer::new(services.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(MAX_REQUEST_BYTES),
-        metrics: MetricsServiceServer::new(services.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(MAX_REQUEST_BYTES),
-        logs: LogsServiceServer::new(services)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(MAX_REQUEST_BYTES),
+        receiver: Arc::new(receiver),
     };
     Server::builder()
         .serve_with_incoming_shutdown(services, incoming, async move {
@@ -80,12 +60,10 @@ pub(super) async fn serve(
         })
 }
 
-/// The three services on one server, chosen by the gRPC path (`/<service>/Export`).
+/// The three `Export` methods on one server, chosen by the gRPC path.
 #[derive(Clone, Debug)]
 struct OtlpServices {
-    traces: TraceServiceServer<OtlpGrpc>,
-    metrics: MetricsServiceServer<OtlpGrpc>,
-    logs: LogsServiceServer<OtlpGrpc>,
+    receiver: Arc<OtlpReceiver>,
 }
 
 impl Service<http::Request<Body>> for OtlpServices {
@@ -98,28 +76,175 @@ impl Service<http::Request<Body>> for OtlpServices {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let service = request
-            .uri()
-            .path()
-            .strip_prefix('/')
-            .and_then(|path| path.split_once('/'))
-            .map(|(service, _method)| service);
-        match service {
-            Some(TraceServiceServer::<OtlpGrpc>::NAME) => self.traces.call(request),
-            Some(MetricsServiceServer::<OtlpGrpc>::NAME) => self.metrics.call(request),
-            Some(LogsServiceServer::<OtlpGrpc>::NAME) => self.logs.call(request),
+        let receiver = self.receiver.clone();
+        match request.uri().path() {
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export" => {
+                Box::pin(export::<Traces>(receiver, request))
+            }
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export" => {
+                Box::pin(export::<Metrics>(receiver, request))
+            }
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export" => {
+                Box::pin(export::<Logs>(receiver, request))
+            }
             _ => Box::pin(async {
-                Ok(Status::unimplemented("unknown service: this port serves OTLP").into_http())
+                Ok(Status::unimplemented("unknown method: this port serves OTLP").into_http())
             }),
         }
     }
 }
 
-impl OtlpGrpc {
-    fn ingest(&self, batch: Batch, bytes: usize) -> Result<Acknowledged, Status> {
-        self.receiver
-            .ingest(COMPONENT, batch, bytes as u64)
-            .map_err(refusal_status)
+/// One `Export` call: the body as bytes through tonic (gzip accepted, size limited), then
+/// [`ExportMethod`].
+async fn export<S: ExportSignal>(
+    receiver: Arc<OtlpReceiver>,
+    request: http::Request<Body>,
+) -> Result<http::Response<Body>, Infallible> {
+    let mut grpc = Grpc::new(RequestBytesCodec::<S::Response>(PhantomData))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let method = ExportMethod::<S> {
+        receiver,
+        signal: PhantomData,
+    };
+    Ok(grpc.unary(method, request).await)
+}
+
+/// What differs between the three services.
+trait ExportSignal: Send + 'static {
+    type Request: Message + Default;
+    type Response: Message + Default + Send + 'static;
+    fn batch(request: Self::Request) -> Batch;
+    fn response(acknowledged: Acknowledged) -> Self::Response;
+}
+
+struct Traces;
+struct Metrics;
+struct Logs;
+
+impl ExportSignal for Traces {
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+
+    fn batch(request: Self::Request) -> Batch {
+        Batch::Traces(request)
+    }
+
+    fn response(ack: Acknowledged) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: (ack.rejected > 0).then_some(ExportTracePartialSuccess {
+                rejected_spans: ack.rejected,
+                error_message: ack.message,
+            }),
+        }
+    }
+}
+
+impl ExportSignal for Metrics {
+    type Request = ExportMetricsServiceRequest;
+    type Response = ExportMetricsServiceResponse;
+
+    fn batch(request: Self::Request) -> Batch {
+        Batch::Metrics(request)
+    }
+
+    fn response(ack: Acknowledged) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: (ack.rejected > 0).then_some(ExportMetricsPartialSuccess {
+                rejected_data_points: ack.rejected,
+                error_message: ack.message,
+            }),
+        }
+    }
+}
+
+impl ExportSignal for Logs {
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+
+    fn batch(request: Self::Request) -> Batch {
+        Batch::Logs(request)
+    }
+
+    fn response(ack: Acknowledged) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: (ack.rejected > 0).then_some(ExportLogsPartialSuccess {
+                rejected_log_records: ack.rejected,
+                error_message: ack.message,
+            }),
+        }
+    }
+}
+
+/// Decodes the request body and ingests it; ingest never waits, so the answer is ready at once.
+struct ExportMethod<S> {
+    receiver: Arc<OtlpReceiver>,
+    signal: PhantomData<S>,
+}
+
+impl<S: ExportSignal> UnaryService<Bytes> for ExportMethod<S> {
+    type Response = S::Response;
+    type Future = std::future::Ready<Result<Response<S::Response>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let body = request.into_inner();
+        // A body that does not decode is refused as tonic's protobuf codec refuses it.
+        let result = S::Request::decode(body.as_ref())
+            .map_err(|e| Status::internal(e.to_string()))
+            .and_then(|decoded| {
+                self.receiver
+                    .ingest(
+                        COMPONENT,
+                        S::batch(decoded),
+                        body.len() as u64,
+                        Some(body.as_ref()),
+                    )
+                    .map_err(refusal_status)
+            })
+            .map(|ack| Response::new(S::response(ack)));
+        std::future::ready(result)
+    }
+}
+
+/// The gRPC codec of the `Export` methods: the request body as bytes, the response `R`
+/// encoded with prost.
+struct RequestBytesCodec<R>(PhantomData<R>);
+
+impl<R: Message + Send + 'static> Codec for RequestBytesCodec<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = ResponseEncoder<R>;
+    type Decoder = RequestBytesDecoder;
+
+    fn encoder(&mut self) -> ResponseEncoder<R> {
+        ResponseEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> RequestBytesDecoder {
+        RequestBytesDecoder
+    }
+}
+
+struct ResponseEncoder<R>(PhantomData<R>);
+
+impl<R: Message> Encoder for ResponseEncoder<R> {
+    type Item = R;
+    type Error = Status;
+
+    fn encode(&mut self, item: R, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(buf)
+            .map_err(|e| Status::internal(format!("cannot encode the response: {e}")))
+    }
+}
+
+struct RequestBytesDecoder;
+
+impl Decoder for RequestBytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }
 
@@ -152,58 +277,4 @@ fn retry_status(code: Code, rpc_code: RpcCode, message: &str) -> Status {
         MetadataValue::from_bytes(&retry.encode_to_vec()),
     );
     Status::with_details_and_metadata(code, message, details.encode_to_vec().into(), metadata)
-}
-
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let request = request.into_inner();
-        let bytes = request.encoded_len();
-        let ack = self.ingest(Batch::Traces(request), bytes)?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (ack.rejected > 0).then_some(ExportTracePartialSuccess {
-                rejected_spans: ack.rejected,
-                error_message: ack.message,
-            }),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let request = request.into_inner();
-        let bytes = request.encoded_len();
-        let ack = self.ingest(Batch::Metrics(request), bytes)?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (ack.rejected > 0).then_some(ExportMetricsPartialSuccess {
-                rejected_data_points: ack.rejected,
-                error_message: ack.message,
-            }),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let request = request.into_inner();
-        let bytes = request.encoded_len();
-        let ack = self.ingest(Batch::Logs(request), bytes)?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (ack.rejected > 0).then_some(ExportLogsPartialSuccess {
-                rejected_log_records: ack.rejected,
-                error_message: ack.message,
-            }),
-        }))
-    }
 }

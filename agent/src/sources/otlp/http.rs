@@ -199,8 +199,9 @@ async fn export(
     let body = if gzip { gunzip(&body)? } else { body };
     let bytes = body.len() as u64;
     let batch = decode(signal, encoding, &body)?;
+    let encoded = (encoding == Encoding::Protobuf).then_some(&body[..]);
     let acknowledged = receiver
-        .ingest(COMPONENT, batch, bytes)
+        .ingest(COMPONENT, batch, bytes, encoded)
         .map_err(refusal_rejection)?;
     Ok(export_response(signal, encoding, acknowledged))
 }
