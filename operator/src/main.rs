@@ -41,7 +41,7 @@ enum Command {
         alertmanager_version: String,
     },
     /// Run the operator in a cluster: leader election, and the controllers on the leader.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 /// Flags of `vigil-operator run`.
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
             };
             render(&files, &output, bundle::Options { alertmanager })
         }
-        Command::Run(args) => run_operator(args),
+        Command::Run(args) => run_operator(*args),
     }
 }
 
