@@ -21,10 +21,12 @@ if [ "${CI:-}" = "true" ]; then
     cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
 
-echo "==> cargo test --workspace --locked --all-targets"
+# Libraries, binaries and test targets; benchmarks are compiled by clippy above and run only by
+# ./scripts/bench.sh (they measure, in release mode, and assert nothing).
+echo "==> cargo test --workspace --locked --lib --bins --tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set -o pipefail
-cargo test --workspace --locked --all-targets 2>&1 | tee "$log"
+cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log"
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$log"
