@@ -218,6 +218,28 @@ pub struct HttpSettings<'a> {
     pub credential: Option<CredentialFile>,
 }
 
+/// The push URL and client of a generic HTTP push exporter (`HttpSink`: Loki, remote write),
+/// with errors naming `exporters.<field>.…`.
+pub fn push_client(
+    field: &'static str,
+    config: &vigil_crds::agent_config::HttpSink,
+) -> Result<(HttpClient, Url), SinkConfigError> {
+    let vigil_crds::agent_config::HttpSink {
+        url,
+        tenant,
+        bearer_token_file,
+        ca_file,
+    } = config;
+    let url = parse_url(&format!("{field}.url"), url)?;
+    let client = HttpClient::new(HttpSettings {
+        field,
+        ca_file: ca_file.as_deref(),
+        tenant: tenant.as_deref(),
+        credential: bearer_token_file.as_deref().map(CredentialFile::bearer),
+    })?;
+    Ok((client, url))
+}
+
 /// An HTTP client for one exporter.
 #[derive(Debug)]
 pub struct HttpClient {

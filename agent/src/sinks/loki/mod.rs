@@ -22,7 +22,7 @@ use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 use vigil_crds::agent_config::HttpSink;
 
-use super::http::{self, CredentialFile, HttpClient, HttpSettings};
+use super::http::{self, HttpClient};
 use super::{any_value_text, log_level, log_time_unix_nano, string_attribute};
 use super::{SendError, SinkConfigError};
 use crate::batch::{Batch, Signal};
@@ -47,19 +47,7 @@ pub struct LokiSink {
 impl LokiSink {
     /// Checks the config and builds the client.
     pub fn new(config: &HttpSink) -> Result<Self, SinkConfigError> {
-        let HttpSink {
-            url,
-            tenant,
-            bearer_token_file,
-            ca_file,
-        } = config;
-        let url = http::parse_url("loki.url", url)?;
-        let client = HttpClient::new(HttpSettings {
-            field: "loki",
-            ca_file: ca_file.as_deref(),
-            tenant: tenant.as_deref(),
-            credential: bearer_token_file.as_deref().map(CredentialFile::bearer),
-        })?;
+        let (client, url) = http::push_client("loki", config)?;
         Ok(LokiSink { client, url })
     }
 

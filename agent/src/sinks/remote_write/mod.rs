@@ -17,7 +17,7 @@ use prost::Message;
 use reqwest::Url;
 use vigil_crds::agent_config::HttpSink;
 
-use super::http::{self, CredentialFile, HttpClient, HttpSettings};
+use super::http::{self, HttpClient};
 use super::{SendError, SinkConfigError};
 use crate::batch::{Batch, Signal};
 use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
@@ -38,19 +38,7 @@ pub struct RemoteWriteSink {
 impl RemoteWriteSink {
     /// Checks the config and builds the client.
     pub fn new(config: &HttpSink) -> Result<Self, SinkConfigError> {
-        let HttpSink {
-            url,
-            tenant,
-            bearer_token_file,
-            ca_file,
-        } = config;
-        let url = http::parse_url("prometheusRemoteWrite.url", url)?;
-        let client = HttpClient::new(HttpSettings {
-            field: "prometheusRemoteWrite",
-            ca_file: ca_file.as_deref(),
-            tenant: tenant.as_deref(),
-            credential: bearer_token_file.as_deref().map(CredentialFile::bearer),
-        })?;
+        let (client, url) = http::push_client("prometheusRemoteWrite", config)?;
         Ok(RemoteWriteSink { client, url })
     }
 
