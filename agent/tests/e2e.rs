@@ -735,3 +735,215 @@ fn check_config_names_the_field() {
     assert!(!out.status.success());
     assert!(stderr.contains("samplingRate"), "{stderr}");
 }
+
+/// Two metrics endpoints: the configured one on `argv[1]` (any path) and the one a developer
+/// annotates on `argv[2]`, which answers `/stats` only and counts those requests on `/hits`.
+const PYTHON_TWO_ENDPOINTS: &str = r#"
+import sys, threading, time
+from wsgiref.simple_server import make_server, WSGIRequestHandler
+from prometheus_client import CollectorRegistry, Gauge, make_wsgi_app, start_http_server
+configured = CollectorRegistry()
+Gauge('served_by', 'Endpoint that served the page.', ['server'], registry=configured).labels('config').set(1)
+annotated = CollectorRegistry()
+Gauge('served_by', 'Endpoint that served the page.', ['server'], registry=annotated).labels('annotated').set(1)
+start_http_server(int(sys.argv[1]), addr='127.0.0.1', registry=configured)
+stats = make_wsgi_app(annotated)
+hits = [0]
+def app(environ, start_response):
+    if environ['PATH_INFO'] == '/stats':
+        hits[0] += 1
+        return stats(environ, start_response)
+    if environ['PATH_INFO'] == '/hits':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return [str(hits[0]).encode()]
+    start_response('404 Not Found', [('Content-Type', 'text/plain')])
+    return [b'not here\n']
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+server = make_server('127.0.0.1', int(sys.argv[2]), app, handler_class=Quiet)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print('serving', flush=True)
+time.sleep(float(sys.argv[3]))
+"#;
+
+/// Writes the pod's annotations into `dir` as the kubelet updates a downward API volume: a new
+/// timestamped directory, the `..data` symlink swapped to it by rename, and `annotations`
+/// linking through `..data`; `lines` are `key="value"` in the kubelet's format.
+fn kubelet_write_annotations(dir: &Path, generation: u32, lines: &[&str]) {
+    let data = dir.join(format!("..2026_11_21_10_00_00.{generation}"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("annotations"), lines.join("\n")).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(data.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    if std::fs::symlink_metadata(dir.join("annotations")).is_err() {
+        std::os::unix::fs::symlink("..data/annotations", dir.join("annotations")).unwrap();
+    }
+}
+
+/// With `honorAnnotations`, the running agent follows the pod's `prometheus.io/*` annotations
+/// file as the kubelet updates it: the annotated port and path replace the configured ones, an
+/// invalid port is logged once by name and value while the configured port is used, and
+/// `prometheus.io/scrape: "false"` stops the requests (logged once) until it is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_annotations_redirect_and_stop_the_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod_info = dir.path().join("podinfo");
+    std::fs::create_dir(&pod_info).unwrap();
+    let (config_port, annotated_port) = (free_port(), free_port());
+    let mut app = std::process::Command::new(python())
+        .args([
+            "-c",
+            PYTHON_TWO_ENDPOINTS,
+            &config_port.to_string(),
+            &annotated_port.to_string(),
+            "300",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop<'a>(&'a mut std::process::Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _app = KillOnDrop(&mut app);
+    let hits_url = format!("http://127.0.0.1:{annotated_port}/hits");
+    assert!(
+        wait_for(Duration::from_secs(20), || http_get(&format!(
+            "http://127.0.0.1:{config_port}/"
+        ))
+        .is_some()
+            && http_get(&hits_url).is_some())
+        .await
+    );
+    let hits = || -> u64 {
+        http_get(&hits_url)
+            .and_then(|(_, body)| body.trim().parse().ok())
+            .unwrap()
+    };
+
+    let (admin, grpc, http) = ports();
+    let extra = format!(
+        "scrape:\n  port: \"{config_port}\"\n  path: /metrics\n  interval: 1s\n  timeout: 1s\n  honorAnnotations: true\n  podInfoDir: {}\n",
+        pod_info.display()
+    );
+    let cfg = config(admin, grpc, http, dir.path(), &extra);
+    let agent = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || Agent::start(&dir, &cfg, admin)
+    })
+    .await
+    .unwrap();
+    let serves = |server: &str| {
+        let metrics = agent.metrics();
+        metrics
+            .lines()
+            .any(|l| l.starts_with("served_by{") && l.contains(&format!("server=\"{server}\"")))
+    };
+
+    // No annotations file yet: the config applies.
+    assert!(
+        wait_for(Duration::from_secs(30), || serves("config")).await,
+        "configured endpoint not scraped; agent log:\n{}",
+        agent.log()
+    );
+
+    // The developer annotates another port and path.
+    let port_line = format!("prometheus.io/port=\"{annotated_port}\"");
+    kubelet_write_annotations(
+        &pod_info,
+        1,
+        &[
+            "kubernetes.io/config.seen=\"2026-11-21T10:00:00Z\"",
+            "prometheus.io/path=\"/stats\"",
+            &port_line,
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || serves("annotated")
+            && !serves("config"))
+        .await,
+        "annotated endpoint not scraped; agent log:\n{}",
+        agent.log()
+    );
+    assert!(hits() > 0);
+
+    // An invalid port: logged once naming annotation and value; the configured port is used
+    // (with the still valid annotated path, which that endpoint also answers).
+    kubelet_write_annotations(
+        &pod_info,
+        2,
+        &[
+            "prometheus.io/path=\"/stats\"",
+            "prometheus.io/port=\"abc\"",
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || serves("config")).await,
+        "configured port not used after an invalid annotation; agent log:\n{}",
+        agent.log()
+    );
+    let invalid_logged = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("ScrapeAnnotationInvalid"))
+            .inspect(|l| {
+                assert!(
+                    l.contains("prometheus.io/port") && l.contains("abc"),
+                    "the log line names annotation and value: {l}"
+                )
+            })
+            .count()
+    };
+    // Several scrapes later it is still one line.
+    let before = hits();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(serves("config"));
+    assert_eq!(hits(), before, "the annotated endpoint was scraped");
+    assert_eq!(invalid_logged(&agent.log()), 1, "{}", agent.log());
+
+    // scrape: "false" stops the scraping, whatever port and path say.
+    kubelet_write_annotations(
+        &pod_info,
+        3,
+        &[
+            "prometheus.io/path=\"/stats\"",
+            &port_line,
+            "prometheus.io/scrape=\"false\"",
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || !serves("config")
+            && !serves("annotated"))
+        .await,
+        "scraping did not stop; agent log:\n{}",
+        agent.log()
+    );
+    let stopped_at = hits();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        hits(),
+        stopped_at,
+        "a pod annotated scrape=false was scraped"
+    );
+    let log = agent.log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("scraping stopped"))
+            .count(),
+        1,
+        "{log}"
+    );
+
+    // The annotation removed: scraping resumes on the annotated endpoint.
+    kubelet_write_annotations(&pod_info, 4, &["prometheus.io/path=\"/stats\"", &port_line]);
+    assert!(
+        wait_for(Duration::from_secs(30), || serves("annotated")).await,
+        "scraping did not resume; agent log:\n{}",
+        agent.log()
+    );
+    assert!(hits() > stopped_at);
+}

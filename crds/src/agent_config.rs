@@ -87,9 +87,20 @@ pub struct ScrapeConfig {
     pub interval: Duration,
     /// Scrape timeout.
     pub timeout: Duration,
-    /// Honour `prometheus.io/*` annotations found on the pod (via the downward API file).
+    /// Honour the pod's `prometheus.io/scrape`, `port`, `path` and `scheme` annotations, read
+    /// from the downward API file `annotations` in `podInfoDir` before every scrape: they
+    /// override `port` and `path` for this pod, and `scrape: "false"` stops the scrape.
     pub honor_annotations: bool,
+    /// Directory of the downward API volume holding the pod's `annotations` file. Default
+    /// `/etc/vigil/podinfo`, where injection mounts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_info_dir: Option<String>,
 }
+
+/// Where injection mounts the pod's downward API volume (file `annotations`) in the agent.
+pub const POD_INFO_DIR: &str = "/etc/vigil/podinfo";
+/// File name of the pod's annotations in [`POD_INFO_DIR`], in the downward API format.
+pub const POD_ANNOTATIONS_FILE: &str = "annotations";
 
 /// Log tailing.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -72,6 +72,7 @@ pub fn agent_config(app: &MonitoredApp) -> AgentConfig {
             interval: m.interval.clone(),
             timeout: m.timeout.clone(),
             honor_annotations: m.honor_annotations,
+            pod_info_dir: None,
         }),
         logs: spec.logs.as_ref().map(|l| LogsConfig {
             pod_log_dir: l.container_logs.then(|| POD_LOG_DIR.to_owned()),

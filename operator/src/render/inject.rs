@@ -35,6 +35,12 @@
 //!   non-root reader can open them, and the agent must report the permission error (log and
 //!   metric) rather than silently read nothing. No `fsGroup` is set: it would not change
 //!   hostPath ownership and would chown the app's volumes.
+//! - **Pod annotations.** When the app honours the `prometheus.io/*` annotations
+//!   (`metrics.honorAnnotations`), a `downwardAPI` volume exposes the pod's
+//!   `metadata.annotations` as the file `annotations`, mounted read-only at
+//!   `/etc/vigil/podinfo` in the agent only. The kubelet rewrites it when the annotations change,
+//!   so a developer's `kubectl annotate` reaches the running agent without a restart. The agent
+//!   reads only the `prometheus.io/*` keys and never logs the other values.
 //! - **Fail open.** The ConfigMap and Secret volumes are `optional`, so a pod admitted before
 //!   the operator published them still starts; the agent retries until its config appears.
 //!   The buffer `emptyDir`'s `sizeLimit` is the configured buffer size plus headroom, because
@@ -50,16 +56,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, HostPathVolumeSource, KeyToPath, ObjectFieldSelector, Pod,
-    PodSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, DownwardAPIVolumeFile,
+    DownwardAPIVolumeSource, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    HostPathVolumeSource, KeyToPath, ObjectFieldSelector, Pod, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use vigil_crds::agent_config::{POD_ANNOTATIONS_FILE, POD_INFO_DIR};
 use vigil_crds::common::SECRETS_DIR;
 use vigil_crds::monitored_app::{parse_byte_quantity, MetricsPort, ReleaseSource};
 use vigil_crds::MonitoredApp;
@@ -124,6 +131,10 @@ pub struct AgentSidecar {
     /// the pod's container ports into `VIGIL_SCRAPE_PORT`, which the agent scrapes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrape_port_name: Option<String>,
+    /// Mount the pod's annotations (downward API) for the agent, which honours the
+    /// `prometheus.io/*` ones (`metrics.honorAnnotations`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pod_annotations: bool,
 }
 
 /// One Secret mounted under `/etc/vigil/secrets/<secret>`.
@@ -193,6 +204,7 @@ impl AgentSidecar {
                 Some(MetricsPort::Name(name)) => Some(name.clone()),
                 _ => None,
             },
+            pod_annotations: spec.metrics.as_ref().is_some_and(|m| m.honor_annotations),
         }
     }
 
@@ -396,6 +408,7 @@ struct VolumeNames {
     config: String,
     logs: String,
     buffer: String,
+    pod_info: String,
     /// Secret name → volume name.
     secrets: BTreeMap<String, String>,
 }
@@ -422,6 +435,7 @@ impl VolumeNames {
             config: pick("vigil-agent-config".into()),
             logs: pick("vigil-pod-logs".into()),
             buffer: pick("vigil-buffer".into()),
+            pod_info: pick("vigil-podinfo".into()),
             secrets: sidecar
                 .secrets
                 .iter()
@@ -531,6 +545,14 @@ fn agent_container(spec: &PodSpec, sidecar: &AgentSidecar, names: &VolumeNames) 
         mount_path: BUFFER_DIR.to_owned(),
         ..VolumeMount::default()
     });
+    if sidecar.pod_annotations {
+        mounts.push(VolumeMount {
+            name: names.pod_info.clone(),
+            mount_path: POD_INFO_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     for s in &sidecar.secrets {
         // `names.secrets` was built from this same list, so every secret has a volume name.
         let Some(volume) = names.secrets.get(&s.secret) else {
@@ -630,6 +652,23 @@ fn agent_volumes(sidecar: &AgentSidecar, names: &VolumeNames) -> Vec<Volume> {
         }),
         ..Volume::default()
     });
+    if sidecar.pod_annotations {
+        volumes.push(Volume {
+            name: names.pod_info.clone(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![DownwardAPIVolumeFile {
+                    path: POD_ANNOTATIONS_FILE.to_owned(),
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.annotations".to_owned(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..DownwardAPIVolumeFile::default()
+                }]),
+                ..DownwardAPIVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     for s in &sidecar.secrets {
         let Some(volume) = names.secrets.get(&s.secret) else {
             continue;

@@ -9,13 +9,20 @@
 //! batch. The latest page is also kept, re-rendered in the 0.0.4 text format, for the agent's
 //! own `/metrics` in pull setups ([`LatestScrape`]); a failed scrape empties it, so the app's
 //! series go stale there as they would in Prometheus.
+//!
+//! With `honorAnnotations`, the pod's `prometheus.io/scrape|port|path|scheme` annotations,
+//! read from the downward API file before every scrape, override the config for this pod;
+//! [`annotations`] documents the precedence. A pod annotated `prometheus.io/scrape: "false"`
+//! is not scraped and has no `up` series; its crash series are still sent.
 
+pub mod annotations;
 pub mod parse;
 pub mod render;
 
 #[cfg(test)]
 mod tests;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +37,7 @@ use crate::prompb::WriteRequest;
 use crate::router::Router;
 use crate::telemetry::{emit, InternalEvent};
 
+use annotations::{Endpoint, PodAnnotations, Scheme, POD_INFO_DIR};
 use parse::{Exposition, Format, ParseError};
 
 /// Component name in the agent's own telemetry.
@@ -162,6 +170,9 @@ pub struct Scraped {
 #[derive(Debug)]
 pub struct Scraper {
     client: reqwest::Client,
+    /// The endpoint the config names.
+    config_endpoint: Endpoint,
+    /// The URL scraped now, or the unresolved port name.
     url: Result<String, String>,
     timeout: Duration,
     accept: &'static str,
@@ -172,6 +183,7 @@ pub struct Scraper {
 impl Scraper {
     /// A scraper of `http://127.0.0.1:<port><path>`. An unresolvable port name is not an
     /// error here: every scrape then reports it (and `up` is 0), so the user sees it.
+    /// [`Scraper::aim`] points it elsewhere (the pod's annotations).
     pub fn new(
         config: &ScrapeConfig,
         identity: &Identity,
@@ -183,6 +195,10 @@ impl Scraper {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .no_proxy()
+            // Only used when the pod is annotated `prometheus.io/scheme: https`: the request
+            // stays on the pod's loopback, and the app's certificate names its Service, so
+            // there is no name to verify it against.
+            .tls_danger_accept_invalid_certs(true)
             .user_agent(concat!("vigil-agent/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
             .build()
@@ -192,12 +208,15 @@ impl Scraper {
         } else {
             format!("/{}", config.path)
         };
-        let url = resolve_port(&config.port, env)
-            .map(|port| format!("http://127.0.0.1:{port}{path}"))
-            .map_err(|_| config.port.clone());
+        let config_endpoint = Endpoint {
+            scheme: Scheme::Http,
+            port: resolve_port(&config.port, env).map_err(|_| config.port.clone()),
+            path,
+        };
         Ok(Scraper {
             client,
-            url,
+            url: config_endpoint.url(),
+            config_endpoint,
             timeout,
             accept: ACCEPT,
             identity: identity
@@ -218,6 +237,16 @@ impl Scraper {
     /// The URL scraped, when the port resolved.
     pub fn url(&self) -> Option<&str> {
         self.url.as_deref().ok()
+    }
+
+    /// The endpoint the config names (before any annotation override).
+    pub fn config_endpoint(&self) -> &Endpoint {
+        &self.config_endpoint
+    }
+
+    /// Scrapes `endpoint` from now on.
+    pub fn aim(&mut self, endpoint: &Endpoint) {
+        self.url = endpoint.url();
     }
 
     fn identity_labels(&self) -> Vec<(&str, &str)> {
@@ -321,16 +350,32 @@ impl Scraper {
         ] {
             timeseries.push(render::scrape_series(name, value, &identity, now_ms));
         }
-        let mut crash_series = Batch::Samples(crashes.samples(now_ms));
-        enrich::enrich_batch(&self.full_identity, &mut crash_series);
-        if let Batch::Samples(crash_series) = crash_series {
-            timeseries.extend(crash_series.timeseries);
-        }
+        timeseries.extend(self.crash_series(crashes, now_ms));
         Scraped {
             batch: Batch::Samples(WriteRequest { timeseries }),
             samples,
             bytes,
             error,
+        }
+    }
+
+    /// The crash series, labelled, without scraping: what is sent for a pod annotated
+    /// `prometheus.io/scrape: "false"`. Also empties `latest`, so the app's series go stale
+    /// on the agent's `/metrics`.
+    pub fn skip(&self, crashes: &CrashDetector, latest: &LatestScrape) -> Batch {
+        latest.replace(String::new());
+        let now_ms = unix_millis(SystemTime::now());
+        Batch::Samples(WriteRequest {
+            timeseries: self.crash_series(crashes, now_ms),
+        })
+    }
+
+    fn crash_series(&self, crashes: &CrashDetector, now_ms: i64) -> Vec<crate::prompb::TimeSeries> {
+        let mut crash_series = Batch::Samples(crashes.samples(now_ms));
+        enrich::enrich_batch(&self.full_identity, &mut crash_series);
+        match crash_series {
+            Batch::Samples(crash_series) => crash_series.timeseries,
+            _ => Vec::new(),
         }
     }
 
@@ -363,7 +408,7 @@ pub async fn run(
     router: Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let scraper = match Scraper::new(&config, &identity, |key| std::env::var(key).ok()) {
+    let mut scraper = match Scraper::new(&config, &identity, |key| std::env::var(key).ok()) {
         Ok(scraper) => scraper,
         Err(error) => {
             emit(InternalEvent::Error {
@@ -375,6 +420,13 @@ pub async fn run(
             return;
         }
     };
+    let mut pod_annotations = config.honor_annotations.then(|| {
+        PodAnnotations::new(Path::new(
+            config.pod_info_dir.as_deref().unwrap_or(POD_INFO_DIR),
+        ))
+    });
+    // What is scraped now: `None` while the pod is annotated `prometheus.io/scrape: "false"`.
+    let mut in_force = Some(scraper.config_endpoint().clone());
     let interval = Duration::from_secs_f64(config.interval.as_secs_f64().max(0.001));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -383,17 +435,57 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let scraped = tokio::select! {
-            scraped = scraper.scrape(&crashes, &latest) => scraped,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+        if let Some(pod_annotations) = pod_annotations.as_mut() {
+            let wanted = pod_annotations.read().apply(scraper.config_endpoint());
+            if wanted != in_force {
+                report_target(&wanted, scraper.config_endpoint(), pod_annotations.file());
+                if let Some(endpoint) = &wanted {
+                    scraper.aim(endpoint);
+                }
+                in_force = wanted;
+            }
+        }
+        let batch = if in_force.is_some() {
+            let scraped = tokio::select! {
+                scraped = scraper.scrape(&crashes, &latest) => scraped,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            report(&scraped);
+            scraped.batch
+        } else {
+            scraper.skip(&crashes, &latest)
         };
-        report(&scraped);
-        if let Err(error) = router.send(&scraped.batch).await {
+        if batch.item_count() == 0 {
+            continue;
+        }
+        if let Err(error) = router.send(&batch).await {
             emit(InternalEvent::Error {
                 component: COMPONENT,
                 error: "BufferWrite",
                 message: &error.to_string(),
             });
+        }
+    }
+}
+
+/// Logs, once per change, what the pod's annotations make the agent scrape.
+fn report_target(wanted: &Option<Endpoint>, config: &Endpoint, file: &Path) {
+    match wanted {
+        None => tracing::info!(
+            component = COMPONENT,
+            annotations = %file.display(),
+            "scraping stopped: the pod is annotated prometheus.io/scrape: \"false\""
+        ),
+        Some(endpoint) => {
+            let url = endpoint
+                .url()
+                .unwrap_or_else(|name| format!("port {name:?}"));
+            let source = if endpoint == config {
+                "the agent config"
+            } else {
+                "the agent config overridden by the pod's prometheus.io annotations"
+            };
+            tracing::info!(component = COMPONENT, url = %url, "scraping {url}: {source}");
         }
     }
 }

@@ -572,7 +572,9 @@ latency.observe(0.3)
 latency.observe(2)
 size = Summary('shop_payload_bytes', 'Payload size.')
 size.observe(512)
-server, thread = start_http_server(0, addr='127.0.0.1')
+# Optional arguments: a certificate and key file, to serve HTTPS.
+tls = dict(certfile=sys.argv[1], keyfile=sys.argv[2]) if len(sys.argv) > 2 else {}
+server, thread = start_http_server(0, addr='127.0.0.1', **tls)
 print(server.server_port, flush=True)
 while True:
     time.sleep(60)
@@ -586,6 +588,24 @@ struct PythonApp {
 
 impl PythonApp {
     fn start() -> PythonApp {
+        PythonApp::start_with(&[])
+    }
+
+    /// The app serving HTTPS with a self-signed certificate for its Service name (not for
+    /// `127.0.0.1`), as an app in a cluster would; the files live in `dir`.
+    fn start_tls(dir: &std::path::Path) -> PythonApp {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["checkout.shop.svc".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        PythonApp::start_with(&[cert_file.to_str().unwrap(), key_file.to_str().unwrap()])
+    }
+
+    fn start_with(args: &[&str]) -> PythonApp {
         use std::io::BufRead;
         assert!(
             std::path::Path::new(PYTHON).exists(),
@@ -593,6 +613,7 @@ impl PythonApp {
         );
         let mut child = std::process::Command::new(PYTHON)
             .args(["-c", APP])
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -629,6 +650,7 @@ fn scrape_config(port: u16) -> ScrapeConfig {
         interval: vigil_crds::common::Duration::parse("1s").unwrap(),
         timeout: vigil_crds::common::Duration::parse("10s").unwrap(),
         honor_annotations: false,
+        pod_info_dir: None,
     }
 }
 
@@ -850,6 +872,167 @@ async fn scrape_loop_delivers_to_the_buffer() {
     let batch = Batch::decode(&records[0].bytes).unwrap();
     check_app_series(&batch);
     check_latest_text(&latest);
+    stop.send(true).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(30), task)
+        .await
+        .expect("scrape loop did not stop")
+        .unwrap();
+}
+
+// ---- the pod's prometheus.io annotations ------------------------------------------------------
+
+/// `prometheus.io/scheme: https` (with the annotated port) scrapes an app that serves TLS with
+/// a certificate for its Service name: on the pod's loopback the certificate is not checked
+/// against a name, and the page arrives whole.
+#[tokio::test]
+async fn annotated_https_scheme_scrapes_a_tls_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = PythonApp::start_tls(dir.path());
+    let id = identity();
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut scraper = Scraper::new(&scrape_config(closed_port), &id, |_| None).unwrap();
+    let annotations = BTreeMap::from([
+        ("prometheus.io/port".to_owned(), app.port.to_string()),
+        ("prometheus.io/scheme".to_owned(), "https".to_owned()),
+    ]);
+    let endpoint = annotations::Overrides::from_annotations(&annotations)
+        .apply(scraper.config_endpoint())
+        .unwrap();
+    scraper.aim(&endpoint);
+    assert_eq!(
+        scraper.url(),
+        Some(format!("https://127.0.0.1:{}/metrics", app.port).as_str())
+    );
+    let latest = LatestScrape::default();
+    let scraped = scraper
+        .scrape(&CrashDetector::new(&id, None), &latest)
+        .await;
+    assert!(scraped.error.is_none(), "{:?}", scraped.error);
+    check_app_series(&scraped.batch);
+}
+
+/// The next batch in the buffer, acknowledged.
+async fn next_batch(reader: &mut crate::buffer::BufferReader) -> Batch {
+    let records = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        reader.next_batch(1, 64 << 20),
+    )
+    .await
+    .expect("no batch reached the buffer within 60 s")
+    .unwrap();
+    let batch = Batch::decode(&records[0].bytes).unwrap();
+    reader.ack(records[0].id).unwrap();
+    batch
+}
+
+/// The scrape loop reads the annotations file before each scrape: an annotated port takes
+/// over from the configured (closed) one at run time, and `prometheus.io/scrape: "false"`
+/// stops the scrape — no page series and no `up` in the batches, only crash series — until
+/// the annotation is gone.
+#[tokio::test]
+async fn scrape_loop_follows_the_annotations_file() {
+    use crate::batch::Signal;
+    use crate::router::Route;
+    use vigil_crds::monitored_app::WhenFull;
+
+    let app = PythonApp::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pod_info = dir.path().join("podinfo");
+    std::fs::create_dir(&pod_info).unwrap();
+    let annotations_file = pod_info.join(annotations::POD_ANNOTATIONS_FILE);
+    let (writer, mut reader) = crate::buffer::open(
+        &dir.path().join("buffer"),
+        64 << 20,
+        WhenFull::Block,
+        "sink_test",
+    )
+    .unwrap();
+    let router = Router::new(vec![Route {
+        sink: "sink_test",
+        signals: &[Signal::Samples],
+        writer,
+    }]);
+    let id = identity();
+    let crashes = Arc::new(CrashDetector::new(&id, None));
+    // A crash, so that the batches of a pod that is not scraped still carry its series.
+    let trace = "Traceback (most recent call last):\n  File \"/app/shop.py\", line 12, in pay\n    charge(order)\nZeroDivisionError: division by zero";
+    let mut event = crate::event::LogEvent::line("app", crate::event::Stream::Stderr, 1, trace);
+    event.lines = 4;
+    assert!(
+        crashes.observe(&mut event).is_some(),
+        "no crash found in the trace"
+    );
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut config = scrape_config(closed_port);
+    config.honor_annotations = true;
+    config.pod_info_dir = Some(pod_info.to_str().unwrap().to_owned());
+    let latest = Arc::new(LatestScrape::default());
+    let (stop, shutdown) = watch::channel(false);
+    let task = tokio::spawn(run(
+        config,
+        id.clone(),
+        crashes,
+        latest.clone(),
+        router,
+        shutdown,
+    ));
+
+    let up = |batch: &Batch| series_map(batch).0.get("up").copied();
+
+    // No file: the configured port, closed, so `up` is 0.
+    assert_eq!(up(&next_batch(&mut reader).await), Some(0.0));
+    std::fs::write(
+        &annotations_file,
+        format!("prometheus.io/port=\"{}\"", app.port),
+    )
+    .unwrap();
+    let mut batch = next_batch(&mut reader).await;
+    while up(&batch) == Some(0.0) {
+        batch = next_batch(&mut reader).await;
+    }
+    check_app_series(&batch);
+
+    std::fs::write(
+        &annotations_file,
+        format!(
+            "prometheus.io/port=\"{}\"\nprometheus.io/scrape=\"false\"",
+            app.port
+        ),
+    )
+    .unwrap();
+    let mut batch = next_batch(&mut reader).await;
+    while up(&batch).is_some() {
+        batch = next_batch(&mut reader).await;
+    }
+    for _ in 0..2 {
+        let (map, _) = series_map(&batch);
+        assert!(
+            map.keys().all(|k| k.starts_with("vigil_crash")),
+            "a pod annotated scrape=false sent {:?}",
+            map.keys()
+        );
+        assert!(!map.is_empty(), "the crash series must keep flowing");
+        assert!(latest.text.lock().unwrap().is_empty());
+        batch = next_batch(&mut reader).await;
+    }
+
+    std::fs::write(
+        &annotations_file,
+        format!("prometheus.io/port=\"{}\"", app.port),
+    )
+    .unwrap();
+    let mut batch = next_batch(&mut reader).await;
+    while up(&batch).is_none() {
+        batch = next_batch(&mut reader).await;
+    }
+    check_app_series(&batch);
+
     stop.send(true).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(30), task)
         .await

@@ -12,13 +12,15 @@ fn pod(yaml: &str) -> Pod {
     serde_yaml::from_str(yaml).unwrap()
 }
 
-/// An app using every injection feature: logs, traces, secrets, label versions.
+/// An app using every injection feature: logs, traces, secrets, label versions, metrics with
+/// the pod's `prometheus.io/*` annotations honoured (the default).
 const FULL_APP: &str = r#"
 apiVersion: vigil.dev/v1alpha1
 kind: MonitoredApp
 metadata: {name: checkout, namespace: shop}
 spec:
   selector: {matchLabels: {app: checkout}}
+  metrics: {port: 9102}
   logs: {format: json}
   exporters:
     otlp:
@@ -630,7 +632,149 @@ spec:
     let injected = inject(p.clone(), &AgentSidecar::for_app(&named, IMAGE));
     assert_eq!(env_of(&injected).as_deref(), Some("9102"));
 
-    let numbered = app(&FULL_APP.replace("logs: {format: json}", "metrics: {port: 9102}"));
+    let numbered = app(FULL_APP);
     let injected = inject(p, &AgentSidecar::for_app(&numbered, IMAGE));
     assert_eq!(env_of(&injected), None);
+}
+
+/// The agent container and nothing else mounts the pod's annotations.
+fn pod_info_mounts(pod: &Pod) -> Vec<(String, String, Option<bool>)> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    all_containers(spec)
+        .flat_map(|c| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .filter(|m| m.mount_path == POD_INFO_DIR)
+                .map(|m| (c.name.clone(), m.name.clone(), m.read_only))
+        })
+        .collect()
+}
+
+/// With `honorAnnotations` (the default when the app has `metrics`), the pod's annotations
+/// reach the agent through a downward API volume, read-only at the directory the agent reads
+/// by default; the volume exposes exactly `metadata.annotations` as `annotations`. Without
+/// metrics, or with honouring off, there is no such volume.
+#[test]
+fn pod_annotations_are_mounted_for_the_agent() {
+    let (_, p) = pods().into_iter().next().unwrap();
+    let honouring = AgentSidecar::for_app(&app(FULL_APP), IMAGE);
+    assert!(honouring.pod_annotations);
+    let injected = inject(p.clone(), &honouring);
+    assert_eq!(
+        pod_info_mounts(&injected),
+        [(
+            AGENT_CONTAINER.to_owned(),
+            "vigil-podinfo".to_owned(),
+            Some(true)
+        )]
+    );
+    let volume = injected
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find(|v| v.name == "vigil-podinfo"))
+        .expect("pod info volume");
+    let items = volume
+        .downward_api
+        .as_ref()
+        .and_then(|d| d.items.clone())
+        .expect("downward API items");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].path, POD_ANNOTATIONS_FILE);
+    assert_eq!(
+        items[0].field_ref.as_ref().map(|f| f.field_path.as_str()),
+        Some("metadata.annotations")
+    );
+    assert_eq!(
+        format!("{POD_INFO_DIR}/{POD_ANNOTATIONS_FILE}"),
+        "/etc/vigil/podinfo/annotations"
+    );
+
+    let off = app(&FULL_APP.replace("{port: 9102}", "{port: 9102, honorAnnotations: false}"));
+    for sidecar in [
+        AgentSidecar::for_app(&off, IMAGE),
+        AgentSidecar::for_app(&app(LEAN_APP), IMAGE),
+    ] {
+        assert!(!sidecar.pod_annotations);
+        let injected = inject(p.clone(), &sidecar);
+        assert!(pod_info_mounts(&injected).is_empty());
+        assert!(!volume_names(&injected)
+            .iter()
+            .any(|n| n.starts_with("vigil-podinfo")));
+    }
+}
+
+/// The pod-info volume keeps injection idempotent and reversible, also when the pod already
+/// has a volume of that name (ours takes a free one, theirs stays), and turning honouring off
+/// and re-injecting removes it.
+#[test]
+fn pod_info_volume_is_idempotent_and_reversible() {
+    let p = pod(r#"
+metadata:
+  name: checkout-2
+  namespace: shop
+  labels: {app: checkout}
+  annotations: {prometheus.io/port: "9102", prometheus.io/path: /stats}
+spec:
+  containers:
+  - name: app
+    image: shop/checkout:17.2
+    volumeMounts: [{name: vigil-podinfo, mountPath: /etc/podinfo}]
+  volumes:
+  - name: vigil-podinfo
+    downwardAPI:
+      items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]
+"#);
+    let sidecar = AgentSidecar::for_app(&app(FULL_APP), IMAGE);
+    let once = inject(p.clone(), &sidecar);
+    assert_eq!(inject(once.clone(), &sidecar), once);
+    assert_eq!(uninject(once.clone()), p);
+    assert_eq!(
+        pod_info_mounts(&once),
+        [(
+            AGENT_CONTAINER.to_owned(),
+            "vigil-podinfo-2".to_owned(),
+            Some(true)
+        )]
+    );
+    let names = volume_names(&once);
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("vigil-podinfo"))
+            .count(),
+        2,
+        "{names:?}"
+    );
+    let theirs = once
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find(|v| v.name == "vigil-podinfo"))
+        .unwrap();
+    assert_eq!(
+        theirs
+            .downward_api
+            .as_ref()
+            .and_then(|d| d.items.as_ref())
+            .unwrap()[0]
+            .path,
+        "labels"
+    );
+
+    let off = AgentSidecar::for_app(
+        &app(&FULL_APP.replace("{port: 9102}", "{port: 9102, honorAnnotations: false}")),
+        IMAGE,
+    );
+    let switched = inject(once, &off);
+    assert_eq!(switched, inject(p, &off));
+    assert!(pod_info_mounts(&switched).is_empty());
+    assert_ne!(
+        sidecar.spec_hash(),
+        off.spec_hash(),
+        "the change needs a restart"
+    );
 }
