@@ -29,8 +29,12 @@ const KUBERNETES_VERSIONS: [&str; 2] = ["1.26.0", "1.34.0"];
 const FOREIGN_KINDS: [&str; 3] = ["ServiceMonitor", "Certificate", "Issuer"];
 
 /// Non-default values: cert-manager with an existing ClusterIssuer, a ServiceMonitor, three
-/// replicas, custom images.
+/// replicas, custom images, reload URLs of a plain Prometheus and Alertmanager.
 const CUSTOM: &[&str] = &[
+    "--set",
+    "prometheus.reloadUrl=http://prometheus-server.monitoring:9090",
+    "--set",
+    "alertmanager.reloadUrl=http://alertmanager.monitoring:9093",
     "--set",
     "replicas=3",
     "--set",
@@ -361,6 +365,7 @@ fn rbac_is_least_privilege() {
             ("apps", "deployments"),
             ("apps", "replicasets"),
             ("apps", "statefulsets"),
+            ("apps", "controllerrevisions"),
             ("", "configmaps"),
             ("", "events"),
             ("events.k8s.io", "events"),
@@ -467,6 +472,12 @@ fn operator_flags_match_the_rendered_objects() {
     let args = args(&rendered);
     assert!(args.contains(&"--agent-image=ghcr.io/vigil-dev/vigil-agent:0.1.0".to_owned()));
     assert!(!args.contains(&"--no-native-sidecar".to_owned()));
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--prometheus-url") || a.starts_with("--alertmanager-url")),
+        "no reload URLs unless set: {args:?}"
+    );
 }
 
 /// Non-default values: cert-manager (Certificate for the Service's names, CA injection
@@ -490,6 +501,8 @@ fn non_default_values_render_valid_objects() {
         &"--agent-image=registry.example.com/platform/vigil-agent:0.1.0-rc.1".to_owned()
     ));
     assert!(args.contains(&"--no-native-sidecar".to_owned()));
+    assert!(args.contains(&"--prometheus-url=http://prometheus-server.monitoring:9090".to_owned()));
+    assert!(args.contains(&"--alertmanager-url=http://alertmanager.monitoring:9093".to_owned()));
     let CertSource::Directory(cert_dir) = parsed.cert_source() else {
         panic!("cert-manager mode reads mounted files");
     };
@@ -603,6 +616,7 @@ fn schema_rejects_bad_values() {
         ("webhook.timeoutSeconds=10", "timeoutSeconds"),
         ("agent.nativeSidecar=sometimes", "nativeSidecar"),
         ("extraArgs={run}", "extraArgs"),
+        ("prometheus.reloadUrl=https://prometheus:9090", "reloadUrl"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("serviceMonitor.enabled=yes", "enabled"),
         ("webhook.certManager.issuerRef.kind=Vault", "kind"),

@@ -92,9 +92,10 @@ pub struct MetricsSpec {
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
 
-    /// Honour the `prometheus.io/scrape`, `prometheus.io/port` and `prometheus.io/path` pod
-    /// annotations: a pod annotated `prometheus.io/scrape: "false"` is not scraped, and the
-    /// annotated port and path override the ones above. Default `true`.
+    /// Honour the `prometheus.io/scrape`, `prometheus.io/port`, `prometheus.io/path` and
+    /// `prometheus.io/scheme` pod annotations, in Prometheus and in the agent: a pod annotated
+    /// `prometheus.io/scrape: "false"` is not scraped, and the annotated port, path and scheme
+    /// override the ones above. Default `true`.
     #[serde(default = "default_true")]
     pub honor_annotations: bool,
 }

@@ -9,8 +9,8 @@
 //!   semantics (a `NotIn` or `DoesNotExist` also matches pods without the label). The port is
 //!   picked by name or number among the ports the pod declares (Prometheus' pod discovery only
 //!   sees declared ports). With `honorAnnotations`, `prometheus.io/scrape: "false"` drops the
-//!   pod, and `prometheus.io/port` / `prometheus.io/path` override port and path; an annotated
-//!   port need not be declared: every target of the pod is rewritten to `<pod IP>:<port>`, and
+//!   pod, `prometheus.io/port` / `prometheus.io/path` override port and path, and
+//!   `prometheus.io/scheme: https` switches the scheme; an annotated port need not be declared: every target of the pod is rewritten to `<pod IP>:<port>`, and
 //!   Prometheus merges the identical targets into one.
 //! - `vigil-agent/<ns>/<app>` scrapes the injected agent's admin port (container `vigil-agent`,
 //!   port `vigil-admin`) for the crash series. It honours the agent's labels: the agent knows
@@ -287,6 +287,15 @@ const ANNOTATION_SCRAPE: &str = "__meta_kubernetes_pod_annotation_prometheus_io_
 const ANNOTATION_PORT: &str = "__meta_kubernetes_pod_annotation_prometheus_io_port";
 const ANNOTATION_PORT_PRESENT: &str = "__meta_kubernetes_pod_annotationpresent_prometheus_io_port";
 const ANNOTATION_PATH: &str = "__meta_kubernetes_pod_annotation_prometheus_io_path";
+const ANNOTATION_SCHEME: &str = "__meta_kubernetes_pod_annotation_prometheus_io_scheme";
+
+/// `prometheus.io/path` and `prometheus.io/scheme` (`http` or `https`) of an annotated pod.
+fn path_and_scheme_relabels() -> [Relabel; 2] {
+    [
+        Relabel::replace(&[ANNOTATION_PATH], Some("(/.*)"), "__metrics_path__", None),
+        Relabel::replace(&[ANNOTATION_SCHEME], Some("(https?)"), "__scheme__", None),
+    ]
+}
 
 /// Relabel rules of the application job, in order.
 fn app_relabels(app: &MonitoredApp) -> Vec<Relabel> {
@@ -324,12 +333,7 @@ fn app_relabels(app: &MonitoredApp) -> Vec<Relabel> {
             "__address__",
             Some("[$1]:$2"),
         ));
-        rules.push(Relabel::replace(
-            &[ANNOTATION_PATH],
-            Some("(/.*)"),
-            "__metrics_path__",
-            None,
-        ));
+        rules.extend(path_and_scheme_relabels());
     } else {
         rules.push(port_relabel(&metrics.port));
     }
@@ -418,7 +422,7 @@ pub fn scrape_configs(inv: &Inventory) -> Vec<Value> {
 ///
 /// prometheus-operator adds `namespace`, `pod`, `container` and `job` itself and filters on
 /// the named port; Vigil adds `app` and `version`, a numeric port filter, and the
-/// `prometheus.io/scrape` and `prometheus.io/path` annotations. An annotated
+/// `prometheus.io/scrape`, `prometheus.io/path` and `prometheus.io/scheme` annotations. An annotated
 /// `prometheus.io/port` is not honoured here: the operator's own port filter runs first.
 pub fn pod_monitors(app: &MonitoredApp) -> Vec<Value> {
     let (ns, name) = (namespace_of(app), app.name_any());
@@ -440,12 +444,7 @@ pub fn pod_monitors(app: &MonitoredApp) -> Vec<Value> {
         let mut rules = Vec::new();
         if metrics.honor_annotations {
             rules.push(Relabel::drop(&[ANNOTATION_SCRAPE], "false"));
-            rules.push(Relabel::replace(
-                &[ANNOTATION_PATH],
-                Some("(/.*)"),
-                "__metrics_path__",
-                None,
-            ));
+            rules.extend(path_and_scheme_relabels());
         }
         let mut endpoint: BTreeMap<&str, Value> = BTreeMap::from([
             ("path", json!(metrics.path)),
@@ -726,6 +725,13 @@ matchExpressions:
         let target = run(pod(&annotated)).unwrap();
         assert_eq!(target["__address__"], "10.0.0.7:9102");
         assert_eq!(target["__metrics_path__"], "/custom");
+        assert!(!target.contains_key("__scheme__"));
+        let mut https = annotated.to_vec();
+        https.push((ANNOTATION_SCHEME, "https"));
+        assert_eq!(run(pod(&https)).unwrap()["__scheme__"], "https");
+        let mut bogus = annotated.to_vec();
+        bogus.push((ANNOTATION_SCHEME, "ftp"));
+        assert!(!run(pod(&bogus)).unwrap().contains_key("__scheme__"));
         let mut v6 = annotated.to_vec();
         v6.push(("__meta_kubernetes_pod_ip", "fd00::7"));
         assert_eq!(run(pod(&v6)).unwrap()["__address__"], "[fd00::7]:9102");
