@@ -1,7 +1,10 @@
 //! Reconcile benchmark: time to reconcile 1,000 `MonitoredApp`s (agent ConfigMap, PodMonitors,
 //! status with pod counts) against the in-memory API server, first when every child must be
 //! created, then in the steady state where every apply is a no-op; sequentially and with
-//! 16 reconciles in flight. Prints figures; asserts nothing.
+//! 16 reconciles in flight. A second case puts 1,000 `MonitoredApp`s and 1,000 `AlertPolicy`s
+//! into ONE namespace of a cluster without prometheus-operator, where every reconcile feeds the
+//! namespace's shared `vigil-prometheus` ConfigMap and the shared `alertmanager.yml` Secret.
+//! Prints figures; asserts nothing.
 //!
 //! The in-memory server answers from one lock over JSON objects, so the figures measure the
 //! operator's own work (rendering, request building, (de)serialisation) plus a cheap API, not
@@ -20,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
-use vigil_crds::MonitoredApp;
+use vigil_crds::{AlertPolicy, MonitoredApp};
 use vigil_operator::controllers::fake::FakeApiServer;
-use vigil_operator::controllers::{monitored_app, Context, Settings};
+use vigil_operator::controllers::{alert_policy, monitored_app, Context, Settings};
 
 const APPS: usize = 1_000;
 const NAMESPACES: usize = 50;
@@ -108,6 +111,120 @@ async fn pass(
     (started.elapsed(), durations)
 }
 
+/// The one namespace of the plain-Prometheus case.
+const SHARED_NAMESPACE: &str = "shop";
+
+/// An app of the plain-Prometheus case, in [`SHARED_NAMESPACE`].
+fn shared_app(i: usize) -> MonitoredApp {
+    let mut app = app(i);
+    app.metadata.namespace = Some(SHARED_NAMESPACE.to_owned());
+    app
+}
+
+/// A crash-rate policy on `app-{i}` with one receiver.
+fn policy(i: usize) -> AlertPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "AlertPolicy",
+        "metadata": {"name": format!("policy-{i}"), "namespace": SHARED_NAMESPACE},
+        "spec": {
+            "appRef": {"name": format!("app-{i}")},
+            "rules": [{
+                "name": "Crash",
+                "severity": "critical",
+                "audiences": ["engineering"],
+                "crashRate": {"threshold": 0, "window": "15m"}
+            }],
+            "audiences": [{
+                "audience": "engineering",
+                "receivers": [{"name": "oncall", "email": {"to": "oncall@shop.example"}}]
+            }]
+        }
+    }))
+    .expect("valid AlertPolicy")
+}
+
+/// Re-reads every app and policy of the shared namespace as a watch would deliver them.
+fn shared_objects(server: &FakeApiServer) -> (Vec<Arc<MonitoredApp>>, Vec<Arc<AlertPolicy>>) {
+    let apps = (0..APPS)
+        .map(|i| {
+            Arc::new(
+                server
+                    .fetch::<MonitoredApp>("monitoredapps", SHARED_NAMESPACE, &format!("app-{i}"))
+                    .expect("stored app"),
+            )
+        })
+        .collect();
+    let policies = (0..APPS)
+        .map(|i| {
+            Arc::new(
+                server
+                    .fetch::<AlertPolicy>("alertpolicies", SHARED_NAMESPACE, &format!("policy-{i}"))
+                    .expect("stored policy"),
+            )
+        })
+        .collect();
+    (apps, policies)
+}
+
+/// Reconciles every app, then every policy, with `concurrency` in flight; returns the wall time
+/// and each reconcile's duration.
+async fn shared_pass(
+    (apps, policies): &(Vec<Arc<MonitoredApp>>, Vec<Arc<AlertPolicy>>),
+    ctx: &Arc<Context>,
+    concurrency: usize,
+) -> (Duration, Vec<Duration>) {
+    let started = Instant::now();
+    let (_, mut durations) = pass(apps, ctx, concurrency).await;
+    let policy_durations: Vec<Duration> = futures::stream::iter(policies.iter().cloned())
+        .map(|policy| {
+            let ctx = ctx.clone();
+            async move {
+                let t = Instant::now();
+                alert_policy::reconcile(policy, ctx)
+                    .await
+                    .expect("reconcile succeeds");
+                t.elapsed()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    durations.extend(policy_durations);
+    durations.sort();
+    (started.elapsed(), durations)
+}
+
+/// 1,000 apps and 1,000 policies in one namespace without prometheus-operator.
+async fn plain_prometheus_case() {
+    println!(
+        "reconcile {APPS} MonitoredApps + {APPS} AlertPolicies in ONE namespace without prometheus-operator (shared ConfigMap and Secret)"
+    );
+    let server = FakeApiServer::new().without_group("monitoring.coreos.com");
+    for i in 0..APPS {
+        server.create(&shared_app(i));
+        server.create(&policy(i));
+    }
+    let ctx = server.context(Settings::default());
+    let concurrency = 16;
+    report(
+        &format!("create children, {concurrency} in flight"),
+        shared_pass(&shared_objects(&server), &ctx, concurrency).await,
+    );
+    report(
+        &format!("steady state (no-op), {concurrency} in flight"),
+        shared_pass(&shared_objects(&server), &ctx, concurrency).await,
+    );
+    let shared = server
+        .get("configmaps", SHARED_NAMESPACE, "vigil-prometheus")
+        .expect("shared ConfigMap");
+    println!(
+        "shared ConfigMap: {} files; API requests: {}",
+        shared["data"].as_object().map_or(0, |d| d.len()),
+        server.requests().len()
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -115,7 +232,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn report(label: &str, (wall, durations): (Duration, Vec<Duration>)) {
     println!(
-        "{label:<44} total {:>8.1} ms  per app {:>7.1} µs  p50 {:>7.1} µs  p99 {:>8.1} µs",
+        "{label:<44} total {:>8.1} ms  per reconcile {:>7.1} µs  p50 {:>7.1} µs  p99 {:>8.1} µs",
         wall.as_secs_f64() * 1e3,
         wall.as_secs_f64() * 1e6 / durations.len() as f64,
         percentile(&durations, 0.50).as_secs_f64() * 1e6,
@@ -147,6 +264,7 @@ fn main() {
                 pass(&apps, &ctx, concurrency).await,
             );
         }
+        plain_prometheus_case().await;
     });
 }
 

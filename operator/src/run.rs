@@ -177,7 +177,8 @@ pub async fn run_with(
     let app_stream = kube::runtime::reflector(
         apps_writer,
         kube::runtime::watcher(apps_api, kube::runtime::watcher::Config::default())
-            .default_backoff(),
+            .default_backoff()
+            .modify(controllers::drop_managed_fields),
     );
     let mut stop_reflector = shutdown.clone();
     tokio::spawn(async move {

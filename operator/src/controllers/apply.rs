@@ -124,7 +124,8 @@ pub async fn apply(
 }
 
 /// Deletes the children of kind `resource` in `namespace` that match `selector` and are not
-/// named in `keep`; returns the names deleted.
+/// named in `keep`; returns the names deleted. A kind the API server does not serve (its CRD
+/// is gone) has no children to delete.
 pub async fn prune(
     client: &Client,
     owner: &str,
@@ -139,10 +140,14 @@ pub async fn prune(
         child: resource.kind.clone(),
         source,
     };
-    let existing = api
+    let existing = match api
         .list_metadata(&ListParams::default().labels(selector))
         .await
-        .map_err(error)?;
+    {
+        Ok(existing) => existing,
+        Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(error(e)),
+    };
     let mut deleted = Vec::new();
     for object in existing.items {
         let name = object.name_any();
@@ -169,7 +174,8 @@ pub struct Outcome {
 
 /// Applies every child of `owner`, then prunes, for each kind in `kinds`, the children with the
 /// owner's labels that were not just applied. `kinds` lists every kind the owner can produce
-/// and the cluster serves, so a child kind that stops being desired is cleaned up too.
+/// and the cluster serves (plus, right after the optional APIs changed, the kinds it no longer
+/// serves), so a child kind that stops being desired is cleaned up too.
 pub async fn apply_and_prune<K>(
     client: &Client,
     owner: &K,

@@ -1,17 +1,18 @@
 //! Status plumbing shared by every controller: building conditions (whose
-//! `lastTransitionTime` only moves when the status flips), merging them into what the object
-//! already shows, and writing the status subresource with a merge patch.
+//! `lastTransitionTime` only moves when the status flips), the condition set of a resource
+//! whose outputs were applied, merging them into what the object already shows, and writing
+//! the status subresource with a merge patch (plus the `Applied` Event of a new generation).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::runtime::events::EventType;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::apply::{describe, FIELD_MANAGER};
+use super::apply::{describe, Outcome, FIELD_MANAGER};
 use super::error::StatusError;
+use super::{report, Context, Error, VigilResource};
 
 /// Condition type every resource has: the resource's outputs are applied and current.
 pub const READY: &str = "Ready";
@@ -33,6 +34,49 @@ pub fn condition(
         observed_generation: generation,
         last_transition_time: Time(now),
     }
+}
+
+/// One kind-specific condition of a resource whose outputs were applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    /// Condition type, such as `RulesApplied`.
+    pub type_: &'static str,
+    /// Whether it holds.
+    pub ok: bool,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// One sentence for the user.
+    pub message: String,
+}
+
+impl Check {
+    /// A condition that holds, with its type as reason (such as `RulesApplied`).
+    pub fn passed(type_: &'static str, message: String) -> Check {
+        Check {
+            type_,
+            ok: true,
+            reason: type_,
+            message,
+        }
+    }
+}
+
+/// The conditions of a resource whose outputs were applied at `generation`: `Ready=True`
+/// (reason `Applied`) saying what was applied, then `checks`.
+pub fn applied(
+    generation: Option<i64>,
+    now: Timestamp,
+    ready_message: String,
+    checks: Vec<Check>,
+) -> Vec<Condition> {
+    let ready = condition(READY, true, "Applied", ready_message, generation, now);
+    std::iter::once(ready)
+        .chain(
+            checks
+                .into_iter()
+                .map(|c| condition(c.type_, c.ok, c.reason, c.message, generation, now)),
+        )
+        .collect()
 }
 
 /// `existing` with every condition of `updates` replacing the one of the same type. A condition
@@ -82,12 +126,7 @@ pub async fn patch_status<K>(
     status: Value,
 ) -> Result<(), StatusError>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + ResourceExt
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
+    K: VigilResource,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
     api.patch_status(
@@ -101,4 +140,34 @@ where
         object: describe(object),
         source,
     })
+}
+
+/// Writes `status` (the resource's new status) when it differs from `previous`, and publishes
+/// an `Applied` Event (`summary` of what was produced, then the children applied and pruned)
+/// when the status records a new generation. Returns whether the status changed.
+pub async fn publish<K, S>(
+    ctx: &Context,
+    object: &K,
+    previous: &S,
+    status: &S,
+    summary: &str,
+    outcome: &Outcome,
+) -> Result<bool, Error>
+where
+    K: VigilResource,
+    S: Serialize + PartialEq,
+{
+    if status == previous {
+        return Ok(false);
+    }
+    let generation = |s: &Value| s.get("observedGeneration").and_then(Value::as_i64);
+    let before = serde_json::to_value(previous).unwrap_or_default();
+    let json = serde_json::to_value(status).unwrap_or_default();
+    let new_generation = generation(&before) != generation(&json);
+    patch_status(&ctx.client, object, json).await?;
+    if new_generation {
+        let note = report::applied_note(summary, outcome);
+        report::event(ctx, object, EventType::Normal, "Applied", note).await;
+    }
+    Ok(true)
 }

@@ -18,25 +18,29 @@ pub mod dashboard_view;
 pub mod discovery;
 pub mod error;
 pub mod fake;
+#[cfg(test)]
+pub mod fixtures;
 pub mod metrics;
 pub mod monitored_app;
 pub mod reload;
 pub mod report;
 pub mod slo;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, PartialObjectMeta, SelectorExt};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -90,6 +94,27 @@ impl Default for Settings {
     }
 }
 
+/// A Vigil resource as the controllers handle it: namespaced, typed, readable and writable.
+pub trait VigilResource:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + ResourceExt
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+{
+}
+
+impl<K> VigilResource for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + ResourceExt
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug
+{
+}
+
 /// Everything a reconcile needs, shared by all controllers.
 pub struct Context {
     /// The API client.
@@ -104,6 +129,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Reloads a plain Prometheus and Alertmanager after shared outputs change.
     pub reloader: Reloader,
+    /// Every resource's part of the shared outputs of a plain Prometheus and Alertmanager.
+    pub shared: aggregate::SharedOutputs,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -131,6 +158,7 @@ impl Context {
             metrics,
             recorder,
             reloader,
+            shared: aggregate::SharedOutputs::default(),
             locks: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
@@ -176,12 +204,7 @@ impl Context {
         steps: F,
     ) -> Result<Action, Error>
     where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + ResourceExt
-            + Clone
-            + DeserializeOwned
-            + Serialize
-            + std::fmt::Debug,
+        K: VigilResource,
         F: Future<Output = Result<Action, Error>>,
     {
         let started = Instant::now();
@@ -255,7 +278,7 @@ where
     }
 }
 
-fn scoped_dynamic(ctx: &Context, resource: &ApiResource) -> Api<DynamicObject> {
+fn scoped_dynamic(ctx: &Context, resource: &ApiResource) -> Api<PartialObjectMeta<DynamicObject>> {
     match &ctx.settings.namespace {
         Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, resource),
         None => Api::all_with(ctx.client.clone(), resource),
@@ -264,6 +287,68 @@ fn scoped_dynamic(ctx: &Context, resource: &ApiResource) -> Api<DynamicObject> {
 
 /// Label selector of every child the operator writes.
 const CHILD_SELECTOR: &str = "app.kubernetes.io/managed-by=vigil";
+
+/// Drops `metadata.managedFields` from an object a watch delivers. The controllers never read
+/// them (server-side apply tracks field ownership on the API server, from the applied objects
+/// alone), and they are often the larger part of an object kept in a reflector store.
+pub fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+}
+
+/// A watch of `api`, reflected into the returned store (without managed fields), yielding the
+/// objects applied: the trigger of a controller for `K`.
+pub fn reflected<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .modify(drop_managed_fields)
+        .reflect(writer)
+        .applied_objects();
+    (store, stream)
+}
+
+/// A metadata-only watch of owned children (without managed fields).
+fn owned_metadata<K>(
+    api: Api<PartialObjectMeta<K>>,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    PartialObjectMeta<K>: Resource + DeserializeOwned + Clone,
+{
+    watcher(api, watcher::Config::default().labels(CHILD_SELECTOR))
+        .modify(drop_managed_fields)
+        .touched_objects()
+}
+
+/// A watch of related objects that trigger reconciles (without managed fields).
+fn related<K>(api: Api<K>) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .modify(drop_managed_fields)
+        .touched_objects()
+}
+
+/// A controller for `K`'s objects in scope.
+fn controller<K: VigilResource + Send + Sync + 'static>(ctx: &Context) -> Controller<K> {
+    let (store, trigger) = reflected(scoped::<K>(ctx), watcher::Config::default());
+    Controller::for_stream(trigger, store)
+}
 
 /// Adds an owned child kind served by an optional API.
 fn owns_optional<K>(
@@ -285,16 +370,12 @@ where
         return controller;
     }
     let api = scoped_dynamic(ctx, &resource);
-    controller.owns_with(
-        api,
-        resource,
-        watcher::Config::default().labels(CHILD_SELECTOR),
-    )
+    controller.owns_stream_with(owned_metadata(api), resource)
 }
 
 /// Objects in the same namespace whose `appRef`/`apps` name the changed `MonitoredApp`.
 fn referring<K, F>(
-    store: kube::runtime::reflector::Store<K>,
+    store: Store<K>,
     refers: F,
 ) -> impl Fn(MonitoredApp) -> Vec<ObjectRef<K>> + Send + Sync + 'static
 where
@@ -314,50 +395,46 @@ where
 
 /// Runs the four controllers until `shutdown` completes (then lets in-flight reconciles
 /// finish). `apis` is the discovery answer the watches are built for: the caller restarts the
-/// controllers when it changes, so children of newly installed CRDs are watched too.
+/// controllers when it changes, so children of newly installed CRDs are watched too. Every
+/// watch drops managed fields; the parts of the shared outputs are read again.
 pub async fn run(
     ctx: Arc<Context>,
     apis: OptionalApis,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    ctx.shared.reset();
     let shutdown = shutdown.boxed().shared();
     let config = controller::Config::default().debounce(Duration::from_secs(1));
-    let owned = || watcher::Config::default().labels(CHILD_SELECTOR);
 
     // MonitoredApp: agent ConfigMap, PodMonitors; pods feed the status counts.
-    let apps = Controller::new(scoped::<MonitoredApp>(&ctx), watcher::Config::default())
+    let apps = controller::<MonitoredApp>(&ctx)
         .with_config(config.clone())
-        .owns(scoped::<ConfigMap>(&ctx), owned());
+        .owns_stream(owned_metadata(scoped::<PartialObjectMeta<ConfigMap>>(&ctx)));
     let apps = owns_optional(apps, &ctx, apis.pod_monitor, discovery::pod_monitor());
     let app_store = apps.store();
     // Metadata only: pod labels and annotations are all the counts need.
     let pods: Api<PartialObjectMeta<Pod>> = scoped(&ctx);
     let apps = apps
-        .watches(
-            pods,
-            watcher::Config::default(),
-            move |pod: PartialObjectMeta<Pod>| {
-                let labels = pod.labels().clone();
-                let ns = pod.namespace();
-                app_store
-                    .state()
-                    .into_iter()
-                    .filter(|app| app.namespace() == ns)
-                    .filter(|app| {
-                        kube::core::Selector::try_from(app.spec.selector.clone())
-                            .is_ok_and(|s| s.matches(&labels))
-                    })
-                    .map(|app| ObjectRef::from_obj(app.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(related(pods), move |pod: PartialObjectMeta<Pod>| {
+            let labels = pod.labels().clone();
+            let ns = pod.namespace();
+            app_store
+                .state()
+                .into_iter()
+                .filter(|app| app.namespace() == ns)
+                .filter(|app| {
+                    kube::core::Selector::try_from(app.spec.selector.clone())
+                        .is_ok_and(|s| s.matches(&labels))
+                })
+                .map(|app| ObjectRef::from_obj(app.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown.clone())
         .run(monitored_app::reconcile, error_policy, ctx.clone())
         .for_each(log_result);
 
     // AlertPolicy: PrometheusRule, AlertmanagerConfig; re-run when its app changes.
-    let policies = Controller::new(scoped::<AlertPolicy>(&ctx), watcher::Config::default())
-        .with_config(config.clone());
+    let policies = controller::<AlertPolicy>(&ctx).with_config(config.clone());
     let policies = owns_optional(
         policies,
         &ctx,
@@ -374,19 +451,15 @@ pub async fn run(
         p.spec.app_ref.name == app
     });
     let policies = policies
-        .watches(
-            scoped::<MonitoredApp>(&ctx),
-            watcher::Config::default(),
-            mapper,
-        )
+        .watches_stream(related(scoped::<MonitoredApp>(&ctx)), mapper)
         .graceful_shutdown_on(shutdown.clone())
         .run(alert_policy::reconcile, error_policy, ctx.clone())
         .for_each(log_result);
 
     // SLO: PrometheusRule, dashboard ConfigMap, GrafanaDashboard.
-    let slos = Controller::new(scoped::<Slo>(&ctx), watcher::Config::default())
+    let slos = controller::<Slo>(&ctx)
         .with_config(config.clone())
-        .owns(scoped::<ConfigMap>(&ctx), owned());
+        .owns_stream(owned_metadata(scoped::<PartialObjectMeta<ConfigMap>>(&ctx)));
     let slos = owns_optional(
         slos,
         &ctx,
@@ -401,19 +474,15 @@ pub async fn run(
     );
     let mapper = referring(slos.store(), |s: &Slo, app| s.spec.app_ref.name == app);
     let slos = slos
-        .watches(
-            scoped::<MonitoredApp>(&ctx),
-            watcher::Config::default(),
-            mapper,
-        )
+        .watches_stream(related(scoped::<MonitoredApp>(&ctx)), mapper)
         .graceful_shutdown_on(shutdown.clone())
         .run(slo::reconcile, error_policy, ctx.clone())
         .for_each(log_result);
 
     // DashboardView: dashboard ConfigMap, GrafanaDashboard.
-    let views = Controller::new(scoped::<DashboardView>(&ctx), watcher::Config::default())
+    let views = controller::<DashboardView>(&ctx)
         .with_config(config)
-        .owns(scoped::<ConfigMap>(&ctx), owned());
+        .owns_stream(owned_metadata(scoped::<PartialObjectMeta<ConfigMap>>(&ctx)));
     let views = owns_optional(
         views,
         &ctx,
@@ -424,11 +493,7 @@ pub async fn run(
         v.spec.apps.iter().any(|a| a == app)
     });
     let views = views
-        .watches(
-            scoped::<MonitoredApp>(&ctx),
-            watcher::Config::default(),
-            mapper,
-        )
+        .watches_stream(related(scoped::<MonitoredApp>(&ctx)), mapper)
         .graceful_shutdown_on(shutdown)
         .run(dashboard_view::reconcile, error_policy, ctx.clone())
         .for_each(log_result);

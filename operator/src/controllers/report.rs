@@ -5,13 +5,11 @@
 
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use kube::Resource;
 
 use super::apply::Outcome;
 use super::conditions::{self, READY};
-use super::{Context, Error};
+use super::{Context, Error, VigilResource};
 
 /// Largest Event note the API server accepts.
 const MAX_NOTE: usize = 1024;
@@ -47,12 +45,7 @@ where
 /// `kubectl get` shows the verdict is about the current spec.
 pub async fn failure<K>(ctx: &Context, object: &K, error: &Error)
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + ResourceExt
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
+    K: VigilResource,
 {
     let message = error.user_message();
     let generation = object.meta().generation;

@@ -1,13 +1,15 @@
 //! What an `AlertPolicy` should produce, from the pure renderers: a `PrometheusRule` and an
-//! `AlertmanagerConfig` when prometheus-operator serves them. (Otherwise its rule file and
-//! routes go into the shared outputs; see `aggregate`.)
+//! `AlertmanagerConfig` when prometheus-operator serves them; otherwise its rule file and
+//! routes, its parts of the shared outputs (see `aggregate`).
 
+use kube::ResourceExt;
 use serde_json::Value;
 use vigil_crds::{AlertPolicy, MonitoredApp};
 
+use crate::controllers::aggregate::{self, Contribution, PrometheusPart, Routes};
 use crate::controllers::OptionalApis;
 use crate::render::rules::Rule;
-use crate::render::{alertmanager, alerts, Inventory};
+use crate::render::{alertmanager, alerts, namespace_of, Inventory};
 
 /// The children of one policy, one field per child kind.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +18,12 @@ pub struct Desired {
     pub prometheus_rule: Option<Value>,
     /// `vigil-<policy>`, when `AlertmanagerConfig` is served.
     pub alertmanager_config: Option<Value>,
+    /// The policy's file in the namespace's shared ConfigMap; none when `PrometheusRule` is
+    /// served.
+    pub rule_file: PrometheusPart,
+    /// The policy's routes in the shared `alertmanager.yml`; none when `AlertmanagerConfig` is
+    /// served.
+    pub routes: Routes,
 }
 
 /// What the policy renders to, for the status.
@@ -28,7 +36,11 @@ pub struct Summary {
 }
 
 /// Renders the children of `policy` on `app`.
-pub fn children(policy: &AlertPolicy, app: &MonitoredApp, apis: OptionalApis) -> Desired {
+pub fn children(
+    policy: &AlertPolicy,
+    app: &MonitoredApp,
+    apis: OptionalApis,
+) -> Result<Desired, serde_yaml::Error> {
     let prometheus_rule = apis
         .prometheus_rule
         .then(|| alerts::prometheus_rule(policy, &alerts::alert_rules(policy, app)));
@@ -43,9 +55,26 @@ pub fn children(policy: &AlertPolicy, app: &MonitoredApp, apis: OptionalApis) ->
     } else {
         None
     };
-    Desired {
+    Ok(Desired {
         prometheus_rule,
         alertmanager_config,
+        rule_file: aggregate::policy_rules_part(policy, app, apis)?,
+        routes: aggregate::routes_part(policy, apis),
+    })
+}
+
+/// The policy's parts of the shared outputs, all empty: what is withdrawn when it goes.
+pub fn withdrawn(policy: &AlertPolicy) -> Contribution {
+    Contribution {
+        prometheus: Some(PrometheusPart::RuleFile {
+            key: aggregate::policy_rules_key(&policy.name_any()),
+            yaml: None,
+        }),
+        routes: Some(Routes {
+            namespace: namespace_of(policy),
+            name: policy.name_any(),
+            spec: None,
+        }),
     }
 }
 

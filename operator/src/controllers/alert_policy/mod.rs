@@ -35,23 +35,21 @@ async fn steps(policy: &AlertPolicy, ctx: &Context) -> Result<Action, Error> {
     let owner = describe(policy);
     let apis = ctx.optional_apis(&owner).await?;
     if policy.meta().deletion_timestamp.is_some() {
-        return aggregate::leave(ctx, policy, FEEDS).await;
+        return aggregate::leave(ctx, policy, desired::withdrawn(policy)).await;
     }
     let app_name = &policy.spec.app_ref.name;
     let app = referenced_app(ctx, &namespace_of(policy), app_name, &owner).await?; // observe
-    let app = validate::check(policy, app)?; // pure
-    let desired = desired::children(policy, &app, apis); // pure
-    aggregate::join(ctx, policy, shares(apis)).await?;
-    let applied = apply::children(policy, desired, apis, ctx).await?; // write
+    let app = match validate::check(policy, app) {
+        Ok(app) => app, // pure
+        Err(e) => return aggregate::reject(ctx, policy, desired::withdrawn(policy), e).await,
+    };
+    let desired = desired::children(policy, &app, apis) // pure
+        .map_err(|e| aggregate::encode_error(&owner, &namespace_of(policy), e))?;
+    let switched = aggregate::join(ctx, policy, shares(apis)).await?;
+    let applied = apply::children(policy, desired, apis, switched, ctx).await?; // write
     status::publish(policy, &app, apis, &applied, ctx).await?; // write status
     Ok(Action::requeue(ctx.settings.resync))
 }
-
-/// The shared outputs a policy can feed: rule files and `alertmanager.yml`.
-const FEEDS: Shares = Shares {
-    prometheus: true,
-    alertmanager: true,
-};
 
 /// The shared outputs a policy feeds under `apis`.
 fn shares(apis: OptionalApis) -> Shares {

@@ -3,16 +3,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use vigil_crds::alert_policy::AlertPolicyStatus;
 use vigil_crds::{AlertPolicy, MonitoredApp};
 
 use super::desired::{summary, Summary};
-use crate::controllers::aggregate::{policy_rules_key, ALERTMANAGER_SECRET, PROMETHEUS_CONFIG_MAP};
+use crate::controllers::aggregate::{policy_rules_key, rules_location, ALERTMANAGER_SECRET};
 use crate::controllers::apply::Outcome;
-use crate::controllers::conditions::{self, condition, READY};
-use crate::controllers::{report, Context, Error, OptionalApis, Settings};
+use crate::controllers::conditions::{self, Check};
+use crate::controllers::{Context, Error, OptionalApis, Settings};
 use crate::render::alertmanager::alertmanager_config_name;
 
 /// The conditions of a policy whose outputs were applied.
@@ -23,16 +22,8 @@ pub fn policy_conditions(
     settings: &Settings,
     now: Timestamp,
 ) -> Vec<Condition> {
-    let generation = policy.metadata.generation;
     let name = policy.name_any();
-    let rules_where = if apis.prometheus_rule {
-        format!("PrometheusRule vigil-{name}")
-    } else {
-        format!(
-            "ConfigMap {PROMETHEUS_CONFIG_MAP}, file {}",
-            policy_rules_key(&name)
-        )
-    };
+    let rules_where = rules_location(apis, &format!("vigil-{name}"), &policy_rules_key(&name));
     let routes_where = if apis.alertmanager_config {
         format!("AlertmanagerConfig {}", alertmanager_config_name(&name))
     } else {
@@ -41,38 +32,27 @@ pub fn policy_conditions(
             settings.alertmanager_namespace
         )
     };
-    vec![
-        condition(
-            READY,
-            true,
-            "Applied",
-            format!(
-                "{} alerting rules and routes to {} receivers are applied",
-                summary.rules, summary.receivers
+    conditions::applied(
+        policy.metadata.generation,
+        now,
+        format!(
+            "{} alerting rules and routes to {} receivers are applied",
+            summary.rules, summary.receivers
+        ),
+        vec![
+            Check::passed(
+                "RulesApplied",
+                format!("{} alerting rules are in {rules_where}", summary.rules),
             ),
-            generation,
-            now,
-        ),
-        condition(
-            "RulesApplied",
-            true,
-            "RulesApplied",
-            format!("{} alerting rules are in {rules_where}", summary.rules),
-            generation,
-            now,
-        ),
-        condition(
-            "RoutesApplied",
-            true,
-            "RoutesApplied",
-            format!(
-                "routes to {} receivers are in {routes_where}",
-                summary.receivers
+            Check::passed(
+                "RoutesApplied",
+                format!(
+                    "routes to {} receivers are in {routes_where}",
+                    summary.receivers
+                ),
             ),
-            generation,
-            now,
-        ),
-    ]
+        ],
+    )
 }
 
 /// Writes the status and publishes an Event when a new generation was applied.
@@ -94,20 +74,10 @@ pub async fn publish(
         rules: summary.rules,
         receivers: summary.receivers,
     };
-    if status == previous {
-        return Ok(());
-    }
-    let json = serde_json::to_value(&status).unwrap_or_default();
-    conditions::patch_status(&ctx.client, policy, json).await?;
-    if previous.observed_generation != policy.metadata.generation {
-        let note = report::applied_note(
-            &format!(
-                "{} alerting rules, {} receivers",
-                summary.rules, summary.receivers
-            ),
-            outcome,
-        );
-        report::event(ctx, policy, EventType::Normal, "Applied", note).await;
-    }
+    let produced = format!(
+        "{} alerting rules, {} receivers",
+        summary.rules, summary.receivers
+    );
+    conditions::publish(ctx, policy, &previous, &status, &produced, outcome).await?;
     Ok(())
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use vigil_crds::{AlertPolicy, MonitoredApp};
 
@@ -15,59 +14,23 @@ use crate::controllers::aggregate::{
     policy_rules_key, ALERTMANAGER_KEY, ALERTMANAGER_SECRET, FINALIZER, PROMETHEUS_CONFIG_MAP,
 };
 use crate::controllers::fake::FakeApiServer;
+use crate::controllers::fixtures::{self, condition, create, one_request, APP, NAMESPACE, POLICY};
 use crate::controllers::{error_policy, Reloader, Settings};
 
-const APP: &str = r#"
-apiVersion: vigil.dev/v1alpha1
-kind: MonitoredApp
-metadata: {name: checkout, namespace: shop}
-spec:
-  selector: {matchLabels: {app: checkout}}
-"#;
-
-const POLICY: &str = r#"
-apiVersion: vigil.dev/v1alpha1
-kind: AlertPolicy
-metadata: {name: crashes, namespace: shop}
-spec:
-  appRef: {name: checkout}
-  rules:
-    - name: CheckoutCrash
-      severity: critical
-      audiences: [engineering]
-      crashRate: {threshold: 0, window: 15m}
-  audiences:
-    - audience: engineering
-      receivers:
-        - name: oncall
-          email: {to: oncall@shop.example}
-        - name: team
-          email: {to: team@shop.example}
-"#;
-
 fn create_app(server: &FakeApiServer) {
-    server.create(&serde_yaml::from_str::<MonitoredApp>(APP).unwrap());
+    create::<MonitoredApp>(server, APP);
 }
 
 fn create_policy(server: &FakeApiServer, yaml: &str) -> Arc<AlertPolicy> {
-    server.create(&serde_yaml::from_str::<AlertPolicy>(yaml).unwrap());
-    stored(server)
+    create(server, yaml)
 }
 
 fn stored(server: &FakeApiServer) -> Arc<AlertPolicy> {
-    Arc::new(server.fetch("alertpolicies", "shop", "crashes").unwrap())
+    fixtures::stored(server, "crashes", NAMESPACE)
 }
 
 fn stored_json(server: &FakeApiServer) -> Value {
-    server.get("alertpolicies", "shop", "crashes").unwrap()
-}
-
-fn condition(object: &Value, type_: &str) -> Value {
-    object["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == type_))
-        .cloned()
-        .unwrap_or_else(|| panic!("no {type_} condition in {object:#}"))
+    server.get("alertpolicies", NAMESPACE, "crashes").unwrap()
 }
 
 fn settings() -> Settings {
@@ -176,29 +139,6 @@ async fn invalid_escalation_is_reported_with_its_field() {
         .unwrap()
         .starts_with("spec.escalation[0].receiver: no receiver named \"nobody\""));
     assert!(server.list("prometheusrules", "shop").is_empty());
-}
-
-/// Accepts one HTTP request and returns its request line.
-async fn one_request(listener: TcpListener) -> String {
-    let (mut socket, _) = listener.accept().await.unwrap();
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = socket.read(&mut chunk).await.unwrap();
-        if n == 0 {
-            break;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-    socket
-        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&buffer)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn alertmanager_yml(server: &FakeApiServer) -> String {

@@ -3,14 +3,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::events::EventType;
 use vigil_crds::dashboard_view::DashboardViewStatus;
 use vigil_crds::DashboardView;
 
 use super::desired::{summary, Summary};
 use crate::controllers::apply::Outcome;
-use crate::controllers::conditions::{self, condition, READY};
-use crate::controllers::{report, Context, Error, OptionalApis};
+use crate::controllers::conditions::{self, Check};
+use crate::controllers::{Context, Error, OptionalApis};
 use crate::render::dashboards::{dashboard_object_name, folder_of};
 use crate::render::Inventory;
 
@@ -21,38 +20,28 @@ pub fn view_conditions(
     apis: OptionalApis,
     now: Timestamp,
 ) -> Vec<Condition> {
-    let generation = view.metadata.generation;
     let name = dashboard_object_name(view);
     let delivered = if apis.grafana_dashboard {
         format!("ConfigMap and GrafanaDashboard {name}")
     } else {
         format!("ConfigMap {name} (grafana-operator is not installed)")
     };
-    vec![
-        condition(
-            READY,
-            true,
-            "Applied",
-            format!(
-                "dashboard {} with {} panels is applied",
-                summary.uid, summary.panels
-            ),
-            generation,
-            now,
+    conditions::applied(
+        view.metadata.generation,
+        now,
+        format!(
+            "dashboard {} with {} panels is applied",
+            summary.uid, summary.panels
         ),
-        condition(
-            "DashboardApplied",
-            true,
+        vec![Check::passed(
             "DashboardApplied",
             format!(
                 "dashboard {} is in {delivered}, folder {:?}",
                 summary.uid,
                 folder_of(view)
             ),
-            generation,
-            now,
-        ),
-    ]
+        )],
+    )
 }
 
 /// Writes the status and publishes an Event when a new generation was applied.
@@ -74,17 +63,7 @@ pub async fn publish(
         panels: summary.panels,
         uid: Some(summary.uid.clone()),
     };
-    if status == previous {
-        return Ok(());
-    }
-    let json = serde_json::to_value(&status).unwrap_or_default();
-    conditions::patch_status(&ctx.client, view, json).await?;
-    if previous.observed_generation != view.metadata.generation {
-        let note = report::applied_note(
-            &format!("dashboard {} with {} panels", summary.uid, summary.panels),
-            outcome,
-        );
-        report::event(ctx, view, EventType::Normal, "Applied", note).await;
-    }
+    let produced = format!("dashboard {} with {} panels", summary.uid, summary.panels);
+    conditions::publish(ctx, view, &previous, &status, &produced, outcome).await?;
     Ok(())
 }

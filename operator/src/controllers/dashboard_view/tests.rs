@@ -2,20 +2,13 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use vigil_crds::{DashboardView, MonitoredApp};
 
 use super::*;
 use crate::controllers::fake::FakeApiServer;
+use crate::controllers::fixtures::{condition, create, APP};
 use crate::controllers::Settings;
-
-const APP: &str = r#"
-apiVersion: vigil.dev/v1alpha1
-kind: MonitoredApp
-metadata: {name: checkout, namespace: shop}
-spec:
-  selector: {matchLabels: {app: checkout}}
-"#;
 
 const VIEW: &str = r#"
 apiVersion: vigil.dev/v1alpha1
@@ -26,18 +19,9 @@ spec:
   audience: support
 "#;
 
-fn create(server: &FakeApiServer, view: &str) -> Arc<DashboardView> {
-    server.create(&serde_yaml::from_str::<MonitoredApp>(APP).unwrap());
-    server.create(&serde_yaml::from_str::<DashboardView>(view).unwrap());
-    Arc::new(server.fetch("dashboardviews", "shop", "support").unwrap())
-}
-
-fn condition(object: &Value, type_: &str) -> Value {
-    object["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == type_))
-        .cloned()
-        .unwrap_or_else(|| panic!("no {type_} condition in {object:#}"))
+fn create_view(server: &FakeApiServer, view: &str) -> Arc<DashboardView> {
+    create::<MonitoredApp>(server, APP);
+    create(server, view)
 }
 
 /// Without grafana-operator: only the labelled ConfigMap; the status gives the uid and panel
@@ -46,7 +30,7 @@ fn condition(object: &Value, type_: &str) -> Value {
 async fn without_grafana_operator_the_dashboard_is_a_config_map() {
     let server = FakeApiServer::new().without_group("grafana.integreatly.org");
     let ctx = server.context(Settings::default());
-    let view = create(&server, VIEW);
+    let view = create_view(&server, VIEW);
     reconcile(view.clone(), ctx).await.unwrap();
 
     let map = server
@@ -73,7 +57,7 @@ async fn without_grafana_operator_the_dashboard_is_a_config_map() {
 async fn with_grafana_operator_both_are_written_and_deleted_with_the_view() {
     let server = FakeApiServer::new();
     let ctx = server.context(Settings::default());
-    reconcile(create(&server, VIEW), ctx).await.unwrap();
+    reconcile(create_view(&server, VIEW), ctx).await.unwrap();
     assert!(server
         .get("grafanadashboards", "shop", "vigil-dashboardview-support")
         .is_some());
@@ -94,7 +78,7 @@ async fn with_grafana_operator_both_are_written_and_deleted_with_the_view() {
 async fn a_missing_app_is_named_by_its_index() {
     let server = FakeApiServer::new();
     let ctx = server.context(Settings::default());
-    let view = create(&server, &VIEW.replace("[checkout]", "[checkout, cart]"));
+    let view = create_view(&server, &VIEW.replace("[checkout]", "[checkout, cart]"));
     let error = reconcile(view, ctx).await.unwrap_err();
     assert_eq!(error.category(), "AppNotFound");
     let stored = server.get("dashboardviews", "shop", "support").unwrap();

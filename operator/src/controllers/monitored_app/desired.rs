@@ -1,11 +1,13 @@
 //! What a `MonitoredApp` should produce, from the pure renderers: the agent ConfigMap and, when
-//! prometheus-operator serves `PodMonitor`, the app's `PodMonitor`s. (Without it, the app's
-//! scrape configs go into the shared `vigil-prometheus` ConfigMap; see `aggregate`.)
+//! prometheus-operator serves `PodMonitor`, the app's `PodMonitor`s; without it, the app's
+//! scrape configs, its part of the shared `vigil-prometheus` ConfigMap (see `aggregate`).
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use serde_json::Value;
 use vigil_crds::MonitoredApp;
 
+use crate::controllers::aggregate::{self, Contribution, PrometheusPart};
 use crate::controllers::{OptionalApis, Settings};
 use crate::render::agent_config::{self, CONFIG_HASH_ANNOTATION};
 use crate::render::inject::AgentSidecar;
@@ -18,6 +20,9 @@ pub struct Desired {
     pub agent_config: ConfigMap,
     /// `vigil-<app>` and `vigil-agent-<app>`; empty when `PodMonitor` is not served.
     pub pod_monitors: Vec<Value>,
+    /// The app's entries in the namespace's shared `scrape-configs.yml`; none when
+    /// `PodMonitor` is served.
+    pub scrape_configs: PrometheusPart,
 }
 
 /// Renders the children of `app`.
@@ -30,6 +35,18 @@ pub fn children(app: &MonitoredApp, apis: OptionalApis) -> Desired {
         } else {
             Vec::new()
         },
+        scrape_configs: aggregate::scrape_configs_part(app, apis),
+    }
+}
+
+/// The app's parts of the shared outputs, all empty: what is withdrawn when it goes.
+pub fn withdrawn(app: &MonitoredApp) -> Contribution {
+    Contribution {
+        prometheus: Some(PrometheusPart::ScrapeConfigs {
+            app: app.name_any(),
+            entries: None,
+        }),
+        routes: None,
     }
 }
 

@@ -33,22 +33,19 @@ pub async fn reconcile(app: Arc<MonitoredApp>, ctx: Arc<Context>) -> Result<Acti
 async fn steps(app: &MonitoredApp, ctx: &Context) -> Result<Action, Error> {
     let apis = ctx.optional_apis(&describe(app)).await?;
     if app.meta().deletion_timestamp.is_some() {
-        return aggregate::leave(ctx, app, FEEDS).await;
+        return aggregate::leave(ctx, app, desired::withdrawn(app)).await;
     }
-    let selector = validate::check(app)?; // pure
+    let selector = match validate::check(app) {
+        Ok(selector) => selector, // pure
+        Err(e) => return aggregate::reject(ctx, app, desired::withdrawn(app), e).await,
+    };
     let pods = status::selected_pods(app, &selector, ctx).await?; // observe
     let desired = desired::children(app, apis); // pure
-    aggregate::join(ctx, app, shares(apis)).await?;
-    let applied = apply::children(app, desired, apis, ctx).await?; // write
+    let switched = aggregate::join(ctx, app, shares(apis)).await?;
+    let applied = apply::children(app, desired, apis, switched, ctx).await?; // write
     status::publish(app, &pods, &applied, ctx).await?; // write status
     Ok(Action::requeue(ctx.settings.resync))
 }
-
-/// The shared outputs an app can feed: its scrape configs.
-const FEEDS: Shares = Shares {
-    prometheus: true,
-    alertmanager: false,
-};
 
 /// The shared outputs an app feeds under `apis`.
 fn shares(apis: OptionalApis) -> Shares {

@@ -16,7 +16,7 @@ use vigil_crds::MonitoredApp;
 use super::apply::Applied;
 use super::desired::sidecar_for;
 use crate::controllers::apply::describe;
-use crate::controllers::conditions::{self, condition, READY};
+use crate::controllers::conditions::{self, Check};
 use crate::controllers::error::ObserveError;
 use crate::controllers::{report, Context, Error};
 use crate::render::agent_config::config_map_name;
@@ -79,7 +79,6 @@ pub fn app_conditions(
     applied: &Applied,
     now: Timestamp,
 ) -> Vec<Condition> {
-    let generation = app.metadata.generation;
     let ns = namespace_of(app);
     let config_map = config_map_name(&app.name_any());
     let hash = applied.config_hash.as_deref().unwrap_or("unknown");
@@ -107,15 +106,27 @@ pub fn app_conditions(
             ),
         )
     };
-    vec![
-        condition(READY, true, "Applied", format!(
-            "agent config {hash} and scrape targets are applied"
-        ), generation, now),
-        condition("ConfigRendered", true, "ConfigApplied", format!(
-            "ConfigMap {config_map} holds agent config {hash}; running agents reload it without a restart"
-        ), generation, now),
-        condition("Injected", injected_ok, reason, message, generation, now),
-    ]
+    conditions::applied(
+        app.metadata.generation,
+        now,
+        format!("agent config {hash} and scrape targets are applied"),
+        vec![
+            Check {
+                type_: "ConfigRendered",
+                ok: true,
+                reason: "ConfigApplied",
+                message: format!(
+                    "ConfigMap {config_map} holds agent config {hash}; running agents reload it without a restart"
+                ),
+            },
+            Check {
+                type_: "Injected",
+                ok: injected_ok,
+                reason,
+                message,
+            },
+        ],
+    )
 }
 
 /// Writes the status and publishes Events for what changed.
@@ -139,20 +150,12 @@ pub async fn publish(
         stale_pods: counts.stale,
         config_hash: applied.config_hash.clone(),
     };
-    if status == previous {
+    let produced = format!(
+        "agent config {}",
+        applied.config_hash.as_deref().unwrap_or("unknown")
+    );
+    if !conditions::publish(ctx, app, &previous, &status, &produced, &applied.outcome).await? {
         return Ok(());
-    }
-    let json = serde_json::to_value(&status).unwrap_or_default();
-    conditions::patch_status(&ctx.client, app, json).await?;
-    if previous.observed_generation != app.metadata.generation {
-        let note = report::applied_note(
-            &format!(
-                "agent config {}",
-                applied.config_hash.as_deref().unwrap_or("unknown")
-            ),
-            &applied.outcome,
-        );
-        report::event(ctx, app, EventType::Normal, "Applied", note).await;
     }
     if counts.stale > previous.stale_pods {
         report::event(

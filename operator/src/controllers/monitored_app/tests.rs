@@ -7,12 +7,13 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::Action;
-use serde_json::{json, Value};
+use serde_json::json;
 use vigil_crds::MonitoredApp;
 
 use super::*;
 use crate::controllers::aggregate::{FINALIZER, PROMETHEUS_CONFIG_MAP, SCRAPE_CONFIGS_KEY};
 use crate::controllers::fake::FakeApiServer;
+use crate::controllers::fixtures::{condition, event_reasons};
 use crate::controllers::{error_policy, Settings};
 use crate::render::agent_config::CONFIG_HASH_ANNOTATION;
 use crate::render::inject::INJECTED;
@@ -57,21 +58,6 @@ fn pod(name: &str, labels: &[(&str, &str)], injected: Option<&str>) -> Pod {
         },
         ..Pod::default()
     }
-}
-
-fn condition<'a>(object: &'a Value, type_: &str) -> &'a Value {
-    object["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition in {object:#}"))
-}
-
-fn event_reasons(server: &FakeApiServer) -> Vec<String> {
-    server
-        .list("events", "shop")
-        .iter()
-        .filter_map(|e| e["reason"].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// Create → apply → status: the agent ConfigMap and both PodMonitors exist, owned by the app

@@ -1,12 +1,14 @@
 //! What an `SLO` should produce, from the pure renderers: a `PrometheusRule` when
-//! prometheus-operator serves it (otherwise its rule file goes into the shared outputs; see
+//! prometheus-operator serves it (otherwise its rule file, its part of the shared outputs; see
 //! `aggregate`), the dashboard ConfigMap for Grafana's sidecar, and a `GrafanaDashboard` when
 //! grafana-operator serves it.
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use serde_json::Value;
 use vigil_crds::{MonitoredApp, Slo};
 
+use crate::controllers::aggregate::{self, Contribution, PrometheusPart};
 use crate::controllers::OptionalApis;
 use crate::render::rules::Rule;
 use crate::render::{dashboards, slo};
@@ -20,6 +22,9 @@ pub struct Desired {
     pub dashboard_config_map: ConfigMap,
     /// `vigil-slo-<name>`, when `GrafanaDashboard` is served.
     pub grafana_dashboard: Option<Value>,
+    /// The objective's file in the namespace's shared ConfigMap; none when `PrometheusRule` is
+    /// served.
+    pub rule_file: PrometheusPart,
 }
 
 /// What the objective renders to, for the status.
@@ -32,10 +37,14 @@ pub struct Summary {
 }
 
 /// Renders the children of `objective` on `app`.
-pub fn children(objective: &Slo, app: &MonitoredApp, apis: OptionalApis) -> Desired {
+pub fn children(
+    objective: &Slo,
+    app: &MonitoredApp,
+    apis: OptionalApis,
+) -> Result<Desired, serde_yaml::Error> {
     let dashboard = dashboards::slo_dashboard(objective);
     let folder = dashboards::DEFAULT_FOLDER;
-    Desired {
+    Ok(Desired {
         prometheus_rule: apis
             .prometheus_rule
             .then(|| slo::slo_prometheus_rule(objective, &slo::slo_rules(objective, app))),
@@ -48,6 +57,18 @@ pub fn children(objective: &Slo, app: &MonitoredApp, apis: OptionalApis) -> Desi
         grafana_dashboard: apis
             .grafana_dashboard
             .then(|| dashboards::grafana_dashboard_cr(objective, &dashboard, folder)),
+        rule_file: aggregate::slo_rules_part(objective, app, apis)?,
+    })
+}
+
+/// The objective's parts of the shared outputs, all empty: what is withdrawn when it goes.
+pub fn withdrawn(objective: &Slo) -> Contribution {
+    Contribution {
+        prometheus: Some(PrometheusPart::RuleFile {
+            key: aggregate::slo_rules_key(&objective.name_any()),
+            yaml: None,
+        }),
+        routes: None,
     }
 }
 

@@ -35,23 +35,21 @@ async fn steps(slo: &Slo, ctx: &Context) -> Result<Action, Error> {
     let owner = describe(slo);
     let apis = ctx.optional_apis(&owner).await?;
     if slo.meta().deletion_timestamp.is_some() {
-        return aggregate::leave(ctx, slo, FEEDS).await;
+        return aggregate::leave(ctx, slo, desired::withdrawn(slo)).await;
     }
     let app_name = &slo.spec.app_ref.name;
     let app = referenced_app(ctx, &namespace_of(slo), app_name, &owner).await?; // observe
-    let app = validate::check(slo, app)?; // pure
-    let desired = desired::children(slo, &app, apis); // pure
-    aggregate::join(ctx, slo, shares(apis)).await?;
-    let applied = apply::children(slo, desired, apis, ctx).await?; // write
+    let app = match validate::check(slo, app) {
+        Ok(app) => app, // pure
+        Err(e) => return aggregate::reject(ctx, slo, desired::withdrawn(slo), e).await,
+    };
+    let desired = desired::children(slo, &app, apis) // pure
+        .map_err(|e| aggregate::encode_error(&owner, &namespace_of(slo), e))?;
+    let switched = aggregate::join(ctx, slo, shares(apis)).await?;
+    let applied = apply::children(slo, desired, apis, switched, ctx).await?; // write
     status::publish(slo, &app, apis, &applied, ctx).await?; // write status
     Ok(Action::requeue(ctx.settings.resync))
 }
-
-/// The shared outputs an SLO can feed: its rule file.
-const FEEDS: Shares = Shares {
-    prometheus: true,
-    alertmanager: false,
-};
 
 /// The shared outputs an SLO feeds under `apis`.
 fn shares(apis: OptionalApis) -> Shares {

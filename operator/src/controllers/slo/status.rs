@@ -3,16 +3,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use vigil_crds::slo::SloStatus;
 use vigil_crds::{MonitoredApp, Slo};
 
 use super::desired::{summary, Summary};
-use crate::controllers::aggregate::{slo_rules_key, PROMETHEUS_CONFIG_MAP};
+use crate::controllers::aggregate::{rules_location, slo_rules_key};
 use crate::controllers::apply::Outcome;
-use crate::controllers::conditions::{self, condition, READY};
-use crate::controllers::{report, Context, Error, OptionalApis};
+use crate::controllers::conditions::{self, Check};
+use crate::controllers::{Context, Error, OptionalApis};
 use crate::render::dashboards::dashboard_object_name;
 
 /// The conditions of an objective whose outputs were applied.
@@ -22,45 +21,29 @@ pub fn slo_conditions(
     apis: OptionalApis,
     now: Timestamp,
 ) -> Vec<Condition> {
-    let generation = slo.metadata.generation;
-    let rules_where = if apis.prometheus_rule {
-        format!("PrometheusRule vigil-slo-{}", slo.name_any())
-    } else {
-        format!(
-            "ConfigMap {PROMETHEUS_CONFIG_MAP}, file {}",
-            slo_rules_key(&slo.name_any())
-        )
-    };
+    let name = slo.name_any();
+    let rules_where = rules_location(apis, &format!("vigil-slo-{name}"), &slo_rules_key(&name));
     let dashboard = dashboard_object_name(slo);
     let dashboard_where = if apis.grafana_dashboard {
         format!("ConfigMap and GrafanaDashboard {dashboard}")
     } else {
         format!("ConfigMap {dashboard}")
     };
-    vec![
-        condition(
-            READY,
-            true,
-            "Applied",
-            format!(
-                "{} recording rules, {} burn-rate alerts and the dashboard ({dashboard_where}) are applied",
-                summary.recording_rules, summary.alerts
-            ),
-            generation,
-            now,
+    conditions::applied(
+        slo.metadata.generation,
+        now,
+        format!(
+            "{} recording rules, {} burn-rate alerts and the dashboard ({dashboard_where}) are applied",
+            summary.recording_rules, summary.alerts
         ),
-        condition(
-            "RulesApplied",
-            true,
+        vec![Check::passed(
             "RulesApplied",
             format!(
                 "{} recording rules and {} burn-rate alerts are in {rules_where}",
                 summary.recording_rules, summary.alerts
             ),
-            generation,
-            now,
-        ),
-    ]
+        )],
+    )
 }
 
 /// Writes the status and publishes an Event when a new generation was applied.
@@ -82,20 +65,10 @@ pub async fn publish(
         recording_rules: summary.recording_rules,
         alerts: summary.alerts,
     };
-    if status == previous {
-        return Ok(());
-    }
-    let json = serde_json::to_value(&status).unwrap_or_default();
-    conditions::patch_status(&ctx.client, slo, json).await?;
-    if previous.observed_generation != slo.metadata.generation {
-        let note = report::applied_note(
-            &format!(
-                "{} recording rules, {} burn-rate alerts",
-                summary.recording_rules, summary.alerts
-            ),
-            outcome,
-        );
-        report::event(ctx, slo, EventType::Normal, "Applied", note).await;
-    }
+    let produced = format!(
+        "{} recording rules, {} burn-rate alerts",
+        summary.recording_rules, summary.alerts
+    );
+    conditions::publish(ctx, slo, &previous, &status, &produced, outcome).await?;
     Ok(())
 }

@@ -8,15 +8,8 @@ use vigil_crds::{MonitoredApp, Slo};
 use super::*;
 use crate::controllers::aggregate::{slo_rules_key, PROMETHEUS_CONFIG_MAP};
 use crate::controllers::fake::FakeApiServer;
+use crate::controllers::fixtures::{condition, create, APP, NAMESPACE};
 use crate::controllers::Settings;
-
-const APP: &str = r#"
-apiVersion: vigil.dev/v1alpha1
-kind: MonitoredApp
-metadata: {name: checkout, namespace: shop}
-spec:
-  selector: {matchLabels: {app: checkout}}
-"#;
 
 const SLO: &str = r#"
 apiVersion: vigil.dev/v1alpha1
@@ -31,21 +24,12 @@ spec:
 "#;
 
 fn setup(server: &FakeApiServer) -> Arc<Slo> {
-    server.create(&serde_yaml::from_str::<MonitoredApp>(APP).unwrap());
-    server.create(&serde_yaml::from_str::<Slo>(SLO).unwrap());
-    Arc::new(server.fetch("slos", "shop", "availability").unwrap())
+    create::<MonitoredApp>(server, APP);
+    create(server, SLO)
 }
 
 fn stored(server: &FakeApiServer) -> Value {
-    server.get("slos", "shop", "availability").unwrap()
-}
-
-fn condition(object: &Value, type_: &str) -> Value {
-    object["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == type_))
-        .cloned()
-        .unwrap_or_else(|| panic!("no {type_} condition in {object:#}"))
+    server.get("slos", NAMESPACE, "availability").unwrap()
 }
 
 /// With prometheus-operator and grafana-operator: a `PrometheusRule`, the dashboard ConfigMap
