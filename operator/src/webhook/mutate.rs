@@ -15,119 +15,278 @@
 //! the difference between the pod and `inject(pod)` as a JSON Patch: re-invocation on an
 //! injected pod gives an empty patch, because `inject` is idempotent. The webhook fails open:
 //! any error admits the pod unchanged with a warning, never a rejection.
+//!
+//! The API server waits for this answer on every pod creation, so it is made in one pass:
+//! - The review is read once into [`PodReview`], typed only where the webhook looks. (kube's
+//!   `AdmissionReview` flattens its type fields, which makes serde read the whole review into
+//!   an intermediate tree before decoding it.)
+//! - `inject` runs once, on the pod itself. A first injection only adds (an agent container,
+//!   volumes, environment variables, markers), so an [`Outline`] of the pod taken before —
+//!   its annotations, labels, and the names of its containers and volumes — is enough to
+//!   write the patch from the injected pod: what the outline lacks is added, encoded straight
+//!   from the typed values. Anything else (a pod injected before, whose old agent `inject`
+//!   removes first, or a change that is not an addition) falls back to the general diff
+//!   [`pod_patch`] against the pod read again from the request.
+//! - The response is written from a small struct, with the patch in base64.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Volume};
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, Selector, SelectorExt};
+use k8s_openapi::ByteString;
+use kube::core::admission::{AdmissionResponse, Operation};
+use kube::core::{Selector, SelectorExt};
 use kube::ResourceExt;
-use serde::Serialize;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vigil_crds::MonitoredApp;
 
 use super::{Webhook, APP_ANNOTATION, DEFAULT_APP, INJECT_ANNOTATION};
-use crate::render::inject::inject;
+use crate::render::inject::{inject, AgentSidecar, INJECTED};
 
 /// A request body that is not an `AdmissionReview` with a request: answered with HTTP 400.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed AdmissionReview: {0}")]
 pub struct MalformedReview(pub String);
 
+/// The parts of an `admission.k8s.io/v1` `AdmissionReview` the pod webhook reads; `T` is the
+/// pod (or [`IgnoredAny`] when the pod cannot be read).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodReview<'a, T> {
+    /// Echoed in the response.
+    #[serde(borrow)]
+    pub api_version: Cow<'a, str>,
+    /// Echoed in the response.
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+    /// Absent in a malformed review.
+    #[serde(borrow)]
+    pub request: Option<PodRequest<'a, T>>,
+}
+
+/// The request of a [`PodReview`]. `kind`, `resource` and `userInfo` are required, as in the
+/// API, but not read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRequest<'a, T> {
+    /// Identifies the request; the response answers it.
+    #[serde(borrow)]
+    pub uid: Cow<'a, str>,
+    /// Create, update, delete or connect.
+    pub operation: Operation,
+    /// Namespace of the pod.
+    #[serde(default, borrow)]
+    pub namespace: Option<Cow<'a, str>>,
+    /// The pod as it would be stored.
+    pub object: Option<T>,
+    #[serde(rename = "kind")]
+    _kind: IgnoredAny,
+    #[serde(rename = "resource")]
+    _resource: IgnoredAny,
+    #[serde(rename = "userInfo")]
+    _user_info: IgnoredAny,
+}
+
+/// Reads a review of a pod.
+pub fn read_review(body: &[u8]) -> Result<PodReview<'_, Pod>, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
 /// Answers one `AdmissionReview` of a pod: the response review as JSON, or
 /// [`MalformedReview`] when the body is not a review at all.
 pub fn review(webhook: &Webhook, body: &[u8]) -> Result<Vec<u8>, MalformedReview> {
-    let response = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
-        Ok(review) => {
-            let request: AdmissionRequest<Pod> = review
-                .try_into()
-                .map_err(|_| MalformedReview("it has no request".into()))?;
-            let namespace = request.namespace.as_deref().unwrap_or("default");
-            let apps = webhook
-                .apps
-                .state_filter(|app| app.metadata.namespace.as_deref() == Some(namespace));
-            admit_pod(webhook, request, &apps)
-        }
-        // A review whose pod does not decode (a field newer than this operator knows, with an
-        // unexpected type): admit the pod unchanged rather than block it.
-        Err(pod_error) => match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
-            Ok(review) => {
-                let request: AdmissionRequest<DynamicObject> = review
-                    .try_into()
-                    .map_err(|_| MalformedReview("it has no request".into()))?;
-                let mut response = AdmissionResponse::from(&request);
-                response.warnings = Some(vec![format!(
-                    "vigil: agent not injected: cannot read the pod: {pod_error}"
-                )]);
-                response
-            }
-            Err(e) => return Err(MalformedReview(e.to_string())),
-        },
+    let review = match read_review(body) {
+        Ok(review) => review,
+        Err(pod_error) => return undecodable_pod(body, &pod_error),
     };
-    review_json(response)
+    let request = review.request.ok_or_else(no_request)?;
+    let uid = request.uid.clone();
+    let answer = admit_pod(webhook, request, || {
+        read_review(body)
+            .ok()
+            .and_then(|r| r.request)
+            .and_then(|r| r.object)
+    });
+    response_json(&review.api_version, &review.kind, &uid, answer)
 }
 
-/// The response review as the API server reads it. `patch` is a byte string in the
-/// Kubernetes API, which JSON carries as base64 (the Go encoding); kube's type would write it
-/// as a list of numbers.
+fn no_request() -> MalformedReview {
+    MalformedReview("it has no request".into())
+}
+
+/// A review whose pod does not decode (a field newer than this operator knows, with an
+/// unexpected type): admit the pod unchanged rather than block it.
+fn undecodable_pod(body: &[u8], pod_error: &serde_json::Error) -> Result<Vec<u8>, MalformedReview> {
+    let review: PodReview<'_, IgnoredAny> =
+        serde_json::from_slice(body).map_err(|e| MalformedReview(e.to_string()))?;
+    let request = review.request.ok_or_else(no_request)?;
+    let answer = Answer {
+        patch: None,
+        warnings: vec![format!(
+            "vigil: agent not injected: cannot read the pod: {pod_error}"
+        )],
+    };
+    response_json(&review.api_version, &review.kind, &request.uid, answer)
+}
+
+/// What the webhook says about one pod: always allowed, perhaps with a patch and warnings.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// The JSON Patch, encoded.
+    pub patch: Option<Vec<u8>>,
+    /// Explanations for the user, shown by `kubectl`.
+    pub warnings: Vec<String>,
+}
+
+/// The answer for one pod request. `original` reads the request's pod again, for the rare
+/// patches that need the general diff.
+pub fn admit_pod(
+    webhook: &Webhook,
+    request: PodRequest<'_, Pod>,
+    original: impl Fn() -> Option<Pod>,
+) -> Answer {
+    let mut answer = Answer::default();
+    if request.operation != Operation::Create {
+        return answer;
+    }
+    let Some(pod) = request.object else {
+        return answer;
+    };
+    let namespace: Cow<'_, str> = match (request.namespace, &pod.metadata.namespace) {
+        (Some(namespace), _) => namespace,
+        (None, Some(namespace)) => Cow::Owned(namespace.clone()),
+        (None, None) => Cow::Borrowed("default"),
+    };
+    let apps = webhook
+        .apps
+        .state_filter(|app| app.metadata.namespace.as_deref() == Some(&*namespace));
+    let sidecar = match choose_app(&pod, &namespace, &apps, &mut answer.warnings) {
+        Choice::Skip => None,
+        Choice::App(app) => Some(webhook.sidecar_for(app)),
+        Choice::Default => default_app(&namespace).map(|app| webhook.sidecar_for(&app)),
+    };
+    let Some(sidecar) = sidecar else {
+        return answer;
+    };
+    let name = tracing::enabled!(tracing::Level::DEBUG).then(|| pod_name(&pod));
+    match injection_patch(pod, &sidecar, original) {
+        Ok(None) => {}
+        Ok(Some(patch)) => {
+            if let Some(name) = name {
+                tracing::debug!(namespace = %namespace, pod = %name, "agent injected");
+            }
+            answer.patch = Some(patch);
+        }
+        Err(e) => answer
+            .warnings
+            .push(format!("vigil: agent not injected: {e}")),
+    }
+    answer
+}
+
+/// Why no patch could be made (the pod is admitted unchanged).
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    /// The injected pod could not be encoded.
+    #[error("cannot encode the patch")]
+    Encode(#[from] serde_json::Error),
+    /// The general diff needs the pod as the request has it, and it could not be read again.
+    #[error("cannot read the pod again for the patch")]
+    Original,
+}
+
+/// The JSON Patch (encoded) that turns `pod` into `inject(pod, sidecar)`, or `None` when
+/// they are equal. `original` gives the same pod again; it is called only when the patch is
+/// not a plain addition (see the module documentation).
+pub fn injection_patch(
+    pod: Pod,
+    sidecar: &AgentSidecar,
+    original: impl Fn() -> Option<Pod>,
+) -> Result<Option<Vec<u8>>, PatchError> {
+    let outline = Outline::of(&pod);
+    let injected = inject(pod, sidecar);
+    if let Some(outline) = outline {
+        let mut patch = PatchWriter::default();
+        if outline.additions(&injected, &mut patch)? {
+            #[cfg(test)]
+            tests_only::same_result(&patch, &original, &injected);
+            return Ok(patch.finish());
+        }
+    }
+    let original = original().ok_or(PatchError::Original)?;
+    let patch = pod_patch(original, injected)?;
+    Ok((!patch.0.is_empty())
+        .then(|| serde_json::to_vec(&patch))
+        .transpose()?)
+}
+
+/// The response review answering request `uid` as the API server reads it (`patch` in
+/// base64, as Go encodes bytes); `api_version` and `kind` are the request review's.
+pub fn response_json(
+    api_version: &str,
+    kind: &str,
+    uid: &str,
+    answer: Answer,
+) -> Result<Vec<u8>, MalformedReview> {
+    /// An `AdmissionReview` carrying a response.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ReviewJson<'a> {
+        api_version: &'a str,
+        kind: &'a str,
+        response: ResponseJson<'a>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ResponseJson<'a> {
+        uid: &'a str,
+        allowed: bool,
+        /// Always the empty status (success), as kube writes it.
+        status: EmptyStatus,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch_type: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patch: Option<ByteString>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        warnings: &'a [String],
+    }
+    #[derive(Serialize)]
+    struct EmptyStatus {}
+
+    let patch_type = answer.patch.is_some().then_some("JSONPatch");
+    let json = ReviewJson {
+        api_version,
+        kind,
+        response: ResponseJson {
+            uid,
+            allowed: true,
+            status: EmptyStatus {},
+            patch_type,
+            patch: answer.patch.map(ByteString),
+            warnings: &answer.warnings,
+        },
+    };
+    serde_json::to_vec(&json).map_err(|e| MalformedReview(e.to_string()))
+}
+
+/// The response review of a kube [`AdmissionResponse`] (used by `/validate`). `patch` is a
+/// byte string in the Kubernetes API, which JSON carries as base64 (the Go encoding); kube's
+/// type would write it as a list of numbers.
 pub fn review_json(mut response: AdmissionResponse) -> Result<Vec<u8>, MalformedReview> {
     let patch = response.patch.take();
     let mut review =
         serde_json::to_value(response.into_review()).map_err(|e| MalformedReview(e.to_string()))?;
     if let (Some(patch), Some(Value::Object(slot))) = (patch, review.get_mut("response")) {
-        let encoded = serde_json::to_value(k8s_openapi::ByteString(patch))
-            .map_err(|e| MalformedReview(e.to_string()))?;
+        let encoded =
+            serde_json::to_value(ByteString(patch)).map_err(|e| MalformedReview(e.to_string()))?;
         slot.insert("patch".to_owned(), encoded);
     }
     serde_json::to_vec(&review).map_err(|e| MalformedReview(e.to_string()))
-}
-
-/// The admission response for one pod request (always allowed).
-pub fn admit_pod(
-    webhook: &Webhook,
-    mut request: AdmissionRequest<Pod>,
-    apps: &[Arc<MonitoredApp>],
-) -> AdmissionResponse {
-    let mut response = AdmissionResponse::from(&request);
-    if request.operation != Operation::Create {
-        return response;
-    }
-    let Some(pod) = request.object.take() else {
-        return response;
-    };
-    let namespace = request
-        .namespace
-        .take()
-        .or_else(|| pod.namespace())
-        .unwrap_or_else(|| "default".to_owned());
-    let mut warnings = Vec::new();
-    let sidecar = match choose_app(&pod, &namespace, apps, &mut warnings) {
-        Choice::Skip => None,
-        Choice::App(app) => Some(webhook.sidecar_for(app)),
-        Choice::Default => default_app(&namespace).map(|app| webhook.sidecar_for(&app)),
-    };
-    if let Some(sidecar) = sidecar {
-        let name = pod_name(&pod);
-        let injected = inject(pod.clone(), &sidecar);
-        match pod_patch(pod, injected) {
-            Ok(patch) if patch.0.is_empty() => {}
-            Ok(patch) => match response.clone().with_patch(patch) {
-                Ok(patched) => {
-                    tracing::debug!(namespace = %namespace, pod = %name, "agent injected");
-                    response = patched;
-                }
-                Err(e) => warnings.push(format!("vigil: agent not injected: {e}")),
-            },
-            Err(e) => warnings.push(format!("vigil: agent not injected: {e}")),
-        }
-    }
-    if !warnings.is_empty() {
-        response.warnings = Some(warnings);
-    }
-    response
 }
 
 /// The pod's name, or its `generateName` prefix followed by `*` while it has no name yet.
@@ -136,6 +295,316 @@ fn pod_name(pod: &Pod) -> String {
         (Some(name), _) => name.clone(),
         (None, Some(prefix)) => format!("{prefix}*"),
         (None, None) => String::new(),
+    }
+}
+
+/// A pod before a first injection: what [`Outline::additions`] compares the injected pod
+/// with. Lists of named items are kept as names only; containers also keep how many
+/// environment variables they had.
+#[derive(Debug)]
+pub struct Outline {
+    annotations: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
+    spec: Option<SpecOutline>,
+}
+
+#[derive(Debug)]
+struct SpecOutline {
+    init_containers: Option<Vec<ContainerOutline>>,
+    containers: Vec<ContainerOutline>,
+    volumes: Option<Vec<String>>,
+}
+
+#[derive(Debug)]
+struct ContainerOutline {
+    name: String,
+    env: Option<usize>,
+}
+
+impl ContainerOutline {
+    fn of(container: &Container) -> Self {
+        ContainerOutline {
+            name: container.name.clone(),
+            env: container.env.as_ref().map(Vec::len),
+        }
+    }
+}
+
+impl Outline {
+    /// The outline of a pod `inject` has not seen (no `vigil.dev/injected` annotation), or
+    /// `None`: re-injection first removes the old agent, which is not an addition.
+    pub fn of(pod: &Pod) -> Option<Outline> {
+        let annotations = pod.metadata.annotations.as_ref();
+        if annotations.is_some_and(|a| a.contains_key(INJECTED)) {
+            return None;
+        }
+        Some(Outline {
+            annotations: annotations.cloned(),
+            labels: pod.metadata.labels.clone(),
+            spec: pod.spec.as_ref().map(|spec| SpecOutline {
+                init_containers: spec
+                    .init_containers
+                    .as_ref()
+                    .map(|list| list.iter().map(ContainerOutline::of).collect()),
+                containers: spec.containers.iter().map(ContainerOutline::of).collect(),
+                volumes: spec
+                    .volumes
+                    .as_ref()
+                    .map(|list| list.iter().map(|v| v.name.clone()).collect()),
+            }),
+        })
+    }
+
+    /// Writes to `patch` what turns this outline's pod into `injected`, if `injected` is
+    /// that pod with additions only: new keys or values in its annotations and labels, new
+    /// containers, volumes and, at the end of existing containers' lists, environment
+    /// variables. `Ok(false)` (with `patch` unusable) when it is not.
+    pub fn additions(&self, injected: &Pod, patch: &mut PatchWriter) -> serde_json::Result<bool> {
+        let meta = &injected.metadata;
+        if !map_changes(
+            self.annotations.as_ref(),
+            meta.annotations.as_ref(),
+            "/metadata/annotations",
+            patch,
+        )? || !map_changes(
+            self.labels.as_ref(),
+            meta.labels.as_ref(),
+            "/metadata/labels",
+            patch,
+        )? {
+            return Ok(false);
+        }
+        let (before, after) = match (&self.spec, &injected.spec) {
+            (None, None) => return Ok(true),
+            (Some(before), Some(after)) => (before, after),
+            _ => return Ok(false),
+        };
+        let init = "/spec/initContainers";
+        let init_added = match (&before.init_containers, &after.init_containers) {
+            (None, None) => true,
+            (None, Some(after)) => {
+                patch.op("add", init, Some(after))?;
+                true
+            }
+            (Some(_), None) => false,
+            (Some(before), Some(after)) => container_additions(before, after, init, patch)?,
+        };
+        let (before_containers, after_containers) = (&before.containers, &after.containers);
+        if !init_added
+            || !container_additions(
+                before_containers,
+                after_containers,
+                "/spec/containers",
+                patch,
+            )?
+        {
+            return Ok(false);
+        }
+        match (&before.volumes, &after.volumes) {
+            (None, None) => Ok(true),
+            (None, Some(after)) => {
+                patch.op("add", "/spec/volumes", Some(after))?;
+                Ok(true)
+            }
+            (Some(_), None) => Ok(false),
+            (Some(before), Some(after)) => {
+                let names: Vec<&str> = before.iter().map(String::as_str).collect();
+                let Some(inserted) = insertions(&names, after.iter().map(|v| v.name.as_str()))
+                else {
+                    return Ok(false);
+                };
+                for j in inserted {
+                    patch.op("add", &format!("/spec/volumes/{j}"), Some(&after[j]))?;
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// Labels or annotations, key by key; `false` when a map that existed is gone.
+fn map_changes(
+    before: Option<&BTreeMap<String, String>>,
+    after: Option<&BTreeMap<String, String>>,
+    path: &str,
+    patch: &mut PatchWriter,
+) -> serde_json::Result<bool> {
+    match (before, after) {
+        (None, None) => Ok(true),
+        (None, Some(after)) => {
+            patch.op("add", path, Some(after))?;
+            Ok(true)
+        }
+        (Some(_), None) => Ok(false),
+        (Some(before), Some(after)) => {
+            // Both maps in key order, side by side: one comparison per key rather than a
+            // lookup per key (pods carry hundreds of annotations).
+            let at = |key: &str| pointer(path, key);
+            let (mut before, mut after) = (before.iter().peekable(), after.iter().peekable());
+            loop {
+                match (before.peek(), after.peek()) {
+                    (None, None) => return Ok(true),
+                    (Some((old_key, old)), Some((key, value))) if old_key == key => {
+                        if old != value {
+                            patch.op("replace", &at(key), Some(*value))?;
+                        }
+                        before.next();
+                        after.next();
+                    }
+                    (Some((old_key, _)), Some((key, _))) if old_key < key => {
+                        patch.op::<()>("remove", &at(old_key), None)?;
+                        before.next();
+                    }
+                    (Some((old_key, _)), None) => {
+                        patch.op::<()>("remove", &at(old_key), None)?;
+                        before.next();
+                    }
+                    (_, Some((key, value))) => {
+                        patch.op("add", &at(key), Some(*value))?;
+                        after.next();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A container list that gained containers, or environment variables at the end of a
+/// container's list; `false` when it changed otherwise.
+fn container_additions(
+    before: &[ContainerOutline],
+    after: &[Container],
+    path: &str,
+    patch: &mut PatchWriter,
+) -> serde_json::Result<bool> {
+    let names: Vec<&str> = before.iter().map(|c| c.name.as_str()).collect();
+    let Some(inserted) = insertions(&names, after.iter().map(|c| c.name.as_str())) else {
+        return Ok(false);
+    };
+    let mut kept = before.iter();
+    let mut inserted = inserted.into_iter().peekable();
+    for (j, container) in after.iter().enumerate() {
+        if inserted.next_if_eq(&j).is_some() {
+            patch.op("add", &format!("{path}/{j}"), Some(container))?;
+            continue;
+        }
+        let Some(old) = kept.next() else {
+            return Ok(false);
+        };
+        match (old.env, &container.env) {
+            (None, None) => {}
+            (None, Some(env)) => patch.op("add", &format!("{path}/{j}/env"), Some(env))?,
+            (Some(_), None) => return Ok(false),
+            (Some(len), Some(env)) if env.len() >= len => {
+                for (k, var) in env.iter().enumerate().skip(len) {
+                    patch.op("add", &format!("{path}/{j}/env/{k}"), Some(var))?;
+                }
+            }
+            (Some(_), Some(_)) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Where `after` has items that `before` lacks, if `after` is `before` with items inserted:
+/// the indices (in `after`) of the inserted items. `None` when an item of `before` is
+/// missing or moved, or when names repeat (the names then do not say which item is which).
+fn insertions<'a>(before: &[&str], after: impl Iterator<Item = &'a str>) -> Option<Vec<usize>> {
+    let known: HashSet<&str> = before.iter().copied().collect();
+    if known.len() != before.len() {
+        return None;
+    }
+    let mut next = 0;
+    let mut inserted = Vec::new();
+    let mut new_names = HashSet::new();
+    for (j, name) in after.enumerate() {
+        if before.get(next) == Some(&name) {
+            next += 1;
+        } else if known.contains(name) || !new_names.insert(name) {
+            return None;
+        } else {
+            inserted.push(j);
+        }
+    }
+    (next == before.len()).then_some(inserted)
+}
+
+/// `path` followed by `token` as a JSON Pointer token (`~` and `/` escaped).
+fn pointer(path: &str, token: &str) -> String {
+    let mut out = String::with_capacity(path.len() + token.len() + 4);
+    out.push_str(path);
+    out.push('/');
+    for c in token.chars() {
+        match c {
+            '~' => out.push_str("~0"),
+            '/' => out.push_str("~1"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A JSON Patch written operation by operation, values encoded straight from their types.
+#[derive(Debug, Default)]
+pub struct PatchWriter {
+    json: Vec<u8>,
+}
+
+impl PatchWriter {
+    /// Appends `{"op": op, "path": path, "value": value}` (no `value` when `None`).
+    pub fn op<T: Serialize + ?Sized>(
+        &mut self,
+        op: &str,
+        path: &str,
+        value: Option<&T>,
+    ) -> serde_json::Result<()> {
+        self.json
+            .extend_from_slice(if self.json.is_empty() { b"[" } else { b"," });
+        self.json.extend_from_slice(b"{\"op\":");
+        serde_json::to_writer(&mut self.json, op)?;
+        self.json.extend_from_slice(b",\"path\":");
+        serde_json::to_writer(&mut self.json, path)?;
+        if let Some(value) = value {
+            self.json.extend_from_slice(b",\"value\":");
+            serde_json::to_writer(&mut self.json, value)?;
+        }
+        self.json.push(b'}');
+        Ok(())
+    }
+
+    /// The encoded patch, or `None` when it has no operation.
+    pub fn finish(mut self) -> Option<Vec<u8>> {
+        if self.json.is_empty() {
+            return None;
+        }
+        self.json.push(b']');
+        Some(self.json)
+    }
+}
+
+/// Under test, every patch written from an [`Outline`] is checked: applied to the original
+/// pod, it must give exactly the injected pod.
+#[cfg(test)]
+mod tests_only {
+    use super::*;
+
+    #[allow(clippy::expect_used, reason = "test-only check")]
+    pub(super) fn same_result(
+        patch: &PatchWriter,
+        original: &impl Fn() -> Option<Pod>,
+        injected: &Pod,
+    ) {
+        let original = original().expect("the original pod reads again");
+        let mut pod = serde_json::to_value(&original).expect("the pod encodes");
+        let mut json = patch.json.clone();
+        json.push(b']');
+        let ops: Patch = match patch.json.is_empty() {
+            true => Patch(Vec::new()),
+            false => serde_json::from_slice(&json).expect("the patch is a JSON Patch"),
+        };
+        json_patch::patch(&mut pod, &ops).expect("the patch applies to the original pod");
+        let expected = serde_json::to_value(injected).expect("the injected pod encodes");
+        assert_eq!(pod, expected, "patch from the outline: {ops:?}");
     }
 }
 

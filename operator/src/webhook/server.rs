@@ -122,8 +122,8 @@ async fn route(
     ready: &AtomicBool,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_owned();
-    match (req.method(), path.as_str()) {
+    let mutate = req.uri().path() == MUTATE_PATH;
+    match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") if ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => text(
@@ -149,7 +149,7 @@ async fn route(
                     )
                 }
             };
-            let answer = if path == MUTATE_PATH {
+            let answer = if mutate {
                 mutate::review(webhook, &body)
             } else {
                 validate::review(&body)

@@ -188,6 +188,126 @@ fn patch_handles_repeated_names() {
     assert_eq!(result, expected);
 }
 
+/// The deployment fixture padded with environment variables and annotations to about `bytes`
+/// (the sizes the benchmark measures), or trimmed to a minimal pod when `bytes` is small.
+fn review_of_size(bytes: usize) -> Value {
+    let mut review = fixture(DEPLOYMENT_POD);
+    if bytes < 4096 {
+        let object = &mut review["request"]["object"];
+        object["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        let spec = object["spec"].as_object_mut().unwrap();
+        spec.remove("initContainers");
+        spec.remove("tolerations");
+        return review;
+    }
+    let mut i = 0;
+    while serde_json::to_vec(&review).unwrap().len() < bytes {
+        let object = &mut review["request"]["object"];
+        object["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": format!("FEATURE_FLAG_{i}"), "value": "enabled-for-tenant-retail-bank"}));
+        object["metadata"]["annotations"][format!("example.com/note-{i}")] =
+            json!("owned by the payments team; see runbook");
+        i += 1;
+    }
+    review
+}
+
+/// The patch is written from what `inject` added, not from a diff of whole pods, so it must
+/// never drift from `inject`: for pods of 2, 10 and 50 KB, in both sidecar modes, the patch
+/// applied to the request's pod JSON gives exactly `inject(pod)`.
+#[test]
+fn patch_gives_what_inject_gives_at_every_size() {
+    for bytes in [2 << 10, 10 << 10, 50 << 10] {
+        for native in [true, false] {
+            let webhook = webhook(vec![checkout()], native);
+            let review = review_of_size(bytes);
+            let response = mutate_json(&webhook, &review);
+            assert_eq!(response["response"]["patchType"], "JSONPatch");
+            let result: Pod = serde_json::from_value(patched(&review, &response)).unwrap();
+            let expected = inject(request_pod(&review), &webhook.sidecar_for(&checkout()));
+            assert_eq!(
+                serde_json::to_value(result).unwrap(),
+                serde_json::to_value(expected).unwrap(),
+                "{bytes} bytes, native sidecar: {native}"
+            );
+        }
+    }
+}
+
+/// A pod whose injection is not a plain addition (an empty init container list, which
+/// `inject` drops when it adds a regular container; a container with an empty environment
+/// list) still gets exactly `inject(pod)`, through the general diff.
+#[test]
+fn unusual_pods_get_what_inject_gives() {
+    let webhook = webhook(vec![checkout()], false);
+    let mut review = fixture(DEPLOYMENT_POD);
+    review["request"]["object"]["spec"]["initContainers"] = json!([]);
+    review["request"]["object"]["spec"]["containers"][0]["env"] = json!([]);
+    let response = mutate_json(&webhook, &review);
+    let result: Pod = serde_json::from_value(patched(&review, &response)).unwrap();
+    let expected = inject(request_pod(&review), &webhook.sidecar_for(&checkout()));
+    assert_eq!(result, expected);
+    assert!(result.spec.unwrap().init_containers.is_none());
+}
+
+/// A first injection is written from the pod's outline (the cheap path), and an injected
+/// pod has no outline (its old agent must be removed, which the general diff does).
+#[test]
+fn first_injection_is_written_from_the_outline() {
+    let pod = request_pod(&fixture(DEPLOYMENT_POD));
+    let sidecar = webhook(vec![], true).sidecar_for(&checkout());
+    let outline = mutate::Outline::of(&pod).expect("a pod never injected has an outline");
+    let injected = inject(pod, &sidecar);
+    let mut patch = mutate::PatchWriter::default();
+    assert!(outline.additions(&injected, &mut patch).unwrap());
+    let ops: Vec<Value> = serde_json::from_slice(&patch.finish().unwrap()).unwrap();
+    assert!(ops.iter().all(|op| op["op"] == "add"), "{ops:#?}");
+    assert!(mutate::Outline::of(&injected).is_none());
+}
+
+/// The patch written from an outline is exact for labels and annotations whatever changed:
+/// added, replaced and removed keys (including keys that need escaping in a JSON Pointer).
+#[test]
+fn outline_patch_adds_replaces_and_removes_keys() {
+    let before = request_pod(&fixture(DEPLOYMENT_POD));
+    let mut after = before.clone();
+    let annotations = after
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    annotations.clear();
+    annotations.insert("a~b/c".into(), "new".into());
+    annotations.insert("zz".into(), "last".into());
+    let labels = after.metadata.labels.as_mut().unwrap();
+    labels.insert("app".into(), "renamed".into());
+    labels.remove("tier");
+    let outline = mutate::Outline::of(&before).unwrap();
+    let mut patch = mutate::PatchWriter::default();
+    assert!(outline.additions(&after, &mut patch).unwrap());
+    let patch: json_patch::Patch = serde_json::from_slice(&patch.finish().unwrap()).unwrap();
+    let mut pod = serde_json::to_value(&before).unwrap();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    assert_eq!(pod, serde_json::to_value(&after).unwrap(), "{patch:?}");
+}
+
+/// A pod carrying `vigil.dev/otlp-env` without having been injected gets the value `inject`
+/// writes (a `replace`), through the outline.
+#[test]
+fn stale_marker_is_replaced() {
+    let webhook = webhook(vec![checkout()], true);
+    let mut review = fixture(DEPLOYMENT_POD);
+    review["request"]["object"]["metadata"]["annotations"]["vigil.dev/otlp-env"] = json!("old");
+    let response = mutate_json(&webhook, &review);
+    let result: Pod = serde_json::from_value(patched(&review, &response)).unwrap();
+    let expected = inject(request_pod(&review), &webhook.sidecar_for(&checkout()));
+    assert_eq!(result, expected);
+}
+
 /// Re-invocation (`reinvocationPolicy: IfNeeded`) on an injected pod yields no patch.
 #[test]
 fn injected_pod_gets_no_patch() {
