@@ -30,6 +30,11 @@
     reason = "benchmark: a failed setup step must stop it with its message"
 )]
 
+
+/// The operator binary's allocator, so handler figures match what the operator runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
