@@ -30,7 +30,6 @@
     reason = "benchmark: a failed setup step must stop it with its message"
 )]
 
-
 /// The operator binary's allocator, so handler figures match what the operator runs.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
