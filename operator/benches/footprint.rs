@@ -21,6 +21,10 @@
     reason = "benchmark: a failed setup step must stop it with its message"
 )]
 
+/// The operator binary's allocator, so the figures are those of the operator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::Command;
 use std::time::Instant;
 
