@@ -46,6 +46,20 @@ buffer:
     )
 }
 
+/// The `exporters` section sending everything over OTLP/gRPC to `port` on loopback.
+fn otlp_exporter(port: u16) -> String {
+    format!("exporters:\n  otlp:\n    endpoint: http://127.0.0.1:{port}\n    protocol: grpc\n")
+}
+
+/// Starts the agent binary on `config` with its data in `dir`, off the async runtime (it
+/// waits until the agent is ready).
+async fn start_agent(dir: &Path, config: String, admin: SocketAddr) -> Agent {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || Agent::start(&dir, &config, admin))
+        .await
+        .unwrap()
+}
+
 fn ports() -> (SocketAddr, u16, u16) {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     (admin, free_port(), free_port())
@@ -132,16 +146,9 @@ async fn python_sdk_otlp_reaches_the_collector() {
     let sink_port = free_port();
     let _server = sink.serve(format!("127.0.0.1:{sink_port}").parse().unwrap());
     let (admin, grpc, http) = ports();
-    let exporters = format!(
-        "exporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink_port}\n    protocol: grpc\n"
-    );
+    let exporters = otlp_exporter(sink_port);
     let cfg = config(admin, grpc, http, dir.path(), &exporters);
-    let agent = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || Agent::start(&dir, &cfg, admin)
-    })
-    .await
-    .unwrap();
+    let agent = start_agent(dir.path(), cfg, admin).await;
 
     let out = tokio::task::spawn_blocking(move || {
         run_python(PYTHON_OTLP, &[&grpc.to_string(), &http.to_string()])
@@ -306,12 +313,7 @@ async fn scraped_app_series_arrive_in_prometheus_by_remote_write() {
         prometheus.write_url()
     );
     let cfg = config(admin, grpc, http, dir.path(), &extra);
-    let agent = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || Agent::start(&dir, &cfg, admin)
-    })
-    .await
-    .unwrap();
+    let agent = start_agent(dir.path(), cfg, admin).await;
 
     let query = r#"orders_total{app="checkout",namespace="shop",pod="checkout-7d9f-abcde",version="17.2",method="card"}"#;
     let arrived = wait_for(Duration::from_secs(30), || {
@@ -413,12 +415,7 @@ async fn pod_log_stack_traces_become_one_crash_each() {
         dir.path().join("checkpoints").display()
     );
     let cfg = config(admin, grpc, http, dir.path(), &extra);
-    let agent = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || Agent::start(&dir, &cfg, admin)
-    })
-    .await
-    .unwrap();
+    let agent = start_agent(dir.path(), cfg, admin).await;
 
     let received = sink.received.clone();
     let crash_records = move || -> Vec<(String, String)> {
@@ -475,16 +472,8 @@ async fn config_reload_keeps_buffered_data_and_rejects_invalid_files() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, grpc, http) = ports();
     let dead_port = free_port(); // nothing listens here: data stays buffered
-    let exporters = |port: u16| {
-        format!("exporters:\n  otlp:\n    endpoint: http://127.0.0.1:{port}\n    protocol: grpc\n")
-    };
-    let cfg = config(admin, grpc, http, dir.path(), &exporters(dead_port));
-    let agent = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || Agent::start(&dir, &cfg, admin)
-    })
-    .await
-    .unwrap();
+    let cfg = config(admin, grpc, http, dir.path(), &otlp_exporter(dead_port));
+    let agent = start_agent(dir.path(), cfg, admin).await;
     send_logs(grpc, 0..50)
         .await
         .expect("agent accepts while the backend is down");
@@ -494,7 +483,7 @@ async fn config_reload_keeps_buffered_data_and_rejects_invalid_files() {
     let _server = sink.serve(format!("127.0.0.1:{sink_port}").parse().unwrap());
     std::fs::write(
         &agent.config_path,
-        config(admin, grpc, http, dir.path(), &exporters(sink_port)),
+        config(admin, grpc, http, dir.path(), &otlp_exporter(sink_port)),
     )
     .unwrap();
     let received = sink.received.clone();
@@ -583,16 +572,9 @@ async fn outage_and_kill_lose_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, grpc, http) = ports();
     let sink_port = free_port();
-    let exporters = format!(
-        "exporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink_port}\n    protocol: grpc\n"
-    );
+    let exporters = otlp_exporter(sink_port);
     let cfg = config(admin, grpc, http, dir.path(), &exporters);
-    let mut agent = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || Agent::start(&dir, &cfg, admin)
-    })
-    .await
-    .unwrap();
+    let mut agent = start_agent(dir.path(), cfg, admin).await;
     let sink = OtlpSinkServer::default();
     let mut server = Some(sink.serve(format!("127.0.0.1:{sink_port}").parse().unwrap()));
 
@@ -669,16 +651,9 @@ async fn sigterm_flushes_and_exits_cleanly() {
     let sink = OtlpSinkServer::default();
     let sink_port = free_port();
     let _server = sink.serve(format!("127.0.0.1:{sink_port}").parse().unwrap());
-    let exporters = format!(
-        "exporters:\n  otlp:\n    endpoint: http://127.0.0.1:{sink_port}\n    protocol: grpc\n"
-    );
+    let exporters = otlp_exporter(sink_port);
     let cfg = config(admin, grpc, http, dir.path(), &exporters);
-    let mut agent = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || Agent::start(&dir, &cfg, admin)
-    })
-    .await
-    .unwrap();
+    let mut agent = start_agent(dir.path(), cfg, admin).await;
     send_logs(grpc, 0..1000).await.unwrap();
     let (clean, agent) = tokio::task::spawn_blocking(move || {
         let clean = agent.terminate(Duration::from_secs(15));
@@ -832,12 +807,7 @@ async fn pod_annotations_redirect_and_stop_the_scrape() {
         pod_info.display()
     );
     let cfg = config(admin, grpc, http, dir.path(), &extra);
-    let agent = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || Agent::start(&dir, &cfg, admin)
-    })
-    .await
-    .unwrap();
+    let agent = start_agent(dir.path(), cfg, admin).await;
     let serves = |server: &str| {
         let metrics = agent.metrics();
         metrics

@@ -85,28 +85,41 @@ fn populate(server: &FakeApiServer) -> Vec<Arc<MonitoredApp>> {
         .collect()
 }
 
+/// Runs `reconcile` on every object with `concurrency` in flight; returns each one's duration,
+/// in completion order.
+async fn timed_reconciles<K, E, Fut>(
+    objects: &[Arc<K>],
+    ctx: &Arc<Context>,
+    concurrency: usize,
+    reconcile: impl Fn(Arc<K>, Arc<Context>) -> Fut,
+) -> Vec<Duration>
+where
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action, E>>,
+    E: std::fmt::Debug,
+{
+    futures::stream::iter(objects.iter().cloned())
+        .map(|object| {
+            let run = reconcile(object, ctx.clone());
+            async move {
+                let t = Instant::now();
+                run.await.expect("reconcile succeeds");
+                t.elapsed()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
 /// Reconciles every app with `concurrency` in flight; returns the wall time and each
-/// reconcile's duration.
+/// reconcile's duration, sorted.
 async fn pass(
     apps: &[Arc<MonitoredApp>],
     ctx: &Arc<Context>,
     concurrency: usize,
 ) -> (Duration, Vec<Duration>) {
     let started = Instant::now();
-    let mut durations: Vec<Duration> = futures::stream::iter(apps.iter().cloned())
-        .map(|app| {
-            let ctx = ctx.clone();
-            async move {
-                let t = Instant::now();
-                monitored_app::reconcile(app, ctx)
-                    .await
-                    .expect("reconcile succeeds");
-                t.elapsed()
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let mut durations = timed_reconciles(apps, ctx, concurrency, monitored_app::reconcile).await;
     durations.sort();
     (started.elapsed(), durations)
 }
@@ -175,22 +188,8 @@ async fn shared_pass(
     concurrency: usize,
 ) -> (Duration, Vec<Duration>) {
     let started = Instant::now();
-    let (_, mut durations) = pass(apps, ctx, concurrency).await;
-    let policy_durations: Vec<Duration> = futures::stream::iter(policies.iter().cloned())
-        .map(|policy| {
-            let ctx = ctx.clone();
-            async move {
-                let t = Instant::now();
-                alert_policy::reconcile(policy, ctx)
-                    .await
-                    .expect("reconcile succeeds");
-                t.elapsed()
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    durations.extend(policy_durations);
+    let mut durations = timed_reconciles(apps, ctx, concurrency, monitored_app::reconcile).await;
+    durations.extend(timed_reconciles(policies, ctx, concurrency, alert_policy::reconcile).await);
     durations.sort();
     (started.elapsed(), durations)
 }
