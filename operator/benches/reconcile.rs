@@ -18,13 +18,17 @@
     reason = "benchmark: a failed setup step must stop it with its message"
 )]
 
+#[path = "../tests/support/fake_api/mod.rs"]
+#[allow(dead_code, reason = "test support: the benchmark uses part of it")]
+mod fake_api;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
 use vigil_crds::{AlertPolicy, MonitoredApp};
-use vigil_operator::controllers::fake::FakeApiServer;
+use fake_api::FakeApiServer;
 use vigil_operator::controllers::{alert_policy, monitored_app, Context, Settings};
 
 const APPS: usize = 1_000;

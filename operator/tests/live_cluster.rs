@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::{condition, current_ready, eventually, owned_by, repo_root, yaml_documents};
-use vigil_operator::controllers::fake::FakeApiServer;
+use support::fake_api::FakeApiServer;
 
 const NAMESPACE: &str = "vigil-system";
 const IDENTITY: &str = "vigil-6d5f7c9b8-x2k4q";

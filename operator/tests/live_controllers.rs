@@ -20,7 +20,7 @@ use kube::core::GroupVersionKind;
 use kube::Client;
 use serde_json::{json, Value};
 use support::{current_ready, eventually, manifests, owned_by};
-use vigil_operator::controllers::fake::FakeApiServer;
+use support::fake_api::FakeApiServer;
 use vigil_operator::controllers::{Context, ReconcileMetrics, Reloader, Settings};
 use vigil_operator::run::{run_with, RunOptions};
 

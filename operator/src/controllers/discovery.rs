@@ -170,7 +170,7 @@ impl Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::fake::FakeApiServer;
+    use crate::fake_api::FakeApiServer;
 
     /// Discovery reads each optional API from the group versions the server serves; a group
     /// the server does not know is absent, not an error.

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use super::fake::FakeApiServer;
+use crate::fake_api::FakeApiServer;
 
 /// The namespace of every fixture.
 pub const NAMESPACE: &str = "shop";

@@ -17,8 +17,6 @@ pub mod conditions;
 pub mod dashboard_view;
 pub mod discovery;
 pub mod error;
-#[cfg(any(test, feature = "fake-api"))]
-pub mod fake;
 #[cfg(test)]
 pub mod fixtures;
 pub mod metrics;

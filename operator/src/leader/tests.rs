@@ -8,7 +8,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use tokio::sync::watch;
 
 use super::*;
-use crate::controllers::fake::FakeApiServer;
+use crate::fake_api::FakeApiServer;
 
 const DURATION: Duration = Duration::from_secs(15);
 

@@ -8,6 +8,8 @@
     reason = "test code: each test binary uses part of it, and a failed step fails the test"
 )]
 
+pub mod fake_api;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -13,7 +13,7 @@ use super::*;
 use crate::controllers::aggregate::{
     policy_rules_key, ALERTMANAGER_KEY, ALERTMANAGER_SECRET, FINALIZER, PROMETHEUS_CONFIG_MAP,
 };
-use crate::controllers::fake::FakeApiServer;
+use crate::fake_api::FakeApiServer;
 use crate::controllers::fixtures::{self, condition, create, one_request, APP, NAMESPACE, POLICY};
 use crate::controllers::{error_policy, Reloader, Settings};
 

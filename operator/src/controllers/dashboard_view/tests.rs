@@ -6,7 +6,7 @@ use serde_json::json;
 use vigil_crds::{DashboardView, MonitoredApp};
 
 use super::*;
-use crate::controllers::fake::FakeApiServer;
+use crate::fake_api::FakeApiServer;
 use crate::controllers::fixtures::{condition, create, APP};
 use crate::controllers::Settings;
 

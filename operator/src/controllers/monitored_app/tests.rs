@@ -12,7 +12,7 @@ use vigil_crds::MonitoredApp;
 
 use super::*;
 use crate::controllers::aggregate::{FINALIZER, PROMETHEUS_CONFIG_MAP, SCRAPE_CONFIGS_KEY};
-use crate::controllers::fake::FakeApiServer;
+use crate::fake_api::FakeApiServer;
 use crate::controllers::fixtures::{condition, event_reasons};
 use crate::controllers::{error_policy, Settings};
 use crate::render::agent_config::CONFIG_HASH_ANNOTATION;

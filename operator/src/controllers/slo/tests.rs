@@ -7,7 +7,7 @@ use vigil_crds::{MonitoredApp, Slo};
 
 use super::*;
 use crate::controllers::aggregate::{slo_rules_key, PROMETHEUS_CONFIG_MAP};
-use crate::controllers::fake::FakeApiServer;
+use crate::fake_api::FakeApiServer;
 use crate::controllers::fixtures::{condition, create, APP, NAMESPACE};
 use crate::controllers::Settings;
 

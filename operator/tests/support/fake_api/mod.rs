@@ -1,4 +1,5 @@
-//! An in-memory Kubernetes API server for controller tests, end-to-end tests and benchmarks: a
+//! **Test support, not product code.** An in-memory Kubernetes API server for the operator's
+//! controller tests, live tests and benchmarks: a
 //! `tower::Service` that a real [`kube::Client`] talks to, and the same service over real HTTP
 //! ([`FakeApiServer::serve_http`]) for the `vigil-operator run` binary and `kubectl`. Controllers,
 //! watchers, leader election and the webhook's certificate handling run their real request code
@@ -65,6 +66,32 @@
 //! gets Pods, a Pod never runs or gets a status), no Service endpoints other than the routes
 //! given, and garbage collection runs at once inside the deleting request, whatever
 //! `propagationPolicy` says.
+//!
+//! **What a real API server enforces that this one does not** — a test passing here proves
+//! nothing about these, so each is covered by a test of the generated artefact instead:
+//! - *CEL cost budget* (per rule 10,000,000, per CRD 100,000,000, from the maxItems, maxLength
+//!   and maxProperties of every field a rule touches): `crds` walks the generated CRDs and
+//!   estimates every rule's cost the way the server does.
+//! - *PodSecurity admission* (`pod-security.kubernetes.io/enforce: baseline|restricted` rejects
+//!   hostPath volumes, privilege, missing `runAsNonRoot`/seccomp/capability drops): the
+//!   injection tests check every injected pod against the Pod Security Standards of its
+//!   namespace's level, and the chart tests check the operator's own pod against `restricted`.
+//! - *Version-specific pod fields* (before native sidecars are served, an init container's
+//!   `restartPolicy` is dropped and its probes are rejected): the injection tests check the pod
+//!   injected for each server version against the fields that version accepts.
+//! - *`OwnerReferencesPermissionEnforcement`* (setting `blockOwnerDeletion` needs `update` on
+//!   the owner's `finalizers`): the chart tests check the ClusterRole grants it for every kind
+//!   the operator owns children of.
+//! - *Aggregated ClusterRoles* (`aggregate-to-edit`/`-view`): the chart tests check the labels
+//!   and rules.
+//! - *Endpoint propagation during a rollout*: the webhook server's drain test checks a
+//!   terminating server keeps answering while `/readyz` fails.
+
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "test support included by several test binaries and a benchmark, each using part of it"
+)]
 
 mod admission;
 mod authorization;
@@ -92,7 +119,7 @@ use serde_json::{json, Map, Value};
 
 pub use http_server::FakeHttpServer;
 
-use super::discovery;
+use vigil_operator::controllers::{self as controllers, discovery};
 
 /// Number of past changes kept for watches that start from an older resource version.
 pub const HISTORY: usize = 4096;
@@ -318,21 +345,21 @@ impl FakeApiServer {
 
     /// A controller context whose client talks to this server, with `settings`, fresh metrics
     /// and reloads disabled.
-    pub fn context(&self, settings: super::Settings) -> Arc<super::Context> {
-        self.context_with(settings, super::Reloader::default())
+    pub fn context(&self, settings: controllers::Settings) -> Arc<controllers::Context> {
+        self.context_with(settings, controllers::Reloader::default())
     }
 
     /// Like [`FakeApiServer::context`], with reloads sent by `reloader`.
     pub fn context_with(
         &self,
-        settings: super::Settings,
-        reloader: super::Reloader,
-    ) -> Arc<super::Context> {
+        settings: controllers::Settings,
+        reloader: controllers::Reloader,
+    ) -> Arc<controllers::Context> {
         // Registering fresh collectors in a fresh registry cannot collide.
-        let metrics = super::ReconcileMetrics::new(&prometheus::Registry::new());
+        let metrics = controllers::ReconcileMetrics::new(&prometheus::Registry::new());
         #[allow(clippy::expect_used)] // see above
         let metrics = metrics.expect("fresh registry");
-        Arc::new(super::Context::new(
+        Arc::new(controllers::Context::new(
             self.client(),
             settings,
             metrics,
