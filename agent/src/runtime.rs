@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use vigil_crds::agent_config::AgentConfigError;
+use vigil_crds::agent_config::{AgentConfigError, POD_LOGS_OFF_ENV};
 use vigil_crds::AgentConfig;
 
 use crate::admin::{self, AdminState};
@@ -96,11 +96,22 @@ pub fn load_config(path: &Path) -> Result<(AgentConfig, [u8; 32]), RuntimeError>
         path: path.display().to_string(),
         source,
     })?;
-    let config = AgentConfig::from_yaml(&text).map_err(|source| RuntimeError::Config {
+    let mut config = AgentConfig::from_yaml(&text).map_err(|source| RuntimeError::Config {
         path: path.display().to_string(),
         source,
     })?;
+    if std::env::var_os(POD_LOGS_OFF_ENV).is_some() {
+        without_pod_logs(&mut config);
+    }
     Ok((config, Sha256::digest(text.as_bytes()).into()))
+}
+
+/// Stops reading the pod's log files (its namespace forbids the hostPath mount they come
+/// from); extra file globs are still read.
+pub fn without_pod_logs(config: &mut AgentConfig) {
+    if let Some(logs) = config.logs.as_mut() {
+        logs.pod_log_dir = None;
+    }
 }
 
 fn listen(field: &'static str, value: &str) -> Result<SocketAddr, RuntimeError> {
@@ -270,6 +281,9 @@ fn report_error(component: &str, error: &str, e: &dyn std::error::Error) {
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), RuntimeError> {
     let (mut config, mut hash) = load_config(&settings.config_path)?;
+    if let Ok(reason) = std::env::var(POD_LOGS_OFF_ENV) {
+        tracing::warn!(reason = %reason, "pod log files are not read: {reason}");
+    }
     let identity = Identity::from_env(&config.app, |k| std::env::var(k).ok());
     let user_field = config.logs.as_ref().and_then(|l| l.user_field.clone());
     let shared = Shared {

@@ -101,6 +101,10 @@ pub struct ScrapeConfig {
 pub const POD_INFO_DIR: &str = "/etc/vigil/podinfo";
 /// File name of the pod's annotations in [`POD_INFO_DIR`], in the downward API format.
 pub const POD_ANNOTATIONS_FILE: &str = "annotations";
+/// Environment variable injection sets on an agent whose pod may not mount the node's pod log
+/// directory (its namespace enforces a Pod Security level that forbids hostPath volumes); its
+/// value says why. The agent then reads no pod log files, whatever `logs.podLogDir` says.
+pub const POD_LOGS_OFF_ENV: &str = "VIGIL_POD_LOGS_OFF";
 
 /// Log tailing.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -72,9 +72,20 @@ struct RunArgs {
     /// Agent image injected when a MonitoredApp names none.
     #[arg(long, default_value = controllers::DEFAULT_AGENT_IMAGE)]
     agent_image: String,
-    /// Inject the agent as a regular container instead of a native sidecar (clusters < 1.29).
-    #[arg(long)]
+    /// How the agent is injected: `auto` reads the API server's version and injects a native
+    /// sidecar (init container with `restartPolicy: Always`) where it is served (1.29+) and a
+    /// regular container elsewhere; `true` and `false` force one mode (`true` on a 1.28 cluster
+    /// with the `SidecarContainers` feature gate on).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "true", "false"])]
+    native_sidecar: String,
+    /// Old spelling of `--native-sidecar=false`.
+    #[arg(long, hide = true)]
     no_native_sidecar: bool,
+    /// Seconds a terminating replica keeps serving admission requests after SIGTERM while
+    /// `/readyz` fails, so the API server stops sending it calls (endpoint propagation) before
+    /// it exits.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
+    shutdown_drain_seconds: u64,
     /// Alertmanager release the shared `alertmanager.yml` targets.
     #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
     alertmanager_version: String,
@@ -156,7 +167,6 @@ fn run_operator(args: RunArgs) -> ExitCode {
         kubeconfig: args.kubeconfig,
         settings: controllers::Settings {
             agent_image: args.agent_image,
-            native_sidecar: !args.no_native_sidecar,
             alertmanager_version: alertmanager_version(&args.alertmanager_version),
             alertmanager_namespace: args.operator_namespace.clone(),
             namespace: args.namespace,
@@ -171,6 +181,12 @@ fn run_operator(args: RunArgs) -> ExitCode {
         reload_delay: std::time::Duration::from_secs(args.reload_delay_seconds),
         metrics_listen: args.metrics_listen,
         webhook: args.webhook,
+        native_sidecar: match (args.no_native_sidecar, args.native_sidecar.as_str()) {
+            (true, _) | (false, "false") => run::NativeSidecar::Never,
+            (false, "true") => run::NativeSidecar::Always,
+            _ => run::NativeSidecar::Auto,
+        },
+        shutdown_drain: std::time::Duration::from_secs(args.shutdown_drain_seconds),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -3,7 +3,11 @@
 //! whatever its leadership (such as the admission webhook) start beside the election in [`run`].
 //!
 //! Shutdown (SIGTERM or Ctrl-C): the controllers stop taking new work and finish the reconciles
-//! in flight, then the lease is released so another replica takes over at once.
+//! in flight, then the lease is released so another replica takes over at once. The webhook
+//! drains: `/readyz` fails at once so the endpoints controller takes the replica out of the
+//! webhook Service, but admission requests are answered for `--shutdown-drain-seconds` more
+//! (the API server keeps calling a replica until the endpoint change reaches it; a refused
+//! connection would reject Vigil resources, whose webhook fails closed). Then the process exits.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +16,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
 use kube::{Api, Client, Config};
 use prometheus::Registry;
 use tokio::sync::watch;
@@ -46,6 +52,57 @@ pub struct RunOptions {
     pub metrics_listen: std::net::SocketAddr,
     /// The admission webhook's listener and certificate handling.
     pub webhook: crate::webhook::WebhookArgs,
+    /// How the agent's sidecar mode is chosen; resolved into `settings.native_sidecar` by
+    /// [`run`].
+    pub native_sidecar: NativeSidecar,
+    /// How long the webhook keeps answering after SIGTERM while reporting not ready.
+    pub shutdown_drain: Duration,
+}
+
+/// How the agent is injected: decided by the cluster (`auto`) or forced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NativeSidecar {
+    /// A native sidecar where the API server serves them (1.29+), else a regular container.
+    Auto,
+    /// Always a native sidecar (for a 1.28 cluster with the `SidecarContainers` gate on).
+    Always,
+    /// Always a regular container.
+    Never,
+}
+
+impl NativeSidecar {
+    /// Whether to inject a native sidecar into this cluster. `Auto` asks the API server for its
+    /// version (three tries); if it cannot tell, the regular container, which every version
+    /// accepts.
+    pub async fn resolve(self, client: &Client) -> bool {
+        match self {
+            NativeSidecar::Always => true,
+            NativeSidecar::Never => false,
+            NativeSidecar::Auto => {
+                for attempt in 1..=3 {
+                    match client.apiserver_version().await {
+                        Ok(info) => {
+                            let native = crate::webhook::supports_native_sidecar(&info);
+                            tracing::info!(
+                                version = %info.git_version,
+                                native_sidecar = native,
+                                "sidecar mode chosen from the API server version"
+                            );
+                            return native;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, attempt, "cannot read the API server version");
+                            tokio::time::sleep(Duration::from_secs(attempt)).await;
+                        }
+                    }
+                }
+                tracing::warn!(
+                    "API server version unknown: injecting the agent as a regular container, which every version accepts"
+                );
+                false
+            }
+        }
+    }
 }
 
 /// Why the operator could not start.
@@ -114,9 +171,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         options.alertmanager_url.as_deref(),
         options.reload_delay,
     )?;
+    let mut settings = options.settings.clone();
+    settings.native_sidecar = options.native_sidecar.resolve(&client).await;
     let ctx = Arc::new(Context::new(
         client.clone(),
-        options.settings.clone(),
+        settings,
         metrics,
         reloader,
         Some(options.identity.clone()),
@@ -188,21 +247,52 @@ pub async fn run_with(
             _ = stop_reflector.wait_for(|s| *s) => {}
         }
     });
+    // The namespaces' labels (Pod Security levels), metadata only.
+    let (namespaces, namespaces_writer) = kube::runtime::reflector::store();
+    let namespaces_config = match &options.settings.namespace {
+        Some(ns) => kube::runtime::watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => kube::runtime::watcher::Config::default(),
+    };
+    let namespace_stream = kube::runtime::reflector(
+        namespaces_writer,
+        kube::runtime::watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(ctx.client.clone()),
+            namespaces_config,
+        )
+            .default_backoff()
+            .modify(controllers::drop_managed_fields),
+    );
+    let mut stop_namespaces = shutdown.clone();
+    tokio::spawn(async move {
+        let drain = namespace_stream.for_each(|_| std::future::ready(()));
+        tokio::select! {
+            () = drain => {}
+            _ = stop_namespaces.wait_for(|s| *s) => {}
+        }
+    });
     let webhook = crate::webhook::Webhook {
-        apps,
-        agent_image: options.settings.agent_image.clone(),
-        native_sidecar: options.settings.native_sidecar,
+        apps: apps.clone(),
+        namespaces: namespaces.clone(),
+        agent_image: ctx.settings.agent_image.clone(),
+        native_sidecar: ctx.settings.native_sidecar,
     };
     let webhook_args = options.webhook.clone();
     let webhook_client = ctx.client.clone();
+    let drain = options.shutdown_drain;
     let mut stop_webhook = shutdown.clone();
-    tokio::spawn(async move {
+    let webhook_task = tokio::spawn(async move {
+        // Answer no pod before the stores have synced: a pod must not miss its agent, or get
+        // one its namespace forbids, because the operator just started.
+        let synced = futures::future::join(apps.wait_until_ready(), namespaces.wait_until_ready());
+        if tokio::time::timeout(STORE_SYNC_TIMEOUT, synced).await.is_err() {
+            tracing::warn!("MonitoredApps or namespaces not listed after {STORE_SYNC_TIMEOUT:?}; serving the webhook anyway");
+        }
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = async move {
             let _ = stop_webhook.wait_for(|s| *s).await;
         };
         if let Err(e) =
-            crate::webhook::run(webhook_client, &webhook_args, webhook, ready, stop).await
+            crate::webhook::run(webhook_client, &webhook_args, webhook, ready, stop, drain).await
         {
             tracing::error!(error = %e, category = e.category(), "admission webhook failed");
         }
@@ -229,7 +319,14 @@ pub async fn run_with(
     if let Err(e) = election.await {
         tracing::warn!(error = %e, "leader election task failed");
     }
+    // The webhook drains for its own period after shutdown begins; exit once it has.
+    if let Err(e) = webhook_task.await {
+        tracing::warn!(error = %e, "admission webhook task failed");
+    }
 }
+
+/// Longest wait for the `MonitoredApp` and namespace stores before the webhook serves anyway.
+const STORE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the controllers whenever this replica leads. They are restarted when the set of
 /// optional APIs changes (so newly installed CRDs are watched) and stopped when leadership is

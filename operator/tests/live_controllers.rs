@@ -70,6 +70,8 @@ fn options() -> RunOptions {
             validating_webhook_configuration: String::new(),
             webhook_cert_check_seconds: 300,
         },
+        native_sidecar: vigil_operator::run::NativeSidecar::Auto,
+        shutdown_drain: Duration::ZERO,
     }
 }
 

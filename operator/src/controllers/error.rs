@@ -188,6 +188,10 @@ impl Error {
                     .map(|c| format!(": {}", api_reason(c)))
                     .unwrap_or_default();
                 let hint = match other.category() {
+                    // OwnerReferencesPermissionEnforcement (on by default in OpenShift).
+                    "Forbidden" if cause.contains("blockOwnerDeletion") => {
+                        "; the cluster enforces OwnerReferencesPermissionEnforcement: grant the operator's service account update on the owner kind's finalizers subresource (the chart's ClusterRole does)"
+                    }
                     "Forbidden" => "; grant the operator's service account this permission",
                     _ => "; the operator retries with backoff",
                 };

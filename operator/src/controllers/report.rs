@@ -41,8 +41,9 @@ where
 }
 
 /// Reports a failed reconcile on the object: `Ready=False` (reason = the error's category) and a
-/// Warning Event. For a permanent error the status also records the generation it judged, so
-/// `kubectl get` shows the verdict is about the current spec.
+/// Warning Event. The status also records the generation it judged, permanent error or not
+/// (an API error is a verdict on this generation too), so `kubectl get` and `kubectl wait`
+/// see the condition is about the current spec.
 pub async fn failure<K>(ctx: &Context, object: &K, error: &Error)
 where
     K: VigilResource,
@@ -57,12 +58,10 @@ where
         generation,
         Timestamp::now(),
     );
-    let mut status = serde_json::json!({
+    let status = serde_json::json!({
+        "observedGeneration": generation,
         "conditions": conditions::merge(&conditions::current(object), vec![ready]),
     });
-    if error.is_permanent() {
-        status["observedGeneration"] = serde_json::json!(generation);
-    }
     if let Err(e) = conditions::patch_status(&ctx.client, object, status).await {
         tracing::warn!(error = %e, "cannot record the failure in the status");
     }

@@ -1,5 +1,5 @@
-//! The OpenAPI checks of a CRD schema that serde does not make: numeric ranges, string and list
-//! lengths, patterns and enums. Together with serde (types, required and unknown fields) and
+//! The OpenAPI checks of a CRD schema that serde does not make: numeric ranges, string, list and
+//! map lengths, patterns and enums. Together with serde (types, required and unknown fields) and
 //! kube's CEL evaluator (`x-kubernetes-validations`) this is what the API server would reject.
 
 use serde_json::Value;
@@ -69,6 +69,12 @@ fn walk(schema: &Value, value: &Value, path: String, out: &mut Vec<(String, Stri
         if number("minItems").is_some_and(|min| (items.len() as f64) < min) {
             out.push((path.clone(), "must list at least one item".to_owned()));
         }
+        if let Some(max) = number("maxItems").filter(|max| items.len() as f64 > *max) {
+            out.push((
+                path.clone(),
+                format!("at most {max} {}, got {}", item_noun(&path), items.len()),
+            ));
+        }
         if let Some(item_schema) = schema.get("items") {
             for (i, item) in items.iter().enumerate() {
                 walk(item_schema, item, format!("{path}[{i}]"), out);
@@ -78,11 +84,30 @@ fn walk(schema: &Value, value: &Value, path: String, out: &mut Vec<(String, Stri
     if let Some(object) = value.as_object() {
         let properties = schema.get("properties").and_then(Value::as_object);
         let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+        let too_many = number("maxProperties").filter(|max| object.len() as f64 > *max);
+        if let Some(max) = too_many.filter(|_| additional.is_some()) {
+            out.push((
+                path.clone(),
+                format!("at most {max} entries, got {}", object.len()),
+            ));
+        }
         for (key, child) in object {
             if let Some(child_schema) = properties.and_then(|p| p.get(key)).or(additional) {
                 walk(child_schema, child, join(&path, key), out);
             }
         }
+    }
+}
+
+/// What a list at `path` holds, in the user's words: its field name when that is a plural
+/// (`spec.rules` → `rules`), else `items`.
+fn item_noun(path: &str) -> &str {
+    let field = path.rsplit('.').next().unwrap_or(path);
+    let field = field.split('[').next().unwrap_or(field);
+    if field.len() > 1 && field.ends_with('s') {
+        field
+    } else {
+        "items"
     }
 }
 
@@ -111,5 +136,31 @@ mod tests {
         assert!(check(&schema, &json!({"spec": {"rules": []}}))[0]
             .1
             .contains("at least one"));
+    }
+
+    /// Lists and maps over their bound are reported with the bound, in the field's words.
+    #[test]
+    fn reports_lists_and_maps_over_their_bound() {
+        let schema = json!({"properties": {"spec": {"properties": {
+            "rules": {"maxItems": 2, "items": {}},
+            "escalation": {"maxItems": 1, "items": {}},
+            "audiences": {"items": {"properties": {"receivers": {"maxItems": 1, "items": {}}}}},
+            "labels": {"maxProperties": 1, "additionalProperties": {"type": "string"}},
+        }}}});
+        let value = json!({"spec": {
+            "rules": [1, 2, 3],
+            "escalation": [1, 2],
+            "audiences": [{"receivers": [1, 2]}],
+            "labels": {"a": "1", "b": "2"},
+        }});
+        assert_eq!(
+            check(&schema, &value),
+            [
+                ("spec.audiences[0].receivers".to_owned(), "at most 1 receivers, got 2".to_owned()),
+                ("spec.escalation".to_owned(), "at most 1 items, got 2".to_owned()),
+                ("spec.labels".to_owned(), "at most 1 entries, got 2".to_owned()),
+                ("spec.rules".to_owned(), "at most 2 rules, got 3".to_owned()),
+            ]
+        );
     }
 }

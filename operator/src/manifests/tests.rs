@@ -140,6 +140,19 @@ fn malformed_manifests_name_object_and_field() {
     }
 }
 
+/// A list over its CRD bound is one problem naming the object, the list and the bound, as the
+/// API server would reject it.
+#[test]
+fn lists_over_their_bound_name_object_field_and_bound() {
+    let rules: String = (0..65)
+        .map(|i| format!("    - name: Crash{i}\n      crashRate: {{}}\n"))
+        .collect();
+    assert_eq!(
+        problems(&policy(&rules)),
+        ["m.yaml: AlertPolicy/retail/p: spec.rules: at most 64 rules, got 65"]
+    );
+}
+
 /// Objects of other API groups (Secrets, Deployments) are skipped, not rejected.
 #[test]
 fn foreign_objects_are_skipped() {

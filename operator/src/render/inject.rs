@@ -66,7 +66,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use vigil_crds::agent_config::{POD_ANNOTATIONS_FILE, POD_INFO_DIR};
+use vigil_crds::agent_config::{POD_ANNOTATIONS_FILE, POD_INFO_DIR, POD_LOGS_OFF_ENV};
 use vigil_crds::common::SECRETS_DIR;
 use vigil_crds::monitored_app::{parse_byte_quantity, MetricsPort, ReleaseSource};
 use vigil_crds::MonitoredApp;
@@ -76,8 +76,11 @@ use super::agent_config::{
     POD_LOG_DIR,
 };
 
+pub mod pod_security;
 #[cfg(test)]
 mod tests;
+
+pub use pod_security::PodSecurityLevel;
 
 /// Name of the injected agent container.
 pub const AGENT_CONTAINER: &str = "vigil-agent";
@@ -125,6 +128,11 @@ pub struct AgentSidecar {
     pub traces: bool,
     /// Mount the pod's own log directory.
     pub container_logs: bool,
+    /// Why the app's container logs are not collected in this pod although it asks for them
+    /// (the namespace's Pod Security level forbids the hostPath volume); passed to the agent in
+    /// `VIGIL_POD_LOGS_OFF`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_logs_off: Option<String>,
     /// Where the application's version comes from.
     pub version: VersionSource,
     /// The metrics port when the app names it (`http-metrics`): injection resolves it against
@@ -196,6 +204,7 @@ impl AgentSidecar {
             native_sidecar: true,
             traces: spec.traces.enabled,
             container_logs: spec.logs.as_ref().is_some_and(|l| l.container_logs),
+            pod_logs_off: None,
             version: match spec.release.source {
                 ReleaseSource::Label => VersionSource::Label(spec.release.label.clone()),
                 ReleaseSource::ImageTag => VersionSource::ImageTag(spec.release.container.clone()),
@@ -206,6 +215,33 @@ impl AgentSidecar {
             },
             pod_annotations: spec.metrics.as_ref().is_some_and(|m| m.honor_annotations),
         }
+    }
+
+    /// The sidecar injected for `app` into a pod of a namespace enforcing `level`, in the
+    /// cluster's sidecar mode: what the webhook injects and what the controller's stale-pod
+    /// count compares against.
+    pub fn for_pod_of(
+        app: &MonitoredApp,
+        default_image: &str,
+        native_sidecar: bool,
+        level: PodSecurityLevel,
+    ) -> AgentSidecar {
+        let mut sidecar = AgentSidecar::for_app(app, default_image);
+        sidecar.native_sidecar = native_sidecar;
+        sidecar.under_pod_security(level)
+    }
+
+    /// This sidecar in a namespace enforcing `level`: without the pod log mount where the
+    /// level forbids hostPath volumes (the agent is told why, and reads no pod log files).
+    pub fn under_pod_security(mut self, level: PodSecurityLevel) -> AgentSidecar {
+        if self.container_logs && !level.allows_host_path() {
+            self.container_logs = false;
+            self.pod_logs_off = Some(format!(
+                "the namespace enforces Pod Security level {level} ({}), which forbids the hostPath volume of the node's pod log directory",
+                pod_security::ENFORCE_LABEL
+            ));
+        }
+        self
     }
 
     /// A short content hash of this sidecar (sha256 of its JSON form, 16 hex characters): the
@@ -523,6 +559,9 @@ fn agent_container(spec: &PodSpec, sidecar: &AgentSidecar, names: &VolumeNames) 
             .map(|p| p.container_port)
     }) {
         env.push(plain_env(SCRAPE_PORT_ENV, &port.to_string()));
+    }
+    if let Some(reason) = &sidecar.pod_logs_off {
+        env.push(plain_env(POD_LOGS_OFF_ENV, reason));
     }
 
     let mut mounts = vec![VolumeMount {

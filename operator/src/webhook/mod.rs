@@ -22,12 +22,14 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::version::Info;
-use kube::runtime::reflector::Store;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
 use vigil_crds::MonitoredApp;
 
-use crate::render::inject::AgentSidecar;
+use crate::render::inject::{AgentSidecar, PodSecurityLevel};
 use crate::tls::{self, CertSource, ServingCertResolver, TlsSettings, Validity};
 
 /// Path of the pod injection webhook.
@@ -98,7 +100,9 @@ impl WebhookArgs {
 
 /// Whether an API server of this version runs native sidecars (Kubernetes 1.29 or later, where
 /// the `SidecarContainers` feature is on by default), for choosing the sidecar mode from
-/// `Client::apiserver_version`. Unknown versions count as recent.
+/// `Client::apiserver_version`. Reads `major`/`minor` (`"1"`, `"29+"`), else `gitVersion`
+/// (`v1.29.3-gke.1`); a version it cannot read counts as old: a regular sidecar container is
+/// valid on every version, a native one is rejected before 1.29.
 pub fn supports_native_sidecar(info: &Info) -> bool {
     let number = |s: &str| {
         s.chars()
@@ -107,18 +111,25 @@ pub fn supports_native_sidecar(info: &Info) -> bool {
             .parse::<u32>()
             .ok()
     };
-    match (number(&info.major), number(&info.minor)) {
-        (Some(major), Some(minor)) => major > 1 || (major == 1 && minor >= 29),
-        _ => true,
-    }
+    let from_git = || {
+        let mut parts = info.git_version.trim_start_matches('v').split('.');
+        Some((number(parts.next()?)?, number(parts.next()?)?))
+    };
+    let version = match (number(&info.major), number(&info.minor)) {
+        (Some(major), Some(minor)) => Some((major, minor)),
+        _ => from_git(),
+    };
+    version.is_some_and(|(major, minor)| major > 1 || (major == 1 && minor >= 29))
 }
 
 /// What the injection webhook needs: the `MonitoredApp`s (a reflector's store, shared with the
-/// controllers) and how to build the agent container.
+/// controllers), the namespaces' labels and how to build the agent container.
 #[derive(Clone)]
 pub struct Webhook {
     /// Every `MonitoredApp` the operator sees.
     pub apps: Store<MonitoredApp>,
+    /// The namespaces' metadata: the Pod Security level each enforces.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Agent image used unless an app names its own.
     pub agent_image: String,
     /// Inject a native sidecar (Kubernetes 1.29+) or a regular container.
@@ -126,11 +137,20 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// The sidecar to inject for `app`, in this cluster's mode.
+    /// The sidecar to inject for `app` (into a pod of the app's namespace), in this cluster's
+    /// mode and under the namespace's Pod Security level.
     pub fn sidecar_for(&self, app: &MonitoredApp) -> AgentSidecar {
-        let mut sidecar = AgentSidecar::for_app(app, &self.agent_image);
-        sidecar.native_sidecar = self.native_sidecar;
-        sidecar
+        let level = self.pod_security(app.metadata.namespace.as_deref().unwrap_or("default"));
+        AgentSidecar::for_pod_of(app, &self.agent_image, self.native_sidecar, level)
+    }
+
+    /// The Pod Security level `namespace` enforces. A namespace not (yet) in the store counts
+    /// as `restricted`: a pod must never be rejected because of what Vigil added.
+    pub fn pod_security(&self, namespace: &str) -> PodSecurityLevel {
+        match self.namespaces.get(&ObjectRef::new(namespace)) {
+            Some(ns) => PodSecurityLevel::enforced_by(ns.metadata.labels.as_ref()),
+            None => PodSecurityLevel::Restricted,
+        }
     }
 }
 
@@ -163,7 +183,8 @@ impl WebhookError {
 /// certificate current (self-managed, or from `--webhook-cert-dir`) and serves
 /// `/mutate-pods`, `/validate`, `/healthz` and `/readyz` on `--webhook-listen`. `ready` turns
 /// true once the listener is bound and a certificate is loaded (AND it into the operator's own
-/// readiness). Every replica runs this; it needs no leadership.
+/// readiness). After `shutdown`, it keeps answering for `drain` while not ready. Every replica
+/// runs this; it needs no leadership.
 ///
 /// `webhook` carries the `MonitoredApp` store (a reflector's reader, shared with the
 /// controllers) and the same agent image and sidecar mode as the controllers' settings.
@@ -173,6 +194,7 @@ pub async fn run(
     webhook: Webhook,
     ready: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    drain: Duration,
 ) -> Result<(), WebhookError> {
     let resolver = Arc::new(ServingCertResolver::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -200,7 +222,15 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let served = server::serve(listener, Arc::new(webhook), resolver, ready, stopped()).await;
+    let served = server::serve(
+        listener,
+        Arc::new(webhook),
+        resolver,
+        ready,
+        stopped(),
+        drain,
+    )
+    .await;
     let _ = certs.await;
     served
 }

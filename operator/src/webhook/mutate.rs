@@ -16,6 +16,11 @@
 //! injected pod gives an empty patch, because `inject` is idempotent. The webhook fails open:
 //! any error admits the pod unchanged with a warning, never a rejection.
 //!
+//! Nor may the patch make the pod inadmissible. The sidecar follows the namespace's Pod
+//! Security level (no hostPath for pod logs under `baseline`/`restricted`), and the injected
+//! pod is checked against that level: if the agent would add a violation the pod itself does
+//! not have, the pod is admitted without the agent, with a warning naming each violation.
+//!
 //! The API server waits for this answer on every pod creation, so it is made in one pass:
 //! - The review is read once into [`PodReview`], typed only where the webhook looks. (kube's
 //!   `AdmissionReview` flattens its type fields, which makes serde read the whole review into
@@ -30,7 +35,7 @@
 //! - The response is written from a small struct, with the patch in base64.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
@@ -46,7 +51,7 @@ use serde_json::Value;
 use vigil_crds::MonitoredApp;
 
 use super::{Webhook, APP_ANNOTATION, DEFAULT_APP, INJECT_ANNOTATION};
-use crate::render::inject::{inject, AgentSidecar, INJECTED};
+use crate::render::inject::{inject, pod_security, AgentSidecar, PodSecurityLevel, INJECTED};
 
 /// A request body that is not an `AdmissionReview` with a request: answered with HTTP 400.
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +179,8 @@ pub fn admit_pod(
         return answer;
     };
     let name = tracing::enabled!(tracing::Level::DEBUG).then(|| pod_name(&pod));
-    match injection_patch(pod, &sidecar, original) {
+    let level = webhook.pod_security(&namespace);
+    match injection_patch(pod, &sidecar, level, original) {
         Ok(None) => {}
         Ok(Some(patch)) => {
             if let Some(name) = name {
@@ -198,6 +204,13 @@ pub enum PatchError {
     /// The general diff needs the pod as the request has it, and it could not be read again.
     #[error("cannot read the pod again for the patch")]
     Original,
+    /// The injected pod would break a rule of the namespace's Pod Security level that the pod
+    /// itself keeps, so the API server would reject it.
+    #[error("the namespace enforces Pod Security level {level}, and the agent would add: {}", violations.join(", "))]
+    PodSecurity {
+        level: PodSecurityLevel,
+        violations: Vec<String>,
+    },
 }
 
 /// The JSON Patch (encoded) that turns `pod` into `inject(pod, sidecar)`, or `None` when
@@ -206,10 +219,24 @@ pub enum PatchError {
 pub fn injection_patch(
     pod: Pod,
     sidecar: &AgentSidecar,
+    level: PodSecurityLevel,
     original: impl Fn() -> Option<Pod>,
 ) -> Result<Option<Vec<u8>>, PatchError> {
     let outline = Outline::of(&pod);
+    let before = pod_security_violations(&pod, level);
     let injected = inject(pod, sidecar);
+    if level != PodSecurityLevel::Privileged {
+        let added: Vec<String> = pod_security_violations(&injected, level)
+            .difference(&before)
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            return Err(PatchError::PodSecurity {
+                level,
+                violations: added,
+            });
+        }
+    }
     if let Some(outline) = outline {
         let mut patch = PatchWriter::default();
         if outline.additions(&injected, &mut patch)? {
@@ -223,6 +250,13 @@ pub fn injection_patch(
     Ok((!patch.0.is_empty())
         .then(|| serde_json::to_vec(&patch))
         .transpose()?)
+}
+
+fn pod_security_violations(pod: &Pod, level: PodSecurityLevel) -> BTreeSet<String> {
+    pod.spec
+        .as_ref()
+        .map(|spec| pod_security::violations(spec, level))
+        .unwrap_or_default()
 }
 
 /// The response review answering request `uid` as the API server reads it (`patch` in

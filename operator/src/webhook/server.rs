@@ -36,28 +36,49 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the webhook on `listener` until `shutdown` completes, then stops accepting and lets
-/// requests in flight finish (up to 10 seconds).
+/// Serves the webhook on `listener` until `shutdown` completes and `drain` has passed, then
+/// stops accepting and lets requests in flight finish (up to 10 seconds).
 ///
 /// `ready` is kept true while the listener is open and `certs` holds a certificate, and set
 /// false when shutdown begins; `/readyz` answers from it, and the caller may combine it into
-/// its own readiness.
+/// its own readiness. During `drain` the server keeps accepting and answering admission
+/// requests while `/readyz` fails: the endpoints controller takes the replica out of the
+/// Service, and the API server's calls that still arrive meanwhile are answered, not refused.
 pub async fn serve(
     listener: TcpListener,
     webhook: Arc<Webhook>,
     certs: Arc<ServingCertResolver>,
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
+    drain: Duration,
 ) -> Result<(), WebhookError> {
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(certs.clone())?));
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let mut readiness = tokio::time::interval(Duration::from_millis(250));
     tokio::pin!(shutdown);
+    // Set when shutdown begins: the end of the drain period.
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
+        let drained = async {
+            match draining {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = &mut shutdown => break,
-            _ = readiness.tick() => ready.store(certs.is_loaded(), Ordering::Relaxed),
+            () = &mut shutdown, if draining.is_none() => {
+                ready.store(false, Ordering::Relaxed);
+                if drain.is_zero() {
+                    break;
+                }
+                tracing::info!(seconds = drain.as_secs_f64(), "webhook draining: not ready, still answering");
+                draining = Some(tokio::time::Instant::now() + drain);
+            }
+            () = drained => break,
+            _ = readiness.tick() => {
+                ready.store(draining.is_none() && certs.is_loaded(), Ordering::Relaxed);
+            }
             accepted = listener.accept() => {
                 let (tcp, _peer) = match accepted {
                     Ok(conn) => conn,

@@ -7,12 +7,14 @@
     reason = "test code: a failed step must fail the test with its message"
 )]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
@@ -22,7 +24,7 @@ use serde_json::{json, Value};
 use vigil_crds::MonitoredApp;
 
 use super::*;
-use crate::render::inject::{inject, AGENT_CONTAINER, INJECTED};
+use crate::render::inject::{inject, pod_security, AGENT_CONTAINER, INJECTED};
 use crate::tls::{Plan, WebhookCerts};
 
 const DEPLOYMENT_POD: &str = include_str!("fixtures/pod-from-deployment.json");
@@ -66,9 +68,31 @@ fn webhook(apps: Vec<MonitoredApp>, native_sidecar: bool) -> Webhook {
     }
     Webhook {
         apps: writer.as_reader(),
+        namespaces: namespaces(&[("retail", None), ("shop", None)]),
         agent_image: AGENT_IMAGE.into(),
         native_sidecar,
     }
+}
+
+/// A namespace store: each namespace with its `pod-security.kubernetes.io/enforce` level.
+fn namespaces(levels: &[(&str, Option<&str>)]) -> Store<PartialObjectMeta<Namespace>> {
+    let mut writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
+    for (name, level) in levels {
+        let labels = level.map(|l| {
+            BTreeMap::from([(pod_security::ENFORCE_LABEL.to_owned(), l.to_owned())])
+        });
+        let ns = PartialObjectMeta::<Namespace> {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some((*name).to_owned()),
+                labels,
+                ..ObjectMeta::default()
+            },
+            _phantom: std::marker::PhantomData,
+        };
+        writer.apply_watcher_event(&watcher::Event::Apply(ns));
+    }
+    writer.as_reader()
 }
 
 /// Sends `review` to `/mutate-pods` and returns the response review.
@@ -648,19 +672,23 @@ fn validate_never_blocks_the_operator() {
     assert_eq!(response["response"]["allowed"], false);
 }
 
-/// Kubernetes versions: native sidecars from 1.29 on, including provider suffixes.
+/// Kubernetes versions: native sidecars from 1.29 on, including provider suffixes; a version
+/// that cannot be read gets the regular container every version accepts.
 #[test]
 fn native_sidecar_from_1_29() {
-    let info = |major: &str, minor: &str| k8s_openapi::apimachinery::pkg::version::Info {
+    let info = |major: &str, minor: &str, git: &str| k8s_openapi::apimachinery::pkg::version::Info {
         major: major.into(),
         minor: minor.into(),
+        git_version: git.into(),
         ..Default::default()
     };
-    assert!(!supports_native_sidecar(&info("1", "28")));
-    assert!(!supports_native_sidecar(&info("1", "27+")));
-    assert!(supports_native_sidecar(&info("1", "29")));
-    assert!(supports_native_sidecar(&info("1", "31+")));
-    assert!(supports_native_sidecar(&info("", "")));
+    assert!(!supports_native_sidecar(&info("1", "28", "v1.28.7")));
+    assert!(!supports_native_sidecar(&info("1", "27+", "")));
+    assert!(supports_native_sidecar(&info("1", "29", "")));
+    assert!(supports_native_sidecar(&info("1", "31+", "")));
+    assert!(supports_native_sidecar(&info("", "", "v1.30.2-gke.1")));
+    assert!(!supports_native_sidecar(&info("", "", "v1.28.7+k3s1")));
+    assert!(!supports_native_sidecar(&info("", "", "")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,6 +741,11 @@ struct Running {
 }
 
 async fn start(certs: &WebhookCerts) -> Running {
+    start_draining(certs, Duration::ZERO).await
+}
+
+/// A server that drains for `drain` after it is told to stop.
+async fn start_draining(certs: &WebhookCerts, drain: Duration) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let resolver = Arc::new(ServingCertResolver::new());
@@ -727,6 +760,7 @@ async fn start(certs: &WebhookCerts) -> Running {
         async move {
             let _ = stopped.await;
         },
+        drain,
     ));
     Running {
         addr,
@@ -829,6 +863,45 @@ async fn https_handshake_with_the_generated_ca() {
     let stranger = https_client(&issue_certs().bundle_pem(), server.addr);
     assert!(stranger.get(server.url("/healthz")).send().await.is_err());
     server.stop().await;
+}
+
+/// A terminating replica drains: once told to stop, `/readyz` fails at once (the endpoints
+/// controller takes it out of the Service) while admission requests are still answered for the
+/// drain period, so the API server's calls in that window succeed; then it stops listening.
+#[tokio::test]
+async fn terminating_server_keeps_answering_while_not_ready() {
+    let certs = issue_certs();
+    let drain = Duration::from_secs(2);
+    let mut server = start_draining(&certs, drain).await;
+    let client = https_client(&certs.bundle_pem(), server.addr);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !server.ready.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.get(server.url("/readyz")).send().await.unwrap().status(), 200);
+
+    let _ = server.stop.take().unwrap().send(());
+    let stopped_at = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.get(server.url("/readyz")).send().await.unwrap().status(), 503);
+    // A new connection (not only a kept-alive one) is still accepted and answered.
+    let fresh = https_client(&certs.bundle_pem(), server.addr);
+    let response = fresh
+        .post(server.url(MUTATE_PATH))
+        .header("content-type", "application/json")
+        .body(DEPLOYMENT_POD)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(!server.task.is_finished(), "stopped before the drain period ended");
+
+    (&mut server.task).await.unwrap().unwrap();
+    assert!(stopped_at.elapsed() >= drain, "drained only {:?}", stopped_at.elapsed());
+    let late = https_client(&certs.bundle_pem(), server.addr);
+    assert!(late.get(server.url("/healthz")).send().await.is_err(), "still listening after the drain");
 }
 
 /// After a renewal is handed to the resolver, new connections get the new certificate while

@@ -10,7 +10,7 @@ use vigil_crds::MonitoredApp;
 use crate::controllers::aggregate::{self, Contribution, PrometheusPart};
 use crate::controllers::{OptionalApis, Settings};
 use crate::render::agent_config::{self, CONFIG_HASH_ANNOTATION};
-use crate::render::inject::AgentSidecar;
+use crate::render::inject::{AgentSidecar, PodSecurityLevel};
 use crate::render::scrape;
 
 /// The children of one app, one field per child kind.
@@ -62,10 +62,12 @@ impl Desired {
     }
 }
 
-/// The sidecar the webhook injects for `app` under `settings`: its `spec_hash` is what a
-/// current pod carries in `vigil.dev/injected`.
-pub fn sidecar_for(app: &MonitoredApp, settings: &Settings) -> AgentSidecar {
-    let mut sidecar = AgentSidecar::for_app(app, &settings.agent_image);
-    sidecar.native_sidecar = settings.native_sidecar;
-    sidecar
+/// The sidecar the webhook injects for `app` under `settings` in a namespace enforcing
+/// `level`: its `spec_hash` is what a current pod carries in `vigil.dev/injected`.
+pub fn sidecar_for(
+    app: &MonitoredApp,
+    settings: &Settings,
+    level: PodSecurityLevel,
+) -> AgentSidecar {
+    AgentSidecar::for_pod_of(app, &settings.agent_image, settings.native_sidecar, level)
 }

@@ -19,7 +19,7 @@ use super::aggregate::{self, Shares};
 use super::apply::describe;
 use super::{Context, Error, OptionalApis};
 pub use desired::{sidecar_for, Desired};
-pub use status::{count_pods, PodCounts};
+pub use status::{count_pods, CreationFailure, PodCounts, PodsObserved};
 
 /// Kind name used in metrics and spans.
 pub const KIND: &str = "MonitoredApp";
@@ -40,10 +40,12 @@ async fn steps(app: &MonitoredApp, ctx: &Context) -> Result<Action, Error> {
         Err(e) => return aggregate::reject(ctx, app, desired::withdrawn(app), e).await,
     };
     let pods = status::selected_pods(app, &selector, ctx).await?; // observe
+    let level = status::namespace_level(app, ctx).await?;
+    let failures = status::creation_failures(app, &selector, ctx).await?;
     let desired = desired::children(app, apis); // pure
     let switched = aggregate::join(ctx, app, shares(apis)).await?;
     let applied = apply::children(app, desired, apis, switched, ctx).await?; // write
-    status::publish(app, &pods, &applied, ctx).await?; // write status
+    status::publish(app, &pods, level, failures, &applied, ctx).await?; // write status
     Ok(Action::requeue(ctx.settings.resync))
 }
 

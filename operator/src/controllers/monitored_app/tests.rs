@@ -16,7 +16,7 @@ use crate::fake_api::FakeApiServer;
 use crate::controllers::fixtures::{condition, event_reasons};
 use crate::controllers::{error_policy, Settings};
 use crate::render::agent_config::CONFIG_HASH_ANNOTATION;
-use crate::render::inject::INJECTED;
+use crate::render::inject::{PodSecurityLevel, INJECTED};
 
 const APP: &str = r#"
 apiVersion: vigil.dev/v1alpha1
@@ -67,7 +67,7 @@ async fn create_applies_children_and_reports_pod_counts() {
     let server = FakeApiServer::new();
     let ctx = server.context(Settings::default());
     let app = create(&server, &app_from(APP));
-    let current = sidecar_for(&app, &ctx.settings).spec_hash();
+    let current = sidecar_for(&app, &ctx.settings, PodSecurityLevel::Privileged).spec_hash();
     server.create(&pod("a", &[("app", "checkout")], Some(&current)));
     server.create(&pod("b", &[("app", "checkout")], Some("0000000000000000")));
     server.create(&pod("c", &[("app", "checkout")], None));
