@@ -10,7 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// A Prometheus duration such as `30s`, `5m`, `1h30m` or `30d`.
 ///
 /// Units: `ms`, `s`, `m`, `h`, `d` (24h), `w` (7d), `y` (365d). Parsed when deserialised, so a
-/// malformed duration is rejected with the field that holds it.
+/// malformed duration is rejected with the field that holds it. At most 32 characters
+/// ([`Duration::MAX_LEN`]), far more than any real duration needs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Duration(String);
@@ -25,6 +26,9 @@ pub struct DurationError {
 impl Duration {
     /// Regex used in the CRD schema; the parser below accepts exactly this language.
     pub const PATTERN: &'static str = "^([0-9]+(ms|s|m|h|d|w|y))+$";
+
+    /// `maxLength` in the CRD schema, so the API server need not assume megabyte durations.
+    pub const MAX_LEN: u32 = 32;
 
     /// Parses and validates a duration.
     pub fn parse(input: &str) -> Result<Self, DurationError> {
@@ -121,12 +125,12 @@ impl JsonSchema for Duration {
         true
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "pattern": Self::PATTERN })
+        json_schema!({ "type": "string", "pattern": Self::PATTERN, "maxLength": Self::MAX_LEN })
     }
 }
 
 /// A PromQL expression. Checked for balanced brackets and quotes when loaded; the real
-/// parser (promtool) checks the rendered rules.
+/// parser (promtool) checks the rendered rules. At most 8192 characters ([`PromQl::MAX_LEN`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct PromQl(String);
@@ -143,6 +147,10 @@ pub enum PromQlError {
 }
 
 impl PromQl {
+    /// `maxLength` in the CRD schema: room for the longest hand-written alert or SLI
+    /// expressions, while bounding what the API server must assume.
+    pub const MAX_LEN: u32 = 8192;
+
     /// Validates the lexical shape of an expression: non-empty, brackets balanced, strings closed.
     pub fn parse(input: &str) -> Result<Self, PromQlError> {
         let expr = input.trim();
@@ -217,7 +225,7 @@ impl JsonSchema for PromQl {
         true
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "minLength": 1 })
+        json_schema!({ "type": "string", "minLength": 1, "maxLength": Self::MAX_LEN })
     }
 }
 
@@ -341,11 +349,11 @@ impl fmt::Display for Severity {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
-    /// Name of the Secret.
+    /// Name of the Secret. At most 253 characters.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
-    /// Key inside the Secret whose value is used.
-    #[schemars(length(min = 1))]
+    /// Key inside the Secret whose value is used. At most 253 characters.
+    #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
 
@@ -370,7 +378,7 @@ pub const SECRETS_DIR: &str = "/etc/vigil/secrets";
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppRef {
-    /// Name of the `MonitoredApp` in this resource's namespace.
+    /// Name of the `MonitoredApp` in this resource's namespace. At most 253 characters.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }

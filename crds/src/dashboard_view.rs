@@ -25,12 +25,15 @@ use crate::common::{Audience, ClientType, Condition, PromQl};
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DashboardViewSpec {
-    /// Dashboard title. Default: derived from the audience and the apps.
+    /// Dashboard title. Default: derived from the audience and the apps. At most 256
+    /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub title: Option<String>,
 
-    /// Names of the `MonitoredApp`s (same namespace) the dashboard covers.
-    #[schemars(length(min = 1))]
+    /// Names of the `MonitoredApp`s (same namespace) the dashboard covers. At most 32 names of
+    /// at most 253 characters.
+    #[schemars(length(min = 1, max = 32), inner(length(max = 253)))]
     pub apps: Vec<String>,
 
     /// Who the dashboard is for: `engineering` (stack-trace fingerprints, release correlation),
@@ -41,12 +44,14 @@ pub struct DashboardViewSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_type: Option<ClientType>,
 
-    /// Extra panels appended after the presets.
+    /// Extra panels appended after the presets. At most 64 panels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub panels: Vec<ExtraPanel>,
 
-    /// Grafana folder for the dashboard. Default `Vigil`.
+    /// Grafana folder for the dashboard. Default `Vigil`. At most 256 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub folder: Option<String>,
 }
 
@@ -54,13 +59,15 @@ pub struct DashboardViewSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtraPanel {
-    /// Panel title.
-    #[schemars(length(min = 1))]
+    /// Panel title. At most 256 characters.
+    #[schemars(length(min = 1, max = 256))]
     pub title: String,
-    /// Query; `$namespace` and `$app` are dashboard variables.
+    /// Query; `$namespace` and `$app` are dashboard variables. At most 8192 characters.
     pub expr: PromQl,
-    /// Grafana unit, such as `percentunit`, `s`, `reqps` or `short`. Default `short`.
+    /// Grafana unit, such as `percentunit`, `s`, `reqps` or `short`. Default `short`. At most
+    /// 64 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub unit: Option<String>,
     /// `timeseries`, `stat`, `table` or `bargauge`. Default `timeseries`.
     #[serde(default)]
@@ -101,13 +108,15 @@ pub struct DashboardViewStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` and `DashboardApplied` conditions.
+    /// `Ready` and `DashboardApplied` conditions. At most 16 conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), transform = crate::bounds::conditions)]
     pub conditions: Vec<Condition>,
     /// Panels in the generated dashboard.
     #[serde(default)]
     pub panels: i32,
-    /// The Grafana `uid` of the generated dashboard.
+    /// The Grafana `uid` of the generated dashboard. At most 40 characters, Grafana's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 40))]
     pub uid: Option<String>,
 }

@@ -7,6 +7,7 @@
 
 pub mod agent_config;
 pub mod alert_policy;
+mod bounds;
 pub mod common;
 pub mod dashboard_view;
 pub mod monitored_app;

@@ -30,7 +30,8 @@ use crate::common::{ClientType, Condition, Duration, SecretKeyRef};
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MonitoredAppSpec {
     /// Selects the application's pods in this namespace. The agent is injected into every pod
-    /// it matches when the pod is created.
+    /// it matches when the pod is created. At most 64 `matchLabels` and 16 `matchExpressions`.
+    #[schemars(transform = crate::bounds::label_selector)]
     pub selector: LabelSelector,
 
     /// The kind of client the application serves; picks dashboard presets and alert context.
@@ -76,11 +77,13 @@ pub struct MonitoredAppSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsSpec {
-    /// Container port that serves metrics: a port name (as declared in the pod) or a number.
+    /// Container port that serves metrics: a port name (as declared in the pod, at most 15
+    /// characters) or a number.
     pub port: MetricsPort,
 
-    /// HTTP path of the metrics endpoint. Default `/metrics`.
+    /// HTTP path of the metrics endpoint. Default `/metrics`. At most 1024 characters.
     #[serde(default = "default_metrics_path")]
+    #[schemars(length(max = 1024))]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("path must start with '/'"))]
     pub path: String,
 
@@ -118,7 +121,8 @@ impl JsonSchema for MetricsPort {
         true
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({ "x-kubernetes-int-or-string": true })
+        // A port name is an IANA service name: at most 15 characters.
+        schemars::json_schema!({ "x-kubernetes-int-or-string": true, "maxLength": 15 })
     }
 }
 
@@ -141,13 +145,16 @@ pub struct LogsSpec {
     #[serde(default = "default_true")]
     pub container_logs: bool,
 
-    /// Limit container logs to these containers. Empty: every container except the agent.
+    /// Limit container logs to these containers. Empty: every container except the agent. At
+    /// most 32 container names of at most 63 characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 63)))]
     pub containers: Vec<String>,
 
     /// Extra file globs to tail, such as `/var/log/app/*.log`. The files must be on a volume
-    /// shared with the agent.
+    /// shared with the agent. At most 32 globs of at most 1024 characters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 1024)))]
     #[x_kube(validation = Rule::new("self.all(f, f.startsWith('/'))").message("file globs must be absolute paths"))]
     pub files: Vec<String>,
 
@@ -161,8 +168,10 @@ pub struct LogsSpec {
     pub multiline: bool,
 
     /// Field (JSON key or logfmt key) that identifies the end user, used to count the users a
-    /// crash affects. Only a hash-based estimate of distinct values leaves the pod.
+    /// crash affects. Only a hash-based estimate of distinct values leaves the pod. At most 256
+    /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub user_field: Option<String>,
 }
 
@@ -224,12 +233,14 @@ impl Default for CrashesSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedactionSpec {
-    /// Built-in detectors to run. Default: all of them.
+    /// Built-in detectors to run. Default: all of them. At most 16 entries.
     #[serde(default = "Detector::all")]
+    #[schemars(length(max = 16))]
     pub detectors: Vec<Detector>,
 
-    /// Extra patterns to redact.
+    /// Extra patterns to redact. At most 64 patterns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub patterns: Vec<RedactionPattern>,
 }
 
@@ -278,14 +289,15 @@ impl Detector {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RedactionPattern {
-    /// Name of the rule, used in the agent's own metrics.
-    #[schemars(length(min = 1))]
+    /// Name of the rule, used in the agent's own metrics. At most 63 characters.
+    #[schemars(length(min = 1, max = 63))]
     pub name: String,
-    /// Regular expression (RE2 syntax) whose matches are replaced.
-    #[schemars(length(min = 1))]
+    /// Regular expression (RE2 syntax) whose matches are replaced. At most 1024 characters.
+    #[schemars(length(min = 1, max = 1024))]
     pub regex: String,
-    /// Replacement text. Default `[REDACTED]`.
+    /// Replacement text. Default `[REDACTED]`. At most 256 characters.
     #[serde(default = "default_replacement")]
+    #[schemars(length(max = 256))]
     pub replacement: String,
 }
 
@@ -299,12 +311,16 @@ pub struct ReleaseSpec {
     #[serde(default)]
     pub source: ReleaseSource,
 
-    /// Pod label holding the version. Default `app.kubernetes.io/version`.
+    /// Pod label holding the version. Default `app.kubernetes.io/version`. At most 317
+    /// characters (a label key: a 253-character prefix, `/` and a 63-character name).
     #[serde(default = "default_version_label")]
+    #[schemars(length(max = 317))]
     pub label: String,
 
     /// Container whose image tag is the version (for `imageTag`). Default: the first container.
+    /// At most 63 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub container: Option<String>,
 }
 
@@ -352,13 +368,17 @@ pub struct ExportersSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.endpoint.startsWith('http://') || self.endpoint.startsWith('https://')").message("otlp.endpoint must be an http:// or https:// URL"))]
 pub struct OtlpExporter {
-    /// Endpoint URL, such as `http://otel-collector.observability:4317`.
+    /// Endpoint URL, such as `http://otel-collector.observability:4317`. At most 2048
+    /// characters.
+    #[schemars(length(max = 2048))]
     pub endpoint: String,
     /// `grpc` or `http` (protobuf over HTTP). Default `grpc`.
     #[serde(default)]
     pub protocol: OtlpProtocol,
-    /// Tenant, sent as the `X-Scope-OrgID` header.
+    /// Tenant, sent as the `X-Scope-OrgID` header. At most 150 characters, the longest tenant
+    /// ID Mimir, Loki and Tempo accept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 150))]
     pub tenant: Option<String>,
     /// Bearer token for the `Authorization` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -385,10 +405,13 @@ pub enum OtlpProtocol {
 #[x_kube(validation = Rule::new("self.url.startsWith('http://') || self.url.startsWith('https://')").message("url must be an http:// or https:// URL"))]
 pub struct HttpExporter {
     /// Full push URL, such as `http://mimir:8080/api/v1/push` or
-    /// `http://loki:3100/loki/api/v1/push`.
+    /// `http://loki:3100/loki/api/v1/push`. At most 2048 characters.
+    #[schemars(length(max = 2048))]
     pub url: String,
-    /// Tenant, sent as the `X-Scope-OrgID` header.
+    /// Tenant, sent as the `X-Scope-OrgID` header. At most 150 characters, the longest tenant
+    /// ID Mimir, Loki and Tempo accept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 150))]
     pub tenant: Option<String>,
     /// Bearer token for the `Authorization` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -403,15 +426,18 @@ pub struct HttpExporter {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.url.startsWith('http://') || self.url.startsWith('https://')").message("splunkHec.url must be an http:// or https:// URL"))]
 pub struct SplunkHecExporter {
-    /// HEC base URL, such as `https://splunk.example:8088`.
+    /// HEC base URL, such as `https://splunk.example:8088`. At most 2048 characters.
+    #[schemars(length(max = 2048))]
     pub url: String,
     /// The HEC token.
     pub token_secret_ref: SecretKeyRef,
-    /// Target index. Default: the token's default index.
+    /// Target index. Default: the token's default index. At most 256 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub index: Option<String>,
-    /// Sourcetype of the events. Default `vigil`.
+    /// Sourcetype of the events. Default `vigil`. At most 256 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub sourcetype: Option<String>,
     /// CA certificate (PEM) that signed the endpoint's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -453,17 +479,23 @@ impl ExportersSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentSpec {
-    /// Agent image. Default: the image matching the operator's version.
+    /// Agent image. Default: the image matching the operator's version. At most 512 characters
+    /// (a 255-character repository, a 128-character tag and a digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
     pub image: Option<String>,
 
-    /// CPU and memory for the agent. Default: requests 10m CPU / 16Mi, limits 200m / 64Mi.
+    /// CPU and memory for the agent. Default: requests 10m CPU / 16Mi, limits 200m / 64Mi. At
+    /// most 16 resources in `limits` and in `requests`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = crate::bounds::resource_requirements)]
     pub resources: Option<ResourceRequirements>,
 
     /// Upper bound of the on-disk buffer in bytes, as a Kubernetes quantity. Data that cannot
-    /// be delivered is kept here until the back end is back. Default `256Mi`.
+    /// be delivered is kept here until the back end is back. Default `256Mi`. At most 32
+    /// characters.
     #[serde(default = "default_buffer_size")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]+(Ki|Mi|Gi)?$')").message("bufferSize must be a byte quantity such as 256Mi or 1Gi"))]
     pub buffer_size: String,
 
@@ -530,8 +562,9 @@ pub struct MonitoredAppStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Injected` and `ConfigRendered` conditions.
+    /// `Ready`, `Injected` and `ConfigRendered` conditions. At most 16 conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), transform = crate::bounds::conditions)]
     pub conditions: Vec<Condition>,
     /// Pods the selector matches.
     #[serde(default)]
@@ -543,8 +576,9 @@ pub struct MonitoredAppStatus {
     /// change when restarted.
     #[serde(default)]
     pub stale_pods: i32,
-    /// Hash of the rendered agent configuration currently published.
+    /// Hash of the rendered agent configuration currently published. At most 64 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub config_hash: Option<String>,
 }
 

@@ -31,7 +31,9 @@ pub struct SloSpec {
     pub app_ref: AppRef,
 
     /// What the objective promises, in words, such as "99.9 % of checkout requests succeed".
+    /// At most 1024 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub description: Option<String>,
 
     /// How good and bad events are counted.
@@ -54,7 +56,7 @@ pub struct SloSpec {
 /// The service-level indicator. Exactly one form is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("[has(self.goodTotal), has(self.errorTotal), has(self.availability), has(self.latency)].filter(x, x).size() == 1").message("sli sets exactly one of goodTotal, errorTotal, availability, latency"))]
+#[x_kube(validation = Rule::new("(has(self.goodTotal) ? 1 : 0) + (has(self.errorTotal) ? 1 : 0) + (has(self.availability) ? 1 : 0) + (has(self.latency) ? 1 : 0) == 1").message("sli sets exactly one of goodTotal, errorTotal, availability, latency"))]
 pub struct Sli {
     /// Good and total event rates as PromQL. `{{.window}}` is replaced by each evaluation
     /// window, e.g. `sum(rate(jobs_total{result="ok"}[{{.window}}]))`.
@@ -75,10 +77,10 @@ pub struct Sli {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GoodTotalSli {
-    /// Rate of good events over `{{.window}}`.
+    /// Rate of good events over `{{.window}}`. At most 8192 characters.
     #[x_kube(validation = Rule::new("self.contains('{{.window}}')").message("good must use {{.window}} as its range"))]
     pub good: PromQl,
-    /// Rate of all events over `{{.window}}`.
+    /// Rate of all events over `{{.window}}`. At most 8192 characters.
     #[x_kube(validation = Rule::new("self.contains('{{.window}}')").message("total must use {{.window}} as its range"))]
     pub total: PromQl,
 }
@@ -87,10 +89,10 @@ pub struct GoodTotalSli {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErrorTotalSli {
-    /// Rate of failed events over `{{.window}}`.
+    /// Rate of failed events over `{{.window}}`. At most 8192 characters.
     #[x_kube(validation = Rule::new("self.contains('{{.window}}')").message("errors must use {{.window}} as its range"))]
     pub errors: PromQl,
-    /// Rate of all events over `{{.window}}`.
+    /// Rate of all events over `{{.window}}`. At most 8192 characters.
     #[x_kube(validation = Rule::new("self.contains('{{.window}}')").message("total must use {{.window}} as its range"))]
     pub total: PromQl,
 }
@@ -99,17 +101,22 @@ pub struct ErrorTotalSli {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AvailabilitySli {
-    /// Request counter. Default `http_requests_total`.
+    /// Request counter. Default `http_requests_total`. At most 256 characters.
     #[serde(default = "default_request_metric")]
+    #[schemars(length(max = 256))]
     pub metric: String,
-    /// Label holding the status code. Default `code`.
+    /// Label holding the status code. Default `code`. At most 128 characters.
     #[serde(default = "default_status_label")]
+    #[schemars(length(max = 128))]
     pub status_label: String,
-    /// Regex of status values that are failures. Default `5..`.
+    /// Regex of status values that are failures. Default `5..`. At most 256 characters.
     #[serde(default = "default_error_regex")]
+    #[schemars(length(max = 256))]
     pub error_regex: String,
-    /// Extra label matchers narrowing the requests, such as `route="/checkout"`.
+    /// Extra label matchers narrowing the requests, such as `route="/checkout"`. At most 1024
+    /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub matchers: Option<String>,
 }
 
@@ -117,15 +124,18 @@ pub struct AvailabilitySli {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LatencySli {
-    /// Histogram base name (without `_bucket`). Default `http_request_duration_seconds`.
+    /// Histogram base name (without `_bucket`). Default `http_request_duration_seconds`. At most
+    /// 256 characters.
     #[serde(default = "default_latency_metric")]
+    #[schemars(length(max = 256))]
     pub histogram: String,
     /// Requests at or below this many seconds are good. Must equal one of the histogram's `le`
     /// bucket bounds, such as `0.25`.
     #[schemars(range(min = 0.0))]
     pub threshold_seconds: f64,
-    /// Extra label matchers narrowing the requests.
+    /// Extra label matchers narrowing the requests. At most 1024 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub matchers: Option<String>,
 }
 
@@ -134,11 +144,15 @@ pub struct LatencySli {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SloAlerting {
     /// Audiences paged on fast burns (14.4× over 1h, 6× over 6h for a 30-day window). Their
-    /// receivers come from the `AlertPolicy`s of the same app. Default `[engineering]`.
+    /// receivers come from the `AlertPolicy`s of the same app. Default `[engineering]`. At most
+    /// 3 entries.
     #[serde(default = "default_page")]
+    #[schemars(length(max = 3))]
     pub page: Vec<Audience>,
-    /// Audiences ticketed on slow burns (3× over 1d, 1× over 3d). Default `[support]`.
+    /// Audiences ticketed on slow burns (3× over 1d, 1× over 3d). Default `[support]`. At most
+    /// 3 entries.
     #[serde(default = "default_ticket")]
+    #[schemars(length(max = 3))]
     pub ticket: Vec<Audience>,
 }
 
@@ -158,8 +172,9 @@ pub struct SloStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` and `RulesApplied` conditions.
+    /// `Ready` and `RulesApplied` conditions. At most 16 conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), transform = crate::bounds::conditions)]
     pub conditions: Vec<Condition>,
     /// Recording rules generated.
     #[serde(default)]

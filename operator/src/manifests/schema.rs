@@ -156,9 +156,18 @@ mod tests {
         assert_eq!(
             check(&schema, &value),
             [
-                ("spec.audiences[0].receivers".to_owned(), "at most 1 receivers, got 2".to_owned()),
-                ("spec.escalation".to_owned(), "at most 1 items, got 2".to_owned()),
-                ("spec.labels".to_owned(), "at most 1 entries, got 2".to_owned()),
+                (
+                    "spec.audiences[0].receivers".to_owned(),
+                    "at most 1 receivers, got 2".to_owned()
+                ),
+                (
+                    "spec.escalation".to_owned(),
+                    "at most 1 items, got 2".to_owned()
+                ),
+                (
+                    "spec.labels".to_owned(),
+                    "at most 1 entries, got 2".to_owned()
+                ),
                 ("spec.rules".to_owned(), "at most 2 rules, got 3".to_owned()),
             ]
         );
