@@ -1,14 +1,18 @@
 //! The Helm chart `charts/vigil`: `helm lint --strict` and `helm template` for default and
 //! non-default values, every rendered object validated offline against the Kubernetes API
 //! schemas (`kubernetes-validate`, installed by scripts/install-test-tools.sh), and the
-//! properties users and reviewers rely on: probes, hardening, fail-open pod webhook,
-//! least-privilege RBAC, and flags that agree with the objects they name.
+//! properties users and reviewers rely on: probes, hardening (PodSecurity `restricted`),
+//! fail-open pod webhook, least-privilege RBAC that also works where
+//! `OwnerReferencesPermissionEnforcement` runs, aggregated user roles, safe rollouts, and flags
+//! that agree with the objects they name.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
     clippy::panic,
     reason = "test code: a failed step must fail the test with its message"
 )]
+
+mod pod_security;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -28,8 +32,12 @@ const KUBERNETES_VERSIONS: [&str; 2] = ["1.26.0", "1.34.0"];
 /// fields are asserted by hand below.
 const FOREIGN_KINDS: [&str; 3] = ["ServiceMonitor", "Certificate", "Issuer"];
 
+/// The four Vigil kinds, as RBAC names them.
+const VIGIL_KINDS: [&str; 4] = ["monitoredapps", "alertpolicies", "slos", "dashboardviews"];
+
 /// Non-default values: cert-manager with an existing ClusterIssuer, a ServiceMonitor, three
-/// replicas, custom images, reload URLs of a plain Prometheus and Alertmanager.
+/// replicas, custom images, reload URLs of a plain Prometheus and Alertmanager, OpenShift's
+/// security context (no fixed UID/GID), a longer drain, no aggregated user roles.
 const CUSTOM: &[&str] = &[
     "--set",
     "prometheus.reloadUrl=http://prometheus-server.monitoring:9090",
@@ -61,6 +69,16 @@ const CUSTOM: &[&str] = &[
     "webhook.excludedNamespaces={kube-system,ingress-nginx}",
     "--set",
     "commonLabels.team=platform",
+    "--set",
+    "podSecurityContext.runAsUser=null",
+    "--set",
+    "podSecurityContext.runAsGroup=null",
+    "--set",
+    "shutdown.drainSeconds=30",
+    "--set",
+    "terminationGracePeriodSeconds=45",
+    "--set",
+    "rbac.aggregateToDefaultRoles=false",
 ];
 
 struct Rendered {
@@ -188,6 +206,48 @@ fn strings(value: &Value) -> Vec<&str> {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default()
+}
+
+/// The Roles and ClusterRoles the chart binds to the operator's ServiceAccount.
+fn operator_roles(rendered: &Rendered) -> Vec<&Value> {
+    let account = rendered.one("Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
+    let bindings = rendered
+        .all("ClusterRoleBinding")
+        .into_iter()
+        .chain(rendered.all("RoleBinding"))
+        .filter(|b| {
+            b["subjects"].as_array().unwrap().iter().any(|s| {
+                s["kind"] == "ServiceAccount" && s["name"] == account && s["namespace"] == NAMESPACE
+            })
+        });
+    let roles: Vec<&Value> = bindings
+        .map(|b| {
+            let kind = b["roleRef"]["kind"].as_str().unwrap();
+            rendered
+                .all(kind)
+                .into_iter()
+                .find(|r| r["metadata"]["name"] == b["roleRef"]["name"])
+                .unwrap_or_else(|| panic!("{b} refers to a role the chart does not render"))
+        })
+        .collect();
+    assert!(!roles.is_empty(), "nothing is bound to {account}");
+    roles
+}
+
+/// Whether any rule of `roles` lets `verb` act on every object of `group`/`resource` (RBAC's
+/// matching: a rule limited by resourceNames does not count).
+fn grants(roles: &[&Value], group: &str, resource: &str, verb: &str) -> bool {
+    roles
+        .iter()
+        .flat_map(|r| r["rules"].as_array().unwrap())
+        .any(|rule| {
+            strings(&rule["apiGroups"]).contains(&group)
+                && strings(&rule["resources"]).contains(&resource)
+                && strings(&rule["verbs"]).contains(&verb)
+                && strings(&rule["resourceNames"]).is_empty()
+        })
 }
 
 /// `helm lint --strict` passes for the default and the non-default values.
@@ -347,11 +407,27 @@ fn webhooks_fail_open_for_pods_and_closed_for_config() {
     );
 }
 
-/// RBAC grants no wildcard, only the resources the operator uses, Secrets only by name in its
-/// own namespace, and the webhook configurations only by name.
+/// No role the chart renders (the operator's or the users') has a wildcard; the operator's
+/// grant only the resources the operator uses, Secrets only by name in its own namespace, and
+/// the webhook configurations only by name.
 #[test]
 fn rbac_is_least_privilege() {
     for rendered in [template(&[]), template(CUSTOM)] {
+        for role in rendered
+            .all("ClusterRole")
+            .into_iter()
+            .chain(rendered.all("Role"))
+        {
+            for rule in role["rules"].as_array().unwrap() {
+                for field in ["verbs", "resources", "apiGroups", "resourceNames"] {
+                    assert!(
+                        !strings(&rule[field]).contains(&"*"),
+                        "wildcard in {field} of {}: {rule}",
+                        role["metadata"]["name"]
+                    );
+                }
+            }
+        }
         let allowed: BTreeSet<(&str, &str)> = [
             ("vigil.dev", "monitoredapps"),
             ("vigil.dev", "alertpolicies"),
@@ -361,6 +437,11 @@ fn rbac_is_least_privilege() {
             ("vigil.dev", "alertpolicies/status"),
             ("vigil.dev", "slos/status"),
             ("vigil.dev", "dashboardviews/status"),
+            ("vigil.dev", "monitoredapps/finalizers"),
+            ("vigil.dev", "alertpolicies/finalizers"),
+            ("vigil.dev", "slos/finalizers"),
+            ("vigil.dev", "dashboardviews/finalizers"),
+            ("", "namespaces"),
             ("", "pods"),
             ("apps", "deployments"),
             ("apps", "replicasets"),
@@ -387,20 +468,10 @@ fn rbac_is_least_privilege() {
         ]
         .into_iter()
         .collect();
-        for role in rendered
-            .all("ClusterRole")
-            .into_iter()
-            .chain(rendered.all("Role"))
-        {
+        for role in operator_roles(&rendered) {
             let cluster_wide = role["kind"] == "ClusterRole";
             for rule in role["rules"].as_array().unwrap() {
                 let verbs = strings(&rule["verbs"]);
-                for field in ["verbs", "resources", "apiGroups", "resourceNames"] {
-                    assert!(
-                        !strings(&rule[field]).contains(&"*"),
-                        "wildcard in {field}: {rule}"
-                    );
-                }
                 assert!(
                     !verbs.contains(&"escalate")
                         && !verbs.contains(&"bind")
@@ -422,6 +493,12 @@ fn rbac_is_least_privilege() {
                         if group == "admissionregistration.k8s.io" {
                             assert_eq!(strings(&rule["resourceNames"]), ["vigil"]);
                             assert_eq!(verbs, ["get", "patch"]);
+                        }
+                        if resource.ends_with("/finalizers") {
+                            assert_eq!(verbs, ["update"], "finalizers need update only: {rule}");
+                        }
+                        if resource == "namespaces" {
+                            assert_eq!(verbs, ["get", "list", "watch"], "read only: {rule}");
                         }
                     }
                 }
@@ -471,7 +548,7 @@ fn operator_flags_match_the_rendered_objects() {
     assert!(container_ports.contains(&i64::from(parsed.webhook_listen.port())));
     let args = args(&rendered);
     assert!(args.contains(&"--agent-image=ghcr.io/vigil-dev/vigil-agent:0.1.0".to_owned()));
-    assert!(!args.contains(&"--no-native-sidecar".to_owned()));
+    assert!(args.contains(&"--native-sidecar=auto".to_owned()));
     assert!(
         !args
             .iter()
@@ -500,7 +577,13 @@ fn non_default_values_render_valid_objects() {
     assert!(args.contains(
         &"--agent-image=registry.example.com/platform/vigil-agent:0.1.0-rc.1".to_owned()
     ));
-    assert!(args.contains(&"--no-native-sidecar".to_owned()));
+    assert!(args.contains(&"--native-sidecar=false".to_owned()));
+    assert!(args.contains(&"--shutdown-drain-seconds=30".to_owned()));
+    let pod_context = &deployment["spec"]["template"]["spec"]["securityContext"];
+    assert!(
+        pod_context.get("runAsUser").is_none() && pod_context.get("runAsGroup").is_none(),
+        "null removes a default: {pod_context}"
+    );
     assert!(args.contains(&"--prometheus-url=http://prometheus-server.monitoring:9090".to_owned()));
     assert!(args.contains(&"--alertmanager-url=http://alertmanager.monitoring:9093".to_owned()));
     let CertSource::Directory(cert_dir) = parsed.cert_source() else {
@@ -606,6 +689,355 @@ fn self_signed_cert_manager_and_single_replica() {
     assert!(rendered.all("PodDisruptionBudget").is_empty());
 }
 
+/// Where the `OwnerReferencesPermissionEnforcement` admission plugin runs (on by default in
+/// OpenShift), a child whose ownerReference sets `blockOwnerDeletion` may only be written by
+/// whoever may update the owner's `finalizers`: the operator is granted exactly that for all
+/// four Vigil kinds. It also reads Namespaces (their PodSecurity level) and core Events
+/// (ReplicaSets' `FailedCreate`), besides writing Events.
+#[test]
+fn operator_rbac_covers_hardened_clusters() {
+    for rendered in [template(&[]), template(CUSTOM)] {
+        let roles = operator_roles(&rendered);
+        for kind in VIGIL_KINDS {
+            let finalizers = format!("{kind}/finalizers");
+            assert!(
+                grants(&roles, "vigil.dev", &finalizers, "update"),
+                "no update on {finalizers}: child writes are forbidden under \
+                 OwnerReferencesPermissionEnforcement"
+            );
+            for verb in ["get", "list", "watch", "patch", "create", "delete"] {
+                assert!(
+                    !grants(&roles, "vigil.dev", &finalizers, verb),
+                    "{verb} on {finalizers} is more than blockOwnerDeletion needs"
+                );
+            }
+        }
+        for verb in ["get", "list", "watch"] {
+            assert!(grants(&roles, "", "namespaces", verb), "{verb} namespaces");
+        }
+        for verb in ["list", "watch", "create", "patch"] {
+            assert!(grants(&roles, "", "events", verb), "{verb} core events");
+        }
+        for verb in ["create", "update", "patch", "delete"] {
+            assert!(!grants(&roles, "", "namespaces", verb), "{verb} namespaces");
+        }
+        assert!(!grants(&roles, "", "events", "delete"));
+    }
+}
+
+/// Users holding the built-in `admin` or `edit` role in a namespace may manage Vigil's
+/// resources there, and `view` may read them and their status: two ClusterRoles carry
+/// Kubernetes' aggregation labels and name only the four kinds; the chart binds them to no one;
+/// rbac.aggregateToDefaultRoles=false leaves them out.
+#[test]
+fn aggregated_user_roles_extend_admin_edit_and_view() {
+    let rendered = template(&[]);
+    let role = |suffix: &str| {
+        rendered
+            .all("ClusterRole")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == format!("vigil-{suffix}"))
+            .unwrap_or_else(|| panic!("no vigil-{suffix} ClusterRole"))
+    };
+    let aggregation = |role: &Value| -> BTreeSet<String> {
+        role["metadata"]["labels"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+            .map(|(k, v)| {
+                assert_eq!(v, "true", "{k}");
+                k.trim_start_matches("rbac.authorization.k8s.io/aggregate-to-")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let edit = role("edit");
+    let view = role("view");
+    assert_eq!(
+        aggregation(edit),
+        BTreeSet::from(["admin".into(), "edit".into()])
+    );
+    assert_eq!(aggregation(view), BTreeSet::from(["view".into()]));
+
+    let rules = |role: &Value| -> BTreeSet<(String, String, String)> {
+        let mut all = BTreeSet::new();
+        for rule in role["rules"].as_array().unwrap() {
+            assert!(rule.get("resourceNames").is_none(), "{rule}");
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    for verb in strings(&rule["verbs"]) {
+                        all.insert((group.to_owned(), resource.to_owned(), verb.to_owned()));
+                    }
+                }
+            }
+        }
+        all
+    };
+    let expected = |resources: &[String], verbs: &[&str]| -> BTreeSet<(String, String, String)> {
+        resources
+            .iter()
+            .flat_map(|r| {
+                verbs
+                    .iter()
+                    .map(move |v| ("vigil.dev".to_owned(), r.clone(), (*v).to_owned()))
+            })
+            .collect()
+    };
+    let kinds: Vec<String> = VIGIL_KINDS.iter().map(|k| (*k).to_owned()).collect();
+    let with_status: Vec<String> = VIGIL_KINDS
+        .iter()
+        .flat_map(|k| [(*k).to_owned(), format!("{k}/status")])
+        .collect();
+    assert_eq!(
+        rules(edit),
+        expected(
+            &kinds,
+            &["create", "update", "patch", "delete", "get", "list", "watch"]
+        ),
+        "editors manage the four kinds; status stays the operator's"
+    );
+    assert_eq!(
+        rules(view),
+        expected(&with_status, &["get", "list", "watch"])
+    );
+
+    for binding in rendered
+        .all("ClusterRoleBinding")
+        .into_iter()
+        .chain(rendered.all("RoleBinding"))
+    {
+        let bound = &binding["roleRef"]["name"];
+        assert!(
+            *bound != edit["metadata"]["name"] && *bound != view["metadata"]["name"],
+            "the user roles are for aggregation, not bound by the chart: {binding}"
+        );
+    }
+
+    let off = template(&["--set", "rbac.aggregateToDefaultRoles=false"]);
+    let names: Vec<&Value> = off
+        .all("ClusterRole")
+        .into_iter()
+        .map(|r| &r["metadata"]["name"])
+        .collect();
+    assert_eq!(names, ["vigil"], "only the operator's ClusterRole");
+}
+
+/// The default security contexts are the hardened ones the chart always had, and the operator's
+/// pod passes PodSecurity `restricted` with them, with OpenShift's (no fixed UID/GID) and with
+/// other non-default values; a value that breaks `restricted` is caught by the check.
+#[test]
+fn operator_pod_meets_pod_security_restricted() {
+    let rendered = template(&[]);
+    let pod = &rendered.one("Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["securityContext"],
+        serde_json::json!({
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        })
+    );
+    assert_eq!(
+        container(&rendered)["securityContext"],
+        serde_json::json!({
+            "runAsNonRoot": true,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "privileged": false,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        })
+    );
+    for values in [&[][..], CUSTOM] {
+        let rendered = template(values);
+        let pod = &rendered.one("Deployment")["spec"]["template"]["spec"];
+        assert_eq!(
+            pod_security::restricted_violations(pod),
+            Vec::<String>::new(),
+            "with {values:?}"
+        );
+    }
+    // The container's setting wins over the pod's, so seccomp and runAsNonRoot are only lost
+    // when both go.
+    for (sets, violation) in [
+        (
+            &["securityContext.allowPrivilegeEscalation=true"][..],
+            "allowPrivilegeEscalation",
+        ),
+        (&["securityContext.capabilities.drop=null"], "drop ALL"),
+        (
+            &["securityContext.capabilities.add={NET_ADMIN}"],
+            "NET_ADMIN",
+        ),
+        (&["securityContext.privileged=true"], "privileged"),
+        (
+            &[
+                "securityContext.seccompProfile=null",
+                "podSecurityContext.seccompProfile=null",
+            ],
+            "seccomp",
+        ),
+        (&["securityContext.runAsNonRoot=false"], "runAsNonRoot"),
+        (
+            &[
+                "securityContext.runAsNonRoot=null",
+                "podSecurityContext.runAsNonRoot=null",
+            ],
+            "runAsNonRoot",
+        ),
+        (&["podSecurityContext.runAsUser=0"], "UID 0"),
+    ] {
+        let extra: Vec<&str> = sets.iter().flat_map(|s| ["--set", *s]).collect();
+        let rendered = template(&extra);
+        let pod = &rendered.one("Deployment")["spec"]["template"]["spec"];
+        let found = pod_security::restricted_violations(pod);
+        assert!(
+            found.iter().any(|v| v.contains(violation)),
+            "{sets:?} must violate restricted ({violation}): {found:?}"
+        );
+    }
+}
+
+/// global.imageRegistry replaces the registry of the operator image (the Deployment) and of the
+/// agent image (`--agent-image`), keeping the rest of each path and the tags; a repository
+/// without a registry gets it in front.
+#[test]
+fn global_image_registry_rewrites_both_images() {
+    let rendered = template(&["--set", "global.imageRegistry=registry.corp:5000"]);
+    assert_eq!(
+        container(&rendered)["image"],
+        "registry.corp:5000/vigil-dev/vigil-operator:0.1.0"
+    );
+    assert!(
+        args(&rendered)
+            .contains(&"--agent-image=registry.corp:5000/vigil-dev/vigil-agent:0.1.0".to_owned()),
+        "{:?}",
+        args(&rendered)
+    );
+    validate_offline(&rendered);
+
+    let rendered = template(&[
+        "--set",
+        "global.imageRegistry=harbor.corp/mirror",
+        "--set",
+        "image.repository=platform/vigil-operator",
+        "--set",
+        "image.tag=0.2.0",
+        "--set",
+        "agent.image.repository=localhost:5000/platform/vigil-agent",
+    ]);
+    assert_eq!(
+        container(&rendered)["image"],
+        "harbor.corp/mirror/platform/vigil-operator:0.2.0"
+    );
+    assert!(args(&rendered)
+        .contains(&"--agent-image=harbor.corp/mirror/platform/vigil-agent:0.1.0".to_owned()));
+}
+
+/// agent.nativeSidecar `auto` (the default), `true` and `false` each reach the operator as
+/// `--native-sidecar=<value>`; the old `--no-native-sidecar` is never passed.
+#[test]
+fn native_sidecar_value_reaches_the_operator() {
+    for (set, flag) in [
+        (None, "--native-sidecar=auto"),
+        (Some("agent.nativeSidecar=auto"), "--native-sidecar=auto"),
+        (Some("agent.nativeSidecar=true"), "--native-sidecar=true"),
+        (Some("agent.nativeSidecar=false"), "--native-sidecar=false"),
+    ] {
+        let extra: Vec<&str> = set.into_iter().flat_map(|s| ["--set", s]).collect();
+        let args = args(&template(&extra));
+        let passed: Vec<&String> = args
+            .iter()
+            .filter(|a| a.contains("native-sidecar"))
+            .collect();
+        assert_eq!(passed, [flag], "{set:?}");
+    }
+}
+
+/// A rollout or node drain never leaves the API server without a webhook replica: the drain
+/// reaches the operator as `--shutdown-drain-seconds`; the grace period outlasts it (a shorter
+/// one is refused, naming both values); readiness notices a draining replica well inside the
+/// drain; the PodDisruptionBudget and the rolling update keep a ready replica.
+#[test]
+fn rollouts_drain_before_exit() {
+    let rendered = template(&[]);
+    let deployment = rendered.one("Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let drain = args(&rendered)
+        .iter()
+        .find_map(|a| {
+            a.strip_prefix("--shutdown-drain-seconds=")?
+                .parse::<i64>()
+                .ok()
+        })
+        .expect("--shutdown-drain-seconds passed");
+    assert_eq!(drain, 15);
+    let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
+    assert!(
+        grace >= drain + 5,
+        "grace {grace}s must outlast the {drain}s drain"
+    );
+
+    let readiness = &container(&rendered)["readinessProbe"];
+    let noticed = readiness["periodSeconds"].as_i64().unwrap()
+        * readiness["failureThreshold"].as_i64().unwrap()
+        + readiness["timeoutSeconds"].as_i64().unwrap();
+    assert!(
+        noticed < drain,
+        "readiness takes up to {noticed}s to notice, the drain lasts {drain}s"
+    );
+    assert!(readiness["periodSeconds"].as_i64().unwrap() <= 5);
+
+    let strategy = &deployment["spec"]["strategy"];
+    assert_eq!(strategy["type"], "RollingUpdate");
+    assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 0);
+    assert_eq!(strategy["rollingUpdate"]["maxSurge"], 1);
+    let replicas = deployment["spec"]["replicas"].as_i64().unwrap();
+    let pdb = rendered.one("PodDisruptionBudget");
+    let min_available = pdb["spec"]["minAvailable"].as_i64().unwrap();
+    assert!(
+        (1..replicas).contains(&min_available),
+        "minAvailable {min_available} with {replicas} replicas"
+    );
+    let pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap();
+    for (key, value) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(pod_labels.get(key), Some(value), "the PDB selects the pods");
+    }
+
+    let custom = template(&[
+        "--set",
+        "shutdown.drainSeconds=0",
+        "--set",
+        "terminationGracePeriodSeconds=5",
+    ]);
+    assert!(args(&custom).contains(&"--shutdown-drain-seconds=0".to_owned()));
+    assert_eq!(
+        custom.one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        5
+    );
+
+    let root = repo_root();
+    for set in [
+        ["--set", "terminationGracePeriodSeconds=19"],
+        ["--set", "shutdown.drainSeconds=60"],
+    ] {
+        let mut helm = vec!["template", "vigil", "charts/vigil"];
+        helm.extend_from_slice(&set);
+        let out = run("helm", &helm, &root);
+        assert!(!out.success, "{set:?} was accepted");
+        assert!(
+            out.stderr.contains("terminationGracePeriodSeconds (")
+                && out.stderr.contains("shutdown.drainSeconds ("),
+            "{set:?}: {}",
+            out.stderr
+        );
+    }
+}
+
 /// values.schema.json rejects wrong types, out-of-range numbers, unknown enum values and
 /// unknown keys, each with the offending value's path.
 #[test]
@@ -615,6 +1047,29 @@ fn schema_rejects_bad_values() {
         ("replicas=0", "replicas"),
         ("webhook.timeoutSeconds=10", "timeoutSeconds"),
         ("agent.nativeSidecar=sometimes", "nativeSidecar"),
+        ("agent.nativeSidecar=maybe", "nativeSidecar"),
+        ("agent.nativeSidecar=1", "nativeSidecar"),
+        ("securityContext.runAsNonRoot=yes", "runAsNonRoot"),
+        ("securityContext.runAsNonroot=true", "runAsNonroot"),
+        ("securityContext.seccompProfile.type=Default", "type"),
+        ("securityContext.capabilities.drop=ALL", "drop"),
+        ("podSecurityContext.runAsUser=-1", "runAsUser"),
+        ("podSecurityContext.fsGroup=staff", "fsGroup"),
+        ("shutdown.drainSeconds=fifteen", "drainSeconds"),
+        ("shutdown.drainSeconds=-1", "drainSeconds"),
+        (
+            "terminationGracePeriodSeconds=thirty",
+            "terminationGracePeriodSeconds",
+        ),
+        (
+            "global.imageRegistry=https://registry.corp",
+            "imageRegistry",
+        ),
+        ("global.imageRegistry=registry.corp/", "imageRegistry"),
+        (
+            "rbac.aggregateToDefaultRoles=yes",
+            "aggregateToDefaultRoles",
+        ),
         ("extraArgs={run}", "extraArgs"),
         ("prometheus.reloadUrl=https://prometheus:9090", "reloadUrl"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),

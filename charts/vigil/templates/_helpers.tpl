@@ -51,10 +51,29 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- include "vigil.fullname" . }}
 {{- end }}
 
+{{/*
+An image reference from a dict with repository, tag and registry: with a registry
+(global.imageRegistry) the repository's own registry is replaced by it, the rest of the path
+kept. As in Docker, the first path component is a registry when it has a "." or ":" or is
+"localhost"; a repository without one gets the registry put in front.
+*/}}
+{{- define "vigil.imageRef" -}}
+{{- $repository := .repository }}
+{{- if .registry }}
+{{- $parts := splitList "/" $repository }}
+{{- $first := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) }}
+{{- $repository = rest $parts | join "/" }}
+{{- end }}
+{{- $repository = printf "%s/%s" .registry $repository }}
+{{- end }}
+{{- printf "%s:%s" $repository .tag }}
+{{- end }}
+
 {{/* Operator and agent images. */}}
 {{- define "vigil.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "vigil.imageRef" (dict "repository" .Values.image.repository "tag" (default .Chart.AppVersion .Values.image.tag) "registry" ((.Values.global).imageRegistry)) }}
 {{- end }}
 {{- define "vigil.agentImage" -}}
-{{- printf "%s:%s" .Values.agent.image.repository (default .Chart.AppVersion .Values.agent.image.tag) }}
+{{- include "vigil.imageRef" (dict "repository" .Values.agent.image.repository "tag" (default .Chart.AppVersion .Values.agent.image.tag) "registry" ((.Values.global).imageRegistry)) }}
 {{- end }}
