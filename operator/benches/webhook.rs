@@ -106,7 +106,11 @@ fn webhook() -> Webhook {
     // Every namespace privileged, as most are: the full injection, hostPath included.
     let (namespaces, mut namespace_writer) = kube::runtime::reflector::store();
     for i in 0..40 {
-        let name = if i == 0 { "retail".to_owned() } else { format!("team-{i}") };
+        let name = if i == 0 {
+            "retail".to_owned()
+        } else {
+            format!("team-{i}")
+        };
         let ns = kube::core::PartialObjectMeta::<k8s_openapi::api::core::v1::Namespace> {
             types: None,
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::WatchStreamExt;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Config};
 use prometheus::Registry;
 use tokio::sync::watch;
@@ -250,7 +250,9 @@ pub async fn run_with(
     // The namespaces' labels (Pod Security levels), metadata only.
     let (namespaces, namespaces_writer) = kube::runtime::reflector::store();
     let namespaces_config = match &options.settings.namespace {
-        Some(ns) => kube::runtime::watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        Some(ns) => {
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={ns}"))
+        }
         None => kube::runtime::watcher::Config::default(),
     };
     let namespace_stream = kube::runtime::reflector(
@@ -259,8 +261,8 @@ pub async fn run_with(
             Api::<PartialObjectMeta<Namespace>>::all(ctx.client.clone()),
             namespaces_config,
         )
-            .default_backoff()
-            .modify(controllers::drop_managed_fields),
+        .default_backoff()
+        .modify(controllers::drop_managed_fields),
     );
     let mut stop_namespaces = shutdown.clone();
     tokio::spawn(async move {
@@ -284,7 +286,10 @@ pub async fn run_with(
         // Answer no pod before the stores have synced: a pod must not miss its agent, or get
         // one its namespace forbids, because the operator just started.
         let synced = futures::future::join(apps.wait_until_ready(), namespaces.wait_until_ready());
-        if tokio::time::timeout(STORE_SYNC_TIMEOUT, synced).await.is_err() {
+        if tokio::time::timeout(STORE_SYNC_TIMEOUT, synced)
+            .await
+            .is_err()
+        {
             tracing::warn!("MonitoredApps or namespaces not listed after {STORE_SYNC_TIMEOUT:?}; serving the webhook anyway");
         }
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));

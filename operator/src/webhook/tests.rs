@@ -78,9 +78,8 @@ fn webhook(apps: Vec<MonitoredApp>, native_sidecar: bool) -> Webhook {
 fn namespaces(levels: &[(&str, Option<&str>)]) -> Store<PartialObjectMeta<Namespace>> {
     let mut writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
     for (name, level) in levels {
-        let labels = level.map(|l| {
-            BTreeMap::from([(pod_security::ENFORCE_LABEL.to_owned(), l.to_owned())])
-        });
+        let labels =
+            level.map(|l| BTreeMap::from([(pod_security::ENFORCE_LABEL.to_owned(), l.to_owned())]));
         let ns = PartialObjectMeta::<Namespace> {
             types: None,
             metadata: ObjectMeta {
@@ -672,16 +671,86 @@ fn validate_never_blocks_the_operator() {
     assert_eq!(response["response"]["allowed"], false);
 }
 
+/// The pod's namespace decides what is injected: under Pod Security `baseline` the agent comes
+/// without the pod-log hostPath (and says why); a namespace the webhook has not seen yet counts
+/// as `restricted`; a privileged namespace gets the log mount.
+#[test]
+fn injection_follows_the_namespace_pod_security_level() {
+    let review = fixture(DEPLOYMENT_POD);
+    for (level, host_path) in [
+        (Some("baseline"), false),
+        (Some("restricted"), false),
+        (None, true),
+    ] {
+        let mut webhook = webhook(vec![checkout()], true);
+        webhook.namespaces = namespaces(&[("retail", level)]);
+        let answer = mutate_json(&webhook, &review);
+        assert_eq!(answer["response"]["allowed"], true);
+        let pod: Pod = serde_json::from_value(patched(&review, &answer)).unwrap();
+        let spec = pod.spec.unwrap();
+        let mounts_logs = spec.volumes.iter().flatten().any(|v| v.host_path.is_some());
+        assert_eq!(mounts_logs, host_path, "{level:?}");
+        let agent = spec
+            .init_containers
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == AGENT_CONTAINER)
+            .unwrap();
+        let off = agent
+            .env
+            .unwrap()
+            .into_iter()
+            .any(|e| e.name == vigil_crds::agent_config::POD_LOGS_OFF_ENV);
+        assert_eq!(off, !host_path, "{level:?}");
+    }
+    let mut unseen = webhook(vec![checkout()], true);
+    unseen.namespaces = namespaces(&[]);
+    assert_eq!(unseen.pod_security("retail"), PodSecurityLevel::Restricted);
+}
+
+/// The last line of defence: if the agent would add something the namespace's level forbids
+/// (here a sidecar built without the level, hostPath included), no patch is made and the pod
+/// is admitted as it is, with the violation named.
+#[test]
+fn agent_that_would_break_pod_security_is_not_injected() {
+    let review = fixture(DEPLOYMENT_POD);
+    let sidecar = AgentSidecar::for_app(&checkout(), AGENT_IMAGE);
+    assert!(sidecar.container_logs);
+    let error = mutate::injection_patch(
+        request_pod(&review),
+        &sidecar,
+        PodSecurityLevel::Baseline,
+        || None,
+    )
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("Pod Security level baseline") && message.contains("hostPath volume"),
+        "{message}"
+    );
+    // The same sidecar in a privileged namespace is fine.
+    let original = || Some(request_pod(&review));
+    assert!(mutate::injection_patch(
+        request_pod(&review),
+        &sidecar,
+        PodSecurityLevel::Privileged,
+        original
+    )
+    .unwrap()
+    .is_some());
+}
+
 /// Kubernetes versions: native sidecars from 1.29 on, including provider suffixes; a version
 /// that cannot be read gets the regular container every version accepts.
 #[test]
 fn native_sidecar_from_1_29() {
-    let info = |major: &str, minor: &str, git: &str| k8s_openapi::apimachinery::pkg::version::Info {
-        major: major.into(),
-        minor: minor.into(),
-        git_version: git.into(),
-        ..Default::default()
-    };
+    let info =
+        |major: &str, minor: &str, git: &str| k8s_openapi::apimachinery::pkg::version::Info {
+            major: major.into(),
+            minor: minor.into(),
+            git_version: git.into(),
+            ..Default::default()
+        };
     assert!(!supports_native_sidecar(&info("1", "28", "v1.28.7")));
     assert!(!supports_native_sidecar(&info("1", "27+", "")));
     assert!(supports_native_sidecar(&info("1", "29", "")));
@@ -878,12 +947,28 @@ async fn terminating_server_keeps_answering_while_not_ready() {
     while !server.ready.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(client.get(server.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     let _ = server.stop.take().unwrap().send(());
     let stopped_at = tokio::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(client.get(server.url("/readyz")).send().await.unwrap().status(), 503);
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
     // A new connection (not only a kept-alive one) is still accepted and answered.
     let fresh = https_client(&certs.bundle_pem(), server.addr);
     let response = fresh
@@ -896,12 +981,22 @@ async fn terminating_server_keeps_answering_while_not_ready() {
     assert_eq!(response.status(), 200);
     let answer: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     assert_eq!(answer["response"]["allowed"], true);
-    assert!(!server.task.is_finished(), "stopped before the drain period ended");
+    assert!(
+        !server.task.is_finished(),
+        "stopped before the drain period ended"
+    );
 
     (&mut server.task).await.unwrap().unwrap();
-    assert!(stopped_at.elapsed() >= drain, "drained only {:?}", stopped_at.elapsed());
+    assert!(
+        stopped_at.elapsed() >= drain,
+        "drained only {:?}",
+        stopped_at.elapsed()
+    );
     let late = https_client(&certs.bundle_pem(), server.addr);
-    assert!(late.get(server.url("/healthz")).send().await.is_err(), "still listening after the drain");
+    assert!(
+        late.get(server.url("/healthz")).send().await.is_err(),
+        "still listening after the drain"
+    );
 }
 
 /// After a renewal is handed to the resolver, new connections get the new certificate while

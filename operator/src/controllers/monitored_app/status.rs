@@ -213,7 +213,11 @@ pub fn app_conditions(
     let config_map = config_map_name(&app.name_any());
     let hash = applied.config_hash.as_deref().unwrap_or("unknown");
     let (injected_ok, reason, message) = if let Some(failure) = observed.failures.first() {
-        (false, "PodsRejected", rejected_message(failure, observed.failures.len()))
+        (
+            false,
+            "PodsRejected",
+            rejected_message(failure, observed.failures.len()),
+        )
     } else if counts.selected == 0 {
         (false, "NoPodsSelected", format!(
             "spec.selector matches no pods in namespace {ns:?}; check it against the labels of the app's pods"
@@ -277,7 +281,10 @@ fn rejected_message(failure: &CreationFailure, workloads: usize) -> String {
     } else {
         "the cause is in the workload, not in the agent; fix it and the pods are created with the agent"
     };
-    format!("{} cannot create pods{others}: {message}; {hint}", failure.workload)
+    format!(
+        "{} cannot create pods{others}: {message}; {hint}",
+        failure.workload
+    )
 }
 
 /// `PodLogs`: whether the app's pods can have their log files read, which needs a hostPath

@@ -12,9 +12,9 @@ use vigil_crds::MonitoredApp;
 
 use super::*;
 use crate::controllers::aggregate::{FINALIZER, PROMETHEUS_CONFIG_MAP, SCRAPE_CONFIGS_KEY};
-use crate::fake_api::FakeApiServer;
 use crate::controllers::fixtures::{condition, event_reasons};
 use crate::controllers::{error_policy, Settings};
+use crate::fake_api::FakeApiServer;
 use crate::render::agent_config::CONFIG_HASH_ANNOTATION;
 use crate::render::inject::{PodSecurityLevel, INJECTED};
 
@@ -244,6 +244,8 @@ async fn apply_conflict_is_transient_and_requeued() {
     );
     let stored_app = server.get("monitoredapps", "shop", "checkout").unwrap();
     assert_eq!(condition(&stored_app, "Ready")["reason"], "ApplyConflict");
+    // The verdict is about this generation, transient or not (kubectl wait relies on it).
+    assert_eq!(stored_app["status"]["observedGeneration"], 1);
     assert!(condition(&stored_app, "Ready")["message"]
         .as_str()
         .unwrap()
@@ -363,4 +365,137 @@ async fn one_invalid_app_does_not_stall_the_others() {
             .get("configmaps", "shop", &format!("vigil-agent-app-{i}"))
             .is_some());
     }
+}
+
+/// An app collecting container logs, as most do.
+const LOGGING_APP: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: checkout, namespace: shop}
+spec:
+  selector: {matchLabels: {app: checkout}}
+  logs: {containerLogs: true, format: json}
+"#;
+
+fn namespace(level: Option<&str>) -> serde_json::Value {
+    let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
+    if let Some(level) = level {
+        ns["metadata"]["labels"] = json!({"pod-security.kubernetes.io/enforce": level});
+    }
+    ns
+}
+
+/// In a namespace enforcing Pod Security `baseline`, the status says in one sentence that pod
+/// logs are not collected, why (the label), and how to change it; pods injected without the
+/// log mount count as current, not stale. Without the label, logs are collected.
+#[tokio::test]
+async fn pod_security_level_is_reported_as_pod_logs() {
+    for (level, ok) in [
+        (Some("baseline"), false),
+        (Some("privileged"), true),
+        (None, true),
+    ] {
+        let server = FakeApiServer::new();
+        server.create(&namespace(level));
+        let ctx = server.context(Settings::default());
+        let app = create(&server, &app_from(LOGGING_APP));
+        let expected = PodSecurityLevel::enforced_by(
+            level
+                .map(|l| {
+                    BTreeMap::from([(
+                        "pod-security.kubernetes.io/enforce".to_owned(),
+                        l.to_owned(),
+                    )])
+                })
+                .as_ref(),
+        );
+        let current = sidecar_for(&app, &ctx.settings, expected).spec_hash();
+        server.create(&pod("a", &[("app", "checkout")], Some(&current)));
+        reconcile(app, ctx).await.unwrap();
+
+        let stored = server.get("monitoredapps", "shop", "checkout").unwrap();
+        assert_eq!(stored["status"]["stalePods"], 0, "{level:?}");
+        assert_eq!(condition(&stored, "Ready")["status"], "True");
+        let logs = condition(&stored, "PodLogs");
+        assert_eq!(
+            logs["status"],
+            if ok { "True" } else { "False" },
+            "{level:?}: {logs}"
+        );
+        if !ok {
+            assert_eq!(logs["reason"], "PodSecurityForbidsHostPath");
+            let message = logs["message"].as_str().unwrap();
+            for part in [
+                "\"shop\"",
+                "baseline",
+                "pod-security.kubernetes.io/enforce=privileged",
+                "OTLP",
+            ] {
+                assert!(message.contains(part), "{part} missing: {message}");
+            }
+        }
+    }
+}
+
+/// When the API server refuses the pods of a selected workload (its ReplicaSet records
+/// `FailedCreate`), `Injected` says so with the server's message — not that the selector
+/// matches nothing. A refused workload the app does not select is not its business.
+#[tokio::test]
+async fn refused_pods_are_reported_not_blamed_on_the_selector() {
+    let server = FakeApiServer::new();
+    let ctx = server.context(Settings::default());
+    let app = create(&server, &app_from(LOGGING_APP));
+    let replica_set = |name: &str, app_label: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "selector": {"matchLabels": {"app": app_label}},
+                "template": {"metadata": {"labels": {"app": app_label}}, "spec": {"containers": [{"name": "app", "image": "shop/app:1"}]}}
+            }
+        })
+    };
+    let failed = |name: &str, rs: &str, message: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "shop"},
+            "involvedObject": {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "namespace": "shop"},
+            "reason": "FailedCreate", "type": "Warning",
+            "message": message,
+            "lastTimestamp": "2026-12-06T00:00:00Z"
+        })
+    };
+    server.create(&replica_set("checkout-7f9c", "checkout"));
+    server.create(&replica_set("cart-5d4b", "cart"));
+    // Without refusals, no pods is what it says: the selector matches nothing.
+    reconcile(app.clone(), ctx.clone()).await.unwrap();
+    let before = server.get("monitoredapps", "shop", "checkout").unwrap();
+    assert_eq!(condition(&before, "Injected")["reason"], "NoPodsSelected");
+
+    server.create(&failed(
+        "checkout-7f9c.1",
+        "checkout-7f9c",
+        r#"pods "checkout-7f9c-x2" is forbidden: violates PodSecurity "baseline:latest": hostPath volumes (volume "vigil-pod-logs")"#,
+    ));
+    server.create(&failed(
+        "cart-5d4b.1",
+        "cart-5d4b",
+        "pods \"cart-5d4b-a\" is forbidden: exceeded quota",
+    ));
+    reconcile(stored(&server), ctx.clone()).await.unwrap();
+
+    let after = server.get("monitoredapps", "shop", "checkout").unwrap();
+    let injected = condition(&after, "Injected");
+    assert_eq!(injected["status"], "False");
+    assert_eq!(injected["reason"], "PodsRejected");
+    let message = injected["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("ReplicaSet/checkout-7f9c cannot create pods: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("hostPath volumes") && message.contains("vigil.dev/inject=false"),
+        "{message}"
+    );
+    assert!(!message.contains("cart"), "{message}");
 }

@@ -38,7 +38,10 @@ impl PodSecurityLevel {
     /// admission plugin's default; a cluster-wide default set in its configuration file is not
     /// visible here); an unknown value is `restricted`, as the admission plugin treats it.
     pub fn enforced_by(labels: Option<&BTreeMap<String, String>>) -> PodSecurityLevel {
-        match labels.and_then(|l| l.get(ENFORCE_LABEL)).map(String::as_str) {
+        match labels
+            .and_then(|l| l.get(ENFORCE_LABEL))
+            .map(String::as_str)
+        {
             None | Some("privileged") => PodSecurityLevel::Privileged,
             Some("baseline") => PodSecurityLevel::Baseline,
             Some(_) => PodSecurityLevel::Restricted,
@@ -195,7 +198,9 @@ fn restricted(spec: &PodSpec, found: &mut BTreeSet<String>) {
         let name = &c.name;
         let sc = c.security_context.as_ref();
         if sc.and_then(|s| s.allow_privilege_escalation) != Some(false) {
-            found.insert(format!("container {name:?}: allowPrivilegeEscalation != false"));
+            found.insert(format!(
+                "container {name:?}: allowPrivilegeEscalation != false"
+            ));
         }
         match (sc.and_then(|s| s.run_as_non_root), pod_non_root) {
             (Some(true), _) | (None, Some(true)) => {}
@@ -211,7 +216,9 @@ fn restricted(spec: &PodSpec, found: &mut BTreeSet<String>) {
             .map(|p| p.type_.as_str())
             .or(pod_seccomp);
         if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
-            found.insert(format!("container {name:?}: seccompProfile not RuntimeDefault or Localhost"));
+            found.insert(format!(
+                "container {name:?}: seccompProfile not RuntimeDefault or Localhost"
+            ));
         }
         let drops_all = sc
             .and_then(|s| s.capabilities.as_ref())
@@ -245,4 +252,142 @@ fn restricted_volume(v: &Volume) -> bool {
         || v.persistent_volume_claim.is_some()
         || v.projected.is_some()
         || v.secret.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The standards' own examples of what each level admits and rejects.
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    fn spec(yaml: &str) -> PodSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const HARDENED: &str = r#"
+securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+containers:
+- name: app
+  securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}
+volumes: [{name: c, configMap: {name: c}}, {name: t, emptyDir: {}}, {name: s, secret: {secretName: s}}]
+"#;
+
+    /// The namespace label decides the level; no label is privileged, an unknown value is
+    /// restricted (as PodSecurity admission treats it).
+    #[test]
+    fn level_comes_from_the_enforce_label() {
+        let labels = |v: &str| BTreeMap::from([(ENFORCE_LABEL.to_owned(), v.to_owned())]);
+        assert_eq!(
+            PodSecurityLevel::enforced_by(None),
+            PodSecurityLevel::Privileged
+        );
+        assert_eq!(
+            PodSecurityLevel::enforced_by(Some(&BTreeMap::new())),
+            PodSecurityLevel::Privileged
+        );
+        assert_eq!(
+            PodSecurityLevel::enforced_by(Some(&labels("baseline"))),
+            PodSecurityLevel::Baseline
+        );
+        assert_eq!(
+            PodSecurityLevel::enforced_by(Some(&labels("restricted"))),
+            PodSecurityLevel::Restricted
+        );
+        assert_eq!(
+            PodSecurityLevel::enforced_by(Some(&labels("strict"))),
+            PodSecurityLevel::Restricted
+        );
+    }
+
+    /// A hardened pod passes every level; each single relaxation is caught at the level that
+    /// forbids it and named by field.
+    #[test]
+    fn each_control_is_caught_at_its_level() {
+        let hardened = spec(HARDENED);
+        for level in [
+            PodSecurityLevel::Privileged,
+            PodSecurityLevel::Baseline,
+            PodSecurityLevel::Restricted,
+        ] {
+            assert!(
+                violations(&hardened, level).is_empty(),
+                "{level}: {:?}",
+                violations(&hardened, level)
+            );
+        }
+        let cases: &[(&str, PodSecurityLevel, &str)] = &[
+            (
+                "volumes: [{name: logs, hostPath: {path: /var/log/pods}}]",
+                PodSecurityLevel::Baseline,
+                "hostPath volume \"logs\"",
+            ),
+            (
+                "hostNetwork: true",
+                PodSecurityLevel::Baseline,
+                "hostNetwork=true",
+            ),
+            ("hostPID: true", PodSecurityLevel::Baseline, "hostPID=true"),
+            (
+                "containers: [{name: app, securityContext: {privileged: true}}]",
+                PodSecurityLevel::Baseline,
+                "container \"app\": privileged",
+            ),
+            (
+                "containers: [{name: app, securityContext: {capabilities: {add: [SYS_ADMIN]}}}]",
+                PodSecurityLevel::Baseline,
+                "container \"app\": adds capability SYS_ADMIN",
+            ),
+            (
+                "containers: [{name: app, ports: [{containerPort: 80, hostPort: 80}]}]",
+                PodSecurityLevel::Baseline,
+                "container \"app\": hostPort",
+            ),
+            (
+                "securityContext: {sysctls: [{name: kernel.msgmax, value: '1'}]}",
+                PodSecurityLevel::Baseline,
+                "sysctl \"kernel.msgmax\"",
+            ),
+            (
+                "containers: [{name: app}]",
+                PodSecurityLevel::Restricted,
+                "container \"app\": allowPrivilegeEscalation != false",
+            ),
+            (
+                "{securityContext: {}, containers: [{name: app}]}",
+                PodSecurityLevel::Restricted,
+                "container \"app\": runAsNonRoot != true",
+            ),
+            (
+                "containers: [{name: app}]",
+                PodSecurityLevel::Restricted,
+                "container \"app\": capabilities do not drop ALL",
+            ),
+            (
+                "{securityContext: {}, containers: [{name: app}]}",
+                PodSecurityLevel::Restricted,
+                "container \"app\": seccompProfile not RuntimeDefault or Localhost",
+            ),
+            (
+                "volumes: [{name: nfs, nfs: {server: s, path: /}}]",
+                PodSecurityLevel::Restricted,
+                "volume \"nfs\" of a restricted type",
+            ),
+        ];
+        for (yaml, level, expected) in cases {
+            let mut relaxed: serde_json::Value = serde_json::to_value(&hardened).unwrap();
+            let change: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+            for (k, v) in change.as_object().unwrap() {
+                relaxed[k] = v.clone();
+            }
+            let relaxed: PodSpec = serde_json::from_value(relaxed).unwrap();
+            let found = violations(&relaxed, *level);
+            assert!(found.contains(*expected), "{yaml} at {level}: {found:?}");
+            if *level == PodSecurityLevel::Restricted {
+                // Restricted-only controls are not baseline's business.
+                assert!(!violations(&relaxed, PodSecurityLevel::Baseline).contains(*expected));
+            }
+            assert!(violations(&relaxed, PodSecurityLevel::Privileged).is_empty());
+        }
+    }
 }

@@ -778,3 +778,165 @@ spec:
         "the change needs a restart"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a real API server would refuse: Pod Security admission and version-specific pod fields.
+
+/// A pod that `restricted` admits: non-root, no escalation, all capabilities dropped, seccomp.
+const RESTRICTED_POD: &str = r#"
+metadata: {name: hardened-1, namespace: shop, labels: {app: checkout}}
+spec:
+  securityContext:
+    runAsNonRoot: true
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+  - name: app
+    image: shop/checkout:17.2
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL]}
+  volumes:
+  - {name: cache, emptyDir: {}}
+"#;
+
+const LEVELS: [PodSecurityLevel; 3] = [
+    PodSecurityLevel::Privileged,
+    PodSecurityLevel::Baseline,
+    PodSecurityLevel::Restricted,
+];
+
+/// Injection never makes a pod violate its namespace's Pod Security level: for every level,
+/// pod shape, app and sidecar mode, the injected pod breaks no rule the pod itself kept (what
+/// the API server's PodSecurity admission would otherwise reject).
+#[test]
+fn injection_keeps_the_namespace_pod_security_level() {
+    let mut shapes = pods();
+    shapes.push(("restricted-compliant", pod(RESTRICTED_POD)));
+    for level in LEVELS {
+        for sidecar in sidecars() {
+            let sidecar = sidecar.under_pod_security(level);
+            for (shape, p) in &shapes {
+                let Some(spec) = p.spec.as_ref() else {
+                    continue;
+                };
+                let before = pod_security::violations(spec, level);
+                let injected = inject(p.clone(), &sidecar);
+                let after = pod_security::violations(injected.spec.as_ref().unwrap(), level);
+                let added: Vec<_> = after.difference(&before).collect();
+                assert!(
+                    added.is_empty(),
+                    "{shape} at {level} (native={}): injection adds {added:?}",
+                    sidecar.native_sidecar
+                );
+            }
+        }
+    }
+    // The restricted-compliant pod stays admissible at every level once injected.
+    let hardened = pod(RESTRICTED_POD);
+    assert!(pod_security::violations(
+        hardened.spec.as_ref().unwrap(),
+        PodSecurityLevel::Restricted
+    )
+    .is_empty());
+    for level in LEVELS {
+        let sidecar = AgentSidecar::for_pod_of(&app(FULL_APP), IMAGE, true, level);
+        let injected = inject(hardened.clone(), &sidecar);
+        assert_eq!(
+            pod_security::violations(injected.spec.as_ref().unwrap(), level),
+            std::collections::BTreeSet::new(),
+            "{level}"
+        );
+    }
+}
+
+/// Under `baseline` and `restricted` the pod-log hostPath is left out and the agent is told
+/// why in `VIGIL_POD_LOGS_OFF`; under `privileged` (or no label) it is mounted as before.
+#[test]
+fn pod_logs_follow_the_pod_security_level() {
+    let full = app(FULL_APP);
+    for level in LEVELS {
+        let sidecar = AgentSidecar::for_pod_of(&full, IMAGE, true, level);
+        let injected = inject(pod(RESTRICTED_POD), &sidecar);
+        let host_paths = injected
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| v.host_path.is_some())
+            .count();
+        let env = agent(&injected).unwrap().env.clone().unwrap_or_default();
+        let off = env.iter().find(|e| e.name == POD_LOGS_OFF_ENV);
+        if level == PodSecurityLevel::Privileged {
+            assert_eq!(host_paths, 1);
+            assert!(off.is_none());
+            assert_eq!(sidecar.pod_logs_off, None);
+        } else {
+            assert_eq!(host_paths, 0, "{level}");
+            let reason = off.and_then(|e| e.value.clone()).unwrap();
+            assert!(
+                reason.contains(level.as_str()) && reason.contains(pod_security::ENFORCE_LABEL),
+                "{reason}"
+            );
+            // The group-0 read of the runtime's log files is not needed without them.
+            let sc = agent(&injected).unwrap().security_context.clone().unwrap();
+            assert_eq!(sc.run_as_group, Some(AGENT_UID));
+        }
+    }
+    // An app that collects no container logs is the same sidecar at every level.
+    let lean = app(LEAN_APP);
+    let hashes: std::collections::BTreeSet<_> = LEVELS
+        .iter()
+        .map(|l| AgentSidecar::for_pod_of(&lean, IMAGE, true, *l).spec_hash())
+        .collect();
+    assert_eq!(hashes.len(), 1);
+}
+
+/// Version-specific pod fields: a regular sidecar container (clusters without native
+/// sidecars) leaves no init container with `restartPolicy` or probes — the fields such a
+/// server drops or rejects (`livenessProbe: Forbidden: may not be set for init containers
+/// without restartPolicy=Always`); a native sidecar is the first init container with
+/// `restartPolicy: Always`, its probes allowed only there.
+#[test]
+fn sidecar_mode_uses_only_fields_the_server_version_accepts() {
+    for (shape, p) in pods() {
+        for sidecar in sidecars() {
+            let injected = inject(p.clone(), &sidecar);
+            let Some(spec) = injected.spec.as_ref() else {
+                continue;
+            };
+            for c in spec.init_containers.iter().flatten() {
+                let always = c.restart_policy.as_deref() == Some("Always");
+                if !sidecar.native_sidecar {
+                    assert!(
+                        c.restart_policy.is_none(),
+                        "{shape}: init container {} has restartPolicy",
+                        c.name
+                    );
+                }
+                if !always {
+                    assert!(
+                        c.liveness_probe.is_none()
+                            && c.readiness_probe.is_none()
+                            && c.startup_probe.is_none(),
+                        "{shape}: init container {} has probes without restartPolicy Always",
+                        c.name
+                    );
+                }
+            }
+            let agent_is_init = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == AGENT_CONTAINER);
+            assert_eq!(agent_is_init, sidecar.native_sidecar, "{shape}");
+            if sidecar.native_sidecar {
+                assert_eq!(
+                    spec.init_containers.as_ref().unwrap()[0].name,
+                    AGENT_CONTAINER
+                );
+            }
+        }
+    }
+}
