@@ -30,10 +30,27 @@ pub fn condition(
         type_: type_.to_owned(),
         status: if ok { "True" } else { "False" }.to_owned(),
         reason: reason.to_owned(),
-        message: message.into(),
+        message: bounded_message(message.into()),
         observed_generation: generation,
         last_transition_time: Time(now),
     }
+}
+
+/// Longest condition message the API server stores (the CRDs' and `metav1.Condition`'s
+/// `maxLength`); a longer one would make the whole status write fail.
+pub const MAX_MESSAGE_BYTES: usize = 32768;
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] at a character boundary, marked with `…`.
+fn bounded_message(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES - '…'.len_utf8();
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
 }
 
 /// One kind-specific condition of a resource whose outputs were applied.
@@ -170,4 +187,21 @@ where
         report::event(ctx, object, EventType::Normal, "Applied", note).await;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A condition message never exceeds what the API server stores, however many problems an
+    /// invalid object has, and is cut at a character boundary.
+    #[test]
+    fn messages_fit_the_api_server_bound() {
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let c = condition(READY, false, "Invalid", long, Some(1), Timestamp::now());
+        assert!(c.message.len() <= MAX_MESSAGE_BYTES);
+        assert!(c.message.ends_with('…'));
+        let short = condition(READY, true, "Applied", "fine", Some(1), Timestamp::now());
+        assert_eq!(short.message, "fine");
+    }
 }
