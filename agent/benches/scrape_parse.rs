@@ -1,5 +1,5 @@
 //! Scrape parsing throughput: the real node_exporter page
-//! (`../shared/data/prometheus/node_exporter/e2e-output.txt`, 368 KiB, 3 027 samples) parsed
+//! (`tests/fixtures/node_exporter/e2e-output.txt`, 368 KiB, 3 027 samples) parsed
 //! again and again, alone and followed by what a scrape does with it (remote-write series with
 //! identity labels, 0.0.4 re-rendering). Also redaction throughput on clean and dirty log text.
 //!
@@ -18,7 +18,7 @@ use vigil_crds::monitored_app::Detector;
 
 const PAGE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/prometheus/node_exporter/e2e-output.txt"
+    "/tests/fixtures/node_exporter/e2e-output.txt"
 );
 
 /// CPU time this thread has run, from `/proc/thread-self/schedstat` (nanoseconds), so the

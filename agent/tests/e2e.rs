@@ -367,7 +367,7 @@ fn cri(out: &mut String, stream: &str, text: &str) {
     }
 }
 
-/// Every stack trace of the shared corpus, written into a container's CRI log between
+/// Every stack trace of the fixture corpus, written into a container's CRI log between
 /// ordinary lines (and with stdout lines interleaved on the other stream), reaches the
 /// collector as exactly one crash record with a fingerprint, and `vigil_crashes_total` counts
 /// them; the plain-text file gives no crash.
@@ -376,7 +376,7 @@ async fn pod_log_stack_traces_become_one_crash_each() {
     let dir = tempfile::tempdir().unwrap();
     let pod_dir = dir.path().join("pod");
     std::fs::create_dir_all(pod_dir.join("api")).unwrap();
-    let corpus = shared_data().join("stacktraces");
+    let corpus = fixtures().join("stacktraces");
     let manifest = std::fs::read_to_string(corpus.join("manifest.csv")).unwrap();
     let mut log = String::new();
     let mut traces = 0;

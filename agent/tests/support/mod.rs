@@ -37,9 +37,9 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The shared fixtures folder beside the checkout.
-pub fn shared_data() -> PathBuf {
-    repo_root().join("../shared/data")
+/// The agent's test fixtures from public projects, each folder with its SOURCE.txt and licence.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// A port free on 127.0.0.1 right now.

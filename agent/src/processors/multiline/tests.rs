@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::event::{LogEvent, Origin, Stream};
 
-/// The shared corpus (fluent-plugin-detect-exceptions' test traces).
+/// The stack-trace corpus (fluent-plugin-detect-exceptions' test traces, see
+/// `tests/fixtures/stacktraces/SOURCE.txt`).
 pub(crate) fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/stacktraces")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stacktraces")
 }
 
 /// Traces from real projects kept beside this module (see `testdata/SOURCE.txt`).
@@ -136,7 +137,7 @@ fn corpus_files_become_one_event_each() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// Traces from real projects (not in the shared corpus) also become one event each.
+/// Traces from real projects (not in the fixture corpus) also become one event each.
 #[test]
 fn real_project_traces_become_one_event_each() {
     for (name, text) in real_project_traces() {

@@ -362,7 +362,8 @@ fn family_boundaries() {
     assert_eq!(shape, [("a", 1), ("a", 1), ("b", 1), ("a", 1)]);
 }
 
-const NODE_EXPORTER: &str = "../../shared/data/prometheus/node_exporter";
+/// Real node_exporter pages (see `tests/fixtures/node_exporter/SOURCE.txt`).
+const NODE_EXPORTER: &str = "tests/fixtures/node_exporter";
 
 fn node_exporter_pages() -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(NODE_EXPORTER);
