@@ -121,6 +121,9 @@ pub use http_server::FakeHttpServer;
 
 use vigil_operator::controllers::{self as controllers, discovery};
 
+/// The Kubernetes minor version `/version` reports unless told otherwise.
+pub const DEFAULT_MINOR_VERSION: u32 = 34;
+
 /// Number of past changes kept for watches that start from an older resource version.
 pub const HISTORY: usize = 4096;
 
@@ -184,6 +187,8 @@ struct State {
     routes: BTreeMap<(String, String, i32), SocketAddr>,
     /// Why each request refused by RBAC was refused, in order.
     forbidden: Vec<String>,
+    /// The minor version `/version` reports (1.`minor`); 0 until set means the default.
+    minor_version: u32,
 }
 
 type ApplyKey = (String, String, String, String, String);
@@ -292,9 +297,17 @@ impl FakeApiServer {
         FakeApiServer {
             state: Arc::new(Mutex::new(State {
                 served,
+                minor_version: DEFAULT_MINOR_VERSION,
                 ..State::default()
             })),
         }
+    }
+
+    /// The same server reporting Kubernetes 1.`minor` on `/version` (only the version: fields
+    /// of newer releases are still accepted).
+    pub fn reporting_version(self, minor: u32) -> FakeApiServer {
+        self.lock().minor_version = minor;
+        self
     }
 
     /// The same server without `group` (as if its CRDs were not installed): discovery answers
@@ -961,7 +974,10 @@ impl State {
         let query = parse_query(uri.query().unwrap_or_default());
         let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
         let (group, version, rest) = match segments.as_slice() {
-            ["version"] => return json((StatusCode::OK, version_info())),
+            ["version"] => {
+                let minor = self.minor_version;
+                return json((StatusCode::OK, version_info(minor)));
+            }
             ["api"] => return json(self.core_versions()),
             ["apis"] => return json(self.group_list()),
             ["apis", group] => return json(self.group(group)),
@@ -1650,12 +1666,12 @@ impl State {
     }
 }
 
-/// `GET /version`: the Kubernetes release the fake stands for.
-fn version_info() -> Value {
+/// `GET /version`: the Kubernetes release the fake stands for (1.`minor`).
+fn version_info(minor: u32) -> Value {
     json!({
         "major": "1",
-        "minor": "34",
-        "gitVersion": "v1.34.0",
+        "minor": minor.to_string(),
+        "gitVersion": format!("v1.{minor}.0"),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2025-08-27T00:00:00Z",
