@@ -18,8 +18,8 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Finds `name` on PATH, in /usr/bin or in the repository's `.tools/bin`. A missing tool is a
-/// test failure, never a skip: the test command installs every tool.
+/// Finds `name` on PATH, in /usr/bin, /usr/sbin or in the repository's `.tools/bin`. A missing
+/// tool is a test failure, never a skip: the test command installs every tool.
 pub fn tool(name: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .map(|p| {
@@ -30,6 +30,7 @@ pub fn tool(name: &str) -> PathBuf {
         .unwrap_or_default();
     let fallbacks = [
         PathBuf::from("/usr/bin").join(name),
+        PathBuf::from("/usr/sbin").join(name),
         repo_root().join(".tools/bin").join(name),
     ];
     on_path
