@@ -4,7 +4,9 @@
 # 1. installs the real test tools (promtool, amtool, helm, kubectl) if missing,
 # 2. puts .tools/bin and ~/.cargo/bin on PATH,
 # 3. with CI=true, checks formatting and clippy (warnings are errors) first (fail fast),
-# 4. runs the whole workspace's tests with the committed Cargo.lock.
+# 4. runs the whole workspace's tests with the committed Cargo.lock, every test binary even when
+#    one fails (among them tests/images.rs, which builds the container images and runs their
+#    entry points), and ends with one summary line; exits non-zero when any test failed.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,10 +25,16 @@ fi
 
 # Libraries, binaries and test targets; benchmarks are compiled by clippy above and run only by
 # ./scripts/bench.sh (they measure, in release mode, and assert nothing).
-echo "==> cargo test --workspace --locked --lib --bins --tests"
+echo "==> cargo test --workspace --locked --no-fail-fast --lib --bins --tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-set -o pipefail
-cargo test --workspace --locked --lib --bins --tests 2>&1 | tee "$log"
+# pipefail (set above) gives the pipeline cargo's status, not tee's; `|| status=$?` keeps
+# `set -e` from exiting before the summary.
+status=0
+cargo test --workspace --locked --no-fail-fast --lib --bins --tests 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+if [ "$status" -ne 0 ]; then
+    echo "cargo test failed (exit $status): see the failures above" >&2
+fi
+exit "$status"
