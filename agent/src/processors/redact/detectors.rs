@@ -26,8 +26,8 @@ pub struct Triggers {
     pub iban: bool,
     /// An `@`.
     pub email: bool,
-    /// `+` and a digit at a word start; three digits, a separator and four digits; or a word
-    /// starting `0` and a non-zero digit.
+    /// `+` and a digit at a word start; three digits, a separator and four digits; or a run
+    /// of two or more digits starting `0` and a non-zero digit where a number may start.
     pub phone: bool,
     /// `bearer` or `authorization`, any case.
     pub token: bool,
@@ -93,13 +93,15 @@ pub fn prescan(bytes: &[u8]) -> Triggers {
                 };
                 t.card |= chain >= 13;
                 if !t.phone && len >= 2 {
-                    t.phone = if len == 4 {
-                        matches!(last_run, Some((_, 3)))
-                            && ((gap == 1 && matches!(bytes[start - 1], b' ' | b'-' | b'.'))
-                                || (gap == 2 && &bytes[start - 2..start] == b") "))
-                    } else {
-                        b == b'0' && bytes[start + 1] != b'0' && phone_may_start(bytes, start)
-                    };
+                    // The last group of a North American number, or the trunk-prefixed first
+                    // group of a national one — which may have four digits too (`0171 …`).
+                    let north_american = len == 4
+                        && matches!(last_run, Some((_, 3)))
+                        && ((gap == 1 && matches!(bytes[start - 1], b' ' | b'-' | b'.'))
+                            || (gap == 2 && &bytes[start - 2..start] == b") "));
+                    let national =
+                        b == b'0' && bytes[start + 1] != b'0' && phone_may_start(bytes, start);
+                    t.phone = north_american || national;
                 }
                 if !t.iban && len >= 2 && start >= 2 {
                     t.iban = bytes[start - 1].is_ascii_alphabetic()

@@ -166,6 +166,39 @@ fn phones_found() {
     );
 }
 
+/// National numbers whose trunk-prefixed first group has four digits (German mobile and
+/// city numbers, freephone) are redacted: the prescan must not take a 4-digit run for the
+/// last group of a North American number only.
+#[test]
+fn phones_with_four_digit_trunk_group_found() {
+    check(
+        Detector::Phone,
+        &[
+            ("call 0171 1234567", "call [REDACTED:phone]"),
+            ("mobil 0151 23456789", "mobil [REDACTED:phone]"),
+            ("Tel. 0711-1234567", "Tel. [REDACTED:phone]"),
+            ("Tel: 0221 1234 5678", "Tel: [REDACTED:phone]"),
+            ("free 0800 1234567 now", "free [REDACTED:phone] now"),
+        ],
+    );
+}
+
+/// Two IBANs in one line, one grouped (whose last groups also look like a national phone
+/// number) and one written together, are both redacted, with only the IBAN detector and with
+/// all of them; and the phone prescan agrees with the phone detector on that line.
+#[test]
+fn grouped_and_compact_ibans_in_one_line() {
+    let line = "IBAN DE89 3704 0044 0532 0130 00 or GB82WEST12345698765432";
+    check(
+        Detector::Iban,
+        &[(line, "IBAN [REDACTED:iban] or [REDACTED:iban]")],
+    );
+    let mut phones = Vec::new();
+    detectors::phones(line.as_bytes(), &mut phones);
+    assert!(!phones.is_empty());
+    assert!(detectors::prescan(line.as_bytes()).phone);
+}
+
 /// Timestamps, dates, IP addresses, versions, durations, ids and epoch seconds stay.
 #[test]
 fn phones_not_found() {
@@ -509,5 +542,102 @@ fn ordinary_lines_trip_no_trigger() {
             detectors::Triggers::default(),
             "{line}"
         );
+    }
+}
+
+/// The prescan never skips a text its detector would redact: over generated lines mixing
+/// digit groups, separators, country codes, `@`, `+`, scheme words and `eyJ`, whenever a
+/// detector finds something, the prescan has set that detector's trigger.
+#[test]
+fn prescan_never_skips_what_a_detector_finds() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const PIECES: &[&str] = &[
+        " ",
+        " ",
+        " ",
+        "-",
+        ".",
+        "/",
+        "(",
+        ")",
+        ") ",
+        ":",
+        "tel:",
+        "+",
+        "=",
+        ",",
+        ";",
+        "@",
+        "x",
+        "_",
+        "IBAN ",
+        "DE",
+        "GB",
+        "fr",
+        "WEST",
+        "eyJ",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "Bearer ",
+        "authorization: ",
+        "Authorization=\"Basic ",
+        "abcdefgh",
+        "Zq9_x-y.z",
+        "example.com",
+        "DE89 3704 0044 0532 0130 00",
+        "GB82WEST12345698765432",
+        "4111111111111111",
+        "0171 1234567",
+        "+49 30 1234567",
+        "(415) 555-2671",
+        "jane@example.org",
+    ];
+    let detectors: [(Found, fn(&[u8], &mut Vec<(Range<usize>, Found)>)); 6] = [
+        (Found::Card, detectors::cards),
+        (Found::Iban, detectors::ibans),
+        (Found::Email, detectors::emails),
+        (Found::Phone, detectors::phones),
+        (Found::Token, detectors::tokens),
+        (Found::Jwt, detectors::jwts),
+    ];
+    let mut rng = StdRng::seed_from_u64(14);
+    let mut text = String::new();
+    for _ in 0..100_000 {
+        text.clear();
+        for _ in 0..rng.random_range(1..12) {
+            if rng.random_bool(0.5) {
+                // A run of digits, often starting with a trunk `0` or an issuer digit.
+                let len = rng.random_range(1..=14);
+                for k in 0..len {
+                    let digit = if k == 0 && rng.random_bool(0.3) {
+                        b'0'
+                    } else {
+                        b'0' + rng.random_range(0..10u8)
+                    };
+                    text.push(char::from(digit));
+                }
+            } else {
+                text.push_str(PIECES[rng.random_range(0..PIECES.len())]);
+            }
+        }
+        let bytes = text.as_bytes();
+        let t = detectors::prescan(bytes);
+        for (found, detect) in detectors {
+            let mut out = Vec::new();
+            detect(bytes, &mut out);
+            let triggered = match found {
+                Found::Card => t.card,
+                Found::Iban => t.iban,
+                Found::Email => t.email,
+                Found::Phone => t.phone,
+                Found::Token => t.token,
+                Found::Jwt => t.jwt,
+            };
+            assert!(
+                out.is_empty() || triggered,
+                "{found:?} finds {out:?} in {text:?} but the prescan skips it"
+            );
+        }
     }
 }
