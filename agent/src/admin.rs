@@ -1,6 +1,8 @@
-//! The admin endpoint: `/healthz` (the process runs), `/readyz` (every listener is bound) and
+//! The admin endpoint: `/healthz` (the process runs), `/readyz` (every listener is bound),
 //! `/metrics` — the agent's own telemetry, the crash series and, for pull setups, the latest
-//! scrape of the application — in the Prometheus text format 0.0.4.
+//! scrape of the application — and `/metrics/crashes`, the crash series alone, in the
+//! Prometheus text format 0.0.4. The crash page is a few lines, so Prometheus scrapes it every
+//! couple of seconds (crash alerts in seconds) without the cost of scraping the app that often.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +21,9 @@ use crate::telemetry::{emit, InternalEvent};
 
 /// Component name in the agent's own telemetry.
 const COMPONENT: &str = "admin";
+
+/// Path of the crash series alone.
+pub const CRASHES_PATH: &str = "/metrics/crashes";
 
 /// Content type of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -63,10 +68,10 @@ pub async fn serve_on(
 
 fn answer<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> {
     let path = request.uri().path();
-    if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+    if !matches!(path, "/healthz" | "/readyz" | "/metrics" | CRASHES_PATH) {
         return text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz or /metrics\n",
+            "not found: try /healthz, /readyz, /metrics or /metrics/crashes\n",
         );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -81,7 +86,12 @@ fn answer<B>(state: &AdminState, request: &Request<B>) -> Response<Full<Bytes>> 
         "/readyz" if state.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         _ => {
-            let mut response = Response::new(Full::new(Bytes::from(metrics_page(state))));
+            let page = if path == CRASHES_PATH {
+                state.crashes.exposition()
+            } else {
+                metrics_page(state)
+            };
+            let mut response = Response::new(Full::new(Bytes::from(page)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(PROMETHEUS_TEXT),
@@ -234,6 +244,14 @@ mod tests {
             "vigil_agent_received_events_total{component=\"admin_test\",signal=\"logs\"} 2\n"
         ));
         assert!(page.ends_with("http_requests_total{namespace=\"shop\",app=\"checkout\"} 7\n"));
+        // The crash page holds the crash series alone: no telemetry, no app series.
+        let (status, content_type, crashes) = get(&admin, CRASHES_PATH).await;
+        assert_eq!((status, content_type.as_str()), (200, PROMETHEUS_TEXT));
+        assert!(
+            !crashes.contains("vigil_agent_") && !crashes.contains("http_requests_total"),
+            "{crashes}"
+        );
+        assert_eq!(crashes, admin.state.crashes.exposition());
         let mut promtool = std::process::Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())

@@ -149,18 +149,23 @@ impl AlertRule {
     }
 }
 
-/// Crash-rate rule over `vigil_crashes_total`.
+/// Crash rule over `vigil_crashes_total`. With no `threshold` and no `increaseFactor` it pages
+/// every crash group: one alert per version and fingerprint, fired within seconds of the first
+/// crash (a new fingerprint, a new version or a crash after the group's alert resolved pages
+/// again; more crashes of a firing group do not). With a `threshold` it is a spike rule over all
+/// crashes of a version.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CrashRateRule {
-    /// Crashes per minute (all fingerprints together) above which the alert fires. Default `0`:
-    /// any crash fires.
+    /// Crashes per minute (all fingerprints of a version together) above which the spike alert
+    /// fires; it never fires at or below it. Default `0`: every crash group pages (see above).
     #[serde(default)]
     #[schemars(range(min = 0.0))]
     pub threshold: f64,
 
-    /// Also fire when the crash rate is this many times the rate of the previous window
-    /// (×N against the period before). Unset: no comparison.
+    /// Fire only when the crash rate is also at least this many times the rate of the previous
+    /// window (×N against the period before; a version with no crashes before counts as a
+    /// rise). Unset: the threshold alone decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1.0))]
     pub increase_factor: Option<f64>,

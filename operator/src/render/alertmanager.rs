@@ -36,6 +36,7 @@ use serde_json::{json, Value};
 use vigil_crds::alert_policy::{AudienceRoute, Receiver as PolicyReceiver};
 use vigil_crds::{AlertPolicy, Audience, Severity};
 
+use super::scrape::regex_escape;
 use super::{child_meta, namespace_of, Inventory};
 
 /// The root route's receiver: no notification configs, so anything that matches no namespace
@@ -49,6 +50,21 @@ pub const UNROUTED_RECEIVER: &str = "vigil-unrouted";
 pub const CR_UNROUTED_RECEIVER: &str = "vigil.unrouted";
 /// Labels alerts are grouped by: one notification per app, alert and audience.
 pub const GROUP_BY: [&str; 4] = ["namespace", "app", "alertname", "audience"];
+/// Labels that split crash alerts into notification groups: each version × fingerprint is its
+/// own group, so a new crash pages even while another one is firing.
+pub const CRASH_GROUP_BY: [&str; 6] = [
+    "namespace",
+    "app",
+    "alertname",
+    "audience",
+    "version",
+    "fingerprint",
+];
+/// Crash routes notify at once (`group_wait`) and, for a group that fired again right after
+/// it resolved, after this `group_interval`.
+pub const CRASH_GROUP_WAIT: &str = "0s";
+/// See [`CRASH_GROUP_WAIT`].
+pub const CRASH_GROUP_INTERVAL: &str = "5s";
 /// Re-send interval when an audience sets none (the `repeatInterval` default in the CRD).
 pub const DEFAULT_REPEAT_INTERVAL: &str = "4h";
 /// Default SMTP relay for e-mail receivers; the Helm chart overrides `global.smtp_smarthost`.
@@ -270,9 +286,20 @@ pub struct SlackConfig {
     pub api_url_file: String,
     /// Channel.
     pub channel: String,
+    /// Message title ([`SLACK_TITLE`]).
+    pub title: String,
+    /// Message text ([`SLACK_TEXT`]): every alert's summary and the audience's context.
+    pub text: String,
     /// Also notify when the alert resolves.
     pub send_resolved: bool,
 }
+
+/// Title of a Slack notification: status, alert count and the group's summary.
+pub const SLACK_TITLE: &str = "[{{ .Status | toUpper }}{{ if eq .Status \"firing\" }}:{{ .Alerts.Firing | len }}{{ end }}] {{ .CommonAnnotations.summary }}";
+/// Text of a Slack notification. Alertmanager's default Slack text is empty; this one carries
+/// each alert's summary, its description (which holds the audience's context: version, the
+/// deploy before it, fingerprint, trend, users affected), escalation and runbook.
+pub const SLACK_TEXT: &str = "{{ range .Alerts }}*{{ .Annotations.summary }}*{{ if eq .Status \"resolved\" }} (resolved){{ end }}\n{{ .Annotations.description }}\n{{ with .Annotations.escalation }}{{ . }}\n{{ end }}{{ with .Annotations.runbook_url }}Runbook: {{ . }}\n{{ end }}{{ end }}";
 
 /// `webhook_configs` entry: exactly one of `url_file` (0.26+) and the 0.25 placeholder `url`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -533,7 +560,24 @@ fn audience_children(
         with_slo = !slo.is_empty();
         slo_matchers.push(Matcher::re("severity", &slo.join("|")));
     }
-    let mut out = vec![fan_out(policy_matchers, &receivers, &repeat, false)];
+    let crash_rules: Vec<String> = policy
+        .spec
+        .rules
+        .iter()
+        .filter(|r| r.crash_rate.is_some())
+        .map(|r| regex_escape(&r.name))
+        .collect();
+    let mut out = Vec::new();
+    if !crash_rules.is_empty() {
+        let mut matchers = policy_matchers.clone();
+        matchers.insert(1, Matcher::re("vigil_rule", &crash_rules.join("|")));
+        let mut crashes = fan_out(matchers, &receivers, &repeat, false);
+        crashes.group_by = CRASH_GROUP_BY.iter().map(|l| (*l).to_owned()).collect();
+        crashes.group_wait = Some(CRASH_GROUP_WAIT.to_owned());
+        crashes.group_interval = Some(CRASH_GROUP_INTERVAL.to_owned());
+        out.push(crashes);
+    }
+    out.push(fan_out(policy_matchers, &receivers, &repeat, false));
     if with_slo {
         out.push(fan_out(slo_matchers, &receivers, &repeat, true));
     }
@@ -643,6 +687,8 @@ fn file_receiver(
         out.slack_configs.push(SlackConfig {
             api_url_file: file(&slack.api_url_secret_ref),
             channel: slack.channel.clone(),
+            title: SLACK_TITLE.to_owned(),
+            text: SLACK_TEXT.to_owned(),
             send_resolved: true,
         });
     }
@@ -696,6 +742,8 @@ fn cr_receiver(r: &PolicyReceiver) -> Value {
             json!([{
                 "apiURL": selector(&slack.api_url_secret_ref),
                 "channel": slack.channel,
+                "title": SLACK_TITLE,
+                "text": SLACK_TEXT,
                 "sendResolved": true,
             }]),
         );
@@ -726,6 +774,12 @@ fn cr_route(route: &Route) -> Value {
     }
     if let Some(c) = route.continue_ {
         out.insert("continue".into(), json!(c));
+    }
+    if let Some(w) = &route.group_wait {
+        out.insert("groupWait".into(), json!(w));
+    }
+    if let Some(i) = &route.group_interval {
+        out.insert("groupInterval".into(), json!(i));
     }
     if let Some(r) = &route.repeat_interval {
         out.insert("repeatInterval".into(), json!(r));

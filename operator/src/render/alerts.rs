@@ -19,12 +19,21 @@
 //! Every selector in every expression, including selectors inside user PromQL, is scoped with
 //! the app's `{namespace="…", app="…"}` matcher (see [`scoped_promql`]).
 //!
+//! # Crashes in seconds
+//! Crash rules live in their own group, evaluated every second ([`CRASH_GROUP_INTERVAL`]), over
+//! the crash series Prometheus scrapes every 2 s from the agent's `/metrics/crashes`. A rule
+//! with no threshold and no factor pages every crash group (version × fingerprint) once; a
+//! spike rule needs the threshold and, with a factor, the ×N against the previous window.
+//!
 //! # Escalation
-//! Escalation copies keep the base alert's name: Alertmanager tells them apart by the
-//! `escalation_level` label, and a silence on the alert name (an acknowledgement) also covers
-//! them, which is what acknowledging means. Step N's copy is the base expression
-//! `unless on () vigil_alert_acknowledged{namespace, app, alertname="<base>"}` with
-//! `for` = base `for` + the step's `after`, sent to the audience that lists the step's receiver.
+//! Escalation means "nobody acknowledged it". Escalation copies keep the base alert's name:
+//! Alertmanager tells them apart by the `escalation_level` label, and a silence on the alert
+//! name (an acknowledgement) also covers them, which is what acknowledging means. Step N's copy
+//! fires once the base alert has fired `after` ago — read from Prometheus' own `ALERTS` series,
+//! so it escalates whether or not the condition still holds (a single crash too) — and keeps
+//! firing for [`ESCALATION_HORIZON`] after the base alert last fired, until
+//! `vigil_alert_acknowledged{namespace, app, alertname="<base>"}` says it was acknowledged. It
+//! is sent to the audience that lists the step's receiver.
 
 use std::collections::BTreeMap;
 
@@ -38,9 +47,14 @@ use vigil_crds::{AlertPolicy, Audience, Duration, MonitoredApp};
 use super::rules::{AlertingRule, RecordingRule, Rule, RuleFile, RuleGroup};
 use super::{app_matcher, child_meta, namespace_of, promql_str};
 
-/// Evaluation interval of every alert rule group: short, so that a crash alert (`for: 0s`) fires
-/// within one scrape plus 15 s of the first crash.
+/// Evaluation interval of the alert rule groups other than crashes: rates, latencies, trends.
 pub const GROUP_INTERVAL: &str = "15s";
+/// Evaluation interval of a policy's crash group (`vigil.<namespace>.<policy>.crashes`): with
+/// the crash page scraped every 2 s and Alertmanager's crash routes waiting 0 s, the first page
+/// follows the crash line by a few seconds. The crash expressions read a handful of series.
+pub const CRASH_GROUP_INTERVAL: &str = "1s";
+/// How long an unacknowledged alert keeps escalating after it last fired.
+pub const ESCALATION_HORIZON: &str = "1d";
 
 /// Label added to escalation copies: the 1-based step number, as a string.
 pub const ESCALATION_LEVEL_LABEL: &str = "escalation_level";
@@ -62,15 +76,21 @@ pub fn alert_rules(policy: &AlertPolicy, app: &MonitoredApp) -> RuleFile {
         policy: policy.name_any(),
     };
     let mut rules = Vec::new();
+    let mut crash_rules = Vec::new();
     for rule in &policy.spec.rules {
         // Validation (CEL and `crate::manifests`) guarantees exactly one kind per rule; a rule
         // that still has none or several renders nothing rather than a wrong alert.
         let Ok(kind) = rule.kind() else { continue };
         let base = base_alert(&ctx, rule, kind);
-        rules.extend(base.recordings.iter().cloned().map(Rule::Recording));
+        let group = if matches!(kind, RuleKind::CrashRate(_)) {
+            &mut crash_rules
+        } else {
+            &mut rules
+        };
+        group.extend(base.recordings.iter().cloned().map(Rule::Recording));
         let audiences = rule_audiences(policy, rule);
         for audience in &audiences {
-            rules.push(Rule::Alerting(audience_alert(
+            group.push(Rule::Alerting(audience_alert(
                 &ctx, policy, rule, &base, *audience,
             )));
         }
@@ -79,16 +99,8 @@ pub fn alert_rules(policy: &AlertPolicy, app: &MonitoredApp) -> RuleFile {
                 .or_else(|| audiences.first().copied())
                 .unwrap_or(Audience::Engineering);
             let mut alert = audience_alert(&ctx, policy, rule, &base, audience);
-            // `on ()`: the acknowledgement selector is already this app's and this alert's,
-            // and user PromQL results need not carry `namespace`/`app` labels to match on.
-            alert.expr = format!(
-                "({})\nunless on ()\n  vigil_alert_acknowledged{{{}, alertname=\"{}\"}}",
-                base.expr.trim_end(),
-                ctx.matcher(),
-                promql_str(&rule.name)
-            );
-            let delay = base.for_secs + step.after.as_secs_f64();
-            alert.for_ = Some(duration(delay));
+            alert.expr = escalation_expr(&ctx, &rule.name, &step.after);
+            alert.for_ = Some(duration(0.0));
             alert
                 .labels
                 .insert(ESCALATION_LEVEL_LABEL.into(), (i + 1).to_string());
@@ -107,13 +119,40 @@ pub fn alert_rules(policy: &AlertPolicy, app: &MonitoredApp) -> RuleFile {
             rules.push(Rule::Alerting(alert));
         }
     }
-    RuleFile {
-        groups: vec![RuleGroup {
+    let mut groups = Vec::new();
+    if !crash_rules.is_empty() {
+        groups.push(RuleGroup {
+            name: format!("vigil.{}.{}.crashes", ns, policy.name_any()),
+            interval: Some(CRASH_GROUP_INTERVAL.into()),
+            rules: crash_rules,
+        });
+    }
+    if !rules.is_empty() || groups.is_empty() {
+        groups.push(RuleGroup {
             name: format!("vigil.{}.{}", ns, policy.name_any()),
             interval: Some(GROUP_INTERVAL.into()),
             rules,
-        }],
+        });
     }
+    RuleFile { groups }
+}
+
+/// Escalation step after `after`: the base alert `alertname` fired (in any audience's copy)
+/// at some moment between [`ESCALATION_HORIZON`] and `after` ago, and nobody acknowledged it
+/// (`vigil_alert_acknowledged`, an Alertmanager silence on the alert). It does not need the
+/// condition to hold still: a single crash nobody acknowledged escalates too. One escalation
+/// per base alert instance (per version and fingerprint for crash groups).
+fn escalation_expr(ctx: &Scope, alertname: &str, after: &Duration) -> String {
+    // `on ()`: the acknowledgement selector is already this app's and this alert's.
+    format!(
+        "max without (alertstate, audience, severity) (\n  max_over_time(ALERTS{{{m}, {policy}=\"{p}\", alertname=\"{a}\", alertstate=\"firing\", {level}=\"\"}}[{h}] offset {after})\n)\nunless on ()\n  vigil_alert_acknowledged{{{m}, alertname=\"{a}\"}}",
+        m = ctx.matcher(),
+        policy = POLICY_LABEL,
+        p = promql_str(&ctx.policy),
+        a = promql_str(alertname),
+        level = ESCALATION_LEVEL_LABEL,
+        h = ESCALATION_HORIZON,
+    )
 }
 
 /// The `monitoring.coreos.com/v1` `PrometheusRule` carrying `file`, named `vigil-<policy>` in
@@ -386,6 +425,71 @@ fn crashes_in_window(sel: &str, window: &Duration, back: f64) -> String {
 }
 
 fn crash_rate(ctx: &Scope, r: &CrashRateRule, base: &mut BaseAlert) {
+    if r.threshold == 0.0 && r.increase_factor.is_none() {
+        crash_groups(ctx, r, base);
+    } else {
+        crash_spike(ctx, r, base);
+    }
+}
+
+/// Every crash group pages: one alert per version and fingerprint with a crash in the window.
+/// A new fingerprint, a new version, or a crash after the group's alert resolved is a new
+/// alert instance (Alertmanager pages it at once); more crashes of a firing group only change
+/// its counts.
+fn crash_groups(ctx: &Scope, r: &CrashRateRule, base: &mut BaseAlert) {
+    let sel = ctx.matcher();
+    let w = r.window.as_secs_f64();
+    base.expr = format!(
+        "sum by (namespace, app, version, fingerprint, type) (\n  {}\n) > 0",
+        crashes_in_window(&sel, &r.window, 0.0)
+    );
+    base.has_version = true;
+    base.summary = format!(
+        "Crash {{{{ $labels.type }}}} in {}/{} version {{{{ $labels.version }}}}",
+        ctx.ns, ctx.app
+    );
+    // Context narrows to this group: its version and fingerprint. The count is a query, not
+    // `$value`, so escalation copies (whose value is 1) say it too.
+    let gsel = format!(
+        "{}, version=%[1]q, fingerprint=%[2]q",
+        sel.replace('%', "%%")
+    );
+    let args = ["$labels.version", "$labels.fingerprint"];
+    let count = Phrase::query(
+        tmpl_query(
+            &format!("sum({})", crashes_in_window(&gsel, &r.window, 0.0)),
+            &args,
+        ),
+        &format!("{{{{ .Value | humanize }}}} in the last {}", r.window),
+        None,
+    );
+    base.headline = format!(
+        "{{{{ $labels.type }}}} (fingerprint {{{{ $labels.fingerprint }}}}){}",
+        count.render(": ")
+    );
+    let trend_q = format!(
+        "sum({}) / (sum({}) > 0)",
+        crashes_in_window(&gsel, &r.window, 0.0),
+        crashes_in_window(&gsel, &r.window, w)
+    );
+    base.trend = Some(Phrase::query(
+        tmpl_query(&trend_q, &args),
+        &format!(
+            "×{{{{ .Value | printf \"%.1f\" }}}} vs the previous {}",
+            r.window
+        ),
+        Some(&format!("new: not seen in the previous {}", r.window)),
+    ));
+    base.fingerprint = Some(Phrase::plain(
+        "fingerprint {{ $labels.fingerprint }} ({{ $labels.type }})",
+    ));
+}
+
+/// A crash spike: the rate of all crashes of a version over the window is above the threshold
+/// and, with `increaseFactor`, also that many times the previous window's (a version without
+/// crashes before counts as a spike once it is above the threshold). Below the threshold it
+/// never fires, whatever the factor.
+fn crash_spike(ctx: &Scope, r: &CrashRateRule, base: &mut BaseAlert) {
     let sel = ctx.matcher();
     let w = r.window.as_secs_f64();
     let minutes = num(w / 60.0);
@@ -398,17 +502,16 @@ fn crash_rate(ctx: &Scope, r: &CrashRateRule, base: &mut BaseAlert) {
     let current = per_min(0.0);
     let mut expr = format!("{current} > {}", num(r.threshold));
     if let Some(factor) = r.increase_factor {
-        // A version with no crash in the previous window compares against 0: any crash is ×∞.
+        let previous = per_min(w);
         expr = format!(
-            "(\n{expr}\n)\nor\n(\n{current}\n  > {} * (\n{}\n  or {current} * 0)\n)",
+            "(\n{expr}\n)\nand\n(\n{current}\n  > {} * (\n{previous})\n  or ({current} unless (\n{previous}))\n)",
             num(factor),
-            per_min(w)
         );
     }
     base.expr = expr;
     base.has_version = true;
     base.summary = format!(
-        "Crashes in {}/{} version {{{{ $labels.version }}}}",
+        "Crash spike in {}/{} version {{{{ $labels.version }}}}",
         ctx.ns, ctx.app
     );
     base.headline = format!(

@@ -32,6 +32,14 @@ use super::{child_meta, namespace_of, Inventory};
 
 /// Default scrape interval of the agent job when the app does not set `metrics`.
 const AGENT_SCRAPE_INTERVAL: &str = "30s";
+/// Scrape interval of the agent's crash page (`/metrics/crashes`): a crash reaches Prometheus
+/// within this, so crash alerts fire in seconds. The page is a few lines per crash group.
+pub const CRASH_SCRAPE_INTERVAL: &str = "2s";
+/// Path of the agent's crash series alone.
+pub const CRASHES_PATH: &str = "/metrics/crashes";
+/// The crash series, which only the crash job stores (the agent's `/metrics` repeats them for
+/// pull setups without Vigil's scrape configs; storing both would count every crash twice).
+const CRASH_SERIES: &str = "vigil_crash.*";
 /// Temporary label marking targets whose port is the one to scrape.
 const PORT_MATCH_LABEL: &str = "__tmp_vigil_port_match";
 
@@ -382,7 +390,7 @@ fn relabel_list(rules: &[Relabel], operator: bool) -> Value {
 }
 
 /// The `scrape_configs` entries for every app of the inventory, sorted by namespace and name:
-/// the application job (when the app sets `metrics`), then the agent job.
+/// the application job (when the app sets `metrics`), the agent job, then the crash job.
 pub fn scrape_configs(inv: &Inventory) -> Vec<Value> {
     let mut apps: Vec<&MonitoredApp> = inv.apps.iter().collect();
     apps.sort_by_key(|a| (namespace_of(*a), a.name_any()));
@@ -412,13 +420,31 @@ pub fn scrape_configs(inv: &Inventory) -> Vec<Value> {
             "metrics_path": "/metrics",
             "kubernetes_sd_configs": pod_discovery(&ns),
             "relabel_configs": relabel_list(&agent_relabels(app), false),
+            "metric_relabel_configs": [{
+                "action": "drop",
+                "source_labels": ["__name__"],
+                "regex": CRASH_SERIES,
+            }],
+        }));
+        // The crash series every couple of seconds, from their own small page. Vigil's target
+        // labels win over what the pod publishes (no `honor_labels`): a pod cannot claim
+        // another namespace or app.
+        out.push(json!({
+            "job_name": format!("vigil-crashes/{ns}/{name}"),
+            "honor_labels": false,
+            "scrape_interval": CRASH_SCRAPE_INTERVAL,
+            "scrape_timeout": CRASH_SCRAPE_INTERVAL,
+            "metrics_path": CRASHES_PATH,
+            "kubernetes_sd_configs": pod_discovery(&ns),
+            "relabel_configs": relabel_list(&agent_relabels(app), false),
         }));
     }
     out
 }
 
 /// prometheus-operator `PodMonitor`s for one app: `vigil-<app>` for the application's metrics
-/// (when it sets `metrics`) and `vigil-agent-<app>` for the agent's crash series.
+/// (when it sets `metrics`), `vigil-agent-<app>` for the agent's own series and
+/// `vigil-crashes-<app>` for its crash series, every couple of seconds.
 ///
 /// prometheus-operator adds `namespace`, `pod`, `container` and `job` itself and filters on
 /// the named port; Vigil adds `app` and `version`, a numeric port filter, and the
@@ -474,6 +500,22 @@ pub fn pod_monitors(app: &MonitoredApp) -> Vec<Value> {
             "path": "/metrics",
             "interval": agent_interval,
             "honorLabels": true,
+            "relabelings": relabel_list(&identity, true),
+            "metricRelabelings": [{
+                "action": "drop",
+                "sourceLabels": ["__name__"],
+                "regex": CRASH_SERIES,
+            }],
+        }),
+    ));
+    out.push(monitor(
+        format!("vigil-crashes-{name}"),
+        json!({
+            "port": ADMIN_PORT_NAME,
+            "path": CRASHES_PATH,
+            "interval": CRASH_SCRAPE_INTERVAL,
+            "scrapeTimeout": CRASH_SCRAPE_INTERVAL,
+            "honorLabels": false,
             "relabelings": relabel_list(&identity, true),
         }),
     ));
@@ -788,8 +830,8 @@ matchExpressions:
         assert_eq!(keep["action"], "keep");
     }
 
-    /// Jobs come sorted by namespace and app, apps without `metrics` only get the agent job, and
-    /// job names are unique.
+    /// Jobs come sorted by namespace and app, apps without `metrics` only get the agent and
+    /// crash jobs, and job names are unique.
     #[test]
     fn jobs_are_sorted_and_unique() {
         let names: Vec<String> = scrape_configs(&inventory())
@@ -800,10 +842,13 @@ matchExpressions:
             names,
             [
                 "vigil-agent/gov/batch",
+                "vigil-crashes/gov/batch",
                 "vigil/gov/portal",
                 "vigil-agent/gov/portal",
+                "vigil-crashes/gov/portal",
                 "vigil/shop/checkout",
                 "vigil-agent/shop/checkout",
+                "vigil-crashes/shop/checkout",
             ]
         );
     }
@@ -829,7 +874,7 @@ matchExpressions:
     fn pod_monitors_are_scoped_to_the_app() {
         let a = app(CHECKOUT);
         let monitors = pod_monitors(&a);
-        assert_eq!(monitors.len(), 2);
+        assert_eq!(monitors.len(), 3);
         for m in &monitors {
             assert_eq!(
                 m["spec"]["namespaceSelector"]["matchNames"],
@@ -846,11 +891,18 @@ matchExpressions:
                 .iter()
                 .any(|r| r["targetLabel"] == "app" && r["replacement"] == "checkout"));
         }
-        assert_eq!(
-            monitors[1]["spec"]["podMetricsEndpoints"][0]["port"],
-            ADMIN_PORT_NAME
-        );
-        assert_eq!(pod_monitors(&app(NO_METRICS)).len(), 1);
+        for agent in &monitors[1..] {
+            assert_eq!(
+                agent["spec"]["podMetricsEndpoints"][0]["port"],
+                ADMIN_PORT_NAME
+            );
+        }
+        // The crash page every 2 s, where Vigil's labels win over the pod's.
+        let crashes = &monitors[2]["spec"]["podMetricsEndpoints"][0];
+        assert_eq!(crashes["path"], CRASHES_PATH);
+        assert_eq!(crashes["interval"], CRASH_SCRAPE_INTERVAL);
+        assert_eq!(crashes["honorLabels"], false);
+        assert_eq!(pod_monitors(&app(NO_METRICS)).len(), 2);
     }
 
     use crate::render::promtool_tests::tool;

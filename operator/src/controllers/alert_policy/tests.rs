@@ -89,7 +89,7 @@ async fn with_prometheus_operator_rules_and_routes_are_custom_resources() {
         rule["metadata"]["ownerReferences"][0]["uid"],
         json!(policy.metadata.uid.clone().unwrap())
     );
-    assert_eq!(rule["spec"]["groups"][0]["name"], "vigil.shop.crashes");
+    assert_eq!(rule["spec"]["groups"][0]["name"], "vigil.shop.crashes.crashes");
     let routes = server
         .get("alertmanagerconfigs", "shop", "vigil-crashes")
         .unwrap();

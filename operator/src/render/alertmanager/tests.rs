@@ -468,18 +468,19 @@ fn repeat_interval_applies() {
             .map(|a| a.routes.iter().map(|r| r.repeat_interval.clone()).collect())
             .unwrap_or_default()
     };
+    // Each audience: the crash route, the policy route and the SLO route.
     assert_eq!(
         interval("engineering"),
-        vec![Some("1h".into()), Some("1h".into())]
+        vec![Some("1h".into()), Some("1h".into()), Some("1h".into())]
     );
     assert_eq!(
         interval("management"),
-        vec![Some("12h".into()), Some("12h".into())]
+        vec![Some("12h".into()), Some("12h".into()), Some("12h".into())]
     );
     // support filters on critical: the policy route and the SLO (page) route both exist.
     assert_eq!(
         interval("support"),
-        vec![Some("4h".into()), Some("4h".into())]
+        vec![Some("4h".into()), Some("4h".into()), Some("4h".into())]
     );
 }
 

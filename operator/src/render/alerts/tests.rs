@@ -152,14 +152,16 @@ tests:
               audience: engineering
               vigil_policy: crashes
               vigil_rule: CheckoutCrash
+              fingerprint: a1b2
+              type: NullPointerException
             exp_annotations:
-              summary: Crashes in shop/checkout version 17.2
+              summary: Crash NullPointerException in shop/checkout version 17.2
               description: "{description}"
-              trend: "new: no crashes in the previous 15m"
+              trend: "new: not seen in the previous 15m"
               version: version 17.2
               release: started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC)
               users_affected: 847 users affected
-              fingerprint: "top crash a1b2 (NullPointerException, java): 1 in 15m"
+              fingerprint: "fingerprint a1b2 (NullPointerException)"
 "#,
         description = description.replace('"', "\\\"")
     )
@@ -176,7 +178,7 @@ fn crash_of_existing_series_fires_within_a_minute_in_its_namespace_only() {
         &crash_test(
             "0x20 1x20",
             21,
-            "0.07 crashes/min over the last 15m (threshold 0/min), new: no crashes in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 847 users affected, top crash a1b2 (NullPointerException, java): 1 in 15m.",
+            "NullPointerException (fingerprint a1b2): 1 in the last 15m, new: not seen in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 847 users affected, fingerprint a1b2 (NullPointerException).",
         ),
     );
 }
@@ -191,7 +193,7 @@ fn crash_of_brand_new_series_fires_within_a_minute() {
         &crash_test(
             "_x21 1x20",
             21,
-            "0.07 crashes/min over the last 15m (threshold 0/min), new: no crashes in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 847 users affected, top crash a1b2 (NullPointerException, java): 1 in 15m.",
+            "NullPointerException (fingerprint a1b2): 1 in the last 15m, new: not seen in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 847 users affected, fingerprint a1b2 (NullPointerException).",
         ),
     );
 }
@@ -231,10 +233,12 @@ fn escalation_test(extra_series: &str, escalated: bool) -> String {
               severity: warning
               audience: {audience}
               vigil_policy: crashes
-              vigil_rule: CheckoutCrash{extra_labels}
+              vigil_rule: CheckoutCrash
+              fingerprint: a1b2
+              type: panic{extra_labels}
             exp_annotations:
-              summary: Crashes in shop/checkout version 17.2
-              description: "0.07 crashes/min over the last 15m (threshold 0/min), version 17.2."
+              summary: Crash panic in shop/checkout version 17.2
+              description: "panic (fingerprint a1b2): 1 in the last 15m, version 17.2."
               version: version 17.2{extra_annotations}"#
         )
     };
@@ -297,8 +301,54 @@ fn acknowledged_alert_does_not_escalate() {
     test_rules(&[&file], &escalation_test(acked_elsewhere, true));
 }
 
-/// `increaseFactor` fires on a ×5 rise against the previous window even below the absolute
-/// threshold, and the alert says by how much.
+/// Escalation means "nobody acknowledged it", not "still crashing": a single crash whose alert
+/// resolved a minute later still escalates once the step's delay has passed.
+#[test]
+fn single_unacknowledged_crash_escalates_after_it_resolved() {
+    let yaml = ESCALATING_POLICY.replace("crashRate: {}", "crashRate: { window: 1m }");
+    let file = alert_rules(&policy(&yaml), &app());
+    let escalated = r#"
+          - exp_labels:
+              namespace: shop
+              app: checkout
+              version: "17.2"
+              severity: warning
+              audience: engineering
+              vigil_policy: crashes
+              vigil_rule: CheckoutCrash
+              fingerprint: a1b2
+              type: panic
+              escalation_level: "1"
+              vigil_escalation_receiver: oncall
+            exp_annotations:
+              summary: Crash panic in shop/checkout version 17.2
+              description: "panic (fingerprint a1b2): 0 in the last 1m, version 17.2."
+              version: version 17.2
+              escalation: "Not acknowledged 5m after firing: escalation level 1 to oncall."
+"#;
+    test_rules(
+        &[&file],
+        &format!(
+            r#"evaluation_interval: 15s
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'vigil_crashes_total{{namespace="shop", app="checkout", version="17.2", fingerprint="a1b2", type="panic", language="go"}}'
+        values: '0 0 1x20'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: CheckoutCrash
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: CheckoutCrash
+        exp_alerts:{escalated}"#
+        ),
+    );
+}
+
+/// A spike needs both: above the threshold and ×`increaseFactor` against the previous window.
+/// A single crash (0.07/min, below the threshold) never fires it, even with no crash before;
+/// a ×5 rise above the threshold does, and the alert says by how much.
 #[test]
 fn crash_rate_rise_fires_on_increase_factor() {
     let spike = r#"
@@ -309,7 +359,7 @@ spec:
   appRef: { name: checkout }
   rules:
     - name: CheckoutCrash
-      crashRate: { threshold: 1, increaseFactor: 3, window: 15m }
+      crashRate: { threshold: 0.2, increaseFactor: 3, window: 15m }
   audiences:
     - audience: management
       receivers:
@@ -327,6 +377,9 @@ tests:
       - series: 'vigil_crash_affected_users{namespace="shop", app="checkout", version="17.2", fingerprint="a1b2"}'
         values: '847x40'
     alert_rule_test:
+      - eval_time: 3m
+        alertname: CheckoutCrash
+        exp_alerts: []
       - eval_time: 20m
         alertname: CheckoutCrash
         exp_alerts: []
@@ -342,8 +395,8 @@ tests:
               vigil_policy: crashes
               vigil_rule: CheckoutCrash
             exp_annotations:
-              summary: Crashes in shop/checkout version 17.2
-              description: "0.33 crashes/min over the last 15m (threshold 1/min), crash rate ×5.0 vs the previous 15m, 847 users affected."
+              summary: Crash spike in shop/checkout version 17.2
+              description: "0.33 crashes/min over the last 15m (threshold 0.2/min), crash rate ×5.0 vs the previous 15m, 847 users affected."
               trend: "crash rate ×5.0 vs the previous 15m"
               users_affected: 847 users affected
 "#,
@@ -421,5 +474,15 @@ fn prometheus_rule_object_wraps_the_rule_file() {
         "vigil"
     );
     assert_eq!(object["spec"], serde_json::to_value(&file).expect("json"));
-    assert_eq!(object["spec"]["groups"][0]["name"], "vigil.shop.crashes");
+    // The crash rule gets its own group, evaluated every second; a policy of crash rules only
+    // has no other group.
+    assert_eq!(
+        object["spec"]["groups"][0]["name"],
+        "vigil.shop.crashes.crashes"
+    );
+    assert_eq!(
+        object["spec"]["groups"][0]["interval"],
+        CRASH_GROUP_INTERVAL
+    );
+    assert_eq!(object["spec"]["groups"].as_array().map(Vec::len), Some(1));
 }
