@@ -520,6 +520,8 @@ fn non_default_values_render_valid_objects() {
         "kube-prometheus-stack"
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    // The release series keep the namespace and app of the apps they describe.
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
     assert_eq!(
         monitor["spec"]["selector"]["matchLabels"],
         rendered.one("Service")["spec"]["selector"]

@@ -16,6 +16,10 @@ use crate::render::{
 /// Address of the Alertmanager the rendered `prometheus.yml` sends alerts to.
 pub const ALERTMANAGER_TARGET: &str = "localhost:9093";
 
+/// Namespace of the operator (the README's `helm install` namespace), whose release, restart
+/// and acknowledgement series the rendered `prometheus.yml` scrapes.
+pub const OPERATOR_NAMESPACE: &str = "vigil-system";
+
 /// Rendered files, keyed by their path relative to the output directory.
 #[derive(Debug, Default, PartialEq)]
 pub struct Bundle {
@@ -189,7 +193,9 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
         alerting: serde_json::json!({
             "alertmanagers": [{ "static_configs": [{ "targets": [ALERTMANAGER_TARGET] }] }]
         }),
-        scrape_configs: scrape::scrape_configs(inv),
+        scrape_configs: std::iter::once(scrape::operator_job(OPERATOR_NAMESPACE))
+            .chain(scrape::scrape_configs(inv))
+            .collect(),
     };
     out.yaml("prometheus/prometheus.yml".to_owned(), &prometheus)?;
 

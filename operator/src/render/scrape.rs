@@ -389,6 +389,31 @@ fn relabel_list(rules: &[Relabel], operator: bool) -> Value {
     )
 }
 
+/// The job scraping the operator's own `/metrics` in `namespace`: its release, restart and
+/// acknowledgement series carry the `namespace` and `app` of the apps they describe, so the
+/// job honours them (`honor_labels`); without it Prometheus would file every release under the
+/// operator's namespace and no alert could say which deploy preceded a crash. Only the chart's
+/// operator pods (component label and the `metrics` port) in that namespace are scraped.
+pub fn operator_job(namespace: &str) -> Value {
+    let mut keep = Relabel::keep(
+        &[
+            "__meta_kubernetes_pod_label_app_kubernetes_io_component",
+            "__meta_kubernetes_pod_label_app_kubernetes_io_part_of",
+            "__meta_kubernetes_pod_container_port_name",
+        ],
+        "operator;vigil;metrics",
+    );
+    keep.separator = Some(";".into());
+    json!({
+        "job_name": "vigil-operator",
+        "honor_labels": true,
+        "scrape_interval": "15s",
+        "metrics_path": "/metrics",
+        "kubernetes_sd_configs": pod_discovery(namespace),
+        "relabel_configs": relabel_list(&[keep], false),
+    })
+}
+
 /// The `scrape_configs` entries for every app of the inventory, sorted by namespace and name:
 /// the application job (when the app sets `metrics`), the agent job, then the crash job.
 pub fn scrape_configs(inv: &Inventory) -> Vec<Value> {
