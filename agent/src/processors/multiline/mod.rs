@@ -18,6 +18,8 @@
 //! the `origin.end` of its last; [`Joiner::pending_start`] tells the log source how far it may
 //! checkpoint while lines are held.
 
+#[cfg(test)]
+pub(crate) mod jvm_tests;
 pub(crate) mod rules;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -29,11 +31,16 @@ use std::time::{Duration, Instant};
 use crate::event::{LogEvent, Stream};
 use rules::{State, Step};
 
-/// Most lines held tentatively in a row before the trace is given up on.
-const MAX_TENTATIVE_LINES: usize = 16;
+/// Most lines held tentatively in a row before the trace is given up on: enough for the
+/// longest JVM exception messages seen in real traces (a test's expected-versus-actual help
+/// text of 41 lines), while a lone exception-like line holds back at most this many ordinary
+/// lines, and only until the next line that is a log record.
+const MAX_TENTATIVE_LINES: usize = 64;
 
-/// Default bound of one joined event, in lines.
-pub const DEFAULT_MAX_LINES: usize = 1000;
+/// Default bound of one joined event, in lines: a JVM prints at most 1,024 frames of a
+/// throwable (`-XX:MaxJavaStackTraceDepth`), so a `StackOverflowError` with its header and a
+/// cause or two still makes one event.
+pub const DEFAULT_MAX_LINES: usize = 1100;
 
 /// Default time after which an open trace with no new line is flushed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -24,7 +24,9 @@ pub(crate) enum State {
     JavaFrames,
     /// A blank line after frames: Node prints `Node.js vX` after it.
     JavaAfterFrames,
-    /// Inside the `{ code: …, errno: … }` properties Node prints after the last frame.
+    /// Inside the `{ code: …, errno: … }` properties Node prints after the last frame: lines
+    /// shaped like `util.inspect`'s (`  key: value`, deeper-indented nested values) up to a
+    /// `}` in the first column.
     JsProps,
     /// After Node's `file.js:12` line that precedes an uncaught error.
     NodeSource,
@@ -84,6 +86,7 @@ struct Patterns {
     /// multi-literal searcher (SIMD on x86-64), without a regex engine behind it.
     any_start: AhoCorasick,
     java_header: Regex,
+    jvm_class_header: Regex,
     go_panic: Regex,
     go_goroutine: Regex,
     php_start: Regex,
@@ -92,12 +95,15 @@ struct Patterns {
     ruby_frame: Regex,
     node_source: Regex,
     java_frame: Regex,
+    js_frame_with_props: Regex,
+    js_prop: Regex,
     browser_frame: Regex,
     java_more: Regex,
     python_error: Regex,
     dart_frame: Regex,
     rust_frame: Regex,
     klog: Regex,
+    record_prefix: Regex,
 }
 
 /// Compiles a pattern written in this file.
@@ -145,6 +151,13 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
         r"(?:Exception|Error|Throwable)(?::|\s*$)|^V8 errors stack trace\s*$|",
         r"Error \[[A-Z0-9_]+\]:"
     )),
+    // Any JVM class name as the first word, with a message or alone: `junit.framework.
+    // ComparisonFailure: expected…`, `org.mockito.exceptions.verification.WantedButNotInvoked:`,
+    // `org.apache.commons.math.MathRuntimeException$4: …`.
+    jvm_class_header: re(concat!(
+        r#"^(?:Exception in thread "[^"]*" )?((?:[a-z_][\w$]*\.)+[A-Z_$][\w$]*)"#,
+        r"(?:: |:$|$)"
+    )),
     go_panic: re(r"(?-u:\b)panic: |^fatal error: |http: panic serving |^SIG[A-Z]+: "),
     go_goroutine: re(r"^goroutine \d+(?: [^\[]*)?\[[^\]]*\]:\s*$"),
     php_start: re(concat!(
@@ -155,13 +168,26 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     ruby_uncaught: re(r"^\S.*:\d+:in [`'].*\([A-Z][\w:]*\)\s*$"),
     ruby_frame: re(r"^\s+(?:from )?\S.*:\d+:in [`']"),
     node_source: re(r"^(?:node:[\w/]+|\S+\.(?:js|mjs|cjs|ts|jsx|tsx)):\d+\s*$"),
-    java_frame: re(r"^\s+(?:eval )?at \S"),
+    // Not `at [`: JS and JVM frames never start so, Jackson's ` at [Source: …]` message does.
+    java_frame: re(r"^\s+(?:eval )?at [^\s\[]"),
+    // A V8 frame followed by the error's own properties: `at f (file.js:1:2) {`.
+    js_frame_with_props: re(r"(?::\d+\)?|\(native\)|<anonymous>\)?) \{$"),
+    // `  code: 'EADDRINUSE',`, `  [cause]: Error: …`, `  'x-id': 1`, nested values four or
+    // more spaces in, closing brackets at two.
+    js_prop: re(concat!(
+        r#"^(?:  (?:[\w$'"][^\s:]*|\[[^\]]*\]): |    +\S|  [\]})])"#
+    )),
     browser_frame: re(r"^[^\s@]*@\S+:\d+(?::\d+)?\s*$"),
     java_more: re(r"^\s*\.\.\. \d+ (?:more|common frames omitted)"),
     python_error: re(r"^[A-Za-z_][\w.]*(?::.*)?$"),
     dart_frame: re(r"^#\d+\s+\S.*\(.+\)\s*$"),
     rust_frame: re(r"^\s+\d+: "),
     klog: re(r"^[IWEF]\d{4} "),
+    record_prefix: re(concat!(
+        r"^(?:\d{4}-\d\d-\d\d|\d\d:\d\d:\d\d|\d\d/\w{3}/\d{4}|\d{10}|",
+        r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d|<\d{1,3}>|\{\s*\x22[^\x22]*\x22\s*:|",
+        r"\[(?:\d|(?i:trace|debug|info|warn|warning|error|fatal|critical)\b))"
+    )),
 });
 
 /// The state a line opens, if it can start a stack trace.
@@ -173,6 +199,7 @@ pub(crate) fn start(line: &str) -> Option<State> {
     if !p.any_start.is_match(line)
         && !trimmed.ends_with("):")
         && !trimmed.ends_with(|c: char| c.is_ascii_digit())
+        && !may_be_jvm_class_header(line)
     {
         return None;
     }
@@ -208,15 +235,49 @@ pub(crate) fn start(line: &str) -> Option<State> {
     if p.node_source.is_match(line) {
         return Some(State::NodeSource);
     }
-    if p.java_header.is_match(trimmed) {
+    if p.java_header.is_match(trimmed) || p.jvm_class_header.is_match(trimmed) {
         return Some(State::JavaHeader);
     }
     None
 }
 
+/// Cheap test before [`Patterns::jvm_class_header`]: the first word starts with a lower-case
+/// letter, holds a dot and ends the line or is followed by `:`.
+fn may_be_jvm_class_header(line: &str) -> bool {
+    let line = line
+        .strip_prefix("Exception in thread ")
+        .map_or(line, |rest| {
+            rest.split_once("\" ").map_or(rest, |(_, after)| after)
+        });
+    if !line.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return false;
+    }
+    let line = line.trim_end();
+    let word_end = line
+        .find(|c: char| c == ':' || c.is_whitespace())
+        .unwrap_or(line.len());
+    line[..word_end].contains('.') && matches!(line[word_end..].chars().next(), None | Some(':'))
+}
+
+/// The JVM class a line starts with, as in `org.junit.ComparisonFailure: expected…` or
+/// `Exception in thread "main" com.acme.Rejected`.
+pub(crate) fn jvm_class_name(line: &str) -> Option<&str> {
+    let line = line.trim();
+    if !may_be_jvm_class_header(line) {
+        return None;
+    }
+    PATTERNS
+        .jvm_class_header
+        .captures(line)
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str())
+}
+
 /// True for a line that starts a JVM, JavaScript or C# exception.
 pub(crate) fn is_exception_line(line: &str) -> bool {
-    PATTERNS.java_header.is_match(line.trim_end())
+    let trimmed = line.trim_end();
+    let p = &*PATTERNS;
+    p.java_header.is_match(trimmed) || p.jvm_class_header.is_match(trimmed)
 }
 
 fn is_blank(line: &str) -> bool {
@@ -258,6 +319,48 @@ fn may_continue_message(line: &str) -> bool {
     !looks_like_record(line) && start(line).is_none()
 }
 
+/// True for a line that a logger wrote as a record of its own: it starts with a timestamp, a
+/// syslog priority, a JSON object's first key, a bracketed timestamp or level, a level word,
+/// a klog header or a `level=`-style key. Stricter than [`looks_like_record`]: a JVM message
+/// line such as `[Header2`, `{`, `}` or `1.5 expected` is not one.
+fn is_log_record(line: &str) -> bool {
+    let p = &*PATTERNS;
+    if p.record_prefix.is_match(line) || p.klog.is_match(line) {
+        return true;
+    }
+    let word_len = line
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(line.len());
+    let (word, after) = line.split_at(word_len);
+    let level_word = matches!(
+        word,
+        "TRACE" | "DEBUG" | "INFO" | "WARN" | "WARNING" | "ERROR" | "FATAL" | "CRITICAL"
+    ) && matches!(
+        after.chars().next(),
+        None | Some(' ' | ':' | ']' | '\t' | '|')
+    );
+    // `t=` only before a timestamp: `t=09]>` is a piece of a test's expected text.
+    let key_value = match word {
+        "level" | "lvl" | "time" | "ts" | "msg" => after.starts_with('='),
+        "t" => after.strip_prefix('=').is_some_and(|value| {
+            value.starts_with('"')
+                || value.get(..5).is_some_and(|year| {
+                    year.ends_with('-') && year[..4].bytes().all(|b| b.is_ascii_digit())
+                })
+        }),
+        _ => false,
+    };
+    level_word || key_value
+}
+
+/// A line of a JVM exception message that spans lines (test-assertion diffs, help texts,
+/// Jackson's ` at [Source: …]`, pretty-printed JSON): anything but a record of the logger or
+/// a line, in the first column, that starts another trace. Such lines are held tentatively
+/// until a frame confirms them.
+fn may_continue_jvm_message(line: &str) -> bool {
+    !is_log_record(line) && (is_indented(line) || start(line).is_none())
+}
+
 /// What `line` does to a trace in `state`.
 pub(crate) fn step(state: State, line: &str) -> Step {
     use State::*;
@@ -266,7 +369,7 @@ pub(crate) fn step(state: State, line: &str) -> Step {
     match state {
         JavaHeader | JavaFrames => {
             if p.java_frame.is_match(line) || p.browser_frame.is_match(line) {
-                if line.trim_end().ends_with(" {") {
+                if p.js_frame_with_props.is_match(line.trim_end()) {
                     return Continue(JsProps);
                 }
                 return Continue(JavaFrames);
@@ -274,6 +377,7 @@ pub(crate) fn step(state: State, line: &str) -> Step {
             let t = line.trim_start();
             if t.starts_with("Caused by: ")
                 || t.starts_with("Suppressed: ")
+                || t.starts_with("Wrapped by: ")
                 || t.starts_with("---> ")
                 || line.starts_with("Emitted '")
             {
@@ -295,7 +399,7 @@ pub(crate) fn step(state: State, line: &str) -> Step {
                     Maybe(JavaAfterFrames)
                 };
             }
-            if state == JavaHeader && may_continue_message(line) {
+            if state == JavaHeader && may_continue_jvm_message(line) {
                 return Maybe(JavaHeader);
             }
             Break
@@ -321,8 +425,10 @@ pub(crate) fn step(state: State, line: &str) -> Step {
         JsProps => {
             if line.trim_end() == "}" {
                 Continue(JavaFrames)
-            } else {
+            } else if p.js_prop.is_match(line) {
                 Continue(JsProps)
+            } else {
+                Break
             }
         }
         NodeSource => {

@@ -43,7 +43,7 @@ pub const GONE_GRACE: Duration = Duration::from_secs(5);
 /// Bytes read from one file in one poll, so that one busy file cannot starve the others.
 pub const READ_BUDGET_PER_FILE: usize = 1024 * 1024;
 /// Most lines joined into one multi-line event.
-pub const MULTILINE_MAX_LINES: usize = 1000;
+pub const MULTILINE_MAX_LINES: usize = crate::processors::multiline::DEFAULT_MAX_LINES;
 /// How long an open multi-line event waits for its next line.
 pub const MULTILINE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Attribute naming the file of events read from `files` globs.
