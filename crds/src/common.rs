@@ -349,26 +349,87 @@ impl fmt::Display for Severity {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
-    /// Name of the Secret. At most 253 characters.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the Secret: a Kubernetes DNS subdomain name (lower-case letters, digits, `-`
+    /// and `.`, starting and ending with a letter or digit). At most 253 characters.
+    #[schemars(length(min = 1, max = 253), pattern(SecretKeyRef::NAME_PATTERN))]
     pub name: String,
-    /// Key inside the Secret whose value is used. At most 253 characters.
-    #[schemars(length(min = 1, max = 253))]
+    /// Key inside the Secret whose value is used: letters, digits, `-`, `_` and `.`, not `.`
+    /// and not starting with `..`. At most 253 characters.
+    #[schemars(length(min = 1, max = 253), pattern(SecretKeyRef::KEY_PATTERN))]
     pub key: String,
 }
 
 impl SecretKeyRef {
+    /// A Kubernetes object name (RFC 1123 DNS subdomain), as the API server checks it.
+    pub const NAME_PATTERN: &'static str =
+        r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+    /// A Secret key (`[-._a-zA-Z0-9]+`, not `.`, `..` or anything starting with `..`), as the
+    /// API server checks the keys of a Secret.
+    pub const KEY_PATTERN: &'static str = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$";
+
+    /// What is wrong with the reference, as `(field, message)` with the field `name` or `key`;
+    /// empty when both are valid. A valid reference is one path component each, so the paths
+    /// built from it never leave the secrets directory.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !is_dns_subdomain(&self.name) {
+            out.push(("name", format!(
+                "{:?} is not a valid Secret name: use at most 253 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit",
+                self.name
+            )));
+        }
+        if !is_secret_key(&self.key) {
+            out.push(("key", format!(
+                "{:?} is not a valid Secret key: use at most 253 letters, digits, '-', '_' and '.', not '.' and not starting with '..'",
+                self.key
+            )));
+        }
+        out
+    }
+
     /// Where the agent sidecar finds this key: its pod only mounts Secrets of its own namespace.
-    pub fn mount_path(&self) -> String {
-        format!("{}/{}/{}", SECRETS_DIR, self.name, self.key)
+    /// `None` when the name or key is not valid ([`SecretKeyRef::problems`]): such a path could
+    /// point outside the Secret's folder.
+    pub fn mount_path(&self) -> Option<String> {
+        self.problems()
+            .is_empty()
+            .then(|| format!("{}/{}/{}", SECRETS_DIR, self.name, self.key))
     }
 
     /// Where a shared component (Alertmanager, Prometheus) that serves every namespace finds
     /// this key: the namespace is part of the path, so two tenants' Secrets of the same name
-    /// never collide.
-    pub fn namespaced_mount_path(&self, namespace: &str) -> String {
-        format!("{}/{}/{}/{}", SECRETS_DIR, namespace, self.name, self.key)
+    /// never collide. `None` when the namespace, name or key is not valid: the path could then
+    /// point into another tenant's folder.
+    pub fn namespaced_mount_path(&self, namespace: &str) -> Option<String> {
+        (is_dns_subdomain(namespace) && self.problems().is_empty())
+            .then(|| format!("{}/{}/{}/{}", SECRETS_DIR, namespace, self.name, self.key))
     }
+}
+
+/// An RFC 1123 DNS subdomain of at most 253 characters: dot-separated labels of lower-case
+/// letters, digits and `-`, each starting and ending with a letter or digit.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            !bytes.is_empty()
+                && bytes
+                    .iter()
+                    .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && bytes[0] != b'-'
+                && bytes[bytes.len() - 1] != b'-'
+        })
+}
+
+/// A Secret or ConfigMap key: letters, digits, `-`, `_` and `.`, at most 253 characters, not
+/// `.` and not starting with `..`.
+fn is_secret_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s != "."
+        && !s.starts_with("..")
 }
 
 /// Directory under which referenced Secrets are mounted, one folder per Secret.
@@ -389,6 +450,57 @@ pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn secret(name: &str, key: &str) -> SecretKeyRef {
+        SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        }
+    }
+
+    /// Secret names are DNS subdomain names and keys are Secret keys: a reference can name
+    /// nothing outside its own Secret, so no path built from it leaves its folder.
+    #[test]
+    fn secret_refs_stay_in_their_folder() {
+        for (name, key) in [
+            ("pagerduty", "routing-key"),
+            ("team.a-slack", "api_url.txt"),
+            ("a", ".hidden"),
+            ("x1", "A-b_c.d"),
+        ] {
+            let r = secret(name, key);
+            assert_eq!(r.problems(), vec![], "{name}/{key}");
+            assert_eq!(
+                r.namespaced_mount_path("tenant-a").as_deref(),
+                Some(format!("{SECRETS_DIR}/tenant-a/{name}/{key}").as_str())
+            );
+            assert_eq!(r.mount_path(), Some(format!("{SECRETS_DIR}/{name}/{key}")));
+        }
+        for (name, key, field) in [
+            ("..", "routing-key", "name"),
+            ("../tenant-b/pagerduty", "routing-key", "name"),
+            ("tenant-b/pagerduty", "routing-key", "name"),
+            ("Upper", "key", "name"),
+            ("-dash", "key", "name"),
+            ("a..b", "key", "name"),
+            ("pagerduty", "..", "key"),
+            ("pagerduty", ".", "key"),
+            ("pagerduty", "../../tenant-b/pagerduty/routing-key", "key"),
+            ("pagerduty", "..routing-key", "key"),
+            ("pagerduty", "dir/key", "key"),
+            ("pagerduty", "", "key"),
+        ] {
+            let r = secret(name, key);
+            let problems = r.problems();
+            assert_eq!(problems.len(), 1, "{name}/{key}: {problems:?}");
+            assert_eq!(problems[0].0, field, "{name}/{key}");
+            assert_eq!(r.mount_path(), None, "{name}/{key}");
+            assert_eq!(r.namespaced_mount_path("tenant-a"), None, "{name}/{key}");
+        }
+        let fine = secret("pagerduty", "routing-key");
+        assert_eq!(fine.namespaced_mount_path("../tenant-b"), None);
+        assert_eq!(fine.namespaced_mount_path("tenant-a/x"), None);
+    }
 
     /// Durations accept every Prometheus unit and reject malformed input.
     #[test]

@@ -58,6 +58,9 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
                 );
             }
         }
+        for (field, message) in secret_ref_problems(&app.spec) {
+            report("MonitoredApp", &ns, &name, format!("spec.{field}"), message);
+        }
         for (i, pattern) in app.spec.redaction.patterns.iter().enumerate() {
             if let Err(e) = regex::Regex::new(&pattern.regex) {
                 let first = e
@@ -92,6 +95,9 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
         for (field, message) in policy_problems(policy) {
             report("AlertPolicy", &ns, &name, field, message);
         }
+        for (field, message) in secret_ref_problems(&policy.spec) {
+            report("AlertPolicy", &ns, &name, format!("spec.{field}"), message);
+        }
     }
 
     for slo in &inv.slos {
@@ -124,6 +130,51 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
                 );
             }
         }
+    }
+    out
+}
+
+/// Every Secret reference (a field named `…SecretRef`) in `spec` whose name is not a Kubernetes
+/// object name or whose key is not a Secret key, as `(field path, message)`. The CRD schema's
+/// patterns reject these too; this check also covers objects read from a cluster whose CRDs
+/// predate the patterns, so that no rendered secret path can leave its Secret's folder.
+fn secret_ref_problems(spec: &impl serde::Serialize) -> Vec<(String, String)> {
+    fn walk(value: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
+        let join = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    let field = join(key);
+                    if key.ends_with("SecretRef") {
+                        if let Ok(secret) =
+                            serde_json::from_value::<vigil_crds::SecretKeyRef>(child.clone())
+                        {
+                            for (part, message) in secret.problems() {
+                                out.push((format!("{field}.{part}"), message));
+                            }
+                        }
+                    } else {
+                        walk(child, field, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::to_value(spec) {
+        walk(&value, String::new(), &mut out);
     }
     out
 }

@@ -163,3 +163,131 @@ fn foreign_objects_are_skipped() {
     assert!(problems.is_empty());
     assert_eq!(loaded.skipped, ["Secret/retail/s"]);
 }
+
+/// A Secret reference that could reach another tenant's Secret or another file (`..`, `/`,
+/// upper case in a name) is rejected by `check` naming the object and the field, for the
+/// receivers of an `AlertPolicy` and the exporters of a `MonitoredApp`.
+#[test]
+fn secret_refs_that_leave_their_folder_are_rejected() {
+    let receivers = |secret: &str| {
+        format!(
+            "{}  audiences: [{{audience: engineering, receivers: [{{name: pd, pagerDuty: {{routingKeySecretRef: {secret}}}}}]}}]\n",
+            policy("    - name: Crash\n      crashRate: {}\n")
+        )
+    };
+    let app = |secret: &str| {
+        format!("apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {{name: m, namespace: retail}}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n  exporters: {{loki: {{url: \"http://loki:3100\", bearerTokenSecretRef: {secret}}}}}\n")
+    };
+    let pd = "m.yaml: AlertPolicy/retail/p: spec.audiences[0].receivers[0].pagerDuty.routingKeySecretRef";
+    let loki = "m.yaml: MonitoredApp/retail/m: spec.exporters.loki.bearerTokenSecretRef";
+    let cases = [
+        (
+            receivers("{name: \"..\", key: \"tenant-b/pd/routing-key\"}"),
+            format!("{pd}."),
+        ),
+        (
+            receivers("{name: \"../tenant-b/pd\", key: routing-key}"),
+            format!("{pd}.name"),
+        ),
+        (receivers("{name: pd, key: \"..\"}"), format!("{pd}.key")),
+        (
+            receivers("{name: PD, key: routing-key}"),
+            format!("{pd}.name"),
+        ),
+        (app("{name: \"a/b\", key: token}"), format!("{loki}.name")),
+        (
+            app("{name: loki, key: \"../../etc/passwd\"}"),
+            format!("{loki}.key"),
+        ),
+    ];
+    for (text, expected) in cases {
+        let found = problems(&text);
+        assert!(
+            !found.is_empty() && found.iter().all(|p| p.starts_with(&expected)),
+            "expected problems starting with\n  {expected}\ngot\n  {found:#?}\nfor\n{text}"
+        );
+    }
+    assert_eq!(
+        problems(&receivers("{name: pd.team-a, key: routing_key.txt}")),
+        Vec::<String>::new()
+    );
+}
+
+/// Objects read from a cluster whose CRDs predate the name and key patterns are still checked:
+/// the cross-object checks reject an escaping Secret reference, naming the field.
+#[test]
+fn secret_refs_from_the_cluster_are_checked() {
+    let mut app: vigil_crds::MonitoredApp = serde_yaml::from_str(
+        "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  exporters: {loki: {url: \"http://loki:3100\"}}\n",
+    )
+    .unwrap();
+    if let Some(loki) = app.spec.exporters.loki.as_mut() {
+        loki.bearer_token_secret_ref = Some(vigil_crds::SecretKeyRef {
+            name: "loki".into(),
+            key: "../../other/token".into(),
+        });
+    }
+    let inventory = crate::render::Inventory {
+        apps: vec![app],
+        ..Default::default()
+    };
+    let found: Vec<String> = super::check_references(&inventory)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("MonitoredApp/retail/m: spec.exporters.loki.bearerTokenSecretRef.key: \"../../other/token\" is not a valid Secret key"),
+        "{found:#?}"
+    );
+}
+
+/// The CRD schema's patterns and the checks behind rendered paths agree on what a Secret name
+/// and key are.
+#[test]
+fn secret_ref_patterns_match_the_path_checks() {
+    let name = regex::Regex::new(vigil_crds::SecretKeyRef::NAME_PATTERN).unwrap();
+    let key = regex::Regex::new(vigil_crds::SecretKeyRef::KEY_PATTERN).unwrap();
+    let samples = [
+        "a",
+        "pd",
+        "team.a",
+        "a-b",
+        "a..b",
+        "-a",
+        "a-",
+        ".a",
+        "..",
+        ".",
+        "..a",
+        "a/b",
+        "A",
+        "routing_key",
+        "x.txt",
+        "a.-b",
+        "0",
+        "",
+        "a b",
+        "é",
+    ];
+    for sample in samples {
+        let as_name = vigil_crds::SecretKeyRef {
+            name: sample.into(),
+            key: "k".into(),
+        };
+        let as_key = vigil_crds::SecretKeyRef {
+            name: "n".into(),
+            key: sample.into(),
+        };
+        assert_eq!(
+            name.is_match(sample),
+            as_name.problems().is_empty(),
+            "name {sample:?}"
+        );
+        assert_eq!(
+            key.is_match(sample),
+            as_key.problems().is_empty(),
+            "key {sample:?}"
+        );
+    }
+}

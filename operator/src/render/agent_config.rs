@@ -105,7 +105,9 @@ pub fn agent_config(app: &MonitoredApp) -> AgentConfig {
 
 fn exporters(app: &MonitoredApp) -> ExportersConfig {
     let e = &app.spec.exporters;
-    let file = |r: &Option<SecretKeyRef>| r.as_ref().map(SecretKeyRef::mount_path);
+    // An invalid reference (rejected by validation before anything is rendered) gets no path
+    // rather than one that could leave its Secret's folder.
+    let file = |r: &Option<SecretKeyRef>| r.as_ref().and_then(SecretKeyRef::mount_path);
     let http = |h: &HttpExporter| HttpSink {
         url: h.url.clone(),
         tenant: h.tenant.clone(),
@@ -122,12 +124,14 @@ fn exporters(app: &MonitoredApp) -> ExportersConfig {
         }),
         prometheus_remote_write: e.prometheus_remote_write.as_ref().map(http),
         loki: e.loki.as_ref().map(http),
-        splunk_hec: e.splunk_hec.as_ref().map(|s| SplunkHecSink {
-            url: s.url.clone(),
-            token_file: s.token_secret_ref.mount_path(),
-            index: s.index.clone(),
-            sourcetype: s.sourcetype.clone(),
-            ca_file: file(&s.ca_secret_ref),
+        splunk_hec: e.splunk_hec.as_ref().and_then(|s| {
+            Some(SplunkHecSink {
+                url: s.url.clone(),
+                token_file: s.token_secret_ref.mount_path()?,
+                index: s.index.clone(),
+                sourcetype: s.sourcetype.clone(),
+                ca_file: file(&s.ca_secret_ref),
+            })
         }),
     }
 }

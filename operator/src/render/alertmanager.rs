@@ -664,7 +664,10 @@ fn inhibit_rules(scope: &[Matcher]) -> Vec<InhibitRule> {
 
 /// A policy receiver as an `alertmanager.yml` receiver reading its secrets from mounted files.
 /// Alertmanager serves every namespace, so the namespace is part of each secret's path: two
-/// tenants' Secrets of the same name never share a file.
+/// tenants' Secrets of the same name never share a file. A path is only built from a valid
+/// namespace, Secret name and key, so it never leaves `/etc/vigil/secrets/<namespace>/`; a
+/// receiver config whose reference is invalid (validation rejects it before anything is
+/// rendered) is left out rather than pointed elsewhere.
 fn file_receiver(
     name: String,
     namespace: &str,
@@ -677,29 +680,38 @@ fn file_receiver(
         ..Receiver::default()
     };
     if let Some(email) = &r.email {
-        out.email_configs.push(EmailConfig {
-            to: email.to.clone(),
-            auth_password_file: email.auth_password_secret_ref.as_ref().map(file),
-            send_resolved: true,
-        });
+        let auth_password_file = match &email.auth_password_secret_ref {
+            Some(secret) => file(secret),
+            None => None,
+        };
+        if email.auth_password_secret_ref.is_none() || auth_password_file.is_some() {
+            out.email_configs.push(EmailConfig {
+                to: email.to.clone(),
+                auth_password_file,
+                send_resolved: true,
+            });
+        }
     }
     if let Some(slack) = &r.slack {
-        out.slack_configs.push(SlackConfig {
-            api_url_file: file(&slack.api_url_secret_ref),
-            channel: slack.channel.clone(),
-            title: SLACK_TITLE.to_owned(),
-            text: SLACK_TEXT.to_owned(),
-            send_resolved: true,
-        });
+        if let Some(api_url_file) = file(&slack.api_url_secret_ref) {
+            out.slack_configs.push(SlackConfig {
+                api_url_file,
+                channel: slack.channel.clone(),
+                title: SLACK_TITLE.to_owned(),
+                text: SLACK_TEXT.to_owned(),
+                send_resolved: true,
+            });
+        }
     }
     if let Some(pd) = &r.pager_duty {
-        out.pagerduty_configs.push(PagerDutyConfig {
-            routing_key_file: file(&pd.routing_key_secret_ref),
-            send_resolved: true,
-        });
+        if let Some(routing_key_file) = file(&pd.routing_key_secret_ref) {
+            out.pagerduty_configs.push(PagerDutyConfig {
+                routing_key_file,
+                send_resolved: true,
+            });
+        }
     }
-    if let Some(webhook) = &r.webhook {
-        let path = file(&webhook.url_secret_ref);
+    if let Some(path) = r.webhook.as_ref().and_then(|w| file(&w.url_secret_ref)) {
         out.webhook_configs.push(match version {
             AlertmanagerVersion::V0_26 => WebhookConfig {
                 url_file: Some(path),

@@ -607,6 +607,20 @@ fn validate_names_the_field() {
             json!({"selector": {"matchLabels": {"app": "x"}}, "sepc": 1}),
             "spec.sepc: unknown field `sepc`",
         ),
+        (
+            json!({"selector": {"matchLabels": {"app": "x"}}, "exporters": {"loki": {
+                "url": "http://loki:3100",
+                "bearerTokenSecretRef": {"name": "..", "key": "tenant-b"},
+            }}}),
+            "spec.exporters.loki.bearerTokenSecretRef.name: \"..\" does not match the pattern",
+        ),
+        (
+            json!({"selector": {"matchLabels": {"app": "x"}}, "exporters": {"loki": {
+                "url": "http://loki:3100",
+                "bearerTokenSecretRef": {"name": "loki", "key": "../tenant-b/token"},
+            }}}),
+            "spec.exporters.loki.bearerTokenSecretRef.key: \"../tenant-b/token\" does not match the pattern",
+        ),
     ];
     for (spec, expected) in cases {
         let response = validate_json(&resource_review("CREATE", monitored_app(spec), None));

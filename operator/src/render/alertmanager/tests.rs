@@ -269,6 +269,47 @@ fn secrets_are_read_from_mounted_files() {
     )));
 }
 
+/// A Secret reference that tries to leave its tenant's folder (`..` or `/` in the name or the
+/// key) never becomes a file path, even if it got past validation: every rendered `_file`
+/// path stays under `/etc/vigil/secrets/<namespace>/`, and valid references still render.
+#[test]
+fn secret_paths_never_leave_their_namespace() {
+    let escaping = PAYMENTS_POLICY
+        .replace(
+            "routingKeySecretRef: {name: alerting, key: pagerduty}",
+            "routingKeySecretRef: {name: \"..\", key: \"portal/portal-alerting/pagerduty\"}",
+        )
+        .replace(
+            "apiUrlSecretRef: {name: alerting, key: slack-url}",
+            "apiUrlSecretRef: {name: \"../portal/portal-alerting\", key: slack-url}",
+        )
+        .replace(
+            "authPasswordSecretRef: {name: smtp, key: password}",
+            "authPasswordSecretRef: {name: smtp, key: \"../../portal/smtp/password\"}",
+        );
+    let mut inv = inventory();
+    inv.policies = vec![
+        serde_yaml::from_str::<AlertPolicy>(&escaping).expect("policy fixture"),
+        serde_yaml::from_str::<AlertPolicy>(PORTAL_POLICY).expect("policy fixture"),
+    ];
+    let yaml = to_yaml(&alertmanager_config_for(&inv, AlertmanagerVersion::V0_26));
+    assert!(!yaml.contains(".."), "escaping path rendered:\n{yaml}");
+    for line in yaml.lines().filter(|l| l.contains("/etc/vigil/secrets/")) {
+        let path = line
+            .split_once("/etc/vigil/secrets/")
+            .map_or("", |(_, p)| p);
+        let (namespace, rest) = path.split_once('/').unwrap_or_default();
+        assert!(
+            matches!(namespace, "payments" | "portal") && rest.split('/').count() == 2,
+            "{line}"
+        );
+        if namespace == "payments" {
+            assert!(rest == "alerting/mgmt-webhook", "{line}");
+        }
+    }
+    assert!(yaml.contains("/etc/vigil/secrets/payments/alerting/mgmt-webhook"));
+}
+
 /// Each audience's alerts reach that audience's receivers of the alert's policy, and only those.
 #[test]
 fn audiences_route_to_their_receivers() {
