@@ -212,6 +212,14 @@ impl Generation {
                 router.clone(),
                 sources_rx.clone(),
             ));
+        } else {
+            // No scrape to carry them: the crash series travel on their own.
+            sources.spawn(scrape::run_crash_series(
+                shared.identity.clone(),
+                shared.crashes.clone(),
+                router.clone(),
+                sources_rx.clone(),
+            ));
         }
         if let Some(logs_config) = config.logs.clone() {
             let pipeline = logs::LogPipeline {

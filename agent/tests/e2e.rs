@@ -358,6 +358,55 @@ async fn scraped_app_series_arrive_in_prometheus_by_remote_write() {
     );
 }
 
+/// An app without `metrics` (nothing scraped) still delivers its crash series by remote write:
+/// a Java crash in the pod log reaches Prometheus as `vigil_crashes_total`, labelled with the
+/// pod's identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_series_of_an_unscraped_app_arrive_by_remote_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus = tokio::task::spawn_blocking(Prometheus::start)
+        .await
+        .unwrap();
+    let pod_dir = dir.path().join("pod");
+    std::fs::create_dir_all(pod_dir.join("api")).unwrap();
+    let mut log = String::new();
+    cri(&mut log, "stdout", "request served in 12ms");
+    cri(
+        &mut log,
+        "stderr",
+        "Exception in thread \"main\" java.lang.IllegalStateException: card ledger closed\n\tat com.bank.mobile.Ledger.post(Ledger.java:42)\n\tat com.bank.mobile.Api.pay(Api.java:17)",
+    );
+    cri(&mut log, "stdout", "request served in 9ms");
+    std::fs::write(pod_dir.join("api/0.log"), &log).unwrap();
+
+    let (admin, grpc, http) = ports();
+    let extra = format!(
+        "logs:\n  podLogDir: {}\n  format: text\n  multiline: true\n  checkpointDir: {}\nexporters:\n  prometheusRemoteWrite:\n    url: {}\n",
+        pod_dir.display(),
+        dir.path().join("checkpoints").display(),
+        prometheus.write_url()
+    );
+    let cfg = config(admin, grpc, http, dir.path(), &extra);
+    assert!(
+        !cfg.contains("scrape:"),
+        "the app must not be scraped: {cfg}"
+    );
+    let agent = start_agent(dir.path(), cfg, admin).await;
+
+    let query = r#"vigil_crashes_total{namespace="shop",app="checkout",version="17.2"}"#;
+    let arrived = wait_for(Duration::from_secs(30), || {
+        !prometheus.query(query).is_empty()
+    })
+    .await;
+    assert!(
+        arrived,
+        "no {query} in Prometheus; agent log:\n{}",
+        agent.log()
+    );
+    let value = &prometheus.query(query)[0]["value"][1];
+    assert_eq!(value.as_str(), Some("1"));
+}
+
 /// Writes `lines` as CRI log lines of `stream` into `file`.
 fn cri(out: &mut String, stream: &str, text: &str) {
     for line in text.lines() {

@@ -468,6 +468,62 @@ pub async fn run(
     }
 }
 
+/// Longest time between two sends of unchanged crash series by [`run_crash_series`], well
+/// inside Prometheus' 5-minute staleness.
+pub const CRASH_SERIES_REFRESH: Duration = Duration::from_secs(60);
+
+/// For an app that is not scraped (no `metrics`): sends the crash series on their own, within
+/// a second of a change and at least every [`CRASH_SERIES_REFRESH`], so remote write carries
+/// the crashes of every app, not only of scraped ones.
+pub async fn run_crash_series(
+    identity: Identity,
+    crashes: Arc<CrashDetector>,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<(usize, u64)> = None;
+    let mut last_sent = Instant::now();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let samples = crashes.samples(unix_millis(SystemTime::now()));
+        if samples.timeseries.is_empty() {
+            continue;
+        }
+        let signature = crash_signature(&samples);
+        if last == Some(signature) && last_sent.elapsed() < CRASH_SERIES_REFRESH {
+            continue;
+        }
+        let mut batch = Batch::Samples(samples);
+        enrich::enrich_batch(&identity, &mut batch);
+        if let Err(error) = router.send(&batch).await {
+            emit(InternalEvent::Error {
+                component: COMPONENT,
+                error: "BufferWrite",
+                message: &error.to_string(),
+            });
+            continue;
+        }
+        last = Some(signature);
+        last_sent = Instant::now();
+    }
+}
+
+/// What changes when a crash is counted: the number of series and the sum of their values.
+fn crash_signature(samples: &WriteRequest) -> (usize, u64) {
+    let total: f64 = samples
+        .timeseries
+        .iter()
+        .flat_map(|t| &t.samples)
+        .map(|s| s.value)
+        .sum();
+    (samples.timeseries.len(), total.to_bits())
+}
+
 /// Logs, once per change, what the pod's annotations make the agent scrape.
 fn report_target(wanted: &Option<Endpoint>, config: &Endpoint, file: &Path) {
     match wanted {
