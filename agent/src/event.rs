@@ -86,12 +86,16 @@ pub struct Origin {
 /// A crash found in an event by the crash detector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrashInfo {
-    /// Stable hash of the exception type and normalised top frames (16 hex chars).
+    /// Stable hash of the exception types and the top in-app frame (16 hex chars).
     pub fingerprint: String,
     /// Exception or error type, such as `java.lang.NullPointerException` or `panic`.
     pub kind: String,
     /// `java`, `python`, `go`, `js`, `ruby`, `php`, `csharp`, `dart`, `rust`.
     pub language: String,
+    /// The top frame of the application's own code, normalised (no line number), such as
+    /// `com.bank.mobile.AccountParser.parse`; the top frame outside the runtime and test
+    /// frameworks when no frame is in-app; empty for a crash without frames.
+    pub frame: String,
 }
 
 /// One log event.

@@ -9,17 +9,30 @@
 //! paths, install prefixes before `site-packages/`, `node_modules/` and the like, and the
 //! exception message. Only a crash with no frames at all (a single fatal line) falls back on its
 //! message, reduced to a template with quoted text, numbers and identifiers removed.
+//!
+//! Each frame is also sorted by where its code lives (`in_app`): the fingerprint is built from
+//! the application's own frames, so that test-framework, runtime and library frames never decide
+//! a group by themselves.
 
 use std::sync::LazyLock;
 
 use regex::Regex;
 use sha2::{Digest, Sha256};
 
+use super::in_app::{self, AppPackages, FrameKind};
 use crate::event::{Level, LogEvent};
 use crate::processors::multiline::rules;
 
-/// How many of the top frames go into a fingerprint.
-pub(crate) const FINGERPRINT_FRAMES: usize = 5;
+/// How many frames go into a fingerprint: the top in-app frames, or without any, the top
+/// frames outside the runtime and test frameworks. One, as Bugsnag does (error class and top
+/// in-project frame): where the exception was thrown names the bug, while its callers name
+/// the path to it. Measured on the Defects4J traces (`grouping_tests`), one frame gives
+/// pairwise precision 0.82 and recall 0.46, two 0.64 / 0.17, five 0.61 / 0.12.
+pub(crate) const FINGERPRINT_FRAMES: usize = 1;
+
+/// Most frames of one trace read (a JVM prints up to 1,024 per exception): in-app frames are
+/// looked for this deep.
+const MAX_FRAMES: usize = 256;
 
 /// Longest exception type kept (a label value).
 const MAX_KIND_LEN: usize = 120;
@@ -34,12 +47,70 @@ pub(crate) struct Analysis {
     /// `java`, `python`, `go`, `js`, `ruby`, `php`, `csharp`, `dart`, `rust` or `unknown`.
     pub language: &'static str,
     /// Normalised frames, innermost (where it was thrown) first.
-    pub frames: Vec<String>,
+    pub frames: Vec<Frame>,
+}
+
+/// One frame of a trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Frame {
+    /// The frame normalised (no line numbers, generated names or install prefixes): what the
+    /// fingerprint hashes.
+    pub name: String,
+    /// Where its code lives, for the application's packages: the function's qualified name
+    /// (JVM, C#, Go, Rust) or the file (Python, JavaScript, Ruby, PHP, Dart).
+    pub module: String,
+    /// Where its code lives as the frame itself tells.
+    pub kind: FrameKind,
+}
+
+impl Frame {
+    fn new(name: String, module: impl Into<String>, kind: FrameKind) -> Self {
+        Frame {
+            name,
+            module: module.into(),
+            kind,
+        }
+    }
+
+    /// A frame that is not code (a message template), kept only when there is nothing else.
+    fn placeholder(name: String) -> Self {
+        Frame::new(name, "", FrameKind::Unlisted)
+    }
 }
 
 impl Analysis {
-    /// Stable hash (16 hex chars) of language, exception chain and top frames.
-    pub(crate) fn fingerprint(&self) -> String {
+    /// The frames a fingerprint is built from: the top in-app frames; without any, the top
+    /// frames that are neither runtime nor test framework; without those, the top frames.
+    pub(crate) fn grouping_frames<'a>(&'a self, app: &AppPackages) -> Vec<&'a Frame> {
+        let pick = |keep: &dyn Fn(&Frame) -> bool| -> Vec<&'a Frame> {
+            self.frames
+                .iter()
+                .filter(|f| keep(f))
+                .take(FINGERPRINT_FRAMES)
+                .collect()
+        };
+        let in_app = pick(&|f| app.is_in_app(f.kind, &f.module));
+        if !in_app.is_empty() {
+            return in_app;
+        }
+        let outside_runtime = pick(&|f| !matches!(f.kind, FrameKind::Runtime | FrameKind::Test));
+        if !outside_runtime.is_empty() {
+            return outside_runtime;
+        }
+        pick(&|_| true)
+    }
+
+    /// The frame a person reading the crash looks at first: the first of
+    /// [`Self::grouping_frames`], unless that is a message template standing in for frames.
+    pub(crate) fn top_frame(&self, app: &AppPackages) -> Option<&Frame> {
+        self.grouping_frames(app)
+            .into_iter()
+            .next()
+            .filter(|f| !f.module.is_empty())
+    }
+
+    /// Stable hash (16 hex chars) of language, exception chain and [`Self::grouping_frames`].
+    pub(crate) fn fingerprint(&self, app: &AppPackages) -> String {
         let mut hasher = Sha256::new();
         hasher.update(self.language.as_bytes());
         for kind in &self.chain {
@@ -47,8 +118,8 @@ impl Analysis {
             hasher.update(kind.as_bytes());
         }
         hasher.update(b"\x1e");
-        for frame in self.frames.iter().take(FINGERPRINT_FRAMES) {
-            hasher.update(frame.as_bytes());
+        for frame in self.grouping_frames(app) {
+            hasher.update(frame.name.as_bytes());
             hasher.update(b"\x1f");
         }
         hex::encode(&hasher.finalize()[..8])
@@ -229,7 +300,9 @@ fn with_frames_or_template(text: &str) -> impl FnOnce(Analysis) -> Analysis + '_
     move |mut found| {
         if found.frames.is_empty() {
             let first = text.lines().next().unwrap_or_default();
-            found.frames.push(message_template(first));
+            found
+                .frames
+                .push(Frame::placeholder(message_template(first)));
         }
         found
     }
@@ -349,11 +422,17 @@ fn jvm_family(lines: &[&str]) -> Option<Analysis> {
     let header_at = lines.iter().position(|l| rules::is_exception_line(l))?;
     let header = lines[header_at];
     let mut chain = Vec::new();
+    // The class that starts the line (`junit.framework.ComparisonFailure: …`), else the first
+    // name ending like an exception in it (`Unhandled: System.InvalidOperationException`).
     let first_type = |line: &str| {
-        p.jvm_type
-            .captures(line)
-            .and_then(|c| c.get(1))
-            .map(|m| m.as_str().to_owned())
+        rules::jvm_class_name(line)
+            .or_else(|| {
+                p.jvm_type
+                    .captures(line)
+                    .and_then(|c| c.get(1))
+                    .map(|m| m.as_str())
+            })
+            .map(str::to_owned)
     };
     chain.push(first_type(header).unwrap_or_else(|| "Error".to_owned()));
     // C# prints inner exceptions on the header line after `--->`.
@@ -388,13 +467,13 @@ fn jvm_family(lines: &[&str]) -> Option<Analysis> {
     chain.dedup();
     let text = lines.join("\n");
     let language = jvm_language(&chain[0], header, &raw_frames, &text);
-    for raw in raw_frames.iter().take(FINGERPRINT_FRAMES * 2) {
+    for raw in raw_frames.iter().take(MAX_FRAMES) {
         let frame = match language {
             "csharp" => csharp_frame(raw),
             "js" => js_frame(raw),
             _ => java_frame(raw),
         };
-        if !frame.is_empty() {
+        if !frame.name.is_empty() {
             frames.push(frame);
         }
     }
@@ -452,15 +531,17 @@ fn jvm_language(kind: &str, header: &str, frames: &[&str], text: &str) -> &'stat
     }
 }
 
-fn java_frame(raw: &str) -> String {
+fn java_frame(raw: &str) -> Frame {
     // `com.x.Y.method(Y.java:60) ~[jar:1.0]` → `com.x.Y.method`; module prefixes such as
     // `java.base@21/` or `app//` are dropped.
     let name = raw.split('(').next().unwrap_or(raw).trim();
     let name = name.rsplit('/').next().unwrap_or(name);
-    normalise_name(name)
+    let name = normalise_name(name);
+    let kind = in_app::jvm_kind(&name);
+    Frame::new(name.clone(), name, kind)
 }
 
-fn csharp_frame(raw: &str) -> String {
+fn csharp_frame(raw: &str) -> Frame {
     // `Ns.Type.Method(Args) in C:\src\File.cs:line 36` and Mono's
     // `Ns.Type.Method (Args) [0x00012] in /src/File.cs:12`: the file and offsets go.
     let mut frame = raw;
@@ -470,17 +551,26 @@ fn csharp_frame(raw: &str) -> String {
     if let Some(i) = frame.rfind(") in ") {
         frame = &frame[..=i];
     }
-    normalise_name(frame)
+    let name = normalise_name(frame);
+    let kind = in_app::csharp_kind(&name);
+    Frame::new(name.clone(), name, kind)
 }
 
-fn js_frame(raw: &str) -> String {
+fn js_frame(raw: &str) -> Frame {
     let p = &*PATTERNS;
     let raw = raw.trim().trim_end_matches('{').trim_end();
+    let frame = |name: String, place: &str| {
+        let path = normalise_path(place);
+        Frame::new(name, path.clone(), in_app::js_kind(&path))
+    };
     if let Some(c) = p.browser_frame.captures(raw) {
         if raw.contains('@') {
             let function = c.get(1).map_or("", |m| m.as_str());
             let place = c.get(2).map_or("", |m| m.as_str());
-            return format!("{}@{}", normalise_name(function), normalise_path(place));
+            return frame(
+                format!("{}@{}", normalise_name(function), normalise_path(place)),
+                place,
+            );
         }
     }
     match p.js_frame_with_place.captures(raw) {
@@ -493,9 +583,12 @@ fn js_frame(raw: &str) -> String {
                 .last()
                 .unwrap_or(place)
                 .trim_end_matches(')');
-            format!("{} ({})", normalise_name(function), normalise_path(place))
+            frame(
+                format!("{} ({})", normalise_name(function), normalise_path(place)),
+                place,
+            )
         }
-        None => normalise_path(raw),
+        None => frame(normalise_path(raw), raw),
     }
 }
 
@@ -505,16 +598,21 @@ fn js_frame(raw: &str) -> String {
 fn python(lines: &[&str]) -> Option<Analysis> {
     let p = &*PATTERNS;
     let mut chain = Vec::new();
-    let mut sections: Vec<Vec<String>> = Vec::new();
+    let mut sections: Vec<Vec<Frame>> = Vec::new();
     for line in lines {
         let t = line.trim_end();
         if t.ends_with("Traceback (most recent call last):") {
             sections.push(Vec::new());
         } else if let Some(c) = p.python_file.captures(line) {
-            let file = normalise_path(c.get(1).map_or("", |m| m.as_str()));
+            let raw_file = c.get(1).map_or("", |m| m.as_str());
+            let file = normalise_path(raw_file);
             let function = c.get(2).map_or("", |m| m.as_str().trim());
             if let Some(section) = sections.last_mut() {
-                section.push(format!("{file} in {function}"));
+                section.push(Frame::new(
+                    format!("{file} in {function}"),
+                    file.clone(),
+                    in_app::python_kind(raw_file),
+                ));
             }
         } else if !line.starts_with([' ', '\t'])
             && !t.starts_with("During handling of the above exception")
@@ -527,11 +625,12 @@ fn python(lines: &[&str]) -> Option<Analysis> {
     }
     // The traceback printed last is the one that ended the program; its innermost call is
     // printed last.
-    let frames: Vec<String> = sections
+    let frames: Vec<Frame> = sections
         .pop()
         .unwrap_or_default()
         .into_iter()
         .rev()
+        .take(MAX_FRAMES)
         .collect();
     let kind = chain
         .last()
@@ -586,9 +685,14 @@ fn go(lines: &[&str]) -> Option<Analysis> {
         "panic".to_owned()
     };
     // Frames of the first goroutine (the one that crashed): function lines without their
-    // argument words; the panic machinery in `runtime` is skipped when other frames exist.
-    let mut all = Vec::new();
+    // argument words, sorted with the file line that follows each.
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut pending: Option<String> = None;
     let mut in_goroutine = false;
+    let finish = |function: String, file: &str, frames: &mut Vec<Frame>| {
+        let kind = in_app::go_kind(&function, file);
+        frames.push(Frame::new(function.clone(), function, kind));
+    };
     for line in lines {
         if line.starts_with("goroutine ") {
             if in_goroutine {
@@ -601,24 +705,29 @@ fn go(lines: &[&str]) -> Option<Analysis> {
             continue;
         }
         if line.trim().is_empty() {
-            if all.is_empty() {
+            if frames.is_empty() && pending.is_none() {
                 continue;
             }
             break;
         }
-        if line.starts_with([' ', '\t']) || line.starts_with("created by ") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(function) = pending.take() {
+                finish(function, line.trim(), &mut frames);
+            }
+            continue;
+        }
+        if let Some(function) = pending.take() {
+            finish(function, "", &mut frames);
+        }
+        if line.starts_with("created by ") || frames.len() >= MAX_FRAMES {
             continue;
         }
         let name = strip_call_args(line);
-        let name = PATTERNS.go_func_n.replace_all(name, ".$1");
-        all.push(name.into_owned());
+        pending = Some(PATTERNS.go_func_n.replace_all(name, ".$1").into_owned());
     }
-    let app: Vec<String> = all
-        .iter()
-        .filter(|f| *f != "panic" && !f.starts_with("runtime."))
-        .cloned()
-        .collect();
-    let frames = if app.is_empty() { all } else { app };
+    if let Some(function) = pending {
+        finish(function, "", &mut frames);
+    }
     Some(Analysis {
         chain: vec![kind.clone()],
         kind: short_kind(&kind),
@@ -641,7 +750,12 @@ fn rust(lines: &[&str]) -> Analysis {
         Some(i) if after.starts_with('\'') => &after[i + 3..],
         _ => after.trim_end().trim_end_matches(':'),
     };
-    let mut frames = vec![normalise_path(location)];
+    let location = normalise_path(location);
+    let mut frames = vec![Frame::new(
+        location.clone(),
+        location.clone(),
+        in_app::rust_kind(&location),
+    )];
     let mut in_backtrace = false;
     for line in lines.iter().skip(1) {
         if line.trim_end() == "stack backtrace:" {
@@ -653,17 +767,17 @@ fn rust(lines: &[&str]) -> Analysis {
         }
         if let Some(c) = p.rust_frame.captures(line) {
             let symbol = c.get(1).map_or("", |m| m.as_str());
-            let symbol = p.rust_hash.replace(symbol, "");
-            let machinery = [
-                "std::", "core::", "alloc::", "<std::", "<core::", "<alloc::",
-            ]
-            .iter()
-            .any(|prefix| symbol.starts_with(prefix))
+            let symbol = p.rust_hash.replace(symbol, "").into_owned();
+            // The panic machinery says nothing about the bug: left out altogether.
+            let machinery = symbol.starts_with("rust_panic")
+                || symbol.starts_with("core::panicking")
+                || symbol.starts_with("std::panicking")
+                || symbol.starts_with("std::rt::")
                 || symbol.starts_with("rust_begin_unwind")
-                || symbol.starts_with("__rust")
-                || symbol.starts_with("rust_panic");
-            if !machinery {
-                frames.push(symbol.into_owned());
+                || symbol.starts_with("__rust");
+            if !machinery && frames.len() < MAX_FRAMES {
+                let kind = in_app::rust_kind(&symbol);
+                frames.push(Frame::new(symbol.clone(), symbol, kind));
             }
         }
     }
@@ -694,6 +808,7 @@ fn php(lines: &[&str]) -> Analysis {
         .iter()
         .skip(1)
         .filter_map(|line| p.php_frame.captures(line.trim()))
+        .take(MAX_FRAMES)
         .map(|c| {
             let place = c
                 .get(1)
@@ -701,7 +816,8 @@ fn php(lines: &[&str]) -> Analysis {
                 .or_else(|| c.get(2).map(|m| m.as_str().to_owned()))
                 .unwrap_or_default();
             let call = c.get(3).map_or("", |m| m.as_str());
-            format!("{place}: {}", strip_call_args(call))
+            let kind = in_app::php_kind(&place);
+            Frame::new(format!("{place}: {}", strip_call_args(call)), place, kind)
         })
         .collect();
     let mut found = Analysis {
@@ -717,7 +833,9 @@ fn php(lines: &[&str]) -> Analysis {
             let m = c.get(2).map_or("", |m| m.as_str());
             m.split(" in /").next().unwrap_or(m)
         });
-        found.frames.push(message_template(message));
+        found
+            .frames
+            .push(Frame::placeholder(message_template(message)));
     }
     found
 }
@@ -733,21 +851,16 @@ fn ruby(lines: &[&str]) -> Option<Analysis> {
         c[1].to_owned()
     } else {
         let c = p.ruby_uncaught.captures(first)?;
-        frames.push(format!(
-            "{} in {}",
-            normalise_path(&c[1]),
-            ruby_method(&c[2])
-        ));
+        frames.push(ruby_frame(&c[1], &c[2]));
         c[3].to_owned()
     };
     for line in lines.iter().skip(1) {
+        if frames.len() >= MAX_FRAMES {
+            break;
+        }
         if let Some(c) = p.ruby_frame.captures(line) {
             let file = p.ruby_gem_version.replace_all(&c[1], "");
-            frames.push(format!(
-                "{} in {}",
-                normalise_path(&file),
-                ruby_method(&c[2])
-            ));
+            frames.push(ruby_frame(&file, &c[2]));
         }
     }
     Some(Analysis {
@@ -756,6 +869,15 @@ fn ruby(lines: &[&str]) -> Option<Analysis> {
         language: "ruby",
         frames,
     })
+}
+
+fn ruby_frame(file: &str, method: &str) -> Frame {
+    let path = normalise_path(file);
+    Frame::new(
+        format!("{path} in {}", ruby_method(method)),
+        path,
+        in_app::ruby_kind(file),
+    )
 }
 
 fn ruby_method(method: &str) -> String {
@@ -819,10 +941,13 @@ fn dart(lines: &[&str]) -> Option<Analysis> {
         .iter()
         .skip(1)
         .filter_map(|line| p.dart_frame.captures(line))
+        .take(MAX_FRAMES)
         .map(|c| {
             let function = normalise_name(c.get(1).map_or("", |m| m.as_str()));
-            let place = normalise_path(c.get(2).map_or("", |m| m.as_str()));
-            format!("{function} ({place})")
+            let raw_place = c.get(2).map_or("", |m| m.as_str());
+            let place = normalise_path(raw_place);
+            let kind = in_app::dart_kind(raw_place);
+            Frame::new(format!("{function} ({place})"), place, kind)
         })
         .collect();
     Some(Analysis {

@@ -5,10 +5,15 @@
 //! (see `analyse`) or a line that is fatal on its own: `level=fatal`, `PHP Fatal error`, Go's
 //! `panic:` and `fatal error:`, a JVM `Exception in thread`, a Rust `panicked at`. The event gets
 //! a [`CrashInfo`] whose fingerprint is a stable hash of the language, the exception types and
-//! the normalised top frames, so the same bug has the same fingerprint in every version and pod.
+//! the top frame of the application's own code (`in_app`; the top frame outside the runtime and
+//! test frameworks when it has none), normalised, so the same bug has the same fingerprint in
+//! every version and pod, and frames of a test framework, the runtime or a web framework never
+//! decide a group by themselves.
 //!
 //! Series (labels from the pod's [`Identity`]):
-//! - `vigil_crashes_total{namespace,app,version,fingerprint,type,language}`: crashes seen.
+//! - `vigil_crashes_total{namespace,app,version,fingerprint,type,language,frame}`: crashes
+//!   seen; `frame` is the top in-app frame the fingerprint was built from (one per
+//!   fingerprint, so it adds no series), for alerts to show where it crashed.
 //! - `vigil_crash_affected_users{namespace,app,version,fingerprint}`: distinct values of the
 //!   configured user field among the crash events of a fingerprint.
 //! - `vigil_active_users{namespace,app}`: distinct users seen in any event over the last five
@@ -19,7 +24,10 @@
 //! (exact up to 512 users, then a 4 KiB HyperLogLog sketch).
 
 pub(crate) mod analyse;
+#[cfg(test)]
+mod grouping_tests;
 pub(crate) mod hll;
+pub(crate) mod in_app;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +44,7 @@ use crate::identity::Identity;
 use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
 use analyse::Analysis;
 use hll::DistinctCounter;
+pub use in_app::AppPackages;
 
 /// Most fingerprints tracked one by one; further new ones are counted as `other`.
 pub const MAX_FINGERPRINTS: usize = 1000;
@@ -49,11 +58,15 @@ const ACTIVE_WINDOW_MINUTES: usize = 5;
 /// The log record attribute the OTLP path adds to crash records.
 pub const FINGERPRINT_ATTRIBUTE: &str = "vigil.crash.fingerprint";
 
+/// Longest `frame` label value, in characters.
+const MAX_FRAME_LABEL_LEN: usize = 200;
+
 /// Counts of one fingerprint.
 #[derive(Debug, Default)]
 struct FingerprintCounts {
     kind: String,
     language: String,
+    frame: String,
     crashes: u64,
     users: DistinctCounter,
 }
@@ -105,12 +118,14 @@ impl CrashCounts {
                 .or_insert_with(|| FingerprintCounts {
                     kind: crash.kind.clone(),
                     language: crash.language.clone(),
+                    frame: crash.frame.clone(),
                     ..FingerprintCounts::default()
                 })
         } else {
             self.overflow.get_or_insert_with(|| FingerprintCounts {
                 kind: OVERFLOW_LABEL.to_owned(),
                 language: OVERFLOW_LABEL.to_owned(),
+                frame: OVERFLOW_LABEL.to_owned(),
                 ..FingerprintCounts::default()
             })
         };
@@ -140,6 +155,7 @@ struct Series<'a> {
 pub struct CrashDetector {
     identity: Identity,
     user_field: Option<String>,
+    app_packages: AppPackages,
     counts: Mutex<CrashCounts>,
 }
 
@@ -156,8 +172,16 @@ impl CrashDetector {
         CrashDetector {
             identity: identity.clone(),
             user_field: user_field.filter(|f| !f.is_empty()),
+            app_packages: AppPackages::default(),
             counts: Mutex::new(CrashCounts::default()),
         }
+    }
+
+    /// The application's own packages (`crashes.appPackages`), whose frames fingerprints are
+    /// built from; without, frames outside known runtime, test and library packages count.
+    pub fn with_app_packages(mut self, app_packages: AppPackages) -> Self {
+        self.app_packages = app_packages;
+        self
     }
 
     /// Sets `event.crash` when the event is a crash, counts it, and returns it. Every event
@@ -174,7 +198,7 @@ impl CrashDetector {
             .and_then(|field| event.attribute(field))
             .filter(|user| !user.is_empty())
             .map(hll::hash_value);
-        let crash = analyse::analyse_event(event).map(|found| crash_info(&found));
+        let crash = analyse::analyse_event(event).map(|found| self.crash_info(&found));
         if user.is_none() && crash.is_none() {
             return None;
         }
@@ -214,7 +238,7 @@ impl CrashDetector {
                     .and_then(|field| string_attribute(&record.attributes, field))
                     .filter(|user| !user.is_empty())
                     .map(hll::hash_value);
-                let crash = otlp_crash(
+                let crash = self.otlp_crash(
                     string_attribute(&record.attributes, "exception.type"),
                     string_attribute(&record.attributes, "exception.stacktrace"),
                     record.body.as_ref().and_then(any_string),
@@ -326,16 +350,21 @@ impl CrashDetector {
         let id = &self.identity;
         let mut out = Vec::new();
         for (fingerprint, c) in counts.each() {
+            let mut labels = vec![
+                ("namespace", id.namespace.as_str()),
+                ("app", id.app.as_str()),
+                ("version", id.version.as_str()),
+                ("fingerprint", fingerprint),
+                ("type", c.kind.as_str()),
+                ("language", c.language.as_str()),
+            ];
+            // An empty value is no label in Prometheus; left out rather than sent.
+            if !c.frame.is_empty() {
+                labels.push(("frame", c.frame.as_str()));
+            }
             out.push(Series {
                 name: "vigil_crashes_total",
-                labels: vec![
-                    ("namespace", id.namespace.as_str()),
-                    ("app", id.app.as_str()),
-                    ("version", id.version.as_str()),
-                    ("fingerprint", fingerprint),
-                    ("type", c.kind.as_str()),
-                    ("language", c.language.as_str()),
-                ],
+                labels,
                 value: c.crashes as f64,
             });
         }
@@ -365,47 +394,55 @@ impl CrashDetector {
     }
 }
 
-fn crash_info(found: &Analysis) -> CrashInfo {
-    CrashInfo {
-        fingerprint: found.fingerprint(),
-        kind: found.kind.clone(),
-        language: found.language.to_owned(),
+impl CrashDetector {
+    fn crash_info(&self, found: &Analysis) -> CrashInfo {
+        let frame = found
+            .top_frame(&self.app_packages)
+            .map(|f| f.name.chars().take(MAX_FRAME_LABEL_LEN).collect())
+            .unwrap_or_default();
+        CrashInfo {
+            fingerprint: found.fingerprint(&self.app_packages),
+            kind: found.kind.clone(),
+            language: found.language.to_owned(),
+            frame,
+        }
     }
-}
 
-/// A crash from the `exception.*` attributes or the body of an OTLP log record.
-fn otlp_crash(
-    exception_type: Option<&str>,
-    stacktrace: Option<&str>,
-    body: Option<&str>,
-    sdk_language: Option<&str>,
-) -> Option<CrashInfo> {
-    let trace = stacktrace.or(body.filter(|b| b.contains('\n')));
-    let mut found = match trace.and_then(analyse::analyse_trace) {
-        Some(found) => found,
-        None => {
-            let kind = exception_type?.trim();
-            if kind.is_empty() {
-                return None;
+    /// A crash from the `exception.*` attributes or the body of an OTLP log record.
+    fn otlp_crash(
+        &self,
+        exception_type: Option<&str>,
+        stacktrace: Option<&str>,
+        body: Option<&str>,
+        sdk_language: Option<&str>,
+    ) -> Option<CrashInfo> {
+        let trace = stacktrace.or(body.filter(|b| b.contains('\n')));
+        let mut found = match trace.and_then(analyse::analyse_trace) {
+            Some(found) => found,
+            None => {
+                let kind = exception_type?.trim();
+                if kind.is_empty() {
+                    return None;
+                }
+                Analysis {
+                    kind: kind.to_owned(),
+                    chain: vec![kind.to_owned()],
+                    language: "unknown",
+                    frames: Vec::new(),
+                }
             }
-            Analysis {
-                kind: kind.to_owned(),
-                chain: vec![kind.to_owned()],
-                language: "unknown",
-                frames: Vec::new(),
+        };
+        if let Some(kind) = exception_type.map(str::trim).filter(|k| !k.is_empty()) {
+            if found.kind != kind && !found.chain.iter().any(|k| k == kind) {
+                found.kind = kind.to_owned();
+                found.chain.insert(0, kind.to_owned());
             }
         }
-    };
-    if let Some(kind) = exception_type.map(str::trim).filter(|k| !k.is_empty()) {
-        if found.kind != kind && !found.chain.iter().any(|k| k == kind) {
-            found.kind = kind.to_owned();
-            found.chain.insert(0, kind.to_owned());
+        if found.language == "unknown" {
+            found.language = otlp_language(sdk_language);
         }
+        Some(self.crash_info(&found))
     }
-    if found.language == "unknown" {
-        found.language = otlp_language(sdk_language);
-    }
-    Some(crash_info(&found))
 }
 
 /// Our language label for a `telemetry.sdk.language` value.

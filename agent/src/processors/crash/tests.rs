@@ -141,10 +141,11 @@ fn fingerprints_of_different_bugs_differ() {
             .or_default()
             .push(name);
     }
-    let shared: Vec<Vec<String>> = by_fingerprint
+    let mut shared: Vec<Vec<String>> = by_fingerprint
         .into_values()
         .filter(|v| v.len() > 1)
         .collect();
+    shared.sort();
     assert_eq!(
         shared,
         vec![
@@ -434,10 +435,10 @@ fn exposition_counts_crashes_and_users_and_passes_promtool() {
     let text = detector.exposition_at(now);
     let labels = "namespace=\"shop\",app=\"checkout\",version=\"17.2\"";
     assert!(text.contains(&format!(
-        "vigil_crashes_total{{{labels},fingerprint=\"{java_fp}\",type=\"RuntimeException\",language=\"java\"}} 4\n"
+        "vigil_crashes_total{{{labels},fingerprint=\"{java_fp}\",type=\"RuntimeException\",language=\"java\",frame=\"com.my.app.Object.do$a1\"}} 4\n"
     )), "{text}");
     assert!(text.contains(&format!(
-        "vigil_crashes_total{{{labels},fingerprint=\"{go_fp}\",type=\"runtime error: invalid memory address or nil pointer dereference\",language=\"go\"}} 1\n"
+        "vigil_crashes_total{{{labels},fingerprint=\"{go_fp}\",type=\"runtime error: invalid memory address or nil pointer dereference\",language=\"go\",frame=\"panics.nilPtrDereference\"}} 1\n"
     )), "{text}");
     assert!(text.contains(&format!(
         "vigil_crash_affected_users{{{labels},fingerprint=\"{java_fp}\"}} 3\n"
@@ -619,7 +620,8 @@ fn fingerprint_count_is_bounded() {
         text.matches("vigil_crashes_total{").count(),
         MAX_FINGERPRINTS + 1
     );
-    assert!(text.contains("fingerprint=\"other\",type=\"other\",language=\"other\"} 5\n"));
+    assert!(text
+        .contains("fingerprint=\"other\",type=\"other\",language=\"other\",frame=\"other\"} 5\n"));
     // Known fingerprints keep counting under their own name.
     let first = "java.lang.IllegalStateException: x\n\tat com.acme.C0.run(C.java:1)";
     detector.observe(&mut joined(first));

@@ -151,6 +151,7 @@ fn log_events_as_otlp() {
         fingerprint: "0123456789abcdef".into(),
         kind: "java.lang.IllegalStateException".into(),
         language: "java".into(),
+        frame: "A.b".into(),
     });
     let request = logs_request_observed_at(&identity(), vec![plain, crash], 42);
     assert_eq!(request.resource_logs.len(), 1);
