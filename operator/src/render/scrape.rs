@@ -12,12 +12,17 @@
 //!   pod, `prometheus.io/port` / `prometheus.io/path` override port and path, and
 //!   `prometheus.io/scheme: https` switches the scheme; an annotated port need not be declared: every target of the pod is rewritten to `<pod IP>:<port>`, and
 //!   Prometheus merges the identical targets into one.
-//! - `vigil-agent/<ns>/<app>` scrapes the injected agent's admin port (container `vigil-agent`,
-//!   port `vigil-admin`) for the crash series. It honours the agent's labels: the agent knows
-//!   the running version better than discovery does.
+//! - `vigil-agent/<ns>/<app>` and `vigil-crashes/<ns>/<app>` scrape the injected agent's admin
+//!   port (container `vigil-agent`, port `vigil-admin`): its own series, and the crash series
+//!   from their own page. The pod controls what it serves there, so these jobs do not honour
+//!   its labels: `namespace`, `app`, `pod` and `job` come from discovery and win, and the
+//!   scraped copies Prometheus would keep as `exported_*` are dropped — a pod cannot publish
+//!   series for another namespace or app. The target sets no `version`, so the one the agent
+//!   sends (with `fingerprint`, `type`, …) is kept: the agent knows the running version better
+//!   than discovery does.
 //!
-//! Every target carries `namespace`, `app` (the `MonitoredApp`'s name), `pod` and `version`,
-//! the labels every Vigil rule and dashboard joins on.
+//! Every target carries `namespace`, `app` (the `MonitoredApp`'s name) and `pod`, and the
+//! application's targets `version`: the labels every Vigil rule and dashboard joins on.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +45,10 @@ pub const CRASHES_PATH: &str = "/metrics/crashes";
 /// The crash series, which only the crash job stores (the agent's `/metrics` repeats them for
 /// pull setups without Vigil's scrape configs; storing both would count every crash twice).
 const CRASH_SERIES: &str = "vigil_crash.*";
+/// The scraped copies (`exported_<name>`) of the identity labels the agent jobs set from the
+/// target: without `honor_labels`, Prometheus keeps what a pod sent for these under that name.
+const EXPORTED_IDENTITY_LABELS: &str =
+    "exported_(namespace|app|pod|job|instance|container|endpoint)";
 /// Temporary label marking targets whose port is the one to scrape.
 const PORT_MATCH_LABEL: &str = "__tmp_vigil_port_match";
 
@@ -366,8 +375,22 @@ fn agent_relabels(app: &MonitoredApp) -> Vec<Relabel> {
     );
     admin.separator = Some(";".into());
     rules.push(admin);
-    rules.extend(identity_relabels(app));
+    rules.extend(agent_identity_relabels(app));
     rules
+}
+
+/// The identity labels of the agent's targets: `namespace`, `pod` and `app`, and no `version`
+/// (the agent's own `version` label is kept).
+fn agent_identity_relabels(app: &MonitoredApp) -> Vec<Relabel> {
+    let mut rules = identity_relabels(app);
+    rules.retain(|r| r.target_label.as_deref() != Some("version"));
+    rules
+}
+
+/// The metric relabel rule dropping the scraped copies of the identity labels of an agent job
+/// (the same in prometheus.yml and in a PodMonitor).
+fn drop_exported_identity() -> Value {
+    json!({ "action": "labeldrop", "regex": EXPORTED_IDENTITY_LABELS })
 }
 
 fn pod_discovery(namespace: &str) -> Value {
@@ -438,22 +461,25 @@ pub fn scrape_configs(inv: &Inventory) -> Vec<Value> {
                 "relabel_configs": relabel_list(&app_relabels(app), false),
             }));
         }
+        // Both agent jobs: Vigil's target labels win over what the pod publishes (no
+        // `honor_labels`, scraped copies dropped): a pod cannot claim another namespace or app.
         out.push(json!({
             "job_name": format!("vigil-agent/{ns}/{name}"),
-            "honor_labels": true,
+            "honor_labels": false,
             "scrape_interval": agent_interval,
             "metrics_path": "/metrics",
             "kubernetes_sd_configs": pod_discovery(&ns),
             "relabel_configs": relabel_list(&agent_relabels(app), false),
-            "metric_relabel_configs": [{
-                "action": "drop",
-                "source_labels": ["__name__"],
-                "regex": CRASH_SERIES,
-            }],
+            "metric_relabel_configs": [
+                {
+                    "action": "drop",
+                    "source_labels": ["__name__"],
+                    "regex": CRASH_SERIES,
+                },
+                drop_exported_identity(),
+            ],
         }));
-        // The crash series every couple of seconds, from their own small page. Vigil's target
-        // labels win over what the pod publishes (no `honor_labels`): a pod cannot claim
-        // another namespace or app.
+        // The crash series every couple of seconds, from their own small page.
         out.push(json!({
             "job_name": format!("vigil-crashes/{ns}/{name}"),
             "honor_labels": false,
@@ -462,6 +488,7 @@ pub fn scrape_configs(inv: &Inventory) -> Vec<Value> {
             "metrics_path": CRASHES_PATH,
             "kubernetes_sd_configs": pod_discovery(&ns),
             "relabel_configs": relabel_list(&agent_relabels(app), false),
+            "metric_relabel_configs": [drop_exported_identity()],
         }));
     }
     out
@@ -472,9 +499,10 @@ pub fn scrape_configs(inv: &Inventory) -> Vec<Value> {
 /// `vigil-crashes-<app>` for its crash series, every couple of seconds.
 ///
 /// prometheus-operator adds `namespace`, `pod`, `container` and `job` itself and filters on
-/// the named port; Vigil adds `app` and `version`, a numeric port filter, and the
-/// `prometheus.io/scrape`, `prometheus.io/path` and `prometheus.io/scheme` annotations. An annotated
-/// `prometheus.io/port` is not honoured here: the operator's own port filter runs first.
+/// the named port; Vigil adds `app` (and, for the application, `version`), a numeric port
+/// filter, and the `prometheus.io/scrape`, `prometheus.io/path` and `prometheus.io/scheme`
+/// annotations. An annotated `prometheus.io/port` is not honoured here: the operator's own
+/// port filter runs first. No endpoint honours the pod's labels.
 pub fn pod_monitors(app: &MonitoredApp) -> Vec<Value> {
     let (ns, name) = (namespace_of(app), app.name_any());
     let identity = vec![Relabel::set("app", &name), version_relabel(app)];
@@ -518,19 +546,25 @@ pub fn pod_monitors(app: &MonitoredApp) -> Vec<Value> {
         .metrics
         .as_ref()
         .map_or(AGENT_SCRAPE_INTERVAL.to_owned(), |m| m.interval.to_string());
+    // The agent's endpoints: the pod's labels are not honoured and their scraped copies are
+    // dropped; the agent's own `version` is kept (the target sets none).
+    let agent_identity = [Relabel::set("app", &name)];
     out.push(monitor(
         format!("vigil-agent-{name}"),
         json!({
             "port": ADMIN_PORT_NAME,
             "path": "/metrics",
             "interval": agent_interval,
-            "honorLabels": true,
-            "relabelings": relabel_list(&identity, true),
-            "metricRelabelings": [{
-                "action": "drop",
-                "sourceLabels": ["__name__"],
-                "regex": CRASH_SERIES,
-            }],
+            "honorLabels": false,
+            "relabelings": relabel_list(&agent_identity, true),
+            "metricRelabelings": [
+                {
+                    "action": "drop",
+                    "sourceLabels": ["__name__"],
+                    "regex": CRASH_SERIES,
+                },
+                drop_exported_identity(),
+            ],
         }),
     ));
     out.push(monitor(
@@ -541,7 +575,8 @@ pub fn pod_monitors(app: &MonitoredApp) -> Vec<Value> {
             "interval": CRASH_SCRAPE_INTERVAL,
             "scrapeTimeout": CRASH_SCRAPE_INTERVAL,
             "honorLabels": false,
-            "relabelings": relabel_list(&identity, true),
+            "relabelings": relabel_list(&agent_identity, true),
+            "metricRelabelings": [drop_exported_identity()],
         }),
     ));
     out
@@ -845,7 +880,7 @@ matchExpressions:
             .iter()
             .find(|c| c["job_name"] == "vigil-agent/shop/checkout")
             .unwrap();
-        assert_eq!(agent["honor_labels"], true);
+        assert_eq!(agent["honor_labels"], false);
         let keep = agent["relabel_configs"]
             .as_array()
             .unwrap()
@@ -853,6 +888,176 @@ matchExpressions:
             .find(|r| r["regex"] == "vigil-agent;vigil-admin")
             .unwrap();
         assert_eq!(keep["action"], "keep");
+    }
+
+    /// What Prometheus stores for one series scraped from a target with `target` labels: the
+    /// target's labels win unless the job honours labels (a conflicting scraped label is then
+    /// kept as `exported_<name>`), labels starting `__` are internal, and the job's
+    /// `metric_relabel_configs` (`drop`, `labeldrop`) run last. `None`: the series is dropped.
+    fn stored(
+        job: &Value,
+        target: &BTreeMap<String, String>,
+        series: &[(&str, &str)],
+    ) -> Option<BTreeMap<String, String>> {
+        let honor = job["honor_labels"].as_bool().unwrap_or(false);
+        let mut out: BTreeMap<String, String> = series
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut target = target.clone();
+        target.insert("job".into(), job["job_name"].as_str().unwrap().to_owned());
+        for (k, v) in target.iter().filter(|(k, _)| !k.starts_with("__")) {
+            match out.get(k).cloned() {
+                Some(_) if honor => {}
+                Some(scraped) => {
+                    out.insert(format!("exported_{k}"), scraped);
+                    out.insert(k.clone(), v.clone());
+                }
+                None => {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        for rule in job["metric_relabel_configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let pattern = rule["regex"].as_str().unwrap_or("(.*)");
+            let re = regex::Regex::new(&format!("^(?s:{pattern})$")).unwrap();
+            match rule["action"].as_str().unwrap_or("replace") {
+                "drop" => {
+                    let value: Vec<String> = rule["source_labels"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| out.get(s.as_str().unwrap()).cloned().unwrap_or_default())
+                        .collect();
+                    if re.is_match(&value.join(";")) {
+                        return None;
+                    }
+                }
+                "labeldrop" => out.retain(|k, _| !re.is_match(k)),
+                other => panic!("metric relabel action {other} not modelled"),
+            }
+        }
+        Some(out)
+    }
+
+    /// A pod of namespace `shop` cannot publish agent or crash series for another namespace or
+    /// app: on both agent jobs Vigil's target labels (`namespace`, `app`, `pod`, `job`) win over
+    /// what the pod sends, no `exported_*` copy of a spoofed value is kept, and the labels only
+    /// the agent knows (`version`, `fingerprint`) are the agent's.
+    #[test]
+    fn agent_series_cannot_claim_another_namespace() {
+        let configs = scrape_configs(&inventory());
+        let discovered = [
+            ("__meta_kubernetes_namespace", "shop"),
+            ("__meta_kubernetes_pod_name", "checkout-7d9f"),
+            ("__meta_kubernetes_pod_phase", "Running"),
+            (
+                "__meta_kubernetes_pod_label_app_kubernetes_io_name",
+                "checkout",
+            ),
+            (
+                "__meta_kubernetes_pod_labelpresent_app_kubernetes_io_name",
+                "true",
+            ),
+            ("__meta_kubernetes_pod_label_tier", "web"),
+            ("__meta_kubernetes_pod_labelpresent_tier", "true"),
+            (
+                "__meta_kubernetes_pod_label_app_kubernetes_io_version",
+                "2024.5",
+            ),
+            (
+                "__meta_kubernetes_pod_labelpresent_app_kubernetes_io_version",
+                "true",
+            ),
+            ("__meta_kubernetes_pod_container_name", AGENT_CONTAINER),
+            (
+                "__meta_kubernetes_pod_container_image",
+                "ghcr.io/vigil/agent:0.9.0",
+            ),
+            ("__meta_kubernetes_pod_container_port_name", ADMIN_PORT_NAME),
+            ("__address__", "10.0.0.7:9464"),
+        ];
+        let spoofed = [
+            ("namespace", "bank"),
+            ("app", "payments"),
+            ("pod", "payments-1"),
+            ("job", "vigil-crashes/bank/payments"),
+            ("version", "2024.5"),
+            ("fingerprint", "f00d"),
+            ("type", "panic"),
+        ];
+        for (job_name, name) in [
+            ("vigil-crashes/shop/checkout", "vigil_crashes_total"),
+            ("vigil-agent/shop/checkout", "vigil_active_users"),
+            ("vigil-agent/shop/checkout", "vigil_agent_sent_events_total"),
+        ] {
+            let job = configs.iter().find(|c| c["job_name"] == job_name).unwrap();
+            assert_eq!(job["honor_labels"], false, "{job_name}");
+            let rules = agent_relabels(&app(CHECKOUT));
+            assert_eq!(
+                relabel_list(&rules, false),
+                job["relabel_configs"],
+                "{job_name}"
+            );
+            let target = relabel(&rules, &discovered).expect("the agent's target is kept");
+            let mut series = vec![("__name__", name)];
+            series.extend_from_slice(&spoofed);
+            let got = stored(job, &target, &series).expect("the series is kept");
+            assert_eq!(got["namespace"], "shop", "{job_name} {got:?}");
+            assert_eq!(got["app"], "checkout", "{job_name} {got:?}");
+            assert_eq!(got["pod"], "checkout-7d9f", "{job_name} {got:?}");
+            assert_eq!(got["job"], job_name, "{job_name} {got:?}");
+            assert_eq!(got["version"], "2024.5", "{job_name} {got:?}");
+            assert_eq!(got["fingerprint"], "f00d", "{job_name} {got:?}");
+            assert!(
+                !got.keys().any(|k| k.starts_with("exported_")),
+                "{job_name} keeps a spoofed copy: {got:?}"
+            );
+        }
+        // The agent's version wins over the image tag of the agent's own container.
+        let by_tag = app(&CHECKOUT.replace(
+            "metrics: {port",
+            "release: {source: imageTag}\n  metrics: {port",
+        ));
+        let job = &scrape_configs(&Inventory {
+            apps: vec![by_tag.clone()],
+            ..Inventory::default()
+        })[2];
+        let target = relabel(&agent_relabels(&by_tag), &discovered).unwrap();
+        let got = stored(
+            job,
+            &target,
+            &[("__name__", "vigil_crashes_total"), ("version", "3.1")],
+        );
+        assert_eq!(got.unwrap()["version"], "3.1");
+    }
+
+    /// The agent PodMonitors do not honour the pod's labels, set no `version` of their own (the
+    /// agent's is kept) and drop the `exported_*` copies of Vigil's identity labels.
+    #[test]
+    fn agent_pod_monitors_do_not_honour_pod_labels() {
+        let monitors = pod_monitors(&app(CHECKOUT));
+        for agent in &monitors[1..] {
+            let endpoint = &agent["spec"]["podMetricsEndpoints"][0];
+            assert_eq!(endpoint["honorLabels"], false, "{endpoint}");
+            let relabelings = endpoint["relabelings"].as_array().unwrap();
+            assert!(
+                !relabelings.iter().any(|r| r["targetLabel"] == "version"),
+                "{endpoint}"
+            );
+            assert!(
+                endpoint["metricRelabelings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["action"] == "labeldrop" && r["regex"] == EXPORTED_IDENTITY_LABELS),
+                "{endpoint}"
+            );
+        }
     }
 
     /// Jobs come sorted by namespace and app, apps without `metrics` only get the agent and
