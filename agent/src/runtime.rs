@@ -26,7 +26,7 @@ use vigil_crds::AgentConfig;
 use crate::admin::{self, AdminState};
 use crate::buffer::{self, BufferError, BufferWriter};
 use crate::identity::Identity;
-use crate::processors::crash::CrashDetector;
+use crate::processors::crash::{AppPackages, CrashDetector};
 use crate::processors::redact::{RedactError, Redactor};
 use crate::router::{Route, Router};
 use crate::sinks::driver;
@@ -156,6 +156,9 @@ struct Generation {
 impl Generation {
     async fn start(config: &AgentConfig, shared: &Shared) -> Result<Generation, RuntimeError> {
         let redactor = Arc::new(Redactor::new(&config.redaction)?);
+        shared
+            .crashes
+            .set_app_packages(AppPackages::new(&config.crashes.app_packages));
         let sinks = Sink::from_config(&config.exporters)?;
         let (sinks_stop, sinks_rx) = watch::channel(false);
         let (sources_stop, sources_rx) = watch::channel(false);

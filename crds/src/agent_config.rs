@@ -146,6 +146,10 @@ pub struct TracesConfig {
 pub struct CrashesConfig {
     /// Detect crashes.
     pub enabled: bool,
+    /// The application's own packages, for fingerprints (`MonitoredApp`
+    /// `crashes.appPackages`); empty: detected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub app_packages: Vec<String>,
 }
 
 /// Redaction.

@@ -221,11 +221,28 @@ pub struct CrashesSpec {
     /// `vigil_crashes_total`. Default `true`.
     #[serde(default = "default_true")]
     pub enabled: bool,
+
+    /// The application's own packages, whose frames crash fingerprints are built from (the
+    /// top frame in them decides the group): JVM or .NET package prefixes (`com.bank.mobile`),
+    /// Go module paths (`github.com/bank/mobile`), Python, Ruby, PHP or JavaScript top-level
+    /// packages or source directories (`mobile`, `src/accounts`), Dart package names, Rust
+    /// crate names. When empty (the default), every frame outside the language runtime,
+    /// reflection, test frameworks and known third-party packages (`org.springframework`,
+    /// `org.apache`, `com.fasterxml`, `io.netty`, `site-packages/`, `node_modules/`,
+    /// `vendor/`, …) counts as the application's. Set it when the application lives under such
+    /// a prefix (an app in `org.apache.fineract`). At most 64 entries of at most 256
+    /// characters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
+    pub app_packages: Vec<String>,
 }
 
 impl Default for CrashesSpec {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            app_packages: Vec::new(),
+        }
     }
 }
 

@@ -89,6 +89,7 @@ pub fn agent_config(app: &MonitoredApp) -> AgentConfig {
         },
         crashes: CrashesConfig {
             enabled: spec.crashes.enabled,
+            app_packages: spec.crashes.app_packages.clone(),
         },
         redaction: RedactionConfig {
             detectors: spec.redaction.detectors.clone(),
@@ -186,6 +187,7 @@ spec:
   metrics: {port: http-metrics, interval: 15s}
   logs: {format: json, userField: customer_id, containers: [app]}
   traces: {samplingRatio: 0.25}
+  crashes: {appPackages: [com.shop.checkout, github.com/shop/checkout]}
   release: {source: imageTag, container: app}
   exporters:
     otlp:

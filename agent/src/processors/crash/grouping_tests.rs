@@ -404,3 +404,30 @@ fn app_packages_match_whole_segments() {
         assert!(!app.is_in_app(Library, module), "{module}");
     }
 }
+
+/// The packages reach the detector's fingerprints and `frame` label, and a reload replaces
+/// them for the crashes seen after it.
+#[test]
+fn detector_uses_the_configured_packages() {
+    let trace = "java.lang.IllegalArgumentException: amount must be positive
+	at org.apache.commons.lang3.Validate.isTrue(Validate.java:158)
+	at org.apache.fineract.portfolio.loan.LoanService.approve(LoanService.java:77)";
+    let observe = |detector: &CrashDetector| {
+        let mut event = LogEvent::line("app", Stream::Stderr, 1, trace);
+        event.lines = 3;
+        detector.observe(&mut event).unwrap()
+    };
+    let detector = CrashDetector::new(&Identity::default(), None);
+    let detected = observe(&detector);
+    assert_eq!(detected.frame, "org.apache.commons.lang3.Validate.isTrue");
+    detector.set_app_packages(AppPackages::new(["org.apache.fineract"]));
+    let configured = observe(&detector);
+    assert_eq!(
+        configured.frame,
+        "org.apache.fineract.portfolio.loan.LoanService.approve"
+    );
+    assert_ne!(configured.fingerprint, detected.fingerprint);
+    assert!(detector
+        .exposition()
+        .contains("frame=\"org.apache.fineract.portfolio.loan.LoanService.approve\"} 1\n"));
+}

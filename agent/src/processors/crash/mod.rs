@@ -33,7 +33,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -155,7 +155,8 @@ struct Series<'a> {
 pub struct CrashDetector {
     identity: Identity,
     user_field: Option<String>,
-    app_packages: AppPackages,
+    /// Replaced on config reload; read only when a crash is found.
+    app_packages: RwLock<AppPackages>,
     counts: Mutex<CrashCounts>,
 }
 
@@ -172,16 +173,25 @@ impl CrashDetector {
         CrashDetector {
             identity: identity.clone(),
             user_field: user_field.filter(|f| !f.is_empty()),
-            app_packages: AppPackages::default(),
+            app_packages: RwLock::new(AppPackages::default()),
             counts: Mutex::new(CrashCounts::default()),
         }
     }
 
     /// The application's own packages (`crashes.appPackages`), whose frames fingerprints are
     /// built from; without, frames outside known runtime, test and library packages count.
-    pub fn with_app_packages(mut self, app_packages: AppPackages) -> Self {
-        self.app_packages = app_packages;
+    pub fn with_app_packages(self, app_packages: AppPackages) -> Self {
+        self.set_app_packages(app_packages);
         self
+    }
+
+    /// Replaces the application's packages (a reloaded config); counts are kept.
+    pub fn set_app_packages(&self, app_packages: AppPackages) {
+        // A panic while holding the lock leaves a whole value behind: still usable.
+        *self
+            .app_packages
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = app_packages;
     }
 
     /// Sets `event.crash` when the event is a crash, counts it, and returns it. Every event
@@ -396,12 +406,16 @@ impl CrashDetector {
 
 impl CrashDetector {
     fn crash_info(&self, found: &Analysis) -> CrashInfo {
+        let app_packages = self
+            .app_packages
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let frame = found
-            .top_frame(&self.app_packages)
+            .top_frame(&app_packages)
             .map(|f| f.name.chars().take(MAX_FRAME_LABEL_LEN).collect())
             .unwrap_or_default();
         CrashInfo {
-            fingerprint: found.fingerprint(&self.app_packages),
+            fingerprint: found.fingerprint(&app_packages),
             kind: found.kind.clone(),
             language: found.language.to_owned(),
             frame,
