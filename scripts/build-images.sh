@@ -24,6 +24,8 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
+# Byte order for globs, so the CA bundle is the same on every machine.
+export LC_ALL=C
 
 die() { printf 'build-images: error: %s\n' "$*" >&2; exit 1; }
 log() { printf '==> %s\n' "$*" >&2; }
@@ -40,8 +42,16 @@ while [ $# -gt 0 ]; do
 done
 
 command -v python3 >/dev/null || die "python3 not found (Debian: apt-get install python3)"
-ca_bundle=/etc/ssl/certs/ca-certificates.crt
-[ -f "$ca_bundle" ] || die "$ca_bundle not found (Debian: apt-get install ca-certificates)"
+
+# The agent's CA bundle: Mozilla's roots as Debian's ca-certificates package ships them, not
+# this machine's /etc/ssl/certs bundle, which also holds any CA added locally (a corporate or
+# sandbox proxy's) that must not reach the image.
+mozilla_roots=(/usr/share/ca-certificates/mozilla/*.crt)
+[ -f "${mozilla_roots[0]}" ] ||
+    die "no /usr/share/ca-certificates/mozilla/*.crt (Debian: apt-get install ca-certificates)"
+ca_bundle=$(mktemp)
+trap 'rm -f "$ca_bundle"' EXIT
+cat "${mozilla_roots[@]}" >"$ca_bundle"
 
 # The image tag is the chart's appVersion; the binaries print the crates' version. They must
 # agree, or `helm install` would pull an image whose binary reports another release.
@@ -110,7 +120,7 @@ write_image() {
 log "writing OCI image layouts under $out"
 # The operator talks TLS only to the API server, with the service account's CA; no bundle.
 write_image vigil-operator "$operator_binary" "Vigil's Kubernetes operator"
-# The agent's OTLP, Loki and remote-write sinks trust the system roots when no caFile is set.
+# The agent's OTLP, Loki and remote-write sinks trust these roots when no caFile is set.
 write_image vigil-agent "$agent_binary" "Vigil's per-pod sidecar agent" \
     --file "$ca_bundle:/etc/ssl/certs/ca-certificates.crt" \
     --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt

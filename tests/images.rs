@@ -339,6 +339,26 @@ fn images_build_and_their_entry_points_run() {
         ])
     );
 
+    // The agent's CA bundle is Mozilla's roots as Debian ships them, in file-name order: no CA
+    // added to the build machine (a proxy's, a company's) reaches the image.
+    let mozilla = Path::new("/usr/share/ca-certificates/mozilla");
+    let mut roots: Vec<PathBuf> = std::fs::read_dir(mozilla)
+        .unwrap_or_else(|e| panic!("{}: {e}", mozilla.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "crt"))
+        .collect();
+    roots.sort();
+    let expected_bundle: Vec<u8> = roots
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let bundle = std::fs::read(agent.rootfs.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+    assert!(
+        bundle == expected_bundle,
+        "the agent's CA bundle is not exactly {}/*.crt",
+        mozilla.display()
+    );
+
     // The operator image renders the banking example, as its user, into a writable directory.
     let work = operator.rootfs.join("work");
     std::fs::create_dir(&work).unwrap();
