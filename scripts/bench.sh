@@ -23,6 +23,8 @@ if [ "$which" = all ] || [ "$which" = agent ]; then
     run vigil-agent otlp
     run vigil-agent buffer
     run vigil-agent footprint
+    # Crash → page through the real agent, Prometheus and Alertmanager (needs the test tools).
+    run vigil-agent crash_alert_latency
 fi
 if [ "$which" = all ] || [ "$which" = operator ]; then
     for bench in webhook reconcile footprint; do

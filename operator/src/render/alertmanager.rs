@@ -486,6 +486,10 @@ fn no_op(name: &str) -> Receiver {
     }
 }
 
+/// How long an escalation waits for others of its group before it is sent: an escalation is
+/// already late, but alerts escalating together arrive as one notification.
+pub const ESCALATION_GROUP_WAIT: &str = "10s";
+
 /// One escalation route per step, matching `escalation_level="<n>"` and the policy.
 fn escalation_routes(policy: &AlertPolicy, name: &dyn Fn(&str) -> String) -> Vec<Route> {
     policy
@@ -500,6 +504,7 @@ fn escalation_routes(policy: &AlertPolicy, name: &dyn Fn(&str) -> String) -> Vec
                 Matcher::eq("vigil_policy", &policy.name_any()),
             ],
             continue_: Some(false),
+            group_wait: Some(ESCALATION_GROUP_WAIT.to_owned()),
             ..Route::default()
         })
         .collect()
