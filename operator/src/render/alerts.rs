@@ -440,7 +440,7 @@ fn crash_groups(ctx: &Scope, r: &CrashRateRule, base: &mut BaseAlert) {
     let sel = ctx.matcher();
     let w = r.window.as_secs_f64();
     base.expr = format!(
-        "sum by (namespace, app, version, fingerprint, type) (\n  {}\n) > 0",
+        "sum by (namespace, app, version, fingerprint, type, frame) (\n  {}\n) > 0",
         crashes_in_window(&sel, &r.window, 0.0)
     );
     base.has_version = true;
@@ -464,7 +464,7 @@ fn crash_groups(ctx: &Scope, r: &CrashRateRule, base: &mut BaseAlert) {
         None,
     );
     base.headline = format!(
-        "{{{{ $labels.type }}}} (fingerprint {{{{ $labels.fingerprint }}}}){}",
+        "{{{{ $labels.type }}}}{{{{ with $labels.frame }}}} at {{{{ . }}}}{{{{ end }}}} (fingerprint {{{{ $labels.fingerprint }}}}){}",
         count.render(": ")
     );
     let trend_q = format!(
@@ -481,7 +481,7 @@ fn crash_groups(ctx: &Scope, r: &CrashRateRule, base: &mut BaseAlert) {
         Some(&format!("new: not seen in the previous {}", r.window)),
     ));
     base.fingerprint = Some(Phrase::plain(
-        "fingerprint {{ $labels.fingerprint }} ({{ $labels.type }})",
+        "fingerprint {{ $labels.fingerprint }} ({{ $labels.type }}{{ with $labels.frame }} at {{ . }}{{ end }})",
     ));
 }
 

@@ -135,7 +135,7 @@ fn crash_test(shop_series: &str, crash_at_min: u32, description: &str) -> String
         r#"evaluation_interval: 15s
 tests:
   - interval: 1m
-    input_series:{CRASH_CONTEXT_SERIES}      - series: 'vigil_crashes_total{{namespace="shop", app="checkout", version="17.2", fingerprint="a1b2", type="NullPointerException", language="java"}}'
+    input_series:{CRASH_CONTEXT_SERIES}      - series: 'vigil_crashes_total{{namespace="shop", app="checkout", version="17.2", fingerprint="a1b2", type="NullPointerException", language="java", frame="com.shop.Cart.total"}}'
         values: '{shop_series}'
     alert_rule_test:
       - eval_time: {before}m
@@ -154,6 +154,7 @@ tests:
               vigil_rule: CheckoutCrash
               fingerprint: a1b2
               type: NullPointerException
+              frame: com.shop.Cart.total
             exp_annotations:
               summary: Crash NullPointerException in shop/checkout version 17.2
               description: "{description}"
@@ -161,7 +162,7 @@ tests:
               version: version 17.2
               release: started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC)
               users_affected: 847 users affected
-              fingerprint: "fingerprint a1b2 (NullPointerException)"
+              fingerprint: "fingerprint a1b2 (NullPointerException at com.shop.Cart.total)"
 "#,
         description = description.replace('"', "\\\"")
     )
@@ -178,7 +179,7 @@ fn crash_of_existing_series_fires_within_a_minute_in_its_namespace_only() {
         &crash_test(
             "0x20 1x20",
             21,
-            "NullPointerException (fingerprint a1b2): 1 in the last 15m, new: not seen in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 847 users affected, fingerprint a1b2 (NullPointerException).",
+            "NullPointerException at com.shop.Cart.total (fingerprint a1b2): 1 in the last 15m, new: not seen in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 847 users affected, fingerprint a1b2 (NullPointerException at com.shop.Cart.total).",
         ),
     );
 }
@@ -193,7 +194,7 @@ fn crash_of_brand_new_series_fires_within_a_minute() {
         &crash_test(
             "_x21 1x20",
             21,
-            "NullPointerException (fingerprint a1b2): 1 in the last 15m, new: not seen in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 847 users affected, fingerprint a1b2 (NullPointerException).",
+            "NullPointerException at com.shop.Cart.total (fingerprint a1b2): 1 in the last 15m, new: not seen in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 847 users affected, fingerprint a1b2 (NullPointerException at com.shop.Cart.total).",
         ),
     );
 }
