@@ -25,10 +25,10 @@ mod fake_api;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fake_api::FakeApiServer;
 use futures::StreamExt;
 use serde_json::json;
 use vigil_crds::{AlertPolicy, MonitoredApp};
-use fake_api::FakeApiServer;
 use vigil_operator::controllers::{alert_policy, monitored_app, Context, Settings};
 
 const APPS: usize = 1_000;

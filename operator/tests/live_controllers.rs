@@ -19,8 +19,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::core::GroupVersionKind;
 use kube::Client;
 use serde_json::{json, Value};
-use support::{current_ready, eventually, manifests, owned_by};
 use support::fake_api::FakeApiServer;
+use support::{current_ready, eventually, manifests, owned_by};
 use vigil_operator::controllers::{Context, ReconcileMetrics, Reloader, Settings};
 use vigil_operator::run::{run_with, RunOptions};
 

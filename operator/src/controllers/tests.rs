@@ -16,9 +16,9 @@ use super::aggregate::{
     prometheus_config_map, renderable, ALERTMANAGER_KEY, ALERTMANAGER_SECRET, FINALIZER,
     PROMETHEUS_CONFIG_MAP, SCRAPE_CONFIGS_KEY,
 };
-use crate::fake_api::FakeApiServer;
 use super::fixtures::{self, create, parse, APP, NAMESPACE, POLICY};
 use super::{alert_policy, monitored_app, slo, OptionalApis, Settings};
+use crate::fake_api::FakeApiServer;
 use crate::render::Inventory;
 
 const PROMETHEUS_OPERATOR: &str = "monitoring.coreos.com";

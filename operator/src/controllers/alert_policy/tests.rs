@@ -13,9 +13,9 @@ use super::*;
 use crate::controllers::aggregate::{
     policy_rules_key, ALERTMANAGER_KEY, ALERTMANAGER_SECRET, FINALIZER, PROMETHEUS_CONFIG_MAP,
 };
-use crate::fake_api::FakeApiServer;
 use crate::controllers::fixtures::{self, condition, create, one_request, APP, NAMESPACE, POLICY};
 use crate::controllers::{error_policy, Reloader, Settings};
+use crate::fake_api::FakeApiServer;
 
 fn create_app(server: &FakeApiServer) {
     create::<MonitoredApp>(server, APP);
@@ -89,7 +89,10 @@ async fn with_prometheus_operator_rules_and_routes_are_custom_resources() {
         rule["metadata"]["ownerReferences"][0]["uid"],
         json!(policy.metadata.uid.clone().unwrap())
     );
-    assert_eq!(rule["spec"]["groups"][0]["name"], "vigil.shop.crashes.crashes");
+    assert_eq!(
+        rule["spec"]["groups"][0]["name"],
+        "vigil.shop.crashes.crashes"
+    );
     let routes = server
         .get("alertmanagerconfigs", "shop", "vigil-crashes")
         .unwrap();

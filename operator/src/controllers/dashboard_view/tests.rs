@@ -6,9 +6,9 @@ use serde_json::json;
 use vigil_crds::{DashboardView, MonitoredApp};
 
 use super::*;
-use crate::fake_api::FakeApiServer;
 use crate::controllers::fixtures::{condition, create, APP};
 use crate::controllers::Settings;
+use crate::fake_api::FakeApiServer;
 
 const VIEW: &str = r#"
 apiVersion: vigil.dev/v1alpha1

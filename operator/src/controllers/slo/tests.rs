@@ -7,9 +7,9 @@ use vigil_crds::{MonitoredApp, Slo};
 
 use super::*;
 use crate::controllers::aggregate::{slo_rules_key, PROMETHEUS_CONFIG_MAP};
-use crate::fake_api::FakeApiServer;
 use crate::controllers::fixtures::{condition, create, APP, NAMESPACE};
 use crate::controllers::Settings;
+use crate::fake_api::FakeApiServer;
 
 const SLO: &str = r#"
 apiVersion: vigil.dev/v1alpha1
