@@ -593,7 +593,8 @@ fn prescan_never_skips_what_a_detector_finds() {
         "(415) 555-2671",
         "jane@example.org",
     ];
-    let detectors: [(Found, fn(&[u8], &mut Vec<(Range<usize>, Found)>)); 6] = [
+    type Detect = fn(&[u8], &mut Vec<(Range<usize>, Found)>);
+    let detectors: [(Found, Detect); 6] = [
         (Found::Card, detectors::cards),
         (Found::Iban, detectors::ibans),
         (Found::Email, detectors::emails),
