@@ -5,7 +5,13 @@
 //!
 //! Credentials never leave this module except in the `Authorization` header: errors and `Debug`
 //! output name the credential file, not its content, and error messages quote at most a short
-//! piece of the response body, never headers.
+//! piece of the response body, never headers. Backends echo requests back in their errors, so
+//! that piece is scrubbed before it is quoted ([`super::error_body`]): the sink's own
+//! credential, `Bearer`/`Basic` tokens, `Authorization` values, JWTs and `api_key=…`-like pairs
+//! become `[REDACTED]`.
+//!
+//! A 401 or 403 is retried with backoff, not dropped: a rotated or not yet mounted credential is
+//! fixed without the agent, and the data the agent acknowledged stays buffered meanwhile.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,14 +25,13 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+pub use super::error_body::{body_excerpt, mask_credential};
 use super::{SendError, SinkConfigError};
 
 /// How long a connection may take to establish.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one request may take, response included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest piece of a response body quoted in an error message.
-const ERROR_BODY_CHARS: usize = 200;
 
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("vigil-agent/", env!("CARGO_PKG_VERSION"));
@@ -328,16 +333,26 @@ impl HttpClient {
         if let Some(tenant) = &self.tenant {
             request = request.header("X-Scope-OrgID", tenant.clone());
         }
-        if let Some(credential) = &self.credential {
-            request = request.header(AUTHORIZATION, credential.header_value()?);
+        let credential = match &self.credential {
+            Some(file) => Some(file.header_value()?),
+            None => None,
+        };
+        if let Some(credential) = &credential {
+            request = request.header(AUTHORIZATION, credential.clone());
         }
         let response = request.send().await.map_err(|e| transport_error(url, e))?;
         let status = response.status();
         let retry_after = retry_after(response.headers(), SystemTime::now());
-        let body = response
+        let mut body = response
             .bytes()
             .await
             .map_err(|e| transport_error(url, e))?;
+        if !status.is_success() {
+            // An error body may echo the request's credential: mask it before anything reads it.
+            if let Some(credential) = &credential {
+                body = mask_credential(body, credential);
+            }
+        }
         Ok(HttpResponse {
             status,
             retry_after,
@@ -380,10 +395,15 @@ pub fn redacted_url(url: &Url) -> String {
     shown.to_string()
 }
 
-/// The error a non-2xx status maps to: 408, 425, 429 and 5xx are retryable, everything else
-/// is permanent. The message gives the status and the start of the body.
+/// The error a non-2xx status maps to: 408, 425, 429 and 5xx are retryable, and so are 401
+/// and 403 (authentication failed: the credential may be rotated or mounted later, and the
+/// data stays buffered meanwhile); everything else is permanent. The message gives the status
+/// and the scrubbed start of the body.
 pub fn status_error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> SendError {
     let reason = format!("backend answered {status}{}", body_excerpt(body));
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return auth_failed(reason, retry_after);
+    }
     let retryable = status.is_server_error()
         || matches!(
             status,
@@ -399,22 +419,13 @@ pub fn status_error(status: StatusCode, retry_after: Option<Duration>, body: &[u
     }
 }
 
-/// `": <first characters of the body>"` with control characters blanked, or `""`.
-pub fn body_excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return String::new();
+/// The error for a backend that refused the credential: retryable, so the data stays buffered,
+/// with a message saying authentication failed.
+pub fn auth_failed(reason: String, retry_after: Option<Duration>) -> SendError {
+    SendError::Retryable {
+        reason: format!("authentication failed, keeping the data buffered and retrying: {reason}"),
+        retry_after,
     }
-    let mut excerpt: String = text
-        .chars()
-        .take(ERROR_BODY_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().nth(ERROR_BODY_CHARS).is_some() {
-        excerpt.push('…');
-    }
-    format!(": {excerpt}")
 }
 
 /// The `Retry-After` header: delay in seconds or an HTTP date.
@@ -469,7 +480,13 @@ mod tests {
                 "{code}"
             );
         }
-        for code in [301, 400, 401, 403, 404, 413, 422] {
+        for code in [401, 403] {
+            let status = StatusCode::from_u16(code).unwrap();
+            let e = status_error(status, None, b"invalid credentials");
+            assert!(matches!(e, SendError::Retryable { .. }), "{code}");
+            assert!(e.to_string().starts_with("authentication failed"), "{e}");
+        }
+        for code in [301, 400, 404, 413, 422] {
             let status = StatusCode::from_u16(code).unwrap();
             let e = status_error(status, None, b"bad\nthing");
             assert!(matches!(e, SendError::Permanent { .. }), "{code}");
@@ -485,6 +502,69 @@ mod tests {
         let e = status_error(StatusCode::BAD_REQUEST, None, body.as_bytes());
         assert!(e.to_string().len() < 300, "{}", e.to_string().len());
         assert!(e.to_string().ends_with('…'));
+    }
+
+    /// A backend that echoes the request's credentials in its error body does not put them in
+    /// the agent's log: bearer and basic tokens, `Authorization` values, JWTs and secret-named
+    /// pairs are scrubbed from the quoted body, and a 401 is retried saying authentication
+    /// failed.
+    #[test]
+    fn error_bodies_are_scrubbed_of_credentials() {
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ2aWdpbCJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+        let secrets = [
+            "s3cr3t-T0ken-abcdef0123456789",
+            "dXNlcjpwYXNzd29yZA==",
+            jwt,
+            "AKIAEXAMPLEKEY123",
+            "hunter2hunter2",
+        ];
+        let bodies = [
+            "invalid credentials: Bearer s3cr3t-T0ken-abcdef0123456789".to_owned(),
+            "request headers: {\"Authorization\": \"Basic dXNlcjpwYXNzd29yZA==\"}".to_owned(),
+            "Authorization: Bearer s3cr3t-T0ken-abcdef0123456789\r\nHost: x".to_owned(),
+            format!("token {jwt} expired"),
+            "denied for /push?api_key=AKIAEXAMPLEKEY123&x=1".to_owned(),
+            "{\"password\":\"hunter2hunter2\",\"user\":\"a\"}".to_owned(),
+            "x-api-key: AKIAEXAMPLEKEY123".to_owned(),
+        ];
+        for body in &bodies {
+            let e = status_error(StatusCode::UNAUTHORIZED, None, body.as_bytes());
+            let message = e.to_string();
+            assert!(matches!(e, SendError::Retryable { .. }), "{message}");
+            assert!(message.contains("authentication failed"), "{message}");
+            assert!(message.contains("[REDACTED]"), "{message}");
+            for secret in secrets {
+                assert!(!message.contains(secret), "{secret} in {message}");
+            }
+        }
+        // Ordinary error text is quoted as it is.
+        for text in [
+            "out of order sample, token bucket empty",
+            "Basic authentication required",
+        ] {
+            let e = status_error(StatusCode::BAD_REQUEST, None, text.as_bytes());
+            assert!(e.to_string().ends_with(&format!(": {text}")), "{e}");
+        }
+    }
+
+    /// The sink's own credential is masked wherever the backend echoes it, even bare, and a
+    /// body is only read for its first 512 bytes.
+    #[test]
+    fn own_credential_is_masked_in_error_bodies() {
+        let header = HeaderValue::from_static("Splunk 0b9e2a1c-hec-token");
+        let body = Bytes::from_static(b"unknown token 0b9e2a1c-hec-token (0b9e2a1c-hec-token)");
+        let masked = mask_credential(body.clone(), &header);
+        assert_eq!(masked.len(), body.len());
+        assert!(!masked.windows(8).any(|w| w == b"0b9e2a1c"));
+        let e = status_error(StatusCode::FORBIDDEN, None, &masked);
+        assert!(!e.to_string().contains("0b9e2a1c"), "{e}");
+        let untouched = Bytes::from_static(b"no credential here");
+        assert_eq!(mask_credential(untouched.clone(), &header), untouched);
+
+        let mut long = "y".repeat(600);
+        long.push_str("Bearer s3cr3t-T0ken-abcdef0123456789");
+        let e = status_error(StatusCode::BAD_REQUEST, None, long.as_bytes());
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 
     /// The credential file is re-read when it changes, and its content never shows up in

@@ -12,6 +12,7 @@
 //! `k8s.container.name` → `container`, `service.version` → `version`.
 
 pub mod driver;
+pub mod error_body;
 pub mod http;
 pub mod loki;
 pub mod otlp;
@@ -31,13 +32,14 @@ use crate::batch::{Batch, Signal};
 /// Why a send failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Worth retrying (connection refused, timeout, 429, 5xx); `retry_after` from the backend.
+    /// Worth retrying (connection refused, timeout, 429, 5xx, and 401/403: a refused credential
+    /// is fixed or rotated without the agent); `retry_after` from the backend.
     #[error("{reason}")]
     Retryable {
         reason: String,
         retry_after: Option<Duration>,
     },
-    /// Retrying cannot help (400, 401, 403, 404, 413, payload the backend refuses).
+    /// Retrying cannot help (400, 404, 413, payload the backend refuses).
     #[error("{reason}")]
     Permanent { reason: String },
 }

@@ -9,7 +9,9 @@
 //!
 //! Failures follow the OTLP specification: gRPC `UNAVAILABLE`, `RESOURCE_EXHAUSTED`,
 //! `DEADLINE_EXCEEDED`, `ABORTED`, `CANCELLED`, `OUT_OF_RANGE` and `DATA_LOSS` are retried (after
-//! the server's `RetryInfo` delay when it sends one), other codes are permanent; HTTP statuses
+//! the server's `RetryInfo` delay when it sends one), and so are `UNAUTHENTICATED` and
+//! `PERMISSION_DENIED` (the data stays buffered until the credential is fixed); other codes are
+//! permanent; HTTP statuses
 //! are mapped by [`super::http::status_error`]. Items a backend rejects in a partial success are
 //! counted as dropped with reason `rejected`.
 
@@ -324,8 +326,14 @@ impl GrpcTransport {
             .clone()
     }
 
-    fn request<T>(&self, message: T) -> Result<tonic::Request<T>, SendError> {
+    /// The request with tenant and credential metadata, and the credential sent (to mask it in
+    /// an error message that echoes it).
+    fn request<T>(
+        &self,
+        message: T,
+    ) -> Result<(tonic::Request<T>, Option<reqwest::header::HeaderValue>), SendError> {
         let mut request = tonic::Request::new(message);
+        let mut sent = None;
         if let Some(tenant) = &self.tenant {
             request
                 .metadata_mut()
@@ -344,8 +352,9 @@ impl GrpcTransport {
             })?;
             value.set_sensitive(true);
             request.metadata_mut().insert("authorization", value);
+            sent = Some(header);
         }
-        Ok(request)
+        Ok((request, sent))
     }
 
     /// One export call of `method` whose request body is `parts`, concatenated.
@@ -354,7 +363,7 @@ impl GrpcTransport {
         method: GrpcMethod,
         parts: &[Bytes],
     ) -> Result<R, SendError> {
-        let mut request = self.request(parts.to_vec())?;
+        let (mut request, credential) = self.request(parts.to_vec())?;
         request
             .extensions_mut()
             .insert(tonic::GrpcMethod::new(method.service, "Export"));
@@ -370,7 +379,7 @@ impl GrpcTransport {
                 EncodedCodec::<R>::default(),
             )
             .await
-            .map_err(|s| status_error(&s))?;
+            .map_err(|s| status_error(&s, credential.as_ref()))?;
         Ok(response.into_inner())
     }
 }
@@ -429,17 +438,31 @@ fn retryable_code(code: Code) -> bool {
     )
 }
 
-/// The error a failed gRPC call maps to.
-fn status_error(status: &tonic::Status) -> SendError {
+/// The error a failed gRPC call maps to; `credential` (the `authorization` sent) is masked in
+/// the quoted message. `UNAUTHENTICATED` and `PERMISSION_DENIED` are retried like an HTTP 401
+/// or 403: the data stays buffered until the credential is fixed.
+fn status_error(
+    status: &tonic::Status,
+    credential: Option<&reqwest::header::HeaderValue>,
+) -> SendError {
     let mut reason = format!("backend answered gRPC {:?}", status.code());
-    reason.push_str(&body_excerpt(status.message().as_bytes()));
+    let mut message = bytes::Bytes::copy_from_slice(status.message().as_bytes());
+    if let Some(credential) = credential {
+        message = http::mask_credential(message, credential);
+    }
+    reason.push_str(&body_excerpt(&message));
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
         reason.push_str(": ");
         reason.push_str(&e.to_string());
         source = e.source();
     }
-    if retryable_code(status.code()) {
+    if matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied
+    ) {
+        http::auth_failed(reason, retry_info(status.details()))
+    } else if retryable_code(status.code()) {
         SendError::Retryable {
             reason,
             retry_after: retry_info(status.details()),

@@ -140,10 +140,10 @@ async fn grpc_status_mapping() {
     let e = sink.send(&batch).await.unwrap_err();
     assert!(matches!(e, SendError::Permanent { .. }), "{e:?}");
     assert!(e.to_string().contains("bad span"), "{e}");
-    assert!(matches!(
-        sink.send(&batch).await,
-        Err(SendError::Permanent { .. })
-    ));
+    // A refused credential keeps the data buffered: retried, saying authentication failed.
+    let e = sink.send(&batch).await.unwrap_err();
+    assert!(matches!(e, SendError::Retryable { .. }), "{e:?}");
+    assert!(e.to_string().contains("authentication failed"), "{e}");
     sink.send(&batch).await.unwrap();
     assert_eq!(collector.recorder.traces.lock().unwrap().len(), 1);
 }

@@ -307,7 +307,8 @@ async fn wire_format_and_headers() {
 }
 
 /// 429 with `Retry-After` is retryable after that delay; 400 is permanent with the body's
-/// start; neither the error nor the sink's `Debug` output contains the token.
+/// start; 401 is retried (the data stays buffered) saying authentication failed; neither the
+/// error nor the sink's `Debug` output contains the token, even when the backend echoes it.
 #[tokio::test]
 async fn status_mapping_keeps_the_token_secret() {
     let server = HttpRecorder::start(Reply::status(204)).await;
@@ -319,7 +320,9 @@ async fn status_mapping_keeps_the_token_secret() {
     });
     server.reply_next(Reply::status(429).header("retry-after", "7"));
     server.reply_next(Reply::status(400).body("out of order sample"));
-    server.reply_next(Reply::status(401).body("bad credentials"));
+    server.reply_next(Reply::status(401).body(format!(
+        "invalid credentials: Bearer {token} (token {token})"
+    )));
     let batch = [counter_batch("orders", 1.0, 1_000_000_000)];
     let e = sink.send(&batch).await.unwrap_err();
     assert!(
@@ -331,7 +334,9 @@ async fn status_mapping_keeps_the_token_secret() {
     assert!(e.to_string().contains("400"), "{e}");
     assert!(e.to_string().contains("out of order sample"), "{e}");
     let e = sink.send(&batch).await.unwrap_err();
-    assert!(matches!(e, SendError::Permanent { .. }), "{e:?}");
+    assert!(matches!(e, SendError::Retryable { .. }), "{e:?}");
+    assert!(e.to_string().contains("authentication failed"), "{e}");
+    assert!(e.to_string().contains("invalid credentials"), "{e}");
     for text in [e.to_string(), format!("{e:?}"), format!("{sink:?}")] {
         assert!(!text.contains(token), "token leaked: {text}");
     }
