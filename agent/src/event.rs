@@ -77,6 +77,8 @@ impl Level {
 pub struct Origin {
     /// Stable identity of the file being read (the tailer's key).
     pub file: Arc<str>,
+    /// The file's path when it was opened (OpenTelemetry's `log.file.path`).
+    pub path: Arc<str>,
     /// Byte offset of the start of the first line of this event.
     pub start: u64,
     /// Byte offset just past the last line of this event.

@@ -210,19 +210,21 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     spaces: re(r"\s+"),
 });
 
+/// Fields of structured lines that may hold a stack trace.
+pub(crate) const STACK_ATTRIBUTES: [&str; 8] = [
+    "stack_trace",
+    "stacktrace",
+    "stack",
+    "exception",
+    "exc_info",
+    "error.stack",
+    "exception.stacktrace",
+    "err.stack",
+];
+
 /// Reads a crash out of `event`: a joined stack trace (in the message or in a stack
 /// attribute of a structured line) or a fatal single line.
 pub(crate) fn analyse_event(event: &LogEvent) -> Option<Analysis> {
-    const STACK_ATTRIBUTES: [&str; 8] = [
-        "stack_trace",
-        "stacktrace",
-        "stack",
-        "exception",
-        "exc_info",
-        "error.stack",
-        "exception.stacktrace",
-        "err.stack",
-    ];
     if event.lines > 1 || event.message.contains('\n') {
         if let Some(found) = analyse_trace(&event.message) {
             return Some(found);

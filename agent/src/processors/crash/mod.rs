@@ -24,6 +24,7 @@
 //! (exact up to 512 users, then a 4 KiB HyperLogLog sketch).
 
 pub(crate) mod analyse;
+pub(crate) mod exception;
 #[cfg(test)]
 mod grouping_tests;
 pub(crate) mod hll;
@@ -194,8 +195,10 @@ impl CrashDetector {
             .unwrap_or_else(PoisonError::into_inner) = app_packages;
     }
 
-    /// Sets `event.crash` when the event is a crash, counts it, and returns it. Every event
-    /// passes here: those carrying the user field also count towards `vigil_active_users`.
+    /// Sets `event.crash` when the event is a crash, counts it, and returns it; a crash's level
+    /// becomes at least `error`, `fatal` when it ended the program (`exception::crash_level`).
+    /// Every event passes here: those carrying the user field also count towards
+    /// `vigil_active_users`.
     pub fn observe(&self, event: &mut LogEvent) -> Option<CrashInfo> {
         self.observe_at(event, now_ms())
     }
@@ -219,13 +222,16 @@ impl CrashDetector {
         let crash = crash?;
         counts.record(&crash, user);
         drop(counts);
+        let text = exception::stack_text(event).unwrap_or(&event.message);
+        event.level = Some(exception::crash_level(text, &crash.language, event.level));
         event.crash = Some(crash.clone());
         Some(crash)
     }
 
     /// Detects crashes in OTLP log records that carry `exception.type` or
     /// `exception.stacktrace` (OpenTelemetry semantic conventions), or whose body is a stack
-    /// trace; adds `vigil.crash.fingerprint` to those records and counts them like log events.
+    /// trace; adds `vigil.crash.fingerprint` to those records (and a severity where they have
+    /// none) and counts them like log events.
     /// Records with the user field as an attribute count towards `vigil_active_users`.
     pub fn observe_otlp_logs(&self, request: &mut ExportLogsServiceRequest) {
         self.observe_otlp_logs_at(request, now_ms());
@@ -264,6 +270,15 @@ impl CrashDetector {
                 if let Some(crash) = crash {
                     counts.record(&crash, user);
                     drop(counts);
+                    // Severity only where the application set none.
+                    if record.severity_number == 0 {
+                        let text = string_attribute(&record.attributes, "exception.stacktrace")
+                            .or(record.body.as_ref().and_then(any_string))
+                            .unwrap_or_default();
+                        let level = exception::crash_level(text, &crash.language, None);
+                        record.severity_number = level.severity_number();
+                        record.severity_text = level.as_str().to_ascii_uppercase();
+                    }
                     record.attributes.push(KeyValue {
                         key: FINGERPRINT_ATTRIBUTE.to_owned(),
                         value: Some(AnyValue {

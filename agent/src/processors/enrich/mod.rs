@@ -17,7 +17,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use crate::batch::Batch;
 use crate::event::LogEvent;
 use crate::identity::Identity;
+use crate::processors::crash::exception;
 use crate::prompb::{Label, TimeSeries};
+use crate::sources::logs::FILE_PATH_ATTRIBUTE;
 
 /// Instrumentation scope of the log records the agent builds from log lines.
 pub const SCOPE_NAME: &str = "vigil-agent";
@@ -156,8 +158,11 @@ pub fn enrich_batch(identity: &Identity, batch: &mut Batch) {
 }
 
 /// Log events as one OTLP logs request under the pod's resource: body, severity, time,
-/// attributes (`k8s.container.name`, `log.iostream`, parsed fields, and for crashes
-/// `exception.type`, `vigil.crash.fingerprint`, `vigil.crash.language`).
+/// attributes (`k8s.container.name`, `log.iostream`, `log.file.path`, parsed fields, and for
+/// crashes OpenTelemetry's `exception.type`, `exception.message` and `exception.stacktrace`
+/// with `vigil.crash.fingerprint`, `vigil.crash.language`, `vigil.crash.frame`,
+/// `vigil.crash.lines`). A crash record's body and `exception.stacktrace` both hold the trace:
+/// the body for log readers, the attribute for tools that follow the conventions.
 pub fn logs_request(identity: &Identity, events: Vec<LogEvent>) -> ExportLogsServiceRequest {
     let observed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -202,21 +207,40 @@ pub fn logs_request_observed_at(
 
 /// One log event as an OTLP log record.
 fn log_record(event: LogEvent, observed_time_unix_nano: u64) -> LogRecord {
-    let mut attributes = Vec::with_capacity(event.attributes.len() + 7);
+    let mut attributes = Vec::with_capacity(event.attributes.len() + 10);
     if !event.container.is_empty() {
         attributes.push(string_attribute("k8s.container.name", &*event.container));
     }
     attributes.push(string_attribute("log.iostream", event.stream.as_str()));
     if let Some(origin) = &event.origin {
-        attributes.push(string_attribute("log.file.path", &*origin.file));
+        attributes.push(string_attribute(FILE_PATH_ATTRIBUTE, &*origin.path));
     }
-    if let Some(crash) = event.crash {
-        attributes.push(string_attribute("exception.type", crash.kind));
+    if let Some(crash) = &event.crash {
+        // What the application logged under these keys itself is kept instead.
+        let own = |key: &str| event.attributes.iter().any(|(k, _)| k == key);
+        let stack = exception::stack_text(&event);
+        if !own("exception.type") {
+            attributes.push(string_attribute("exception.type", &crash.kind));
+        }
+        let message = exception::exception_message(
+            stack.unwrap_or(&event.message),
+            &crash.kind,
+            &crash.language,
+        );
+        if !message.is_empty() && !own("exception.message") {
+            attributes.push(string_attribute("exception.message", message));
+        }
+        if let Some(stack) = stack.filter(|_| !own("exception.stacktrace")) {
+            attributes.push(string_attribute("exception.stacktrace", stack));
+        }
         attributes.push(string_attribute(
             "vigil.crash.fingerprint",
-            crash.fingerprint,
+            &crash.fingerprint,
         ));
-        attributes.push(string_attribute("vigil.crash.language", crash.language));
+        attributes.push(string_attribute("vigil.crash.language", &crash.language));
+        if !crash.frame.is_empty() {
+            attributes.push(string_attribute("vigil.crash.frame", &crash.frame));
+        }
         attributes.push(KeyValue {
             key: "vigil.crash.lines".to_owned(),
             value: Some(AnyValue {

@@ -135,7 +135,8 @@ fn log_events_as_otlp() {
     plain.level = Some(Level::Info);
     plain.attributes.push(("user".into(), "u-42".into()));
     plain.origin = Some(Origin {
-        file: Arc::from("/var/log/pods/shop_checkout_uid/web/0.log"),
+        file: Arc::from("2049:1234#1"),
+        path: Arc::from("/var/log/pods/shop_checkout_uid/web/0.log"),
         start: 0,
         end: 8,
     });
@@ -206,6 +207,142 @@ fn log_events_as_otlp() {
     assert_eq!(
         attribute(&second.attributes, "vigil.crash.lines"),
         Some(&any_value::Value::IntValue(2))
+    );
+    assert_eq!(
+        string_of(&second.attributes, "exception.stacktrace"),
+        Some("Exception in thread \"main\" java.lang.IllegalStateException\n\tat A.b(A.java:1)")
+    );
+    // The trace states no message: no `exception.message`.
+    assert_eq!(attribute(&second.attributes, "exception.message"), None);
+    assert_eq!(
+        string_of(&second.attributes, "vigil.crash.frame"),
+        Some("A.b")
+    );
+}
+
+/// Crash records follow OpenTelemetry's exception conventions, in every language: the
+/// detector sets severity ERROR, or FATAL when the crash ended the program, and the record
+/// carries `exception.type`, `exception.message` (multi-line JVM messages whole),
+/// `exception.stacktrace` (the trace, from the message or from a structured line's stack
+/// field) and the file's real path as `log.file.path`; what the application logged under an
+/// `exception.*` key itself is kept, not doubled.
+#[test]
+fn crash_records_follow_opentelemetry_exception_conventions() {
+    use crate::processors::crash::CrashDetector;
+    let cases: [(&str, &str, &str, i32); 8] = [
+        (
+            "java.lang.IllegalStateException: order 12 missing\n\tat com.shop.Orders.get(Orders.java:3)",
+            "java.lang.IllegalStateException",
+            "order 12 missing",
+            17,
+        ),
+        (
+            "junit.framework.ComparisonFailure: expected:<a\n[b]\n> but was:<a\n[c]\n>\n\tat junit.framework.Assert.assertEquals(Assert.java:100)",
+            "junit.framework.ComparisonFailure",
+            "expected:<a\n[b]\n> but was:<a\n[c]\n>",
+            17,
+        ),
+        (
+            "Exception in thread \"main\" java.lang.OutOfMemoryError: Java heap space\n\tat com.shop.Cache.fill(Cache.java:9)",
+            "java.lang.OutOfMemoryError",
+            "Java heap space",
+            21,
+        ),
+        (
+            "Traceback (most recent call last):\n  File \"/app/shop/cart.py\", line 3, in pay\n    charge()\nValueError: card declined",
+            "ValueError",
+            "card declined",
+            17,
+        ),
+        (
+            "panic: runtime error: index out of range [5] with length 3\n\ngoroutine 1 [running]:\nmain.main()\n\t/app/main.go:8 +0x1d\nexit status 2",
+            "runtime error: index out of range",
+            "runtime error: index out of range [5] with length 3",
+            21,
+        ),
+        (
+            "thread 'main' panicked at src/main.rs:4:5:\nattempt to divide by zero\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace",
+            "panic",
+            "attempt to divide by zero",
+            21,
+        ),
+        (
+            "TypeError: Cannot read properties of undefined (reading 'id')\n    at load (/app/src/accounts.js:41:18)",
+            "TypeError",
+            "Cannot read properties of undefined (reading 'id')",
+            17,
+        ),
+        (
+            "PHP Fatal error:  Uncaught RuntimeException: cart is empty in /var/www/src/Cart.php:20\nStack trace:\n#0 /var/www/src/index.php(5): Cart->pay()\n#1 {main}\n  thrown in /var/www/src/Cart.php on line 20",
+            "RuntimeException",
+            "cart is empty",
+            21,
+        ),
+    ];
+    let detector = CrashDetector::new(&identity(), None);
+    let path = "/var/log/pods/shop_checkout_uid/web/0.log";
+    for (trace, kind, message, severity) in cases {
+        let mut event = LogEvent::line("web", Stream::Stderr, 1, trace);
+        event.lines = trace.lines().count() as u32;
+        event.origin = Some(Origin {
+            file: Arc::from("2049:1234#1"),
+            path: Arc::from(path),
+            start: 0,
+            end: 1,
+        });
+        detector.observe(&mut event).expect(trace);
+        let request = logs_request_observed_at(&identity(), vec![event], 1);
+        let record = &request.resource_logs[0].scope_logs[0].log_records[0];
+        let attributes = &record.attributes;
+        assert_eq!(
+            string_of(attributes, "exception.type"),
+            Some(kind),
+            "{trace}"
+        );
+        assert_eq!(
+            string_of(attributes, "exception.message"),
+            Some(message),
+            "{trace}"
+        );
+        assert_eq!(string_of(attributes, "exception.stacktrace"), Some(trace));
+        assert_eq!(record.severity_number, severity, "{trace}");
+        let text = if severity == 21 { "FATAL" } else { "ERROR" };
+        assert_eq!(record.severity_text, text);
+        assert_eq!(string_of(attributes, "log.file.path"), Some(path));
+        assert_eq!(
+            attributes
+                .iter()
+                .filter(|kv| kv.key == "log.file.path")
+                .count(),
+            1
+        );
+    }
+
+    // A JSON line with the trace in its `stack_trace` field, and its own `exception.type`.
+    let stack = "java.lang.IllegalStateException: order 12 missing\n\tat com.shop.Orders.get(Orders.java:3)";
+    let mut event = LogEvent::line("web", Stream::Stdout, 1, "order lookup failed");
+    event.level = Some(Level::Warn);
+    event.attributes.push(("stack_trace".into(), stack.into()));
+    event
+        .attributes
+        .push(("exception.type".into(), "OrderMissing".into()));
+    detector.observe(&mut event).unwrap();
+    assert_eq!(event.level, Some(Level::Error));
+    let request = logs_request_observed_at(&identity(), vec![event], 1);
+    let attributes = &request.resource_logs[0].scope_logs[0].log_records[0].attributes;
+    assert_eq!(string_of(attributes, "exception.stacktrace"), Some(stack));
+    assert_eq!(
+        string_of(attributes, "exception.message"),
+        Some("order 12 missing")
+    );
+    let types: Vec<_> = attributes
+        .iter()
+        .filter(|kv| kv.key == "exception.type")
+        .collect();
+    assert_eq!(types.len(), 1);
+    assert_eq!(
+        string_of(attributes, "exception.type"),
+        Some("OrderMissing")
     );
 }
 

@@ -78,6 +78,7 @@ impl FakeFile {
         self.offset += 40 + text.len() as u64;
         event.origin = Some(Origin {
             file: self.file.clone(),
+            path: self.file.clone(),
             start,
             end: self.offset,
         });

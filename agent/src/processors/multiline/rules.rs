@@ -174,9 +174,7 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     js_frame_with_props: re(r"(?::\d+\)?|\(native\)|<anonymous>\)?) \{$"),
     // `  code: 'EADDRINUSE',`, `  [cause]: Error: …`, `  'x-id': 1`, nested values four or
     // more spaces in, closing brackets at two.
-    js_prop: re(concat!(
-        r#"^(?:  (?:[\w$'"][^\s:]*|\[[^\]]*\]): |    +\S|  [\]})])"#
-    )),
+    js_prop: re(r#"^(?:  (?:[\w$'"][^\s:]*|\[[^\]]*\]): |    +\S|  [\]})])"#),
     browser_frame: re(r"^[^\s@]*@\S+:\d+(?::\d+)?\s*$"),
     java_more: re(r"^\s*\.\.\. \d+ (?:more|common frames omitted)"),
     python_error: re(r"^[A-Za-z_][\w.]*(?::.*)?$"),

@@ -80,6 +80,7 @@ impl FakeFile {
         self.time += 1_000;
         event.origin = Some(Origin {
             file: self.file.clone(),
+            path: self.file.clone(),
             start,
             end: self.offset,
         });

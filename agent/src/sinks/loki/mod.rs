@@ -5,7 +5,8 @@
 //! `level`, and `crash="true"` on crash records. Everything else a record carries — its parsed
 //! fields, the crash fingerprint, exception type and language, trace and span ids — travels as
 //! structured metadata (Loki 3, or 2.9 with `allow_structured_metadata`), with dots in names
-//! replaced by underscores. Entries are sorted by time within each stream.
+//! replaced by underscores; a crash's `exception.stacktrace` that repeats the line is left out
+//! (Loki bounds metadata per entry). Entries are sorted by time within each stream.
 
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,8 @@ pub const SIGNALS: &[Signal] = &[Signal::Logs];
 const CRASH_FINGERPRINT: &str = "vigil.crash.fingerprint";
 /// Record or resource attribute holding the container name.
 const CONTAINER: &str = "k8s.container.name";
+/// Record attribute holding a crash's stack trace (OpenTelemetry's exception conventions).
+const STACKTRACE: &str = "exception.stacktrace";
 
 /// A Loki exporter.
 #[derive(Debug)]
@@ -176,17 +179,20 @@ fn add_logs(
                     // Loki refuses streams without labels.
                     labels.insert("job", "vigil-agent".to_owned());
                 }
+                let line = any_value_text(record.body.as_ref()).into_owned();
+                let metadata = structured_metadata(
+                    &record.attributes,
+                    &line,
+                    &record.trace_id,
+                    &record.span_id,
+                );
                 let entry = Entry {
                     time_unix_nano: log_time_unix_nano(
                         record.time_unix_nano,
                         record.observed_time_unix_nano,
                     ),
-                    line: any_value_text(record.body.as_ref()).into_owned(),
-                    metadata: structured_metadata(
-                        &record.attributes,
-                        &record.trace_id,
-                        &record.span_id,
-                    ),
+                    line,
+                    metadata,
                 };
                 streams.entry(labels).or_default().push(entry);
             }
@@ -194,8 +200,11 @@ fn add_logs(
     }
 }
 
+/// The record's attributes as structured metadata; an `exception.stacktrace` that repeats the
+/// line is left out (the line carries it, and Loki bounds metadata per entry).
 fn structured_metadata(
     attributes: &[KeyValue],
+    line: &str,
     trace_id: &[u8],
     span_id: &[u8],
 ) -> BTreeMap<String, String> {
@@ -205,6 +214,9 @@ fn structured_metadata(
             continue;
         }
         let value = any_value_text(kv.value.as_ref());
+        if kv.key == STACKTRACE && value == line {
+            continue;
+        }
         if !value.is_empty() {
             metadata.insert(kv.key.replace('.', "_"), value.into_owned());
         }

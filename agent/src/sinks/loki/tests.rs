@@ -23,11 +23,16 @@ const CRASH: &[(&str, &str)] = &[
     ("vigil.crash.fingerprint", "0123456789abcdef"),
     ("exception.type", "java.lang.NullPointerException"),
     ("vigil.crash.language", "java"),
+    ("exception.message", "name is null"),
+    (
+        "exception.stacktrace",
+        "java.lang.NullPointerException: name is null\n\tat A.b(A.java:1)",
+    ),
 ];
 
 /// Records become streams with only low-cardinality labels (namespace, app, pod, container,
-/// level, crash); the fingerprint and parsed fields travel as structured metadata; entries are
-/// in time order within a stream.
+/// level, crash); the fingerprint and parsed fields travel as structured metadata (a stack
+/// trace that repeats the line does not); entries are in time order within a stream.
 #[test]
 fn streams_have_low_cardinality_labels_and_sorted_entries() {
     let batches = [
@@ -43,7 +48,7 @@ fn streams_have_low_cardinality_labels_and_sorted_entries() {
                 ),
                 log_record(
                     5_000,
-                    "java.lang.NullPointerException\n\tat A.b(A.java:1)",
+                    "java.lang.NullPointerException: name is null\n\tat A.b(A.java:1)",
                     "ERROR",
                     CRASH,
                 ),
@@ -98,6 +103,9 @@ fn streams_have_low_cardinality_labels_and_sorted_entries() {
         "java.lang.NullPointerException"
     );
     assert!(!metadata.contains_key("k8s_container_name"));
+    // The stack trace is the line itself: not repeated in the metadata.
+    assert_eq!(metadata.get("exception_message").unwrap(), "name is null");
+    assert!(!metadata.contains_key("exception_stacktrace"));
 
     let json = serde_json::to_value(&push).unwrap();
     let entry = &json["streams"][0]["values"][0];

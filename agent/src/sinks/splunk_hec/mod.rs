@@ -4,7 +4,8 @@
 //!
 //! Each event: `time` (seconds with millisecond decimals), `host` (the node), `source`
 //! (`<pod>/<container>`), `sourcetype` (configured, default `vigil`), `index` (when configured),
-//! `event` (the log line, or `{"message": line, ...fields}` when the record has parsed fields)
+//! `event` (the log line, or `{"message": line, ...fields}` when the record has parsed fields;
+//! a crash's `exception.stacktrace` that repeats the line is not sent twice)
 //! and indexed `fields` for the low-cardinality identity: `namespace`, `app`, `pod`, `container`,
 //! `stream`, `level`, and on crash records `crash_fingerprint`, `exception_type`, `crash_language`.
 //!
@@ -138,9 +139,17 @@ impl SplunkHecSink {
                 for record in &scope.log_records {
                     let mut fields = resource_fields.clone();
                     let mut extra = Map::new();
+                    let line_value = record.body.as_ref().and_then(|b| b.value.as_ref());
                     for kv in &record.attributes {
-                        let value =
-                            any_value_json(kv.value.as_ref().and_then(|v| v.value.as_ref()));
+                        let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                        // A stack trace that repeats the body is sent once, as the message.
+                        if kv.key == "exception.stacktrace"
+                            && value.is_some()
+                            && value == line_value
+                        {
+                            continue;
+                        }
+                        let value = any_value_json(value);
                         let indexed = match kv.key.as_str() {
                             "k8s.container.name" => Some("container"),
                             "log.iostream" => Some("stream"),

@@ -80,6 +80,8 @@ async fn events_on_the_wire() {
                     ("vigil.crash.fingerprint", "fedcba9876543210"),
                     ("exception.type", "panic"),
                     ("vigil.crash.language", "go"),
+                    // The body itself: sent once.
+                    ("exception.stacktrace", "panic: boom"),
                 ],
             )],
         ),

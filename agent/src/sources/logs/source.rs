@@ -46,7 +46,7 @@ pub const READ_BUDGET_PER_FILE: usize = 1024 * 1024;
 pub const MULTILINE_MAX_LINES: usize = crate::processors::multiline::DEFAULT_MAX_LINES;
 /// How long an open multi-line event waits for its next line.
 pub const MULTILINE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Attribute naming the file of events read from `files` globs.
+/// Log record attribute naming the file an event was read from (its [`Origin::path`]).
 pub const FILE_PATH_ATTRIBUTE: &str = "log.file.path";
 
 /// What one [`LogSource::poll`] did.
@@ -66,8 +66,8 @@ struct FileLabels {
     /// The file's key in event origins; a new key after a truncation.
     key: Arc<str>,
     container: Arc<str>,
-    /// Set for files from `files` globs.
-    file_path: Option<Arc<str>>,
+    /// The file's path when it was opened.
+    path: Arc<str>,
 }
 
 /// A file that vanished from discovery (renamed away or deleted).
@@ -166,7 +166,7 @@ impl Stage {
             LogFormat::Logfmt => parse_logfmt(&text),
             LogFormat::Text => None,
         };
-        let (message, level, time, mut attributes) = match fields {
+        let (message, level, time, attributes) = match fields {
             Some(fields) => {
                 let message = fields.message.unwrap_or_else(|| text.into_owned());
                 let level = fields.level.or_else(|| infer_level(&message));
@@ -178,9 +178,6 @@ impl Stage {
                 (message, level, None, Vec::new())
             }
         };
-        if let Some(path) = &labels.file_path {
-            attributes.push((FILE_PATH_ATTRIBUTE.to_owned(), path.to_string()));
-        }
         LogEvent {
             time_unix_nano: time.or(record.time_unix_nano).unwrap_or(self.read_time),
             container: labels.container.clone(),
@@ -192,6 +189,7 @@ impl Stage {
             crash: None,
             origin: Some(Origin {
                 file: labels.key.clone(),
+                path: labels.path.clone(),
                 start: record.start,
                 end: record.end,
             }),
@@ -552,20 +550,16 @@ impl LogSource {
         rank: u64,
         reader: FileReader,
     ) -> Tailed {
-        let (container, file_path, format) = match origin {
-            FoundIn::Container(name) => (name.clone(), None, LineFormat::Runtime),
-            FoundIn::Glob => (
-                Arc::from(""),
-                Some(Arc::from(path.to_string_lossy().as_ref())),
-                LineFormat::Plain,
-            ),
+        let (container, format) = match origin {
+            FoundIn::Container(name) => (name.clone(), LineFormat::Runtime),
+            FoundIn::Glob => (Arc::from(""), LineFormat::Plain),
         };
         Tailed {
             id,
             labels: FileLabels {
                 key: self.new_key(id),
                 container,
-                file_path,
+                path: Arc::from(path.to_string_lossy().as_ref()),
             },
             path,
             lineage,

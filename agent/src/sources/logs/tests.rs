@@ -162,6 +162,9 @@ fn cri_lines_and_fragments_across_reads() {
     assert_eq!(events[0].stream, Stream::Stderr);
     assert_eq!(events[1].stream, Stream::Stdout);
     let origin = events[1].origin.as_ref().unwrap();
+    // The file's path, for `log.file.path` (the key is the tailer's own).
+    assert_eq!(&*origin.path, log.to_string_lossy());
+    assert_ne!(origin.file, origin.path);
     assert_eq!(origin.start, cri("stdout", "F", "first").len() as u64);
     assert_eq!(origin.end, fs::metadata(&log).unwrap().len());
 }
@@ -234,12 +237,9 @@ fn copy_truncate_rotation_loses_and_repeats_nothing() {
     }
     assert_eq!(messages(&events), expected(0..400));
     let path = log.display().to_string();
-    assert!(
-        events
-            .iter()
-            .all(|e| e.attribute(FILE_PATH_ATTRIBUTE) == Some(path.as_str())
-                && e.container.is_empty())
-    );
+    assert!(events.iter().all(
+        |e| e.origin.as_ref().map(|o| &*o.path) == Some(path.as_str()) && e.container.is_empty()
+    ));
 }
 
 /// A restart resumes at the checkpoint: events handed out but not delivered, a held `P`
