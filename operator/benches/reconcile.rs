@@ -19,7 +19,6 @@
 )]
 
 #[path = "../tests/support/fake_api/mod.rs"]
-#[allow(dead_code, reason = "test support: the benchmark uses part of it")]
 mod fake_api;
 
 use std::sync::Arc;

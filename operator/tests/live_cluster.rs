@@ -511,7 +511,7 @@ async fn chart_operator_and_examples_in_a_served_api() {
 
     // The API server really checks the webhook's certificate: a CA other than the operator's,
     // or a service name the certificate does not carry, fails the call.
-    check_webhook_tls(&server, NAMESPACE, service_name, webhook_port).await;
+    check_webhook_tls(server, NAMESPACE, service_name, webhook_port).await;
 
     // The banking example, applied by kubectl; every Vigil object passes /validate.
     create_namespace(dir, "banking").await;

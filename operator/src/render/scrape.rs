@@ -505,7 +505,7 @@ pub fn scrape_configs(inv: &Inventory) -> Vec<Value> {
 /// port filter runs first. No endpoint honours the pod's labels.
 pub fn pod_monitors(app: &MonitoredApp) -> Vec<Value> {
     let (ns, name) = (namespace_of(app), app.name_any());
-    let identity = vec![Relabel::set("app", &name), version_relabel(app)];
+    let identity = [Relabel::set("app", &name), version_relabel(app)];
     let monitor = |object_name: String, endpoint: Value| {
         json!({
             "apiVersion": "monitoring.coreos.com/v1",
