@@ -262,6 +262,12 @@ fn retryable_hec_code(code: i64) -> bool {
     matches!(code, 8 | 9 | 18 | 19 | 23)
 }
 
+/// HEC codes of a refused token: disabled, required, invalid authorization, invalid token.
+/// Retried like a 401: the token may be fixed or rotated, and the data stays buffered.
+fn auth_hec_code(code: i64) -> bool {
+    matches!(code, 1..=4)
+}
+
 /// The error a failed HEC request maps to: by HEC code when the body has one, else by status.
 fn hec_error(
     status: StatusCode,
@@ -276,6 +282,11 @@ fn hec_error(
         answer.code,
         body_excerpt(answer.text.as_bytes())
     );
+    if auth_hec_code(answer.code)
+        || matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+    {
+        return http::auth_failed(reason, retry_after);
+    }
     if retryable_hec_code(answer.code) || status == StatusCode::TOO_MANY_REQUESTS {
         SendError::Retryable {
             reason,

@@ -131,7 +131,9 @@ async fn hec_error_codes() {
             .header("retry-after", "12")
             .body(r#"{"text":"Server is busy","code":9}"#),
     );
-    server.reply_next(Reply::status(403).body(r#"{"text":"Invalid token","code":4}"#));
+    server.reply_next(
+        Reply::status(403).body(r#"{"text":"Invalid token hec-secret-value","code":4}"#),
+    );
     let batch = [logs_batch(POD_RESOURCE, vec![log_record(1, "x", "", &[])])];
     let e = sink.send(&batch).await.unwrap_err();
     assert!(
@@ -139,8 +141,10 @@ async fn hec_error_codes() {
         "{e:?}"
     );
     assert!(e.to_string().contains("Server is busy"), "{e}");
+    // A refused token is retried (the data stays buffered), saying authentication failed.
     let e = sink.send(&batch).await.unwrap_err();
-    assert!(matches!(e, SendError::Permanent { .. }), "{e:?}");
+    assert!(matches!(e, SendError::Retryable { .. }), "{e:?}");
+    assert!(e.to_string().contains("authentication failed"), "{e}");
     assert!(e.to_string().contains("code 4"), "{e}");
     for text in [e.to_string(), format!("{e:?}"), format!("{sink:?}")] {
         assert!(!text.contains("hec-secret-value"), "token leaked: {text}");
