@@ -829,13 +829,22 @@ async fn start(certs: &WebhookCerts) -> Running {
 
 /// A server that drains for `drain` after it is told to stop.
 async fn start_draining(certs: &WebhookCerts, drain: Duration) -> Running {
+    start_with(certs, drain, server::ConnectionLimits::default()).await
+}
+
+/// A server with the given drain period and connection limits.
+async fn start_with(
+    certs: &WebhookCerts,
+    drain: Duration,
+    limits: server::ConnectionLimits,
+) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let resolver = Arc::new(ServingCertResolver::new());
     resolver.set(&certs.serving).unwrap();
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(
+    let task = tokio::spawn(server::serve_with_limits(
         listener,
         Arc::new(webhook(vec![checkout()], true)),
         resolver.clone(),
@@ -844,6 +853,7 @@ async fn start_draining(certs: &WebhookCerts, drain: Duration) -> Running {
             let _ = stopped.await;
         },
         drain,
+        limits,
     ));
     Running {
         addr,
@@ -1040,5 +1050,190 @@ async fn renewed_certificate_is_served_without_restart() {
         served_cert(&second, &server.url("/healthz")).await,
         der(&renewed.serving.cert_pem)
     );
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow and idle connections
+
+/// A raw TLS connection to `addr` trusting `ca_pem`, offering `alpn`.
+async fn tls_connect(
+    ca_pem: &str,
+    addr: SocketAddr,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(der.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(HOST.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// Sends `first`, then one byte of `trickle` every `every` (cycling), reading whatever the
+/// server answers, until the server closes the connection; returns how long that took and what
+/// the server sent, or `None` if it was still open after `give_up`.
+async fn held_open(
+    mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    first: &[u8],
+    trickle: &[u8],
+    every: Duration,
+    give_up: Duration,
+) -> Option<(Duration, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    if tls.write_all(first).await.is_err() || tls.flush().await.is_err() {
+        return Some((started.elapsed(), answer));
+    }
+    let mut next = trickle.iter().cycle();
+    let mut buf = [0u8; 4096];
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        if started.elapsed() > give_up {
+            return None;
+        }
+        tokio::select! {
+            read = tls.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return Some((started.elapsed(), answer)),
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            },
+            _ = tick.tick() => {
+                if let Some(&b) = next.next() {
+                    if tls.write_all(&[b]).await.is_err() || tls.flush().await.is_err() {
+                        return Some((started.elapsed(), answer));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Slowloris: connections that send an HTTP/1.1 request's headers a byte at a time are closed
+/// once the header read timeout has passed, all of them, while the server keeps answering.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let certs = issue_certs();
+    let limits = server::ConnectionLimits {
+        header_read: Duration::from_secs(1),
+        idle: Duration::from_secs(60),
+        ..server::ConnectionLimits::default()
+    };
+    let server = start_with(&certs, Duration::ZERO, limits).await;
+    let ca = certs.bundle_pem();
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let tls = tls_connect(&ca, server.addr, b"http/1.1").await;
+        slow.push(tokio::spawn(held_open(
+            tls,
+            b"POST /validate HTTP/1.1\r\nHost: vigil\r\n",
+            b"X-Slow: a\r\n",
+            Duration::from_millis(200),
+            Duration::from_secs(8),
+        )));
+    }
+    let client = https_client(&ca, server.addr);
+    let health = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    for conn in slow {
+        let (after, _) = conn
+            .await
+            .unwrap()
+            .expect("slow headers still open after 8 s");
+        assert!(
+            after < Duration::from_secs(4),
+            "closed only after {after:?}"
+        );
+    }
+    server.stop().await;
+}
+
+/// A connection with no request in flight is closed after the idle timeout: an HTTP/1.1
+/// keep-alive connection after its request, and an HTTP/2 connection that only sent its
+/// preface. A request is answered normally before that.
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let certs = issue_certs();
+    let limits = server::ConnectionLimits {
+        idle: Duration::from_secs(1),
+        ..server::ConnectionLimits::default()
+    };
+    let server = start_with(&certs, Duration::ZERO, limits).await;
+    let ca = certs.bundle_pem();
+
+    let h1 = tls_connect(&ca, server.addr, b"http/1.1").await;
+    let kept_alive = held_open(
+        h1,
+        b"GET /healthz HTTP/1.1\r\nHost: vigil\r\n\r\n",
+        b"",
+        Duration::from_millis(100),
+        Duration::from_secs(8),
+    );
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // an empty SETTINGS frame
+    let h2 = tls_connect(&ca, server.addr, b"h2").await;
+    let preface_only = held_open(
+        h2,
+        &preface,
+        b"",
+        Duration::from_millis(100),
+        Duration::from_secs(8),
+    );
+    let (h1, h2) = tokio::join!(kept_alive, preface_only);
+    let (after, answer) = h1.expect("idle HTTP/1.1 connection still open after 8 s");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        after < Duration::from_secs(4),
+        "HTTP/1.1 closed after {after:?}"
+    );
+    let (after, _) = h2.expect("idle HTTP/2 connection still open after 8 s");
+    assert!(
+        after < Duration::from_secs(4),
+        "HTTP/2 closed after {after:?}"
+    );
+    server.stop().await;
+}
+
+/// A request body sent a byte at a time gets 408 once the body read timeout has passed, and
+/// the connection is closed.
+#[tokio::test]
+async fn slow_bodies_time_out() {
+    let certs = issue_certs();
+    let limits = server::ConnectionLimits {
+        body_read: Duration::from_secs(1),
+        idle: Duration::from_secs(60),
+        ..server::ConnectionLimits::default()
+    };
+    let server = start_with(&certs, Duration::ZERO, limits).await;
+    let tls = tls_connect(&certs.bundle_pem(), server.addr, b"http/1.1").await;
+    let (after, answer) = held_open(
+        tls,
+        b"POST /validate HTTP/1.1\r\nHost: vigil\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n{",
+        b" ",
+        Duration::from_millis(200),
+        Duration::from_secs(8),
+    )
+    .await
+    .expect("slow body still open after 8 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(after < Duration::from_secs(4), "closed after {after:?}");
     server.stop().await;
 }
