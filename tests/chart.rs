@@ -5,7 +5,8 @@
 //! fail-open pod webhook, least-privilege RBAC that also works where
 //! `OwnerReferencesPermissionEnforcement` runs, aggregated user roles, safe rollouts, and flags
 //! that agree with the objects they name. RBAC is checked in `chart/rbac.rs`, the operator's pod
-//! (security contexts, images, injection mode, drain) in `chart/operator_pod.rs`.
+//! (security contexts, images, injection mode, drain) in `chart/operator_pod.rs`, the optional
+//! NetworkPolicy in `chart/network_policy.rs`.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -13,6 +14,8 @@
     reason = "test code: a failed step must fail the test with its message"
 )]
 
+#[path = "chart/network_policy.rs"]
+mod network_policy;
 #[path = "chart/operator_pod.rs"]
 mod operator_pod;
 #[path = "chart/pod_security.rs"]
@@ -588,6 +591,12 @@ fn schema_rejects_bad_values() {
         ("prometheus.reloadUrl=https://prometheus:9090", "reloadUrl"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("serviceMonitor.enabled=yes", "enabled"),
+        ("networkPolicy.enabled=yes", "enabled"),
+        ("networkPolicy.webhookFrom=everyone", "webhookFrom"),
+        (
+            "networkPolicy.metricsNamespaceSelector=monitoring",
+            "metricsNamespaceSelector",
+        ),
         ("webhook.certManager.issuerRef.kind=Vault", "kind"),
         ("replica=2", "replica"),
     ] {
