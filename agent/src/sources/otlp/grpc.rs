@@ -107,7 +107,31 @@ async fn export<S: ExportSignal>(
         receiver,
         signal: PhantomData,
     };
-    Ok(grpc.unary(method, request).await)
+    Ok(size_errors_are_permanent(grpc.unary(method, request).await))
+}
+
+/// tonic answers a request over the size limit with `OUT_OF_RANGE` (or, when it is over the
+/// limit once decompressed, `RESOURCE_EXHAUSTED` without `RetryInfo`), codes OTLP SDKs retry;
+/// the same request would only be refused again, so the answer is `INVALID_ARGUMENT`, the
+/// non-retryable code the OTLP specification prescribes for a request that cannot be processed
+/// (as HTTP answers 413, also not retried).
+fn size_errors_are_permanent(response: http::Response<Body>) -> http::Response<Body> {
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    let too_large = status.code() == Code::OutOfRange
+        || (status.code() == Code::ResourceExhausted
+            && status
+                .message()
+                .starts_with("Error decompressing: size limit"));
+    if !too_large {
+        return response;
+    }
+    Status::invalid_argument(format!(
+        "the request is larger than {MAX_REQUEST_BYTES} bytes: send smaller batches ({})",
+        status.message()
+    ))
+    .into_http()
 }
 
 /// What differs between the three services.
@@ -188,9 +212,10 @@ impl<S: ExportSignal> UnaryService<Bytes> for ExportMethod<S> {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let body = request.into_inner();
-        // A body that does not decode is refused as tonic's protobuf codec refuses it.
+        // A body that does not decode is the client's error, never worth retrying: OTLP/HTTP
+        // answers it 400, gRPC `INVALID_ARGUMENT`.
         let result = S::Request::decode(body.as_ref())
-            .map_err(|e| Status::internal(e.to_string()))
+            .map_err(|e| Status::invalid_argument(format!("the request does not decode: {e}")))
             .and_then(|decoded| {
                 self.receiver
                     .ingest(

@@ -164,7 +164,8 @@ async fn bad_requests_get_otlp_status_codes_and_the_server_keeps_serving() {
     agent.stop().await;
 }
 
-/// A gRPC request over the 16 MiB limit is refused, and the next one is served.
+/// A gRPC request over the 16 MiB limit is refused as permanent (`INVALID_ARGUMENT`, which
+/// OTLP SDKs do not retry, not `OUT_OF_RANGE`, which they do), and the next one is served.
 #[tokio::test]
 async fn oversized_grpc_request_is_refused_and_the_server_keeps_serving() {
     let mut agent = TestAgent::start(Setup::new("sink_grpc_oversize")).await;
@@ -180,9 +181,62 @@ async fn oversized_grpc_request_is_refused_and_the_server_keeps_serving() {
         ..Default::default()
     });
     let refused = client.export(traces_request(vec![big])).await.unwrap_err();
-    assert_ne!(refused.code(), tonic::Code::Ok);
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("smaller batches"), "{refused:?}");
     client
         .export(traces_request(vec![span([5; 16], 2, "fits")]))
+        .await
+        .unwrap();
+    let batches = agent.stored_until(|b| !b.is_empty()).await;
+    assert_eq!(spans(&batches)[0].1.name, "fits");
+    agent.stop().await;
+}
+
+/// Sends one gRPC message (`compressed`: flagged gzip) to the trace `Export` method over
+/// HTTP/2 and returns the answer's `grpc-status` and `grpc-message`.
+async fn raw_grpc_export(agent: &TestAgent, message: &[u8], compressed: bool) -> (String, String) {
+    let mut frame = vec![u8::from(compressed)];
+    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(message);
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut request = client
+        .post(format!(
+            "http://{}/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            agent.grpc
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if compressed {
+        request = request.header("grpc-encoding", "gzip");
+    }
+    let response = request.body(frame).send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    (header("grpc-status"), header("grpc-message"))
+}
+
+/// A gRPC body that is not protobuf, and a gzip body over the limit once decompressed, are
+/// refused with `INVALID_ARGUMENT` (permanent, as OTLP/HTTP answers 400/413), not `INTERNAL` or
+/// `RESOURCE_EXHAUSTED`; the server keeps serving.
+#[tokio::test]
+async fn malformed_and_inflated_grpc_requests_are_invalid_arguments() {
+    let mut agent = TestAgent::start(Setup::new("sink_grpc_malformed")).await;
+    let (code, message) = raw_grpc_export(&agent, &[0xff, 0xff, 0xff, 0x0f, 0x01], false).await;
+    assert_eq!(code, "3", "malformed protobuf: {message}");
+    let inflated = gzip(&vec![0u8; 17 << 20]);
+    let (code, message) = raw_grpc_export(&agent, &inflated, true).await;
+    assert_eq!(code, "3", "inflated over the limit: {message}");
+    grpc_client(&agent)
+        .await
+        .export(traces_request(vec![span([6; 16], 1, "fits")]))
         .await
         .unwrap();
     let batches = agent.stored_until(|b| !b.is_empty()).await;
