@@ -211,8 +211,22 @@ fn to_json<T: Serialize>(object: &T) -> serde_json::Value {
     serde_json::to_value(object).unwrap_or(serde_json::Value::Null)
 }
 
+/// Mode of every rendered file: readable by all (Prometheus, Alertmanager and Grafana often run
+/// as other users), writable by the owner only, whatever the umask.
+const FILE_MODE: u32 = 0o644;
+/// Mode of every rendered directory, the output directory included.
+const DIR_MODE: u32 = 0o755;
+
+/// Sets `path`'s permission bits to exactly `mode` (the umask only ever removes bits, and a
+/// umask of 000 would leave files world-writable).
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
 /// Writes the bundle to `dir`, replacing its previous content only once every file is written:
-/// files go to a staging directory beside `dir`, which then takes `dir`'s place.
+/// files go to a staging directory beside `dir`, which then takes `dir`'s place. Files get mode
+/// 0644 and directories 0755, whatever the umask.
 pub fn write(bundle: &Bundle, dir: &Path) -> io::Result<()> {
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -222,12 +236,23 @@ pub fn write(bundle: &Bundle, dir: &Path) -> io::Result<()> {
     let staging = tempfile::Builder::new()
         .prefix(".vigil-render-")
         .tempdir_in(&parent)?;
+    set_mode(staging.path(), DIR_MODE)?;
     for (path, bytes) in &bundle.files {
         let target = staging.path().join(path);
         if let Some(folder) = target.parent() {
             std::fs::create_dir_all(folder)?;
+            // Every folder between the staging directory and the file, each set explicitly.
+            let mut current = folder;
+            while current != staging.path() {
+                set_mode(current, DIR_MODE)?;
+                match current.parent() {
+                    Some(up) => current = up,
+                    None => break,
+                }
+            }
         }
         std::fs::write(&target, bytes)?;
+        set_mode(&target, FILE_MODE)?;
     }
     let staged = staging.keep();
     if dir.exists() {

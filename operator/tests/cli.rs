@@ -68,6 +68,40 @@ fn render_writes_the_documented_layout() {
     }
 }
 
+/// `render` output is readable by all and writable by its owner only, even under umask 000:
+/// every file 0644, every directory (the output directory too) 0755.
+#[test]
+fn render_output_is_not_world_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("out");
+    let out = Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_vigil-operator"))
+        .args(["render", "-f", "examples/banking", "-o"])
+        .arg(&dir)
+        .current_dir(repo_root())
+        .output()
+        .expect("vigil-operator runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut pending = vec![dir];
+    let mut files = 0;
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::metadata(&path).expect("metadata");
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o755, "{} is {mode:o}", path.display());
+            for entry in std::fs::read_dir(&path).expect("read_dir") {
+                pending.push(entry.expect("entry").path());
+            }
+        } else {
+            assert_eq!(mode, 0o644, "{} is {mode:o}", path.display());
+            files += 1;
+        }
+    }
+    assert!(files > 5, "only {files} files rendered");
+}
+
 /// Invalid input: non-zero exit, one line per problem naming file, object and field, and the
 /// previous content of the output directory left exactly as it was.
 #[test]
