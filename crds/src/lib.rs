@@ -9,6 +9,7 @@ pub mod agent_config;
 pub mod alert_policy;
 mod bounds;
 pub mod common;
+pub mod crash_users;
 pub mod dashboard_view;
 pub mod monitored_app;
 pub mod slo;

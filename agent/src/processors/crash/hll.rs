@@ -9,8 +9,15 @@
 //! bias tables nor the linear-counting switch of HyperLogLog++ and is accurate over the whole
 //! range. Sketches merge register by register, so the per-minute sketches of the active-user
 //! window combine without loss.
+//!
+//! [`CrashUserWindow`] is the small sketch Prometheus merges across pods
+//! (`vigil_crash_users_register`, see `vigil_crds::crash_users`): 64 registers per minute over
+//! the last hour, fed with a hash that is the same in every pod and agent version.
 
 use std::hash::{Hash, Hasher};
+
+use sha2::{Digest, Sha256};
+use vigil_crds::crash_users::{REGISTERS as USER_REGISTERS, REGISTER_BITS, WINDOW_MINUTES};
 
 /// Register index bits.
 pub(crate) const PRECISION: u32 = 12;
@@ -153,5 +160,75 @@ fn tau(mut x: f64) -> f64 {
         if z == previous {
             return z / 3.0;
         }
+    }
+}
+
+/// The hash the cross-pod user registers count by: the first 8 bytes (big-endian) of the
+/// SHA-256 of the value, so that every pod and every agent version agree on it.
+pub(crate) fn stable_hash(value: &str) -> u64 {
+    let digest = Sha256::digest(value.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The 64 registers of the cross-pod sketch: the largest rank seen in each.
+pub(crate) type UserRegisters = [u8; USER_REGISTERS];
+
+/// Adds `hash` to `registers`: its top bits pick the register, which keeps the largest rank
+/// (leading zeros of the remaining bits, plus one).
+pub(crate) fn add_to_user_registers(registers: &mut UserRegisters, hash: u64) {
+    let index = (hash >> (64 - REGISTER_BITS)) as usize;
+    let rest = hash << REGISTER_BITS;
+    let max_rank = 64 - REGISTER_BITS + 1;
+    let rank = (rest.leading_zeros() + 1).min(max_rank) as u8;
+    if let Some(register) = registers.get_mut(index) {
+        *register = (*register).max(rank);
+    }
+}
+
+/// Users of crash events over the last [`WINDOW_MINUTES`] minutes, as mergeable registers:
+/// one set per minute (4.6 KiB in all), merged when read.
+#[derive(Debug)]
+pub(crate) struct CrashUserWindow {
+    /// (minute since the epoch, registers of that minute), indexed by minute modulo the window.
+    slots: Vec<(i64, UserRegisters)>,
+}
+
+impl Default for CrashUserWindow {
+    fn default() -> Self {
+        CrashUserWindow {
+            slots: vec![(i64::MIN, [0; USER_REGISTERS]); WINDOW_MINUTES as usize],
+        }
+    }
+}
+
+impl CrashUserWindow {
+    /// Counts the user with [`stable_hash`] `hash` at `now_ms`.
+    pub(crate) fn insert(&mut self, now_ms: i64, hash: u64) {
+        let minute = now_ms.div_euclid(60_000);
+        let len = self.slots.len() as i64;
+        if let Some(slot) = self.slots.get_mut(minute.rem_euclid(len) as usize) {
+            if slot.0 != minute {
+                *slot = (minute, [0; USER_REGISTERS]);
+            }
+            add_to_user_registers(&mut slot.1, hash);
+        }
+    }
+
+    /// The registers of the window ending at `now_ms`.
+    pub(crate) fn registers(&self, now_ms: i64) -> UserRegisters {
+        let minute = now_ms.div_euclid(60_000);
+        let mut merged = [0; USER_REGISTERS];
+        for (slot_minute, registers) in &self.slots {
+            if *slot_minute <= minute
+                && minute.saturating_sub(*slot_minute) < self.slots.len() as i64
+            {
+                for (m, r) in merged.iter_mut().zip(registers) {
+                    *m = (*m).max(*r);
+                }
+            }
+        }
+        merged
     }
 }

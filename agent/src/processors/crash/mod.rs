@@ -16,6 +16,11 @@
 //!   fingerprint, so it adds no series), for alerts to show where it crashed.
 //! - `vigil_crash_affected_users{namespace,app,version,fingerprint}`: distinct values of the
 //!   configured user field among the crash events of a fingerprint.
+//! - `vigil_crash_users_register{namespace,app,version,register}`: the users of the app's crash
+//!   events over the last hour (all fingerprints) as 64 HyperLogLog registers, which PromQL
+//!   merges across pods into one distinct count (`vigil_crds::crash_users`: the expression,
+//!   window and error bound). Summing `vigil_crash_affected_users` across pods or fingerprints
+//!   counts a user once per pod and fingerprint; these do not.
 //! - `vigil_active_users{namespace,app}`: distinct users seen in any event over the last five
 //!   minutes (one sketch per minute, merged when read).
 //!
@@ -31,20 +36,24 @@ pub(crate) mod hll;
 pub(crate) mod in_app;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod users_tests;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 
+use vigil_crds::crash_users::{REGISTERS, REGISTER_METRIC};
+
 use crate::event::{CrashInfo, LogEvent};
 use crate::identity::Identity;
 use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
 use analyse::Analysis;
-use hll::DistinctCounter;
+use hll::{CrashUserWindow, DistinctCounter};
 pub use in_app::AppPackages;
 
 /// Most fingerprints tracked one by one; further new ones are counted as `other`.
@@ -61,6 +70,10 @@ pub const FINGERPRINT_ATTRIBUTE: &str = "vigil.crash.fingerprint";
 
 /// Longest `frame` label value, in characters.
 const MAX_FRAME_LABEL_LEN: usize = 200;
+
+/// `register` label values, `"0"` to `"63"`.
+static REGISTER_LABELS: LazyLock<[String; REGISTERS]> =
+    LazyLock::new(|| std::array::from_fn(|i| i.to_string()));
 
 /// Counts of one fingerprint.
 #[derive(Debug, Default)]
@@ -107,10 +120,13 @@ struct CrashCounts {
     fingerprints: BTreeMap<String, FingerprintCounts>,
     overflow: Option<FingerprintCounts>,
     active: ActiveUsers,
+    /// Users of any crash over the last hour, mergeable across pods.
+    crash_users: CrashUserWindow,
 }
 
 impl CrashCounts {
-    fn record(&mut self, crash: &CrashInfo, user: Option<u64>) {
+    /// Counts a crash; `user` is the user's (local hash, [`hll::stable_hash`]).
+    fn record(&mut self, crash: &CrashInfo, user: Option<(u64, u64)>, now_ms: i64) {
         let counts = if self.fingerprints.contains_key(&crash.fingerprint)
             || self.fingerprints.len() < MAX_FINGERPRINTS
         {
@@ -131,8 +147,9 @@ impl CrashCounts {
             })
         };
         counts.crashes += 1;
-        if let Some(user) = user {
+        if let Some((user, stable)) = user {
             counts.users.insert(user);
+            self.crash_users.insert(now_ms, stable);
         }
     }
 
@@ -209,18 +226,26 @@ impl CrashDetector {
             .user_field
             .as_deref()
             .and_then(|field| event.attribute(field))
-            .filter(|user| !user.is_empty())
-            .map(hll::hash_value);
+            .filter(|user| !user.is_empty());
         let crash = analyse::analyse_event(event).map(|found| self.crash_info(&found));
         if user.is_none() && crash.is_none() {
             return None;
         }
+        // The stable hash (SHA-256) only for crashes: ordinary lines need the local one.
+        let user = user.map(|u| {
+            let stable = if crash.is_some() {
+                hll::stable_hash(u)
+            } else {
+                0
+            };
+            (hll::hash_value(u), stable)
+        });
         let mut counts = self.lock();
-        if let Some(user) = user {
+        if let Some((user, _)) = user {
             counts.active.insert(now_ms, user);
         }
         let crash = crash?;
-        counts.record(&crash, user);
+        counts.record(&crash, user, now_ms);
         drop(counts);
         let text = exception::stack_text(event).unwrap_or(&event.message);
         event.level = Some(exception::crash_level(text, &crash.language, event.level));
@@ -252,8 +277,7 @@ impl CrashDetector {
                     .user_field
                     .as_deref()
                     .and_then(|field| string_attribute(&record.attributes, field))
-                    .filter(|user| !user.is_empty())
-                    .map(hll::hash_value);
+                    .filter(|user| !user.is_empty());
                 let crash = self.otlp_crash(
                     string_attribute(&record.attributes, "exception.type"),
                     string_attribute(&record.attributes, "exception.stacktrace"),
@@ -263,12 +287,21 @@ impl CrashDetector {
                 if user.is_none() && crash.is_none() {
                     continue;
                 }
+                // The stable hash (SHA-256) only for crashes: ordinary records need the local one.
+                let user = user.map(|u| {
+                    let stable = if crash.is_some() {
+                        hll::stable_hash(u)
+                    } else {
+                        0
+                    };
+                    (hll::hash_value(u), stable)
+                });
                 let mut counts = self.lock();
-                if let Some(user) = user {
+                if let Some((user, _)) = user {
                     counts.active.insert(now_ms, user);
                 }
                 if let Some(crash) = crash {
-                    counts.record(&crash, user);
+                    counts.record(&crash, user, now_ms);
                     drop(counts);
                     // Severity only where the application set none.
                     if record.severity_number == 0 {
@@ -406,6 +439,19 @@ impl CrashDetector {
                     value: c.users.estimate().round(),
                 });
             }
+            let registers = counts.crash_users.registers(now_ms);
+            for (register, value) in REGISTER_LABELS.iter().zip(registers) {
+                out.push(Series {
+                    name: REGISTER_METRIC,
+                    labels: vec![
+                        ("namespace", id.namespace.as_str()),
+                        ("app", id.app.as_str()),
+                        ("version", id.version.as_str()),
+                        ("register", register.as_str()),
+                    ],
+                    value: f64::from(value),
+                });
+            }
             out.push(Series {
                 name: "vigil_active_users",
                 labels: vec![
@@ -513,6 +559,11 @@ fn describe(name: &str) -> (&'static str, &'static str) {
         ),
         "vigil_crash_affected_users" => (
             "Distinct users among the crash events of a fingerprint (HyperLogLog estimate).",
+            "gauge",
+        ),
+        REGISTER_METRIC => (
+            "HyperLogLog register (largest rank) of the users of crash events over the last hour; \
+             max by (register) across pods merges them into one distinct count.",
             "gauge",
         ),
         _ => (

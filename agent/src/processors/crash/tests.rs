@@ -517,14 +517,10 @@ fn samples_match_the_exposition() {
                 .as_str()
         })
         .collect();
-    assert_eq!(
-        names,
-        [
-            "vigil_crashes_total",
-            "vigil_crash_affected_users",
-            "vigil_active_users"
-        ]
-    );
+    let mut expected = vec!["vigil_crashes_total", "vigil_crash_affected_users"];
+    expected.extend(["vigil_crash_users_register"; 64]);
+    expected.push("vigil_active_users");
+    assert_eq!(names, expected);
     let crashes = &request.timeseries[0];
     let label = |name: &str| {
         crashes
