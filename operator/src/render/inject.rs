@@ -171,7 +171,14 @@ impl AgentSidecar {
     pub fn for_app(app: &MonitoredApp, default_image: &str) -> AgentSidecar {
         let spec = &app.spec;
         let mut secrets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for r in spec.exporters.secret_refs() {
+        // An invalid reference (rejected by validation; possible only for objects stored
+        // before the CRD's patterns) is not mounted: its volume would make the pod invalid.
+        for r in spec
+            .exporters
+            .secret_refs()
+            .into_iter()
+            .filter(|r| r.problems().is_empty())
+        {
             secrets
                 .entry(r.name.clone())
                 .or_default()

@@ -488,6 +488,25 @@ fn sidecar_is_resolved_from_the_app() {
         ]
     );
 
+    // A reference that could leave its Secret's folder is never mounted.
+    let mut escaping = app(FULL_APP);
+    if let Some(otlp) = escaping.spec.exporters.otlp.as_mut() {
+        otlp.bearer_token_secret_ref = Some(vigil_crds::SecretKeyRef {
+            name: "otlp-auth".into(),
+            key: "../../other/token".into(),
+        });
+    }
+    let escaping = AgentSidecar::for_app(&escaping, IMAGE);
+    assert!(
+        escaping
+            .secrets
+            .iter()
+            .flat_map(|s| &s.keys)
+            .all(|k| !k.contains("..") && !k.contains('/')),
+        "{:?}",
+        escaping.secrets
+    );
+
     let lean = AgentSidecar::for_app(&app(LEAN_APP), IMAGE);
     assert_eq!(lean.image, "registry.gov.example/vigil-agent:pinned");
     assert_eq!(lean.buffer_size_limit, "272Mi");
