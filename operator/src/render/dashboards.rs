@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use vigil_crds::crash_users::users_affected_promql;
 use vigil_crds::dashboard_view::PanelKind;
 use vigil_crds::{Audience, ClientType, DashboardView, Slo};
 
@@ -250,10 +251,11 @@ fn overview() -> Section {
                 Stat,
                 "Users affected by crashes",
                 "short",
-                vec![q(
-                    format!("sum(vigil_crash_affected_users{{{SCOPE}}})"),
-                    "users",
-                )],
+                vec![q(users_affected_promql(SCOPE, &["namespace"]), "users")],
+            )
+            .describe(
+                "Distinct users in crash events of the last hour, across pods, versions and \
+                 fingerprints (HyperLogLog estimate, standard error 13 %).",
             ),
             Panel::new(
                 Stat,
@@ -375,9 +377,10 @@ fn audience_section(audience: Audience, namespace: &str) -> Section {
         ],
         Audience::Support => vec![
             Panel::new(Timeseries, "Users affected", "short", vec![q(
-                format!("sum by (app) (vigil_crash_affected_users{{{SCOPE}}})"),
+                users_affected_promql(SCOPE, &["namespace", "app"]),
                 "{{app}}",
-            )]),
+            )])
+            .describe("Distinct users in crash events of the last hour, per app, across pods (estimate, ±13 %)."),
             Panel::new(Timeseries, "Crashes by type", "short", vec![q(
                 format!("sum by (type) (rate(vigil_crashes_total{{{SCOPE}}}[5m]))"),
                 "{{type}}",
