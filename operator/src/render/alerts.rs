@@ -42,6 +42,7 @@ use vigil_crds::alert_policy::{
     AlertRule, AnomalyRule, ContextField, CrashRateRule, Direction, ErrorRateRule, ForecastRule,
     LatencyRule, RuleKind, Seasonality, TargetDownRule,
 };
+use vigil_crds::crash_users::users_affected_promql;
 use vigil_crds::{AlertPolicy, Audience, Duration, MonitoredApp};
 
 use super::rules::{AlertingRule, RecordingRule, Rule, RuleFile, RuleGroup};
@@ -936,14 +937,23 @@ fn context_phrase(
                 ),
             ))
         }
-        ContextField::UsersAffected => Some((
-            "users_affected",
-            Phrase::query(
-                tmpl_query(&format!("sum(vigil_crash_affected_users{{{vsel}}})"), args),
-                "{{ .Value | printf \"%.0f\" }} users affected",
-                None,
-            ),
-        )),
+        // Distinct users across pods and fingerprints (the agents' HyperLogLog registers merged
+        // in PromQL; the last hour, ±13 %), not a sum of per-pod counts.
+        ContextField::UsersAffected => {
+            let group: &[&str] = if base.has_version {
+                &["namespace", "app", "version"]
+            } else {
+                &["namespace", "app"]
+            };
+            Some((
+                "users_affected",
+                Phrase::query(
+                    tmpl_query(&users_affected_promql(&vsel, group), args),
+                    "{{ .Value | printf \"%.0f\" }} users affected in the last hour",
+                    None,
+                ),
+            ))
+        }
         // No dashboard URL is known when rendering; the runbook link is `runbook_url`.
         ContextField::Dashboard | ContextField::Runbook => None,
     }

@@ -120,22 +120,42 @@ const CRASH_CONTEXT_SERIES: &str = r#"
         values: '600x40'
       - series: 'vigil_app_release_timestamp_seconds{namespace="other", app="checkout", version="9.9", revision="zzz999"}'
         values: '1200x40'
-      - series: 'vigil_crash_affected_users{namespace="shop", app="checkout", version="17.2", fingerprint="a1b2"}'
-        values: '847x40'
-      - series: 'vigil_crash_affected_users{namespace="other", app="checkout", version="17.2", fingerprint="a1b2"}'
-        values: '5000x40'
       - series: 'vigil_crashes_total{namespace="other", app="checkout", version="17.2", fingerprint="ffff", type="panic", language="go"}'
         values: '0x20 7x20'
 "#;
 
+/// The users-affected registers two pods of `namespace` export (`vigil_crash_users_register`,
+/// 64 per pod): the pods' registers merged give 32 registers at 1 and 32 empty, whose
+/// HyperLogLog estimate (linear counting, 64·ln 2) is 44 users. The other namespace's pod has
+/// every register at 9 (thousands of users), which must not leak into ours.
+fn user_registers() -> String {
+    let mut out = String::new();
+    for register in 0..64 {
+        for (pod, value) in [
+            ("a", register % 2),
+            ("b", u32::from(register < 32 && register % 2 == 1)),
+        ] {
+            out.push_str(&format!(
+                "\n      - series: 'vigil_crash_users_register{{namespace=\"shop\", app=\"checkout\", version=\"17.2\", pod=\"{pod}\", register=\"{register}\"}}'\n        values: '{value}x40'"
+            ));
+        }
+        out.push_str(&format!(
+            "\n      - series: 'vigil_crash_users_register{{namespace=\"other\", app=\"checkout\", version=\"17.2\", pod=\"x\", register=\"{register}\"}}'\n        values: '9x40'"
+        ));
+    }
+    out.push('\n');
+    out
+}
+
 fn crash_test(shop_series: &str, crash_at_min: u32, description: &str) -> String {
+    let users = user_registers();
     let before = crash_at_min - 1;
     let within = crash_at_min + 1;
     format!(
         r#"evaluation_interval: 15s
 tests:
   - interval: 1m
-    input_series:{CRASH_CONTEXT_SERIES}      - series: 'vigil_crashes_total{{namespace="shop", app="checkout", version="17.2", fingerprint="a1b2", type="NullPointerException", language="java", frame="com.shop.Cart.total"}}'
+    input_series:{CRASH_CONTEXT_SERIES}{users}      - series: 'vigil_crashes_total{{namespace="shop", app="checkout", version="17.2", fingerprint="a1b2", type="NullPointerException", language="java", frame="com.shop.Cart.total"}}'
         values: '{shop_series}'
     alert_rule_test:
       - eval_time: {before}m
@@ -161,7 +181,7 @@ tests:
               trend: "new: not seen in the previous 15m"
               version: version 17.2
               release: started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC)
-              users_affected: 847 users affected
+              users_affected: 44 users affected in the last hour
               fingerprint: "fingerprint a1b2 (NullPointerException at com.shop.Cart.total)"
 "#,
         description = description.replace('"', "\\\"")
@@ -179,7 +199,7 @@ fn crash_of_existing_series_fires_within_a_minute_in_its_namespace_only() {
         &crash_test(
             "0x20 1x20",
             21,
-            "NullPointerException at com.shop.Cart.total (fingerprint a1b2): 1 in the last 15m, new: not seen in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 847 users affected, fingerprint a1b2 (NullPointerException at com.shop.Cart.total).",
+            "NullPointerException at com.shop.Cart.total (fingerprint a1b2): 1 in the last 15m, new: not seen in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 44 users affected in the last hour, fingerprint a1b2 (NullPointerException at com.shop.Cart.total).",
         ),
     );
 }
@@ -194,7 +214,7 @@ fn crash_of_brand_new_series_fires_within_a_minute() {
         &crash_test(
             "_x21 1x20",
             21,
-            "NullPointerException at com.shop.Cart.total (fingerprint a1b2): 1 in the last 15m, new: not seen in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 847 users affected, fingerprint a1b2 (NullPointerException at com.shop.Cart.total).",
+            "NullPointerException at com.shop.Cart.total (fingerprint a1b2): 1 in the last 15m, new: not seen in the previous 15m, version 17.2, started after deploy abc123 (1970-01-01 00:10:00 +0000 UTC), 44 users affected in the last hour, fingerprint a1b2 (NullPointerException at com.shop.Cart.total).",
         ),
     );
 }
@@ -369,15 +389,13 @@ spec:
     let file = alert_rules(&policy(spike), &app());
     test_rules(
         &[&file],
-        r#"evaluation_interval: 15s
+        &r#"evaluation_interval: 15s
 tests:
   - interval: 1m
     input_series:
       - series: 'vigil_crashes_total{namespace="shop", app="checkout", version="17.2", fingerprint="a1b2", type="panic", language="go"}'
         values: '0 0 1x18 6x20'
-      - series: 'vigil_crash_affected_users{namespace="shop", app="checkout", version="17.2", fingerprint="a1b2"}'
-        values: '847x40'
-    alert_rule_test:
+{users}    alert_rule_test:
       - eval_time: 3m
         alertname: CheckoutCrash
         exp_alerts: []
@@ -397,10 +415,11 @@ tests:
               vigil_rule: CheckoutCrash
             exp_annotations:
               summary: Crash spike in shop/checkout version 17.2
-              description: "0.33 crashes/min over the last 15m (threshold 0.2/min), crash rate ×5.0 vs the previous 15m, 847 users affected."
+              description: "0.33 crashes/min over the last 15m (threshold 0.2/min), crash rate ×5.0 vs the previous 15m, 44 users affected in the last hour."
               trend: "crash rate ×5.0 vs the previous 15m"
-              users_affected: 847 users affected
-"#,
+              users_affected: 44 users affected in the last hour
+"#
+            .replace("{users}", &user_registers()),
     );
 }
 
