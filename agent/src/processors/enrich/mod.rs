@@ -2,7 +2,9 @@
 //! the pod (OpenTelemetry semantic-convention resource attributes on OTLP batches, `namespace`,
 //! `app`, `pod`, `version` labels on samples) and shapes log events into OTLP log records.
 //!
-//! Enrichment only fills gaps: an attribute or label the application set itself is kept.
+//! Enrichment fills gaps: an attribute or label the application set itself is kept — except the
+//! pod's namespace (`k8s.namespace.name`), a fact the application cannot change: a value it set
+//! is replaced by the agent's, so its data can never claim another tenant's namespace.
 
 #[cfg(test)]
 mod tests;
@@ -54,16 +56,22 @@ fn string_attribute(key: &str, value: impl Into<String>) -> KeyValue {
     }
 }
 
-/// Whether a resource already carries `key`. A `service.name` of `unknown_service…` (the
-/// OpenTelemetry SDKs' default when the application names nothing) counts as missing.
-fn has_attribute(attributes: &[KeyValue], key: &str) -> bool {
+/// The resource attribute whose value is always the agent's (the tenant boundary).
+const ENFORCED_ATTRIBUTE: &str = "k8s.namespace.name";
+
+/// Whether a resource already carries `key` with a value enrichment keeps (`value`: the
+/// identity's). A `service.name` of `unknown_service…` (the OpenTelemetry SDKs' default when
+/// the application names nothing) counts as missing, and so does a `k8s.namespace.name` other
+/// than the pod's.
+fn has_attribute(attributes: &[KeyValue], key: &str, value: &str) -> bool {
     attributes.iter().any(|kv| {
+        let text = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
+            _ => None,
+        };
         kv.key == key
-            && !(key == "service.name"
-                && matches!(
-                    kv.value.as_ref().and_then(|v| v.value.as_ref()),
-                    Some(any_value::Value::StringValue(s)) if s.starts_with("unknown_service")
-                ))
+            && !(key == "service.name" && text.is_some_and(|s| s.starts_with("unknown_service")))
+            && !(key == ENFORCED_ATTRIBUTE && text != Some(value))
     })
 }
 
@@ -71,10 +79,10 @@ fn has_attribute(attributes: &[KeyValue], key: &str) -> bool {
 fn enrich_resource(identity: &Identity, resource: &mut Option<Resource>) {
     let resource = resource.get_or_insert_with(Resource::default);
     for (key, value) in resource_attributes(identity) {
-        if has_attribute(&resource.attributes, key) {
+        if has_attribute(&resource.attributes, key, value) {
             continue;
         }
-        // Replace an SDK-default `service.name` in place, else append.
+        // Replace an SDK-default `service.name` or another namespace in place, else append.
         match resource.attributes.iter_mut().find(|kv| kv.key == key) {
             Some(existing) => existing.value = string_value(value),
             None => resource.attributes.push(string_attribute(key, value)),
@@ -84,7 +92,7 @@ fn enrich_resource(identity: &Identity, resource: &mut Option<Resource>) {
 
 /// The attributes [`enrich_batch`] would append to `resource`: the identity attributes it
 /// lacks, in order. `None` when enrichment would also change an attribute in place (an SDK-default
-/// `service.name`), which appending cannot express.
+/// `service.name`, another namespace), which appending cannot express.
 pub fn resource_additions(
     identity: &Identity,
     resource: Option<&Resource>,
@@ -92,7 +100,7 @@ pub fn resource_additions(
     let attributes = resource.map_or(&[][..], |r| r.attributes.as_slice());
     let mut additions = Vec::new();
     for (key, value) in resource_attributes(identity) {
-        if has_attribute(attributes, key) {
+        if has_attribute(attributes, key, value) {
             continue;
         }
         if attributes.iter().any(|kv| kv.key == key) {
@@ -126,8 +134,9 @@ fn enrich_series(identity: &Identity, series: &mut TimeSeries) {
 }
 
 /// Adds the pod identity: missing resource attributes on OTLP batches (`k8s.namespace.name`,
-/// `k8s.pod.name`, `k8s.pod.uid`, `k8s.node.name`, `service.name`, `service.version`), and the
-/// `namespace`, `app`, `pod`, `version` labels on samples when absent.
+/// always the pod's; `k8s.pod.name`, `k8s.pod.uid`, `k8s.node.name`, `service.name`,
+/// `service.version`), and the `namespace`, `app`, `pod`, `version` labels on samples when
+/// absent.
 pub fn enrich_batch(identity: &Identity, batch: &mut Batch) {
     match batch {
         Batch::Traces(request) => {

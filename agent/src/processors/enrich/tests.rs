@@ -81,6 +81,47 @@ fn resource_attributes_fill_gaps() {
     assert_eq!(second.len(), 6);
 }
 
+/// An application cannot claim another namespace: a `k8s.namespace.name` it set is replaced by
+/// the pod's (and the encoded request cannot be kept as it arrived), while one that names the
+/// pod's own namespace is kept as it is.
+#[test]
+fn resource_namespace_is_always_the_pods() {
+    let spoofed = Resource {
+        attributes: vec![string_attribute("k8s.namespace.name", "bank")],
+        ..Resource::default()
+    };
+    assert_eq!(resource_additions(&identity(), Some(&spoofed)), None);
+    let mut batch = Batch::Traces(ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(spoofed),
+            ..ResourceSpans::default()
+        }],
+    });
+    enrich_batch(&identity(), &mut batch);
+    let Batch::Traces(request) = batch else {
+        unreachable!()
+    };
+    let attributes = &request.resource_spans[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes;
+    assert_eq!(string_of(attributes, "k8s.namespace.name"), Some("shop"));
+    assert_eq!(
+        attributes
+            .iter()
+            .filter(|kv| kv.key == "k8s.namespace.name")
+            .count(),
+        1
+    );
+    let own = Resource {
+        attributes: vec![string_attribute("k8s.namespace.name", "shop")],
+        ..Resource::default()
+    };
+    let additions = resource_additions(&identity(), Some(&own)).unwrap();
+    assert!(additions.iter().all(|kv| kv.key != "k8s.namespace.name"));
+}
+
 fn label(name: &str, value: &str) -> Label {
     Label {
         name: name.into(),

@@ -7,8 +7,10 @@
 //! → `job`; `service.instance.id`, else `k8s.pod.name` → `instance`; and the agent's series labels
 //! `namespace`, `app`, `pod`, `container`, `version` (see [`super::super`]); other `k8s.*`
 //! attributes with sanitised names (`k8s.deployment.name` → `k8s_deployment_name`). A data
-//! point's own attributes win over labels derived from the resource, except `job` and
-//! `instance`.
+//! point's own attributes win over labels derived from the resource, except `job`, `instance`
+//! and `namespace`: the pod's namespace (enrichment makes `k8s.namespace.name` the agent's) is
+//! the tenant boundary, so a point's own `namespace` is kept as `exported_namespace`, as
+//! Prometheus keeps a scraped label that clashes with a target label.
 //!
 //! Not converted, and counted as dropped: exponential histograms (`unsupported`) and delta
 //! sums and histograms (`delta_temporality`; Prometheus series are cumulative).
@@ -62,6 +64,8 @@ pub fn convert(request: &ExportMetricsServiceRequest, out: &mut Converted) {
 struct ResourceLabels {
     /// `job` and `instance`: override point attributes.
     identity: Vec<(String, String)>,
+    /// `namespace`: overrides a point attribute, which is kept as `exported_namespace`.
+    namespace: Option<String>,
     /// Added only when the point has no label of that name.
     defaults: Vec<(String, String)>,
 }
@@ -82,8 +86,8 @@ impl ResourceLabels {
                 .identity
                 .push(("instance".to_owned(), instance.to_owned()));
         }
+        labels.namespace = get("k8s.namespace.name").map(str::to_owned);
         for (key, label) in [
-            ("k8s.namespace.name", "namespace"),
             ("service.name", "app"),
             ("k8s.pod.name", "pod"),
             ("k8s.container.name", "container"),
@@ -134,6 +138,13 @@ fn point_labels(attributes: &[KeyValue], resource: &ResourceLabels) -> BTreeMap<
     }
     for (name, value) in &resource.identity {
         labels.insert(name.clone(), value.clone());
+    }
+    if let Some(namespace) = &resource.namespace {
+        if let Some(own) = labels.insert("namespace".to_owned(), namespace.clone()) {
+            if own != *namespace {
+                labels.insert("exported_namespace".to_owned(), own);
+            }
+        }
     }
     labels
 }
@@ -518,6 +529,38 @@ mod tests {
             "queue_seconds"
         );
         assert_eq!(metric_name("2xx.count", "", Kind::Gauge), "_2xx_count");
+    }
+
+    /// A data point cannot claim another namespace: the resource's (the pod's) `namespace`
+    /// wins over a point's own `namespace` attribute, which is kept as `exported_namespace`;
+    /// other point attributes still win over resource-derived labels.
+    #[test]
+    fn point_namespace_cannot_override_the_pods() {
+        let attribute = |key: &str, value: &str| KeyValue {
+            key: key.to_owned(),
+            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        value.to_owned(),
+                    ),
+                ),
+            }),
+            ..KeyValue::default()
+        };
+        let resource = ResourceLabels::from_attributes(&[
+            attribute("k8s.namespace.name", "shop"),
+            attribute("service.name", "checkout"),
+        ]);
+        let labels = point_labels(
+            &[attribute("namespace", "bank"), attribute("app", "ledger")],
+            &resource,
+        );
+        assert_eq!(labels["namespace"], "shop");
+        assert_eq!(labels["exported_namespace"], "bank");
+        assert_eq!(labels["app"], "ledger");
+        let own = point_labels(&[attribute("namespace", "shop")], &resource);
+        assert_eq!(own["namespace"], "shop");
+        assert!(!own.contains_key("exported_namespace"));
     }
 
     /// Label names are sanitised the way Prometheus does it.
