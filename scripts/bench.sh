@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 which="${1:-all}"
-# The footprint benchmark starts the release agent binary and drives it with a Rust OTLP client.
+# The footprint and delivery benchmarks start the release agent binary and drive it with a Rust
+# OTLP client into a local OTLP receiver.
 run() {
     local package="$1" bench="$2"
     shift 2
@@ -24,6 +25,7 @@ if [ "$which" = all ] || [ "$which" = agent ]; then
     run vigil-agent otlp
     run vigil-agent buffer
     run vigil-agent footprint
+    run vigil-agent delivery
     # Crash → page through the real agent, Prometheus and Alertmanager (needs the test tools).
     # Dev profile: the latency is scrape, evaluation and routing, not the agent's speed, and
     # the release build of the operator it renders with takes long on small machines.

@@ -9,6 +9,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -271,6 +272,97 @@ impl OtlpSinkServer {
                 .add_service(TraceServiceServer::new(svc.clone()))
                 .add_service(MetricsServiceServer::new(svc.clone()))
                 .add_service(LogsServiceServer::new(svc))
+                .serve(addr)
+                .await;
+        });
+        ServerHandle(handle)
+    }
+}
+
+/// An OTLP/gRPC receiver that answers at once and only counts what it got (spans, log records,
+/// data points), so that a benchmark measures the agent rather than the receiver's memory. Unlike
+/// a collector it keeps nothing, never fails a request and applies no limits.
+#[derive(Clone, Default)]
+pub struct CountingOtlpSink {
+    pub spans: Arc<AtomicU64>,
+    pub log_records: Arc<AtomicU64>,
+    pub data_points: Arc<AtomicU64>,
+    pub requests: Arc<AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl TraceService for CountingOtlpSink {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let spans: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.spans.fetch_add(spans as u64, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for CountingOtlpSink {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let metrics: usize = request
+            .get_ref()
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .map(|s| s.metrics.len())
+            .sum();
+        self.data_points
+            .fetch_add(metrics as u64, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for CountingOtlpSink {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let records: usize = request
+            .get_ref()
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum();
+        self.log_records
+            .fetch_add(records as u64, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+impl CountingOtlpSink {
+    /// Serves on `addr` until the returned handle is aborted or dropped. Accepts requests of
+    /// any size.
+    pub fn serve(&self, addr: SocketAddr) -> ServerHandle {
+        let svc = self.clone();
+        let handle = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(
+                    TraceServiceServer::new(svc.clone()).max_decoding_message_size(usize::MAX),
+                )
+                .add_service(
+                    MetricsServiceServer::new(svc.clone()).max_decoding_message_size(usize::MAX),
+                )
+                .add_service(LogsServiceServer::new(svc).max_decoding_message_size(usize::MAX))
                 .serve(addr)
                 .await;
         });
