@@ -29,7 +29,7 @@ use crate::identity::Identity;
 use crate::processors::crash::{AppPackages, CrashDetector};
 use crate::processors::redact::{RedactError, Redactor};
 use crate::router::{Route, Router};
-use crate::sinks::driver;
+use crate::sinks::driver::{self, DriverSettings};
 use crate::sinks::retry::Backoff;
 use crate::sinks::{Sink, SinkConfigError};
 use crate::sources::otlp::{self, OtlpReceiver};
@@ -178,8 +178,12 @@ impl Generation {
             });
             writers.push(writer);
             let stop = sinks_rx.clone();
+            let settings = DriverSettings {
+                max_in_flight: config.max_in_flight() as usize,
+                ..DriverSettings::new(Backoff::default())
+            };
             sink_tasks.spawn(async move {
-                driver::run(sink, reader, Backoff::default(), stop).await;
+                driver::run_with(sink, reader, settings, stop).await;
             });
         }
         let router = Router::new(routes);

@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub redaction: RedactionConfig,
     /// Memory and disk buffering.
     pub buffer: BufferConfig,
+    /// How sinks send what is buffered. Omitted: the defaults of [`DeliveryConfig`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryConfig>,
     /// Where data goes.
     #[serde(default)]
     pub exporters: ExportersConfig,
@@ -175,6 +178,28 @@ pub struct BufferConfig {
     pub when_full: WhenFull,
 }
 
+/// Default of [`DeliveryConfig::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 2;
+/// Largest [`DeliveryConfig::max_in_flight`] accepted.
+pub const MAX_IN_FLIGHT_LIMIT: u32 = 16;
+
+/// How sinks send what is buffered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Requests each exporter may have sent and not yet answered at once. Answers may come
+    /// back in any order; the buffer is acknowledged only up to the oldest request still
+    /// unanswered, so a restart sends that one again (and any answered after it), never skips
+    /// it. Prometheus remote write always keeps one in flight: its receivers refuse a sample
+    /// older than the newest they have for its series. Default 2; from 1 to 16.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+}
+
+fn default_max_in_flight() -> u32 {
+    DEFAULT_MAX_IN_FLIGHT
+}
+
 /// Exporters, with credentials as file paths.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -259,6 +284,10 @@ pub enum AgentConfigError {
     SamplingRatio(f64),
     #[error("agent config: buffer.maxBytes must be at least 1 MiB, got {0}")]
     BufferTooSmall(u64),
+    #[error(
+        "agent config: delivery.maxInFlight must be between 1 and {MAX_IN_FLIGHT_LIMIT}, got {0}"
+    )]
+    MaxInFlight(u32),
 }
 
 impl AgentConfig {
@@ -279,6 +308,17 @@ impl AgentConfig {
         if config.buffer.max_bytes < (1 << 20) {
             return Err(AgentConfigError::BufferTooSmall(config.buffer.max_bytes));
         }
+        let max_in_flight = config.max_in_flight();
+        if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&max_in_flight) {
+            return Err(AgentConfigError::MaxInFlight(max_in_flight));
+        }
         Ok(config)
+    }
+
+    /// Requests each exporter may have in flight: `delivery.maxInFlight`, or its default.
+    pub fn max_in_flight(&self) -> u32 {
+        self.delivery
+            .as_ref()
+            .map_or(DEFAULT_MAX_IN_FLIGHT, |d| d.max_in_flight)
     }
 }

@@ -525,6 +525,14 @@ pub struct AgentSpec {
     #[serde(default = "default_admin_port")]
     #[schemars(range(min = 1024, max = 65535))]
     pub admin_port: u16,
+
+    /// Requests each exporter may have sent and not yet answered at once; more helps a distant
+    /// back end keep up with a backlog. Data is still delivered at least once: the buffer keeps
+    /// everything up to the oldest unanswered request. Prometheus remote write always keeps
+    /// one in flight, so that samples of a series arrive in order. Default `2`; from 1 to 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_in_flight: Option<u32>,
 }
 
 impl Default for AgentSpec {
@@ -535,6 +543,7 @@ impl Default for AgentSpec {
             buffer_size: default_buffer_size(),
             when_full: WhenFull::default(),
             admin_port: default_admin_port(),
+            max_in_flight: None,
         }
     }
 }

@@ -18,7 +18,10 @@
 //!   last writer is dropped; [`BufferWriter::sync`] forces it at any time.
 //! - **At least once.** Records come out of [`BufferReader::next_batch`] in push order. A record
 //!   returned but not acknowledged with [`BufferReader::ack`] is returned again after a restart,
-//!   so a crash between a send and its ack gives duplicates, never loss.
+//!   so a crash between a send and its ack gives duplicates, never loss. `ack(through)`
+//!   acknowledges every record returned up to `through`: a reader with several sends in flight,
+//!   answered in any order, acks only through the last record before the oldest unanswered
+//!   send (the sink driver's window does so), never past it.
 //! - **Bounded.** `max_bytes` bounds the bytes of records stored and not yet acknowledged
 //!   (records being sent count until acked), frame headers included. Disk use stays below
 //!   `max_bytes` plus one segment (the oldest segment is removed once all of it is acked).

@@ -148,6 +148,14 @@ impl Sink {
         }
     }
 
+    /// Whether the backend needs this sink's requests one at a time, in order, so that its
+    /// driver keeps a single one in flight: a Prometheus remote-write receiver refuses a sample
+    /// older than the newest it has for the series, so two concurrent requests holding samples
+    /// of one series (two scrapes) could see the older refused for good.
+    pub fn needs_order(&self) -> bool {
+        matches!(self, Sink::RemoteWrite(_))
+    }
+
     /// Whether the driver hands this sink its buffer records undecoded, through
     /// [`Sink::send_encoded`] (OTLP, whose records are already export requests), rather than
     /// decoded batches through [`Sink::send`].

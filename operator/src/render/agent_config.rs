@@ -10,8 +10,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use vigil_crds::agent_config::{
-    AppIdentity, BufferConfig, CrashesConfig, ExportersConfig, HttpSink, Listen, LogsConfig,
-    OtlpSink, RedactionConfig, ScrapeConfig, SplunkHecSink, TracesConfig, AGENT_CONFIG_VERSION,
+    AppIdentity, BufferConfig, CrashesConfig, DeliveryConfig, ExportersConfig, HttpSink, Listen,
+    LogsConfig, OtlpSink, RedactionConfig, ScrapeConfig, SplunkHecSink, TracesConfig,
+    AGENT_CONFIG_VERSION,
 };
 use vigil_crds::monitored_app::{HttpExporter, ReleaseSource};
 use vigil_crds::{AgentConfig, MonitoredApp, SecretKeyRef};
@@ -100,6 +101,11 @@ pub fn agent_config(app: &MonitoredApp) -> AgentConfig {
             max_bytes: spec.agent.buffer_bytes(),
             when_full: spec.agent.when_full,
         },
+        // Only when set, so that agents older than the field keep reading the default config.
+        delivery: spec
+            .agent
+            .max_in_flight
+            .map(|max_in_flight| DeliveryConfig { max_in_flight }),
         exporters: exporters(app),
     }
 }
@@ -199,7 +205,7 @@ spec:
     splunkHec:
       url: https://splunk.example:8088
       tokenSecretRef: {name: splunk, key: hec-token}
-  agent: {bufferSize: 1Gi, whenFull: dropNewest, adminPort: 9555}
+  agent: {bufferSize: 1Gi, whenFull: dropNewest, adminPort: 9555, maxInFlight: 4}
 "#;
 
     const MINIMAL: &str = r#"

@@ -1,5 +1,8 @@
 //! Tests of the delivery loop with fake senders: retries, `Retry-After`, permanent errors,
-//! undecodable records and shutdown in the middle of a retry or a send.
+//! undecodable records, shutdown in the middle of a retry or a send, when a batch leaves
+//! (at once when full, after `linger` when short) and acks with several sends in flight.
+//! Tests about waiting run on Tokio's paused clock: time only moves when every task waits, so
+//! "sent before the linger ran out" is exact, not a measurement.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -460,6 +463,188 @@ async fn short_batch_lingers_for_more_records() {
     assert_eq!(backend.batches(), vec![vec![1, 2, 3], vec![4]]);
     drop(reader);
     assert!(left_in(dir.path(), component).await.is_empty());
+}
+
+/// Bytes of one record made by [`fill`].
+fn record_len() -> usize {
+    batch(1, 3).encode().len()
+}
+
+/// Runs `deliver` over records 1..=`records` with `settings` until `stop_after` sends were made
+/// (then shuts down), the writer staying open (nothing is closed, so nothing but the rules
+/// under test makes a batch leave). `answer` decides each send's outcome. Returns the calls
+/// with the paused clock's time since the start, and the records left in the buffer.
+async fn run_paused<A, F>(
+    component: &str,
+    records: u64,
+    settings: DriverSettings,
+    stop_after: usize,
+    mut answer: A,
+) -> (Vec<(Duration, Vec<u64>)>, Vec<u64>)
+where
+    A: FnMut(&[u64]) -> F,
+    F: Future<Output = Result<(), SendError>>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, mut reader) =
+        buffer::open(dir.path(), 1 << 20, WhenFull::Block, component).unwrap();
+    fill(&writer, 1..=records).await;
+    let (stop, mut shutdown) = watch::channel(false);
+    let start = tokio::time::Instant::now();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let stopped = deliver(
+        component,
+        &mut reader,
+        &settings,
+        &mut shutdown,
+        move |batches| {
+            let numbers: Vec<u64> = batches.iter().map(batch_number).collect();
+            let answered = answer(&numbers);
+            let mut calls = seen.lock().unwrap();
+            calls.push((start.elapsed(), numbers));
+            if calls.len() == stop_after {
+                // Seen by the driver once this send is answered or the loop next waits.
+                stop.send(true).unwrap();
+            }
+            answered
+        },
+    )
+    .await;
+    assert_eq!(stopped, Stopped::Shutdown);
+    drop((writer, reader));
+    let calls = calls.lock().unwrap().clone();
+    (calls, left_in(dir.path(), component).await)
+}
+
+/// With a backlog, full batches leave one after another without waiting for `linger`: full by
+/// count, and full by bytes when the next record does not fit (the case that used to wait).
+#[tokio::test(start_paused = true)]
+async fn backlog_leaves_in_full_batches_without_lingering() {
+    let linger = Duration::from_secs(3600);
+    let by_count = DriverSettings {
+        linger,
+        max_in_flight: 1,
+        ..settings(3)
+    };
+    let by_bytes = DriverSettings {
+        linger,
+        max_in_flight: 1,
+        // Three records fit, a fourth does not.
+        batch_bytes: record_len() * 7 / 2,
+        ..settings(64)
+    };
+    for settings in [by_count, by_bytes] {
+        // Record 10 makes the third batch full; it is itself a short batch, still lingering
+        // when the driver stops.
+        let (calls, left) =
+            run_paused("test_driver_backlog", 10, settings, 3, |_| async { Ok(()) }).await;
+        let batches: Vec<_> = calls.iter().map(|(_, b)| b.clone()).collect();
+        assert_eq!(batches, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9]]);
+        for (at, batch) in &calls {
+            assert!(*at < linger, "batch {batch:?} waited {at:?}");
+        }
+        assert_eq!(left, vec![10], "the sent batches were acked");
+    }
+}
+
+/// A batch short of full waits `linger` when the buffer has nothing more: it leaves no
+/// earlier, so that a trickle of records goes out as few requests.
+#[tokio::test(start_paused = true)]
+async fn short_batch_with_nothing_waiting_leaves_after_linger() {
+    let linger = Duration::from_secs(3600);
+    let settings = DriverSettings {
+        linger,
+        ..settings(3)
+    };
+    let (calls, left) = run_paused("test_driver_short", 2, settings, 1, |_| async { Ok(()) }).await;
+    assert_eq!(calls.len(), 1);
+    let (at, batch) = &calls[0];
+    assert_eq!(batch, &vec![1, 2]);
+    assert!(
+        *at >= linger,
+        "left after {at:?}, before the linger ran out"
+    );
+    assert!(left.is_empty());
+}
+
+/// Several sends in flight whose answers come back out of order: the buffer is acked only up
+/// to the oldest batch still unanswered, so after a restart nothing unanswered is missing; what
+/// was answered after it is at most sent again. No more than `max_in_flight` batches are
+/// between the ack position and the newest send.
+#[tokio::test(start_paused = true)]
+async fn out_of_order_answers_never_ack_past_an_unanswered_batch() {
+    let settings = DriverSettings {
+        max_in_flight: 3,
+        linger: Duration::ZERO,
+        ..settings(1)
+    };
+    // Batch 2 is never answered; the others at once. 1 is acked; 3 and 4 are answered but
+    // behind 2; 5 is not sent, the window (2, 3, 4) being full.
+    let (calls, left) = run_paused("test_driver_out_of_order", 6, settings.clone(), 4, |b| {
+        let hold = b == [2];
+        async move {
+            if hold {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    })
+    .await;
+    let batches: Vec<_> = calls.iter().map(|(_, b)| b.clone()).collect();
+    assert_eq!(batches, vec![vec![1], vec![2], vec![3], vec![4]]);
+    assert_eq!(left, vec![2, 3, 4, 5, 6], "acked through 1 only");
+
+    // Answers in reverse order of sending: everything is acked once all are answered.
+    let settings = DriverSettings {
+        shutdown_grace: Duration::from_secs(10),
+        ..settings
+    };
+    let (calls, left) = run_paused("test_driver_reverse", 3, settings, 3, |b| {
+        let wait = Duration::from_millis(100 * (4 - b[0]));
+        async move {
+            tokio::time::sleep(wait).await;
+            Ok(())
+        }
+    })
+    .await;
+    let batches: Vec<_> = calls.iter().map(|(_, b)| b.clone()).collect();
+    assert_eq!(batches, vec![vec![1], vec![2], vec![3]]);
+    assert!(
+        left.is_empty(),
+        "all answered within the grace, left {left:?}"
+    );
+}
+
+/// While a batch is being retried, no new batch is started: a failing backend is not sent
+/// more.
+#[tokio::test(start_paused = true)]
+async fn no_new_batch_while_one_is_retried() {
+    let settings = DriverSettings {
+        max_in_flight: 4,
+        linger: Duration::ZERO,
+        ..settings(1)
+    };
+    let mut failed = false;
+    let (calls, left) = run_paused("test_driver_retry_window", 6, settings, 5, move |b| {
+        // The first send of batch 1 fails; everything else succeeds.
+        let fail = b == [1] && !std::mem::replace(&mut failed, true);
+        async move {
+            if fail {
+                Err(SendError::Retryable {
+                    reason: "503".into(),
+                    retry_after: None,
+                })
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await;
+    let batches: Vec<_> = calls.iter().map(|(_, b)| b.clone()).collect();
+    // Batch 1 fails at once: it is retried before batch 2 starts, although the window has room.
+    assert_eq!(batches, vec![vec![1], vec![1], vec![2], vec![3], vec![4]]);
+    assert_eq!(left, vec![5, 6], "acked through the last answered batch");
 }
 
 /// The OTLP sink gets its records undecoded: good records of a signal reach the collector as
