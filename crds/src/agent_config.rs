@@ -322,3 +322,49 @@ impl AgentConfig {
             .map_or(DEFAULT_MAX_IN_FLIGHT, |d| d.max_in_flight)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "version: 1
+app: {namespace: default, name: portal, clientType: generic, releaseSource: label}
+listen: {otlpGrpc: '127.0.0.1:4317', otlpHttp: '127.0.0.1:4318', admin: '0.0.0.0:9464'}
+traces: {enabled: true, samplingRatio: 1}
+crashes: {enabled: true}
+redaction: {detectors: []}
+buffer: {path: /var/lib/vigil/buffer, maxBytes: 268435456, whenFull: block}
+";
+
+    /// A config without `delivery` (as older operators render it) keeps the default number of
+    /// requests in flight, and so does an empty `delivery`.
+    #[test]
+    fn max_in_flight_defaults_when_absent() {
+        let config = AgentConfig::from_yaml(MINIMAL).unwrap();
+        assert_eq!(config.delivery, None);
+        assert_eq!(config.max_in_flight(), DEFAULT_MAX_IN_FLIGHT);
+        let config = AgentConfig::from_yaml(&format!("{MINIMAL}delivery: {{}}\n")).unwrap();
+        assert_eq!(config.max_in_flight(), DEFAULT_MAX_IN_FLIGHT);
+    }
+
+    /// `delivery.maxInFlight` is accepted from 1 to the limit and refused outside, with an error
+    /// naming the field; a misspelt field is refused too.
+    #[test]
+    fn max_in_flight_is_bounded() {
+        for n in [1, MAX_IN_FLIGHT_LIMIT] {
+            let yaml = format!("{MINIMAL}delivery: {{maxInFlight: {n}}}\n");
+            assert_eq!(AgentConfig::from_yaml(&yaml).unwrap().max_in_flight(), n);
+        }
+        for n in [0, MAX_IN_FLIGHT_LIMIT + 1] {
+            let yaml = format!("{MINIMAL}delivery: {{maxInFlight: {n}}}\n");
+            let error = AgentConfig::from_yaml(&yaml).unwrap_err();
+            assert!(matches!(error, AgentConfigError::MaxInFlight(m) if m == n));
+            assert!(
+                error.to_string().contains("delivery.maxInFlight"),
+                "{error}"
+            );
+        }
+        let yaml = format!("{MINIMAL}delivery: {{maxInFlights: 4}}\n");
+        assert!(AgentConfig::from_yaml(&yaml).is_err());
+    }
+}
