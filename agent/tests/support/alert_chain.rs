@@ -464,7 +464,7 @@ impl Chain {
             .map(|p| {
                 json!({
                     "targets": [p.admin.to_string()],
-                    "labels": {"namespace": NAMESPACE, "app": APP, "pod": p.name, "version": p.version},
+                    "labels": {"namespace": NAMESPACE, "app": APP, "pod": p.name},
                 })
             })
             .collect();
