@@ -88,26 +88,9 @@ async fn kubectl_ok(dir: &Path, args: &[&str]) -> String {
     run.stdout
 }
 
-/// Creates a namespace with `kubectl apply` (`kubectl create namespace` speaks protobuf,
-/// which the fake does not).
+/// Creates a namespace without labels.
 async fn create_namespace(dir: &Path, name: &str) {
-    let file = dir.join(format!("namespace-{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"),
-    )
-    .unwrap();
-    kubectl_ok(
-        dir,
-        &[
-            "apply",
-            "--server-side",
-            "--validate=false",
-            "-f",
-            &file.display().to_string(),
-        ],
-    )
-    .await;
+    create_labelled_namespace(dir, name, &[]).await;
 }
 
 /// `helm template` of the chart with its CRDs, as `helm install` would create them.
@@ -746,7 +729,8 @@ async fn create_injected_pod(
     }
 }
 
-/// Applies a namespace with labels.
+/// Applies a namespace with labels (`kubectl create namespace` speaks protobuf, which the
+/// fake does not).
 async fn create_labelled_namespace(dir: &Path, name: &str, labels: &[(&str, &str)]) {
     let file = dir.join(format!("namespace-{name}.yaml"));
     let labels: serde_json::Map<String, Value> = labels
