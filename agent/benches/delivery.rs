@@ -27,12 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-use support::{free_port, http_get, wait_until, CountingOtlpSink};
+use support::{bench_spans, cpu_ticks, free_port, http_get, wait_until, CountingOtlpSink};
 
 /// Bytes of one CRI line, newline included.
 const LINE_BYTES: usize = 256;
@@ -75,17 +71,7 @@ impl Agent {
 
     /// utime + stime of the process in seconds (clock ticks of 1/100 s on Linux).
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let get = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (get(11) + get(12)) as f64 / 100.0
+        cpu_ticks(self.0.id()) as f64 / 100.0
     }
 }
 
@@ -201,7 +187,11 @@ async fn traces_case() {
                     .unwrap();
                 let mut batch = client;
                 while Instant::now() < load_end {
-                    if otlp.export(spans(batch)).await.is_ok() {
+                    if otlp
+                        .export(bench_spans(batch, SPANS_PER_REQUEST))
+                        .await
+                        .is_ok()
+                    {
                         accepted.fetch_add(SPANS_PER_REQUEST, Ordering::Relaxed);
                     } else {
                         // Pushed back (buffer full): the agent is behind.
@@ -250,47 +240,6 @@ fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn spans(batch: u64) -> ExportTraceServiceRequest {
-    let spans = (0..SPANS_PER_REQUEST)
-        .map(|i| {
-            let id = batch * SPANS_PER_REQUEST + i;
-            Span {
-                trace_id: (u128::from(id) + 1).to_be_bytes().to_vec(),
-                span_id: (id + 1).to_be_bytes().to_vec(),
-                name: "GET /api/accounts/{id}".into(),
-                start_time_unix_nano: 1_700_000_000_000_000_000 + id,
-                end_time_unix_nano: 1_700_000_000_000_500_000 + id,
-                attributes: vec![
-                    KeyValue {
-                        key: "http.route".into(),
-                        value: Some(AnyValue {
-                            value: Some(Value::StringValue("/api/accounts/{id}".into())),
-                        }),
-                        ..Default::default()
-                    },
-                    KeyValue {
-                        key: "http.status_code".into(),
-                        value: Some(AnyValue {
-                            value: Some(Value::IntValue(200)),
-                        }),
-                        ..Default::default()
-                    },
-                ],
-                ..Default::default()
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
 }
 
 fn main() {

@@ -16,14 +16,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use support::{free_port, http_get, wait_until, OtlpSinkServer};
+use support::{bench_spans, cpu_ticks, free_port, http_get, wait_until, OtlpSinkServer};
 
 /// The agent under test, killed on drop.
 struct Agent(Child);
@@ -82,61 +78,6 @@ fn proc_status(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// utime + stime of the process, in clock ticks (100 Hz on Linux).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(11) + get(12) // fields 14 and 15 of stat, counted after the comm field
-}
-
-fn spans(batch: u64, n: u64) -> ExportTraceServiceRequest {
-    let spans = (0..n)
-        .map(|i| {
-            let id = batch * n + i;
-            Span {
-                trace_id: (id as u128 + 1).to_be_bytes().to_vec(),
-                span_id: (id + 1).to_be_bytes().to_vec(),
-                name: "GET /api/accounts/{id}".into(),
-                start_time_unix_nano: 1_700_000_000_000_000_000 + id,
-                end_time_unix_nano: 1_700_000_000_000_500_000 + id,
-                attributes: vec![
-                    KeyValue {
-                        key: "http.route".into(),
-                        value: Some(AnyValue {
-                            value: Some(Value::StringValue("/api/accounts/{id}".into())),
-                        }),
-                        ..Default::default()
-                    },
-                    KeyValue {
-                        key: "http.status_code".into(),
-                        value: Some(AnyValue {
-                            value: Some(Value::IntValue(200)),
-                        }),
-                        ..Default::default()
-                    },
-                ],
-                ..Default::default()
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -178,7 +119,7 @@ fn main() {
         let mut peak_rss = 0;
         for batch in 0..(rate * seconds / per_batch) {
             interval.tick().await;
-            if client.export(spans(batch, per_batch)).await.is_ok() {
+            if client.export(bench_spans(batch, per_batch)).await.is_ok() {
                 sent += per_batch;
             }
             if batch % 100 == 0 {

@@ -31,6 +31,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tonic::{Request, Response, Status};
 
 /// The repository root.
@@ -474,5 +477,62 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of the process, in clock ticks (100 Hz on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(11) + get(12) // fields 14 and 15 of stat, counted after the comm field
+}
+
+/// Request `batch` of `n` spans of an HTTP server, with ids unique across batches: the load
+/// the agent benchmarks send.
+pub fn bench_spans(batch: u64, n: u64) -> ExportTraceServiceRequest {
+    let spans = (0..n)
+        .map(|i| {
+            let id = batch * n + i;
+            Span {
+                trace_id: (u128::from(id) + 1).to_be_bytes().to_vec(),
+                span_id: (id + 1).to_be_bytes().to_vec(),
+                name: "GET /api/accounts/{id}".into(),
+                start_time_unix_nano: 1_700_000_000_000_000_000 + id,
+                end_time_unix_nano: 1_700_000_000_000_500_000 + id,
+                attributes: vec![
+                    KeyValue {
+                        key: "http.route".into(),
+                        value: Some(AnyValue {
+                            value: Some(AnyValueKind::StringValue("/api/accounts/{id}".into())),
+                        }),
+                        ..Default::default()
+                    },
+                    KeyValue {
+                        key: "http.status_code".into(),
+                        value: Some(AnyValue {
+                            value: Some(AnyValueKind::IntValue(200)),
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
     }
 }
