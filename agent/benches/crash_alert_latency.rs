@@ -13,6 +13,8 @@
 
 #[path = "../tests/support/alert_chain.rs"]
 mod alert_chain;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 

@@ -10,6 +10,7 @@
 
 #[path = "support/alert_chain.rs"]
 mod alert_chain;
+mod support;
 
 use std::time::{Duration, Instant};
 

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use super::support::{free_port, wait_until};
+
 /// The example's namespace and app.
 pub const NAMESPACE: &str = "banking";
 pub const APP: &str = "mobile-api";
@@ -45,14 +47,6 @@ pub struct Notification {
 }
 
 type Inbox = Arc<Mutex<Vec<Notification>>>;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `GET` over plain HTTP; (status, body).
 fn http(method: &str, addr: &str, path: &str, body: &str) -> Option<(u16, String)> {
@@ -265,14 +259,11 @@ fn spawn(program: &str, args: &[String], log: PathBuf) -> Process {
 }
 
 fn wait_ready(what: &str, addr: &str, path: &str, log: &Path) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < end {
-        if http("GET", addr, path, "").is_some_and(|(status, _)| status == 200) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
+    let ready = wait_until(Duration::from_secs(30), || {
+        http("GET", addr, path, "").is_some_and(|(status, _)| status == 200)
+    });
+    assert!(
+        ready,
         "{what} not ready on {addr}: {}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
