@@ -70,7 +70,7 @@ fn without_kubernetes_sd(prometheus_yml: &Path) {
 fn written(name: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("out");
-    bundle::write(&render_example(name), &out).expect("bundle written");
+    bundle::write(&render_example(name), &out, false).expect("bundle written");
     (tmp, out)
 }
 
@@ -360,7 +360,7 @@ fn amtool_routes_the_examples_by_namespace_audience_and_escalation() {
     let out = tmp.path().join("out");
     let loaded = manifests::load(&[repo_root().join("examples")]).expect("examples are valid");
     let rendered = bundle::render(&loaded.inventory, tested_options()).expect("renders");
-    bundle::write(&rendered, &out).expect("written");
+    bundle::write(&rendered, &out, false).expect("written");
     let route = |labels: &[&str]| {
         let mut args = vec![
             "config",

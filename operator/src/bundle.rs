@@ -224,20 +224,91 @@ fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
+/// Name of the file `render` leaves in every directory it writes: its presence is how a later
+/// `render` knows the directory is its own to replace.
+pub const MARKER: &str = ".vigil-render";
+
+/// What `dir` holds before a render writes to it.
+#[derive(Debug, PartialEq, Eq)]
+enum Existing {
+    /// Absent, or an empty directory.
+    Nothing,
+    /// A directory an earlier `render` wrote (it holds the marker).
+    Rendered,
+    /// A non-empty directory `render` did not write.
+    Foreign,
+}
+
+fn existing(dir: &Path) -> io::Result<Existing> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Nothing),
+        Err(e) => return Err(e),
+    };
+    if entries.next().is_none() {
+        Ok(Existing::Nothing)
+    } else if dir.join(MARKER).is_file() {
+        Ok(Existing::Rendered)
+    } else {
+        Ok(Existing::Foreign)
+    }
+}
+
+/// Whether `dir` is the process's working directory (`-o .`), which cannot be swapped for
+/// another directory under the user's shell.
+fn is_working_directory(dir: &Path) -> bool {
+    match (
+        dir.canonicalize(),
+        std::env::current_dir().and_then(|d| d.canonicalize()),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Writes the bundle to `dir`, replacing its previous content only once every file is written:
 /// files go to a staging directory beside `dir`, which then takes `dir`'s place. Files get mode
 /// 0644 and directories 0755, whatever the umask.
-pub fn write(bundle: &Bundle, dir: &Path) -> io::Result<()> {
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+///
+/// `dir` must be absent, empty, or a directory an earlier render wrote (it holds [`MARKER`]);
+/// anything else is refused, so a mistyped `-o` never deletes a user's files, unless `force` is
+/// set. The working directory (`-o .`) is emptied and filled in place rather than swapped.
+pub fn write(bundle: &Bundle, dir: &Path, force: bool) -> io::Result<()> {
+    let before = existing(dir)?;
+    if before == Existing::Foreign && !force {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is not empty and was not written by `vigil-operator render` (it has no {MARKER} \
+                 file); choose a new or empty directory, or pass --force to replace its content",
+                dir.display()
+            ),
+        ));
+    }
+    let in_place = is_working_directory(dir);
+    let parent = if in_place {
+        // Stage inside the directory itself, so the final moves stay on one file system.
+        dir.to_path_buf()
+    } else {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
     };
     std::fs::create_dir_all(&parent)?;
     let staging = tempfile::Builder::new()
         .prefix(".vigil-render-")
         .tempdir_in(&parent)?;
     set_mode(staging.path(), DIR_MODE)?;
-    for (path, bytes) in &bundle.files {
+    let marker = std::iter::once((
+        Path::new(MARKER),
+        &b"Written by `vigil-operator render`, which replaces this directory as a whole.\n"[..],
+    ));
+    let files = bundle
+        .files
+        .iter()
+        .map(|(p, b)| (p.as_path(), b.as_slice()));
+    for (path, bytes) in files.chain(marker) {
         let target = staging.path().join(path);
         if let Some(folder) = target.parent() {
             std::fs::create_dir_all(folder)?;
@@ -253,6 +324,9 @@ pub fn write(bundle: &Bundle, dir: &Path) -> io::Result<()> {
         }
         std::fs::write(&target, bytes)?;
         set_mode(&target, FILE_MODE)?;
+    }
+    if in_place {
+        return replace_in_place(staging, dir);
     }
     let staged = staging.keep();
     if dir.exists() {
@@ -271,5 +345,31 @@ pub fn write(bundle: &Bundle, dir: &Path) -> io::Result<()> {
     } else {
         std::fs::rename(&staged, dir)?;
     }
+    Ok(())
+}
+
+/// Empties `dir` (all but the staging directory) and moves the staged files into it.
+fn replace_in_place(staging: tempfile::TempDir, dir: &Path) -> io::Result<()> {
+    let staged = staging.path().to_path_buf();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        // The staging directory is `dir`'s own child (tempfile makes its path absolute).
+        if Some(entry.file_name().as_os_str()) == staged.file_name() {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    for entry in std::fs::read_dir(&staged)? {
+        let entry = entry?;
+        std::fs::rename(entry.path(), dir.join(entry.file_name()))?;
+    }
+    set_mode(dir, DIR_MODE)?;
+    // The staging directory, now empty, is removed when `staging` drops.
+    drop(staging);
     Ok(())
 }

@@ -37,9 +37,13 @@ enum Command {
         /// A manifest file or a directory searched recursively; repeatable.
         #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
         files: Vec<PathBuf>,
-        /// Output directory; replaced as a whole only when rendering succeeds.
+        /// Output directory; replaced as a whole only when rendering succeeds. It must be new,
+        /// empty or written by an earlier render.
         #[arg(short = 'o', long = "output", value_name = "DIR")]
         output: PathBuf,
+        /// Replace the output directory's content even when an earlier render did not write it.
+        #[arg(long)]
+        force: bool,
         /// Alertmanager release the configuration targets: `0.26` and later read webhook URLs
         /// from files; `0.25` cannot, so webhook receivers get an unroutable placeholder URL.
         #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
@@ -136,13 +140,14 @@ fn main() -> ExitCode {
         Command::Render {
             files,
             output,
+            force,
             alertmanager_version,
         } => {
             let alertmanager = match alertmanager_version.as_str() {
                 "0.25" => AlertmanagerVersion::V0_25,
                 _ => AlertmanagerVersion::V0_26,
             };
-            render(&files, &output, bundle::Options { alertmanager })
+            render(&files, &output, force, bundle::Options { alertmanager })
         }
         Command::Run(args) => run_operator(*args),
     }
@@ -218,7 +223,7 @@ fn report(problems: &[manifests::Problem]) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn render(files: &[PathBuf], output: &Path, options: bundle::Options) -> ExitCode {
+fn render(files: &[PathBuf], output: &Path, force: bool, options: bundle::Options) -> ExitCode {
     let loaded = match manifests::load(files) {
         Ok(loaded) => loaded,
         Err(problems) => return report(&problems),
@@ -230,7 +235,7 @@ fn render(files: &[PathBuf], output: &Path, options: bundle::Options) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = bundle::write(&rendered, output) {
+    if let Err(e) = bundle::write(&rendered, output, force) {
         eprintln!("vigil-operator: cannot write {}: {e}", output.display());
         return ExitCode::FAILURE;
     }

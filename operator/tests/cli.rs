@@ -163,24 +163,107 @@ fn invalid_input_leaves_output_untouched() {
 fn render_replaces_previous_output() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("out");
-    std::fs::create_dir_all(dir.join("grafana/dashboards")).expect("mkdir");
-    std::fs::write(dir.join("grafana/dashboards/stale.json"), "{}").expect("write");
-    let out = vigil(&[
+    let args = [
         "render",
         "-f",
         "examples/infrastructure",
         "-o",
         dir.to_str().expect("utf-8"),
-    ]);
+    ];
+    let first = vigil(&args);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    std::fs::write(dir.join("grafana/dashboards/stale.json"), "{}").expect("write");
+    let out = vigil(&args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!dir.join("grafana/dashboards/stale.json").exists());
     assert!(dir
         .join("grafana/dashboards/core-infra-core-infra-support.json")
         .is_file());
-    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+    assert_eq!(
+        entries(tmp.path()),
+        ["out"],
+        "staging directories left behind"
+    );
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("dir")
         .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(leftovers, ["out"], "staging directories left behind");
+    names.sort();
+    names
+}
+
+/// A mistyped `-o` never deletes a user's files: a non-empty directory an earlier render did not
+/// write is refused, naming it and the way out, and left exactly as it was; `--force` replaces it.
+#[test]
+fn render_refuses_a_directory_it_did_not_write() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("home");
+    std::fs::create_dir_all(dir.join("notes")).expect("mkdir");
+    std::fs::write(dir.join("notes/todo.txt"), "keep me").expect("write");
+    let path = dir.to_str().expect("utf-8");
+    let out = vigil(&["render", "-f", "examples/infrastructure", "-o", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(path)
+            && stderr.contains("was not written by")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(entries(&dir), ["notes"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes/todo.txt")).expect("kept"),
+        "keep me"
+    );
+    assert_eq!(
+        entries(tmp.path()),
+        ["home"],
+        "staging directories left behind"
+    );
+
+    let forced = vigil(&[
+        "render",
+        "-f",
+        "examples/infrastructure",
+        "-o",
+        path,
+        "--force",
+    ]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert!(!dir.join("notes").exists());
+    assert!(dir.join("prometheus/prometheus.yml").is_file());
+    assert!(dir.join(".vigil-render").is_file());
+}
+
+/// `-o .` renders into the working directory itself (first into an empty one, then again over
+/// its own output), leaving no staging directories behind.
+#[test]
+fn render_into_the_working_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let examples = repo_root().join("examples/infrastructure");
+    let examples = examples.to_str().expect("utf-8");
+    for round in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_vigil-operator"))
+            .args(["render", "-f", examples, "-o", "."])
+            .current_dir(tmp.path())
+            .output()
+            .expect("vigil-operator runs");
+        assert!(out.status.success(), "round {round}: {}", text(&out.stderr));
+        assert_eq!(
+            entries(tmp.path()),
+            [
+                ".vigil-render",
+                "agent",
+                "alertmanager",
+                "grafana",
+                "kubernetes",
+                "prometheus"
+            ],
+            "round {round}"
+        );
+    }
 }

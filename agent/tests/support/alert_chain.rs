@@ -313,7 +313,7 @@ fn render_banking(work: &Path, escalation: [&str; 2]) -> PathBuf {
     )
     .unwrap();
     let out = work.join("out");
-    vigil_operator::bundle::write(&rendered, &out).unwrap();
+    vigil_operator::bundle::write(&rendered, &out, false).unwrap();
     out
 }
 
