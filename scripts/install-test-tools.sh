@@ -215,12 +215,12 @@ PY
 # 3. Python OpenTelemetry and Prometheus clients in a venv
 # ---------------------------------------------------------------------------
 VENV="$REPO_ROOT/.tools/venv"
-PY_PACKAGES=(opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc
+PY_PACKAGES=(pyyaml opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc
     opentelemetry-exporter-otlp-proto-http prometheus-client kubernetes-validate)
 
 python_clients_ok() {
     [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c \
-        'import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, prometheus_client, kubernetes_validate' \
+        'import yaml, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, prometheus_client, kubernetes_validate' \
         >/dev/null 2>&1
 }
 

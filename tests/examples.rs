@@ -425,3 +425,67 @@ fn amtool_routes_the_examples_by_namespace_audience_and_escalation() {
         );
     }
 }
+
+/// Every rendered YAML file means the same to a YAML 1.1 loader (PyYAML, the loader Ansible and
+/// many scripts use) as to Vigil's own YAML 1.2 reader: no `matchType: =` or `on`/`yes` strings
+/// that PyYAML rejects or turns into booleans.
+#[test]
+fn rendered_yaml_reads_the_same_in_yaml_1_1_loaders() {
+    let python = repo_root().join(".tools/venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: run scripts/install-test-tools.sh",
+        python.display()
+    );
+    let script = r#"
+import json, sys, yaml
+out = {}
+for path in sys.argv[1:]:
+    with open(path) as f:
+        out[path] = list(yaml.safe_load_all(f))
+json.dump(out, sys.stdout)
+"#;
+    for name in EXAMPLES {
+        let (_tmp, dir) = written(name);
+        let mut files = Vec::new();
+        let mut pending = vec![dir.clone()];
+        while let Some(path) = pending.pop() {
+            if path.is_dir() {
+                pending.extend(
+                    std::fs::read_dir(&path)
+                        .expect("dir")
+                        .map(|e| e.expect("entry").path()),
+                );
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                files.push(path);
+            }
+        }
+        assert!(files.len() > 5, "{name}: only {} YAML files", files.len());
+        let out = Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .args(&files)
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "{name}: PyYAML cannot load a rendered file: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let python_view: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("json from python");
+        for file in &files {
+            let text = std::fs::read_to_string(file).expect("read");
+            let ours: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+                .map(|doc| serde::Deserialize::deserialize(doc).expect("yaml"))
+                .collect();
+            let key = file.to_str().expect("utf-8");
+            assert_eq!(
+                python_view[key],
+                serde_json::Value::from(ours),
+                "{name}: {} reads differently under YAML 1.1",
+                file.display()
+            );
+        }
+    }
+}

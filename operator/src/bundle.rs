@@ -45,7 +45,7 @@ pub enum BundleError {
 
 impl Bundle {
     fn yaml<T: Serialize>(&mut self, path: String, value: &T) -> Result<(), BundleError> {
-        let text = serde_yaml::to_string(value).map_err(|source| BundleError::Yaml {
+        let text = crate::yaml::to_string(value).map_err(|source| BundleError::Yaml {
             path: path.clone(),
             source,
         })?;

@@ -16,6 +16,7 @@ pub mod signals;
 pub mod telemetry;
 pub mod tls;
 pub mod webhook;
+pub mod yaml;
 
 /// The in-memory API server of the controller tests (test support, not product code).
 #[cfg(test)]

@@ -227,7 +227,7 @@ fn rule_file_part<T: Serialize>(
     let yaml = if apis.prometheus_rule {
         None
     } else {
-        Some(serde_yaml::to_string(&file())?)
+        Some(crate::yaml::to_string(&file())?)
     };
     Ok(PrometheusPart::RuleFile { key, yaml })
 }
@@ -403,7 +403,7 @@ impl PrometheusShare {
             let configs = serde_json::json!({ "scrape_configs": entries });
             data.insert(
                 SCRAPE_CONFIGS_KEY.to_owned(),
-                serde_yaml::to_string(&configs)?,
+                crate::yaml::to_string(&configs)?,
             );
         }
         if !self.apis.prometheus_rule {

@@ -149,7 +149,7 @@ pub fn agent_config_yaml(config: &AgentConfig) -> String {
     // no case in which it can fail for it (its only serialisation errors are non-string map keys
     // and errors raised by custom `Serialize` impls, of which there are none).
     #[allow(clippy::expect_used)] // infallible for this type, see above
-    serde_yaml::to_string(config).expect("AgentConfig always serialises to YAML")
+    crate::yaml::to_string(config).expect("AgentConfig always serialises to YAML")
 }
 
 /// Content hash of a rendered config: sha256 of the text, hex, first 16 characters.

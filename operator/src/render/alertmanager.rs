@@ -404,7 +404,7 @@ pub fn to_yaml(file: &AlertmanagerFile) -> String {
     // nothing here can make serde_yaml fail (it only fails on non-string map keys or custom
     // serialiser errors).
     #[allow(clippy::expect_used)] // cannot fire, see above
-    serde_yaml::to_string(file).expect("an Alertmanager file always serialises")
+    crate::yaml::to_string(file).expect("an Alertmanager file always serialises")
 }
 
 /// One prometheus-operator `AlertmanagerConfig` (`monitoring.coreos.com/v1alpha1`) per
