@@ -20,6 +20,7 @@ pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_yaml:
 /// Plain scalars a YAML 1.1 loader resolves to something other than a string (the YAML 1.1 type
 /// repository: bool, int, float, null, timestamp, merge and value).
 static YAML11_IMPLICIT: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used, reason = "a constant pattern, exercised by the tests")]
     Regex::new(concat!(
         r"^(?:",
         r"y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF",
@@ -39,6 +40,10 @@ static YAML11_IMPLICIT: LazyLock<Regex> = LazyLock::new(|| {
 /// Plain scalars that are not strings under YAML 1.2's core schema: what `serde_yaml` writes
 /// for real numbers, booleans and nulls, which must stay as they are.
 static YAML12_CORE: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(
+        clippy::expect_used,
+        reason = "a constant pattern, exercised by the tests"
+    )]
     Regex::new(concat!(
         r"^(?:null|Null|NULL|~|true|True|TRUE|false|False|FALSE",
         r"|[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+",
@@ -207,7 +212,8 @@ mod tests {
                 serde_yaml::to_string(&BTreeMap::from([("k", plain)])).unwrap()
             );
         }
-        let typed = serde_json::json!({"int": 1, "float": 0.5, "bool": true, "null": null, "text": "1"});
+        let typed =
+            serde_json::json!({"int": 1, "float": 0.5, "bool": true, "null": null, "text": "1"});
         assert_eq!(
             to_string(&typed).unwrap(),
             serde_yaml::to_string(&typed).unwrap()
