@@ -98,12 +98,9 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_current_span(false)
-        .init();
+    let subscriber = vigil_agent::telemetry::log_subscriber(filter, std::io::stderr);
+    // Only fails when a subscriber is already set, which nothing before this does.
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

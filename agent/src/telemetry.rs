@@ -212,18 +212,36 @@ pub fn emit(event: InternalEvent<'_>) {
             message,
         } => {
             m.errors.with_label_values(&[component, error]).inc();
-            tracing::error!(component, error, message, "error");
+            // The description is the log line's message: a `message` field beside a format
+            // string would give the JSON object two `message` keys.
+            tracing::error!(component, error, "{message}");
         }
         InternalEvent::ConfigReload { accepted, message } => {
             let result = if accepted { "accepted" } else { "rejected" };
             m.reloads.with_label_values(&[result]).inc();
             if accepted {
-                tracing::info!(result, message, "config reload");
+                tracing::info!(result, "config reload: {message}");
             } else {
-                tracing::error!(result, message, "config reload");
+                tracing::error!(result, "config reload: {message}");
             }
         }
     }
+}
+
+/// The agent's log format: one JSON object per line, with unique keys, and no span context.
+pub fn log_subscriber<W>(
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_current_span(false)
+        .finish()
 }
 
 /// The agent's own registry, for `/metrics`.
@@ -264,5 +282,106 @@ mod tests {
         assert!(text.contains(
             "vigil_agent_dropped_events_total{component=\"test_component\",reason=\"buffer_full\"}"
         ));
+    }
+
+    /// The keys of one JSON object, in order, duplicates kept (serde_json's `Value` would keep
+    /// only the last of two equal keys).
+    struct Keys(Vec<String>);
+
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                        keys.push(key);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(Visitor)
+        }
+    }
+
+    /// Every event the agent logs is one JSON object per line whose keys are unique at every
+    /// level, and an error's or reload's description is the line's `message`.
+    #[test]
+    fn every_log_line_has_unique_keys() {
+        #[derive(Clone, Default)]
+        struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = log_subscriber(tracing_subscriber::EnvFilter::new("info"), move || {
+            writer.clone()
+        });
+        tracing::subscriber::with_default(subscriber, || {
+            for event in [
+                InternalEvent::Retried {
+                    component: "sink_otlp",
+                    reason: "unavailable",
+                    after: Duration::from_millis(250),
+                },
+                InternalEvent::Dropped {
+                    component: "logs",
+                    events: 2,
+                    reason: "rejected",
+                },
+                InternalEvent::Error {
+                    component: "sink_loki",
+                    error: "Backend",
+                    message: "backend answered 500",
+                },
+                InternalEvent::ConfigReload {
+                    accepted: true,
+                    message: "4 sources, 2 sinks",
+                },
+                InternalEvent::ConfigReload {
+                    accepted: false,
+                    message: "sinks[0].endpoint: relative URL",
+                },
+            ] {
+                emit(event);
+            }
+            tracing::info!(port = 4317, "listening");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        for line in &lines {
+            let top: Keys = serde_json::from_str(line).unwrap();
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let fields: Keys = serde_json::from_value(value["fields"].clone()).unwrap();
+            for keys in [top.0, fields.0] {
+                let mut sorted = keys.clone();
+                sorted.sort();
+                sorted.dedup();
+                assert_eq!(sorted.len(), keys.len(), "duplicate key in {line}");
+            }
+        }
+        assert!(
+            text.contains(r#""message":"backend answered 500""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""message":"config reload: sinks[0].endpoint: relative URL""#),
+            "{text}"
+        );
     }
 }
