@@ -13,6 +13,7 @@ use crate::common::{Audience, ClientType, Condition, PromQl};
     group = "vigil.dev",
     version = "v1alpha1",
     kind = "DashboardView",
+    doc = "A DashboardView is a Grafana dashboard for one audience and client type over one or more MonitoredApps, built from presets with optional extra panels.",
     namespaced,
     status = "DashboardViewStatus",
     shortname = "dv",

@@ -16,6 +16,7 @@ use crate::common::{ClientType, Condition, Duration, SecretKeyRef};
     group = "vigil.dev",
     version = "v1alpha1",
     kind = "MonitoredApp",
+    doc = "A MonitoredApp declares an application to monitor: the pods that make it up, what the injected Vigil agent collects from them (traces, metrics, logs, crashes) and where the data goes.",
     namespaced,
     status = "MonitoredAppStatus",
     shortname = "mapp",

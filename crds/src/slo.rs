@@ -13,6 +13,7 @@ use crate::common::{AppRef, Audience, Condition, Duration, PromQl};
     group = "vigil.dev",
     version = "v1alpha1",
     kind = "SLO",
+    doc = "An SLO is a service-level objective on one MonitoredApp: an SLI, a target over a window, its error budget, and who is paged or ticketed when the budget burns too fast.",
     root = "Slo",
     plural = "slos",
     namespaced,
