@@ -50,6 +50,8 @@ const CUSTOM: &[&str] = &[
     "--set",
     "alertmanager.reloadUrl=http://alertmanager.monitoring:9093",
     "--set",
+    "alertmanager.version=0.25",
+    "--set",
     "replicas=3",
     "--set",
     "image.repository=registry.example.com/platform/vigil-operator",
@@ -413,6 +415,7 @@ fn operator_flags_match_the_rendered_objects() {
     let args = args(&rendered);
     assert!(args.contains(&"--agent-image=ghcr.io/vigil-dev/vigil-agent:0.1.0".to_owned()));
     assert!(args.contains(&"--native-sidecar=auto".to_owned()));
+    assert!(args.contains(&"--alertmanager-version=0.26".to_owned()));
     assert!(
         !args
             .iter()
@@ -450,6 +453,7 @@ fn non_default_values_render_valid_objects() {
     );
     assert!(args.contains(&"--prometheus-url=http://prometheus-server.monitoring:9090".to_owned()));
     assert!(args.contains(&"--alertmanager-url=http://alertmanager.monitoring:9093".to_owned()));
+    assert!(args.contains(&"--alertmanager-version=0.25".to_owned()));
     let CertSource::Directory(cert_dir) = parsed.cert_source() else {
         panic!("cert-manager mode reads mounted files");
     };
