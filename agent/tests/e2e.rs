@@ -760,6 +760,40 @@ fn check_config_names_the_field() {
     assert!(stderr.contains("samplingRate"), "{stderr}");
 }
 
+/// The README's `--check-config` command, as written, on the configuration `render` writes for
+/// the banking example (the README's first command).
+#[test]
+fn readme_check_config_command_works_as_written() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let command = readme
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("cargo run -q -p vigil-agent -- --check-config ")
+        })
+        .expect("the README shows --check-config");
+    let path = command.split_whitespace().next().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let loaded = vigil_operator::manifests::load(&[repo_root().join("examples/banking")]).unwrap();
+    let rendered = vigil_operator::bundle::render(
+        &loaded.inventory,
+        vigil_operator::bundle::Options::default(),
+    )
+    .unwrap();
+    vigil_operator::bundle::write(&rendered, &work.path().join("out/banking"), false).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .arg("--check-config")
+        .arg(path)
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`--check-config {path}`: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Two metrics endpoints: the configured one on `argv[1]` (any path) and the one a developer
 /// annotates on `argv[2]`, which answers `/stats` only and counts those requests on `/hits`.
 const PYTHON_TWO_ENDPOINTS: &str = r#"

@@ -267,3 +267,65 @@ fn render_into_the_working_directory() {
         );
     }
 }
+
+/// The `vigil-operator` commands of the README's shell blocks, as a user on a fresh checkout
+/// types them (in a scratch copy, so `crd > crds/vigil-crds.yaml` cannot touch the repository):
+/// each succeeds, and `crd` prints exactly the committed CRDs.
+#[test]
+fn readme_operator_commands_work_as_written() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README");
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in readme.lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            text if in_sh => {
+                if let Some(rest) = text.strip_prefix("cargo run -q -p vigil-operator -- ") {
+                    // Drop a trailing `# comment`.
+                    let rest = rest.split(" #").next().unwrap_or(rest).trim();
+                    commands.push(rest.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        commands.len() >= 3,
+        "README commands not found: {commands:?}"
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(repo_root().join("examples"), tmp.path().join("examples"))
+        .expect("symlink");
+    std::fs::create_dir(tmp.path().join("crds")).expect("mkdir");
+    // Twice: a second render over the first one's output must work as well.
+    for round in 0..2 {
+        for command in &commands {
+            let (args, redirect) = match command.split_once(" > ") {
+                Some((args, file)) => (args, Some(file.trim())),
+                None => (command.as_str(), None),
+            };
+            let out = Command::new(env!("CARGO_BIN_EXE_vigil-operator"))
+                .args(args.split_whitespace())
+                .current_dir(tmp.path())
+                .output()
+                .expect("vigil-operator runs");
+            assert!(
+                out.status.success(),
+                "round {round}: `{command}` failed: {}",
+                text(&out.stderr)
+            );
+            if let Some(file) = redirect {
+                std::fs::write(tmp.path().join(file), &out.stdout).expect("write");
+            }
+        }
+    }
+    assert!(tmp
+        .path()
+        .join("out/banking/prometheus/prometheus.yml")
+        .is_file());
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("crds/vigil-crds.yaml")).expect("crd output"),
+        std::fs::read_to_string(repo_root().join("crds/vigil-crds.yaml")).expect("committed")
+    );
+}
