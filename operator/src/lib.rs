@@ -6,6 +6,7 @@
 #[cfg(test)]
 extern crate self as vigil_operator;
 
+pub mod analytics;
 pub mod bundle;
 pub mod controllers;
 pub mod leader;
