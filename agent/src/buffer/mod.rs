@@ -89,6 +89,7 @@
 mod format;
 mod reader;
 mod recover;
+mod space;
 #[cfg(test)]
 mod tests;
 
@@ -105,7 +106,7 @@ use vigil_crds::monitored_app::WhenFull;
 
 use crate::telemetry::{emit, InternalEvent};
 use format::{encode_frame_header, frame_len, segment_file_name, Position, SEGMENT_HEADER_LEN};
-use recover::{create_segment, io_error, recover};
+use recover::{create_segment, io_error, recover, segment_path};
 
 pub use reader::BufferReader;
 
@@ -273,6 +274,9 @@ pub fn open_with(
             directory_dirty: false,
             writers_gone: false,
             superseded: false,
+            acked: recovered.start,
+            ack_unwritten: None,
+            short_of_space: false,
         }),
         data: Notify::new(),
         room: Notify::new(),
@@ -335,6 +339,13 @@ struct State {
     writers_gone: bool,
     /// The directory was opened again: these handles must not touch it any more.
     superseded: bool,
+    /// The reader's ack point: the first record not yet delivered.
+    acked: Position,
+    /// An ack point that could not be written to the ack file yet (retried on every ack, every
+    /// sync tick and when segments are freed).
+    ack_unwritten: Option<Position>,
+    /// The last write failed (a full disk, as a rule): the next one first frees delivered space.
+    short_of_space: bool,
 }
 
 impl State {
@@ -490,18 +501,36 @@ impl Shared {
                 }
             });
         }
-        if state.needs_roll
-            || (state.active_len > SEGMENT_HEADER_LEN
-                && state.active_len + frame > self.options.segment_bytes)
-        {
-            self.roll(&mut state)?;
-        }
-        let offset = state.active_len;
-        if let Err(e) = write_frame(&mut state.active, &encode_frame_header(&record), &record) {
+        let mut retried = false;
+        let offset = loop {
+            if state.needs_roll
+                || (state.active_len > SEGMENT_HEADER_LEN
+                    && (state.active_len + frame > self.options.segment_bytes
+                        || (state.short_of_space && state.acked.id == state.next_id)))
+            {
+                // A full disk whose data was all delivered: the roll removes the delivered
+                // active segment before it creates the next one, which frees the space it needs.
+                self.roll(&mut state)?;
+            }
+            let offset = state.active_len;
+            let path = segment_path(&self.dir, state.active_first);
+            let written = space::reserve(&path, offset + frame).and_then(|()| {
+                write_frame(&mut state.active, &encode_frame_header(&record), &record)
+            });
+            let Err(e) = written else {
+                break offset;
+            };
+            state.short_of_space = true;
             // Cut off whatever part of the frame reached the file; if even that fails, the
             // next record goes to a new segment and readers stop at the damage.
             if state.active.set_len(offset).is_err() {
                 state.needs_roll = true;
+            }
+            if !retried && state.acked.id == state.next_id && state.active_len > SEGMENT_HEADER_LEN
+            {
+                // Everything on disk was delivered: free it and try once more.
+                retried = true;
+                continue;
             }
             return Err(self.io_error(
                 format!(
@@ -510,7 +539,8 @@ impl Shared {
                 ),
                 e,
             ));
-        }
+        };
+        state.short_of_space = false;
         let id = state.next_id;
         let segment = state.active_first;
         state.next_id += 1;
@@ -544,10 +574,16 @@ impl Shared {
         Ok(Store::Done(Pushed::Stored))
     }
 
-    /// Seals the active segment and starts a new one at the next record id.
+    /// Seals the active segment and starts a new one at the next record id. When every record
+    /// was delivered, the old segments are removed first: the new one never needs more space
+    /// than they held (a full disk frees itself this way).
     fn roll(&self, state: &mut State) -> Result<(), BufferError> {
+        if state.acked.id == state.next_id {
+            return self.reclaim(state);
+        }
         let first = state.next_id;
         let file = create_segment(&self.dir, first).map_err(|e| {
+            state.short_of_space = true;
             self.io_error(
                 format!("cannot create segment {}", segment_file_name(first)),
                 e,
@@ -574,6 +610,90 @@ impl Shared {
                 .map_err(|e| self.io_error("cannot sync segment".to_owned(), e))?;
         }
         Ok(())
+    }
+}
+
+impl Shared {
+    /// Rolls a buffer whose every record was delivered: removes all its segments, then creates
+    /// the next one and points the ack file at it. A kill at any step leaves a directory that
+    /// recovers without redelivering anything (segments gone, or an ack file behind the only
+    /// segment left, which starts where the new records do).
+    fn reclaim(&self, state: &mut State) -> Result<(), BufferError> {
+        let first = state.next_id;
+        let delivered: Vec<u64> = state
+            .sealed
+            .iter()
+            .map(|s| s.first)
+            .chain(std::iter::once(state.active_first))
+            .collect();
+        for segment in delivered {
+            match std::fs::remove_file(segment_path(&self.dir, segment)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(self.io_error(
+                        format!(
+                            "cannot remove delivered segment {}",
+                            segment_file_name(segment)
+                        ),
+                        e,
+                    ))
+                }
+            }
+            state.sealed.retain(|s| s.first != segment);
+        }
+        state.unsynced.clear();
+        state.dirty = false;
+        // Until a new segment exists, the next record must not go to the removed file.
+        state.needs_roll = true;
+        let file = create_segment(&self.dir, first).map_err(|e| {
+            state.short_of_space = true;
+            self.io_error(
+                format!("cannot create segment {}", segment_file_name(first)),
+                e,
+            )
+        })?;
+        state.active = file;
+        state.active_first = first;
+        state.active_len = SEGMENT_HEADER_LEN;
+        state.needs_roll = false;
+        state.directory_dirty = true;
+        let point = Position {
+            id: first,
+            segment: first,
+            offset: SEGMENT_HEADER_LEN,
+        };
+        state.acked = point;
+        state.ack_unwritten = Some(point);
+        self.flush_ack(state);
+        if !self.background_sync {
+            let work = state
+                .take_sync_work(&self.dir)
+                .map_err(|e| self.io_error("cannot sync segment".to_owned(), e))?;
+            work.run()
+                .map_err(|e| self.io_error("cannot sync segment".to_owned(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the ack point the ack file is behind on, if any; a failure is reported and left
+    /// for the next attempt.
+    fn flush_ack(&self, state: &mut State) -> Option<io::Error> {
+        let point = state.ack_unwritten?;
+        match reader::write_ack_file(&self.dir, point) {
+            Ok(()) => {
+                state.ack_unwritten = None;
+                None
+            }
+            Err(e) => {
+                emit(InternalEvent::Error {
+                    component: &self.component,
+                    error: "BufferAckWrite",
+                    message: &format!("cannot write ack file (retried later): {e}"),
+                });
+                Some(e)
+            }
+        }
     }
 }
 
@@ -619,7 +739,13 @@ fn spawn_sync_task(runtime: &tokio::runtime::Handle, shared: Weak<Shared>) {
                 break;
             };
             let component = shared.component.clone();
-            let work = shared.lock().take_sync_work(&shared.dir);
+            let work = {
+                let mut state = shared.lock();
+                if !state.superseded {
+                    shared.flush_ack(&mut state);
+                }
+                state.take_sync_work(&shared.dir)
+            };
             drop(shared);
             let result = match work {
                 Ok(work) if work.is_empty() => Ok(()),
