@@ -105,7 +105,10 @@ use tokio::sync::Notify;
 use vigil_crds::monitored_app::WhenFull;
 
 use crate::telemetry::{emit, InternalEvent};
-use format::{encode_frame_header, frame_len, segment_file_name, Position, SEGMENT_HEADER_LEN};
+use format::{
+    encode_frame_header, encode_segment_header, frame_len, segment_file_name, Position,
+    SEGMENT_HEADER_LEN,
+};
 use recover::{create_segment, io_error, recover, segment_path};
 
 pub use reader::BufferReader;
@@ -277,6 +280,7 @@ pub fn open_with(
             acked: recovered.start,
             ack_unwritten: None,
             short_of_space: false,
+            reader_file_stale: false,
         }),
         data: Notify::new(),
         room: Notify::new(),
@@ -346,6 +350,9 @@ struct State {
     ack_unwritten: Option<Position>,
     /// The last write failed (a full disk, as a rule): the next one first frees delivered space.
     short_of_space: bool,
+    /// The active segment was emptied and renamed: the reader must let go of any segment file
+    /// it has open.
+    reader_file_stale: bool,
 }
 
 impl State {
@@ -614,49 +621,51 @@ impl Shared {
 }
 
 impl Shared {
-    /// Rolls a buffer whose every record was delivered: removes all its segments, then creates
-    /// the next one and points the ack file at it. A kill at any step leaves a directory that
-    /// recovers without redelivering anything (segments gone, or an ack file behind the only
-    /// segment left, which starts where the new records do).
+    /// Rolls a buffer whose every record was delivered: removes the sealed segments, empties
+    /// the active one in place (its blocks are freed even while a reader still has it open),
+    /// gives it the next record id as header and name, and points the ack file at it. A kill at
+    /// any step leaves a directory that recovers without redelivering anything.
     fn reclaim(&self, state: &mut State) -> Result<(), BufferError> {
         let first = state.next_id;
-        let delivered: Vec<u64> = state
-            .sealed
-            .iter()
-            .map(|s| s.first)
-            .chain(std::iter::once(state.active_first))
-            .collect();
-        for segment in delivered {
-            match std::fs::remove_file(segment_path(&self.dir, segment)) {
+        state.unsynced.clear();
+        while let Some(sealed) = state.sealed.pop_front() {
+            match std::fs::remove_file(segment_path(&self.dir, sealed.first)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
+                    state.sealed.push_front(sealed);
                     return Err(self.io_error(
                         format!(
                             "cannot remove delivered segment {}",
-                            segment_file_name(segment)
+                            segment_file_name(sealed.first)
                         ),
                         e,
-                    ))
+                    ));
                 }
             }
-            state.sealed.retain(|s| s.first != segment);
         }
-        state.unsynced.clear();
-        state.dirty = false;
-        // Until a new segment exists, the next record must not go to the removed file.
+        // Until the emptied segment has its new header, no record may be appended to it.
         state.needs_roll = true;
-        let file = create_segment(&self.dir, first).map_err(|e| {
+        state.reader_file_stale = true;
+        let old = segment_path(&self.dir, state.active_first);
+        let new = segment_path(&self.dir, first);
+        let renewed = state
+            .active
+            .set_len(0)
+            .and_then(|()| space::reserve(&old, SEGMENT_HEADER_LEN))
+            .and_then(|()| (&state.active).write_all(&encode_segment_header(first)))
+            .and_then(|()| std::fs::rename(&old, &new));
+        if let Err(e) = renewed {
             state.short_of_space = true;
-            self.io_error(
-                format!("cannot create segment {}", segment_file_name(first)),
+            return Err(self.io_error(
+                format!("cannot start segment {}", segment_file_name(first)),
                 e,
-            )
-        })?;
-        state.active = file;
+            ));
+        }
         state.active_first = first;
         state.active_len = SEGMENT_HEADER_LEN;
         state.needs_roll = false;
+        state.dirty = true;
         state.directory_dirty = true;
         let point = Position {
             id: first,

@@ -209,6 +209,9 @@ impl BufferReader {
                 if state.superseded {
                     return Err(shared.closed());
                 }
+                if std::mem::take(&mut state.reader_file_stale) {
+                    self.file = None;
+                }
                 loop {
                     if out.len() >= max_records || self.next_read >= state.next_id {
                         return Ok(out);

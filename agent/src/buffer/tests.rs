@@ -999,3 +999,77 @@ async fn overlapping_segment_names_are_renumbered() {
     reader.ack(RecordId(60)).unwrap();
     assert!(is_drained(&mut reader).await);
 }
+
+/// A tmpfs of `size` mounted on a new temporary directory, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// Mounts it; panics (never skips) when mounting is not allowed.
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs (needs root or CAP_SYS_ADMIN)"
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// The full-disk case on a real file system: a 256 KiB tmpfs, so the kernel answers `ENOSPC`
+/// (including for `ack.tmp`). Ignored in the suite because mounting needs root; run by the
+/// chaos benchmark (`./scripts/bench.sh agent`) with
+/// `cargo test -p vigil-agent --lib full_tmpfs -- --ignored`.
+#[tokio::test]
+#[ignore = "mounts a tmpfs (root); run by scripts/bench.sh"]
+async fn full_tmpfs_heals_after_delivery_without_resending() {
+    let tmpfs = Tmpfs::mount("256k");
+    let dir = tmpfs.0.path().join("buffer");
+    let component = "test_buffer_full_tmpfs";
+    let opts = || BufferOptions {
+        segment_bytes: 1 << 20,
+        ..options(4 << 20, WhenFull::Block)
+    };
+    let (writer, mut reader) = open_with(&dir, opts(), component).unwrap();
+    let stored = fill_disk(&writer).await;
+    assert!(stored > 100, "{stored} records fit in 256 KiB");
+    assert!(is_no_space(&writer.push(payload(stored, 1000)).await));
+    let delivered = take(&mut reader, stored as usize).await;
+    reader.ack(delivered.last().unwrap().id).unwrap();
+    for i in stored..stored + 5 {
+        assert_eq!(writer.push(payload(i, 1000)).await.unwrap(), Pushed::Stored);
+    }
+    assert!(!dir.join("ack.tmp").exists());
+    let more = take(&mut reader, 5).await;
+    assert_eq!(
+        payloads(&more),
+        (stored..stored + 5)
+            .map(|i| payload(i, 1000))
+            .collect::<Vec<_>>()
+    );
+    reader.ack(more.last().unwrap().id).unwrap();
+    // Fill it again, deliver, and restart on the still-full disk: nothing comes back.
+    let again = fill_disk(&writer).await;
+    let delivered = take(&mut reader, again as usize).await;
+    reader.ack(delivered.last().unwrap().id).unwrap();
+    kill(writer, reader);
+    let (writer, mut reader) = open_with(&dir, opts(), component).unwrap();
+    assert!(
+        is_drained(&mut reader).await,
+        "delivered records sent again"
+    );
+    assert_eq!(writer.push(payload(0, 1000)).await.unwrap(), Pushed::Stored);
+    assert_eq!(take(&mut reader, 1).await[0].bytes, payload(0, 1000));
+}
