@@ -28,6 +28,15 @@
 //!   When full, [`WhenFull::Block`] makes `push` wait until acks free room and
 //!   [`WhenFull::DropNewest`] discards the new record ([`Pushed::Dropped`]); `try_push` never
 //!   waits. A record that could never fit is refused with [`BufferError::TooLarge`].
+//! - **A full disk heals by itself.** A write the file system refuses (`ENOSPC`) fails the
+//!   push with [`BufferError::Io`] (sources answer 503/`UNAVAILABLE` with `Retry-After`) and
+//!   stores nothing. Space comes back without a restart as delivery proceeds: every ack removes
+//!   the segments wholly delivered *before* it rewrites the ack file, and when every record on
+//!   disk was delivered the next push empties the active segment in place and renames it to the
+//!   next record id (no new space needed) before writing. When `ack.tmp` cannot be written the
+//!   ack file is overwritten in place (it is created at open, so it always exists); an ack that
+//!   still cannot be written is retried on the next ack and every fsync tick. Delivered records
+//!   are not sent again, after space frees nor after a restart.
 //! - **Memory.** Records not yet read are also kept in memory, up to `memory_bytes` (the newest
 //!   ones win), so a reader that keeps up never reads the disk; a reader behind (a sink outage)
 //!   reads older records back from the segments.
@@ -62,25 +71,40 @@
 //!                 | CRC-32 of the preceding 36 bytes u32
 //! ```
 //!
-//! The ack file is not fsynced: losing it to a machine crash only means redelivering.
+//! The ack file is not fsynced: losing it to a machine crash only means redelivering. When the
+//! temporary file cannot be written (a full disk) the 40 bytes are overwritten in place; a kill
+//! cannot tear that single write, and a torn one after a machine crash fails its checksum.
 //!
 //! # Recovery on open
 //!
 //! - Segments wholly before the ack point are deleted (acked segments are also deleted as soon as
-//!   the ack passes them).
+//!   the ack passes them, before the ack file is rewritten: an ack file pointing before every
+//!   segment means "start at the oldest").
+//! - Names are checked against contents. Every segment's frames are walked: a segment whose
+//!   name (or header id) falls inside the previous segment's records would give two records one
+//!   id, so it is renumbered (header rewritten in place, file renamed) and reported
+//!   (`vigil_agent_errors_total{error="InconsistentBufferSegment"}`). The ack file must point
+//!   at a segment there is (or before all of them) and at a frame start; its record id is taken
+//!   from the records there, not from the file. An ack file that does not fit is reported
+//!   (`InconsistentBufferAck`) and delivery restarts at the oldest segment (or that segment's
+//!   start): redelivery, never a silent stall or loss. The corrected ack file is written.
 //! - A segment or ack file with another format version is an error
 //!   ([`BufferError::UnsupportedFormat`]), never silently rewritten.
 //! - A segment whose header is damaged is removed and its records counted as dropped
 //!   (`vigil_agent_dropped_events_total{reason="corrupt_record"}`); a damaged ack file restarts
 //!   delivery at the oldest segment.
 //! - In the newest segment, a torn last record (a write cut short by the kill) or a zero-filled
-//!   tail is truncated away; such a record was never reported as stored. A frame header that
-//!   fails its checksum with data after it cannot be framed past: the rest of the newest
-//!   segment is truncated and counted as (at least one) dropped record.
+//!   tail is truncated away; such a record was never reported as stored. Damage with no intact
+//!   frame after it is truncated too and counted as (at least one) dropped record.
 //! - When reading, a record whose payload checksum fails is skipped and counted as dropped and
 //!   the segment continues with the next frame. When a frame header itself fails its checksum,
-//!   framing is lost: the rest of that segment is skipped and its records (known from the next
-//!   segment's first id) counted as dropped.
+//!   the reader resynchronises: it scans forward for the next offset where a frame's header and
+//!   payload checksums both hold and goes on there. That record's id is counted back from the
+//!   segment's end (the next segment's first id, or the newest record), so the records lost in
+//!   between are counted exactly as dropped (`reason="corrupt_record"`) and the bytes skipped in
+//!   `vigil_agent_buffer_skipped_bytes_total`, with an error naming the segment and offset.
+//!   (In the newest segment, recovery counts one record for a damaged stretch.) Only when no
+//!   intact frame follows is the rest of the segment skipped.
 //!
 //! Telemetry: `Buffered{component, bytes}` is emitted whenever the level changes; dropping a
 //! record under `dropNewest` is reported by the caller, who knows how many events it held
