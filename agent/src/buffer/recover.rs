@@ -205,8 +205,8 @@ pub(super) fn recover(dir: &Path, component: &str) -> Result<Recovered, BufferEr
                 component,
                 error: "InconsistentBufferSegment",
                 message: &format!(
-                    "segment {} (header says first record {}) overlaps the records before it; \
-                     renumbered from record {first}",
+                    "segment {} (header says first record {}) does not fit its name or the \
+                     records before it; renumbered from record {first}",
                     segment_file_name(f.name),
                     f.header_id
                 ),
