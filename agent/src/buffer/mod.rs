@@ -136,6 +136,9 @@ use format::{
 use recover::{create_segment, io_error, recover, segment_path};
 
 pub use reader::BufferReader;
+/// Gives a buffer directory a simulated disk size in unit tests (a full disk answers `ENOSPC`).
+#[cfg(test)]
+pub(crate) use space::quota as disk_quota;
 
 /// Position of a record in the buffer. Ids grow by one per pushed record and are kept across
 /// restarts.

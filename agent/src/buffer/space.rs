@@ -15,7 +15,7 @@ pub(super) fn reserve(_file: &std::path::Path, _new_len: u64) -> std::io::Result
 pub(super) use quota::reserve;
 
 #[cfg(test)]
-pub(super) mod quota {
+pub(crate) mod quota {
     use std::collections::HashMap;
     use std::io;
     use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ pub(super) mod quota {
     }
 
     /// Gives `dir` a disk of `bytes` (rounded to blocks), or lifts its limit with `None`.
-    pub(in crate::buffer) fn set(dir: &Path, bytes: Option<u64>) {
+    pub(crate) fn set(dir: &Path, bytes: Option<u64>) {
         let mut quotas = quotas().lock().unwrap_or_else(|p| p.into_inner());
         match bytes {
             Some(bytes) => quotas.insert(dir.to_owned(), bytes),
