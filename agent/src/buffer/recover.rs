@@ -47,11 +47,17 @@ pub(super) fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(segment_file_name(first))
 }
 
-/// Creates an empty segment (header only) and opens it for appending.
+/// Creates an empty segment (header only) and opens it for appending. A file the failed
+/// attempt left behind (created, but no room for the header) is removed, so no stray name
+/// lingers beside the active segment.
 pub(super) fn create_segment(dir: &Path, first: u64) -> io::Result<File> {
     let path = segment_path(dir, first);
-    space::reserve(&path, SEGMENT_HEADER_LEN)?;
-    fs::write(&path, encode_segment_header(first))?;
+    let created = space::reserve(&path, SEGMENT_HEADER_LEN)
+        .and_then(|()| fs::write(&path, encode_segment_header(first)));
+    if let Err(e) = created {
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
     OpenOptions::new().append(true).open(&path)
 }
 

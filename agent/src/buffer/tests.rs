@@ -1073,3 +1073,47 @@ async fn full_tmpfs_heals_after_delivery_without_resending() {
     assert_eq!(writer.push(payload(0, 1000)).await.unwrap(), Pushed::Stored);
     assert_eq!(take(&mut reader, 1).await[0].bytes, payload(0, 1000));
 }
+
+/// A segment the full disk cannot start (created, but no block for its header) is not left
+/// behind as an empty file beside the active one, where recovery would take it for a damaged
+/// segment; once the records are delivered the roll frees the space and the push succeeds.
+#[tokio::test]
+async fn segment_the_full_disk_cannot_start_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = "test_buffer_full_disk_roll";
+    let opts = || BufferOptions {
+        segment_bytes: 8 << 10,
+        ..options(4 << 20, WhenFull::Block)
+    };
+    // Three 4 KiB blocks: the ack file and a segment of two 4000-byte records.
+    space::quota::set(dir.path(), Some(12 << 10));
+    let (writer, mut reader) = open_with(dir.path(), opts(), component).unwrap();
+    for i in 0..2 {
+        assert_eq!(writer.push(payload(i, 4000)).await.unwrap(), Pushed::Stored);
+    }
+    let refused = writer.push(payload(2, 4000)).await;
+    assert!(is_no_space(&refused), "{refused:?}");
+    assert!(
+        refused
+            .unwrap_err()
+            .to_string()
+            .contains("cannot create segment"),
+        "the roll is what failed"
+    );
+    assert_eq!(segment_files(dir.path()).len(), 1);
+
+    let delivered = take(&mut reader, 2).await;
+    reader.ack(delivered[1].id).unwrap();
+    assert_eq!(writer.push(payload(2, 4000)).await.unwrap(), Pushed::Stored);
+    assert_eq!(
+        segment_files(dir.path()),
+        vec![dir.path().join(format::segment_file_name(2))]
+    );
+    let next = take(&mut reader, 1).await;
+    assert_eq!(next[0].bytes, payload(2, 4000));
+    reader.ack(next[0].id).unwrap();
+    kill(writer, reader);
+    space::quota::set(dir.path(), None);
+    let (_writer, mut reader) = open_with(dir.path(), opts(), component).unwrap();
+    assert!(is_drained(&mut reader).await);
+}
