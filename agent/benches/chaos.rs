@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-use support::{bench_spans, free_port, Agent, OtlpSinkServer, ServerHandle};
+use support::{bench_spans, free_port, received_span_ids, Agent, OtlpSinkServer, ServerHandle};
 
 /// Spans per OTLP request.
 const SPANS_PER_REQUEST: u64 = 20;
@@ -203,19 +203,7 @@ async fn otlp_case(kills: u32) {
         .flat_map(|b| b * SPANS_PER_REQUEST..(b + 1) * SPANS_PER_REQUEST)
         .collect();
     let received = backend.sink.received.clone();
-    let span_ids = move || -> Vec<u64> {
-        received
-            .lock()
-            .unwrap()
-            .traces
-            .iter()
-            .flat_map(|t| &t.resource_spans)
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| &s.spans)
-            .filter_map(|s| <[u8; 8]>::try_from(s.span_id.as_slice()).ok())
-            .map(|id| u64::from_be_bytes(id) - 1)
-            .collect()
-    };
+    let span_ids = move || received_span_ids(&received.lock().unwrap());
     settle(|| {
         let got: HashSet<u64> = span_ids().into_iter().collect();
         owed.is_subset(&got)

@@ -1000,18 +1000,6 @@ fn post_traces(http: u16, body: &[u8], scratch: &Path) -> (u16, bool) {
     )
 }
 
-/// Span ids (as sent by `bench_spans`) the receiver got, with repeats.
-fn received_span_ids(r: &Received) -> Vec<u64> {
-    r.traces
-        .iter()
-        .flat_map(|t| &t.resource_spans)
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .filter_map(|s| <[u8; 8]>::try_from(s.span_id.as_slice()).ok())
-        .map(|id| u64::from_be_bytes(id) - 1)
-        .collect()
-}
-
 /// A tmpfs mounted on `dir`, unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
 
