@@ -676,12 +676,17 @@ impl Shared {
         state.reader_file_stale = true;
         let old = segment_path(&self.dir, state.active_first);
         let new = segment_path(&self.dir, first);
+        // Emptied, renamed, then given its header: a kill in between leaves an empty newest
+        // segment, which recovery gives the header its name says.
         let renewed = state
             .active
             .set_len(0)
-            .and_then(|()| space::reserve(&old, SEGMENT_HEADER_LEN))
-            .and_then(|()| (&state.active).write_all(&encode_segment_header(first)))
-            .and_then(|()| std::fs::rename(&old, &new));
+            .and_then(|()| std::fs::rename(&old, &new))
+            .and_then(|()| space::reserve(&new, SEGMENT_HEADER_LEN))
+            .and_then(|()| (&state.active).write_all(&encode_segment_header(first)));
+        if new.exists() {
+            state.active_first = first;
+        }
         if let Err(e) = renewed {
             state.short_of_space = true;
             return Err(self.io_error(
