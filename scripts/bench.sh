@@ -30,6 +30,15 @@ if [ "$which" = all ] || [ "$which" = agent ]; then
     # Dev profile: the latency is scrape, evaluation and routing, not the agent's speed, and
     # the release build of the operator it renders with takes long on small machines.
     run vigil-agent crash_alert_latency --profile dev
+    # kill -9 chaos against the real agent while its backend fails and recovers: counts
+    # acknowledged, delivered, lost and duplicated (dev build: counts, not speed).
+    run vigil-agent chaos --profile dev
+    # The buffer on a full 256 KiB tmpfs, alone and under the real agent (503 + Retry-After,
+    # healed without a restart, nothing re-sent after kill -9). Mounting needs root, so these
+    # tests are ignored in the suite and run here, where a failure to mount fails loudly.
+    printf '\n==> vigil-agent: full disk (tmpfs)\n'
+    cargo test -q -p vigil-agent --lib full_tmpfs -- --ignored 2>&1 | grep -E 'test result|panicked|cannot mount'
+    cargo test -q -p vigil-agent --test e2e full_disk -- --ignored 2>&1 | grep -E 'test result|panicked|cannot mount'
 fi
 if [ "$which" = all ] || [ "$which" = operator ]; then
     for bench in webhook reconcile footprint; do

@@ -8,7 +8,8 @@
 //! `vigil_agent_received_events_total{signal}`, `vigil_agent_received_bytes_total`,
 //! `vigil_agent_sent_events_total`, `vigil_agent_sent_bytes_total`, `vigil_agent_retries_total`,
 //! `vigil_agent_dropped_events_total{reason}`, `vigil_agent_buffered_bytes`,
-//! `vigil_agent_errors_total{error}`, `vigil_agent_config_reloads_total{result}`.
+//! `vigil_agent_errors_total{error}`, `vigil_agent_config_reloads_total{result}`,
+//! `vigil_agent_buffer_skipped_bytes_total` (damaged bytes a disk buffer read past).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -46,6 +47,8 @@ pub enum InternalEvent<'a> {
     },
     /// Bytes currently held in a component's buffer.
     Buffered { component: &'a str, bytes: u64 },
+    /// Damaged bytes of a buffer segment skipped to resynchronise at the next intact record.
+    BufferSkipped { component: &'a str, bytes: u64 },
     /// A recoverable error; `error` is a stable PascalCase category, `message` a description
     /// that never contains payload data.
     Error {
@@ -66,6 +69,7 @@ struct Metrics {
     retries: IntCounterVec,
     dropped: IntCounterVec,
     buffered: IntGaugeVec,
+    buffer_skipped: IntCounterVec,
     errors: IntCounterVec,
     reloads: IntCounterVec,
 }
@@ -132,6 +136,12 @@ fn metrics() -> &'static Metrics {
                 "vigil_agent_dropped_events_total",
                 "Events discarded, by reason.",
                 &["component", "reason"],
+            ),
+            buffer_skipped: counter(
+                &registry,
+                "vigil_agent_buffer_skipped_bytes_total",
+                "Damaged bytes of a disk buffer skipped to reach the next intact record.",
+                &["component"],
             ),
             errors: counter(
                 &registry,
@@ -206,6 +216,12 @@ pub fn emit(event: InternalEvent<'_>) {
                 .with_label_values(&[component])
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+        InternalEvent::BufferSkipped { component, bytes } => {
+            m.buffer_skipped
+                .with_label_values(&[component])
+                .inc_by(bytes);
+            tracing::warn!(component, bytes, "skipped damaged buffer bytes");
+        }
         InternalEvent::Error {
             component,
             error,
@@ -254,6 +270,22 @@ pub fn dropped_total(component: &str, reason: &str) -> u64 {
     metrics()
         .dropped
         .with_label_values(&[component, reason])
+        .get()
+}
+
+/// Damaged buffer bytes skipped for a component, for tests.
+pub fn buffer_skipped_bytes_total(component: &str) -> u64 {
+    metrics()
+        .buffer_skipped
+        .with_label_values(&[component])
+        .get()
+}
+
+/// Errors counted for a component and category, for tests.
+pub fn errors_total(component: &str, error: &str) -> u64 {
+    metrics()
+        .errors
+        .with_label_values(&[component, error])
         .get()
 }
 

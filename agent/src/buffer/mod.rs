@@ -28,6 +28,15 @@
 //!   When full, [`WhenFull::Block`] makes `push` wait until acks free room and
 //!   [`WhenFull::DropNewest`] discards the new record ([`Pushed::Dropped`]); `try_push` never
 //!   waits. A record that could never fit is refused with [`BufferError::TooLarge`].
+//! - **A full disk heals by itself.** A write the file system refuses (`ENOSPC`) fails the
+//!   push with [`BufferError::Io`] (sources answer 503/`UNAVAILABLE` with `Retry-After`) and
+//!   stores nothing. Space comes back without a restart as delivery proceeds: every ack removes
+//!   the segments wholly delivered *before* it rewrites the ack file, and when every record on
+//!   disk was delivered the next push empties the active segment in place and renames it to the
+//!   next record id (no new space needed) before writing. When `ack.tmp` cannot be written the
+//!   ack file is overwritten in place (it is created at open, so it always exists); an ack that
+//!   still cannot be written is retried on the next ack and every fsync tick. Delivered records
+//!   are not sent again, after space frees nor after a restart.
 //! - **Memory.** Records not yet read are also kept in memory, up to `memory_bytes` (the newest
 //!   ones win), so a reader that keeps up never reads the disk; a reader behind (a sink outage)
 //!   reads older records back from the segments.
@@ -62,25 +71,40 @@
 //!                 | CRC-32 of the preceding 36 bytes u32
 //! ```
 //!
-//! The ack file is not fsynced: losing it to a machine crash only means redelivering.
+//! The ack file is not fsynced: losing it to a machine crash only means redelivering. When the
+//! temporary file cannot be written (a full disk) the 40 bytes are overwritten in place; a kill
+//! cannot tear that single write, and a torn one after a machine crash fails its checksum.
 //!
 //! # Recovery on open
 //!
 //! - Segments wholly before the ack point are deleted (acked segments are also deleted as soon as
-//!   the ack passes them).
+//!   the ack passes them, before the ack file is rewritten: an ack file pointing before every
+//!   segment means "start at the oldest").
+//! - Names are checked against contents. Every segment's frames are walked: a segment whose
+//!   name (or header id) falls inside the previous segment's records would give two records one
+//!   id, so it is renumbered (header rewritten in place, file renamed) and reported
+//!   (`vigil_agent_errors_total{error="InconsistentBufferSegment"}`). The ack file must point
+//!   at a segment there is (or before all of them) and at a frame start; its record id is taken
+//!   from the records there, not from the file. An ack file that does not fit is reported
+//!   (`InconsistentBufferAck`) and delivery restarts at the oldest segment (or that segment's
+//!   start): redelivery, never a silent stall or loss. The corrected ack file is written.
 //! - A segment or ack file with another format version is an error
 //!   ([`BufferError::UnsupportedFormat`]), never silently rewritten.
 //! - A segment whose header is damaged is removed and its records counted as dropped
 //!   (`vigil_agent_dropped_events_total{reason="corrupt_record"}`); a damaged ack file restarts
 //!   delivery at the oldest segment.
 //! - In the newest segment, a torn last record (a write cut short by the kill) or a zero-filled
-//!   tail is truncated away; such a record was never reported as stored. A frame header that
-//!   fails its checksum with data after it cannot be framed past: the rest of the newest
-//!   segment is truncated and counted as (at least one) dropped record.
+//!   tail is truncated away; such a record was never reported as stored. Damage with no intact
+//!   frame after it is truncated too and counted as (at least one) dropped record.
 //! - When reading, a record whose payload checksum fails is skipped and counted as dropped and
 //!   the segment continues with the next frame. When a frame header itself fails its checksum,
-//!   framing is lost: the rest of that segment is skipped and its records (known from the next
-//!   segment's first id) counted as dropped.
+//!   the reader resynchronises: it scans forward for the next offset where a frame's header and
+//!   payload checksums both hold and goes on there. That record's id is counted back from the
+//!   segment's end (the next segment's first id, or the newest record), so the records lost in
+//!   between are counted exactly as dropped (`reason="corrupt_record"`) and the bytes skipped in
+//!   `vigil_agent_buffer_skipped_bytes_total`, with an error naming the segment and offset.
+//!   (In the newest segment, recovery counts one record for a damaged stretch.) Only when no
+//!   intact frame follows is the rest of the segment skipped.
 //!
 //! Telemetry: `Buffered{component, bytes}` is emitted whenever the level changes; dropping a
 //! record under `dropNewest` is reported by the caller, who knows how many events it held
@@ -89,6 +113,7 @@
 mod format;
 mod reader;
 mod recover;
+mod space;
 #[cfg(test)]
 mod tests;
 
@@ -104,10 +129,16 @@ use tokio::sync::Notify;
 use vigil_crds::monitored_app::WhenFull;
 
 use crate::telemetry::{emit, InternalEvent};
-use format::{encode_frame_header, frame_len, segment_file_name, Position, SEGMENT_HEADER_LEN};
-use recover::{create_segment, io_error, recover};
+use format::{
+    encode_frame_header, encode_segment_header, frame_len, segment_file_name, Position,
+    SEGMENT_HEADER_LEN,
+};
+use recover::{create_segment, io_error, recover, segment_path};
 
 pub use reader::BufferReader;
+/// Gives a buffer directory a simulated disk size in unit tests (a full disk answers `ENOSPC`).
+#[cfg(test)]
+pub(crate) use space::quota as disk_quota;
 
 /// Position of a record in the buffer. Ids grow by one per pushed record and are kept across
 /// restarts.
@@ -273,6 +304,10 @@ pub fn open_with(
             directory_dirty: false,
             writers_gone: false,
             superseded: false,
+            acked: recovered.start,
+            ack_unwritten: None,
+            short_of_space: false,
+            reader_file_stale: false,
         }),
         data: Notify::new(),
         room: Notify::new(),
@@ -335,6 +370,16 @@ struct State {
     writers_gone: bool,
     /// The directory was opened again: these handles must not touch it any more.
     superseded: bool,
+    /// The reader's ack point: the first record not yet delivered.
+    acked: Position,
+    /// An ack point that could not be written to the ack file yet (retried on every ack, every
+    /// sync tick and when segments are freed).
+    ack_unwritten: Option<Position>,
+    /// The last write failed (a full disk, as a rule): the next one first frees delivered space.
+    short_of_space: bool,
+    /// The active segment was emptied and renamed: the reader must let go of any segment file
+    /// it has open.
+    reader_file_stale: bool,
 }
 
 impl State {
@@ -490,18 +535,36 @@ impl Shared {
                 }
             });
         }
-        if state.needs_roll
-            || (state.active_len > SEGMENT_HEADER_LEN
-                && state.active_len + frame > self.options.segment_bytes)
-        {
-            self.roll(&mut state)?;
-        }
-        let offset = state.active_len;
-        if let Err(e) = write_frame(&mut state.active, &encode_frame_header(&record), &record) {
+        let mut retried = false;
+        let offset = loop {
+            if state.needs_roll
+                || (state.active_len > SEGMENT_HEADER_LEN
+                    && (state.active_len + frame > self.options.segment_bytes
+                        || (state.short_of_space && state.acked.id == state.next_id)))
+            {
+                // A full disk whose data was all delivered: the roll removes the delivered
+                // active segment before it creates the next one, which frees the space it needs.
+                self.roll(&mut state)?;
+            }
+            let offset = state.active_len;
+            let path = segment_path(&self.dir, state.active_first);
+            let written = space::reserve(&path, offset + frame).and_then(|()| {
+                write_frame(&mut state.active, &encode_frame_header(&record), &record)
+            });
+            let Err(e) = written else {
+                break offset;
+            };
+            state.short_of_space = true;
             // Cut off whatever part of the frame reached the file; if even that fails, the
             // next record goes to a new segment and readers stop at the damage.
             if state.active.set_len(offset).is_err() {
                 state.needs_roll = true;
+            }
+            if !retried && state.acked.id == state.next_id && state.active_len > SEGMENT_HEADER_LEN
+            {
+                // Everything on disk was delivered: free it and try once more.
+                retried = true;
+                continue;
             }
             return Err(self.io_error(
                 format!(
@@ -510,7 +573,8 @@ impl Shared {
                 ),
                 e,
             ));
-        }
+        };
+        state.short_of_space = false;
         let id = state.next_id;
         let segment = state.active_first;
         state.next_id += 1;
@@ -544,10 +608,16 @@ impl Shared {
         Ok(Store::Done(Pushed::Stored))
     }
 
-    /// Seals the active segment and starts a new one at the next record id.
+    /// Seals the active segment and starts a new one at the next record id. When every record
+    /// was delivered, the old segments are removed first: the new one never needs more space
+    /// than they held (a full disk frees itself this way).
     fn roll(&self, state: &mut State) -> Result<(), BufferError> {
+        if state.acked.id == state.next_id {
+            return self.reclaim(state);
+        }
         let first = state.next_id;
         let file = create_segment(&self.dir, first).map_err(|e| {
+            state.short_of_space = true;
             self.io_error(
                 format!("cannot create segment {}", segment_file_name(first)),
                 e,
@@ -574,6 +644,97 @@ impl Shared {
                 .map_err(|e| self.io_error("cannot sync segment".to_owned(), e))?;
         }
         Ok(())
+    }
+}
+
+impl Shared {
+    /// Rolls a buffer whose every record was delivered: removes the sealed segments, empties
+    /// the active one in place (its blocks are freed even while a reader still has it open),
+    /// gives it the next record id as header and name, and points the ack file at it. A kill at
+    /// any step leaves a directory that recovers without redelivering anything.
+    fn reclaim(&self, state: &mut State) -> Result<(), BufferError> {
+        let first = state.next_id;
+        state.unsynced.clear();
+        while let Some(sealed) = state.sealed.pop_front() {
+            match std::fs::remove_file(segment_path(&self.dir, sealed.first)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    state.sealed.push_front(sealed);
+                    return Err(self.io_error(
+                        format!(
+                            "cannot remove delivered segment {}",
+                            segment_file_name(sealed.first)
+                        ),
+                        e,
+                    ));
+                }
+            }
+        }
+        // Until the emptied segment has its new header, no record may be appended to it.
+        state.needs_roll = true;
+        state.reader_file_stale = true;
+        let old = segment_path(&self.dir, state.active_first);
+        let new = segment_path(&self.dir, first);
+        // Emptied, renamed, then given its header: a kill in between leaves an empty newest
+        // segment, which recovery gives the header its name says.
+        let renewed = state
+            .active
+            .set_len(0)
+            .and_then(|()| std::fs::rename(&old, &new))
+            .and_then(|()| space::reserve(&new, SEGMENT_HEADER_LEN))
+            .and_then(|()| (&state.active).write_all(&encode_segment_header(first)));
+        if new.exists() {
+            state.active_first = first;
+        }
+        if let Err(e) = renewed {
+            state.short_of_space = true;
+            return Err(self.io_error(
+                format!("cannot start segment {}", segment_file_name(first)),
+                e,
+            ));
+        }
+        state.active_first = first;
+        state.active_len = SEGMENT_HEADER_LEN;
+        state.needs_roll = false;
+        state.dirty = true;
+        state.directory_dirty = true;
+        let point = Position {
+            id: first,
+            segment: first,
+            offset: SEGMENT_HEADER_LEN,
+        };
+        state.acked = point;
+        state.ack_unwritten = Some(point);
+        self.flush_ack(state);
+        if !self.background_sync {
+            let work = state
+                .take_sync_work(&self.dir)
+                .map_err(|e| self.io_error("cannot sync segment".to_owned(), e))?;
+            work.run()
+                .map_err(|e| self.io_error("cannot sync segment".to_owned(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the ack point the ack file is behind on, if any; a failure is reported and left
+    /// for the next attempt.
+    fn flush_ack(&self, state: &mut State) -> Option<io::Error> {
+        let point = state.ack_unwritten?;
+        match reader::write_ack_file(&self.dir, point) {
+            Ok(()) => {
+                state.ack_unwritten = None;
+                None
+            }
+            Err(e) => {
+                emit(InternalEvent::Error {
+                    component: &self.component,
+                    error: "BufferAckWrite",
+                    message: &format!("cannot write ack file (retried later): {e}"),
+                });
+                Some(e)
+            }
+        }
     }
 }
 
@@ -619,7 +780,13 @@ fn spawn_sync_task(runtime: &tokio::runtime::Handle, shared: Weak<Shared>) {
                 break;
             };
             let component = shared.component.clone();
-            let work = shared.lock().take_sync_work(&shared.dir);
+            let work = {
+                let mut state = shared.lock();
+                if !state.superseded {
+                    shared.flush_ack(&mut state);
+                }
+                state.take_sync_work(&shared.dir)
+            };
             drop(shared);
             let result = match work {
                 Ok(work) if work.is_empty() => Ok(()),

@@ -2,15 +2,18 @@
 //! files otherwise, skips damaged records, and persists acks (removing delivered segments).
 
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::format::{
-    decode_frame_header, encode_ack, frame_len, segment_file_name, Position, ACK_FILE,
+    decode_frame_header, encode_ack, frame_len, segment_file_name, Position, ACK_FILE, ACK_LEN,
     ACK_TMP_FILE, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
-use super::recover::{read_full, segment_path};
+use super::recover::{read_full, resync, segment_path, walk_frames};
+use super::space;
 use super::{BufferError, Record, RecordId, Shared};
 use crate::telemetry::{emit, InternalEvent};
 
@@ -141,10 +144,13 @@ impl BufferReader {
                 };
             }
         }
-        let written = write_ack_file(&shared.dir, point)
-            .map_err(|e| shared.io_error("cannot write ack file".to_owned(), e));
+        state.acked = point;
+        // Delivered segments are removed before the ack file is written: on a full disk that
+        // frees the space the ack file needs, and an ack file left behind by a kill in between
+        // points before every segment left, so delivery restarts at the oldest one, which is
+        // where this ack point is.
         let mut removed = Ok(());
-        if written.is_ok() {
+        {
             while state
                 .sealed
                 .front()
@@ -175,6 +181,11 @@ impl BufferReader {
                 }
             }
         }
+        state.ack_unwritten = Some(point);
+        let written = match shared.flush_ack(&mut state) {
+            None => Ok(()),
+            Some(e) => Err(shared.io_error("cannot write ack file".to_owned(), e)),
+        };
         drop(state);
         // Acked bytes are free even when persisting the ack failed: those records are only
         // delivered again after a restart.
@@ -197,6 +208,9 @@ impl BufferReader {
                 let mut state = shared.lock();
                 if state.superseded {
                     return Err(shared.closed());
+                }
+                if std::mem::take(&mut state.reader_file_stale) {
+                    self.file = None;
                 }
                 loop {
                     if out.len() >= max_records || self.next_read >= state.next_id {
@@ -317,7 +331,9 @@ impl BufferReader {
                 continue;
             }
             let Some(frame) = decode_frame_header(&header) else {
-                self.skip_rest_of_segment(bound);
+                if !self.resynchronise(bound)? {
+                    self.skip_rest_of_segment(bound);
+                }
                 continue;
             };
             let len = frame.len as usize;
@@ -379,6 +395,74 @@ impl BufferReader {
             file.position = offset;
         }
         Ok(file)
+    }
+
+    /// Moves the cursor from a damaged frame header to the next intact frame of its segment
+    /// (header and payload checksums valid). Its id is counted back from the segment's end,
+    /// whose id is known (the next segment's first record, or the disk bound); the records in
+    /// between are counted as dropped and the skipped bytes reported. `false` when no intact
+    /// frame follows, or the ids do not fit: the caller then leaves the segment.
+    fn resynchronise(&mut self, bound: Position) -> Result<bool, BufferError> {
+        let shared = self.shared.clone();
+        let segment = self.cursor_segment;
+        let (end, end_id) = {
+            let state = shared.lock();
+            if state.superseded {
+                return Err(shared.closed());
+            }
+            if segment == bound.segment {
+                (bound.offset, bound.id)
+            } else {
+                match (state.sealed_len(segment), state.segment_after(segment)) {
+                    (Some(len), Some(next)) => (len, next),
+                    _ => return Ok(false),
+                }
+            }
+        };
+        let name = segment_file_name(segment);
+        let read_error = |e| shared.io_error(format!("cannot read segment {name}"), e);
+        let file = match File::open(segment_path(&shared.dir, segment)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(read_error(e)),
+        };
+        let damaged_at = self.cursor_offset;
+        let Some(at) = resync(&file, damaged_at + 1, end).map_err(read_error)? else {
+            return Ok(false);
+        };
+        let after = walk_frames(&file, at, end, None).map_err(read_error)?;
+        if after.end != end {
+            return Ok(false);
+        }
+        let Some(id) = end_id
+            .checked_sub(after.records)
+            .filter(|&id| id > self.next_read)
+        else {
+            return Ok(false);
+        };
+        let lost = id - self.next_read;
+        let skipped = at - damaged_at;
+        emit(InternalEvent::Dropped {
+            component: &shared.component,
+            events: lost,
+            reason: "corrupt_record",
+        });
+        emit(InternalEvent::BufferSkipped {
+            component: &shared.component,
+            bytes: skipped,
+        });
+        emit(InternalEvent::Error {
+            component: &shared.component,
+            error: "CorruptBufferSegment",
+            message: &format!(
+                "segment {name} has a damaged frame header at offset {damaged_at}: skipped \
+                 {skipped} bytes ({lost} records) to the next intact record {id} at offset {at}"
+            ),
+        });
+        self.next_read = id;
+        self.cursor_offset = at;
+        self.release(skipped);
+        Ok(true)
     }
 
     /// Leaves the cursor's segment: at its end, or because the rest cannot be framed. Records
@@ -445,8 +529,24 @@ impl BufferReader {
 }
 
 /// Replaces the ack file atomically: written whole to a temporary file, then renamed over it.
-fn write_ack_file(dir: &std::path::Path, point: Position) -> io::Result<()> {
+/// When that fails (a full disk has no block for the temporary file), the temporary file is
+/// removed and the existing ack file is overwritten in place, which needs no new space: one
+/// 40-byte write at offset 0 that a kill cannot tear (a torn one after a machine crash fails its
+/// checksum and only means redelivering).
+pub(super) fn write_ack_file(dir: &Path, point: Position) -> io::Result<()> {
+    let bytes = encode_ack(point);
     let tmp = dir.join(ACK_TMP_FILE);
-    fs::write(&tmp, encode_ack(point))?;
-    fs::rename(&tmp, dir.join(ACK_FILE))
+    let replaced = space::reserve(&tmp, ACK_LEN as u64)
+        .and_then(|()| fs::write(&tmp, bytes))
+        .and_then(|()| fs::rename(&tmp, dir.join(ACK_FILE)));
+    let Err(error) = replaced else {
+        return Ok(());
+    };
+    let _ = fs::remove_file(&tmp);
+    let path = dir.join(ACK_FILE);
+    let in_place = OpenOptions::new().write(true).open(&path).and_then(|file| {
+        space::reserve(&path, ACK_LEN as u64)?;
+        file.write_all_at(&bytes, 0)
+    });
+    in_place.map_err(|_| error)
 }

@@ -494,6 +494,19 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     get(11) + get(12) // fields 14 and 15 of stat, counted after the comm field
 }
 
+/// The ids of the spans [`bench_spans`] made that the receiver got, with repeats.
+pub fn received_span_ids(received: &Received) -> Vec<u64> {
+    received
+        .traces
+        .iter()
+        .flat_map(|t| &t.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .filter_map(|s| <[u8; 8]>::try_from(s.span_id.as_slice()).ok())
+        .map(|id| u64::from_be_bytes(id) - 1)
+        .collect()
+}
+
 /// Request `batch` of `n` spans of an HTTP server, with ids unique across batches: the load
 /// the agent benchmarks send.
 pub fn bench_spans(batch: u64, n: u64) -> ExportTraceServiceRequest {

@@ -88,6 +88,53 @@ async fn full_block_buffer_pushes_back_on_grpc_and_http() {
     agent.stop().await;
 }
 
+/// Issue 14, item 3: a full disk (`ENOSPC`, through the buffer's test quota) is back-pressure:
+/// gRPC `UNAVAILABLE` with `RetryInfo`, HTTP 503 with `Retry-After`, nothing stored. Once what
+/// was stored is delivered, requests are accepted again without a restart (they used to be
+/// refused for good).
+#[tokio::test]
+async fn full_disk_pushes_back_then_heals() {
+    let mut agent = TestAgent::start(Setup::new("sink_full_disk")).await;
+    crate::buffer::disk_quota::set(agent.buffer_dir(), Some(32 << 10));
+    let mut client = grpc_client(&agent).await;
+    let mut acknowledged = 0;
+    let refused = loop {
+        assert!(acknowledged < 64, "the disk never filled up");
+        match client.export(kilobyte_request(acknowledged + 1)).await {
+            Ok(_) => acknowledged += 1,
+            Err(status) => break status,
+        }
+    };
+    assert!(acknowledged > 0, "the first request fits");
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    let details = RpcStatus::decode(refused.details()).unwrap();
+    assert_eq!(details.details[0].type_url, RETRY_INFO_TYPE_URL);
+    let http = agent.http;
+    let post = |n: u8| {
+        http_client()
+            .post(format!("http://{http}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(kilobyte_request(n).encode_to_vec())
+            .send()
+    };
+    let response = post(99).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    let batches = agent.stored_now().await;
+    assert_eq!(
+        batches.len(),
+        acknowledged as usize,
+        "stored = acknowledged"
+    );
+    // Delivered and acknowledged: the disk freed itself.
+    client.export(kilobyte_request(100)).await.unwrap();
+    assert_eq!(post(101).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(agent.stored_now().await.len(), 2);
+    crate::buffer::disk_quota::set(agent.buffer_dir(), None);
+    agent.stop().await;
+}
+
 /// Under `dropNewest`, every request is answered with success; those that did not fit carry a
 /// `partial_success` naming the loss, are counted as dropped, and are not stored.
 #[tokio::test]

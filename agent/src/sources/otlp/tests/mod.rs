@@ -152,6 +152,11 @@ impl TestAgent {
         batches
     }
 
+    /// The buffer's directory.
+    pub fn buffer_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// Stops both listeners and waits for them to finish.
     pub async fn stop(mut self) {
         self.stop.send_replace(true);
