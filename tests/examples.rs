@@ -39,6 +39,7 @@ fn render_example(name: &str) -> Bundle {
 fn tested_options() -> bundle::Options {
     bundle::Options {
         alertmanager: AlertmanagerVersion::V0_25,
+        ..bundle::Options::default()
     }
 }
 

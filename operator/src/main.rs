@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vigil_operator::render::alertmanager::AlertmanagerVersion;
+use vigil_operator::render::outputs::{ObjectExtras, Outputs};
+use vigil_operator::render::slo::SloSeverities;
 use vigil_operator::{bundle, controllers, manifests, run};
 
 /// mimalloc: the webhook's JSON reading and the watch caches allocate many small objects; it
@@ -30,6 +32,10 @@ enum Command {
         /// A manifest file or a directory searched recursively; repeatable.
         #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
         files: Vec<PathBuf>,
+        /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is
+        /// longer gets a warning (its figures would only cover the retained part).
+        #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+        prometheus_retention: Option<std::time::Duration>,
     },
     /// Render manifests into the files Prometheus, Alertmanager, Grafana, the agent and
     /// Kubernetes consume.
@@ -44,6 +50,12 @@ enum Command {
         /// from files; `0.25` cannot, so webhook receivers get an unroutable placeholder URL.
         #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
         alertmanager_version: String,
+        /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is
+        /// longer gets a warning.
+        #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+        prometheus_retention: Option<std::time::Duration>,
+        #[command(flatten)]
+        outputs: OutputArgs,
     },
     /// Run the operator in a cluster: leader election, and the controllers on the leader.
     Run(Box<RunArgs>),
@@ -102,8 +114,107 @@ struct RunArgs {
     /// Address of the operator's own `/metrics`, `/healthz` and `/readyz` (plain HTTP).
     #[arg(long, value_name = "ADDRESS", default_value = vigil_operator::telemetry::DEFAULT_LISTEN)]
     metrics_listen: std::net::SocketAddr,
+    /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is longer
+    /// gets a warning in its status.
+    #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+    prometheus_retention: Option<std::time::Duration>,
+    #[command(flatten)]
+    outputs: OutputArgs,
     #[command(flatten)]
     webhook: vigil_operator::webhook::WebhookArgs,
+}
+
+/// How generated objects are delivered: extra labels and annotations per kind, the
+/// `GrafanaDashboard` instance selector and folder, and the `severity` of SLO alerts.
+#[derive(clap::Args, Debug, Clone)]
+struct OutputArgs {
+    /// Label added to every `PodMonitor`, as `KEY=VALUE` (such as
+    /// `release=kube-prometheus-stack`); repeatable.
+    #[arg(long = "pod-monitor-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pod_monitor_labels: Vec<(String, String)>,
+    /// Annotation added to every `PodMonitor`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "pod-monitor-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pod_monitor_annotations: Vec<(String, String)>,
+    /// Label added to every `PrometheusRule`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "prometheus-rule-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    prometheus_rule_labels: Vec<(String, String)>,
+    /// Annotation added to every `PrometheusRule`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "prometheus-rule-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    prometheus_rule_annotations: Vec<(String, String)>,
+    /// Label added to every `AlertmanagerConfig`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "alertmanager-config-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    alertmanager_config_labels: Vec<(String, String)>,
+    /// Annotation added to every `AlertmanagerConfig`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "alertmanager-config-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    alertmanager_config_annotations: Vec<(String, String)>,
+    /// Label added to every `GrafanaDashboard`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "grafana-dashboard-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    grafana_dashboard_labels: Vec<(String, String)>,
+    /// Annotation added to every `GrafanaDashboard`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "grafana-dashboard-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    grafana_dashboard_annotations: Vec<(String, String)>,
+    /// A `matchLabels` entry of every `GrafanaDashboard`'s `instanceSelector`, as `KEY=VALUE`;
+    /// repeatable. Default `dashboards=grafana`.
+    #[arg(long = "grafana-instance-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    grafana_instance_selector: Vec<(String, String)>,
+    /// Grafana folder of every `GrafanaDashboard`; default: the view's client type, `Vigil`
+    /// for SLO dashboards.
+    #[arg(long, value_name = "FOLDER", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    grafana_folder: Option<String>,
+    /// `severity` label of SLO page alerts (fast burns); `vigil_slo_alert="page"` keeps the
+    /// class.
+    #[arg(long, value_name = "SEVERITY", default_value = "critical", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    slo_page_severity: String,
+    /// `severity` label of SLO ticket alerts (slow burns, absent SLI);
+    /// `vigil_slo_alert="ticket"` keeps the class.
+    #[arg(long, value_name = "SEVERITY", default_value = "warning", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    slo_ticket_severity: String,
+}
+
+impl OutputArgs {
+    fn outputs(self) -> Outputs {
+        let extras =
+            |labels: Vec<(String, String)>, annotations: Vec<(String, String)>| ObjectExtras {
+                labels: labels.into_iter().collect(),
+                annotations: annotations.into_iter().collect(),
+            };
+        let defaults = Outputs::default();
+        Outputs {
+            pod_monitor: extras(self.pod_monitor_labels, self.pod_monitor_annotations),
+            prometheus_rule: extras(
+                self.prometheus_rule_labels,
+                self.prometheus_rule_annotations,
+            ),
+            alertmanager_config: extras(
+                self.alertmanager_config_labels,
+                self.alertmanager_config_annotations,
+            ),
+            grafana_dashboard: extras(
+                self.grafana_dashboard_labels,
+                self.grafana_dashboard_annotations,
+            ),
+            grafana_instance_selector: if self.grafana_instance_selector.is_empty() {
+                defaults.grafana_instance_selector
+            } else {
+                self.grafana_instance_selector.into_iter().collect()
+            },
+            grafana_folder: self.grafana_folder,
+            slo_severities: SloSeverities {
+                page: self.slo_page_severity,
+                ticket: self.slo_ticket_severity,
+            },
+        }
+    }
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    vigil_operator::render::outputs::parse_key_value(text)
+}
+
+fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
+    vigil_crds::Duration::parse(text)
+        .map(|d| std::time::Duration::from_secs_f64(d.as_secs_f64()))
+        .map_err(|e| format!("{text:?} is not a Prometheus duration such as 15d: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -118,9 +229,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Check { files } => match manifests::load(&files) {
+        Command::Check {
+            files,
+            prometheus_retention,
+        } => match manifests::load(&files) {
             Ok(loaded) => {
                 let inv = &loaded.inventory;
+                warn_retention(&loaded, prometheus_retention);
                 println!(
                     "valid: {} MonitoredApp, {} AlertPolicy, {} SLO, {} DashboardView ({} other objects skipped)",
                     inv.apps.len(),
@@ -137,12 +252,18 @@ fn main() -> ExitCode {
             files,
             output,
             alertmanager_version,
+            prometheus_retention,
+            outputs,
         } => {
             let alertmanager = match alertmanager_version.as_str() {
                 "0.25" => AlertmanagerVersion::V0_25,
                 _ => AlertmanagerVersion::V0_26,
             };
-            render(&files, &output, bundle::Options { alertmanager })
+            let options = bundle::Options {
+                alertmanager,
+                outputs: outputs.outputs(),
+            };
+            render(&files, &output, options, prometheus_retention)
         }
         Command::Run(args) => run_operator(*args),
     }
@@ -170,6 +291,9 @@ fn run_operator(args: RunArgs) -> ExitCode {
             alertmanager_version: alertmanager_version(&args.alertmanager_version),
             alertmanager_namespace: args.operator_namespace.clone(),
             namespace: args.namespace,
+            outputs: args.outputs.outputs(),
+            prometheus_retention: args.prometheus_retention,
+            prometheus_query_url: args.prometheus_url.clone(),
             ..controllers::Settings::default()
         },
         identity: args.identity,
@@ -218,11 +342,30 @@ fn report(problems: &[manifests::Problem]) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn render(files: &[PathBuf], output: &Path, options: bundle::Options) -> ExitCode {
+/// Prints a warning for every SLO whose window is longer than Prometheus keeps data.
+fn warn_retention(loaded: &manifests::Loaded, retention: Option<std::time::Duration>) {
+    for slo in &loaded.inventory.slos {
+        if let Some(warning) = vigil_operator::render::slo::retention_warning(slo, retention) {
+            eprintln!(
+                "warning: SLO/{}/{}: spec.window: {warning}",
+                vigil_operator::render::namespace_of(slo),
+                kube::ResourceExt::name_any(slo)
+            );
+        }
+    }
+}
+
+fn render(
+    files: &[PathBuf],
+    output: &Path,
+    options: bundle::Options,
+    retention: Option<std::time::Duration>,
+) -> ExitCode {
     let loaded = match manifests::load(files) {
         Ok(loaded) => loaded,
         Err(problems) => return report(&problems),
     };
+    warn_retention(&loaded, retention);
     let rendered = match bundle::render(&loaded.inventory, options) {
         Ok(rendered) => rendered,
         Err(e) => {

@@ -115,6 +115,18 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
             report("SLO", &ns, &name, "spec.window".into(),
                 format!("window {} is shorter than 1d; SLO windows are days or weeks, such as 28d or 30d", slo.spec.window));
         }
+        if slo.spec.alerting.absent_for.as_secs_f64() < 60.0 {
+            report(
+                "SLO",
+                &ns,
+                &name,
+                "spec.alerting.absentFor".into(),
+                format!(
+                    "absentFor {} is shorter than 1m; a scrape or two missing is not an absent SLI",
+                    slo.spec.alerting.absent_for
+                ),
+            );
+        }
     }
 
     for view in &inv.views {
