@@ -59,10 +59,11 @@ pub struct SloSpec {
     /// `team: payments` or `tier: "1"`. Keys are Prometheus label names (letters, digits and
     /// `_`, not starting with a digit or `__`) other than the ones Vigil sets (`namespace`,
     /// `app`, `slo`, `severity`, `audience`, and any starting with `vigil_` or `sloth_`). At
-    /// most 16 labels; each value at most 256 characters.
+    /// most 16 labels; each value at most 256 characters. (Keys are checked by the admission
+    /// webhook and `vigil-operator check`: a CEL rule over map keys costs more than the API
+    /// server allows.)
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = crate::bounds::slo_labels)]
-    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-zA-Z_][a-zA-Z0-9_]*$') && !k.startsWith('__') && !(k in ['namespace', 'app', 'slo', 'severity', 'audience']) && !k.startsWith('vigil_') && !k.startsWith('sloth_'))").message("labels keys are Prometheus label names other than namespace, app, slo, severity, audience and vigil_* or sloth_* (Vigil sets those)"))]
     pub labels: BTreeMap<String, String>,
 
     /// Labels of the SLI's series to measure the objective separately for, such as `[route]`:

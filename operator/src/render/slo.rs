@@ -333,10 +333,18 @@ pub fn slo_rules_with(slo: &Slo, app: &MonitoredApp, severities: &SloSeverities)
             b = num(budget),
         );
         let spent = num((tier.factor * tier.long_secs / window_secs * 1000.0).round() / 10.0);
-        let remaining =
-            "{{ with printf `slo:error_budget_remaining:ratio{namespace=%q, app=%q, slo=%q}` \
-             $labels.namespace $labels.app $labels.slo | query }}{{ with . | first }}\
-             {{ .Value | humanizePercentage }}{{ end }}{{ else }}unknown{{ end }}";
+        // The budget of this alert's own group, when the objective is grouped.
+        let group_matchers: String = spec.group_by.iter().map(|l| format!(", {l}=%q")).collect();
+        let group_args: String = spec
+            .group_by
+            .iter()
+            .map(|l| format!(" $labels.{l}"))
+            .collect();
+        let remaining = format!(
+            "{{{{ with printf `slo:error_budget_remaining:ratio{{namespace=%q, app=%q, slo=%q{group_matchers}}}` \
+             $labels.namespace $labels.app $labels.slo{group_args} | query }}}}{{{{ with . | first }}}}\
+             {{{{ .Value | humanizePercentage }}}}{{{{ end }}}}{{{{ else }}}}unknown{{{{ end }}}}"
+        );
         for audience in unique(audiences) {
             let mut labels = alert_labels(tier.severity, audience);
             labels.insert(BURN_TIER_LABEL.into(), tier.name.into());
@@ -356,7 +364,7 @@ pub fn slo_rules_with(slo: &Slo, app: &MonitoredApp, severities: &SloSeverities)
                     ),
                 ),
                 ("burn_rate".to_owned(), "{{ $value | printf \"%.1f\" }}".to_owned()),
-                ("budget_remaining".to_owned(), remaining.to_owned()),
+                ("budget_remaining".to_owned(), remaining.clone()),
                 ("objective".to_owned(), objective_text.clone()),
             ]);
             rules.push(Rule::Alerting(AlertingRule {
