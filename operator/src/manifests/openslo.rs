@@ -371,3 +371,6 @@ fn objective(spec: &Yaml) -> Result<Yaml, FieldProblem> {
     let percent = (percent * 1e9).round() / 1e9;
     Ok(Yaml::Number(percent.into()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,13 +35,13 @@ pub fn slo_conditions(
         slo.metadata.generation,
         now,
         format!(
-            "{} recording rules, {} burn-rate alerts and the dashboard ({dashboard_where}) are applied",
+            "{} recording rules, {} alerts (burn rate, absent SLI) and the dashboard ({dashboard_where}) are applied",
             summary.recording_rules, summary.alerts
         ),
         vec![Check::passed(
             "RulesApplied",
             format!(
-                "{} recording rules and {} burn-rate alerts are in {rules_where}",
+                "{} recording rules and {} alerts (burn rate, absent SLI) are in {rules_where}",
                 summary.recording_rules, summary.alerts
             ),
         )],
@@ -81,7 +81,7 @@ pub async fn publish(
         alerts: summary.alerts,
     };
     let produced = format!(
-        "{} recording rules, {} burn-rate alerts",
+        "{} recording rules, {} alerts",
         summary.recording_rules, summary.alerts
     );
     conditions::publish(ctx, slo, &previous, &status, &produced, outcome).await?;

@@ -454,7 +454,14 @@ fn slo_alerts_reach_the_audience_of_their_app() {
             ("app", "checkout"),
             ("slo", "checkout-availability"),
             ("alertname", "SLOErrorBudgetBurn"),
-            ("severity", if class == "page" { "critical" } else { "warning" }),
+            (
+                "severity",
+                if class == "page" {
+                    "critical"
+                } else {
+                    "warning"
+                },
+            ),
             ("vigil_slo_alert", class),
             ("vigil_burn_tier", tier),
             ("audience", audience),
