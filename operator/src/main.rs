@@ -6,8 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vigil_operator::render::alertmanager::AlertmanagerVersion;
-use vigil_operator::render::outputs::{ObjectExtras, Outputs};
-use vigil_operator::render::slo::SloSeverities;
+use vigil_operator::render::outputs::{self, OutputArgs};
 use vigil_operator::{bundle, controllers, manifests, run};
 
 /// mimalloc: the webhook's JSON reading and the watch caches allocate many small objects; it
@@ -34,7 +33,7 @@ enum Command {
         files: Vec<PathBuf>,
         /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is
         /// longer gets a warning (its figures would only cover the retained part).
-        #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+        #[arg(long, value_name = "DURATION", value_parser = outputs::parse_retention)]
         prometheus_retention: Option<std::time::Duration>,
     },
     /// Render manifests into the files Prometheus, Alertmanager, Grafana, the agent and
@@ -52,7 +51,7 @@ enum Command {
         alertmanager_version: String,
         /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is
         /// longer gets a warning.
-        #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+        #[arg(long, value_name = "DURATION", value_parser = outputs::parse_retention)]
         prometheus_retention: Option<std::time::Duration>,
         #[command(flatten)]
         outputs: OutputArgs,
@@ -114,107 +113,18 @@ struct RunArgs {
     /// Address of the operator's own `/metrics`, `/healthz` and `/readyz` (plain HTTP).
     #[arg(long, value_name = "ADDRESS", default_value = vigil_operator::telemetry::DEFAULT_LISTEN)]
     metrics_listen: std::net::SocketAddr,
+    /// Base URL of the Prometheus each SLO's remaining error budget is read from (an instant
+    /// query) for its status and `kubectl get slo`; default: `--prometheus-url`.
+    #[arg(long, value_name = "URL")]
+    prometheus_query_url: Option<String>,
     /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is longer
     /// gets a warning in its status.
-    #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+    #[arg(long, value_name = "DURATION", value_parser = outputs::parse_retention)]
     prometheus_retention: Option<std::time::Duration>,
     #[command(flatten)]
     outputs: OutputArgs,
     #[command(flatten)]
     webhook: vigil_operator::webhook::WebhookArgs,
-}
-
-/// How generated objects are delivered: extra labels and annotations per kind, the
-/// `GrafanaDashboard` instance selector and folder, and the `severity` of SLO alerts.
-#[derive(clap::Args, Debug, Clone)]
-struct OutputArgs {
-    /// Label added to every `PodMonitor`, as `KEY=VALUE` (such as
-    /// `release=kube-prometheus-stack`); repeatable.
-    #[arg(long = "pod-monitor-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pod_monitor_labels: Vec<(String, String)>,
-    /// Annotation added to every `PodMonitor`, as `KEY=VALUE`; repeatable.
-    #[arg(long = "pod-monitor-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pod_monitor_annotations: Vec<(String, String)>,
-    /// Label added to every `PrometheusRule`, as `KEY=VALUE`; repeatable.
-    #[arg(long = "prometheus-rule-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    prometheus_rule_labels: Vec<(String, String)>,
-    /// Annotation added to every `PrometheusRule`, as `KEY=VALUE`; repeatable.
-    #[arg(long = "prometheus-rule-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    prometheus_rule_annotations: Vec<(String, String)>,
-    /// Label added to every `AlertmanagerConfig`, as `KEY=VALUE`; repeatable.
-    #[arg(long = "alertmanager-config-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    alertmanager_config_labels: Vec<(String, String)>,
-    /// Annotation added to every `AlertmanagerConfig`, as `KEY=VALUE`; repeatable.
-    #[arg(long = "alertmanager-config-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    alertmanager_config_annotations: Vec<(String, String)>,
-    /// Label added to every `GrafanaDashboard`, as `KEY=VALUE`; repeatable.
-    #[arg(long = "grafana-dashboard-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    grafana_dashboard_labels: Vec<(String, String)>,
-    /// Annotation added to every `GrafanaDashboard`, as `KEY=VALUE`; repeatable.
-    #[arg(long = "grafana-dashboard-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    grafana_dashboard_annotations: Vec<(String, String)>,
-    /// A `matchLabels` entry of every `GrafanaDashboard`'s `instanceSelector`, as `KEY=VALUE`;
-    /// repeatable. Default `dashboards=grafana`.
-    #[arg(long = "grafana-instance-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    grafana_instance_selector: Vec<(String, String)>,
-    /// Grafana folder of every `GrafanaDashboard`; default: the view's client type, `Vigil`
-    /// for SLO dashboards.
-    #[arg(long, value_name = "FOLDER", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    grafana_folder: Option<String>,
-    /// `severity` label of SLO page alerts (fast burns); `vigil_slo_alert="page"` keeps the
-    /// class.
-    #[arg(long, value_name = "SEVERITY", default_value = "critical", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    slo_page_severity: String,
-    /// `severity` label of SLO ticket alerts (slow burns, absent SLI);
-    /// `vigil_slo_alert="ticket"` keeps the class.
-    #[arg(long, value_name = "SEVERITY", default_value = "warning", value_parser = clap::builder::NonEmptyStringValueParser::new())]
-    slo_ticket_severity: String,
-}
-
-impl OutputArgs {
-    fn outputs(self) -> Outputs {
-        let extras =
-            |labels: Vec<(String, String)>, annotations: Vec<(String, String)>| ObjectExtras {
-                labels: labels.into_iter().collect(),
-                annotations: annotations.into_iter().collect(),
-            };
-        let defaults = Outputs::default();
-        Outputs {
-            pod_monitor: extras(self.pod_monitor_labels, self.pod_monitor_annotations),
-            prometheus_rule: extras(
-                self.prometheus_rule_labels,
-                self.prometheus_rule_annotations,
-            ),
-            alertmanager_config: extras(
-                self.alertmanager_config_labels,
-                self.alertmanager_config_annotations,
-            ),
-            grafana_dashboard: extras(
-                self.grafana_dashboard_labels,
-                self.grafana_dashboard_annotations,
-            ),
-            grafana_instance_selector: if self.grafana_instance_selector.is_empty() {
-                defaults.grafana_instance_selector
-            } else {
-                self.grafana_instance_selector.into_iter().collect()
-            },
-            grafana_folder: self.grafana_folder,
-            slo_severities: SloSeverities {
-                page: self.slo_page_severity,
-                ticket: self.slo_ticket_severity,
-            },
-        }
-    }
-}
-
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
-    vigil_operator::render::outputs::parse_key_value(text)
-}
-
-fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
-    vigil_crds::Duration::parse(text)
-        .map(|d| std::time::Duration::from_secs_f64(d.as_secs_f64()))
-        .map_err(|e| format!("{text:?} is not a Prometheus duration such as 15d: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -293,7 +203,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
             namespace: args.namespace,
             outputs: args.outputs.outputs(),
             prometheus_retention: args.prometheus_retention,
-            prometheus_query_url: args.prometheus_url.clone(),
+            prometheus_query_url: args.prometheus_query_url.or(args.prometheus_url.clone()),
             ..controllers::Settings::default()
         },
         identity: args.identity,

@@ -145,6 +145,97 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
+/// How generated objects are delivered: extra labels and annotations per kind, the
+/// `GrafanaDashboard` instance selector and folder, and the `severity` of SLO alerts.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// Label added to every `PodMonitor`, as `KEY=VALUE` (such as
+    /// `release=kube-prometheus-stack`); repeatable.
+    #[arg(long = "pod-monitor-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub pod_monitor_labels: Vec<(String, String)>,
+    /// Annotation added to every `PodMonitor`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "pod-monitor-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub pod_monitor_annotations: Vec<(String, String)>,
+    /// Label added to every `PrometheusRule`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "prometheus-rule-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub prometheus_rule_labels: Vec<(String, String)>,
+    /// Annotation added to every `PrometheusRule`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "prometheus-rule-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub prometheus_rule_annotations: Vec<(String, String)>,
+    /// Label added to every `AlertmanagerConfig`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "alertmanager-config-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub alertmanager_config_labels: Vec<(String, String)>,
+    /// Annotation added to every `AlertmanagerConfig`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "alertmanager-config-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub alertmanager_config_annotations: Vec<(String, String)>,
+    /// Label added to every `GrafanaDashboard`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "grafana-dashboard-label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub grafana_dashboard_labels: Vec<(String, String)>,
+    /// Annotation added to every `GrafanaDashboard`, as `KEY=VALUE`; repeatable.
+    #[arg(long = "grafana-dashboard-annotation", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub grafana_dashboard_annotations: Vec<(String, String)>,
+    /// A `matchLabels` entry of every `GrafanaDashboard`'s `instanceSelector`, as `KEY=VALUE`;
+    /// repeatable. Default `dashboards=grafana`.
+    #[arg(long = "grafana-instance-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub grafana_instance_selector: Vec<(String, String)>,
+    /// Grafana folder of every `GrafanaDashboard`; default: the view's client type, `Vigil`
+    /// for SLO dashboards.
+    #[arg(long, value_name = "FOLDER", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub grafana_folder: Option<String>,
+    /// `severity` label of SLO page alerts (fast burns); `vigil_slo_alert="page"` keeps the
+    /// class.
+    #[arg(long, value_name = "SEVERITY", default_value = "critical", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub slo_page_severity: String,
+    /// `severity` label of SLO ticket alerts (slow burns, absent SLI);
+    /// `vigil_slo_alert="ticket"` keeps the class.
+    #[arg(long, value_name = "SEVERITY", default_value = "warning", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub slo_ticket_severity: String,
+}
+
+impl OutputArgs {
+    /// The delivery settings these flags describe.
+    pub fn outputs(self) -> Outputs {
+        let extras =
+            |labels: Vec<(String, String)>, annotations: Vec<(String, String)>| ObjectExtras {
+                labels: labels.into_iter().collect(),
+                annotations: annotations.into_iter().collect(),
+            };
+        let defaults = Outputs::default();
+        Outputs {
+            pod_monitor: extras(self.pod_monitor_labels, self.pod_monitor_annotations),
+            prometheus_rule: extras(
+                self.prometheus_rule_labels,
+                self.prometheus_rule_annotations,
+            ),
+            alertmanager_config: extras(
+                self.alertmanager_config_labels,
+                self.alertmanager_config_annotations,
+            ),
+            grafana_dashboard: extras(
+                self.grafana_dashboard_labels,
+                self.grafana_dashboard_annotations,
+            ),
+            grafana_instance_selector: if self.grafana_instance_selector.is_empty() {
+                defaults.grafana_instance_selector
+            } else {
+                self.grafana_instance_selector.into_iter().collect()
+            },
+            grafana_folder: self.grafana_folder,
+            slo_severities: SloSeverities {
+                page: self.slo_page_severity,
+                ticket: self.slo_ticket_severity,
+            },
+        }
+    }
+}
+
+/// Parses `--prometheus-retention` (a Prometheus duration such as `15d`).
+pub fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
+    vigil_crds::Duration::parse(text)
+        .map(|d| std::time::Duration::from_secs_f64(d.as_secs_f64()))
+        .map_err(|e| format!("{text:?} is not a Prometheus duration such as 15d: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::expect_used, reason = "tests fail loudly")]
