@@ -86,3 +86,133 @@ pub async fn read(base: &str, slo: &Slo) -> Option<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The budget reader against a real Prometheus that records
+    //! `slo:period_error_budget_remaining:ratio` for two groups of one objective.
+
+    #![allow(clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+
+    use std::process::{Child, Command, Stdio};
+
+    use super::*;
+    use crate::render::promtool_tests::tool;
+
+    fn objective() -> Slo {
+        serde_yaml::from_str(
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: checkout \"avail\", namespace: shop}\nspec:\n  appRef: {name: checkout}\n  objective: 99.9\n  sli: {availability: {}}\n",
+        )
+        .expect("slo")
+    }
+
+    /// Stops the Prometheus when the test ends, however it ends.
+    struct Running(Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    /// The query names the objective (quotes escaped) and is percent-encoded into the URL.
+    #[test]
+    fn query_is_scoped_and_encoded() {
+        let query = budget_query(&objective());
+        assert_eq!(
+            query,
+            r#"min(slo:period_error_budget_remaining:ratio{namespace="shop", app="checkout", slo="checkout \"avail\""})"#
+        );
+        let url = query_url("http://prom:9090/", &query);
+        assert!(
+            url.starts_with("http://prom:9090/api/v1/query?query=min%28slo%3Aperiod"),
+            "{url}"
+        );
+        assert!(
+            !url[url.find('?').unwrap_or(0)..].contains(['"', ' ', '{']),
+            "{url}"
+        );
+    }
+
+    /// Responses without a sample, with NaN or with an error give no figure.
+    #[test]
+    fn only_a_finite_sample_is_a_figure() {
+        let ok = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.8755"]}]}}"#;
+        assert_eq!(percent_from_response(ok).as_deref(), Some("87.6%"));
+        for none in [
+            &br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#[..],
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#,
+            br#"{"status":"error","error":"bad"}"#,
+            b"not json",
+        ] {
+            assert_eq!(percent_from_response(none), None);
+        }
+    }
+
+    /// A real Prometheus recording the budget of two routes of the objective (and another
+    /// objective's) answers with the lowest of this objective's: `-12.5%`. An unreachable
+    /// Prometheus gives no figure rather than an error.
+    #[tokio::test]
+    async fn reads_the_lowest_group_budget_from_prometheus() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let labels = |slo: &str, route: &str| {
+            format!("{{namespace: shop, app: checkout, slo: '{slo}', route: '{route}'}}")
+        };
+        let rules = format!(
+            "groups:\n- name: budgets\n  rules:\n\
+             \x20 - record: slo:period_error_budget_remaining:ratio\n    expr: vector(0.875)\n    labels: {}\n\
+             \x20 - record: slo:period_error_budget_remaining:ratio\n    expr: vector(-0.125)\n    labels: {}\n\
+             \x20 - record: slo:period_error_budget_remaining:ratio\n    expr: vector(-5)\n    labels: {}\n",
+            labels("checkout \"avail\"", "/search"),
+            labels("checkout \"avail\"", "/checkout"),
+            labels("other", "/checkout"),
+        );
+        std::fs::write(dir.path().join("rules.yml"), rules).expect("rules");
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            "global: {evaluation_interval: 1s}\nrule_files: [rules.yml]\n",
+        )
+        .expect("config");
+        let port = free_port();
+        let _prometheus = Running(
+            Command::new(tool("prometheus"))
+                .current_dir(dir.path())
+                .arg("--config.file=prometheus.yml")
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start prometheus"),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        let slo = objective();
+        let mut found = None;
+        // Wait for start-up and the first rule evaluation (a readiness wait, not a timing
+        // assertion).
+        for _ in 0..600 {
+            found = read(&base, &slo).await;
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(found.as_deref(), Some("-12.5%"));
+
+        assert_eq!(
+            read(&format!("http://127.0.0.1:{}", free_port()), &slo).await,
+            None
+        );
+        assert_eq!(read("https://prometheus.example", &slo).await, None);
+    }
+}
