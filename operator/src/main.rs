@@ -38,26 +38,30 @@ enum Command {
     },
     /// Render manifests into the files Prometheus, Alertmanager, Grafana, the agent and
     /// Kubernetes consume.
-    Render {
-        /// A manifest file or a directory searched recursively; repeatable.
-        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
-        files: Vec<PathBuf>,
-        /// Output directory; replaced as a whole only when rendering succeeds.
-        #[arg(short = 'o', long = "output", value_name = "DIR")]
-        output: PathBuf,
-        /// Alertmanager release the configuration targets: `0.26` and later read webhook URLs
-        /// from files; `0.25` cannot, so webhook receivers get an unroutable placeholder URL.
-        #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
-        alertmanager_version: String,
-        /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is
-        /// longer gets a warning.
-        #[arg(long, value_name = "DURATION", value_parser = outputs::parse_retention)]
-        prometheus_retention: Option<std::time::Duration>,
-        #[command(flatten)]
-        outputs: OutputArgs,
-    },
+    Render(Box<RenderArgs>),
     /// Run the operator in a cluster: leader election, and the controllers on the leader.
     Run(Box<RunArgs>),
+}
+
+/// Flags of `vigil-operator render`.
+#[derive(clap::Args, Debug)]
+struct RenderArgs {
+    /// A manifest file or a directory searched recursively; repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    files: Vec<PathBuf>,
+    /// Output directory; replaced as a whole only when rendering succeeds.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    output: PathBuf,
+    /// Alertmanager release the configuration targets: `0.26` and later read webhook URLs
+    /// from files; `0.25` cannot, so webhook receivers get an unroutable placeholder URL.
+    #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
+    alertmanager_version: String,
+    /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is
+    /// longer gets a warning.
+    #[arg(long, value_name = "DURATION", value_parser = outputs::parse_retention)]
+    prometheus_retention: Option<std::time::Duration>,
+    #[command(flatten)]
+    outputs: OutputArgs,
 }
 
 /// Flags of `vigil-operator run`.
@@ -158,13 +162,14 @@ fn main() -> ExitCode {
             }
             Err(problems) => report(&problems),
         },
-        Command::Render {
-            files,
-            output,
-            alertmanager_version,
-            prometheus_retention,
-            outputs,
-        } => {
+        Command::Render(args) => {
+            let RenderArgs {
+                files,
+                output,
+                alertmanager_version,
+                prometheus_retention,
+                outputs,
+            } = *args;
             let alertmanager = match alertmanager_version.as_str() {
                 "0.25" => AlertmanagerVersion::V0_25,
                 _ => AlertmanagerVersion::V0_26,
