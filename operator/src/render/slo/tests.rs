@@ -498,3 +498,38 @@ fn retention_shorter_than_the_window_warns() {
     assert_eq!(retention_warning(&objective, days(30)), None);
     assert_eq!(retention_warning(&objective, None), None);
 }
+
+/// Minutes without traffic (0 / 0 in the 5m window) are left out of the 5m recording rather
+/// than recorded as NaN, which would make every average over them (the 1d, 3d and 30d ratios,
+/// the budget) NaN for the whole window: after 30 quiet minutes and 30 minutes at 0.05 %
+/// errors, the 30d ratio is 0.05 %.
+#[test]
+fn quiet_minutes_do_not_poison_the_long_windows() {
+    let file = slo_rules(&slo(AVAILABILITY), &app());
+    let sloth = "sloth_id=\"shop-checkout-checkout-availability\", sloth_service=\"checkout\", sloth_slo=\"checkout-availability\"";
+    let base =
+        format!("namespace=\"shop\", app=\"checkout\", slo=\"checkout-availability\", {sloth}");
+    test_rules(
+        &[&file],
+        &format!(
+            r#"evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/checkout", code="200"}}'
+        values: '0+0x30 0+999.5x30'
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/checkout", code="500"}}'
+        values: '0+0x30 0+0.5x30'
+    promql_expr_test:
+      - expr: count(slo:sli_error:ratio_rate5m)
+        eval_time: 20m
+        exp_samples: []
+      - expr: round(slo:sli_error:ratio_rate30d, 0.0000001)
+        eval_time: 60m
+        exp_samples:
+          - labels: '{{{base}}}'
+            value: 0.0005
+"#
+        ),
+    );
+}
