@@ -424,6 +424,117 @@ fn operator_flags_match_the_rendered_objects() {
     );
 }
 
+/// `outputs.*` values reach the operator as flags that its own flag definitions parse into the
+/// delivery settings: labels and annotations per generated kind (kube-prometheus-stack's
+/// `release` label on PodMonitors and PrometheusRules), the GrafanaDashboard instance selector
+/// and folder, and the SLO severities; `prometheus.retention` and `prometheus.queryUrl` become
+/// their flags. With default values the selector and severities keep their defaults.
+#[test]
+fn outputs_values_become_operator_flags() {
+    use vigil_operator::render::outputs::OutputArgs;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        outputs: OutputArgs,
+    }
+    let output_flags = |rendered: &Rendered| -> Vec<String> {
+        let ours = [
+            "--pod-monitor-",
+            "--prometheus-rule-",
+            "--alertmanager-config-",
+            "--grafana-",
+            "--slo-",
+        ];
+        args(rendered)
+            .into_iter()
+            .filter(|a| ours.iter().any(|p| a.starts_with(p)))
+            .collect()
+    };
+    let parse = |flags: Vec<String>| {
+        Cli::try_parse_from(std::iter::once("vigil-operator".to_owned()).chain(flags))
+            .expect("the chart's output flags parse")
+            .outputs
+            .outputs()
+    };
+
+    let defaults = parse(output_flags(&template(&[])));
+    assert_eq!(
+        defaults,
+        vigil_operator::render::outputs::Outputs::default()
+    );
+
+    let rendered = template(&[
+        "--set",
+        "outputs.podMonitor.labels.release=kube-prometheus-stack",
+        "--set",
+        "outputs.prometheusRule.labels.release=kube-prometheus-stack",
+        "--set",
+        "outputs.prometheusRule.annotations.example\\.com/owner=platform",
+        "--set",
+        "outputs.alertmanagerConfig.labels.alertmanagerConfig=vigil",
+        "--set",
+        "outputs.grafanaDashboard.labels.team=sre",
+        "--set",
+        "outputs.grafanaDashboard.instanceSelector.dashboards=null",
+        "--set",
+        "outputs.grafanaDashboard.instanceSelector.grafana=main",
+        "--set",
+        "outputs.grafanaDashboard.folder=Service levels",
+        "--set",
+        "outputs.sloSeverity.page=P1",
+        "--set",
+        "outputs.sloSeverity.ticket=P3",
+        "--set",
+        "prometheus.retention=15d",
+        "--set",
+        "prometheus.queryUrl=http://prometheus-operated.monitoring:9090",
+    ]);
+    validate_offline(&rendered);
+    let outputs = parse(output_flags(&rendered));
+    let label = |extras: &vigil_operator::render::outputs::ObjectExtras, key: &str| {
+        extras.labels.get(key).cloned().unwrap_or_default()
+    };
+    assert_eq!(
+        label(&outputs.pod_monitor, "release"),
+        "kube-prometheus-stack"
+    );
+    assert_eq!(
+        label(&outputs.prometheus_rule, "release"),
+        "kube-prometheus-stack"
+    );
+    assert_eq!(
+        outputs
+            .prometheus_rule
+            .annotations
+            .get("example.com/owner")
+            .map(String::as_str),
+        Some("platform")
+    );
+    assert_eq!(
+        label(&outputs.alertmanager_config, "alertmanagerConfig"),
+        "vigil"
+    );
+    assert_eq!(label(&outputs.grafana_dashboard, "team"), "sre");
+    assert_eq!(
+        outputs.grafana_instance_selector,
+        [("grafana".to_owned(), "main".to_owned())].into()
+    );
+    assert_eq!(outputs.grafana_folder.as_deref(), Some("Service levels"));
+    assert_eq!(outputs.slo_severities.page, "P1");
+    assert_eq!(outputs.slo_severities.ticket, "P3");
+    let args = args(&rendered);
+    assert!(
+        args.contains(&"--prometheus-retention=15d".to_owned()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(
+            &"--prometheus-query-url=http://prometheus-operated.monitoring:9090".to_owned()
+        ),
+        "{args:?}"
+    );
+}
+
 /// Non-default values: cert-manager (Certificate for the Service's names, CA injection
 /// annotation, mounted Secret read by the operator, no certificate RBAC), a ServiceMonitor,
 /// three replicas and custom images, all valid Kubernetes.

@@ -39,6 +39,7 @@ fn render_example(name: &str) -> Bundle {
 fn tested_options() -> bundle::Options {
     bundle::Options {
         alertmanager: AlertmanagerVersion::V0_25,
+        ..bundle::Options::default()
     }
 }
 
@@ -399,7 +400,8 @@ fn amtool_routes_the_examples_by_namespace_audience_and_escalation() {
         "namespace=banking",
         "app=mobile-api",
         "slo=mobile-api-availability",
-        "severity=page",
+        "severity=critical",
+        "vigil_slo_alert=page",
         "audience=engineering",
         "alertname=SLOErrorBudgetBurn",
         "vigil_burn_tier=page-fast",

@@ -137,6 +137,13 @@ pub fn conditions(schema: &mut Schema) {
     }
 }
 
+/// `labels` of an `SLO`: at most 16 labels, each value at most 256 characters (the keys are
+/// checked by a CEL rule on the field).
+pub fn slo_labels(schema: &mut Schema) {
+    bound(schema, "", "maxProperties", 16, "");
+    bound(schema, "/additionalProperties", "maxLength", 256, "");
+}
+
 /// Longest label key: a DNS-subdomain prefix (253), `/` and a name (63).
 const LABEL_KEY: u64 = 317;
 

@@ -1,5 +1,7 @@
 //! `SLO`: a service-level objective on one application, its error budget and burn-rate alerts.
 
+use std::collections::BTreeMap;
+
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,7 @@ use crate::common::{AppRef, Audience, Condition, Duration, PromQl};
     printcolumn = r#"{"name":"App","type":"string","jsonPath":".spec.appRef.name"}"#,
     printcolumn = r#"{"name":"Objective","type":"number","jsonPath":".spec.objective"}"#,
     printcolumn = r#"{"name":"Window","type":"string","jsonPath":".spec.window"}"#,
+    printcolumn = r#"{"name":"Budget","type":"string","jsonPath":".status.budgetRemaining"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -52,6 +55,27 @@ pub struct SloSpec {
     /// Who gets burn-rate alerts.
     #[serde(default)]
     pub alerting: SloAlerting,
+
+    /// Labels added to every series recorded and every alert fired for this objective, such as
+    /// `team: payments` or `tier: "1"`. Keys are Prometheus label names (letters, digits and
+    /// `_`, not starting with a digit or `__`) other than the ones Vigil sets (`namespace`,
+    /// `app`, `slo`, `severity`, `audience`, and any starting with `vigil_` or `sloth_`). At
+    /// most 16 labels; each value at most 256 characters. (Keys are checked by the admission
+    /// webhook and `vigil-operator check`: a CEL rule over map keys costs more than the API
+    /// server allows.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = crate::bounds::slo_labels)]
+    pub labels: BTreeMap<String, String>,
+
+    /// Labels of the SLI's series to measure the objective separately for, such as `[route]`:
+    /// error ratios, burn rates, budgets and alerts are then one per route. The presets keep
+    /// these labels; `goodTotal` and `errorTotal` queries must keep them too (`sum by (route)
+    /// (…)`). Default none: one objective over all the app's events. At most 4 labels of at
+    /// most 128 characters, none of `namespace`, `app`, `slo`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4), inner(length(max = 128)))]
+    #[x_kube(validation = Rule::new("self.all(l, l.matches('^[a-zA-Z_][a-zA-Z0-9_]*$') && !(l in ['namespace', 'app', 'slo']))").message("groupBy holds Prometheus label names other than namespace, app and slo"))]
+    pub group_by: Vec<String>,
 }
 
 /// The service-level indicator. Exactly one form is set.
@@ -155,6 +179,11 @@ pub struct SloAlerting {
     #[serde(default = "default_ticket")]
     #[schemars(length(max = 3))]
     pub ticket: Vec<Audience>,
+    /// How long the SLI's total series may be missing before `SLOMetricsAbsent` tickets the
+    /// `ticket` audiences (the `page` ones when `ticket` is empty): a dead exporter would
+    /// otherwise read as 100 % good. Default `10m`; at least `1m`.
+    #[serde(default = "default_absent_for")]
+    pub absent_for: Duration,
 }
 
 impl Default for SloAlerting {
@@ -162,6 +191,7 @@ impl Default for SloAlerting {
         Self {
             page: default_page(),
             ticket: default_ticket(),
+            absent_for: default_absent_for(),
         }
     }
 }
@@ -183,10 +213,25 @@ pub struct SloStatus {
     /// Burn-rate alerts generated.
     #[serde(default)]
     pub alerts: i32,
+    /// Share of the error budget left over the window, such as `87.5%`, as Prometheus last
+    /// reported it (`slo:period_error_budget_remaining:ratio`); unset when Prometheus is not
+    /// reachable or has no data yet. For an objective with `groupBy`, the lowest group's.
+    /// At most 32 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub budget_remaining: Option<String>,
+    /// Things that make the objective's figures doubtful, such as a window longer than the
+    /// target Prometheus keeps data. At most 8 warnings of at most 1024 characters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(max = 1024)))]
+    pub warnings: Vec<String>,
 }
 
 fn default_window() -> Duration {
     Duration::from_secs(30 * 86_400)
+}
+fn default_absent_for() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_page() -> Vec<Audience> {
     vec![Audience::Engineering]

@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use serde::Serialize;
 
 use crate::render::alertmanager::AlertmanagerVersion;
+use crate::render::outputs::Outputs;
 use crate::render::{
     agent_config, alertmanager, alerts, dashboards, namespace_of, scrape, slo, Inventory,
 };
@@ -85,17 +86,21 @@ struct PrometheusGlobal {
 }
 
 /// Choices that depend on the target environment rather than on the manifests.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// The Alertmanager release the configuration is for.
     pub alertmanager: AlertmanagerVersion,
+    /// Labels, annotations, Grafana selector and folder of the generated objects, and the
+    /// severities of SLO alerts.
+    pub outputs: Outputs,
 }
 
 /// Renders every artefact for `inv`.
 pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> {
     let mut out = Bundle::default();
     let mut k8s: Vec<(String, serde_json::Value)> = Vec::new();
-    let mut push_k8s = |value: serde_json::Value| {
+    let mut push_k8s = |mut value: serde_json::Value| {
+        options.outputs.decorate(&mut value);
         let kind = value["kind"].as_str().unwrap_or("object").to_lowercase();
         let ns = value["metadata"]["namespace"]
             .as_str()
@@ -139,7 +144,7 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
         let Some(app) = inv.app(&ns, &objective.spec.app_ref.name) else {
             continue;
         };
-        let file = slo::slo_rules(objective, app);
+        let file = slo::slo_rules_with(objective, app, &options.outputs.slo_severities);
         out.yaml(
             format!("prometheus/rules/{ns}-slo-{}.yml", objective.name_any()),
             &file,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vigil_operator::render::alertmanager::AlertmanagerVersion;
+use vigil_operator::render::outputs::{self, OutputArgs};
 use vigil_operator::{bundle, controllers, manifests, run};
 
 /// mimalloc: the webhook's JSON reading and the watch caches allocate many small objects; it
@@ -30,27 +31,41 @@ enum Command {
         /// A manifest file or a directory searched recursively; repeatable.
         #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
         files: Vec<PathBuf>,
+        /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is
+        /// longer gets a warning (its figures would only cover the retained part).
+        #[arg(long, value_name = "DURATION", value_parser = outputs::parse_retention)]
+        prometheus_retention: Option<std::time::Duration>,
     },
     /// Render manifests into the files Prometheus, Alertmanager, Grafana, the agent and
     /// Kubernetes consume.
-    Render {
-        /// A manifest file or a directory searched recursively; repeatable.
-        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
-        files: Vec<PathBuf>,
-        /// Output directory; replaced as a whole only when rendering succeeds. It must be new,
-        /// empty or written by an earlier render.
-        #[arg(short = 'o', long = "output", value_name = "DIR")]
-        output: PathBuf,
-        /// Replace the output directory's content even when an earlier render did not write it.
-        #[arg(long)]
-        force: bool,
-        /// Alertmanager release the configuration targets: `0.26` and later read webhook URLs
-        /// from files; `0.25` cannot, so webhook receivers get an unroutable placeholder URL.
-        #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
-        alertmanager_version: String,
-    },
+    Render(Box<RenderArgs>),
     /// Run the operator in a cluster: leader election, and the controllers on the leader.
     Run(Box<RunArgs>),
+}
+
+/// Flags of `vigil-operator render`.
+#[derive(clap::Args, Debug)]
+struct RenderArgs {
+    /// A manifest file or a directory searched recursively; repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    files: Vec<PathBuf>,
+    /// Output directory; replaced as a whole only when rendering succeeds. It must be new,
+    /// empty or written by an earlier render.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    output: PathBuf,
+    /// Replace the output directory's content even when an earlier render did not write it.
+    #[arg(long)]
+    force: bool,
+    /// Alertmanager release the configuration targets: `0.26` and later read webhook URLs
+    /// from files; `0.25` cannot, so webhook receivers get an unroutable placeholder URL.
+    #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
+    alertmanager_version: String,
+    /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is
+    /// longer gets a warning.
+    #[arg(long, value_name = "DURATION", value_parser = outputs::parse_retention)]
+    prometheus_retention: Option<std::time::Duration>,
+    #[command(flatten)]
+    outputs: OutputArgs,
 }
 
 /// Flags of `vigil-operator run`.
@@ -106,6 +121,16 @@ struct RunArgs {
     /// Address of the operator's own `/metrics`, `/healthz` and `/readyz` (plain HTTP).
     #[arg(long, value_name = "ADDRESS", default_value = vigil_operator::telemetry::DEFAULT_LISTEN)]
     metrics_listen: std::net::SocketAddr,
+    /// Base URL of the Prometheus each SLO's remaining error budget is read from (an instant
+    /// query) for its status and `kubectl get slo`; default: `--prometheus-url`.
+    #[arg(long, value_name = "URL")]
+    prometheus_query_url: Option<String>,
+    /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is longer
+    /// gets a warning in its status.
+    #[arg(long, value_name = "DURATION", value_parser = outputs::parse_retention)]
+    prometheus_retention: Option<std::time::Duration>,
+    #[command(flatten)]
+    outputs: OutputArgs,
     #[command(flatten)]
     webhook: vigil_operator::webhook::WebhookArgs,
 }
@@ -122,9 +147,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Check { files } => match manifests::load(&files) {
+        Command::Check {
+            files,
+            prometheus_retention,
+        } => match manifests::load(&files) {
             Ok(loaded) => {
                 let inv = &loaded.inventory;
+                warn_retention(&loaded, prometheus_retention);
                 println!(
                     "valid: {} MonitoredApp, {} AlertPolicy, {} SLO, {} DashboardView ({} other objects skipped)",
                     inv.apps.len(),
@@ -137,17 +166,24 @@ fn main() -> ExitCode {
             }
             Err(problems) => report(&problems),
         },
-        Command::Render {
-            files,
-            output,
-            force,
-            alertmanager_version,
-        } => {
+        Command::Render(args) => {
+            let RenderArgs {
+                files,
+                output,
+                force,
+                alertmanager_version,
+                prometheus_retention,
+                outputs,
+            } = *args;
             let alertmanager = match alertmanager_version.as_str() {
                 "0.25" => AlertmanagerVersion::V0_25,
                 _ => AlertmanagerVersion::V0_26,
             };
-            render(&files, &output, force, bundle::Options { alertmanager })
+            let options = bundle::Options {
+                alertmanager,
+                outputs: outputs.outputs(),
+            };
+            render(&files, &output, force, options, prometheus_retention)
         }
         Command::Run(args) => run_operator(*args),
     }
@@ -175,6 +211,9 @@ fn run_operator(args: RunArgs) -> ExitCode {
             alertmanager_version: alertmanager_version(&args.alertmanager_version),
             alertmanager_namespace: args.operator_namespace.clone(),
             namespace: args.namespace,
+            outputs: args.outputs.outputs(),
+            prometheus_retention: args.prometheus_retention,
+            prometheus_query_url: args.prometheus_query_url.or(args.prometheus_url.clone()),
             ..controllers::Settings::default()
         },
         identity: args.identity,
@@ -223,11 +262,31 @@ fn report(problems: &[manifests::Problem]) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn render(files: &[PathBuf], output: &Path, force: bool, options: bundle::Options) -> ExitCode {
+/// Prints a warning for every SLO whose window is longer than Prometheus keeps data.
+fn warn_retention(loaded: &manifests::Loaded, retention: Option<std::time::Duration>) {
+    for slo in &loaded.inventory.slos {
+        if let Some(warning) = vigil_operator::render::slo::retention_warning(slo, retention) {
+            eprintln!(
+                "warning: SLO/{}/{}: spec.window: {warning}",
+                vigil_operator::render::namespace_of(slo),
+                kube::ResourceExt::name_any(slo)
+            );
+        }
+    }
+}
+
+fn render(
+    files: &[PathBuf],
+    output: &Path,
+    force: bool,
+    options: bundle::Options,
+    retention: Option<std::time::Duration>,
+) -> ExitCode {
     let loaded = match manifests::load(files) {
         Ok(loaded) => loaded,
         Err(problems) => return report(&problems),
     };
+    warn_retention(&loaded, retention);
     let rendered = match bundle::render(&loaded.inventory, options) {
         Ok(rendered) => rendered,
         Err(e) => {

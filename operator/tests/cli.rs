@@ -329,3 +329,106 @@ fn readme_operator_commands_work_as_written() {
         std::fs::read_to_string(repo_root().join("crds/vigil-crds.yaml")).expect("committed")
     );
 }
+
+/// `check --prometheus-retention` warns about every SLO whose window is longer than Prometheus
+/// keeps data (naming the object and field) and still succeeds; without the flag, or with a
+/// long enough retention, nothing is said.
+#[test]
+fn check_warns_when_the_window_exceeds_the_retention() {
+    let out = vigil(&[
+        "check",
+        "-f",
+        "examples/banking",
+        "--prometheus-retention",
+        "15d",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: SLO/banking/")
+            && stderr.contains(": spec.window: window 30d is longer than the 15d"),
+        "{stderr}"
+    );
+    for quiet in [
+        vec!["check", "-f", "examples/banking"],
+        vec![
+            "check",
+            "-f",
+            "examples/banking",
+            "--prometheus-retention",
+            "90d",
+        ],
+    ] {
+        let out = vigil(&quiet);
+        assert!(out.status.success());
+        assert!(!text(&out.stderr).contains("warning"), "{quiet:?}");
+    }
+    let bad = vigil(&[
+        "check",
+        "-f",
+        "examples/banking",
+        "--prometheus-retention",
+        "2 weeks",
+    ]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("--prometheus-retention"));
+}
+
+/// `render` reads OpenSLO `SLO` documents next to Vigil manifests, and the output flags put
+/// their labels on the generated `PrometheusRule` and the chosen severities on its alerts.
+#[test]
+fn render_reads_openslo_and_applies_output_flags() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).expect("mkdir");
+    std::fs::write(
+        input.join("app.yaml"),
+        "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: shop, namespace: retail}\nspec:\n  selector: {matchLabels: {app: shop}}\n",
+    )
+    .expect("write app");
+    std::fs::copy(
+        repo_root().join("operator/src/manifests/openslo/fixtures/ratio-good-total.yaml"),
+        input.join("openslo.yaml"),
+    )
+    .expect("copy fixture");
+    let dir = tmp.path().join("out");
+    let out = vigil(&[
+        "render",
+        "-f",
+        input.to_str().expect("utf-8"),
+        "-o",
+        dir.to_str().expect("utf-8"),
+        "--prometheus-rule-label",
+        "release=kube-prometheus-stack",
+        "--slo-page-severity",
+        "P1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rule: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            dir.join("kubernetes/retail-prometheusrule-vigil-slo-checkout-availability.yaml"),
+        )
+        .expect("PrometheusRule rendered"),
+    )
+    .expect("YAML");
+    assert_eq!(
+        rule["metadata"]["labels"]["release"].as_str(),
+        Some("kube-prometheus-stack")
+    );
+    let text = serde_yaml::to_string(&rule["spec"]).expect("yaml");
+    assert!(text.contains("severity: P1") && text.contains("vigil_slo_alert: page"));
+    assert!(
+        text.contains("team: payments"),
+        "OpenSLO labels reach the series"
+    );
+    let bad = vigil(&[
+        "render",
+        "-f",
+        input.to_str().expect("utf-8"),
+        "-o",
+        dir.to_str().expect("utf-8"),
+        "--prometheus-rule-label",
+        "not a label",
+    ]);
+    assert!(!bad.status.success());
+}

@@ -58,6 +58,7 @@ use super::reload::Target;
 use super::{Context, VigilResource};
 use crate::manifests;
 use crate::render::alertmanager::{self, AlertmanagerVersion};
+use crate::render::slo::SloSeverities;
 use crate::render::{alerts, namespace_of, scrape, slo, Inventory, MANAGER};
 
 /// Finalizer of resources that feed a shared output.
@@ -248,9 +249,10 @@ pub fn slo_rules_part(
     objective: &Slo,
     app: &MonitoredApp,
     apis: OptionalApis,
+    severities: &SloSeverities,
 ) -> Result<PrometheusPart, serde_yaml::Error> {
     rule_file_part(slo_rules_key(&objective.name_any()), apis, || {
-        slo::slo_rules(objective, app)
+        slo::slo_rules_with(objective, app, severities)
     })
 }
 
@@ -271,9 +273,10 @@ pub fn prometheus_config_map(
     namespace: &str,
     inv: &Inventory,
     apis: OptionalApis,
+    severities: &SloSeverities,
 ) -> Result<Option<ConfigMap>, serde_yaml::Error> {
     let mut share = PrometheusShare::new(apis);
-    share.learn(namespace, inv)?;
+    share.learn(namespace, inv, severities)?;
     Ok(share
         .data()?
         .map(|data| prometheus_config_map_with(namespace, data)))
@@ -357,7 +360,12 @@ impl PrometheusShare {
     }
 
     /// Takes in the parts of every resource of `inv` (all in `namespace`, [`renderable`]).
-    fn learn(&mut self, namespace: &str, inv: &Inventory) -> Result<(), serde_yaml::Error> {
+    fn learn(
+        &mut self,
+        namespace: &str,
+        inv: &Inventory,
+        severities: &SloSeverities,
+    ) -> Result<(), serde_yaml::Error> {
         for app in &inv.apps {
             self.set(scrape_configs_part(app, self.apis));
         }
@@ -368,7 +376,7 @@ impl PrometheusShare {
         }
         for objective in &inv.slos {
             if let Some(app) = inv.app(namespace, &objective.spec.app_ref.name) {
-                self.set(slo_rules_part(objective, app, self.apis)?);
+                self.set(slo_rules_part(objective, app, self.apis, severities)?);
             }
         }
         Ok(())
@@ -641,7 +649,7 @@ async fn learn_prometheus(
             views: Vec::new(),
         });
         share
-            .learn(namespace, &inv)
+            .learn(namespace, &inv, &ctx.settings.outputs.slo_severities)
             .map_err(|source| encode_error(owner, namespace, source))?;
     }
     ctx.shared

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::error::{is_not_found, ApplyError};
 use crate::render::child_labels;
+use crate::render::outputs::Outputs;
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "vigil-operator";
@@ -172,7 +173,8 @@ pub struct Outcome {
     pub pruned: Vec<String>,
 }
 
-/// Applies every child of `owner`, then prunes, for each kind in `kinds`, the children with the
+/// Applies every child of `owner` (with the labels, annotations and Grafana settings of
+/// `outputs`), then prunes, for each kind in `kinds`, the children with the
 /// owner's labels that were not just applied. `kinds` lists every kind the owner can produce
 /// and the cluster serves (plus, right after the optional APIs changed, the kinds it no longer
 /// serves), so a child kind that stops being desired is cleaned up too.
@@ -181,6 +183,7 @@ pub async fn apply_and_prune<K>(
     owner: &K,
     children: &[Child],
     kinds: &[ApiResource],
+    outputs: &Outputs,
 ) -> Result<Outcome, ApplyError>
 where
     K: Resource<DynamicType = ()> + ResourceExt,
@@ -189,7 +192,9 @@ where
     let namespace = owner.namespace().unwrap_or_default();
     let mut outcome = Outcome::default();
     for child in children {
-        apply(client, &owner_name, child).await?;
+        let mut child = child.clone();
+        outputs.decorate(&mut child.object);
+        apply(client, &owner_name, &child).await?;
         outcome.applied.push(child.describe());
     }
     let selector = owner_selector(owner);

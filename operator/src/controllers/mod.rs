@@ -78,6 +78,14 @@ pub struct Settings {
     /// How often a healthy resource is reconciled again even without a change (pod counts,
     /// drifted shared outputs).
     pub resync: Duration,
+    /// Labels and annotations of the generated objects, the `GrafanaDashboard` selector and
+    /// folder, and the severities of SLO alerts.
+    pub outputs: crate::render::outputs::Outputs,
+    /// How long the target Prometheus keeps data, when known: an `SLO` whose window is longer
+    /// gets a warning in its status.
+    pub prometheus_retention: Option<Duration>,
+    /// Base URL of the Prometheus the `SLO` status reads the remaining error budget from.
+    pub prometheus_query_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -89,6 +97,9 @@ impl Default for Settings {
             alertmanager_namespace: "vigil-system".to_owned(),
             namespace: None,
             resync: Duration::from_secs(300),
+            outputs: crate::render::outputs::Outputs::default(),
+            prometheus_retention: None,
+            prometheus_query_url: None,
         }
     }
 }

@@ -6,7 +6,11 @@
 //! the CRD schema's ranges and patterns, its CEL rules through kube's CEL evaluator) and then the
 //! checks that span objects (`appRef` targets, receiver names, duplicates). Nothing is rendered
 //! unless every object passes.
+//!
+//! OpenSLO `openslo/v1` `SLO` documents are read too, converted to Vigil `SLO`s first (see
+//! [`openslo`]).
 
+pub mod openslo;
 mod references;
 mod schema;
 #[cfg(test)]
@@ -225,6 +229,23 @@ fn load_document(
     let Some(kind) = kind else {
         return problem(Some("kind"), format!("document {} has no kind", index + 1));
     };
+    if api_version == openslo::API_VERSION {
+        if kind != "SLO" {
+            // Services, SLIs, alert policies: not read on their own (an SLO's indicator must be
+            // inline), left alone like any other object.
+            loaded.skipped.push(object);
+            return;
+        }
+        match openslo::to_vigil(&value) {
+            Ok(converted) => return load_document(file, index, converted, loaded, problems),
+            Err(found) => {
+                for (field, message) in found {
+                    problem(Some(&field), format!("OpenSLO: {message}"));
+                }
+                return;
+            }
+        }
+    }
     if !api_version.starts_with(&format!("{}/", vigil_crds::GROUP)) {
         loaded.skipped.push(object);
         return;

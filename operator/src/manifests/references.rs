@@ -115,6 +115,23 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
             report("SLO", &ns, &name, "spec.window".into(),
                 format!("window {} is shorter than 1d; SLO windows are days or weeks, such as 28d or 30d", slo.spec.window));
         }
+        for key in slo.spec.labels.keys() {
+            if let Some(message) = slo_label_key_problem(key) {
+                report("SLO", &ns, &name, format!("spec.labels.{key}"), message);
+            }
+        }
+        if slo.spec.alerting.absent_for.as_secs_f64() < 60.0 {
+            report(
+                "SLO",
+                &ns,
+                &name,
+                "spec.alerting.absentFor".into(),
+                format!(
+                    "absentFor {} is shorter than 1m; a scrape or two missing is not an absent SLI",
+                    slo.spec.alerting.absent_for
+                ),
+            );
+        }
     }
 
     for view in &inv.views {
@@ -248,4 +265,23 @@ fn policy_problems(policy: &AlertPolicy) -> Vec<(String, String)> {
         previous = step.after.as_secs_f64();
     }
     out
+}
+
+/// What is wrong with `key` as a user label of an SLO's series and alerts: it must be a
+/// Prometheus label name and not one Vigil sets.
+fn slo_label_key_problem(key: &str) -> Option<String> {
+    let name_like = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && key.len() <= 128;
+    if !name_like || key.starts_with("__") {
+        return Some(format!(
+            "{key:?} is not a Prometheus label name (letters, digits and _, not starting with a digit or __, at most 128 characters)"
+        ));
+    }
+    let reserved = ["namespace", "app", "slo", "severity", "audience"].contains(&key)
+        || key.starts_with("vigil_")
+        || key.starts_with("sloth_");
+    reserved.then(|| {
+        format!("{key:?} is set by Vigil on every SLO series and alert; choose another name")
+    })
 }

@@ -117,6 +117,22 @@ fn malformed_manifests_name_object_and_field() {
             "m.yaml: SLO/retail/s: spec.sli.goodTotal.good: good must use {{.window}} as its range",
         ),
         (
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  labels: {severity: high}\n".into(),
+            "m.yaml: SLO/retail/s: spec.labels.severity: \"severity\" is set by Vigil on every SLO series and alert",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  labels: {team-name: payments}\n".into(),
+            "m.yaml: SLO/retail/s: spec.labels.team-name: \"team-name\" is not a Prometheus label name",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  groupBy: [app]\n".into(),
+            "m.yaml: SLO/retail/s: spec.groupBy: groupBy holds Prometheus label names other than namespace, app and slo",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  alerting: {absentFor: 30s}\n".into(),
+            "m.yaml: SLO/retail/s: spec.alerting.absentFor: absentFor 30s is shorter than 1m",
+        ),
+        (
             "apiVersion: vigil.dev/v1alpha1\nkind: DashboardView\nmetadata: {name: d, namespace: retail}\nspec:\n  apps: [shop, cart]\n  audience: support\n".into(),
             "m.yaml: DashboardView/retail/d: spec.apps[1]: no MonitoredApp \"cart\" in namespace \"retail\"",
         ),

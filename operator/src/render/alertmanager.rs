@@ -12,7 +12,7 @@
 //!    ├─ escalation_level=~".+"   (a level no step declares) → <ns>/vigil-unrouted
 //!    └─ audience="<audience>"    → <ns>/vigil-unrouted
 //!       ├─ app, vigil_policy, severity=~<filter>   → the policy's receivers of that audience
-//!       └─ app, slo=~".+", severity=~<filter>      → the same receivers (continue: true, so
+//!       └─ app, slo=~".+", vigil_slo_alert=~<filter> → the same receivers (continue: true, so
 //!                                                    every policy of the app gets SLO alerts)
 //! ```
 //!
@@ -533,8 +533,9 @@ fn audience_route(audience: Audience, unrouted: &str, routes: Vec<Route>) -> Rou
 }
 
 /// The policy's alerts and its app's SLO alerts for one audience, with the audience's severity
-/// filter and repeat interval, fanned out to the audience's receivers. SLO severities map onto
-/// the filter as `page` ≈ `critical` and `ticket` ≈ `warning`.
+/// filter and repeat interval, fanned out to the audience's receivers. SLO alert classes (the
+/// `vigil_slo_alert` label, whatever `severity` they were rendered with) map onto the filter as
+/// `page` ≈ `critical` and `ticket` ≈ `warning`.
 fn audience_children(
     policy: &AlertPolicy,
     audience: &AudienceRoute,
@@ -563,7 +564,7 @@ fn audience_children(
             })
             .collect();
         with_slo = !slo.is_empty();
-        slo_matchers.push(Matcher::re("severity", &slo.join("|")));
+        slo_matchers.push(Matcher::re(super::slo::SLO_ALERT_LABEL, &slo.join("|")));
     }
     let crash_rules: Vec<String> = policy
         .spec

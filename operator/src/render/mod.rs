@@ -8,6 +8,7 @@ pub mod alertmanager;
 pub mod alerts;
 pub mod dashboards;
 pub mod inject;
+pub mod outputs;
 pub mod rules;
 pub mod scrape;
 pub mod slo;

@@ -11,9 +11,14 @@
 //! |---|---|
 //! | `namespace`, `app` | the SLO's namespace and app (forced) |
 //! | `slo` | the SLO's name |
-//! | `severity` | `page` (fast tiers) or `ticket` (slow tiers) |
+//! | `vigil_slo_alert`, `sloth_severity` | `page` (fast tiers) or `ticket` (slow tiers): what routing matches |
+//! | `severity` | `critical` for page, `warning` for ticket by default; configurable ([`SloSeverities`]) |
 //! | `audience` | one alert per audience in `spec.alerting.page` (page tiers) or `.ticket` |
 //! | `vigil_burn_tier` | `page-fast`, `page-slow`, `ticket-fast`, `ticket-slow` |
+//! | the SLO's `spec.labels`, and its `spec.groupBy` labels | as the SLI's series carry them |
+//!
+//! [`ABSENT_ALERT`] (`SLOMetricsAbsent`) carries the same labels as a ticket (no tier) and fires
+//! when the SLI's total series have been missing for `spec.alerting.absentFor`.
 //!
 //! The tiers, fastest first, for a 30-day window:
 //!
@@ -30,10 +35,19 @@
 //! `vigil_burn_tier=~"page-slow|ticket-fast|ticket-slow"`, and so on). The tier names stay the
 //! same whatever the SLO window; the windows themselves scale (see [`burn_tiers`]).
 //!
-//! # Recording rules (all labelled `namespace`, `app`, `slo`)
-//! `slo:sli_error:ratio_rate<window>` for every window used, `slo:objective:ratio`,
-//! `slo:error_budget:ratio`, `slo:error_budget_remaining:ratio` (over the whole SLO window) and
-//! `slo:current_burn_rate:ratio` (over the shortest window).
+//! # Recording rules
+//! Every series carries `namespace`, `app`, `slo`, the SLO's `spec.labels` and Sloth's
+//! `sloth_id`, `sloth_service` (the app) and `sloth_slo`, so Sloth's Grafana dashboards read
+//! them as they are. With `spec.groupBy` the SLI ratios, burn rates and budgets are one series
+//! per group.
+//!
+//! | series | what |
+//! |---|---|
+//! | `slo:sli_error:ratio_rate<window>` | error ratio over each window used; windows under 1d from the raw series, longer ones as `avg_over_time` of the shortest window's recording |
+//! | `slo:objective:ratio`, `slo:error_budget:ratio`, `slo:time_period:days` | the objective, its budget and the window |
+//! | `slo:current_burn_rate:ratio`, `slo:period_burn_rate:ratio` | burn rate over the shortest window and over the whole window |
+//! | `slo:period_error_budget_remaining:ratio` (and its older name `slo:error_budget_remaining:ratio`) | budget left over the window |
+//! | `vigil_slo_info`, `sloth_slo_info` | 1, with the objective (and window) as labels |
 
 use std::collections::BTreeMap;
 
@@ -121,60 +135,159 @@ pub fn sli_windows(window_secs: f64) -> Vec<f64> {
     out
 }
 
-/// The rule file of one `SLO`: one group `vigil.<namespace>.slo.<name>` with the recording
-/// rules and the burn-rate alerts.
+/// Name of the alert fired when the SLI's series are missing.
+pub const ABSENT_ALERT: &str = "SLOMetricsAbsent";
+/// Label keeping Vigil's own alert class (`page` or `ticket`) whatever `severity` it maps to.
+pub const SLO_ALERT_LABEL: &str = "vigil_slo_alert";
+/// Windows this long or longer are averaged from the shortest window's recording instead of
+/// being computed from the raw series.
+const AVERAGED_FROM_SECS: f64 = 86_400.0;
+
+/// The `severity` label value of each SLO alert class. Vigil's classes stay in
+/// [`SLO_ALERT_LABEL`] (and Sloth's `sloth_severity`), so routing does not depend on this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SloSeverities {
+    /// `severity` of page alerts (fast burns). Default `critical`.
+    pub page: String,
+    /// `severity` of ticket alerts (slow burns, absent SLI). Default `warning`.
+    pub ticket: String,
+}
+
+impl Default for SloSeverities {
+    fn default() -> Self {
+        Self {
+            page: "critical".to_owned(),
+            ticket: "warning".to_owned(),
+        }
+    }
+}
+
+impl SloSeverities {
+    /// The `severity` value of Vigil's alert class `class` (`page` or `ticket`).
+    pub fn of(&self, class: &str) -> &str {
+        if class == "page" {
+            &self.page
+        } else {
+            &self.ticket
+        }
+    }
+}
+
+/// The `sloth_id` of an objective: unique per namespace, app and name.
+pub fn sloth_id(namespace: &str, app: &str, slo: &str) -> String {
+    format!("{namespace}-{app}-{slo}")
+}
+
+/// The rule file of one `SLO` with the default severities.
 pub fn slo_rules(slo: &Slo, app: &MonitoredApp) -> RuleFile {
+    slo_rules_with(slo, app, &SloSeverities::default())
+}
+
+/// The rule file of one `SLO`: one group `vigil.<namespace>.slo.<name>` with the recording
+/// rules, the burn-rate alerts and the absent-SLI alert, `severity` set from `severities`.
+pub fn slo_rules_with(slo: &Slo, app: &MonitoredApp, severities: &SloSeverities) -> RuleFile {
     let ns = namespace_of(slo);
     let name = slo.name_any();
     let app_name = app.name_any();
     let spec = &slo.spec;
     let window_secs = spec.window.as_secs_f64();
     let budget = (100.0 - spec.objective) / 100.0;
-    let labels = BTreeMap::from([
+    // User labels first, so Vigil's own always win (validation forbids the clash anyway).
+    let mut labels: BTreeMap<String, String> = spec.labels.clone();
+    labels.extend([
         ("namespace".to_owned(), ns.clone()),
         ("app".to_owned(), app_name.clone()),
         ("slo".to_owned(), name.clone()),
+        ("sloth_id".to_owned(), sloth_id(&ns, &app_name, &name)),
+        ("sloth_service".to_owned(), app_name.clone()),
+        ("sloth_slo".to_owned(), name.clone()),
     ]);
     let sel = format!(
         "{}, slo=\"{}\"",
         app_matcher(&ns, &app_name),
         promql_str(&name)
     );
-    let record = |record: String, expr: String| {
+    let record_with = |record: &str, expr: String, extra: &[(&str, String)]| {
+        let mut labels = labels.clone();
+        labels.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         Rule::Recording(RecordingRule {
-            record,
+            record: record.to_owned(),
             expr,
-            labels: labels.clone(),
+            labels,
         })
     };
+    let record = |record: &str, expr: String| record_with(record, expr, &[]);
     let ratio = |secs: f64| format!("slo:sli_error:ratio_rate{}", duration(secs));
     let windows = sli_windows(window_secs);
+    let shortest = windows.first().copied().unwrap_or(window_secs);
+    let app_sel = app_matcher(&ns, &app_name);
 
+    // Short windows from the raw series; long ones as the time average of the shortest
+    // window's recording, so a 30-day ratio costs one series' samples rather than a 30-day
+    // rate over every raw series. A window without traffic (0 / 0) records nothing rather
+    // than NaN, which would poison every average over it.
     let mut rules: Vec<Rule> = windows
         .iter()
         .map(|&w| {
-            record(
-                ratio(w),
-                sli_error_ratio(&spec.sli, &app_matcher(&ns, &app_name), &duration(w)),
-            )
+            let expr = if w >= AVERAGED_FROM_SECS && w > shortest {
+                format!(
+                    "avg_over_time({}{{{sel}}}[{}])",
+                    ratio(shortest),
+                    duration(w)
+                )
+            } else {
+                format!(
+                    "(\n{}\n) >= 0",
+                    sli_error_ratio(&spec.sli, &app_sel, &spec.group_by, &duration(w))
+                )
+            };
+            record(&ratio(w), expr)
         })
         .collect();
     rules.push(record(
-        "slo:objective:ratio".into(),
+        "slo:objective:ratio",
         format!("vector({})", num(spec.objective / 100.0)),
     ));
     rules.push(record(
-        "slo:error_budget:ratio".into(),
+        "slo:error_budget:ratio",
         format!("vector({})", num(budget)),
     ));
     rules.push(record(
-        "slo:error_budget_remaining:ratio".into(),
-        format!("1 - {}{{{sel}}} / {}", ratio(window_secs), num(budget)),
+        "slo:time_period:days",
+        format!("vector({})", num(window_secs / 86_400.0)),
     ));
-    let shortest = windows.first().copied().unwrap_or(window_secs);
     rules.push(record(
-        "slo:current_burn_rate:ratio".into(),
+        "slo:current_burn_rate:ratio",
         format!("{}{{{sel}}} / {}", ratio(shortest), num(budget)),
+    ));
+    rules.push(record(
+        "slo:period_burn_rate:ratio",
+        format!("{}{{{sel}}} / {}", ratio(window_secs), num(budget)),
+    ));
+    rules.push(record(
+        "slo:period_error_budget_remaining:ratio",
+        format!("1 - slo:period_burn_rate:ratio{{{sel}}}"),
+    ));
+    rules.push(record(
+        "slo:error_budget_remaining:ratio",
+        format!("slo:period_error_budget_remaining:ratio{{{sel}}}"),
+    ));
+    rules.push(record_with(
+        "vigil_slo_info",
+        "vector(1)".to_owned(),
+        &[
+            ("objective", num(spec.objective)),
+            ("window", spec.window.to_string()),
+        ],
+    ));
+    rules.push(record_with(
+        "sloth_slo_info",
+        "vector(1)".to_owned(),
+        &[
+            ("sloth_objective", num(spec.objective)),
+            ("sloth_mode", "vigil".to_owned()),
+            ("sloth_spec", vigil_crds::API_VERSION.to_owned()),
+        ],
     ));
 
     let objective_text = format!("{} % over {}", num(spec.objective), spec.window);
@@ -182,6 +295,25 @@ pub fn slo_rules(slo: &Slo, app: &MonitoredApp) -> RuleFile {
         .description
         .clone()
         .unwrap_or_else(|| format!("objective {objective_text}"));
+    let alert_labels = |class: &str, audience: Audience| {
+        let mut out = spec.labels.clone();
+        out.extend([
+            ("namespace".to_owned(), ns.clone()),
+            ("app".to_owned(), app_name.clone()),
+            ("slo".to_owned(), name.clone()),
+            ("severity".to_owned(), severities.of(class).to_owned()),
+            (SLO_ALERT_LABEL.to_owned(), class.to_owned()),
+            ("sloth_severity".to_owned(), class.to_owned()),
+            ("audience".to_owned(), audience.as_str().to_owned()),
+        ]);
+        out
+    };
+    let unique = |audiences: &[Audience]| {
+        let mut sorted: Vec<Audience> = audiences.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        sorted
+    };
     for tier in burn_tiers(window_secs) {
         let audiences: &[Audience] = if tier.severity == "page" {
             &spec.alerting.page
@@ -201,18 +333,21 @@ pub fn slo_rules(slo: &Slo, app: &MonitoredApp) -> RuleFile {
             b = num(budget),
         );
         let spent = num((tier.factor * tier.long_secs / window_secs * 1000.0).round() / 10.0);
-        let remaining =
-            "{{ with printf `slo:error_budget_remaining:ratio{namespace=%q, app=%q, slo=%q}` \
-             $labels.namespace $labels.app $labels.slo | query }}{{ with . | first }}\
-             {{ .Value | humanizePercentage }}{{ end }}{{ else }}unknown{{ end }}";
-        let mut sorted: Vec<Audience> = audiences.to_vec();
-        sorted.sort();
-        sorted.dedup();
-        for audience in sorted {
-            let mut alert_labels = labels.clone();
-            alert_labels.insert("severity".into(), tier.severity.into());
-            alert_labels.insert("audience".into(), audience.as_str().into());
-            alert_labels.insert(BURN_TIER_LABEL.into(), tier.name.into());
+        // The budget of this alert's own group, when the objective is grouped.
+        let group_matchers: String = spec.group_by.iter().map(|l| format!(", {l}=%q")).collect();
+        let group_args: String = spec
+            .group_by
+            .iter()
+            .map(|l| format!(" $labels.{l}"))
+            .collect();
+        let remaining = format!(
+            "{{{{ with printf `slo:error_budget_remaining:ratio{{namespace=%q, app=%q, slo=%q{group_matchers}}}` \
+             $labels.namespace $labels.app $labels.slo{group_args} | query }}}}{{{{ with . | first }}}}\
+             {{{{ .Value | humanizePercentage }}}}{{{{ end }}}}{{{{ else }}}}unknown{{{{ end }}}}"
+        );
+        for audience in unique(audiences) {
+            let mut labels = alert_labels(tier.severity, audience);
+            labels.insert(BURN_TIER_LABEL.into(), tier.name.into());
             let annotations = BTreeMap::from([
                 (
                     "summary".to_owned(),
@@ -229,17 +364,55 @@ pub fn slo_rules(slo: &Slo, app: &MonitoredApp) -> RuleFile {
                     ),
                 ),
                 ("burn_rate".to_owned(), "{{ $value | printf \"%.1f\" }}".to_owned()),
-                ("budget_remaining".to_owned(), remaining.to_owned()),
+                ("budget_remaining".to_owned(), remaining.clone()),
                 ("objective".to_owned(), objective_text.clone()),
             ]);
             rules.push(Rule::Alerting(AlertingRule {
                 alert: BURN_ALERT.into(),
                 expr: expr.clone(),
                 for_: None,
-                labels: alert_labels,
+                labels,
                 annotations,
             }));
         }
+    }
+
+    // A dead exporter makes the SLI vanish, not fail: without this alert it reads as 100 %
+    // good. The total is evaluated over `absentFor`, so it is absent only once no sample at all
+    // arrived for that long (zero traffic is a rate of 0, not an absence).
+    let absent_for = spec.alerting.absent_for.as_secs_f64();
+    let absent_expr = format!(
+        "absent(\n{}\n)",
+        sli_total(&spec.sli, &app_sel, &spec.group_by, &duration(absent_for))
+    );
+    let absent_audiences = if spec.alerting.ticket.is_empty() {
+        &spec.alerting.page
+    } else {
+        &spec.alerting.ticket
+    };
+    for audience in unique(absent_audiences) {
+        rules.push(Rule::Alerting(AlertingRule {
+            alert: ABSENT_ALERT.into(),
+            expr: absent_expr.clone(),
+            for_: None,
+            labels: alert_labels("ticket", audience),
+            annotations: BTreeMap::from([
+                (
+                    "summary".to_owned(),
+                    format!("SLO {name} of {ns}/{app_name} has no SLI data"),
+                ),
+                (
+                    "description".to_owned(),
+                    format!(
+                        "{what}: no series of the SLI's total events arrived for {}; the \
+                         exporter or the scrape may be down, and the objective cannot be \
+                         measured.",
+                        spec.alerting.absent_for
+                    ),
+                ),
+                ("objective".to_owned(), objective_text.clone()),
+            ]),
+        }));
     }
     RuleFile {
         groups: vec![RuleGroup {
@@ -248,6 +421,24 @@ pub fn slo_rules(slo: &Slo, app: &MonitoredApp) -> RuleFile {
             rules,
         }],
     }
+}
+
+/// The warning for an objective whose window is longer than the target Prometheus keeps data
+/// (`retention`, when known): its whole-window ratio, burn rate and budget then only cover the
+/// retained part, and read better than they are.
+pub fn retention_warning(slo: &Slo, retention: Option<std::time::Duration>) -> Option<String> {
+    let retention = retention?;
+    let window = slo.spec.window.as_secs_f64();
+    (window > retention.as_secs_f64()).then(|| {
+        format!(
+            "window {} is longer than the {} of data the target Prometheus keeps \
+             (--prometheus-retention): the error ratio, burn rate and budget over the window \
+             only cover the last {}; raise the retention or shorten the window",
+            slo.spec.window,
+            duration(retention.as_secs_f64()),
+            duration(retention.as_secs_f64()),
+        )
+    })
 }
 
 /// The `monitoring.coreos.com/v1` `PrometheusRule` carrying `file`, named `vigil-slo-<name>`
@@ -259,10 +450,17 @@ pub fn slo_prometheus_rule(slo: &Slo, file: &RuleFile) -> serde_json::Value {
     )
 }
 
+/// `sum by (namespace, app, <groupBy>)`: the presets' aggregation.
+fn preset_by(group_by: &[String]) -> String {
+    let mut labels = vec!["namespace", "app"];
+    labels.extend(group_by.iter().map(String::as_str));
+    format!("sum by ({})", labels.join(", "))
+}
+
 /// The SLI as an error ratio (bad / all events) over `window`, scoped to the app. A missing
 /// error series (no error ever happened) counts as 0 errors rather than leaving the ratio
 /// empty.
-fn sli_error_ratio(sli: &Sli, app_sel: &str, window: &str) -> String {
+fn sli_error_ratio(sli: &Sli, app_sel: &str, group_by: &[String], window: &str) -> String {
     let user =
         |q: &vigil_crds::PromQl| scoped_promql(&q.as_str().replace("{{.window}}", window), app_sel);
     if let Some(gt) = &sli.good_total {
@@ -272,11 +470,39 @@ fn sli_error_ratio(sli: &Sli, app_sel: &str, window: &str) -> String {
         let (errors, total) = (user(&et.errors), user(&et.total));
         format!("(({errors}) or ({total}) * 0)\n/ ({total})")
     } else if let Some(av) = &sli.availability {
-        availability_ratio(av, app_sel, window)
+        availability_ratio(av, app_sel, group_by, window)
     } else if let Some(lat) = &sli.latency {
-        latency_ratio(lat, app_sel, window)
+        latency_ratio(lat, app_sel, group_by, window)
     } else {
         // Validation guarantees one SLI form; with none, a ratio that is never recorded.
+        "vector(0) unless vector(0)".to_owned()
+    }
+}
+
+/// The SLI's total event rate over `window`, scoped to the app: what is absent when the SLI's
+/// metrics are.
+fn sli_total(sli: &Sli, app_sel: &str, group_by: &[String], window: &str) -> String {
+    let user =
+        |q: &vigil_crds::PromQl| scoped_promql(&q.as_str().replace("{{.window}}", window), app_sel);
+    if let Some(gt) = &sli.good_total {
+        user(&gt.total)
+    } else if let Some(et) = &sli.error_total {
+        user(&et.total)
+    } else if let Some(av) = &sli.availability {
+        let sel = with_extra(app_sel, av.matchers.as_ref());
+        format!(
+            "{} (rate({}{{{sel}}}[{window}]))",
+            preset_by(group_by),
+            av.metric
+        )
+    } else if let Some(lat) = &sli.latency {
+        let sel = with_extra(app_sel, lat.matchers.as_ref());
+        format!(
+            "{} (rate({}_count{{{sel}}}[{window}]))",
+            preset_by(group_by),
+            lat.histogram
+        )
+    } else {
         "vector(0) unless vector(0)".to_owned()
     }
 }
@@ -288,14 +514,17 @@ fn with_extra(sel: &str, extra: Option<&String>) -> String {
     }
 }
 
-fn availability_ratio(av: &AvailabilitySli, app_sel: &str, window: &str) -> String {
+fn availability_ratio(
+    av: &AvailabilitySli,
+    app_sel: &str,
+    group_by: &[String],
+    window: &str,
+) -> String {
     let sel = with_extra(app_sel, av.matchers.as_ref());
-    let total = format!(
-        "sum by (namespace, app) (rate({}{{{sel}}}[{window}]))",
-        av.metric
-    );
+    let by = preset_by(group_by);
+    let total = format!("{by} (rate({}{{{sel}}}[{window}]))", av.metric);
     let errors = format!(
-        "sum by (namespace, app) (rate({}{{{sel}, {}=~\"{}\"}}[{window}]))",
+        "{by} (rate({}{{{sel}, {}=~\"{}\"}}[{window}]))",
         av.metric,
         av.status_label,
         promql_str(&av.error_regex)
@@ -303,9 +532,10 @@ fn availability_ratio(av: &AvailabilitySli, app_sel: &str, window: &str) -> Stri
     format!("({errors}\n  or {total} * 0)\n/ {total}")
 }
 
-fn latency_ratio(lat: &LatencySli, app_sel: &str, window: &str) -> String {
+fn latency_ratio(lat: &LatencySli, app_sel: &str, group_by: &[String], window: &str) -> String {
     let sel = with_extra(app_sel, lat.matchers.as_ref());
     let le = num(lat.threshold_seconds);
+    let by = preset_by(group_by);
     // Client libraries write whole bounds as `1` (Go) or `1.0` (Python, Java): match both.
     let le_matcher = if le.contains('.') {
         format!("le=\"{le}\"")
@@ -313,8 +543,8 @@ fn latency_ratio(lat: &LatencySli, app_sel: &str, window: &str) -> String {
         format!("le=~\"{le}(\\\\.0)?\"")
     };
     format!(
-        "1 - (\n  sum by (namespace, app) (rate({h}_bucket{{{sel}, {le_matcher}}}[{window}]))\n  \
-         / sum by (namespace, app) (rate({h}_count{{{sel}}}[{window}]))\n)",
+        "1 - (\n  {by} (rate({h}_bucket{{{sel}, {le_matcher}}}[{window}]))\n  \
+         / {by} (rate({h}_count{{{sel}}}[{window}]))\n)",
         h = lat.histogram
     )
 }

@@ -37,7 +37,14 @@ pub async fn children(
     if apis.alertmanager_config || switched {
         kinds.push(discovery::alertmanager_config());
     }
-    let outcome = apply_and_prune(&ctx.client, policy, &children, &kinds).await?;
+    let outcome = apply_and_prune(
+        &ctx.client,
+        policy,
+        &children,
+        &kinds,
+        &ctx.settings.outputs,
+    )
+    .await?;
     let shared = Contribution {
         prometheus: Some(rule_file),
         routes: Some(routes),

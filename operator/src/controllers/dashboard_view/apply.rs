@@ -27,5 +27,5 @@ pub async fn children(
     if apis.grafana_dashboard {
         kinds.push(discovery::grafana_dashboard());
     }
-    Ok(apply_and_prune(&ctx.client, view, &children, &kinds).await?)
+    Ok(apply_and_prune(&ctx.client, view, &children, &kinds, &ctx.settings.outputs).await?)
 }

@@ -47,7 +47,8 @@ pub async fn children(
     if apis.pod_monitor || switched {
         kinds.push(discovery::pod_monitor());
     }
-    let outcome = apply_and_prune(&ctx.client, app, &children, &kinds).await?;
+    let outcome =
+        apply_and_prune(&ctx.client, app, &children, &kinds, &ctx.settings.outputs).await?;
     let shared = Contribution {
         prometheus: Some(scrape_configs),
         routes: None,

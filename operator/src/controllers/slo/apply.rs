@@ -38,7 +38,8 @@ pub async fn children(
     if apis.grafana_dashboard {
         kinds.push(discovery::grafana_dashboard());
     }
-    let outcome = apply_and_prune(&ctx.client, slo, &children, &kinds).await?;
+    let outcome =
+        apply_and_prune(&ctx.client, slo, &children, &kinds, &ctx.settings.outputs).await?;
     let shared = Contribution {
         prometheus: Some(rule_file),
         routes: None,

@@ -11,6 +11,7 @@ use vigil_crds::{MonitoredApp, Slo};
 use crate::controllers::aggregate::{self, Contribution, PrometheusPart};
 use crate::controllers::OptionalApis;
 use crate::render::rules::Rule;
+use crate::render::slo::SloSeverities;
 use crate::render::{dashboards, slo};
 
 /// The children of one objective, one field per child kind.
@@ -32,7 +33,7 @@ pub struct Desired {
 pub struct Summary {
     /// Recording rules (SLI windows and error budget).
     pub recording_rules: i32,
-    /// Burn-rate alerts.
+    /// Burn-rate and absent-SLI alerts.
     pub alerts: i32,
 }
 
@@ -41,13 +42,14 @@ pub fn children(
     objective: &Slo,
     app: &MonitoredApp,
     apis: OptionalApis,
+    severities: &SloSeverities,
 ) -> Result<Desired, serde_yaml::Error> {
     let dashboard = dashboards::slo_dashboard(objective);
     let folder = dashboards::DEFAULT_FOLDER;
     Ok(Desired {
-        prometheus_rule: apis
-            .prometheus_rule
-            .then(|| slo::slo_prometheus_rule(objective, &slo::slo_rules(objective, app))),
+        prometheus_rule: apis.prometheus_rule.then(|| {
+            slo::slo_prometheus_rule(objective, &slo::slo_rules_with(objective, app, severities))
+        }),
         dashboard_config_map: dashboards::dashboard_config_map(
             objective,
             dashboards::dashboard_object_name(objective),
@@ -57,7 +59,7 @@ pub fn children(
         grafana_dashboard: apis
             .grafana_dashboard
             .then(|| dashboards::grafana_dashboard_cr(objective, &dashboard, folder)),
-        rule_file: aggregate::slo_rules_part(objective, app, apis)?,
+        rule_file: aggregate::slo_rules_part(objective, app, apis, severities)?,
     })
 }
 

@@ -4,6 +4,7 @@
 //! `GrafanaDashboard` when grafana-operator is installed).
 
 mod apply;
+mod budget;
 mod desired;
 mod status;
 #[cfg(test)]
@@ -43,7 +44,7 @@ async fn steps(slo: &Slo, ctx: &Context) -> Result<Action, Error> {
         Ok(app) => app, // pure
         Err(e) => return aggregate::reject(ctx, slo, desired::withdrawn(slo), e).await,
     };
-    let desired = desired::children(slo, &app, apis) // pure
+    let desired = desired::children(slo, &app, apis, &ctx.settings.outputs.slo_severities) // pure
         .map_err(|e| aggregate::encode_error(&owner, &namespace_of(slo), e))?;
     let switched = aggregate::join(ctx, slo, shares(apis)).await?;
     let applied = apply::children(slo, desired, apis, switched, ctx).await?; // write

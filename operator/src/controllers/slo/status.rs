@@ -1,5 +1,7 @@
 //! An `SLO`'s status: how many recording rules and burn-rate alerts it produced, where they
-//! went, and the `Ready` and `RulesApplied` conditions.
+//! went, the `Ready` and `RulesApplied` conditions, the remaining error budget (read from
+//! Prometheus when its URL is known) and warnings such as a window longer than Prometheus'
+//! retention.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
@@ -33,17 +35,24 @@ pub fn slo_conditions(
         slo.metadata.generation,
         now,
         format!(
-            "{} recording rules, {} burn-rate alerts and the dashboard ({dashboard_where}) are applied",
+            "{} recording rules, {} alerts (burn rate, absent SLI) and the dashboard ({dashboard_where}) are applied",
             summary.recording_rules, summary.alerts
         ),
         vec![Check::passed(
             "RulesApplied",
             format!(
-                "{} recording rules and {} burn-rate alerts are in {rules_where}",
+                "{} recording rules and {} alerts (burn rate, absent SLI) are in {rules_where}",
                 summary.recording_rules, summary.alerts
             ),
         )],
     )
+}
+
+/// What makes the objective's figures doubtful: a window longer than Prometheus keeps data.
+pub fn warnings(slo: &Slo, retention: Option<std::time::Duration>) -> Vec<String> {
+    crate::render::slo::retention_warning(slo, retention)
+        .into_iter()
+        .collect()
 }
 
 /// Writes the status and publishes an Event when a new generation was applied.
@@ -56,7 +65,13 @@ pub async fn publish(
 ) -> Result<(), Error> {
     let summary = summary(slo, app);
     let previous = slo.status.clone().unwrap_or_default();
+    let budget_remaining = match &ctx.settings.prometheus_query_url {
+        Some(base) => super::budget::read(base, slo).await,
+        None => None,
+    };
     let status = SloStatus {
+        budget_remaining,
+        warnings: warnings(slo, ctx.settings.prometheus_retention),
         observed_generation: slo.metadata.generation,
         conditions: conditions::merge(
             &previous.conditions,
@@ -66,7 +81,7 @@ pub async fn publish(
         alerts: summary.alerts,
     };
     let produced = format!(
-        "{} recording rules, {} burn-rate alerts",
+        "{} recording rules, {} alerts",
         summary.recording_rules, summary.alerts
     );
     conditions::publish(ctx, slo, &previous, &status, &produced, outcome).await?;

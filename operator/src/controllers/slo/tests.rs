@@ -61,9 +61,89 @@ async fn with_both_operators_every_output_is_applied() {
 
     let stored = stored(&server);
     assert!(stored["status"]["recordingRules"].as_i64().unwrap() > 0);
-    assert_eq!(stored["status"]["alerts"].as_i64().unwrap(), 4);
+    // Four burn tiers (page: engineering, ticket: support) and the absent-SLI ticket.
+    assert_eq!(stored["status"]["alerts"].as_i64().unwrap(), 5);
+    assert!(stored["status"].get("warnings").is_none());
     assert_eq!(condition(&stored, "RulesApplied")["status"], "True");
     assert!(stored["metadata"].get("finalizers").is_none());
+}
+
+/// The configured output labels and annotations reach the applied `PrometheusRule` and
+/// `GrafanaDashboard` (kube-prometheus-stack selects rules on `release`), the dashboard gets
+/// the configured instance selector and folder, the alerts the configured severities, and a
+/// window longer than Prometheus' retention is warned about in the status.
+#[tokio::test]
+async fn configured_outputs_reach_the_applied_objects() {
+    use crate::render::outputs::{ObjectExtras, Outputs};
+    use crate::render::slo::SloSeverities;
+    let server = FakeApiServer::new();
+    let release = ObjectExtras {
+        labels: [("release".to_owned(), "kube-prometheus-stack".to_owned())].into(),
+        annotations: [("team".to_owned(), "sre".to_owned())].into(),
+    };
+    let settings = Settings {
+        outputs: Outputs {
+            prometheus_rule: release.clone(),
+            grafana_dashboard: release,
+            grafana_instance_selector: [("grafana".to_owned(), "main".to_owned())].into(),
+            grafana_folder: Some("SLOs".to_owned()),
+            slo_severities: SloSeverities {
+                page: "P1".to_owned(),
+                ticket: "P3".to_owned(),
+            },
+            ..Outputs::default()
+        },
+        prometheus_retention: Some(std::time::Duration::from_secs(15 * 86_400)),
+        ..Settings::default()
+    };
+    reconcile(setup(&server), server.context(settings))
+        .await
+        .unwrap();
+
+    let rule = server
+        .get("prometheusrules", "shop", "vigil-slo-availability")
+        .unwrap();
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    assert_eq!(
+        rule["metadata"]["labels"]["vigil.dev/owner"],
+        "slo.availability"
+    );
+    assert_eq!(rule["metadata"]["annotations"]["team"], "sre");
+    let severities: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["labels"]["severity"].as_str())
+        .collect();
+    assert!(
+        severities.contains(&"P1") && severities.contains(&"P3"),
+        "{severities:?}"
+    );
+    let cr = server
+        .get("grafanadashboards", "shop", "vigil-slo-availability")
+        .unwrap();
+    assert_eq!(cr["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    assert_eq!(
+        cr["spec"]["instanceSelector"],
+        json!({"matchLabels": {"grafana": "main"}})
+    );
+    assert_eq!(cr["spec"]["folder"], "SLOs");
+    let config_map = server
+        .get("configmaps", "shop", "vigil-slo-availability")
+        .unwrap();
+    assert!(config_map["metadata"]["labels"].get("release").is_none());
+
+    let warnings = stored(&server)["status"]["warnings"].clone();
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("window 30d is longer than the 15d"),
+        "{warnings}"
+    );
 }
 
 /// Without grafana-operator only the dashboard ConfigMap is written.

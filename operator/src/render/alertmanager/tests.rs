@@ -391,7 +391,11 @@ fn namespaces_are_isolated() {
             ("app", "tax-portal"),
             ("slo", "x"),
         ];
-        slo.extend([("severity", "page"), ("audience", audience)]);
+        slo.extend([
+            ("severity", "critical"),
+            ("vigil_slo_alert", "page"),
+            ("audience", audience),
+        ]);
         assert_eq!(routes(p, &slo), "payments/vigil-unrouted", "{slo:?}");
     }
     for audience in ["support", "engineering", "management"] {
@@ -437,22 +441,35 @@ fn receivers_below(route: &Route) -> Vec<String> {
 }
 
 /// SLO burn-rate alerts (no `vigil_policy`) reach the receivers of their audience in the
-/// policies of the same app.
+/// policies of the same app. They are routed by their class (`vigil_slo_alert`), so whatever
+/// `severity` the page and ticket classes are rendered with (`critical`/`warning` by default,
+/// or a platform's own names) routing is the same.
 #[test]
 fn slo_alerts_reach_the_audience_of_their_app() {
     let written = write(&alertmanager_config(&inventory()));
     let p = &written.path;
-    let slo = |severity, tier, audience| {
+    let slo = |class: &'static str, tier, audience| {
         vec![
             ("namespace", "payments"),
             ("app", "checkout"),
             ("slo", "checkout-availability"),
-            ("alertname", "SLOBurnRate"),
-            ("severity", severity),
+            ("alertname", "SLOErrorBudgetBurn"),
+            (
+                "severity",
+                if class == "page" {
+                    "critical"
+                } else {
+                    "warning"
+                },
+            ),
+            ("vigil_slo_alert", class),
             ("vigil_burn_tier", tier),
             ("audience", audience),
         ]
     };
+    let mut renamed = slo("page", "page-fast", "support");
+    renamed[4] = ("severity", "P1");
+    assert_eq!(routes(p, &renamed), "payments/checkout-alerts/support-mail");
     assert_eq!(
         routes(p, &slo("page", "page-fast", "engineering")),
         "payments/checkout-alerts/eng-pager,payments/checkout-alerts/eng-slack"

@@ -75,6 +75,7 @@ fn every_sli_form_snapshot() {
         ("latency_7d", LATENCY),
         ("good_total", GOOD_TOTAL),
         ("error_total_28d", ERROR_TOTAL),
+        ("grouped_labels", GROUPED),
     ] {
         let file = slo_rules(&slo(yaml), &app());
         insta::with_settings!({ snapshot_path => "../snapshots" }, {
@@ -134,11 +135,16 @@ fn traffic(minutes: u32, errors_per_min: f64) -> String {
 
 /// The expected page/ticket alert of `tier` for `audience`, at burn rate `burn`.
 fn burn_alert(tier: &str, audience: &str, burn: &str, remaining: &str) -> String {
-    let (severity, factor, long, short, spent) = match tier {
+    let (class, factor, long, short, spent) = match tier {
         "page-fast" => ("page", "14.4", "1h", "5m", "2"),
         "page-slow" => ("page", "6", "6h", "30m", "5"),
         "ticket-fast" => ("ticket", "3", "1d", "2h", "10"),
         _ => ("ticket", "1", "3d", "6h", "10"),
+    };
+    let severity = if class == "page" {
+        "critical"
+    } else {
+        "warning"
     };
     format!(
         r#"
@@ -147,6 +153,11 @@ fn burn_alert(tier: &str, audience: &str, burn: &str, remaining: &str) -> String
               app: checkout
               slo: checkout-availability
               severity: {severity}
+              vigil_slo_alert: {class}
+              sloth_severity: {class}
+              sloth_id: shop-checkout-checkout-availability
+              sloth_service: checkout
+              sloth_slo: checkout-availability
               audience: {audience}
               vigil_burn_tier: {tier}
             exp_annotations:
@@ -212,6 +223,313 @@ tests:
     alert_rule_test:{checks}
 "#,
             series = traffic(3 * 24 * 60, 0.5)
+        ),
+    );
+}
+
+/// The labels every SLO alert of `checkout-availability` carries besides its class.
+fn ticket_labels(audience: &str) -> String {
+    format!(
+        r#"
+          - exp_labels:
+              namespace: shop
+              app: checkout
+              slo: checkout-availability
+              severity: warning
+              vigil_slo_alert: ticket
+              sloth_severity: ticket
+              audience: {audience}
+            exp_annotations:
+              summary: "SLO checkout-availability of shop/checkout has no SLI data"
+              description: "99.9 % of checkout requests succeed: no series of the SLI's total events arrived for 10m; the exporter or the scrape may be down, and the objective cannot be measured."
+              objective: 99.9 % over 30d"#
+    )
+}
+
+/// A dead exporter makes the SLI's series vanish, which would read as 100 % good: once no
+/// sample arrived for `absentFor` (10m), `SLOMetricsAbsent` tickets the ticket audiences. While
+/// samples still arrive it is silent, and zero traffic (a rate of 0) is not an absence.
+#[test]
+fn vanished_sli_metrics_ticket() {
+    let file = slo_rules(&slo(AVAILABILITY), &app());
+    let alerts = [ticket_labels("engineering"), ticket_labels("support")].concat();
+    test_rules(
+        &[&file],
+        &format!(
+            r#"evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/checkout", code="200"}}'
+        values: '0+1000x10'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: SLOMetricsAbsent
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: SLOMetricsAbsent
+        exp_alerts:{alerts}
+  - interval: 1m
+    input_series:
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/checkout", code="200"}}'
+        values: '5+0x40'
+    alert_rule_test:
+      - eval_time: 30m
+        alertname: SLOMetricsAbsent
+        exp_alerts: []
+"#
+        ),
+    );
+}
+
+/// Sloth's metadata series carry the values and labels Sloth's Grafana dashboards read:
+/// objective 0.999, a 30-day period, the info series, and a remaining budget of half at a
+/// steady 0.5× burn; the 30d ratio is the average of the 5m recording.
+#[test]
+fn sloth_metadata_series() {
+    let file = slo_rules(&slo(AVAILABILITY), &app());
+    let sloth = "sloth_id=\"shop-checkout-checkout-availability\", sloth_service=\"checkout\", sloth_slo=\"checkout-availability\"";
+    let base =
+        format!("namespace=\"shop\", app=\"checkout\", slo=\"checkout-availability\", {sloth}");
+    test_rules(
+        &[&file],
+        &format!(
+            r#"evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:{series}
+    promql_expr_test:
+      - expr: slo:objective:ratio
+        eval_time: 10m
+        exp_samples:
+          - labels: 'slo:objective:ratio{{{base}}}'
+            value: 0.999
+      - expr: slo:time_period:days
+        eval_time: 10m
+        exp_samples:
+          - labels: 'slo:time_period:days{{{base}}}'
+            value: 30
+      - expr: sloth_slo_info
+        eval_time: 10m
+        exp_samples:
+          - labels: 'sloth_slo_info{{{base}, sloth_objective="99.9", sloth_mode="vigil", sloth_spec="vigil.dev/v1alpha1"}}'
+            value: 1
+      - expr: vigil_slo_info
+        eval_time: 10m
+        exp_samples:
+          - labels: 'vigil_slo_info{{{base}, objective="99.9", window="30d"}}'
+            value: 1
+      - expr: round(slo:period_error_budget_remaining:ratio, 0.001)
+        eval_time: 1h
+        exp_samples:
+          - labels: '{{{base}}}'
+            value: 0.5
+      - expr: round(slo:period_burn_rate:ratio, 0.001)
+        eval_time: 1h
+        exp_samples:
+          - labels: '{{{base}}}'
+            value: 0.5
+      - expr: round(slo:current_burn_rate:ratio, 0.001)
+        eval_time: 1h
+        exp_samples:
+          - labels: '{{{base}}}'
+            value: 0.5
+      - expr: round(slo:sli_error:ratio_rate30d, 0.0000001)
+        eval_time: 1h
+        exp_samples:
+          - labels: '{{{base}}}'
+            value: 0.0005
+"#,
+            series = traffic(120, 0.5)
+        ),
+    );
+}
+
+const GROUPED: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: SLO
+metadata: { name: routes, namespace: shop }
+spec:
+  appRef: { name: checkout }
+  objective: 99.9
+  labels: { team: payments, tier: "1" }
+  groupBy: [route]
+  sli:
+    availability: {}
+  alerting: { page: [engineering], ticket: [] }
+"#;
+
+/// With `groupBy: [route]` each route has its own error ratio and burn rate, and only the
+/// failing route pages; the SLO's `labels` are on every series and alert.
+#[test]
+fn grouped_objective_alerts_per_route() {
+    let file = slo_rules(&slo(GROUPED), &app());
+    check_rules(&file);
+    let labels = r#"namespace="shop", app="checkout", slo="routes", sloth_id="shop-checkout-routes", sloth_service="checkout", sloth_slo="routes", team="payments", tier="1""#;
+    test_rules(
+        &[&file],
+        &format!(
+            r#"evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/checkout", code="200"}}'
+        values: '0+985.6x10'
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/checkout", code="500"}}'
+        values: '0+14.4x10'
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/search", code="200"}}'
+        values: '0+1000x10'
+    promql_expr_test:
+      - expr: round(slo:current_burn_rate:ratio, 0.001)
+        eval_time: 5m
+        exp_samples:
+          - labels: '{{{labels}, route="/checkout"}}'
+            value: 14.4
+          - labels: '{{{labels}, route="/search"}}'
+            value: 0
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: SLOErrorBudgetBurn
+        exp_alerts:
+          - exp_labels:
+              namespace: shop
+              app: checkout
+              slo: routes
+              route: /checkout
+              team: payments
+              tier: "1"
+              severity: critical
+              vigil_slo_alert: page
+              sloth_severity: page
+              sloth_id: shop-checkout-routes
+              sloth_service: checkout
+              sloth_slo: routes
+              audience: engineering
+              vigil_burn_tier: page-fast
+            exp_annotations:
+              summary: "SLO routes of shop/checkout is burning its error budget 14.4× or more faster than sustainable"
+              description: "objective 99.9 % over 30d: the error budget is burning 14.4× faster than the objective allows over the last 1h (and still over the last 5m); 14.4× for 1h spends 2 % of the 30d budget. Budget remaining: -1340%."
+              burn_rate: "14.4"
+              budget_remaining: "-1340%"
+              objective: 99.9 % over 30d
+          - exp_labels:
+              namespace: shop
+              app: checkout
+              slo: routes
+              route: /checkout
+              team: payments
+              tier: "1"
+              severity: critical
+              vigil_slo_alert: page
+              sloth_severity: page
+              sloth_id: shop-checkout-routes
+              sloth_service: checkout
+              sloth_slo: routes
+              audience: engineering
+              vigil_burn_tier: page-slow
+            exp_annotations:
+              summary: "SLO routes of shop/checkout is burning its error budget 6× or more faster than sustainable"
+              description: "objective 99.9 % over 30d: the error budget is burning 14.4× faster than the objective allows over the last 6h (and still over the last 30m); 6× for 6h spends 5 % of the 30d budget. Budget remaining: -1340%."
+              burn_rate: "14.4"
+              budget_remaining: "-1340%"
+              objective: 99.9 % over 30d
+"#
+        ),
+    );
+}
+
+/// The severity of each class is configurable; the class itself stays in `vigil_slo_alert`.
+#[test]
+fn severities_are_configurable() {
+    let severities = SloSeverities {
+        page: "P1".into(),
+        ticket: "P3".into(),
+    };
+    let file = slo_rules_with(&slo(AVAILABILITY), &app(), &severities);
+    let alerts: Vec<&AlertingRule> = file.groups[0]
+        .rules
+        .iter()
+        .filter_map(|r| match r {
+            Rule::Alerting(a) => Some(a),
+            Rule::Recording(_) => None,
+        })
+        .collect();
+    assert!(!alerts.is_empty());
+    for alert in alerts {
+        let class = &alert.labels[SLO_ALERT_LABEL];
+        let expected = if class == "page" { "P1" } else { "P3" };
+        assert_eq!(alert.labels["severity"], expected, "{alert:?}");
+    }
+}
+
+/// The 30-day (and every ≥ 1d) ratio is the time average of the 5m recording, never a rate over
+/// the raw series for the whole window.
+#[test]
+fn long_windows_average_the_short_recording() {
+    let file = slo_rules(&slo(AVAILABILITY), &app());
+    for rule in &file.groups[0].rules {
+        let Rule::Recording(r) = rule else { continue };
+        for long in ["1d", "3d", "30d"] {
+            if r.record == format!("slo:sli_error:ratio_rate{long}") {
+                assert!(
+                    r.expr
+                        .starts_with("avg_over_time(slo:sli_error:ratio_rate5m{")
+                        && !r.expr.contains("http_requests_total"),
+                    "{}: {}",
+                    r.record,
+                    r.expr
+                );
+            }
+        }
+    }
+}
+
+/// A window longer than the target Prometheus keeps data is warned about; a shorter one, or an
+/// unknown retention, is not.
+#[test]
+fn retention_shorter_than_the_window_warns() {
+    let objective = slo(AVAILABILITY);
+    let days = |d: u64| Some(std::time::Duration::from_secs(d * 86_400));
+    let warning = retention_warning(&objective, days(15)).expect("15d < 30d warns");
+    assert!(
+        warning.contains("30d") && warning.contains("15d"),
+        "{warning}"
+    );
+    assert_eq!(retention_warning(&objective, days(30)), None);
+    assert_eq!(retention_warning(&objective, None), None);
+}
+
+/// Minutes without traffic (0 / 0 in the 5m window) are left out of the 5m recording rather
+/// than recorded as NaN, which would make every average over them (the 1d, 3d and 30d ratios,
+/// the budget) NaN for the whole window: after 30 quiet minutes and 30 minutes at 0.05 %
+/// errors, the 30d ratio is 0.05 %.
+#[test]
+fn quiet_minutes_do_not_poison_the_long_windows() {
+    let file = slo_rules(&slo(AVAILABILITY), &app());
+    let sloth = "sloth_id=\"shop-checkout-checkout-availability\", sloth_service=\"checkout\", sloth_slo=\"checkout-availability\"";
+    let base =
+        format!("namespace=\"shop\", app=\"checkout\", slo=\"checkout-availability\", {sloth}");
+    test_rules(
+        &[&file],
+        &format!(
+            r#"evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/checkout", code="200"}}'
+        values: '0+0x30 0+999.5x30'
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/checkout", code="500"}}'
+        values: '0+0x30 0+0.5x30'
+    promql_expr_test:
+      - expr: count(slo:sli_error:ratio_rate5m)
+        eval_time: 20m
+        exp_samples: []
+      - expr: round(slo:sli_error:ratio_rate30d, 0.0000001)
+        eval_time: 60m
+        exp_samples:
+          - labels: '{{{base}}}'
+            value: 0.0005
+"#
         ),
     );
 }
