@@ -38,6 +38,7 @@
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
+use vigil_crds::monitored_app::RequestMetrics;
 use vigil_crds::slo::{AvailabilitySli, LatencySli, Sli};
 use vigil_crds::{Audience, MonitoredApp, Slo};
 
@@ -155,7 +156,12 @@ pub fn slo_rules(slo: &Slo, app: &MonitoredApp) -> RuleFile {
         .map(|&w| {
             record(
                 ratio(w),
-                sli_error_ratio(&spec.sli, &app_matcher(&ns, &app_name), &duration(w)),
+                sli_error_ratio(
+                    &spec.sli,
+                    &app.spec.request_metrics(),
+                    &app_matcher(&ns, &app_name),
+                    &duration(w),
+                ),
             )
         })
         .collect();
@@ -262,7 +268,9 @@ pub fn slo_prometheus_rule(slo: &Slo, file: &RuleFile) -> serde_json::Value {
 /// The SLI as an error ratio (bad / all events) over `window`, scoped to the app. A missing
 /// error series (no error ever happened) counts as 0 errors rather than leaving the ratio
 /// empty.
-fn sli_error_ratio(sli: &Sli, app_sel: &str, window: &str) -> String {
+/// The `availability` and `latency` presets read the app's request metrics (`requests`) unless
+/// they name their own.
+fn sli_error_ratio(sli: &Sli, requests: &RequestMetrics, app_sel: &str, window: &str) -> String {
     let user =
         |q: &vigil_crds::PromQl| scoped_promql(&q.as_str().replace("{{.window}}", window), app_sel);
     if let Some(gt) = &sli.good_total {
@@ -272,9 +280,9 @@ fn sli_error_ratio(sli: &Sli, app_sel: &str, window: &str) -> String {
         let (errors, total) = (user(&et.errors), user(&et.total));
         format!("(({errors}) or ({total}) * 0)\n/ ({total})")
     } else if let Some(av) = &sli.availability {
-        availability_ratio(av, app_sel, window)
+        availability_ratio(av, requests, app_sel, window)
     } else if let Some(lat) = &sli.latency {
-        latency_ratio(lat, app_sel, window)
+        latency_ratio(lat, requests, app_sel, window)
     } else {
         // Validation guarantees one SLI form; with none, a ratio that is never recorded.
         "vector(0) unless vector(0)".to_owned()
@@ -288,22 +296,38 @@ fn with_extra(sel: &str, extra: Option<&String>) -> String {
     }
 }
 
-fn availability_ratio(av: &AvailabilitySli, app_sel: &str, window: &str) -> String {
+fn availability_ratio(
+    av: &AvailabilitySli,
+    requests: &RequestMetrics,
+    app_sel: &str,
+    window: &str,
+) -> String {
     let sel = with_extra(app_sel, av.matchers.as_ref());
+    let m = requests.overridden(
+        av.metric.as_ref(),
+        av.status_label.as_ref(),
+        av.error_regex.as_ref(),
+        None,
+    );
     let total = format!(
         "sum by (namespace, app) (rate({}{{{sel}}}[{window}]))",
-        av.metric
+        m.counter
     );
     let errors = format!(
         "sum by (namespace, app) (rate({}{{{sel}, {}=~\"{}\"}}[{window}]))",
-        av.metric,
-        av.status_label,
-        promql_str(&av.error_regex)
+        m.counter,
+        m.status_label,
+        promql_str(&m.error_regex)
     );
     format!("({errors}\n  or {total} * 0)\n/ {total}")
 }
 
-fn latency_ratio(lat: &LatencySli, app_sel: &str, window: &str) -> String {
+fn latency_ratio(
+    lat: &LatencySli,
+    requests: &RequestMetrics,
+    app_sel: &str,
+    window: &str,
+) -> String {
     let sel = with_extra(app_sel, lat.matchers.as_ref());
     let le = num(lat.threshold_seconds);
     // Client libraries write whole bounds as `1` (Go) or `1.0` (Python, Java): match both.
@@ -315,7 +339,9 @@ fn latency_ratio(lat: &LatencySli, app_sel: &str, window: &str) -> String {
     format!(
         "1 - (\n  sum by (namespace, app) (rate({h}_bucket{{{sel}, {le_matcher}}}[{window}]))\n  \
          / sum by (namespace, app) (rate({h}_count{{{sel}}}[{window}]))\n)",
-        h = lat.histogram
+        h = requests
+            .overridden(None, None, None, lat.histogram.as_ref())
+            .duration_histogram
     )
 }
 
