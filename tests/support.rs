@@ -74,3 +74,31 @@ pub fn run_ok(tool_name: &str, args: &[&str], dir: &Path) -> Run {
     );
     r
 }
+
+/// Renders `examples/<name>` the way the end-to-end tests check it (for the Alertmanager 0.25
+/// these machines run), failing the test with every problem when the example is invalid.
+pub fn render_example(name: &str) -> vigil_operator::bundle::Bundle {
+    use vigil_operator::bundle;
+    let dir = repo_root().join("examples").join(name);
+    let loaded = vigil_operator::manifests::load(&[dir]).unwrap_or_else(|problems| {
+        panic!(
+            "example {name} is invalid:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  {p}\n"))
+                .collect::<String>()
+        )
+    });
+    let options = bundle::Options {
+        alertmanager: vigil_operator::render::alertmanager::AlertmanagerVersion::V0_25,
+    };
+    bundle::render(&loaded.inventory, options).expect("example renders")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

@@ -284,7 +284,9 @@ impl RequestSeries {
 
     /// Requests per second.
     fn rate(&self, by: &str) -> String {
-        self.sum(by, ("rate", RATE, ""), |m| (m.counter.clone(), String::new()))
+        self.sum(by, ("rate", RATE, ""), |m| {
+            (m.counter.clone(), String::new())
+        })
     }
 
     /// Requests over `range`, ending `offset` ago (`""` or ` offset 1w`).
@@ -299,11 +301,7 @@ impl RequestSeries {
         let errors = self.sum(by, ("rate", RATE, ""), |m| {
             (
                 m.counter.clone(),
-                format!(
-                    r#", {}=~"{}""#,
-                    m.status_label,
-                    promql_str(&m.error_regex)
-                ),
+                format!(r#", {}=~"{}""#, m.status_label, promql_str(&m.error_regex)),
             )
         });
         let all = self.rate(by);
@@ -380,7 +378,9 @@ fn overview(req: &RequestSeries) -> Section {
                 "Crash rate by app",
                 "short",
                 vec![q(
-                    format!("sum by (app) (rate(vigil_crashes_total{{{SCOPE}}}[$__rate_interval]))"),
+                    format!(
+                        "sum by (app) (rate(vigil_crashes_total{{{SCOPE}}}[$__rate_interval]))"
+                    ),
                     "{{app}}",
                 )],
             ),
@@ -620,7 +620,6 @@ fn query_variable(
         "type": "query",
         "datasource": datasource(),
         "query": query,
-        "definition": query,
         "refresh": 2,
         "regex": regex,
         "sort": 1,

@@ -274,15 +274,21 @@ fn variables_hold_the_views_namespace_clusters_and_apps() {
     let vars = d["templating"]["list"].as_array().unwrap();
     let var = |name: &str| vars.iter().find(|v| v["name"] == name).unwrap();
     let ns = var("namespace");
-    assert_eq!((&ns["type"], &ns["query"]), (&json!("constant"), &json!("shop")));
+    assert_eq!(
+        (&ns["type"], &ns["query"]),
+        (&json!("constant"), &json!("shop"))
+    );
     assert_eq!(ns["current"]["value"], "shop");
     let cluster = var("cluster");
     assert_eq!(cluster["type"], "query");
     assert_eq!(
-        cluster["definition"],
+        cluster["query"],
         r#"label_values(vigil_app_release_info{namespace="$namespace"}, cluster)"#
     );
-    assert_eq!((&cluster["includeAll"], &cluster["allValue"]), (&json!(true), &json!(".*")));
+    assert_eq!(
+        (&cluster["includeAll"], &cluster["allValue"]),
+        (&json!(true), &json!(".*"))
+    );
     let app = var("app");
     assert_eq!(app["type"], "query");
     assert_eq!(
@@ -311,7 +317,10 @@ fn every_preset_query_is_cluster_scoped() {
             .into_iter()
             .filter(|e| !e.contains("checkout_queue_depth"))
         {
-            assert!(e.contains(r#"cluster=~"$cluster""#), "not cluster-scoped: {e}");
+            assert!(
+                e.contains(r#"cluster=~"$cluster""#),
+                "not cluster-scoped: {e}"
+            );
         }
     }
 }
@@ -353,10 +362,7 @@ spec:
 #[test]
 fn request_panels_read_the_apps_request_metrics() {
     let inv = Inventory {
-        apps: vec![app_with_requests(
-            "checkout",
-            "{preset: spring-micrometer}",
-        )],
+        apps: vec![app_with_requests("checkout", "{preset: spring-micrometer}")],
         ..Inventory::default()
     };
     let d = dashboard(
@@ -385,7 +391,10 @@ fn apps_with_different_request_metrics_are_joined() {
     let inv = Inventory {
         apps: vec![
             app_with_requests("checkout", "{preset: opentelemetry-http}"),
-            app_with_requests("payments", "{counter: payments_requests_total, statusLabel: rc, errorRegex: 'E.*'}"),
+            app_with_requests(
+                "payments",
+                "{counter: payments_requests_total, statusLabel: rc, errorRegex: 'E.*'}",
+            ),
         ],
         ..Inventory::default()
     };
