@@ -197,9 +197,11 @@ impl RequestMetrics {
                 "http_response_status_code",
                 "http_server_request_duration_seconds",
             ),
-            RequestMetricsPreset::PrometheusClient => {
-                ("http_requests_total", "code", "http_request_duration_seconds")
-            }
+            RequestMetricsPreset::PrometheusClient => (
+                "http_requests_total",
+                "code",
+                "http_request_duration_seconds",
+            ),
         };
         RequestMetrics {
             counter: counter.to_owned(),
@@ -805,8 +807,10 @@ mod request_metrics_tests {
     #[test]
     fn presets_name_their_libraries_metrics() {
         let resolved = |preset: &str| {
-            spec(&format!("metrics: {{port: 80, requests: {{preset: {preset}}}}}"))
-                .request_metrics()
+            spec(&format!(
+                "metrics: {{port: 80, requests: {{preset: {preset}}}}}"
+            ))
+            .request_metrics()
         };
         let spring = resolved("spring-micrometer");
         assert_eq!(
@@ -822,7 +826,10 @@ mod request_metrics_tests {
                 "http_response_status_code"
             )
         );
-        assert_eq!(otel.duration_histogram, "http_server_request_duration_seconds");
+        assert_eq!(
+            otel.duration_histogram,
+            "http_server_request_duration_seconds"
+        );
         let classic = resolved("prometheus-client");
         assert_eq!(
             (classic.counter.as_str(), classic.status_label.as_str()),
