@@ -650,11 +650,8 @@ fn example_dashboards_have_data_for_every_panel() {
             .iter()
             .flat_map(|(f, d)| panel_queries(f, d))
             .collect();
-        assert!(
-            pending.len() > 40,
-            "{example}: only {} queries",
-            pending.len()
-        );
+        let total = pending.len();
+        assert!(total > 40, "{example}: only {total} queries");
         // Panels on recorded SLO series and firing alerts fill once the rules have been
         // evaluated: ask again until every query has data or a generous deadline passes.
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -692,6 +689,11 @@ fn example_dashboards_have_data_for_every_panel() {
             pending.is_empty(),
             "{example}: no data for:\n{}",
             list(&pending)
+        );
+        println!(
+            "{example}: all {total} queries of {} dashboards returned data ({} series fed)",
+            boards.len(),
+            all.len()
         );
 
         for (file, d) in &boards {
