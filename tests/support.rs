@@ -75,8 +75,7 @@ pub fn run_ok(tool_name: &str, args: &[&str], dir: &Path) -> Run {
     r
 }
 
-/// Renders `examples/<name>` the way the end-to-end tests check it (for the Alertmanager 0.25
-/// these machines run), failing the test with every problem when the example is invalid.
+/// Renders `examples/<name>` the way the end-to-end tests check it ([`tested_options`]), failing the test with every problem when the example is invalid.
 pub fn render_example(name: &str) -> vigil_operator::bundle::Bundle {
     use vigil_operator::bundle;
     let dir = repo_root().join("examples").join(name);
@@ -89,10 +88,14 @@ pub fn render_example(name: &str) -> vigil_operator::bundle::Bundle {
                 .collect::<String>()
         )
     });
-    let options = bundle::Options {
+    bundle::render(&loaded.inventory, tested_options()).expect("example renders")
+}
+
+/// The Alertmanager on these machines is 0.25, so the configuration is rendered for it.
+pub fn tested_options() -> vigil_operator::bundle::Options {
+    vigil_operator::bundle::Options {
         alertmanager: vigil_operator::render::alertmanager::AlertmanagerVersion::V0_25,
-    };
-    bundle::render(&loaded.inventory, options).expect("example renders")
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
