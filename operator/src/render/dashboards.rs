@@ -553,7 +553,8 @@ fn templating(namespace: &str, apps: &[String], multi_app: bool) -> Value {
             ("app", "App"),
             "app",
             r#"namespace="$namespace", cluster=~"$cluster""#,
-            &apps_re,
+            // Substituted into PromQL strings by Grafana; the option filter is a JS regex.
+            &promql_str(&apps_re),
             &format!("/^({apps_re})$/"),
             multi_app,
         ),

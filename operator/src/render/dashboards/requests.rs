@@ -32,7 +32,7 @@ impl RequestSeries {
         RequestSeries(
             by_naming
                 .into_iter()
-                .map(|(naming, names)| (naming, Some(app_regex(&names))))
+                .map(|(naming, names)| (naming, Some(promql_str(&app_regex(&names)))))
                 .collect(),
         )
     }
@@ -95,7 +95,8 @@ impl RequestSeries {
     }
 }
 
-/// An anchored-by-Prometheus regex matching exactly `names`.
+/// A regex matching exactly `names` (once anchored, as Prometheus anchors `=~`), not yet
+/// escaped for a PromQL string.
 pub(super) fn app_regex(names: &[&str]) -> String {
     let escaped: Vec<String> = names
         .iter()
@@ -108,5 +109,5 @@ pub(super) fn app_regex(names: &[&str]) -> String {
                 .collect()
         })
         .collect();
-    promql_str(&escaped.join("|"))
+    escaped.join("|")
 }

@@ -602,3 +602,35 @@ fn promtool_parses_every_dashboard_query() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// App names are DNS subdomains and may hold dots: the app variable's "All" value (substituted
+/// into PromQL strings) escapes them for PromQL, its option filter (a JavaScript regex) only for
+/// the regex, and the request queries of a mixed view match the dotted name literally.
+#[test]
+fn dotted_app_names_are_escaped_for_promql_and_for_grafana() {
+    let inv = Inventory {
+        apps: vec![
+            app_with_requests("api.v2", "{preset: spring-micrometer}"),
+            app_with_requests("web", "{}"),
+        ],
+        ..Inventory::default()
+    };
+    let d = dashboard(
+        &view(
+            r#"
+apiVersion: vigil.dev/v1alpha1
+kind: DashboardView
+metadata: {name: eng, namespace: shop}
+spec: {apps: [api.v2, web], audience: engineering}
+"#,
+        ),
+        &inv,
+    );
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let app = vars.iter().find(|v| v["name"] == "app").unwrap();
+    assert_eq!(app["allValue"], r"api\\.v2|web");
+    assert_eq!(app["regex"], r"/^(api\.v2|web)$/");
+    assert!(expressions(&d)
+        .iter()
+        .any(|e| e.contains(r#"http_server_requests_seconds_count{namespace="$namespace", app=~"$app", cluster=~"$cluster", app=~"api\\.v2"}"#)));
+}
