@@ -105,3 +105,21 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// The rendered Grafana dashboards of `examples/<name>`: file name and JSON.
+pub fn example_dashboards(example: &str) -> Vec<(String, serde_json::Value)> {
+    render_example(example)
+        .files
+        .iter()
+        .filter(|(p, _)| {
+            p.starts_with("grafana/dashboards") && p.extension().is_some_and(|e| e == "json")
+        })
+        .map(|(p, bytes)| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, serde_json::from_slice(bytes).expect("dashboard JSON"))
+        })
+        .collect()
+}
