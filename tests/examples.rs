@@ -9,39 +9,16 @@
 )]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vigil_operator::bundle::{self, Bundle};
+use vigil_operator::bundle;
 use vigil_operator::manifests;
-use vigil_operator::render::alertmanager::AlertmanagerVersion;
-use vigil_tests::{repo_root, run_ok, tool};
+use vigil_tests::{free_port, render_example, repo_root, run_ok, tested_options, tool};
 
 const EXAMPLES: [&str; 3] = ["banking", "infrastructure", "public-sector"];
-
-fn render_example(name: &str) -> Bundle {
-    let dir = repo_root().join("examples").join(name);
-    let loaded = manifests::load(&[dir]).unwrap_or_else(|problems| {
-        panic!(
-            "example {name} is invalid:\n{}",
-            problems
-                .iter()
-                .map(|p| format!("  {p}\n"))
-                .collect::<String>()
-        )
-    });
-    bundle::render(&loaded.inventory, tested_options()).expect("example renders")
-}
-
-/// The Alertmanager on these machines is 0.25, so the configuration is rendered for it.
-fn tested_options() -> bundle::Options {
-    bundle::Options {
-        alertmanager: AlertmanagerVersion::V0_25,
-        ..bundle::Options::default()
-    }
-}
 
 /// Debian's Prometheus 2.42 is built without Kubernetes service discovery and rejects
 /// `kubernetes_sd_configs`. To check everything else in the rendered configuration with the
@@ -300,13 +277,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {

@@ -74,3 +74,53 @@ pub fn run_ok(tool_name: &str, args: &[&str], dir: &Path) -> Run {
     );
     r
 }
+
+/// Renders `examples/<name>` the way the end-to-end tests check it ([`tested_options`]), failing the test with every problem when the example is invalid.
+pub fn render_example(name: &str) -> vigil_operator::bundle::Bundle {
+    use vigil_operator::bundle;
+    let dir = repo_root().join("examples").join(name);
+    let loaded = vigil_operator::manifests::load(&[dir]).unwrap_or_else(|problems| {
+        panic!(
+            "example {name} is invalid:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  {p}\n"))
+                .collect::<String>()
+        )
+    });
+    bundle::render(&loaded.inventory, tested_options()).expect("example renders")
+}
+
+/// The Alertmanager on these machines is 0.25, so the configuration is rendered for it.
+pub fn tested_options() -> vigil_operator::bundle::Options {
+    vigil_operator::bundle::Options {
+        alertmanager: vigil_operator::render::alertmanager::AlertmanagerVersion::V0_25,
+        ..vigil_operator::bundle::Options::default()
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The rendered Grafana dashboards of `examples/<name>`: file name and JSON.
+pub fn example_dashboards(example: &str) -> Vec<(String, serde_json::Value)> {
+    render_example(example)
+        .files
+        .iter()
+        .filter(|(p, _)| {
+            p.starts_with("grafana/dashboards") && p.extension().is_some_and(|e| e == "json")
+        })
+        .map(|(p, bytes)| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, serde_json::from_slice(bytes).expect("dashboard JSON"))
+        })
+        .collect()
+}

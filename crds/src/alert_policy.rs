@@ -180,19 +180,21 @@ pub struct CrashRateRule {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErrorRateRule {
-    /// Counter of requests, with a status label. Default `http_requests_total`. At most 256
+    /// Counter of requests, with a status label. Default: the app's request counter
+    /// (`spec.metrics.requests` of its `MonitoredApp`). At most 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub metric: Option<String>,
+    /// Label holding the response status. Default: the app's status label. At most 128
     /// characters.
-    #[serde(default = "default_request_metric")]
-    #[schemars(length(max = 256))]
-    pub metric: String,
-    /// Label holding the response status. Default `code`. At most 128 characters.
-    #[serde(default = "default_status_label")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
-    pub status_label: String,
-    /// Regex of status values that count as errors. Default `5..`. At most 256 characters.
-    #[serde(default = "default_error_regex")]
+    pub status_label: Option<String>,
+    /// Regex of status values that count as errors. Default: the app's (`5..` unless it sets
+    /// one). At most 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
-    pub error_regex: String,
+    pub error_regex: Option<String>,
     /// Error percentage above which the alert fires, from 0 to 100.
     #[schemars(range(min = 0.0, max = 100.0))]
     pub threshold_percent: f64,
@@ -205,11 +207,11 @@ pub struct ErrorRateRule {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LatencyRule {
-    /// Histogram base name (without `_bucket`). Default `http_request_duration_seconds`. At most
-    /// 256 characters.
-    #[serde(default = "default_latency_metric")]
+    /// Histogram base name (without `_bucket`). Default: the app's request duration histogram
+    /// (`spec.metrics.requests` of its `MonitoredApp`). At most 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
-    pub histogram: String,
+    pub histogram: Option<String>,
     /// Quantile from 0 to 1, such as `0.99`.
     #[schemars(range(min = 0.0, max = 1.0))]
     pub quantile: f64,
@@ -502,16 +504,4 @@ fn default_baseline_window() -> Duration {
 }
 fn default_forecast_lookback() -> Duration {
     Duration::from_secs(6 * 3600)
-}
-fn default_request_metric() -> String {
-    "http_requests_total".into()
-}
-fn default_status_label() -> String {
-    "code".into()
-}
-fn default_error_regex() -> String {
-    "5..".into()
-}
-fn default_latency_metric() -> String {
-    "http_request_duration_seconds".into()
 }

@@ -63,7 +63,8 @@ pub struct ExtraPanel {
     /// Panel title. At most 256 characters.
     #[schemars(length(min = 1, max = 256))]
     pub title: String,
-    /// Query; `$namespace` and `$app` are dashboard variables. At most 8192 characters.
+    /// Query; `$namespace`, `$app` and `$cluster` are dashboard variables (match the last two
+    /// with `=~`: "All" stands for a regex). At most 8192 characters.
     pub expr: PromQl,
     /// Grafana unit, such as `percentunit`, `s`, `reqps` or `short`. Default `short`. At most
     /// 64 characters.

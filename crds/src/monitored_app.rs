@@ -102,6 +102,162 @@ pub struct MetricsSpec {
     /// override the ones above. Default `true`.
     #[serde(default = "default_true")]
     pub honor_annotations: bool,
+
+    /// The application's HTTP request metrics, which dashboards, the `errorRate` and `latency`
+    /// alert rules and the `availability` and `latency` SLIs read. Default: the
+    /// `prometheus-client` preset (`http_requests_total{code}` and
+    /// `http_request_duration_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RequestMetricsSpec>,
+}
+
+/// How the application names its HTTP request metrics: a preset for a common instrumentation
+/// library, with any of its names overridden field by field.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestMetricsSpec {
+    /// The instrumentation library whose names to start from: `spring-micrometer`
+    /// (`http_server_requests_seconds_*`, status in `status`), `opentelemetry-http` (the
+    /// OpenTelemetry semantic conventions, `http_server_request_duration_seconds_*`, status in
+    /// `http_response_status_code`) or `prometheus-client` (`http_requests_total{code}`,
+    /// `http_request_duration_seconds`). Default `prometheus-client`.
+    #[serde(default)]
+    pub preset: RequestMetricsPreset,
+
+    /// Counter of all requests, such as `http_server_requests_seconds_count`. Default: the
+    /// preset's. At most 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z_:][a-zA-Z0-9_:]*$')").message("requests.counter must be a Prometheus metric name"))]
+    pub counter: Option<String>,
+
+    /// Label of the counter holding the response status code. Default: the preset's. At most
+    /// 128 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z_][a-zA-Z0-9_]*$')").message("requests.statusLabel must be a Prometheus label name"))]
+    pub status_label: Option<String>,
+
+    /// Regex (RE2, anchored) of the status values that are errors. Default `5..`. At most 256
+    /// characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub error_regex: Option<String>,
+
+    /// Request duration histogram in seconds, base name without `_bucket`, `_count` or `_sum`.
+    /// Default: the preset's. At most 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z_:][a-zA-Z0-9_:]*$')").message("requests.durationHistogram must be a Prometheus metric name"))]
+    pub duration_histogram: Option<String>,
+}
+
+/// An instrumentation library's request metric names.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestMetricsPreset {
+    /// Spring Boot with Micrometer: `http_server_requests_seconds_count{status}` and the
+    /// `http_server_requests_seconds` histogram (with percentile histograms enabled).
+    SpringMicrometer,
+    /// OpenTelemetry HTTP semantic conventions as Prometheus names:
+    /// `http_server_request_duration_seconds_count{http_response_status_code}` and the
+    /// `http_server_request_duration_seconds` histogram.
+    #[serde(rename = "opentelemetry-http")]
+    OpenTelemetryHttp,
+    /// The Prometheus client libraries' conventional names: `http_requests_total{code}` and
+    /// `http_request_duration_seconds`.
+    #[default]
+    PrometheusClient,
+}
+
+/// An application's request metrics with every name decided: what dashboards, alert rules and
+/// SLIs query.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestMetrics {
+    /// Counter of all requests.
+    pub counter: String,
+    /// Label holding the status code.
+    pub status_label: String,
+    /// Regex of the status values that are errors.
+    pub error_regex: String,
+    /// Duration histogram base name, in seconds.
+    pub duration_histogram: String,
+}
+
+impl RequestMetrics {
+    /// The names a preset stands for.
+    pub fn preset(preset: RequestMetricsPreset) -> Self {
+        let (counter, status_label, duration_histogram) = match preset {
+            RequestMetricsPreset::SpringMicrometer => (
+                "http_server_requests_seconds_count",
+                "status",
+                "http_server_requests_seconds",
+            ),
+            RequestMetricsPreset::OpenTelemetryHttp => (
+                "http_server_request_duration_seconds_count",
+                "http_response_status_code",
+                "http_server_request_duration_seconds",
+            ),
+            RequestMetricsPreset::PrometheusClient => (
+                "http_requests_total",
+                "code",
+                "http_request_duration_seconds",
+            ),
+        };
+        RequestMetrics {
+            counter: counter.to_owned(),
+            status_label: status_label.to_owned(),
+            error_regex: "5..".to_owned(),
+            duration_histogram: duration_histogram.to_owned(),
+        }
+    }
+}
+
+impl Default for RequestMetrics {
+    /// The `prometheus-client` preset.
+    fn default() -> Self {
+        RequestMetrics::preset(RequestMetricsPreset::default())
+    }
+}
+
+impl RequestMetrics {
+    /// These names with an alert rule's or SLI's own choices, where it makes one, in place of
+    /// the application's.
+    pub fn overridden(
+        &self,
+        counter: Option<&String>,
+        status_label: Option<&String>,
+        error_regex: Option<&String>,
+        duration_histogram: Option<&String>,
+    ) -> RequestMetrics {
+        let pick = |own: Option<&String>, app: &String| own.unwrap_or(app).clone();
+        RequestMetrics {
+            counter: pick(counter, &self.counter),
+            status_label: pick(status_label, &self.status_label),
+            error_regex: pick(error_regex, &self.error_regex),
+            duration_histogram: pick(duration_histogram, &self.duration_histogram),
+        }
+    }
+}
+
+impl MonitoredAppSpec {
+    /// The application's request metrics: `metrics.requests` over its preset, or the
+    /// `prometheus-client` preset when the app declares none. The one place these names are
+    /// decided; dashboards, alert rules and SLIs all read them from here.
+    pub fn request_metrics(&self) -> RequestMetrics {
+        let spec = self
+            .metrics
+            .as_ref()
+            .and_then(|m| m.requests.clone())
+            .unwrap_or_default();
+        let base = RequestMetrics::preset(spec.preset);
+        RequestMetrics {
+            counter: spec.counter.unwrap_or(base.counter),
+            status_label: spec.status_label.unwrap_or(base.status_label),
+            error_regex: spec.error_regex.unwrap_or(base.error_regex),
+            duration_histogram: spec.duration_histogram.unwrap_or(base.duration_histogram),
+        }
+    }
 }
 
 /// A container port, by name or number.
@@ -635,4 +791,73 @@ fn default_buffer_size() -> String {
 }
 fn default_admin_port() -> u16 {
     9464
+}
+
+#[cfg(test)]
+mod request_metrics_tests {
+    #![allow(clippy::expect_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    fn spec(metrics: &str) -> MonitoredAppSpec {
+        serde_yaml::from_str(&format!("{{selector: {{}}, {metrics}}}")).expect("spec")
+    }
+
+    /// Each preset stands for its library's names; without `metrics.requests` the
+    /// `prometheus-client` names apply, as before the field existed.
+    #[test]
+    fn presets_name_their_libraries_metrics() {
+        let resolved = |preset: &str| {
+            spec(&format!(
+                "metrics: {{port: 80, requests: {{preset: {preset}}}}}"
+            ))
+            .request_metrics()
+        };
+        let spring = resolved("spring-micrometer");
+        assert_eq!(
+            (spring.counter.as_str(), spring.status_label.as_str()),
+            ("http_server_requests_seconds_count", "status")
+        );
+        assert_eq!(spring.duration_histogram, "http_server_requests_seconds");
+        let otel = resolved("opentelemetry-http");
+        assert_eq!(
+            (otel.counter.as_str(), otel.status_label.as_str()),
+            (
+                "http_server_request_duration_seconds_count",
+                "http_response_status_code"
+            )
+        );
+        assert_eq!(
+            otel.duration_histogram,
+            "http_server_request_duration_seconds"
+        );
+        let classic = resolved("prometheus-client");
+        assert_eq!(
+            (classic.counter.as_str(), classic.status_label.as_str()),
+            ("http_requests_total", "code")
+        );
+        assert_eq!(spec("").request_metrics(), classic);
+        assert_eq!(spec("metrics: {port: 80}").request_metrics(), classic);
+        assert_eq!(classic.error_regex, "5..");
+    }
+
+    /// Fields given beside a preset replace only its corresponding names; a rule's own names
+    /// replace the app's.
+    #[test]
+    fn fields_override_the_preset_and_rules_override_the_app() {
+        let app = spec(
+            "metrics: {port: 80, requests: {preset: spring-micrometer, statusLabel: outcome, \
+             errorRegex: SERVER_ERROR}}",
+        )
+        .request_metrics();
+        assert_eq!(app.counter, "http_server_requests_seconds_count");
+        assert_eq!(
+            (app.status_label.as_str(), app.error_regex.as_str()),
+            ("outcome", "SERVER_ERROR")
+        );
+        let own = "own_seconds".to_owned();
+        let rule = app.overridden(None, None, None, Some(&own));
+        assert_eq!(rule.duration_histogram, "own_seconds");
+        assert_eq!(rule.counter, app.counter);
+    }
 }

@@ -126,18 +126,20 @@ pub struct ErrorTotalSli {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AvailabilitySli {
-    /// Request counter. Default `http_requests_total`. At most 256 characters.
-    #[serde(default = "default_request_metric")]
+    /// Request counter. Default: the app's request counter (`spec.metrics.requests` of its
+    /// `MonitoredApp`). At most 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
-    pub metric: String,
-    /// Label holding the status code. Default `code`. At most 128 characters.
-    #[serde(default = "default_status_label")]
+    pub metric: Option<String>,
+    /// Label holding the status code. Default: the app's status label. At most 128 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
-    pub status_label: String,
-    /// Regex of status values that are failures. Default `5..`. At most 256 characters.
-    #[serde(default = "default_error_regex")]
+    pub status_label: Option<String>,
+    /// Regex of status values that are failures. Default: the app's (`5..` unless it sets
+    /// one). At most 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
-    pub error_regex: String,
+    pub error_regex: Option<String>,
     /// Extra label matchers narrowing the requests, such as `route="/checkout"`. At most 1024
     /// characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,11 +151,11 @@ pub struct AvailabilitySli {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LatencySli {
-    /// Histogram base name (without `_bucket`). Default `http_request_duration_seconds`. At most
-    /// 256 characters.
-    #[serde(default = "default_latency_metric")]
+    /// Histogram base name (without `_bucket`). Default: the app's request duration histogram
+    /// (`spec.metrics.requests` of its `MonitoredApp`). At most 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
-    pub histogram: String,
+    pub histogram: Option<String>,
     /// Requests at or below this many seconds are good. Must equal one of the histogram's `le`
     /// bucket bounds, such as `0.25`.
     #[schemars(range(min = 0.0))]
@@ -238,16 +240,4 @@ fn default_page() -> Vec<Audience> {
 }
 fn default_ticket() -> Vec<Audience> {
     vec![Audience::Support]
-}
-fn default_request_metric() -> String {
-    "http_requests_total".into()
-}
-fn default_status_label() -> String {
-    "code".into()
-}
-fn default_error_regex() -> String {
-    "5..".into()
-}
-fn default_latency_metric() -> String {
-    "http_request_duration_seconds".into()
 }

@@ -57,25 +57,31 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
                     ),
                 );
             }
+            let error_regex = metrics
+                .requests
+                .as_ref()
+                .and_then(|r| r.error_regex.as_ref());
+            if let Some(Err(e)) = error_regex.map(|re| regex::Regex::new(re)) {
+                report(
+                    "MonitoredApp",
+                    &ns,
+                    &name,
+                    "spec.metrics.requests.errorRegex".into(),
+                    format!("invalid regular expression: {}", regex_error(&e)),
+                );
+            }
         }
         for (field, message) in secret_ref_problems(&app.spec) {
             report("MonitoredApp", &ns, &name, format!("spec.{field}"), message);
         }
         for (i, pattern) in app.spec.redaction.patterns.iter().enumerate() {
             if let Err(e) = regex::Regex::new(&pattern.regex) {
-                let first = e
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned();
                 report(
                     "MonitoredApp",
                     &ns,
                     &name,
                     format!("spec.redaction.patterns[{i}].regex"),
-                    format!("invalid regular expression: {first}"),
+                    format!("invalid regular expression: {}", regex_error(&e)),
                 );
             }
         }
@@ -284,4 +290,14 @@ fn slo_label_key_problem(key: &str) -> Option<String> {
     reserved.then(|| {
         format!("{key:?} is set by Vigil on every SLO series and alert; choose another name")
     })
+}
+
+/// The last line of a regex error: what is wrong, without the pattern repeated.
+fn regex_error(e: &regex::Error) -> String {
+    e.to_string()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }

@@ -71,6 +71,18 @@ fn malformed_manifests_name_object_and_field() {
             "m.yaml: MonitoredApp/retail/m: spec.redaction.patterns[0].regex: invalid regular expression",
         ),
         (
+            "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  metrics: {port: 80, requests: {errorRegex: \"5(..\"}}\n".into(),
+            "m.yaml: MonitoredApp/retail/m: spec.metrics.requests.errorRegex: invalid regular expression",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  metrics: {port: 80, requests: {counter: \"http requests\"}}\n".into(),
+            "m.yaml: MonitoredApp/retail/m: spec.metrics.requests.counter: requests.counter must be a Prometheus metric name",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  metrics: {port: 80, requests: {preset: micrometer}}\n".into(),
+            "m.yaml: MonitoredApp/retail/m: spec.metrics.requests.preset: unknown variant `micrometer`",
+        ),
+        (
             "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: m, namespace: retail}\nspec:\n  selector: {matchLabels: {a: b}}\n  exporters: {loki: {url: \"loki:3100\"}}\n".into(),
             "m.yaml: MonitoredApp/retail/m: spec.exporters.loki: url must be an http:// or https:// URL",
         ),

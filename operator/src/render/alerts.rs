@@ -43,6 +43,7 @@ use vigil_crds::alert_policy::{
     LatencyRule, RuleKind, Seasonality, TargetDownRule,
 };
 use vigil_crds::crash_users::users_affected_promql;
+use vigil_crds::monitored_app::RequestMetrics;
 use vigil_crds::{AlertPolicy, Audience, Duration, MonitoredApp};
 
 use super::rules::{AlertingRule, RecordingRule, Rule, RuleFile, RuleGroup};
@@ -75,6 +76,7 @@ pub fn alert_rules(policy: &AlertPolicy, app: &MonitoredApp) -> RuleFile {
         ns: ns.clone(),
         app: app.name_any(),
         policy: policy.name_any(),
+        requests: app.spec.request_metrics(),
     };
     let mut rules = Vec::new();
     let mut crash_rules = Vec::new();
@@ -343,6 +345,9 @@ struct Scope {
     ns: String,
     app: String,
     policy: String,
+    /// The app's request metrics, which `errorRate` and `latency` rules read unless they name
+    /// their own.
+    requests: RequestMetrics,
 }
 
 impl Scope {
@@ -552,13 +557,19 @@ fn crash_spike(ctx: &Scope, r: &CrashRateRule, base: &mut BaseAlert) {
 }
 
 /// `errors / all` over `window`, ending `offset` ago.
-fn error_ratio(sel: &str, r: &ErrorRateRule, offset: &str) -> String {
+fn error_ratio(ctx: &Scope, sel: &str, r: &ErrorRateRule, offset: &str) -> String {
+    let m = ctx.requests.overridden(
+        r.metric.as_ref(),
+        r.status_label.as_ref(),
+        r.error_regex.as_ref(),
+        None,
+    );
     format!(
         "sum by (namespace, app) (rate({m}{{{sel}, {l}=~\"{re}\"}}[{w}]{offset}))\n  \
          / sum by (namespace, app) (rate({m}{{{sel}}}[{w}]{offset}))",
-        m = r.metric,
-        l = r.status_label,
-        re = promql_str(&r.error_regex),
+        m = m.counter,
+        l = m.status_label,
+        re = promql_str(&m.error_regex),
         w = r.window,
     )
 }
@@ -567,7 +578,7 @@ fn error_rate(ctx: &Scope, r: &ErrorRateRule, base: &mut BaseAlert) {
     let sel = ctx.matcher();
     base.expr = format!(
         "{}\n> {}",
-        error_ratio(&sel, r, ""),
+        error_ratio(ctx, &sel, r, ""),
         num(r.threshold_percent / 100.0)
     );
     base.summary = format!("High error rate in {}/{}", ctx.ns, ctx.app);
@@ -578,17 +589,19 @@ fn error_rate(ctx: &Scope, r: &ErrorRateRule, base: &mut BaseAlert) {
     );
     let trend_q = format!(
         "({}) / (({}) > 0)",
-        error_ratio(&sel, r, ""),
-        error_ratio(&sel, r, &format!(" offset {}", r.window))
+        error_ratio(ctx, &sel, r, ""),
+        error_ratio(ctx, &sel, r, &format!(" offset {}", r.window))
     );
     base.trend = Some(trend_phrase(&trend_q, &r.window));
 }
 
-fn latency_quantile(sel: &str, r: &LatencyRule, offset: &str) -> String {
+fn latency_quantile(ctx: &Scope, sel: &str, r: &LatencyRule, offset: &str) -> String {
     format!(
         "histogram_quantile({}, sum by (namespace, app, le) (rate({}_bucket{{{sel}}}[{}]{offset})))",
         num(r.quantile),
-        r.histogram,
+        ctx.requests
+            .overridden(None, None, None, r.histogram.as_ref())
+            .duration_histogram,
         r.window
     )
 }
@@ -597,7 +610,7 @@ fn latency(ctx: &Scope, r: &LatencyRule, base: &mut BaseAlert) {
     let sel = ctx.matcher();
     base.expr = format!(
         "{} > {}",
-        latency_quantile(&sel, r, ""),
+        latency_quantile(ctx, &sel, r, ""),
         num(r.threshold_seconds)
     );
     let q = num(r.quantile * 100.0);
@@ -614,8 +627,8 @@ fn latency(ctx: &Scope, r: &LatencyRule, base: &mut BaseAlert) {
     );
     let trend_q = format!(
         "{} / ({} > 0)",
-        latency_quantile(&sel, r, ""),
-        latency_quantile(&sel, r, &format!(" offset {}", r.window))
+        latency_quantile(ctx, &sel, r, ""),
+        latency_quantile(ctx, &sel, r, &format!(" offset {}", r.window))
     );
     base.trend = Some(trend_phrase(&trend_q, &r.window));
 }

@@ -5,7 +5,15 @@
 //!
 //! Every query runs on the `${datasource}` variable and is scoped with `namespace="$namespace"`
 //! (a constant variable holding the resource's namespace), so a dashboard never shows another
-//! namespace's series. Panels are laid out row by row on Grafana's 24-column grid.
+//! namespace's series. The `cluster` and `app` variables are queries over
+//! `vigil_app_release_info`; `cluster=~"$cluster"` with the all-value `.*` also matches series
+//! without a `cluster` label, so single-cluster setups lose nothing. Panels are laid out row by
+//! row on Grafana's 24-column grid.
+//!
+//! Request panels read each app's own request metrics
+//! ([`MonitoredAppSpec::request_metrics`](vigil_crds::MonitoredAppSpec::request_metrics), the
+//! same names its alert rules and SLIs use); a view over apps that name them differently joins
+//! one series per naming with `or`.
 //!
 //! Release annotations mark the first minutes of every `vigil_app_release_info` series:
 //! `changes()` cannot be used because each release is a *new* series (its `version` and
@@ -28,8 +36,11 @@ use super::alerts::duration;
 use super::slo::sli_windows;
 use super::{child_meta, namespace_of, promql_str, Inventory};
 
+mod requests;
 #[cfg(test)]
 mod tests;
+
+use requests::{app_regex, RequestSeries};
 
 /// Grafana dashboard schema version written.
 pub const SCHEMA_VERSION: u32 = 39;
@@ -43,8 +54,14 @@ pub const DEFAULT_FOLDER: &str = "Vigil";
 const GRID_WIDTH: u32 = 24;
 /// Every panel and query uses this data source variable.
 const DATASOURCE: &str = "${datasource}";
-/// Matcher scoping app series to the dashboard's namespace and selected apps.
-const SCOPE: &str = r#"namespace="$namespace", app=~"$app""#;
+/// Matcher scoping app series to the dashboard's namespace, clusters and selected apps.
+const SCOPE: &str = r#"namespace="$namespace", app=~"$app", cluster=~"$cluster""#;
+/// Range of the rates on time-series panels: Grafana's `$__rate_interval` (at least four scrape
+/// intervals, growing with the time range shown).
+const RATE: &str = "$__rate_interval";
+/// The series every app has (one per release, from the operator), which the `cluster` and `app`
+/// variables list their values from.
+const INVENTORY_SERIES: &str = "vigil_app_release_info";
 
 /// One query of a panel.
 struct Query {
@@ -216,24 +233,8 @@ fn panel_json(p: &Panel, id: u32, x: u32, y: u32, w: u32, h: u32) -> Value {
 
 // ---- presets -----------------------------------------------------------------------------
 
-fn request_rate(by: &str) -> String {
-    format!("sum by ({by}) (rate(http_requests_total{{{SCOPE}}}[5m]))")
-}
-
-fn error_ratio(by: &str) -> String {
-    format!(
-        r#"sum by ({by}) (rate(http_requests_total{{{SCOPE}, code=~"5.."}}[5m])) / sum by ({by}) (rate(http_requests_total{{{SCOPE}}}[5m]))"#
-    )
-}
-
-fn latency(quantile: &str) -> String {
-    format!(
-        "histogram_quantile({quantile}, sum by (app, le) (rate(http_request_duration_seconds_bucket{{{SCOPE}}}[5m])))"
-    )
-}
-
 /// What every dashboard starts with: crashes, affected users, restarts and their trend.
-fn overview() -> Section {
+fn overview(req: &RequestSeries) -> Section {
     use PanelKind::*;
     section(
         "Overview",
@@ -270,14 +271,16 @@ fn overview() -> Section {
                 Stat,
                 "Error ratio",
                 "percentunit",
-                vec![q(error_ratio("namespace"), "errors")],
+                vec![q(req.error_ratio("namespace"), "errors")],
             ),
             Panel::new(
                 Timeseries,
                 "Crash rate by app",
                 "short",
                 vec![q(
-                    format!("sum by (app) (rate(vigil_crashes_total{{{SCOPE}}}[5m]))"),
+                    format!(
+                        "sum by (app) (rate(vigil_crashes_total{{{SCOPE}}}[$__rate_interval]))"
+                    ),
                     "{{app}}",
                 )],
             ),
@@ -285,14 +288,14 @@ fn overview() -> Section {
                 Timeseries,
                 "Request rate by app",
                 "reqps",
-                vec![q(request_rate("app"), "{{app}}")],
+                vec![q(req.rate("app"), "{{app}}")],
             ),
         ],
     )
 }
 
 /// Panels for the client type, if it has any.
-fn client_section(client: ClientType) -> Option<Section> {
+fn client_section(client: ClientType, req: &RequestSeries) -> Option<Section> {
     use PanelKind::*;
     let panels = match client {
         ClientType::Banking => vec![
@@ -301,9 +304,9 @@ fn client_section(client: ClientType) -> Option<Section> {
                 "{{app}}",
             )])
             .describe("Distinct users seen in the last 5 minutes (estimate), from the logs' user field."),
-            Panel::new(Timeseries, "Transactions", "reqps", vec![q(request_rate("app"), "{{app}}")]),
+            Panel::new(Timeseries, "Transactions", "reqps", vec![q(req.rate("app"), "{{app}}")]),
             Panel::new(Timeseries, "Crash rate by app version", "short", vec![q(
-                format!("sum by (version) (rate(vigil_crashes_total{{{SCOPE}}}[5m]))"),
+                format!("sum by (version) (rate(vigil_crashes_total{{{SCOPE}}}[$__rate_interval]))"),
                 "{{version}}",
             )]),
             Panel::new(Bargauge, "Crash clusters by users affected", "short", vec![instant(
@@ -313,9 +316,9 @@ fn client_section(client: ClientType) -> Option<Section> {
             .describe("The ten crash fingerprints that affect the most distinct users."),
         ],
         ClientType::Infrastructure => vec![
-            Panel::new(Timeseries, "Latency p50 by service", "s", vec![q(latency("0.5"), "{{app}}")]),
-            Panel::new(Timeseries, "Latency p99 by service", "s", vec![q(latency("0.99"), "{{app}}")]),
-            Panel::new(Timeseries, "Error rate by service", "percentunit", vec![q(error_ratio("app"), "{{app}}")]),
+            Panel::new(Timeseries, "Latency p50 by service", "s", vec![q(req.latency("0.5"), "{{app}}")]),
+            Panel::new(Timeseries, "Latency p99 by service", "s", vec![q(req.latency("0.99"), "{{app}}")]),
+            Panel::new(Timeseries, "Error rate by service", "percentunit", vec![q(req.error_ratio("app"), "{{app}}")]),
             Panel::new(Timeseries, "Container restarts by service", "short", vec![q(
                 format!("sum by (app) (increase(vigil_container_restarts_total{{{SCOPE}}}[15m]))"),
                 "{{app}}",
@@ -323,19 +326,20 @@ fn client_section(client: ClientType) -> Option<Section> {
         ],
         ClientType::PublicSector => vec![
             Panel::new(Timeseries, "Load against forecast", "reqps", vec![
-                q(request_rate("namespace"), "load"),
+                q(req.rate("namespace"), "load"),
                 q(
                     format!(
-                        "predict_linear(sum by (namespace) (rate(http_requests_total{{{SCOPE}}}[5m]))[6h:5m], 3600)"
+                        "predict_linear(({})[6h:5m], 3600)",
+                        req.sum("namespace", ("rate", "5m", ""), |m| (m.counter.clone(), String::new()))
                     ),
                     "forecast (+1h, 6h trend)",
                 ),
             ])
             .describe("Request rate and where the last 6 hours' trend puts it one hour ahead."),
-            Panel::new(Timeseries, "Load by region", "reqps", vec![q(request_rate("region"), "{{region}}")])
+            Panel::new(Timeseries, "Load by region", "reqps", vec![q(req.rate("region"), "{{region}}")])
                 .describe("Needs a `region` label on the request series (set by the app or relabelling)."),
-            Panel::new(Timeseries, "Error rate", "percentunit", vec![q(error_ratio("app"), "{{app}}")]),
-            Panel::new(Timeseries, "Latency p99", "s", vec![q(latency("0.99"), "{{app}}")]),
+            Panel::new(Timeseries, "Error rate", "percentunit", vec![q(req.error_ratio("app"), "{{app}}")]),
+            Panel::new(Timeseries, "Latency p99", "s", vec![q(req.latency("0.99"), "{{app}}")]),
         ],
         ClientType::Generic => return None,
     };
@@ -346,7 +350,7 @@ fn client_section(client: ClientType) -> Option<Section> {
 }
 
 /// Panels for the audience.
-fn audience_section(audience: Audience, namespace: &str) -> Section {
+fn audience_section(audience: Audience, namespace: &str, req: &RequestSeries) -> Section {
     use PanelKind::*;
     let panels = match audience {
         Audience::Engineering => vec![
@@ -357,11 +361,11 @@ fn audience_section(audience: Audience, namespace: &str) -> Section {
                 "",
             )]),
             Panel::new(Timeseries, "Crash rate by fingerprint", "short", vec![q(
-                format!("topk(10, sum by (fingerprint) (rate(vigil_crashes_total{{{SCOPE}}}[5m])))"),
+                format!("topk(10, sum by (fingerprint) (rate(vigil_crashes_total{{{SCOPE}}}[$__rate_interval])))"),
                 "{{fingerprint}}",
             )]),
             Panel::new(Timeseries, "Crashes by version (release correlation)", "short", vec![q(
-                format!("sum by (app, version) (rate(vigil_crashes_total{{{SCOPE}}}[5m]))"),
+                format!("sum by (app, version) (rate(vigil_crashes_total{{{SCOPE}}}[$__rate_interval]))"),
                 "{{app}} {{version}}",
             )])
             .describe("Release annotations mark each new version."),
@@ -369,7 +373,7 @@ fn audience_section(audience: Audience, namespace: &str) -> Section {
                 format!("sum by (reason) (increase(vigil_container_restarts_total{{{SCOPE}}}[15m]))"),
                 "{{reason}}",
             )]),
-            Panel::new(Timeseries, "Latency p99", "s", vec![q(latency("0.99"), "{{app}}")]),
+            Panel::new(Timeseries, "Latency p99", "s", vec![q(req.latency("0.99"), "{{app}}")]),
             Panel::new(Table, "Releases", "dateTimeAsIso", vec![instant(
                 format!("max by (app, version, revision) (vigil_app_release_timestamp_seconds{{{SCOPE}}}) * 1000"),
                 "",
@@ -382,7 +386,7 @@ fn audience_section(audience: Audience, namespace: &str) -> Section {
             )])
             .describe("Distinct users in crash events of the last hour, per app, across pods (estimate, ±13 %)."),
             Panel::new(Timeseries, "Crashes by type", "short", vec![q(
-                format!("sum by (type) (rate(vigil_crashes_total{{{SCOPE}}}[5m]))"),
+                format!("sum by (type) (rate(vigil_crashes_total{{{SCOPE}}}[$__rate_interval]))"),
                 "{{type}}",
             )]),
             Panel::new(Table, "Current alerts", "short", vec![instant(
@@ -399,8 +403,8 @@ fn audience_section(audience: Audience, namespace: &str) -> Section {
                 q(format!("sum(increase(vigil_crashes_total{{{SCOPE}}}[1d] offset 1w))"), "last week"),
             ]),
             Panel::new(Timeseries, "Requests per day, week over week", "short", vec![
-                q(format!("sum(increase(http_requests_total{{{SCOPE}}}[1d]))"), "this week"),
-                q(format!("sum(increase(http_requests_total{{{SCOPE}}}[1d] offset 1w))"), "last week"),
+                q(req.increase("namespace", "1d", ""), "this week"),
+                q(req.increase("namespace", "1d", " offset 1w"), "last week"),
             ]),
             Panel::new(Bargauge, "SLO error budget remaining", "percentunit", vec![instant(
                 format!("min by (app, slo) (slo:error_budget_remaining:ratio{{{SCOPE}}})"),
@@ -470,47 +474,95 @@ pub fn folder_of(view: &DashboardView) -> &str {
     view.spec.folder.as_deref().unwrap_or(DEFAULT_FOLDER)
 }
 
-fn custom_variable(name: &str, label: &str, values: &[String], multi: bool) -> Value {
-    let options: Vec<Value> = values
-        .iter()
-        .map(|v| json!({ "text": v, "value": v, "selected": !multi }))
-        .collect();
-    let current = if multi {
-        json!({ "text": ["All"], "value": ["$__all"] })
-    } else {
-        json!({ "text": values.first(), "value": values.first() })
-    };
+/// The `datasource` variable: any Prometheus data source, the default one at first.
+fn datasource_variable() -> Value {
+    json!({
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": { "text": "default", "value": "default" },
+        "hide": 0,
+        "refresh": 1,
+        "regex": "",
+        "options": [],
+    })
+}
+
+/// The `namespace` variable: a hidden constant, so no query ever leaves the resource's
+/// namespace whatever the data source holds.
+fn namespace_variable(namespace: &str) -> Value {
+    json!({
+        "name": "namespace",
+        "label": "Namespace",
+        "type": "constant",
+        "query": namespace,
+        "current": { "text": namespace, "value": namespace },
+        "hide": 2,
+        "skipUrlSync": true,
+    })
+}
+
+/// A variable listing the values of `label` on `vigil_app_release_info{selector}`, with an
+/// "All" entry standing for `all_value`, selected at first.
+fn query_variable(
+    (name, label_title): (&str, &str),
+    label: &str,
+    selector: &str,
+    all_value: &str,
+    regex: &str,
+    multi: bool,
+) -> Value {
+    let query = format!("label_values({INVENTORY_SERIES}{{{selector}}}, {label})");
     json!({
         "name": name,
-        "label": label,
-        "type": "custom",
-        "query": values.join(","),
-        "options": options,
-        "current": current,
+        "label": label_title,
+        "type": "query",
+        "datasource": datasource(),
+        "query": query,
+        "refresh": 2,
+        "regex": regex,
+        "sort": 1,
         "multi": multi,
-        "includeAll": multi,
+        "includeAll": true,
+        "allValue": all_value,
+        "current": { "text": ["All"], "value": ["$__all"] },
+        "options": [],
         "hide": 0,
     })
 }
 
+/// Variables: data source, namespace (constant), cluster and app (queries). "All" clusters is
+/// `.*`, which also matches series without a `cluster` label; "All" apps is exactly the
+/// dashboard's apps, never others in the namespace.
 fn templating(namespace: &str, apps: &[String], multi_app: bool) -> Value {
+    let names: Vec<&str> = apps.iter().map(String::as_str).collect();
+    let apps_re = app_regex(&names);
     json!({ "list": [
-        {
-            "name": "datasource",
-            "label": "Data source",
-            "type": "datasource",
-            "query": "prometheus",
-            "current": {},
-            "hide": 0,
-            "refresh": 1,
-            "regex": "",
-            "options": [],
-        },
-        custom_variable("namespace", "Namespace", &[namespace.to_owned()], false),
-        custom_variable("app", "App", apps, multi_app),
+        datasource_variable(),
+        namespace_variable(namespace),
+        query_variable(
+            ("cluster", "Cluster"),
+            "cluster",
+            r#"namespace="$namespace""#,
+            ".*",
+            "",
+            true,
+        ),
+        query_variable(
+            ("app", "App"),
+            "app",
+            r#"namespace="$namespace", cluster=~"$cluster""#,
+            // Substituted into PromQL strings by Grafana; the option filter is a JS regex.
+            &promql_str(&apps_re),
+            &format!("/^({apps_re})$/"),
+            multi_app,
+        ),
     ]})
 }
 
+/// The built-in Grafana annotations and release markers, as the Prometheus data source reads
+/// them: the query in `target`, the marker texts beside it.
 fn annotations(app_matcher: &str) -> Value {
     json!({ "list": [
         {
@@ -527,13 +579,17 @@ fn annotations(app_matcher: &str) -> Value {
             "datasource": datasource(),
             "enable": true,
             "iconColor": "#8F3BB8",
-            "expr": format!(
-                "max by (app, version, revision) (vigil_app_release_info{{{app_matcher}}} unless vigil_app_release_info{{{app_matcher}}} offset 5m)"
-            ),
-            "step": "1m",
+            "target": {
+                "refId": "Anno",
+                "expr": format!(
+                    "max by (app, version, revision) (vigil_app_release_info{{{app_matcher}}} unless vigil_app_release_info{{{app_matcher}}} offset 5m)"
+                ),
+                "interval": "1m",
+            },
             "titleFormat": "Release {{version}}",
             "textFormat": "{{app}} {{version}} ({{revision}})",
             "tagKeys": "app,version",
+            "useValueForTime": false,
         },
     ]})
 }
@@ -582,9 +638,10 @@ pub fn dashboard(view: &DashboardView, inv: &Inventory) -> Value {
         })
         .unwrap_or_default();
 
-    let mut sections = vec![overview()];
-    sections.extend(client_section(client));
-    sections.push(audience_section(spec.audience, &namespace));
+    let req = RequestSeries::of(&namespace, &spec.apps, inv);
+    let mut sections = vec![overview(&req)];
+    sections.extend(client_section(client, &req));
+    sections.push(audience_section(spec.audience, &namespace, &req));
     if !spec.panels.is_empty() {
         let extra = spec
             .panels
@@ -629,7 +686,7 @@ pub fn slo_dashboard(slo: &Slo) -> Value {
     let namespace = namespace_of(slo);
     let app = slo.spec.app_ref.name.clone();
     let sel = format!(
-        r#"namespace="$namespace", app="$app", slo="{}""#,
+        r#"namespace="$namespace", app=~"$app", cluster=~"$cluster", slo="{}""#,
         promql_str(&slo.name_any())
     );
     let windows: Vec<String> = sli_windows(slo.spec.window.as_secs_f64())
@@ -728,7 +785,7 @@ pub fn slo_dashboard(slo: &Slo) -> Value {
         format!("SLO · {app} · {}", slo.name_any()),
         vec!["vigil", "slo"],
         templating(&namespace, std::slice::from_ref(&app), false),
-        annotations(r#"namespace="$namespace", app="$app""#),
+        annotations(r#"namespace="$namespace", app=~"$app", cluster=~"$cluster""#),
         layout(sections),
     );
     if let Some(d) = &slo.spec.description {

@@ -52,6 +52,7 @@
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
+use vigil_crds::monitored_app::RequestMetrics;
 use vigil_crds::slo::{AvailabilitySli, LatencySli, Sli};
 use vigil_crds::{Audience, MonitoredApp, Slo};
 
@@ -238,7 +239,13 @@ pub fn slo_rules_with(slo: &Slo, app: &MonitoredApp, severities: &SloSeverities)
             } else {
                 format!(
                     "(\n{}\n) >= 0",
-                    sli_error_ratio(&spec.sli, &app_sel, &spec.group_by, &duration(w))
+                    sli_error_ratio(
+                        &spec.sli,
+                        &app.spec.request_metrics(),
+                        &app_sel,
+                        &spec.group_by,
+                        &duration(w)
+                    )
                 )
             };
             record(&ratio(w), expr)
@@ -383,7 +390,13 @@ pub fn slo_rules_with(slo: &Slo, app: &MonitoredApp, severities: &SloSeverities)
     let absent_for = spec.alerting.absent_for.as_secs_f64();
     let absent_expr = format!(
         "absent(\n{}\n)",
-        sli_total(&spec.sli, &app_sel, &spec.group_by, &duration(absent_for))
+        sli_total(
+            &spec.sli,
+            &app.spec.request_metrics(),
+            &app_sel,
+            &spec.group_by,
+            &duration(absent_for)
+        )
     );
     let absent_audiences = if spec.alerting.ticket.is_empty() {
         &spec.alerting.page
@@ -460,7 +473,15 @@ fn preset_by(group_by: &[String]) -> String {
 /// The SLI as an error ratio (bad / all events) over `window`, scoped to the app. A missing
 /// error series (no error ever happened) counts as 0 errors rather than leaving the ratio
 /// empty.
-fn sli_error_ratio(sli: &Sli, app_sel: &str, group_by: &[String], window: &str) -> String {
+/// The `availability` and `latency` presets read the app's request metrics (`requests`) unless
+/// they name their own.
+fn sli_error_ratio(
+    sli: &Sli,
+    requests: &RequestMetrics,
+    app_sel: &str,
+    group_by: &[String],
+    window: &str,
+) -> String {
     let user =
         |q: &vigil_crds::PromQl| scoped_promql(&q.as_str().replace("{{.window}}", window), app_sel);
     if let Some(gt) = &sli.good_total {
@@ -470,9 +491,9 @@ fn sli_error_ratio(sli: &Sli, app_sel: &str, group_by: &[String], window: &str) 
         let (errors, total) = (user(&et.errors), user(&et.total));
         format!("(({errors}) or ({total}) * 0)\n/ ({total})")
     } else if let Some(av) = &sli.availability {
-        availability_ratio(av, app_sel, group_by, window)
+        availability_ratio(av, requests, app_sel, group_by, window)
     } else if let Some(lat) = &sli.latency {
-        latency_ratio(lat, app_sel, group_by, window)
+        latency_ratio(lat, requests, app_sel, group_by, window)
     } else {
         // Validation guarantees one SLI form; with none, a ratio that is never recorded.
         "vector(0) unless vector(0)".to_owned()
@@ -481,7 +502,13 @@ fn sli_error_ratio(sli: &Sli, app_sel: &str, group_by: &[String], window: &str) 
 
 /// The SLI's total event rate over `window`, scoped to the app: what is absent when the SLI's
 /// metrics are.
-fn sli_total(sli: &Sli, app_sel: &str, group_by: &[String], window: &str) -> String {
+fn sli_total(
+    sli: &Sli,
+    requests: &RequestMetrics,
+    app_sel: &str,
+    group_by: &[String],
+    window: &str,
+) -> String {
     let user =
         |q: &vigil_crds::PromQl| scoped_promql(&q.as_str().replace("{{.window}}", window), app_sel);
     if let Some(gt) = &sli.good_total {
@@ -490,17 +517,19 @@ fn sli_total(sli: &Sli, app_sel: &str, group_by: &[String], window: &str) -> Str
         user(&et.total)
     } else if let Some(av) = &sli.availability {
         let sel = with_extra(app_sel, av.matchers.as_ref());
+        let m = requests.overridden(av.metric.as_ref(), None, None, None);
         format!(
             "{} (rate({}{{{sel}}}[{window}]))",
             preset_by(group_by),
-            av.metric
+            m.counter
         )
     } else if let Some(lat) = &sli.latency {
         let sel = with_extra(app_sel, lat.matchers.as_ref());
+        let m = requests.overridden(None, None, None, lat.histogram.as_ref());
         format!(
             "{} (rate({}_count{{{sel}}}[{window}]))",
             preset_by(group_by),
-            lat.histogram
+            m.duration_histogram
         )
     } else {
         "vector(0) unless vector(0)".to_owned()
@@ -516,23 +545,36 @@ fn with_extra(sel: &str, extra: Option<&String>) -> String {
 
 fn availability_ratio(
     av: &AvailabilitySli,
+    requests: &RequestMetrics,
     app_sel: &str,
     group_by: &[String],
     window: &str,
 ) -> String {
     let sel = with_extra(app_sel, av.matchers.as_ref());
     let by = preset_by(group_by);
-    let total = format!("{by} (rate({}{{{sel}}}[{window}]))", av.metric);
+    let m = requests.overridden(
+        av.metric.as_ref(),
+        av.status_label.as_ref(),
+        av.error_regex.as_ref(),
+        None,
+    );
+    let total = format!("{by} (rate({}{{{sel}}}[{window}]))", m.counter);
     let errors = format!(
         "{by} (rate({}{{{sel}, {}=~\"{}\"}}[{window}]))",
-        av.metric,
-        av.status_label,
-        promql_str(&av.error_regex)
+        m.counter,
+        m.status_label,
+        promql_str(&m.error_regex)
     );
     format!("({errors}\n  or {total} * 0)\n/ {total}")
 }
 
-fn latency_ratio(lat: &LatencySli, app_sel: &str, group_by: &[String], window: &str) -> String {
+fn latency_ratio(
+    lat: &LatencySli,
+    requests: &RequestMetrics,
+    app_sel: &str,
+    group_by: &[String],
+    window: &str,
+) -> String {
     let sel = with_extra(app_sel, lat.matchers.as_ref());
     let le = num(lat.threshold_seconds);
     let by = preset_by(group_by);
@@ -545,7 +587,9 @@ fn latency_ratio(lat: &LatencySli, app_sel: &str, group_by: &[String], window: &
     format!(
         "1 - (\n  {by} (rate({h}_bucket{{{sel}, {le_matcher}}}[{window}]))\n  \
          / {by} (rate({h}_count{{{sel}}}[{window}]))\n)",
-        h = lat.histogram
+        h = requests
+            .overridden(None, None, None, lat.histogram.as_ref())
+            .duration_histogram
     )
 }
 

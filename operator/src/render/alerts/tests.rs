@@ -506,3 +506,36 @@ fn prometheus_rule_object_wraps_the_rule_file() {
     );
     assert_eq!(object["spec"]["groups"].as_array().map(Vec::len), Some(1));
 }
+
+/// Regression: `errorRate` and `latency` rules defaulted to `http_requests_total{code}` and
+/// `http_request_duration_seconds` whatever the app exposed. Without names of their own they
+/// read the app's declared request metrics; names a rule gives still win.
+#[test]
+fn request_rules_read_the_apps_request_metrics() {
+    let spring: MonitoredApp = serde_yaml::from_str(&format!(
+        "{APP}  metrics: {{ port: 8080, requests: {{ preset: spring-micrometer }} }}\n"
+    ))
+    .expect("app");
+    let policy = policy(
+        r#"
+apiVersion: vigil.dev/v1alpha1
+kind: AlertPolicy
+metadata: { name: checkout-requests, namespace: shop }
+spec:
+  appRef: { name: checkout }
+  rules:
+    - { name: Errors, errorRate: { thresholdPercent: 5 } }
+    - { name: Slow, latency: { quantile: 0.99, thresholdSeconds: 0.5 } }
+    - { name: OwnErrors, errorRate: { thresholdPercent: 5, metric: own_total, statusLabel: rc } }
+"#,
+    );
+    let file = alert_rules(&policy, &spring);
+    let yaml = rule_file_yaml(&file);
+    assert!(!yaml.contains("http_requests_total") && !yaml.contains("http_request_duration"));
+    assert!(yaml.contains(
+        r#"http_server_requests_seconds_count{namespace="shop", app="checkout", status=~"5.."}"#
+    ));
+    assert!(yaml.contains("http_server_requests_seconds_bucket{"));
+    assert!(yaml.contains(r#"own_total{namespace="shop", app="checkout", rc=~"5.."}"#));
+    check_rules(&file);
+}

@@ -101,11 +101,20 @@ fn expressions(d: &Value) -> Vec<String> {
     let targets = panels(d)
         .iter()
         .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default());
-    let annotations = d["annotations"]["list"].as_array().unwrap().iter().cloned();
+    let annotations = d["annotations"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["target"].clone());
     targets
         .chain(annotations)
         .filter_map(|t| t["expr"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// An expression as Grafana sends it to Prometheus: `$__rate_interval` replaced by a range.
+fn as_sent(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
 }
 
 /// Dashboards are JSON objects with the keys Grafana needs, schema version 39, and tags naming
@@ -243,7 +252,7 @@ fn every_expression_is_valid_and_namespace_scoped() {
         let exprs = expressions(&d);
         assert!(exprs.len() > 5, "{}", d["title"]);
         for e in exprs {
-            PromQl::parse(&e).unwrap_or_else(|err| panic!("{err}: {e}"));
+            PromQl::parse(&as_sent(&e)).unwrap_or_else(|err| panic!("{err}: {e}"));
             assert!(
                 e.contains(r#"namespace="$namespace""#),
                 "not namespace-scoped: {e}"
@@ -252,20 +261,166 @@ fn every_expression_is_valid_and_namespace_scoped() {
     }
 }
 
-/// The namespace variable holds exactly the view's namespace; the app variable its apps.
+/// The namespace variable is a hidden constant holding exactly the view's namespace; `cluster`
+/// and `app` are `label_values` queries, "All" clusters is `.*` (which also matches series
+/// without a `cluster` label) and "All" apps is exactly the view's apps; every variable has a
+/// current value (Grafana's schema requires `text` and `value`).
 #[test]
-fn variables_hold_the_views_namespace_and_apps() {
+fn variables_hold_the_views_namespace_clusters_and_apps() {
     let d = dashboard(
         &combo(Audience::Engineering, ClientType::Banking),
         &inventory(),
     );
     let vars = d["templating"]["list"].as_array().unwrap();
-    let ns = vars.iter().find(|v| v["name"] == "namespace").unwrap();
-    assert_eq!(ns["query"], "shop");
+    let var = |name: &str| vars.iter().find(|v| v["name"] == name).unwrap();
+    let ns = var("namespace");
+    assert_eq!(
+        (&ns["type"], &ns["query"]),
+        (&json!("constant"), &json!("shop"))
+    );
     assert_eq!(ns["current"]["value"], "shop");
-    let app = vars.iter().find(|v| v["name"] == "app").unwrap();
-    assert_eq!(app["query"], "checkout,payments");
+    let cluster = var("cluster");
+    assert_eq!(cluster["type"], "query");
+    assert_eq!(
+        cluster["query"],
+        r#"label_values(vigil_app_release_info{namespace="$namespace"}, cluster)"#
+    );
+    assert_eq!(
+        (&cluster["includeAll"], &cluster["allValue"]),
+        (&json!(true), &json!(".*"))
+    );
+    let app = var("app");
+    assert_eq!(app["type"], "query");
+    assert_eq!(
+        app["query"],
+        r#"label_values(vigil_app_release_info{namespace="$namespace", cluster=~"$cluster"}, app)"#
+    );
+    assert_eq!(app["allValue"], "checkout|payments");
+    assert_eq!(app["regex"], "/^(checkout|payments)$/");
     assert_eq!(app["multi"], true);
+    for v in vars {
+        assert!(
+            v["current"]["text"].is_string() || v["current"]["text"].is_array(),
+            "{} has no current value",
+            v["name"]
+        );
+    }
+    assert_eq!(var("datasource")["current"]["value"], "default");
+}
+
+/// Every preset query is scoped by the cluster variable too (the view's own panel is the
+/// user's to scope).
+#[test]
+fn every_preset_query_is_cluster_scoped() {
+    for d in all_dashboards() {
+        for e in expressions(&d)
+            .into_iter()
+            .filter(|e| !e.contains("checkout_queue_depth"))
+        {
+            assert!(
+                e.contains(r#"cluster=~"$cluster""#),
+                "not cluster-scoped: {e}"
+            );
+        }
+    }
+}
+
+/// Regression: release annotations carried their query in the legacy top-level `expr`, which
+/// Grafana's current dashboard schema no longer has; the query is in `target`.
+#[test]
+fn release_annotations_keep_their_query_in_target() {
+    for d in all_dashboards() {
+        let list = d["annotations"]["list"].as_array().unwrap();
+        let releases = list.iter().find(|a| a["name"] == "Releases").unwrap();
+        assert!(releases.get("expr").is_none() && releases.get("step").is_none());
+        assert_eq!(releases["target"]["refId"], "Anno");
+        assert!(releases["target"]["expr"]
+            .as_str()
+            .unwrap()
+            .contains("vigil_app_release_info{"));
+    }
+}
+
+fn app_with_requests(name: &str, requests: &str) -> MonitoredApp {
+    app(&format!(
+        r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  clientType: banking
+  metrics: {{port: 8080, requests: {requests}}}
+"#
+    ))
+}
+
+/// Regression: request panels hard-coded `http_requests_total` and
+/// `http_request_duration_seconds`, so an app exposing other names (Spring's
+/// `http_server_requests_seconds_*{status}`) had empty panels. They read the app's declared
+/// request metrics.
+#[test]
+fn request_panels_read_the_apps_request_metrics() {
+    let inv = Inventory {
+        apps: vec![app_with_requests("checkout", "{preset: spring-micrometer}")],
+        ..Inventory::default()
+    };
+    let d = dashboard(
+        &view(
+            r#"
+apiVersion: vigil.dev/v1alpha1
+kind: DashboardView
+metadata: {name: eng, namespace: shop}
+spec: {apps: [checkout], audience: engineering, clientType: infrastructure}
+"#,
+        ),
+        &inv,
+    );
+    let exprs = expressions(&d).join("\n");
+    assert!(!exprs.contains("http_requests_total") && !exprs.contains("http_request_duration"));
+    assert!(exprs.contains(
+        r#"rate(http_server_requests_seconds_count{namespace="$namespace", app=~"$app", cluster=~"$cluster", status=~"5.."}[$__rate_interval])"#
+    ));
+    assert!(exprs.contains("http_server_requests_seconds_bucket{"));
+}
+
+/// A view over apps that name their request metrics differently reads each app's series under
+/// its own names, joined with `or`, each restricted to the apps using that naming.
+#[test]
+fn apps_with_different_request_metrics_are_joined() {
+    let inv = Inventory {
+        apps: vec![
+            app_with_requests("checkout", "{preset: opentelemetry-http}"),
+            app_with_requests(
+                "payments",
+                "{counter: payments_requests_total, statusLabel: rc, errorRegex: 'E.*'}",
+            ),
+        ],
+        ..Inventory::default()
+    };
+    let d = dashboard(
+        &view(
+            r#"
+apiVersion: vigil.dev/v1alpha1
+kind: DashboardView
+metadata: {name: mgmt, namespace: shop}
+spec: {apps: [checkout, payments], audience: management}
+"#,
+        ),
+        &inv,
+    );
+    let exprs = expressions(&d);
+    let per_day = exprs
+        .iter()
+        .find(|e| e.contains("increase(") && e.contains("[1d])") && !e.contains("vigil_crashes"))
+        .unwrap();
+    assert_eq!(
+        per_day,
+        r#"sum by (namespace) (increase(http_server_request_duration_seconds_count{namespace="$namespace", app=~"$app", cluster=~"$cluster", app=~"checkout"}[1d]) or increase(payments_requests_total{namespace="$namespace", app=~"$app", cluster=~"$cluster", app=~"payments"}[1d]))"#
+    );
+    let joined = exprs.join("\n");
+    assert!(joined.contains(r#"http_response_status_code=~"5..""#));
+    assert!(joined.contains(r#"payments_requests_total{namespace="$namespace", app=~"$app", cluster=~"$cluster", app=~"payments", rc=~"E.*"}"#));
 }
 
 /// Presets follow audience and client type (a few telling panels each), and the view's own
@@ -429,7 +584,7 @@ fn promtool_parses_every_dashboard_query() {
     let rules: Vec<Value> = exprs
         .iter()
         .enumerate()
-        .map(|(i, e)| json!({ "record": format!("vigil:dashboard_query_{i}"), "expr": e }))
+        .map(|(i, e)| json!({ "record": format!("vigil:dashboard_query_{i}"), "expr": as_sent(e) }))
         .collect();
     let file = json!({ "groups": [{ "name": "dashboard-queries", "rules": rules }] });
     let dir = tempfile::tempdir().unwrap();
@@ -446,4 +601,36 @@ fn promtool_parses_every_dashboard_query() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// App names are DNS subdomains and may hold dots: the app variable's "All" value (substituted
+/// into PromQL strings) escapes them for PromQL, its option filter (a JavaScript regex) only for
+/// the regex, and the request queries of a mixed view match the dotted name literally.
+#[test]
+fn dotted_app_names_are_escaped_for_promql_and_for_grafana() {
+    let inv = Inventory {
+        apps: vec![
+            app_with_requests("api.v2", "{preset: spring-micrometer}"),
+            app_with_requests("web", "{}"),
+        ],
+        ..Inventory::default()
+    };
+    let d = dashboard(
+        &view(
+            r#"
+apiVersion: vigil.dev/v1alpha1
+kind: DashboardView
+metadata: {name: eng, namespace: shop}
+spec: {apps: [api.v2, web], audience: engineering}
+"#,
+        ),
+        &inv,
+    );
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let app = vars.iter().find(|v| v["name"] == "app").unwrap();
+    assert_eq!(app["allValue"], r"api\\.v2|web");
+    assert_eq!(app["regex"], r"/^(api\.v2|web)$/");
+    assert!(expressions(&d)
+        .iter()
+        .any(|e| e.contains(r#"http_server_requests_seconds_count{namespace="$namespace", app=~"$app", cluster=~"$cluster", app=~"api\\.v2"}"#)));
 }

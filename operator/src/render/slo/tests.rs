@@ -533,3 +533,28 @@ tests:
         ),
     );
 }
+
+/// Regression: the `availability` and `latency` SLIs defaulted to `http_requests_total{code}`
+/// and `http_request_duration_seconds` whatever the app exposed. Without names of their own
+/// they read the app's declared request metrics (here the OpenTelemetry conventions).
+#[test]
+fn request_slis_read_the_apps_request_metrics() {
+    let otel: MonitoredApp = serde_yaml::from_str(&format!(
+        "{}  metrics: {{ port: 8080, requests: {{ preset: opentelemetry-http }} }}\n",
+        super::super::alerts::tests::APP
+    ))
+    .expect("app");
+    for (fixture, wanted) in [
+        (
+            AVAILABILITY,
+            r#"http_server_request_duration_seconds_count{namespace="shop", app="checkout", route="/checkout", http_response_status_code=~"5.."}"#,
+        ),
+        (LATENCY, "http_server_request_duration_seconds_bucket{"),
+    ] {
+        let file = slo_rules(&slo(fixture), &otel);
+        let yaml = rule_file_yaml(&file);
+        assert!(yaml.contains(wanted), "{wanted} not in:\n{yaml}");
+        assert!(!yaml.contains("http_requests_total") && !yaml.contains("http_request_duration"));
+        check_rules(&file);
+    }
+}
