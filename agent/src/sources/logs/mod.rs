@@ -31,6 +31,8 @@ mod source;
 mod tail;
 
 #[cfg(test)]
+mod restart_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

@@ -97,6 +97,13 @@ struct Tailed {
 }
 
 impl Tailed {
+    /// Whether a vanished file is read to its end in poll `poll` and will not grow any more.
+    fn finished(&self, poll: u64, now: Instant) -> bool {
+        self.gone.is_some_and(|gone| {
+            self.eof_in == poll && (gone.replaced_in.is_some() || now >= gone.since + GONE_GRACE)
+        })
+    }
+
     /// The file's checkpoint, given the starts of events of each stream still pending
     /// downstream (in the joiner or not yet stored in the buffer).
     fn checkpoint(&self, pending: impl Fn(&str, Stream) -> Option<u64>) -> FileCheckpoint {
@@ -390,6 +397,11 @@ impl LogSource {
                     outcome.bytes += read.bytes;
                     if read.eof {
                         file.eof_in = poll;
+                        if file.finished(poll, now) {
+                            // Its last line and fragments go on before its successor's lines
+                            // are read, as when it was finished in an earlier poll.
+                            hand_on_rest(file, stage);
+                        }
                     } else {
                         outcome.more = true;
                         if file.gone.is_some() {
@@ -423,6 +435,12 @@ impl LogSource {
             });
         }
         outcome
+    }
+
+    /// Makes the next [`LogSource::poll`] discover the files again (a file was created or
+    /// renamed where files are looked for).
+    pub fn rescan(&mut self) {
+        self.next_scan = None;
     }
 
     /// Appends every event still held (open multi-line events) to `out`, for shutdown.
@@ -512,6 +530,13 @@ impl LogSource {
         }
         let mut seen = vec![false; self.files.len()];
         for found in found {
+            if let Some(copy) = self.adopted.iter_mut().find(|t| t.id == found.id) {
+                // A copy taken over at start, discovered too: tailed and checkpointed from now
+                // on like any discovered file, so never read from its start.
+                copy.gone = None;
+                copy.path = found.path;
+                continue;
+            }
             if self.copies.contains(&found.id) && !self.files.iter().any(|t| t.id == found.id) {
                 continue;
             }
@@ -810,7 +835,6 @@ impl LogSource {
         );
         reader.resume_at(processed);
         self.copies.insert(id);
-        let poll = self.poll_count;
         let file = &mut self.files[index];
         let fresh = file.decoder.fresh();
         let decoder = std::mem::replace(&mut file.decoder, fresh);
@@ -826,9 +850,11 @@ impl LogSource {
             },
             reader,
             decoder,
+            // Finished like a renamed file; but kept, and so checkpointed, when discovery
+            // finds it too (a glob matching the copies), so that it is never read again.
             gone: Some(Gone {
                 since: now,
-                replaced_in: Some(poll),
+                replaced_in: None,
             }),
             eof_in: 0,
             delivered_to: file.delivered_to,
@@ -868,7 +894,7 @@ impl LogSource {
         copy.delivered_to = checkpoint.streams.unwrap_or([checkpoint.offset; 2]);
         copy.gone = Some(Gone {
             since: self.stage.now,
-            replaced_in: Some(self.poll_count),
+            replaced_in: None,
         });
         self.adopted.push(copy);
     }
@@ -892,15 +918,7 @@ impl LogSource {
         let poll = self.poll_count;
         let mut index = 0;
         while index < self.files.len() {
-            let file = &self.files[index];
-            let finished = match file.gone {
-                Some(gone) => {
-                    file.eof_in == poll
-                        && (gone.replaced_in.is_some() || now >= gone.since + GONE_GRACE)
-                }
-                None => false,
-            };
-            if !finished {
+            if !self.files[index].finished(poll, now) {
                 index += 1;
                 continue;
             }
