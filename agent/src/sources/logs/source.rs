@@ -437,6 +437,11 @@ impl LogSource {
         outcome
     }
 
+    /// What the source looks for.
+    pub(crate) fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
     /// Makes the next [`LogSource::poll`] discover the files again (a file was created or
     /// renamed where files are looked for).
     pub fn rescan(&mut self) {
@@ -622,9 +627,15 @@ impl LogSource {
                 // of it was made, is read from the copy.
                 self.adopt_copy(found, id, &checkpoint);
             }
-        } else if found.origin == FoundIn::Glob && self.is_copy_of_tailed(&found.path, &reader)? {
-            self.copies.insert(id);
-            return Ok(None);
+        } else if found.origin == FoundIn::Glob {
+            match self.is_copy_of_tailed(&found.path, &reader, metadata.len())? {
+                Some(false) => {}
+                Some(true) => {
+                    self.copies.insert(id);
+                    return Ok(None);
+                }
+                None => return Ok(None),
+            }
         }
         let mut file = self.tailed(
             id,
@@ -900,17 +911,27 @@ impl LogSource {
     }
 
     /// Whether a newly found file is a copy of the current content of a tailed file next to
-    /// it (copy-truncate rotation made it and has not truncated the original yet).
-    fn is_copy_of_tailed(&self, path: &Path, reader: &FileReader) -> std::io::Result<bool> {
+    /// it (copy-truncate rotation made it and has not truncated the original yet): `None`
+    /// while that cannot be told yet, the file being still shorter than the head it is to be
+    /// compared with (it is being copied; the next discovery looks again).
+    fn is_copy_of_tailed(
+        &self,
+        path: &Path,
+        reader: &FileReader,
+        len: u64,
+    ) -> std::io::Result<Option<bool>> {
         for file in &self.files {
-            if file.reader.head.len > 0
-                && is_rotated_name(path, &file.path)
-                && reader.starts_with(file.reader.head)?
-            {
-                return Ok(true);
+            if file.reader.head.len == 0 || !is_rotated_name(path, &file.path) {
+                continue;
+            }
+            if len < u64::from(file.reader.head.len) {
+                return Ok(None);
+            }
+            if reader.starts_with(file.reader.head)? {
+                return Ok(Some(true));
             }
         }
-        Ok(false)
+        Ok(Some(false))
     }
 
     /// Closes vanished files that are finished, handing on their last bytes.
