@@ -11,7 +11,14 @@
 //! [`GONE_GRACE`] after it vanished without one — and its successor in the same lineage is not
 //! read while it still has unread bytes, so lines stay in order. A file that became shorter
 //! than what was read, or whose first bytes changed, was truncated in place and is read again
-//! from its start.
+//! from its start; what it held past the point read is read from the copy copy-truncate made
+//! next to it (`app.log.1`, `app.log-20240501`: a rotated name, the old first bytes, at least
+//! as long as what was read), which then carries on as the old content's file. A file matched
+//! by a glob that is such a copy of a tailed file is not read from its start.
+//!
+//! Checkpoints are per stream as well as per file (see [`FileCheckpoint::streams`]): after a
+//! restart, a runtime's file is read again from the earliest line still to deliver on either
+//! stream, and the records of a stream that start before that stream's own offset are skipped.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -530,6 +537,7 @@ impl LogSource {
     fn scan(&mut self, now: Instant) {
         let mut problems = Vec::new();
         let found = self.targets.discover(&mut problems);
+        let found_ids: HashSet<FileId> = found.iter().map(|f| f.id).collect();
         for problem in problems {
             report(&mut self.reported, problem);
         }
@@ -568,6 +576,8 @@ impl LogSource {
                 ),
             }
         }
+        // Copies matter only while discovery still finds them.
+        self.copies.retain(|id| found_ids.contains(id));
         for file in self.adopted.drain(..) {
             self.files.push(file);
             seen.push(true);
