@@ -415,7 +415,11 @@ fn run_scenario(ops: &[Op], with_kills: bool) -> Vec<LogEvent> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    // 128 scenarios by default; `PROPTEST_CASES` for more.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(128),
+        ..ProptestConfig::default()
+    })]
 
     /// Kills anywhere change nothing in what is delivered; and the uninterrupted run itself
     /// delivers every whole line exactly once.
