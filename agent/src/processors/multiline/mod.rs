@@ -16,7 +16,9 @@
 //!
 //! The joined event keeps the time, level, attributes and `origin.start` of its first line and
 //! the `origin.end` of its last; [`Joiner::pending_start`] tells the log source how far it may
-//! checkpoint while lines are held.
+//! checkpoint each stream while lines are held. Each (container, stream) is joined on its own
+//! lines only, so reading one stream again from the start of its held trace gives the same
+//! events, whatever the other stream did in between.
 
 #[cfg(test)]
 pub(crate) mod jvm_tests;
@@ -143,11 +145,12 @@ impl Joiner {
         }
     }
 
-    /// Smallest `origin.start` among events still held for `file`: the log source must not
-    /// checkpoint past it.
-    pub fn pending_start(&self, file: &str) -> Option<u64> {
+    /// Smallest `origin.start` among events of `stream` still held for `file`: the log source
+    /// must not checkpoint that stream past it.
+    pub fn pending_start(&self, file: &str, stream: Stream) -> Option<u64> {
         self.open
             .values()
+            .filter(|open| open.joined.stream == stream)
             .filter_map(|open| open.joined.origin.as_ref())
             .filter(|origin| &*origin.file == file)
             .map(|origin| origin.start)

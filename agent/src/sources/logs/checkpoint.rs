@@ -6,7 +6,9 @@
 //! old or the new checkpoint, never a torn one. Each entry names a file by device and inode,
 //! with the checksum of its first bytes (an inode may be reused by a later file) and the path
 //! it was last seen at (to find it again after a rotation renamed it while the agent was down).
-//! The offset is always the start of a line whose event has not yet been stored in the buffer.
+//! The offset is always the start of a line whose event has not yet been stored in the buffer;
+//! each stream of a runtime's file (stdout, stderr) has its own offset besides, since one
+//! stream's open stack trace must not make the other's delivered lines be sent again.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -25,8 +27,14 @@ pub(crate) struct FileCheckpoint {
     pub inode: u64,
     /// Where the file was last seen.
     pub path: String,
-    /// Offset of the first byte not yet delivered.
+    /// Offset reading resumes at: no line before it still has to be delivered.
     pub offset: u64,
+    /// Per stream (stdout, stderr): offset of the first record of that stream not yet
+    /// delivered. Records of a stream that start before it were delivered and are skipped when
+    /// the lines between `offset` and it are read again (the other stream's held lines kept
+    /// `offset` back). Absent in checkpoints of older agents: `offset` for both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<[u64; 2]>,
     /// Length and CRC-32 of the file's first bytes.
     pub head_len: u32,
     pub head_crc: u32,
@@ -118,6 +126,7 @@ mod tests {
             inode: 2,
             path: "/var/log/vigil/pod/app/0.log".into(),
             offset: 42,
+            streams: Some([42, 99]),
             head_len: 256,
             head_crc: 7,
         };
@@ -130,6 +139,13 @@ mod tests {
         );
         let mut again = CheckpointStore::open(&dir.path().join("cp")).unwrap();
         assert_eq!(again.load().unwrap(), vec![entry]);
+        // A checkpoint written before per-stream offsets existed still loads.
+        std::fs::write(
+            again.path(),
+            r#"{"version":1,"files":[{"dev":1,"inode":2,"path":"a","offset":7,"head_len":0,"head_crc":0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(again.load().unwrap()[0].streams, None);
         std::fs::write(again.path(), r#"{"version":99,"files":[]}"#).unwrap();
         assert!(again.load().is_err());
     }

@@ -149,7 +149,8 @@ fn parse_docker(line: &[u8]) -> Option<RuntimeLine<'_>> {
     })
 }
 
-fn slot(stream: Stream) -> usize {
+/// Index of a stream in per-stream arrays.
+pub(crate) fn slot(stream: Stream) -> usize {
     match stream {
         Stream::Stdout => 0,
         Stream::Stderr => 1,
@@ -163,6 +164,11 @@ impl LineDecoder {
             fragments: Default::default(),
             continued: None,
         }
+    }
+
+    /// A decoder of the same format with nothing held.
+    pub fn fresh(&self) -> Self {
+        LineDecoder::new(self.format)
     }
 
     /// Decodes one segment of a line, handing complete records to `emit`.
@@ -308,13 +314,11 @@ impl LineDecoder {
         }
     }
 
-    /// Smallest start offset of the fragments held: nothing from there on may be checkpointed.
-    pub fn held_start(&self) -> Option<u64> {
-        self.fragments
-            .iter()
-            .filter(|f| f.held)
-            .map(|f| f.start)
-            .min()
+    /// Start offset of the fragments of `stream` held: that stream may not be checkpointed
+    /// past it.
+    pub fn held_start(&self, stream: Stream) -> Option<u64> {
+        let held = &self.fragments[slot(stream)];
+        held.held.then_some(held.start)
     }
 
     /// Hands on held fragments as records (the file ended or was truncated).
@@ -422,7 +426,8 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(decoder.held_start(), None);
+        assert_eq!(decoder.held_start(Stream::Stdout), None);
+        assert_eq!(decoder.held_start(Stream::Stderr), None);
     }
 
     /// While a fragment is held its start bounds the checkpoint; `flush` hands it on.
@@ -434,11 +439,12 @@ mod tests {
             "2024-05-01T12:00:00Z stdout F a\n2024-05-01T12:00:00Z stdout P b\n",
         );
         assert_eq!(records.len(), 1);
-        assert_eq!(decoder.held_start(), Some(32));
+        assert_eq!(decoder.held_start(Stream::Stdout), Some(32));
+        assert_eq!(decoder.held_start(Stream::Stderr), None);
         let mut flushed = Vec::new();
         decoder.flush(64, &mut |r| flushed.push(r.message.to_vec()));
         assert_eq!(flushed, vec![b"b".to_vec()]);
-        assert_eq!(decoder.held_start(), None);
+        assert_eq!(decoder.held_start(Stream::Stdout), None);
     }
 
     /// Docker json-file lines: unescaped, stream and time read, fragments joined.

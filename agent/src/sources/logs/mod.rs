@@ -11,25 +11,33 @@
 //!   first line whose event is not yet stored in every sink's buffer — held fragments, events
 //!   still open in the multi-line joiner and events batched but not sent all keep it back — and
 //!   it is written right after the router has stored a batch, with no await in between. A
-//!   restarted agent resumes exactly there. (Lines a copy-truncate rotation removes before they
-//!   were read are gone with the file's content; rename rotation loses nothing.)
+//!   restarted agent resumes exactly there. Each stream of a runtime's file has its own
+//!   offset as well, so one stream's held lines do not make the other's delivered lines be
+//!   sent again. Rename rotation loses nothing; copy-truncate rotation loses nothing either when
+//!   the copy is next to the file under a rotated name (`app.log.1`, `app.log-20240501`): the
+//!   lines the truncation removed before they were read are read from the copy. (Lines written
+//!   between the copy and the truncation are in neither file: copy-truncate's own race.)
 //! - **Back-pressure, not memory.** While the router waits for room in a `block` buffer the
 //!   source reads nothing; lines wait in the files. Memory is bounded by the read chunk, the
 //!   longest line (256 KiB; longer ones are cut) and one batch.
 //!
-//! Files are polled every [`POLL_INTERVAL`] rather than watched with inotify: the pod log
-//! directory is a hostPath mount over the node's `/var/log/pods`, where inotify events are
-//! missed across overlay and bind mounts and across renames by the runtime, while a poll of a
-//! handful of files costs a few `fstat` calls. A poll that finds more to read polls again
-//! at once, so throughput is not bound by the interval.
+//! Files are read when a change notification (inotify, through `notify`; see `notify_watch`) says
+//! their directory changed, and polled every [`POLL_INTERVAL`] besides: the pod log directory
+//! is a hostPath mount over the node's `/var/log/pods`, where inotify events can be missed
+//! across overlay and bind mounts, while a poll of a handful of files costs a few `fstat`
+//! calls. A poll that finds more to read polls again at once, so throughput is not bound by
+//! the interval, and a truncation is noticed on the write that follows it.
 
 mod checkpoint;
 mod cri;
 mod discover;
+mod notify_watch;
 mod parse;
 mod source;
 mod tail;
 
+#[cfg(test)]
+mod restart_tests;
 #[cfg(test)]
 mod tests;
 
@@ -159,6 +167,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LogSourceError> {
     let mut source = LogSource::open(&config, &pipeline)?;
+    let watch = notify_watch::FileWatch::start(source.targets());
+    let signals = watch.signals.clone();
     let mut pending = Pending::default();
     let mut polled = Vec::new();
     loop {
@@ -166,6 +176,9 @@ pub async fn run(
             break;
         }
         let now = Instant::now();
+        if signals.take_rescan() {
+            source.rescan();
+        }
         let outcome = source.poll(now, &mut polled);
         pending.add(&mut polled, now);
         while !pending.events.is_empty() && pending.ready(now) {
@@ -180,6 +193,7 @@ pub async fn run(
         source.checkpoint(&pending.events);
         tokio::select! {
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            _ = signals.wake.notified() => {}
             changed = shutdown.changed() => {
                 if changed.is_err() {
                     break;
@@ -187,6 +201,7 @@ pub async fn run(
             }
         }
     }
+    drop(watch);
     source.flush_all(&mut polled);
     pending.add(&mut polled, Instant::now());
     while !pending.events.is_empty() {

@@ -11,7 +11,14 @@
 //! [`GONE_GRACE`] after it vanished without one — and its successor in the same lineage is not
 //! read while it still has unread bytes, so lines stay in order. A file that became shorter
 //! than what was read, or whose first bytes changed, was truncated in place and is read again
-//! from its start.
+//! from its start; what it held past the point read is read from the copy copy-truncate made
+//! next to it (`app.log.1`, `app.log-20240501`: a rotated name, the old first bytes, at least
+//! as long as what was read), which then carries on as the old content's file. A file matched
+//! by a glob that is such a copy of a tailed file is not read from its start.
+//!
+//! Checkpoints are per stream as well as per file (see [`FileCheckpoint::streams`]): after a
+//! restart, a runtime's file is read again from the earliest line still to deliver on either
+//! stream, and the records of a stream that start before that stream's own offset are skipped.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -23,12 +30,12 @@ use vigil_crds::agent_config::LogsConfig;
 use vigil_crds::monitored_app::LogFormat;
 
 use super::checkpoint::{CheckpointStore, FileCheckpoint};
-use super::cri::{LineDecoder, LineFormat, Record};
+use super::cri::{slot, LineDecoder, LineFormat, Record};
 use super::discover::{Found, Origin as FoundIn, Problem, Targets};
 use super::parse::{infer_level, parse_json, parse_logfmt};
 use super::tail::{FileId, FileReader, Head};
 use super::{LogPipeline, LogSourceError};
-use crate::event::{LogEvent, Origin};
+use crate::event::{LogEvent, Origin, Stream};
 use crate::processors::crash::CrashDetector;
 use crate::processors::multiline::Joiner;
 use crate::processors::redact::Redactor;
@@ -91,26 +98,71 @@ struct Tailed {
     gone: Option<Gone>,
     /// Poll in which a read last reached the end of the file.
     eof_in: u64,
+    /// Per stream: records starting before this offset were delivered before a restart and
+    /// are skipped (see [`FileCheckpoint::streams`]).
+    delivered_to: [u64; 2],
 }
 
 impl Tailed {
-    fn checkpoint(&self, offset: u64) -> FileCheckpoint {
+    /// Whether a vanished file is read to its end in poll `poll` and will not grow any more.
+    fn finished(&self, poll: u64, now: Instant) -> bool {
+        self.gone.is_some_and(|gone| {
+            self.eof_in == poll && (gone.replaced_in.is_some() || now >= gone.since + GONE_GRACE)
+        })
+    }
+
+    /// The file's checkpoint, given the starts of events of each stream still pending
+    /// downstream (in the joiner or not yet stored in the buffer).
+    fn checkpoint(&self, pending: impl Fn(&str, Stream) -> Option<u64>) -> FileCheckpoint {
+        let processed = self.reader.processed();
+        let decoder = &self.decoder;
+        let key = &*self.labels.key;
+        let (offset, streams) = offsets(processed, self.delivered_to, |stream| {
+            min_some(decoder.held_start(stream), pending(key, stream))
+        });
         FileCheckpoint {
             dev: self.id.dev,
             inode: self.id.inode,
             path: self.path.display().to_string(),
             offset,
+            streams: Some(streams),
             head_len: self.reader.head.len,
             head_crc: self.reader.head.crc,
         }
     }
 }
 
+fn min_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The resume offset and the per-stream offsets of a file read (and its lines handed on) up to
+/// `processed`, where `held` gives the start of the first record of a stream not yet
+/// delivered. A stream's offset never goes back before what a restart found delivered.
+fn offsets(
+    processed: u64,
+    delivered_to: [u64; 2],
+    held: impl Fn(Stream) -> Option<u64>,
+) -> (u64, [u64; 2]) {
+    let mut streams = [0; 2];
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        let at = held(stream).map_or(processed, |start| start.min(processed));
+        streams[slot(stream)] = at.max(delivered_to[slot(stream)]);
+    }
+    (streams[0].min(streams[1]), streams)
+}
+
 /// A finished file whose last events may not be delivered yet.
 #[derive(Debug)]
 struct Closed {
     key: Arc<str>,
+    /// Its checkpoint when it was finished (everything read and handed on).
     checkpoint: FileCheckpoint,
+    processed: u64,
+    delivered_to: [u64; 2],
 }
 
 /// From records to finished events: parsing, joining, crash detection, redaction.
@@ -130,6 +182,13 @@ struct Stage {
 }
 
 impl Stage {
+    /// Accepts a record unless a run before a restart delivered it already.
+    fn accept_new(&mut self, record: Record<'_>, labels: &FileLabels, delivered_to: &[u64; 2]) {
+        if record.start >= delivered_to[slot(record.stream)] {
+            self.accept(record, labels);
+        }
+    }
+
     fn accept(&mut self, record: Record<'_>, labels: &FileLabels) {
         let event = self.event(record, labels);
         match &mut self.joiner {
@@ -224,6 +283,12 @@ pub struct LogSource {
     next_key: u64,
     /// Problems already reported, so a lasting one is logged once.
     reported: HashSet<(&'static str, String)>,
+    /// Files known to be copies that copy-truncate rotation made of a tailed file: their
+    /// content was or will be read through the original, so discovery never reads them from
+    /// their start.
+    copies: HashSet<FileId>,
+    /// Copies taken over during a scan, added to `files` when it ends.
+    adopted: Vec<Tailed>,
 }
 
 fn unix_nanos_now() -> u64 {
@@ -285,6 +350,8 @@ impl LogSource {
             poll_count: 0,
             next_key: 0,
             reported: HashSet::new(),
+            copies: HashSet::new(),
+            adopted: Vec::new(),
         })
     }
 
@@ -300,7 +367,7 @@ impl LogSource {
                 self.next_scan = Some(now + RESCAN_INTERVAL);
             }
         }
-        self.handle_truncations(due);
+        self.handle_truncations(due, now);
         self.stage.now = now;
         self.stage.read_time = unix_nanos_now();
 
@@ -324,16 +391,24 @@ impl LogSource {
                 reader,
                 decoder,
                 labels,
+                delivered_to,
                 ..
             } = file;
             let read = reader.read(buf, READ_BUDGET_PER_FILE, &mut |segment| {
-                decoder.decode(segment, &mut |record| stage.accept(record, labels))
+                decoder.decode(segment, &mut |record| {
+                    stage.accept_new(record, labels, delivered_to)
+                })
             });
             match read {
                 Ok(read) => {
                     outcome.bytes += read.bytes;
                     if read.eof {
                         file.eof_in = poll;
+                        if file.finished(poll, now) {
+                            // Its last line and fragments go on before its successor's lines
+                            // are read, as when it was finished in an earlier poll.
+                            hand_on_rest(file, stage);
+                        }
                     } else {
                         outcome.more = true;
                         if file.gone.is_some() {
@@ -369,6 +444,17 @@ impl LogSource {
         outcome
     }
 
+    /// What the source looks for.
+    pub(crate) fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    /// Makes the next [`LogSource::poll`] discover the files again (a file was created or
+    /// renamed where files are looked for).
+    pub fn rescan(&mut self) {
+        self.next_scan = None;
+    }
+
     /// Appends every event still held (open multi-line events) to `out`, for shutdown.
     /// Fragments of lines not yet complete stay unread: the checkpoint points before them.
     pub fn flush_all(&mut self, out: &mut Vec<LogEvent>) {
@@ -384,46 +470,44 @@ impl LogSource {
     /// everything handed out by [`LogSource::poll`] except `unsent`. Finished files whose
     /// events are all delivered are forgotten.
     pub fn checkpoint(&mut self, unsent: &[LogEvent]) {
-        let mut unsent_starts: Vec<(&str, u64)> = Vec::new();
-        for origin in unsent.iter().filter_map(|e| e.origin.as_ref()) {
+        let mut unsent_starts: Vec<(&str, Stream, u64)> = Vec::new();
+        for event in unsent {
+            let Some(origin) = event.origin.as_ref() else {
+                continue;
+            };
             match unsent_starts
                 .iter_mut()
-                .find(|(key, _)| *key == &*origin.file)
+                .find(|(key, stream, _)| *key == &*origin.file && *stream == event.stream)
             {
-                Some((_, start)) => *start = (*start).min(origin.start),
-                None => unsent_starts.push((&origin.file, origin.start)),
+                Some((_, _, start)) => *start = (*start).min(origin.start),
+                None => unsent_starts.push((&origin.file, event.stream, origin.start)),
             }
         }
         let joiner = self.stage.joiner.as_ref();
-        let pending = |key: &str| -> Option<u64> {
-            let held = joiner.and_then(|j| j.pending_start(key));
+        let pending = |key: &str, stream: Stream| -> Option<u64> {
+            let held = joiner.and_then(|j| j.pending_start(key, stream));
             let queued = unsent_starts
                 .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, start)| *start);
-            match (held, queued) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+                .find(|(k, s, _)| *k == key && *s == stream)
+                .map(|(_, _, start)| *start);
+            min_some(held, queued)
         };
         let mut entries: Vec<FileCheckpoint> = self.restored.clone();
         for file in &self.files {
-            let mut offset = file.reader.processed();
-            if let Some(held) = file.decoder.held_start() {
-                offset = offset.min(held);
-            }
-            if let Some(start) = pending(&file.labels.key) {
-                offset = offset.min(start);
-            }
-            entries.push(file.checkpoint(offset));
+            entries.push(file.checkpoint(pending));
         }
-        self.closed.retain_mut(|closed| match pending(&closed.key) {
-            Some(start) => {
-                closed.checkpoint.offset = closed.checkpoint.offset.min(start);
-                entries.push(closed.checkpoint.clone());
-                true
+        self.closed.retain_mut(|closed| {
+            let key = &*closed.key;
+            if pending(key, Stream::Stdout).is_none() && pending(key, Stream::Stderr).is_none() {
+                return false;
             }
-            None => false,
+            let (offset, streams) = offsets(closed.processed, closed.delivered_to, |stream| {
+                pending(key, stream)
+            });
+            closed.checkpoint.offset = offset;
+            closed.checkpoint.streams = Some(streams);
+            entries.push(closed.checkpoint.clone());
+            true
         });
         if let Err(error) = self.store.save(entries) {
             report(
@@ -453,11 +537,22 @@ impl LogSource {
     fn scan(&mut self, now: Instant) {
         let mut problems = Vec::new();
         let found = self.targets.discover(&mut problems);
+        let found_ids: HashSet<FileId> = found.iter().map(|f| f.id).collect();
         for problem in problems {
             report(&mut self.reported, problem);
         }
         let mut seen = vec![false; self.files.len()];
         for found in found {
+            if let Some(copy) = self.adopted.iter_mut().find(|t| t.id == found.id) {
+                // A copy taken over at start, discovered too: tailed and checkpointed from now
+                // on like any discovered file, so never read from its start.
+                copy.gone = None;
+                copy.path = found.path;
+                continue;
+            }
+            if self.copies.contains(&found.id) && !self.files.iter().any(|t| t.id == found.id) {
+                continue;
+            }
             if let Some(i) = self.files.iter().position(|t| t.id == found.id) {
                 seen[i] = true;
                 let file = &mut self.files[i];
@@ -480,6 +575,12 @@ impl LogSource {
                     },
                 ),
             }
+        }
+        // Copies matter only while discovery still finds them.
+        self.copies.retain(|id| found_ids.contains(id));
+        for file in self.adopted.drain(..) {
+            self.files.push(file);
+            seen.push(true);
         }
         let poll = self.poll_count;
         for (file, seen) in self.files.iter_mut().zip(seen) {
@@ -516,9 +617,10 @@ impl LogSource {
     fn open_file(&mut self, found: &Found) -> std::io::Result<Option<Tailed>> {
         let (mut reader, metadata) = FileReader::open(&found.path)?;
         let id = FileId::of(&metadata);
-        if self.files.iter().any(|t| t.id == id) {
+        if self.files.iter().chain(&self.adopted).any(|t| t.id == id) {
             return Ok(None);
         }
+        let mut delivered_to = [0; 2];
         if let Some(at) = self
             .restored
             .iter()
@@ -529,16 +631,32 @@ impl LogSource {
                 && reader.starts_with(checkpoint_head(&checkpoint))?
             {
                 reader.resume_at(checkpoint.offset);
+                delivered_to = checkpoint.streams.unwrap_or([checkpoint.offset; 2]);
+            } else {
+                // Truncated while the agent was down: the rest of what it held, if a copy
+                // of it was made, is read from the copy.
+                self.adopt_copy(found, id, &checkpoint);
+            }
+        } else if found.origin == FoundIn::Glob {
+            match self.is_copy_of_tailed(&found.path, &reader, metadata.len())? {
+                Some(false) => {}
+                Some(true) => {
+                    self.copies.insert(id);
+                    return Ok(None);
+                }
+                None => return Ok(None),
             }
         }
-        Ok(Some(self.tailed(
+        let mut file = self.tailed(
             id,
             found.path.clone(),
             &found.origin,
             found.lineage.clone(),
             found.rank,
             reader,
-        )))
+        );
+        file.delivered_to = delivered_to;
+        Ok(Some(file))
     }
 
     fn tailed(
@@ -568,6 +686,7 @@ impl LogSource {
             decoder: LineDecoder::new(format),
             gone: None,
             eof_in: 0,
+            delivered_to: [0; 2],
         }
     }
 
@@ -590,7 +709,10 @@ impl LogSource {
             };
             for entry in entries.flatten() {
                 let file_name = entry.file_name().to_string_lossy().into_owned();
-                if !file_name.starts_with(&prefix) || file_name.ends_with(".gz") {
+                // The file itself: still there but no longer discovered (a copy taken over
+                // from a truncated file).
+                let itself = entry.file_name() == name;
+                if !itself && (!file_name.starts_with(&prefix) || file_name.ends_with(".gz")) {
                     continue;
                 }
                 let path = entry.path();
@@ -629,6 +751,7 @@ impl LogSource {
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(u64::MAX);
                 let mut file = self.tailed(id, path, &origin, lineage, rank, reader);
+                file.delivered_to = checkpoint.streams.unwrap_or([checkpoint.offset; 2]);
                 file.gone = Some(Gone {
                     since: now,
                     replaced_in: std::fs::metadata(&old_path)
@@ -659,8 +782,10 @@ impl LogSource {
         Some(FoundIn::Glob)
     }
 
-    /// Files truncated in place are read again from their start, under a new key.
-    fn handle_truncations(&mut self, check_heads: bool) {
+    /// Files truncated in place are read again from their start, under a new key. What had
+    /// not been read of the old content is read from the copy copy-truncate rotation made of
+    /// it, when there is one next to it (`app.log.1`, `app.log-20240501`).
+    fn handle_truncations(&mut self, check_heads: bool, now: Instant) {
         for index in 0..self.files.len() {
             let truncated = match self.files[index].reader.truncated(check_heads) {
                 Ok(truncated) => truncated,
@@ -687,11 +812,15 @@ impl LogSource {
             );
             let id = self.files[index].id;
             let key = self.new_key(id);
+            let copy = self.take_over_copy(index, now);
             let LogSource { files, stage, .. } = self;
             let file = &mut files[index];
-            // What was held of the old content is all there will ever be of it.
-            hand_on_rest(file, stage);
+            if copy.is_none() {
+                // What was held of the old content is all there will ever be of it.
+                hand_on_rest(file, stage);
+            }
             file.labels.key = key;
+            file.delivered_to = [0; 2];
             if let Err(error) = file.reader.restart() {
                 let path = file.path.display().to_string();
                 report(
@@ -703,7 +832,116 @@ impl LogSource {
                     },
                 );
             }
+            if let Some(copy) = copy {
+                self.files.push(copy);
+            }
         }
+    }
+
+    /// For the truncated file at `index`: finds the copy of its old content and makes it a
+    /// tailed file that goes on from where the original was read, with the original's key,
+    /// held fragments and delivered offsets; the original is left to start over.
+    fn take_over_copy(&mut self, index: usize, now: Instant) -> Option<Tailed> {
+        let file = &self.files[index];
+        let processed = file.reader.processed();
+        let (path, mut reader, id) = find_copy(&file.path, file.id, file.reader.head, processed)?;
+        if self.files.iter().any(|t| t.id == id) {
+            return None;
+        }
+        tracing::debug!(
+            component = COMPONENT,
+            path = %file.path.display(),
+            copy = %path.display(),
+            "log file truncated, reading the rest of its old content from its copy"
+        );
+        reader.resume_at(processed);
+        self.copies.insert(id);
+        let file = &mut self.files[index];
+        let fresh = file.decoder.fresh();
+        let decoder = std::mem::replace(&mut file.decoder, fresh);
+        Some(Tailed {
+            id,
+            path,
+            lineage: file.lineage.clone(),
+            rank: file.rank,
+            labels: FileLabels {
+                key: file.labels.key.clone(),
+                container: file.labels.container.clone(),
+                path: file.labels.path.clone(),
+            },
+            reader,
+            decoder,
+            // Finished like a renamed file; but kept, and so checkpointed, when discovery
+            // finds it too (a glob matching the copies), so that it is never read again.
+            gone: Some(Gone {
+                since: now,
+                replaced_in: None,
+            }),
+            eof_in: 0,
+            delivered_to: file.delivered_to,
+        })
+    }
+
+    /// At start, for a file truncated while the agent was down: tails the copy of its old
+    /// content from the checkpoint on.
+    fn adopt_copy(&mut self, found: &Found, id: FileId, checkpoint: &FileCheckpoint) {
+        let Some((path, mut reader, copy_id)) = find_copy(
+            &found.path,
+            id,
+            checkpoint_head(checkpoint),
+            checkpoint.offset,
+        ) else {
+            return;
+        };
+        if self
+            .files
+            .iter()
+            .chain(&self.adopted)
+            .any(|t| t.id == copy_id)
+        {
+            return;
+        }
+        reader.resume_at(checkpoint.offset);
+        self.copies.insert(copy_id);
+        let mut copy = self.tailed(
+            copy_id,
+            path,
+            &found.origin,
+            found.lineage.clone(),
+            found.rank,
+            reader,
+        );
+        copy.labels.path = Arc::from(found.path.to_string_lossy().as_ref());
+        copy.delivered_to = checkpoint.streams.unwrap_or([checkpoint.offset; 2]);
+        copy.gone = Some(Gone {
+            since: self.stage.now,
+            replaced_in: None,
+        });
+        self.adopted.push(copy);
+    }
+
+    /// Whether a newly found file is a copy of the current content of a tailed file next to
+    /// it (copy-truncate rotation made it and has not truncated the original yet): `None`
+    /// while that cannot be told yet, the file being still shorter than the head it is to be
+    /// compared with (it is being copied; the next discovery looks again).
+    fn is_copy_of_tailed(
+        &self,
+        path: &Path,
+        reader: &FileReader,
+        len: u64,
+    ) -> std::io::Result<Option<bool>> {
+        for file in &self.files {
+            if file.reader.head.len == 0 || !is_rotated_name(path, &file.path) {
+                continue;
+            }
+            if len < u64::from(file.reader.head.len) {
+                return Ok(None);
+            }
+            if reader.starts_with(file.reader.head)? {
+                return Ok(Some(true));
+            }
+        }
+        Ok(Some(false))
     }
 
     /// Closes vanished files that are finished, handing on their last bytes.
@@ -711,26 +949,73 @@ impl LogSource {
         let poll = self.poll_count;
         let mut index = 0;
         while index < self.files.len() {
-            let file = &self.files[index];
-            let finished = match file.gone {
-                Some(gone) => {
-                    file.eof_in == poll
-                        && (gone.replaced_in.is_some() || now >= gone.since + GONE_GRACE)
-                }
-                None => false,
-            };
-            if !finished {
+            if !self.files[index].finished(poll, now) {
                 index += 1;
                 continue;
             }
             let mut file = self.files.remove(index);
             hand_on_rest(&mut file, &mut self.stage);
             self.closed.push(Closed {
-                checkpoint: file.checkpoint(file.reader.processed()),
+                checkpoint: file.checkpoint(|_, _| None),
+                processed: file.reader.processed(),
+                delivered_to: file.delivered_to,
                 key: file.labels.key,
             });
         }
     }
+}
+
+/// Whether `path` is a rotated name of `original`: `<name>.<suffix>` or `<name>-<suffix>` in
+/// the same directory, not compressed.
+fn is_rotated_name(path: &Path, original: &Path) -> bool {
+    let (Some(name), Some(base)) = (
+        path.file_name().and_then(|n| n.to_str()),
+        original.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return false;
+    };
+    path.parent() == original.parent()
+        && name
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.len() > 1 && (rest.starts_with('.') || rest.starts_with('-')))
+        && !name.ends_with(".gz")
+}
+
+/// The copy copy-truncate rotation made of the file at `path` (device and inode `id`) before
+/// truncating it: a file next to it with a rotated name, another inode, the first bytes `head`
+/// and at least `len` bytes; the most recently modified one. Opened, at offset 0.
+fn find_copy(
+    path: &Path,
+    id: FileId,
+    head: Head,
+    len: u64,
+) -> Option<(PathBuf, FileReader, FileId)> {
+    if head.len == 0 {
+        return None;
+    }
+    let dir = path.parent()?;
+    let mut best: Option<(SystemTime, PathBuf, FileReader, FileId)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let candidate = entry.path();
+        if !is_rotated_name(&candidate, path) {
+            continue;
+        }
+        let Ok((reader, metadata)) = FileReader::open(&candidate) else {
+            continue;
+        };
+        let candidate_id = FileId::of(&metadata);
+        if candidate_id == id || !metadata.is_file() || metadata.len() < len {
+            continue;
+        }
+        if !reader.starts_with(head).unwrap_or(false) {
+            continue;
+        }
+        let modified = metadata.modified().unwrap_or(UNIX_EPOCH);
+        if best.as_ref().is_none_or(|(at, ..)| modified > *at) {
+            best = Some((modified, candidate, reader, candidate_id));
+        }
+    }
+    best.map(|(_, path, reader, id)| (path, reader, id))
 }
 
 /// Hands on the unfinished last line and any held fragments of a file.
@@ -739,13 +1024,16 @@ fn hand_on_rest(file: &mut Tailed, stage: &mut Stage) {
         reader,
         decoder,
         labels,
+        delivered_to,
         ..
     } = file;
     reader.take_partial(&mut |segment| {
-        decoder.decode(segment, &mut |record| stage.accept(record, labels))
+        decoder.decode(segment, &mut |record| {
+            stage.accept_new(record, labels, delivered_to)
+        })
     });
     decoder.flush(reader.processed(), &mut |record| {
-        stage.accept(record, labels)
+        stage.accept_new(record, labels, delivered_to)
     });
 }
 
