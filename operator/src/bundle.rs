@@ -85,10 +85,13 @@ struct PrometheusGlobal {
 }
 
 /// Choices that depend on the target environment rather than on the manifests.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// The Alertmanager release the configuration is for.
     pub alertmanager: AlertmanagerVersion,
+    /// Name of the cluster (`--cluster-name`): the agents' `cluster` label and
+    /// `k8s.cluster.name` attribute, and the `cluster` label of every generated alert.
+    pub cluster: Option<String>,
 }
 
 /// Renders every artefact for `inv`.
@@ -110,7 +113,7 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
 
     for app in &inv.apps {
         let (ns, name) = (namespace_of(app), app.name_any());
-        let config = agent_config::agent_config(app);
+        let config = agent_config::agent_config(app, options.cluster.as_deref());
         out.files.insert(
             format!("agent/{ns}-{name}.yaml").into(),
             agent_config::agent_config_yaml(&config).into_bytes(),
@@ -126,7 +129,7 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
         let Some(app) = inv.app(&ns, &policy.spec.app_ref.name) else {
             continue;
         };
-        let file = alerts::alert_rules(policy, app);
+        let file = alerts::alert_rules(policy, app).with_cluster(options.cluster.as_deref());
         out.yaml(
             format!("prometheus/rules/{ns}-{}.yml", policy.name_any()),
             &file,
@@ -139,7 +142,7 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
         let Some(app) = inv.app(&ns, &objective.spec.app_ref.name) else {
             continue;
         };
-        let file = slo::slo_rules(objective, app);
+        let file = slo::slo_rules(objective, app).with_cluster(options.cluster.as_deref());
         out.yaml(
             format!("prometheus/rules/{ns}-slo-{}.yml", objective.name_any()),
             &file,

@@ -44,6 +44,11 @@ enum Command {
         /// from files; `0.25` cannot, so webhook receivers get an unroutable placeholder URL.
         #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
         alertmanager_version: String,
+        /// Name of this Kubernetes cluster, for backends many clusters ship to: the `cluster` label
+        /// on every series the agents send and on every generated alert, and the
+        /// `k8s.cluster.name` attribute on every OTLP record. Default: none.
+        #[arg(long, env = "VIGIL_CLUSTER_NAME", value_name = "NAME", value_parser = cluster_name)]
+        cluster_name: Option<String>,
     },
     /// Run the operator in a cluster: leader election, and the controllers on the leader.
     Run(Box<RunArgs>),
@@ -104,6 +109,28 @@ struct RunArgs {
     metrics_listen: std::net::SocketAddr,
     #[command(flatten)]
     webhook: vigil_operator::webhook::WebhookArgs,
+    /// Name of this Kubernetes cluster, for backends many clusters ship to: the `cluster` label
+    /// on every series the agents send and on every generated alert, and the
+    /// `k8s.cluster.name` attribute on every OTLP record. Default: none.
+    #[arg(long, env = "VIGIL_CLUSTER_NAME", value_name = "NAME", value_parser = cluster_name)]
+    cluster_name: Option<String>,
+}
+
+/// A cluster name: 1 to 63 letters, digits, `-`, `_` and `.` (a label value that every backend
+/// accepts).
+fn cluster_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a cluster name: use 1 to 63 letters, digits, '-', '_' and '.'"
+        ))
+    }
 }
 
 fn main() -> ExitCode {
@@ -137,12 +164,20 @@ fn main() -> ExitCode {
             files,
             output,
             alertmanager_version,
+            cluster_name,
         } => {
             let alertmanager = match alertmanager_version.as_str() {
                 "0.25" => AlertmanagerVersion::V0_25,
                 _ => AlertmanagerVersion::V0_26,
             };
-            render(&files, &output, bundle::Options { alertmanager })
+            render(
+                &files,
+                &output,
+                bundle::Options {
+                    alertmanager,
+                    cluster: cluster_name,
+                },
+            )
         }
         Command::Run(args) => run_operator(*args),
     }
@@ -170,6 +205,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
             alertmanager_version: alertmanager_version(&args.alertmanager_version),
             alertmanager_namespace: args.operator_namespace.clone(),
             namespace: args.namespace,
+            cluster: args.cluster_name,
             ..controllers::Settings::default()
         },
         identity: args.identity,

@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
+};
 use reqwest::{StatusCode, Url};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -104,18 +106,32 @@ pub fn read_ca_bundle(
     Ok(certs)
 }
 
-/// A rustls client configuration with the `ring` provider and the given roots, offering
-/// HTTP/2 and HTTP/1.1.
+/// A rustls client configuration with the `ring` provider and the given roots, presenting
+/// `identity` when set (mutual TLS), offering HTTP/2 and HTTP/1.1. `field` is the exporter's
+/// config path.
 pub fn tls_client_config(
     roots: RootCertStore,
+    identity: Option<&ClientIdentity>,
     field: &str,
 ) -> Result<rustls::ClientConfig, SinkConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| SinkConfigError::invalid(field, format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| {
+            SinkConfigError::invalid(format!("{field}.caFile"), format!("TLS setup failed: {e}"))
+        })?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(identity) => builder
+            .with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())
+            .map_err(|e| {
+                SinkConfigError::invalid(
+                    format!("{field}.clientKeyFile"),
+                    format!("does not match the client certificate or is unusable: {e}"),
+                )
+            })?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -126,8 +142,19 @@ pub fn tls_client_config(
 /// changed, so a rotated Secret is used without restarting the agent.
 pub struct CredentialFile {
     path: PathBuf,
-    scheme: &'static str,
+    format: CredentialFormat,
     cached: Mutex<Option<CachedCredential>>,
+}
+
+/// How a credential file's content becomes a header value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CredentialFormat {
+    /// `<scheme> <content>` (`Bearer`, `Splunk`).
+    Scheme(&'static str),
+    /// `Basic base64(<username>:<content>)`.
+    Basic(String),
+    /// The content as it is (a custom header's value).
+    Raw,
 }
 
 struct CachedCredential {
@@ -141,7 +168,14 @@ impl fmt::Debug for CredentialFile {
         // The credential itself is never printed.
         f.debug_struct("CredentialFile")
             .field("path", &self.path)
-            .field("scheme", &self.scheme)
+            .field(
+                "scheme",
+                &match &self.format {
+                    CredentialFormat::Scheme(scheme) => scheme,
+                    CredentialFormat::Basic(_) => "Basic",
+                    CredentialFormat::Raw => "raw",
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -154,9 +188,24 @@ impl CredentialFile {
 
     /// A credential file sent with the given `Authorization` scheme (`Splunk` for HEC tokens).
     pub fn new(path: impl Into<PathBuf>, scheme: &'static str) -> Self {
+        Self::with_format(path, CredentialFormat::Scheme(scheme))
+    }
+
+    /// A password file for HTTP basic authentication as `username`
+    /// (`Authorization: Basic base64(<username>:<password>)`).
+    pub fn basic(path: impl Into<PathBuf>, username: &str) -> Self {
+        Self::with_format(path, CredentialFormat::Basic(username.to_owned()))
+    }
+
+    /// A file whose content is a header value as it is.
+    pub fn raw(path: impl Into<PathBuf>) -> Self {
+        Self::with_format(path, CredentialFormat::Raw)
+    }
+
+    fn with_format(path: impl Into<PathBuf>, format: CredentialFormat) -> Self {
         CredentialFile {
             path: path.into(),
-            scheme,
+            format,
             cached: Mutex::new(None),
         }
     }
@@ -194,15 +243,22 @@ impl CredentialFile {
                 retry_after: None,
             });
         }
-        let mut header =
-            HeaderValue::from_str(&format!("{} {token}", self.scheme)).map_err(|_| {
-                SendError::Retryable {
-                    reason: format!(
-                        "credential file {path} holds characters not allowed in a header"
-                    ),
-                    retry_after: None,
-                }
-            })?;
+        let text = match &self.format {
+            CredentialFormat::Scheme(scheme) => format!("{scheme} {token}"),
+            CredentialFormat::Basic(username) => {
+                use base64::Engine as _;
+                let pair = format!("{username}:{token}");
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }
+            CredentialFormat::Raw => token.to_owned(),
+        };
+        let mut header = HeaderValue::from_str(&text).map_err(|_| SendError::Retryable {
+            reason: format!("credential file {path} holds characters not allowed in a header"),
+            retry_after: None,
+        })?;
         header.set_sensitive(true);
         *cached = Some(CachedCredential {
             modified,
@@ -214,19 +270,223 @@ impl CredentialFile {
 }
 
 /// Settings of one exporter's HTTP client; `field` is the exporter's config path
-/// (`loki`, `prometheusRemoteWrite`, `otlp`, `splunkHec`).
+/// (`loki`, `prometheusRemoteWrite`, `otlp`, `splunkHec`, `named[0].loki`).
 #[derive(Debug)]
 pub struct HttpSettings<'a> {
-    pub field: &'static str,
+    pub field: &'a str,
     pub ca_file: Option<&'a str>,
     pub tenant: Option<&'a str>,
     pub credential: Option<CredentialFile>,
+    pub access: Access,
+}
+
+/// What an exporter adds to the plain connection besides tenant and token: extra headers
+/// (literal or read from mounted Secret files) and a client certificate for mutual TLS.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// Extra headers in the configured order.
+    pub headers: Vec<(HeaderName, HeaderSource)>,
+    /// The client certificate chain and its key, read when the exporter is built.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// Where an extra header's value comes from.
+#[derive(Debug)]
+pub enum HeaderSource {
+    /// A value written in the config (not secret).
+    Literal(HeaderValue),
+    /// A mounted Secret file, re-read when it changes; the value is marked sensitive.
+    File(CredentialFile),
+}
+
+/// A client certificate chain and its private key.
+pub struct ClientIdentity {
+    pub certs: Vec<CertificateDer<'static>>,
+    pub key: rustls_pki_types::PrivateKeyDer<'static>,
+    /// The PEM texts, for tonic's TLS settings.
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key is never printed.
+        f.debug_struct("ClientIdentity")
+            .field("certs", &self.certs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The credential of an exporter: a bearer token file or basic authentication, not both.
+/// `field` is the exporter's config path.
+pub fn credential(
+    field: &str,
+    bearer_token_file: Option<&str>,
+    basic_auth: Option<&vigil_crds::agent_config::BasicAuthFile>,
+) -> Result<Option<CredentialFile>, SinkConfigError> {
+    match (bearer_token_file, basic_auth) {
+        (Some(_), Some(_)) => Err(SinkConfigError::invalid(
+            format!("{field}.basicAuth"),
+            "set bearerTokenFile or basicAuth, not both",
+        )),
+        (Some(path), None) => Ok(Some(CredentialFile::bearer(path))),
+        (None, Some(basic)) => {
+            if basic.username.is_empty()
+                || basic.username.contains(':')
+                || basic.username.chars().any(char::is_control)
+            {
+                return Err(SinkConfigError::invalid(
+                    format!("{field}.basicAuth.username"),
+                    "must be non-empty text without ':' or line breaks",
+                ));
+            }
+            Ok(Some(CredentialFile::basic(
+                &basic.password_file,
+                &basic.username,
+            )))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Header names the agent sets itself and a custom header may not replace.
+const RESERVED_HEADERS: [&str; 5] = [
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "x-prometheus-remote-write-version",
+    "user-agent",
+];
+
+/// Checks an exporter's extra headers and client certificate and reads the certificate.
+/// `has_credential`: the exporter sends its own `Authorization`, which a header may then not
+/// replace. `tenant`: likewise for `X-Scope-OrgID`.
+pub fn access(
+    field: &str,
+    headers: &[vigil_crds::agent_config::HeaderConfig],
+    client_cert_file: Option<&str>,
+    client_key_file: Option<&str>,
+    has_credential: bool,
+    has_tenant: bool,
+) -> Result<Access, SinkConfigError> {
+    let mut out = Vec::with_capacity(headers.len());
+    for (i, header) in headers.iter().enumerate() {
+        let at = format!("{field}.headers[{i}]");
+        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
+            SinkConfigError::invalid(
+                format!("{at}.name"),
+                format!("{:?} is not an HTTP header name", header.name),
+            )
+        })?;
+        let lower = name.as_str();
+        let taken = RESERVED_HEADERS.contains(&lower)
+            || (has_credential && lower == "authorization")
+            || (has_tenant && lower == "x-scope-orgid")
+            || out
+                .iter()
+                .any(|(n, _): &(HeaderName, HeaderSource)| n == name);
+        if taken {
+            return Err(SinkConfigError::invalid(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is already set by the exporter or by another header",
+                    header.name
+                ),
+            ));
+        }
+        let source = match (&header.value, &header.value_file) {
+            (Some(value), None) => {
+                HeaderSource::Literal(HeaderValue::from_str(value).map_err(|_| {
+                    SinkConfigError::invalid(
+                        format!("{at}.value"),
+                        "must be printable text without line breaks",
+                    )
+                })?)
+            }
+            (None, Some(path)) => HeaderSource::File(CredentialFile::raw(path)),
+            _ => {
+                return Err(SinkConfigError::invalid(
+                    at,
+                    "set exactly one of value and valueFile",
+                ))
+            }
+        };
+        out.push((name, source));
+    }
+    let client_identity = match (client_cert_file, client_key_file) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(read_client_identity(field, cert, key)?),
+        (Some(_), None) => {
+            return Err(SinkConfigError::invalid(
+                format!("{field}.clientKeyFile"),
+                "is needed with clientCertFile",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(SinkConfigError::invalid(
+                format!("{field}.clientCertFile"),
+                "is needed with clientKeyFile",
+            ))
+        }
+    };
+    Ok(Access {
+        headers: out,
+        client_identity,
+    })
+}
+
+/// Reads a PEM client certificate chain and its PEM private key.
+fn read_client_identity(
+    field: &str,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<ClientIdentity, SinkConfigError> {
+    let cert_field = format!("{field}.clientCertFile");
+    let certs = read_ca_bundle(cert_file, &cert_field)?;
+    let cert_pem = std::fs::read(cert_file).map_err(|source| SinkConfigError::ReadFile {
+        field: cert_field,
+        path: cert_file.to_owned(),
+        source,
+    })?;
+    let key_field = format!("{field}.clientKeyFile");
+    let key_pem = std::fs::read(key_file).map_err(|source| SinkConfigError::ReadFile {
+        field: key_field.clone(),
+        path: key_file.to_owned(),
+        source,
+    })?;
+    // The parse error is not quoted: it could carry a piece of the key.
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
+        SinkConfigError::invalid(key_field, format!("{key_file} holds no PEM private key"))
+    })?;
+    Ok(ClientIdentity {
+        certs,
+        key,
+        cert_pem,
+        key_pem,
+    })
+}
+
+impl Access {
+    /// The extra headers' values for one request, and the secret ones among them (to mask in
+    /// error bodies). A Secret file that cannot be read is retryable.
+    pub fn header_values(&self) -> Result<Vec<(HeaderName, HeaderValue)>, SendError> {
+        self.headers
+            .iter()
+            .map(|(name, source)| {
+                let value = match source {
+                    HeaderSource::Literal(value) => value.clone(),
+                    HeaderSource::File(file) => file.header_value()?,
+                };
+                Ok((name.clone(), value))
+            })
+            .collect()
+    }
 }
 
 /// The push URL and client of a generic HTTP push exporter (`HttpSink`: Loki, remote write),
 /// with errors naming `exporters.<field>.…`.
 pub fn push_client(
-    field: &'static str,
+    field: &str,
     config: &vigil_crds::agent_config::HttpSink,
 ) -> Result<(HttpClient, Url), SinkConfigError> {
     let vigil_crds::agent_config::HttpSink {
@@ -234,13 +494,28 @@ pub fn push_client(
         tenant,
         bearer_token_file,
         ca_file,
+        basic_auth,
+        headers,
+        client_cert_file,
+        client_key_file,
+        signals: _,
     } = config;
     let url = parse_url(&format!("{field}.url"), url)?;
+    let credential = credential(field, bearer_token_file.as_deref(), basic_auth.as_ref())?;
+    let access = access(
+        field,
+        headers,
+        client_cert_file.as_deref(),
+        client_key_file.as_deref(),
+        credential.is_some(),
+        tenant.is_some(),
+    )?;
     let client = HttpClient::new(HttpSettings {
         field,
         ca_file: ca_file.as_deref(),
         tenant: tenant.as_deref(),
-        credential: bearer_token_file.as_deref().map(CredentialFile::bearer),
+        credential,
+        access,
     })?;
     Ok((client, url))
 }
@@ -251,6 +526,7 @@ pub struct HttpClient {
     client: reqwest::Client,
     tenant: Option<HeaderValue>,
     credential: Option<CredentialFile>,
+    access: Access,
 }
 
 /// A response, before its status is judged.
@@ -281,9 +557,10 @@ impl HttpClient {
             ca_file,
             tenant,
             credential,
+            access,
         } = settings;
         let roots = root_store(ca_file, &format!("{field}.caFile"))?;
-        let tls = tls_client_config(roots, &format!("{field}.caFile"))?;
+        let tls = tls_client_config(roots, access.client_identity.as_ref(), field)?;
         let tenant = tenant
             .map(|t| {
                 HeaderValue::from_str(t).map_err(|_| {
@@ -309,6 +586,7 @@ impl HttpClient {
             client,
             tenant,
             credential,
+            access,
         })
     }
 
@@ -329,6 +607,10 @@ impl HttpClient {
             .body(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
+        }
+        let extra = self.access.header_values()?;
+        for (name, value) in &extra {
+            request = request.header(name.clone(), value.clone());
         }
         if let Some(tenant) = &self.tenant {
             request = request.header("X-Scope-OrgID", tenant.clone());
@@ -351,6 +633,9 @@ impl HttpClient {
             // An error body may echo the request's credential: mask it before anything reads it.
             if let Some(credential) = &credential {
                 body = mask_credential(body, credential);
+            }
+            for (_, value) in extra.iter().filter(|(_, v)| v.is_sensitive()) {
+                body = mask_credential(body, value);
             }
         }
         Ok(HttpResponse {

@@ -485,7 +485,7 @@ impl Prometheus {
 
 /// A client for plain-HTTP test requests (the workspace's reqwest has no default TLS provider).
 pub fn plain_client() -> reqwest::Client {
-    let tls = super::http::tls_client_config(rustls::RootCertStore::empty(), "test").unwrap();
+    let tls = super::http::tls_client_config(rustls::RootCertStore::empty(), None, "test").unwrap();
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .build()

@@ -78,6 +78,9 @@ pub struct Settings {
     /// How often a healthy resource is reconciled again even without a change (pod counts,
     /// drifted shared outputs).
     pub resync: Duration,
+    /// Name of this cluster (`--cluster-name`): the agents' `cluster` label and
+    /// `k8s.cluster.name` attribute, and the `cluster` label of generated alerts.
+    pub cluster: Option<String>,
 }
 
 impl Default for Settings {
@@ -89,6 +92,7 @@ impl Default for Settings {
             alertmanager_namespace: "vigil-system".to_owned(),
             namespace: None,
             resync: Duration::from_secs(300),
+            cluster: None,
         }
     }
 }

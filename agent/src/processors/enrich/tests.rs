@@ -17,6 +17,7 @@ fn identity() -> Identity {
         pod_uid: "0b7e-uid".into(),
         node: "node-1".into(),
         version: "17.2".into(),
+        cluster: String::new(),
     }
 }
 

@@ -21,6 +21,7 @@ fn config(endpoint: String, protocol: OtlpProtocol) -> OtlpSinkConfig {
         tenant: None,
         bearer_token_file: None,
         ca_file: None,
+        ..Default::default()
     }
 }
 

@@ -458,6 +458,7 @@ fn identity() -> Identity {
         pod_uid: "0b7e-uid".into(),
         node: "node-1".into(),
         version: "17.2".into(),
+        cluster: String::new(),
     }
 }
 
@@ -652,6 +653,7 @@ fn scrape_config(port: u16) -> ScrapeConfig {
         timeout: vigil_crds::common::Duration::parse("10s").unwrap(),
         honor_annotations: false,
         pod_info_dir: None,
+        job: None,
     }
 }
 
@@ -848,8 +850,8 @@ async fn scrape_loop_delivers_to_the_buffer() {
     let (writer, mut reader) =
         crate::buffer::open(dir.path(), 64 << 20, WhenFull::Block, "sink_test").unwrap();
     let router = Router::new(vec![Route {
-        sink: "sink_test",
-        signals: &[Signal::Samples],
+        sink: "sink_test".into(),
+        signals: [Signal::Samples].to_vec(),
         writer,
     }]);
     let id = identity();
@@ -952,8 +954,8 @@ async fn scrape_loop_follows_the_annotations_file() {
     )
     .unwrap();
     let router = Router::new(vec![Route {
-        sink: "sink_test",
-        signals: &[Signal::Samples],
+        sink: "sink_test".into(),
+        signals: [Signal::Samples].to_vec(),
         writer,
     }]);
     let id = identity();
