@@ -530,7 +530,8 @@ pub struct OtlpExporter {
     /// Private key (PEM) of the client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key_secret_ref: Option<SecretKeyRef>,
-    /// What this exporter carries, among `traces`, `metrics` and `logs`. Default: all three.
+    /// What this exporter carries, among `traces`, `metrics` and `logs`. Default: all three;
+    /// at most 3 entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 3))]
     pub signals: Vec<ExportSignal>,
@@ -585,7 +586,7 @@ pub struct HttpExporter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key_secret_ref: Option<SecretKeyRef>,
     /// What this exporter carries: `metrics` for remote write, `logs` for Loki (their only
-    /// signal, and the default).
+    /// signal, and the default). At most 3 entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 3))]
     pub signals: Vec<ExportSignal>,
@@ -624,7 +625,7 @@ pub struct SplunkHecExporter {
     /// Private key (PEM) of the client certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key_secret_ref: Option<SecretKeyRef>,
-    /// What this exporter carries: `logs`, its only signal and the default.
+    /// What this exporter carries: `logs`, its only signal and the default. At most 3 entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 3))]
     pub signals: Vec<ExportSignal>,
