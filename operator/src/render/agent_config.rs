@@ -270,6 +270,21 @@ spec:
     splunkHec:
       url: https://splunk.example:8088
       tokenSecretRef: {name: splunk, key: hec-token}
+    prometheusRemoteWrite:
+      url: https://prometheus-prod-01-eu-west-0.grafana.net/api/prom/push
+      basicAuth: {username: "123456", passwordSecretRef: {name: grafana-cloud, key: token}}
+      headers:
+      - {name: X-Org, value: shop}
+      - {name: X-Api-Key, valueSecretRef: {name: gateway, key: api-key}}
+      clientCertSecretRef: {name: mtls, key: tls.crt}
+      clientKeySecretRef: {name: mtls, key: tls.key}
+    named:
+    - name: central
+      otlp: {endpoint: "https://central.example:4317", signals: [traces]}
+    - name: team-loki
+      loki:
+        url: http://loki.team:3100/loki/api/v1/push
+        basicAuth: {username: shop, passwordSecretRef: {name: team-loki, key: password}}
   agent: {bufferSize: 1Gi, whenFull: dropNewest, adminPort: 9555, maxInFlight: 4}
 "#;
 
@@ -324,6 +339,62 @@ spec:
             config.exporters.splunk_hec.unwrap().token_file,
             "/etc/vigil/secrets/splunk/hec-token"
         );
+        let rw = config.exporters.prometheus_remote_write.unwrap();
+        let basic = rw.basic_auth.unwrap();
+        assert_eq!(basic.username, "123456");
+        assert_eq!(basic.password_file, "/etc/vigil/secrets/grafana-cloud/token");
+        assert_eq!(rw.headers[0].value.as_deref(), Some("shop"));
+        assert_eq!(
+            rw.headers[1].value_file.as_deref(),
+            Some("/etc/vigil/secrets/gateway/api-key")
+        );
+        assert_eq!(
+            rw.client_cert_file.as_deref(),
+            Some("/etc/vigil/secrets/mtls/tls.crt")
+        );
+        assert_eq!(
+            rw.client_key_file.as_deref(),
+            Some("/etc/vigil/secrets/mtls/tls.key")
+        );
+        assert_eq!(config.exporters.named.len(), 2);
+        assert_eq!(
+            config.exporters.named[1]
+                .loki
+                .as_ref()
+                .unwrap()
+                .basic_auth
+                .as_ref()
+                .unwrap()
+                .password_file,
+            "/etc/vigil/secrets/team-loki/password"
+        );
+    }
+
+    /// Every Secret the exporters reference — basic-auth passwords, header values, client
+    /// certificates and keys, of the single and the named exporters — is one injection mounts.
+    #[test]
+    fn every_referenced_secret_is_mounted() {
+        let a = app(FULL);
+        let refs: Vec<(String, String)> = a
+            .spec
+            .exporters
+            .secret_refs()
+            .into_iter()
+            .map(|r| (r.name.clone(), r.key.clone()))
+            .collect();
+        for expected in [
+            ("grafana-cloud", "token"),
+            ("gateway", "api-key"),
+            ("mtls", "tls.crt"),
+            ("mtls", "tls.key"),
+            ("team-loki", "password"),
+            ("splunk", "hec-token"),
+        ] {
+            assert!(
+                refs.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+                "{expected:?} not in {refs:?}"
+            );
+        }
     }
 
     /// Listen addresses: OTLP only on loopback, admin on all interfaces at the configured port;
