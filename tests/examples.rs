@@ -35,10 +35,53 @@ fn render_example(name: &str) -> Bundle {
     bundle::render(&loaded.inventory, tested_options()).expect("example renders")
 }
 
-/// The Alertmanager on these machines is 0.25, so the configuration is rendered for it.
+/// The Alertmanager on these machines is 0.25, so the configuration is rendered for it; a
+/// cluster name is set, so the real tools also check the rules and configs that carry it.
 fn tested_options() -> bundle::Options {
     bundle::Options {
         alertmanager: AlertmanagerVersion::V0_25,
+        cluster: Some(CLUSTER.to_owned()),
+    }
+}
+
+/// The cluster name the examples are rendered for.
+const CLUSTER: &str = "eu-prod-1";
+
+/// With a cluster name, every generated alert carries it as its `cluster` label and every
+/// agent config as `app.cluster`, which the agent puts on every series and OTLP record.
+#[test]
+fn cluster_name_reaches_every_alert_and_agent_config() {
+    for name in EXAMPLES {
+        let bundle = render_example(name);
+        let mut alerts = 0;
+        let mut agents = 0;
+        for path in bundle.paths() {
+            let text = String::from_utf8(bundle.files[path].clone()).expect("utf-8");
+            let path_text = path.to_string_lossy();
+            if path_text.starts_with("prometheus/rules/") {
+                let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("rules yaml");
+                for group in doc["groups"].as_sequence().expect("groups") {
+                    for rule in group["rules"].as_sequence().expect("rules") {
+                        if rule.get("alert").is_some() {
+                            alerts += 1;
+                            assert_eq!(
+                                rule["labels"]["cluster"].as_str(),
+                                Some(CLUSTER),
+                                "{name}: {path_text}: {rule:?}"
+                            );
+                        }
+                    }
+                }
+            } else if path_text.starts_with("agent/") {
+                agents += 1;
+                let config = vigil_crds::AgentConfig::from_yaml(&text).expect("agent config");
+                assert_eq!(config.app.cluster.as_deref(), Some(CLUSTER), "{path_text}");
+            }
+        }
+        assert!(
+            alerts > 0 && agents > 0,
+            "{name}: {alerts} alerts, {agents} agents"
+        );
     }
 }
 

@@ -62,7 +62,13 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
             report("MonitoredApp", &ns, &name, format!("spec.{field}"), message);
         }
         for (field, message) in exporter_signal_problems(&app.spec.exporters) {
-            report("MonitoredApp", &ns, &name, format!("spec.exporters.{field}"), message);
+            report(
+                "MonitoredApp",
+                &ns,
+                &name,
+                format!("spec.exporters.{field}"),
+                message,
+            );
         }
         for (i, pattern) in app.spec.redaction.patterns.iter().enumerate() {
             if let Err(e) = regex::Regex::new(&pattern.regex) {
@@ -189,26 +195,31 @@ fn exporter_signal_problems(
 ) -> Vec<(String, String)> {
     use vigil_crds::monitored_app::ExportSignal::{self, Logs, Metrics, Traces};
     let mut out = Vec::new();
-    let mut check = |field: String, kind: &str, carried: &[ExportSignal], chosen: &[ExportSignal]| {
-        let mut seen = BTreeSet::new();
-        for (i, signal) in chosen.iter().enumerate() {
-            if !carried.contains(signal) {
-                out.push((
-                    format!("{field}.signals[{i}]"),
-                    format!(
-                        "{kind} does not carry {}; choose among {}",
-                        signal.as_str(),
-                        carried.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            } else if !seen.insert(*signal) {
-                out.push((
-                    format!("{field}.signals[{i}]"),
-                    format!("{} is listed twice", signal.as_str()),
-                ));
+    let mut check =
+        |field: String, kind: &str, carried: &[ExportSignal], chosen: &[ExportSignal]| {
+            let mut seen = BTreeSet::new();
+            for (i, signal) in chosen.iter().enumerate() {
+                if !carried.contains(signal) {
+                    out.push((
+                        format!("{field}.signals[{i}]"),
+                        format!(
+                            "{kind} does not carry {}; choose among {}",
+                            signal.as_str(),
+                            carried
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                } else if !seen.insert(*signal) {
+                    out.push((
+                        format!("{field}.signals[{i}]"),
+                        format!("{} is listed twice", signal.as_str()),
+                    ));
+                }
             }
-        }
-    };
+        };
     let levels = std::iter::once((
         String::new(),
         &exporters.otlp,
@@ -227,7 +238,12 @@ fn exporter_signal_problems(
     }));
     for (prefix, otlp, remote_write, loki, splunk) in levels {
         if let Some(o) = otlp {
-            check(format!("{prefix}otlp"), "otlp", &[Traces, Metrics, Logs], &o.signals);
+            check(
+                format!("{prefix}otlp"),
+                "otlp",
+                &[Traces, Metrics, Logs],
+                &o.signals,
+            );
         }
         if let Some(r) = remote_write {
             check(
@@ -241,7 +257,12 @@ fn exporter_signal_problems(
             check(format!("{prefix}loki"), "loki", &[Logs], &l.signals);
         }
         if let Some(s) = splunk {
-            check(format!("{prefix}splunkHec"), "splunkHec", &[Logs], &s.signals);
+            check(
+                format!("{prefix}splunkHec"),
+                "splunkHec",
+                &[Logs],
+                &s.signals,
+            );
         }
     }
     out

@@ -342,7 +342,10 @@ spec:
         let rw = config.exporters.prometheus_remote_write.unwrap();
         let basic = rw.basic_auth.unwrap();
         assert_eq!(basic.username, "123456");
-        assert_eq!(basic.password_file, "/etc/vigil/secrets/grafana-cloud/token");
+        assert_eq!(
+            basic.password_file,
+            "/etc/vigil/secrets/grafana-cloud/token"
+        );
         assert_eq!(rw.headers[0].value.as_deref(), Some("shop"));
         assert_eq!(
             rw.headers[1].value_file.as_deref(),

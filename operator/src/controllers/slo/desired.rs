@@ -36,18 +36,22 @@ pub struct Summary {
     pub alerts: i32,
 }
 
-/// Renders the children of `objective` on `app`.
+/// Renders the children of `objective` on `app`; alerts carry `cluster` (`--cluster-name`).
 pub fn children(
     objective: &Slo,
     app: &MonitoredApp,
     apis: OptionalApis,
+    cluster: Option<&str>,
 ) -> Result<Desired, serde_yaml::Error> {
     let dashboard = dashboards::slo_dashboard(objective);
     let folder = dashboards::DEFAULT_FOLDER;
     Ok(Desired {
-        prometheus_rule: apis
-            .prometheus_rule
-            .then(|| slo::slo_prometheus_rule(objective, &slo::slo_rules(objective, app))),
+        prometheus_rule: apis.prometheus_rule.then(|| {
+            slo::slo_prometheus_rule(
+                objective,
+                &slo::slo_rules(objective, app).with_cluster(cluster),
+            )
+        }),
         dashboard_config_map: dashboards::dashboard_config_map(
             objective,
             dashboards::dashboard_object_name(objective),
@@ -57,7 +61,7 @@ pub fn children(
         grafana_dashboard: apis
             .grafana_dashboard
             .then(|| dashboards::grafana_dashboard_cr(objective, &dashboard, folder)),
-        rule_file: aggregate::slo_rules_part(objective, app, apis)?,
+        rule_file: aggregate::slo_rules_part(objective, app, apis, cluster)?,
     })
 }
 
