@@ -883,4 +883,62 @@ mod tests {
             Err(SendError::Retryable { .. })
         ));
     }
+
+    /// Basic authentication is `Basic base64(username:password)` with the password read from
+    /// its file (trimmed, re-read when it changes); a header from a Secret file is sent as it
+    /// is and marked sensitive, a literal one is not; neither value shows in `Debug` output.
+    #[test]
+    fn basic_auth_and_secret_headers_come_from_files() {
+        use vigil_crds::agent_config::{BasicAuthFile, HeaderConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "p4ss-word\n").unwrap();
+        let basic = BasicAuthFile {
+            username: "123456".into(),
+            password_file: password.display().to_string(),
+        };
+        let file = credential("loki", None, Some(&basic)).unwrap().unwrap();
+        // base64("123456:p4ss-word")
+        assert_eq!(
+            file.header_value().unwrap().to_str().unwrap(),
+            "Basic MTIzNDU2OnA0c3Mtd29yZA=="
+        );
+        assert!(!format!("{file:?}").contains("p4ss"));
+        let bad = BasicAuthFile {
+            username: "a:b".into(),
+            ..basic
+        };
+        let e = credential("loki", None, Some(&bad)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("exporters.loki.basicAuth.username: "),
+            "{e}"
+        );
+
+        let key = dir.path().join("api-key");
+        std::fs::write(&key, "k-123456789\n").unwrap();
+        let headers = [
+            HeaderConfig {
+                name: "X-Org".into(),
+                value: Some("shop".into()),
+                value_file: None,
+            },
+            HeaderConfig {
+                name: "X-Api-Key".into(),
+                value: None,
+                value_file: Some(key.display().to_string()),
+            },
+        ];
+        let access = access("loki", &headers, None, None, false, false).unwrap();
+        let values = access.header_values().unwrap();
+        assert_eq!(values[0].0.as_str(), "x-org");
+        assert_eq!(values[0].1.to_str().unwrap(), "shop");
+        assert!(!values[0].1.is_sensitive());
+        assert_eq!(values[1].1.to_str().unwrap(), "k-123456789");
+        assert!(values[1].1.is_sensitive());
+        assert!(!format!("{access:?}").contains("k-123456789"));
+        // An echoed secret header value is masked like the credential.
+        let masked = mask_credential(Bytes::from_static(b"bad key k-123456789"), &values[1].1);
+        assert!(!masked.windows(11).any(|w| w == b"k-123456789"));
+    }
 }

@@ -567,4 +567,201 @@ mod tests {
         });
         assert!(e.to_string().starts_with("exporters.loki.tenant: "), "{e}");
     }
+
+    /// Named exporters: several of one kind, each with its own component name (and so its own
+    /// buffer folder) and the signals it chose; `metrics` on remote write takes scraped
+    /// samples and OTLP metrics alike.
+    #[test]
+    fn named_exporters_choose_their_signals() {
+        use vigil_crds::agent_config::NamedSink;
+        use vigil_crds::monitored_app::ExportSignal;
+        let otlp = |signals: Vec<ExportSignal>| OtlpSink {
+            endpoint: "http://collector:4317".into(),
+            signals,
+            ..Default::default()
+        };
+        let exporters = ExportersConfig {
+            otlp: Some(otlp(vec![])),
+            named: vec![
+                NamedSink {
+                    name: "traces-only".into(),
+                    otlp: Some(otlp(vec![ExportSignal::Traces])),
+                    ..Default::default()
+                },
+                NamedSink {
+                    name: "team".into(),
+                    prometheus_remote_write: Some(HttpSink {
+                        signals: vec![ExportSignal::Metrics],
+                        ..http_sink("http://mimir:8080/api/v1/push")
+                    }),
+                    ..Default::default()
+                },
+                NamedSink {
+                    name: "second".into(),
+                    prometheus_remote_write: Some(http_sink("http://other:8080/api/v1/push")),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let built = Exporter::from_config(&exporters).unwrap();
+        let got: Vec<(&str, &[Signal])> = built
+            .iter()
+            .map(|e| (e.name.as_str(), e.signals.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "sink_otlp",
+                    &[Signal::Traces, Signal::Metrics, Signal::Logs][..]
+                ),
+                ("sink_otlp_traces-only", &[Signal::Traces][..]),
+                (
+                    "sink_remote_write_team",
+                    &[Signal::Metrics, Signal::Samples][..]
+                ),
+                (
+                    "sink_remote_write_second",
+                    &[Signal::Samples, Signal::Metrics][..]
+                ),
+            ]
+        );
+    }
+
+    /// Mistakes in the new exporter settings are refused with the field's path: a signal the
+    /// kind cannot carry, a name used twice or not a DNS label, an entry of no kind, a header
+    /// replacing one the exporter sets, a header with both or neither value, basic auth beside
+    /// a bearer token, a client certificate without its key.
+    #[test]
+    fn named_and_access_errors_name_the_field() {
+        use vigil_crds::agent_config::{BasicAuthFile, HeaderConfig, NamedSink};
+        use vigil_crds::monitored_app::ExportSignal;
+        let loki = |name: &str, sink: HttpSink| NamedSink {
+            name: name.into(),
+            loki: Some(sink),
+            ..Default::default()
+        };
+        let url = "http://loki:3100/loki/api/v1/push";
+        let header = |name: &str, value: Option<&str>, file: Option<&str>| HeaderConfig {
+            name: name.into(),
+            value: value.map(Into::into),
+            value_file: file.map(Into::into),
+        };
+        let cases: Vec<(ExportersConfig, &str)> = vec![
+            (
+                ExportersConfig {
+                    named: vec![loki(
+                        "a",
+                        HttpSink {
+                            signals: vec![ExportSignal::Traces],
+                            ..http_sink(url)
+                        },
+                    )],
+                    ..Default::default()
+                },
+                "exporters.named[0].loki.signals[0]: ",
+            ),
+            (
+                ExportersConfig {
+                    named: vec![loki("a", http_sink(url)), loki("a", http_sink(url))],
+                    ..Default::default()
+                },
+                "exporters.named[1].name: ",
+            ),
+            (
+                ExportersConfig {
+                    named: vec![loki("Not_A_Label", http_sink(url))],
+                    ..Default::default()
+                },
+                "exporters.named[0].name: ",
+            ),
+            (
+                ExportersConfig {
+                    named: vec![NamedSink {
+                        name: "empty".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                "exporters.named[0]: ",
+            ),
+            (
+                ExportersConfig {
+                    loki: Some(HttpSink {
+                        tenant: Some("shop".into()),
+                        headers: vec![header("X-Scope-OrgID", Some("other"), None)],
+                        ..http_sink(url)
+                    }),
+                    ..Default::default()
+                },
+                "exporters.loki.headers[0].name: ",
+            ),
+            (
+                ExportersConfig {
+                    loki: Some(HttpSink {
+                        headers: vec![header("Content-Type", Some("text/plain"), None)],
+                        ..http_sink(url)
+                    }),
+                    ..Default::default()
+                },
+                "exporters.loki.headers[0].name: ",
+            ),
+            (
+                ExportersConfig {
+                    loki: Some(HttpSink {
+                        headers: vec![header("X-Key", Some("a"), Some("/secret"))],
+                        ..http_sink(url)
+                    }),
+                    ..Default::default()
+                },
+                "exporters.loki.headers[0]: ",
+            ),
+            (
+                ExportersConfig {
+                    loki: Some(HttpSink {
+                        bearer_token_file: Some("/token".into()),
+                        basic_auth: Some(BasicAuthFile {
+                            username: "u".into(),
+                            password_file: "/password".into(),
+                        }),
+                        ..http_sink(url)
+                    }),
+                    ..Default::default()
+                },
+                "exporters.loki.basicAuth: ",
+            ),
+            (
+                ExportersConfig {
+                    named: vec![loki(
+                        "mtls",
+                        HttpSink {
+                            client_cert_file: Some("/tls.crt".into()),
+                            ..http_sink(url)
+                        },
+                    )],
+                    ..Default::default()
+                },
+                "exporters.named[0].loki.clientKeyFile: ",
+            ),
+            (
+                ExportersConfig {
+                    named: vec![NamedSink {
+                        name: "o".into(),
+                        otlp: Some(OtlpSink {
+                            endpoint: "ftp://collector".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                "exporters.named[0].otlp.endpoint: ",
+            ),
+        ];
+        for (exporters, prefix) in cases {
+            let e = Exporter::from_config(&exporters).unwrap_err();
+            assert!(e.to_string().starts_with(prefix), "{prefix} / {e}");
+        }
+    }
 }

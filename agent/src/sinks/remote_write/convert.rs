@@ -573,6 +573,17 @@ mod tests {
         let own = point_labels(&[attribute("namespace", "shop")], &resource);
         assert_eq!(own["namespace"], "shop");
         assert!(!own.contains_key("exported_namespace"));
+
+        // The cluster likewise: `k8s.cluster.name` becomes `cluster` (not
+        // `k8s_cluster_name`) and wins over a point's own `cluster`.
+        let resource = ResourceLabels::from_attributes(&[
+            attribute("k8s.namespace.name", "shop"),
+            attribute("k8s.cluster.name", "eu-prod-1"),
+        ]);
+        let labels = point_labels(&[attribute("cluster", "elsewhere")], &resource);
+        assert_eq!(labels["cluster"], "eu-prod-1");
+        assert_eq!(labels["exported_cluster"], "elsewhere");
+        assert!(!labels.contains_key("k8s_cluster_name"), "{labels:?}");
     }
 
     /// Label names are sanitised the way Prometheus does it.
