@@ -510,7 +510,7 @@ fn status_error(status: &tonic::Status, secrets: &[reqwest::header::HeaderValue]
         Code::Unauthenticated | Code::PermissionDenied
     ) {
         http::auth_failed(reason, retry_info(status.details()))
-    } else if retryable_code(status.code()) {
+    } else if retryable_code(status.code()) || transport_failure(status) {
         SendError::Retryable {
             reason,
             retry_after: retry_info(status.details()),
@@ -518,6 +518,15 @@ fn status_error(status: &tonic::Status, secrets: &[reqwest::header::HeaderValue]
     } else {
         SendError::Permanent { reason }
     }
+}
+
+/// Whether `status` was made on this side from a failed connection (refused, reset, a TLS
+/// alert such as a refused client certificate) rather than answered by the backend: tonic
+/// reports those as `UNKNOWN` with the transport error as the source, while a status the
+/// backend sent has none. Retrying can help (the backend or the certificate is fixed without
+/// the agent), so the data stays buffered.
+fn transport_failure(status: &tonic::Status) -> bool {
+    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
 }
 
 /// `google.rpc.Status`, the rich error model carried in `grpc-status-details-bin` and in
