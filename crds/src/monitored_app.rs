@@ -393,9 +393,10 @@ pub struct ExportersSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("(has(self.otlp) ? 1 : 0) + (has(self.prometheusRemoteWrite) ? 1 : 0) + (has(self.loki) ? 1 : 0) + (has(self.splunkHec) ? 1 : 0) == 1").message("a named exporter sets exactly one of otlp, prometheusRemoteWrite, loki and splunkHec"))]
 pub struct NamedExporter {
-    /// Name of the exporter, shown in the agent's own metrics (`component` label
-    /// `sink_<kind>_<name>`): a DNS label (lower-case letters, digits and `-`, starting and
-    /// ending with a letter or digit), at most 40 characters.
+    /// Name of the exporter, shown in the agent's own metrics and logs as the `component`
+    /// `sink_<kind>_<name>` (such as `sink_remote_write_central`, `sink_otlp_tempo`): a DNS
+    /// label (lower-case letters, digits and `-`, starting and ending with a letter or digit),
+    /// 1 to 40 characters.
     #[schemars(length(min = 1, max = 40), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
     /// An OTLP exporter.

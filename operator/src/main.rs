@@ -291,3 +291,41 @@ fn render(files: &[PathBuf], output: &Path, options: bundle::Options) -> ExitCod
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--cluster-name` takes label-value-safe names of 1 to 63 characters and refuses others
+    /// with a message saying what is allowed.
+    #[test]
+    fn cluster_names_are_checked() {
+        for good in [
+            "eu-prod-1",
+            "gke_project_europe-west1_prod",
+            "a",
+            &"x".repeat(63),
+        ] {
+            assert_eq!(cluster_name(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "eu prod", "eu/prod", "naïve", &"x".repeat(64)] {
+            let e = cluster_name(bad).unwrap_err();
+            assert!(e.contains("is not a cluster name"), "{e}");
+        }
+        let cli = Cli::try_parse_from([
+            "vigil-operator",
+            "render",
+            "-f",
+            "in",
+            "-o",
+            "out",
+            "--cluster-name",
+            "eu-prod-1",
+        ])
+        .unwrap();
+        let Command::Render { cluster_name, .. } = cli.command else {
+            panic!("render expected");
+        };
+        assert_eq!(cluster_name.as_deref(), Some("eu-prod-1"));
+    }
+}
