@@ -16,6 +16,7 @@
 //! named ones (`exporters.named[i]`), each with its own buffer and component name and the
 //! signals it chose; several of one kind may run side by side.
 
+pub mod access;
 pub mod driver;
 pub mod error_body;
 pub mod http;
