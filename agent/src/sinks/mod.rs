@@ -759,6 +759,17 @@ mod tests {
                 },
                 "exporters.named[0].otlp.endpoint: ",
             ),
+            (
+                ExportersConfig {
+                    otlp: Some(OtlpSink {
+                        endpoint: "http://collector:4317".into(),
+                        headers: vec![header("trace-context-bin", Some("x"), None)],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                "exporters.otlp.headers[0].name: ",
+            ),
         ];
         for (exporters, prefix) in cases {
             let e = Exporter::from_config(&exporters).unwrap_err();

@@ -307,6 +307,16 @@ impl GrpcTransport {
             source,
         };
         let ca_field = format!("{field}.caFile");
+        // Checked here so that a header gRPC cannot carry is a config error, not a send error
+        // that would drop the data.
+        for (i, (name, _)) in access.headers.iter().enumerate() {
+            if tonic::metadata::AsciiMetadataKey::from_bytes(name.as_str().as_bytes()).is_err() {
+                return Err(SinkConfigError::invalid(
+                    format!("{field}.headers[{i}].name"),
+                    format!("{name} cannot be sent as gRPC metadata (binary `-bin` keys are not supported)"),
+                ));
+            }
+        }
         let mut endpoint = Endpoint::from_shared(base.as_str().to_owned())
             .map_err(grpc_error)?
             .connect_timeout(CONNECT_TIMEOUT)
