@@ -64,6 +64,8 @@ const CUSTOM: &[&str] = &[
     "--set",
     "agent.nativeSidecar=false",
     "--set",
+    "cluster.name=eu-prod-1",
+    "--set",
     "webhook.certManager.enabled=true",
     "--set",
     "webhook.certManager.issuerRef.name=platform-ca",
@@ -422,6 +424,10 @@ fn operator_flags_match_the_rendered_objects() {
             .any(|a| a.starts_with("--prometheus-url") || a.starts_with("--alertmanager-url")),
         "no reload URLs unless set: {args:?}"
     );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--cluster-name")),
+        "no cluster name unless set: {args:?}"
+    );
 }
 
 /// `outputs.*` values reach the operator as flags that its own flag definitions parse into the
@@ -556,6 +562,7 @@ fn non_default_values_render_valid_objects() {
         &"--agent-image=registry.example.com/platform/vigil-agent:0.1.0-rc.1".to_owned()
     ));
     assert!(args.contains(&"--native-sidecar=false".to_owned()));
+    assert!(args.contains(&"--cluster-name=eu-prod-1".to_owned()));
     assert!(args.contains(&"--shutdown-drain-seconds=30".to_owned()));
     let pod_context = &deployment["spec"]["template"]["spec"]["securityContext"];
     assert!(
@@ -681,6 +688,7 @@ fn schema_rejects_bad_values() {
         ("agent.nativeSidecar=sometimes", "nativeSidecar"),
         ("agent.nativeSidecar=maybe", "nativeSidecar"),
         ("agent.nativeSidecar=1", "nativeSidecar"),
+        ("cluster.name=eu/prod", "name"),
         ("securityContext.runAsNonRoot=yes", "runAsNonRoot"),
         ("securityContext.runAsNonroot=true", "runAsNonroot"),
         ("securityContext.seccompProfile.type=Default", "type"),

@@ -16,9 +16,47 @@ use std::time::{Duration, Instant};
 
 use vigil_operator::bundle;
 use vigil_operator::manifests;
-use vigil_tests::{free_port, render_example, repo_root, run_ok, tested_options, tool};
+use vigil_tests::{free_port, render_example, repo_root, run_ok, tested_options, tool, CLUSTER};
 
 const EXAMPLES: [&str; 3] = ["banking", "infrastructure", "public-sector"];
+
+/// With a cluster name, every generated alert carries it as its `cluster` label and every
+/// agent config as `app.cluster`, which the agent puts on every series and OTLP record.
+#[test]
+fn cluster_name_reaches_every_alert_and_agent_config() {
+    for name in EXAMPLES {
+        let bundle = render_example(name);
+        let mut alerts = 0;
+        let mut agents = 0;
+        for path in bundle.paths() {
+            let text = String::from_utf8(bundle.files[path].clone()).expect("utf-8");
+            let path_text = path.to_string_lossy();
+            if path_text.starts_with("prometheus/rules/") {
+                let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("rules yaml");
+                for group in doc["groups"].as_sequence().expect("groups") {
+                    for rule in group["rules"].as_sequence().expect("rules") {
+                        if rule.get("alert").is_some() {
+                            alerts += 1;
+                            assert_eq!(
+                                rule["labels"]["cluster"].as_str(),
+                                Some(CLUSTER),
+                                "{name}: {path_text}: {rule:?}"
+                            );
+                        }
+                    }
+                }
+            } else if path_text.starts_with("agent/") {
+                agents += 1;
+                let config = vigil_crds::AgentConfig::from_yaml(&text).expect("agent config");
+                assert_eq!(config.app.cluster.as_deref(), Some(CLUSTER), "{path_text}");
+            }
+        }
+        assert!(
+            alerts > 0 && agents > 0,
+            "{name}: {alerts} alerts, {agents} agents"
+        );
+    }
+}
 
 /// Debian's Prometheus 2.42 is built without Kubernetes service discovery and rejects
 /// `kubernetes_sd_configs`. To check everything else in the rendered configuration with the

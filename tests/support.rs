@@ -91,10 +91,15 @@ pub fn render_example(name: &str) -> vigil_operator::bundle::Bundle {
     bundle::render(&loaded.inventory, tested_options()).expect("example renders")
 }
 
-/// The Alertmanager on these machines is 0.25, so the configuration is rendered for it.
+/// The cluster name the examples are rendered for.
+pub const CLUSTER: &str = "eu-prod-1";
+
+/// The Alertmanager on these machines is 0.25, so the configuration is rendered for it; a
+/// cluster name is set, so the real tools also check the rules and configs that carry it.
 pub fn tested_options() -> vigil_operator::bundle::Options {
     vigil_operator::bundle::Options {
         alertmanager: vigil_operator::render::alertmanager::AlertmanagerVersion::V0_25,
+        cluster: Some(CLUSTER.to_owned()),
         ..vigil_operator::bundle::Options::default()
     }
 }

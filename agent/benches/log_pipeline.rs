@@ -114,6 +114,7 @@ fn pipeline(detectors: Vec<Detector>) -> LogPipeline {
         pod_uid: "0b5c6f9e-3f0e-4f4e-9b1e-2a1d2c3b4a5f".into(),
         node: "node-1".into(),
         version: "1.2.3".into(),
+        cluster: String::new(),
     };
     LogPipeline {
         crashes: Arc::new(CrashDetector::new(&identity, Some("customer".into()))),

@@ -167,6 +167,7 @@ async fn start(detectors: Vec<Detector>) -> Agent {
         pod_uid: "0f0e0d0c-0000-4000-8000-000000000001".into(),
         node: "node-a".into(),
         version: "3.2.1".into(),
+        cluster: String::new(),
     };
     let redaction = RedactionConfig {
         detectors,
@@ -176,8 +177,8 @@ async fn start(detectors: Vec<Detector>) -> Agent {
         identity,
         redactor: Arc::new(Redactor::new(&redaction).expect("redactor")),
         router: Router::new(vec![Route {
-            sink: "sink_bench",
-            signals: &[Signal::Traces],
+            sink: "sink_bench".into(),
+            signals: [Signal::Traces].to_vec(),
             writer,
         }]),
         sampling_ratio: 1.0,

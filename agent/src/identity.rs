@@ -15,11 +15,14 @@ pub struct Identity {
     /// Application version (`VIGIL_APP_VERSION`, from the release label or image tag);
     /// `unknown` when not set.
     pub version: String,
+    /// Name of the cluster (`app.cluster` of the config); empty when not set.
+    pub cluster: String,
 }
 
 impl Identity {
     /// Reads `POD_NAME`, `POD_NAMESPACE`, `POD_UID`, `NODE_NAME` and `VIGIL_APP_VERSION` through
-    /// `env` (so tests need not touch the process environment).
+    /// `env` (so tests need not touch the process environment); the cluster comes from the
+    /// config.
     pub fn from_env(app: &AppIdentity, env: impl Fn(&str) -> Option<String>) -> Identity {
         let get = |key: &str| env(key).filter(|v| !v.is_empty());
         Identity {
@@ -29,16 +32,22 @@ impl Identity {
             pod_uid: get("POD_UID").unwrap_or_default(),
             node: get("NODE_NAME").unwrap_or_default(),
             version: get("VIGIL_APP_VERSION").unwrap_or_else(|| "unknown".to_owned()),
+            cluster: app.cluster.clone().unwrap_or_default(),
         }
     }
 
-    /// Labels added to every series the agent sends or serves.
-    pub fn series_labels(&self) -> [(&'static str, &str); 4] {
-        [
-            ("namespace", &self.namespace),
-            ("app", &self.app),
-            ("pod", &self.pod),
-            ("version", &self.version),
-        ]
+    /// Labels added to every series the agent sends or serves; `cluster` only when the config
+    /// names one.
+    pub fn series_labels(&self) -> Vec<(&'static str, &str)> {
+        let mut labels = vec![
+            ("namespace", self.namespace.as_str()),
+            ("app", self.app.as_str()),
+            ("pod", self.pod.as_str()),
+            ("version", self.version.as_str()),
+        ];
+        if !self.cluster.is_empty() {
+            labels.push(("cluster", self.cluster.as_str()));
+        }
+        labels
     }
 }

@@ -10,10 +10,10 @@ use vigil_crds::monitored_app::WhenFull;
 /// One sink's entrance.
 #[derive(Clone, Debug)]
 pub struct Route {
-    /// Component name of the sink (`sink_otlp`, `sink_loki`, …).
-    pub sink: &'static str,
+    /// Component name of the sink (`sink_otlp`, `sink_loki`, `sink_loki_<name>`, …).
+    pub sink: String,
     /// Signals the sink takes.
-    pub signals: &'static [Signal],
+    pub signals: Vec<Signal>,
     /// The sink's buffer.
     pub writer: BufferWriter,
 }
@@ -65,7 +65,7 @@ impl Router {
         for route in self.routes_for(signal) {
             if route.writer.push(record.clone()).await? == Pushed::Dropped {
                 emit(InternalEvent::Dropped {
-                    component: route.sink,
+                    component: &route.sink,
                     events: batch.item_count() as u64,
                     reason: "buffer_full",
                 });
@@ -94,7 +94,7 @@ impl Router {
         for route in self.routes_for(signal) {
             if !route.writer.has_room(record.len()) && route.writer.when_full() == WhenFull::Block {
                 return Err(BufferError::Full {
-                    component: route.sink.to_owned(),
+                    component: route.sink.clone(),
                 });
             }
         }
@@ -102,7 +102,7 @@ impl Router {
         for route in self.routes_for(signal) {
             if route.writer.try_push(record.clone())? == Pushed::Dropped {
                 emit(InternalEvent::Dropped {
-                    component: route.sink,
+                    component: &route.sink,
                     events,
                     reason: "buffer_full",
                 });
@@ -131,14 +131,14 @@ impl Router {
             if record.len() > route.writer.max_record_len() {
                 // Retrying cannot help: tell the sender so, rather than "full".
                 return Err(BufferError::TooLarge {
-                    component: route.sink.to_owned(),
+                    component: route.sink.clone(),
                     bytes: record.len() as u64,
                     max_bytes: route.writer.max_record_len() as u64,
                 });
             }
             if !route.writer.has_room(record.len()) && route.writer.when_full() == WhenFull::Block {
                 return Err(BufferError::Full {
-                    component: route.sink.to_owned(),
+                    component: route.sink.clone(),
                 });
             }
         }
@@ -146,7 +146,7 @@ impl Router {
         for route in self.routes_for(signal) {
             if route.writer.try_push(record.clone())? == Pushed::Dropped {
                 emit(InternalEvent::Dropped {
-                    component: route.sink,
+                    component: &route.sink,
                     events: batch.item_count() as u64,
                     reason: "buffer_full",
                 });

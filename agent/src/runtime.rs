@@ -31,7 +31,7 @@ use crate::processors::redact::{RedactError, Redactor};
 use crate::router::{Route, Router};
 use crate::sinks::driver::{self, DriverSettings};
 use crate::sinks::retry::Backoff;
-use crate::sinks::{Sink, SinkConfigError};
+use crate::sinks::{Exporter, SinkConfigError};
 use crate::sources::otlp::{self, OtlpReceiver};
 use crate::sources::scrape::LatestScrape;
 use crate::sources::{logs, scrape};
@@ -67,7 +67,7 @@ pub enum RuntimeError {
     },
     #[error("cannot open the buffer of {sink}")]
     Buffer {
-        sink: &'static str,
+        sink: String,
         #[source]
         source: BufferError,
     },
@@ -159,21 +159,32 @@ impl Generation {
         shared
             .crashes
             .set_app_packages(AppPackages::new(&config.crashes.app_packages));
-        let sinks = Sink::from_config(&config.exporters)?;
+        let exporters = Exporter::from_config(&config.exporters)?;
         let (sinks_stop, sinks_rx) = watch::channel(false);
         let (sources_stop, sources_rx) = watch::channel(false);
         let mut sink_tasks = JoinSet::new();
         let mut routes = Vec::new();
         let mut writers = Vec::new();
-        for sink in sinks {
-            let name = sink.name();
-            let dir = Path::new(&config.buffer.path).join(name);
-            let (writer, reader) =
-                buffer::open(&dir, config.buffer.max_bytes, config.buffer.when_full, name)
-                    .map_err(|source| RuntimeError::Buffer { sink: name, source })?;
+        for Exporter {
+            name,
+            signals,
+            sink,
+        } in exporters
+        {
+            let dir = Path::new(&config.buffer.path).join(&name);
+            let (writer, reader) = buffer::open(
+                &dir,
+                config.buffer.max_bytes,
+                config.buffer.when_full,
+                &name,
+            )
+            .map_err(|source| RuntimeError::Buffer {
+                sink: name.clone(),
+                source,
+            })?;
             routes.push(Route {
-                sink: name,
-                signals: sink.signals(),
+                sink: name.clone(),
+                signals,
                 writer: writer.clone(),
             });
             writers.push(writer);
@@ -183,7 +194,7 @@ impl Generation {
                 ..DriverSettings::new(Backoff::default())
             };
             sink_tasks.spawn(async move {
-                driver::run_with(sink, reader, settings, stop).await;
+                driver::run_as(&name, sink, reader, settings, stop).await;
             });
         }
         let router = Router::new(routes);
@@ -394,7 +405,7 @@ async fn reload(
         });
         return (old, false);
     }
-    if let Err(e) = Sink::from_config(&new_config.exporters) {
+    if let Err(e) = Exporter::from_config(&new_config.exporters) {
         emit(InternalEvent::ConfigReload {
             accepted: false,
             message: &e.to_string(),

@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::common::{ClientType, Duration};
-use crate::monitored_app::{Detector, LogFormat, OtlpProtocol, ReleaseSource, WhenFull};
+use crate::monitored_app::{
+    Detector, ExportSignal, LogFormat, OtlpProtocol, ReleaseSource, WhenFull,
+};
 
 /// The whole agent configuration.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -64,6 +66,11 @@ pub struct AppIdentity {
     /// Container whose image tag is the version, when `releaseSource` is `imageTag`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_container: Option<String>,
+    /// Name of the Kubernetes cluster the pod runs in: the `cluster` label on every series the
+    /// agent sends or serves and the `k8s.cluster.name` resource attribute on every OTLP
+    /// record. Omitted: neither is added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// Listening addresses.
@@ -98,6 +105,11 @@ pub struct ScrapeConfig {
     /// `/etc/vigil/podinfo`, where injection mounts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_info_dir: Option<String>,
+    /// The `job` label of the scraped series: the job name of the Prometheus scrape config
+    /// that would scrape this app (`vigil/<namespace>/<app>`), so that pushed series look like
+    /// scraped ones. Omitted: no `job` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// Where injection mounts the pod's downward API volume (file `annotations`) in the agent.
@@ -216,10 +228,57 @@ pub struct ExportersConfig {
     /// Splunk HEC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splunk_hec: Option<SplunkHecSink>,
+    /// Further exporters, each named and of exactly one kind; names are unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named: Vec<NamedSink>,
+}
+
+/// A named exporter: exactly one of the kinds is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamedSink {
+    /// A DNS label of at most 40 characters.
+    pub name: String,
+    /// OTLP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpSink>,
+    /// Prometheus remote write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_remote_write: Option<HttpSink>,
+    /// Loki.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loki: Option<HttpSink>,
+    /// Splunk HEC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splunk_hec: Option<SplunkHecSink>,
+}
+
+/// HTTP basic authentication with the password in a mounted Secret file.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuthFile {
+    /// User name.
+    pub username: String,
+    /// File holding the password.
+    pub password_file: String,
+}
+
+/// An extra request header: exactly one of `value` and `valueFile`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderConfig {
+    /// Header name.
+    pub name: String,
+    /// Literal value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// File holding the value (a mounted Secret key); never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_file: Option<String>,
 }
 
 /// OTLP sink.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OtlpSink {
     /// Endpoint URL.
@@ -235,10 +294,25 @@ pub struct OtlpSink {
     /// File holding the CA bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// Basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthFile>,
+    /// Extra headers (gRPC metadata).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderConfig>,
+    /// File holding the client certificate chain (PEM), for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    /// File holding the client certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
+    /// Signals carried; empty: all the kind takes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<ExportSignal>,
 }
 
 /// Generic HTTP push sink.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSink {
     /// Push URL.
@@ -252,10 +326,25 @@ pub struct HttpSink {
     /// File holding the CA bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// Basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthFile>,
+    /// Extra headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderConfig>,
+    /// File holding the client certificate chain (PEM), for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    /// File holding the client certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
+    /// Signals carried; empty: all the kind takes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<ExportSignal>,
 }
 
 /// Splunk HEC sink.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SplunkHecSink {
     /// HEC base URL.
@@ -271,6 +360,18 @@ pub struct SplunkHecSink {
     /// File holding the CA bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// Extra headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderConfig>,
+    /// File holding the client certificate chain (PEM), for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    /// File holding the client certificate's private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
+    /// Signals carried; empty: all the kind takes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<ExportSignal>,
 }
 
 /// Why an agent config was rejected.

@@ -535,12 +535,126 @@ pub struct ExportersSpec {
     /// Splunk HTTP Event Collector for logs and crash events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub splunk_hec: Option<SplunkHecExporter>,
+    /// Further exporters, each named and of one kind (`otlp`, `prometheusRemoteWrite`, `loki`
+    /// or `splunkHec`), for several back ends of one kind (a central Mimir and a team's own, a
+    /// Grafana Cloud stack beside the in-house collector). They work like the single fields
+    /// above and sit beside them; each has its own disk buffer. Names are unique. At most 8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.name == a.name))").message("named exporter names must be unique"))]
+    pub named: Vec<NamedExporter>,
+}
+
+/// One named exporter: a name and exactly one exporter kind.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("(has(self.otlp) ? 1 : 0) + (has(self.prometheusRemoteWrite) ? 1 : 0) + (has(self.loki) ? 1 : 0) + (has(self.splunkHec) ? 1 : 0) == 1").message("a named exporter sets exactly one of otlp, prometheusRemoteWrite, loki and splunkHec"))]
+pub struct NamedExporter {
+    /// Name of the exporter, shown in the agent's own metrics and logs as the `component`
+    /// `sink_<kind>_<name>` (such as `sink_remote_write_central`, `sink_otlp_tempo`): a DNS
+    /// label (lower-case letters, digits and `-`, starting and ending with a letter or digit),
+    /// 1 to 40 characters.
+    #[schemars(length(min = 1, max = 40), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// An OTLP exporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpExporter>,
+    /// A Prometheus remote-write exporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_remote_write: Option<HttpExporter>,
+    /// A Loki exporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loki: Option<HttpExporter>,
+    /// A Splunk HEC exporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splunk_hec: Option<SplunkHecExporter>,
+}
+
+impl NamedExporter {
+    /// The kind's field name (`otlp`, `prometheusRemoteWrite`, `loki`, `splunkHec`) when exactly
+    /// one kind is set.
+    pub fn kind(&self) -> Option<&'static str> {
+        let set: Vec<&'static str> = [
+            self.otlp.is_some().then_some("otlp"),
+            self.prometheus_remote_write
+                .is_some()
+                .then_some("prometheusRemoteWrite"),
+            self.loki.is_some().then_some("loki"),
+            self.splunk_hec.is_some().then_some("splunkHec"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match set.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+}
+
+/// What an exporter carries. Crash series travel with the metrics, crash events with the logs.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum ExportSignal {
+    /// Spans received over OTLP.
+    Traces,
+    /// Scraped series, crash series and OTLP metrics.
+    Metrics,
+    /// Log lines and crash events.
+    Logs,
+}
+
+impl ExportSignal {
+    /// The name as written in a manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportSignal::Traces => "traces",
+            ExportSignal::Metrics => "metrics",
+            ExportSignal::Logs => "logs",
+        }
+    }
+}
+
+/// HTTP basic authentication (Grafana Cloud, a Loki or Mimir behind a proxy).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name (for Grafana Cloud: the stack's instance ID). Not secret; at most 256
+    /// characters, without `:` or line breaks.
+    #[schemars(length(min = 1, max = 256), pattern(r"^[^:\r\n]+$"))]
+    pub username: String,
+    /// The password or API token.
+    pub password_secret_ref: SecretKeyRef,
+}
+
+/// An extra request header: a literal value or one read from a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.valueSecretRef)").message("a header sets exactly one of value and valueSecretRef"))]
+pub struct HeaderSpec {
+    /// Header name, such as `X-Api-Key`: an HTTP token (letters, digits and
+    /// ``!#$%&'*+-.^_`|~``), at most 128 characters. `Authorization` only when no other
+    /// credential of the exporter sets it.
+    #[schemars(length(min = 1, max = 128), pattern(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    pub name: String,
+    /// Literal value, for what is not secret (an organisation or data-set name). At most 1024
+    /// characters, without line breaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024), pattern(r"^[^\r\n]*$"))]
+    pub value: Option<String>,
+    /// The value, from a Secret: for API keys and tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_secret_ref: Option<SecretKeyRef>,
 }
 
 /// An OTLP exporter.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.endpoint.startsWith('http://') || self.endpoint.startsWith('https://')").message("otlp.endpoint must be an http:// or https:// URL"))]
+#[x_kube(validation = Rule::new("has(self.clientCertSecretRef) == has(self.clientKeySecretRef)").message("clientCertSecretRef and clientKeySecretRef go together"))]
+#[x_kube(validation = Rule::new("!(has(self.bearerTokenSecretRef) && has(self.basicAuth))").message("set bearerTokenSecretRef or basicAuth, not both"))]
 pub struct OtlpExporter {
     /// Endpoint URL, such as `http://otel-collector.observability:4317`. At most 2048
     /// characters.
@@ -560,6 +674,25 @@ pub struct OtlpExporter {
     /// CA certificate (PEM) that signed the endpoint's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
+    /// HTTP basic authentication instead of a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// Extra headers (gRPC metadata for `grpc`) sent with every request. At most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub headers: Vec<HeaderSpec>,
+    /// Client certificate (PEM) presented to the endpoint (mutual TLS), with
+    /// `clientKeySecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretKeyRef>,
+    /// Private key (PEM) of the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_secret_ref: Option<SecretKeyRef>,
+    /// What this exporter carries, among `traces`, `metrics` and `logs`. Default: all three;
+    /// at most 3 entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub signals: Vec<ExportSignal>,
 }
 
 /// OTLP transport.
@@ -577,6 +710,8 @@ pub enum OtlpProtocol {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.url.startsWith('http://') || self.url.startsWith('https://')").message("url must be an http:// or https:// URL"))]
+#[x_kube(validation = Rule::new("has(self.clientCertSecretRef) == has(self.clientKeySecretRef)").message("clientCertSecretRef and clientKeySecretRef go together"))]
+#[x_kube(validation = Rule::new("!(has(self.bearerTokenSecretRef) && has(self.basicAuth))").message("set bearerTokenSecretRef or basicAuth, not both"))]
 pub struct HttpExporter {
     /// Full push URL, such as `http://mimir:8080/api/v1/push` or
     /// `http://loki:3100/loki/api/v1/push`. At most 2048 characters.
@@ -593,12 +728,33 @@ pub struct HttpExporter {
     /// CA certificate (PEM) that signed the endpoint's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
+    /// HTTP basic authentication instead of a bearer token (Grafana Cloud: the instance ID and
+    /// an access-policy token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// Extra headers sent with every request. At most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub headers: Vec<HeaderSpec>,
+    /// Client certificate (PEM) presented to the endpoint (mutual TLS), with
+    /// `clientKeySecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretKeyRef>,
+    /// Private key (PEM) of the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_secret_ref: Option<SecretKeyRef>,
+    /// What this exporter carries: `metrics` for remote write, `logs` for Loki (their only
+    /// signal, and the default). At most 3 entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub signals: Vec<ExportSignal>,
 }
 
 /// A Splunk HTTP Event Collector.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.url.startsWith('http://') || self.url.startsWith('https://')").message("splunkHec.url must be an http:// or https:// URL"))]
+#[x_kube(validation = Rule::new("has(self.clientCertSecretRef) == has(self.clientKeySecretRef)").message("clientCertSecretRef and clientKeySecretRef go together"))]
 pub struct SplunkHecExporter {
     /// HEC base URL, such as `https://splunk.example:8088`. At most 2048 characters.
     #[schemars(length(max = 2048))]
@@ -616,32 +772,105 @@ pub struct SplunkHecExporter {
     /// CA certificate (PEM) that signed the endpoint's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Extra headers sent with every request. At most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub headers: Vec<HeaderSpec>,
+    /// Client certificate (PEM) presented to the endpoint (mutual TLS), with
+    /// `clientKeySecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretKeyRef>,
+    /// Private key (PEM) of the client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_secret_ref: Option<SecretKeyRef>,
+    /// What this exporter carries: `logs`, its only signal and the default. At most 3 entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub signals: Vec<ExportSignal>,
+}
+
+/// The Secret references of one exporter's common settings.
+fn common_refs<'a>(
+    basic_auth: Option<&'a BasicAuth>,
+    headers: &'a [HeaderSpec],
+    cert: Option<&'a SecretKeyRef>,
+    key: Option<&'a SecretKeyRef>,
+) -> impl Iterator<Item = &'a SecretKeyRef> {
+    basic_auth
+        .map(|b| &b.password_secret_ref)
+        .into_iter()
+        .chain(headers.iter().filter_map(|h| h.value_secret_ref.as_ref()))
+        .chain(cert)
+        .chain(key)
+}
+
+impl OtlpExporter {
+    fn secret_refs(&self) -> impl Iterator<Item = &SecretKeyRef> {
+        self.bearer_token_secret_ref
+            .iter()
+            .chain(self.ca_secret_ref.iter())
+            .chain(common_refs(
+                self.basic_auth.as_ref(),
+                &self.headers,
+                self.client_cert_secret_ref.as_ref(),
+                self.client_key_secret_ref.as_ref(),
+            ))
+    }
+}
+
+impl HttpExporter {
+    fn secret_refs(&self) -> impl Iterator<Item = &SecretKeyRef> {
+        self.bearer_token_secret_ref
+            .iter()
+            .chain(self.ca_secret_ref.iter())
+            .chain(common_refs(
+                self.basic_auth.as_ref(),
+                &self.headers,
+                self.client_cert_secret_ref.as_ref(),
+                self.client_key_secret_ref.as_ref(),
+            ))
+    }
+}
+
+impl SplunkHecExporter {
+    fn secret_refs(&self) -> impl Iterator<Item = &SecretKeyRef> {
+        std::iter::once(&self.token_secret_ref)
+            .chain(self.ca_secret_ref.iter())
+            .chain(common_refs(
+                None,
+                &self.headers,
+                self.client_cert_secret_ref.as_ref(),
+                self.client_key_secret_ref.as_ref(),
+            ))
+    }
 }
 
 impl ExportersSpec {
     /// Every Secret key the exporters reference, in a stable order and without repeats.
     pub fn secret_refs(&self) -> Vec<&SecretKeyRef> {
         let mut refs: Vec<&SecretKeyRef> = Vec::new();
-        if let Some(o) = &self.otlp {
-            refs.extend(
-                o.bearer_token_secret_ref
-                    .iter()
-                    .chain(o.ca_secret_ref.iter()),
-            );
-        }
-        for h in [&self.prometheus_remote_write, &self.loki]
-            .into_iter()
-            .flatten()
-        {
-            refs.extend(
-                h.bearer_token_secret_ref
-                    .iter()
-                    .chain(h.ca_secret_ref.iter()),
-            );
-        }
-        if let Some(s) = &self.splunk_hec {
-            refs.push(&s.token_secret_ref);
-            refs.extend(s.ca_secret_ref.iter());
+        let named = self.named.iter().map(|n| {
+            (
+                &n.otlp,
+                [&n.prometheus_remote_write, &n.loki],
+                &n.splunk_hec,
+            )
+        });
+        let single = std::iter::once((
+            &self.otlp,
+            [&self.prometheus_remote_write, &self.loki],
+            &self.splunk_hec,
+        ));
+        for (otlp, https, splunk) in single.chain(named) {
+            if let Some(o) = otlp {
+                refs.extend(o.secret_refs());
+            }
+            for h in https.into_iter().flatten() {
+                refs.extend(h.secret_refs());
+            }
+            if let Some(s) = splunk {
+                refs.extend(s.secret_refs());
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         refs.retain(|r| seen.insert((r.name.clone(), r.key.clone())));

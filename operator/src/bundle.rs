@@ -93,6 +93,9 @@ pub struct Options {
     /// Labels, annotations, Grafana selector and folder of the generated objects, and the
     /// severities of SLO alerts.
     pub outputs: Outputs,
+    /// Name of the cluster (`--cluster-name`): the agents' `cluster` label and
+    /// `k8s.cluster.name` attribute, and the `cluster` label of every generated alert.
+    pub cluster: Option<String>,
 }
 
 /// Renders every artefact for `inv`.
@@ -115,7 +118,7 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
 
     for app in &inv.apps {
         let (ns, name) = (namespace_of(app), app.name_any());
-        let config = agent_config::agent_config(app);
+        let config = agent_config::agent_config(app, options.cluster.as_deref());
         out.files.insert(
             format!("agent/{ns}-{name}.yaml").into(),
             agent_config::agent_config_yaml(&config).into_bytes(),
@@ -131,7 +134,7 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
         let Some(app) = inv.app(&ns, &policy.spec.app_ref.name) else {
             continue;
         };
-        let file = alerts::alert_rules(policy, app);
+        let file = alerts::alert_rules(policy, app).with_cluster(options.cluster.as_deref());
         out.yaml(
             format!("prometheus/rules/{ns}-{}.yml", policy.name_any()),
             &file,
@@ -144,7 +147,8 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
         let Some(app) = inv.app(&ns, &objective.spec.app_ref.name) else {
             continue;
         };
-        let file = slo::slo_rules_with(objective, app, &options.outputs.slo_severities);
+        let file = slo::slo_rules_with(objective, app, &options.outputs.slo_severities)
+            .with_cluster(options.cluster.as_deref());
         out.yaml(
             format!("prometheus/rules/{ns}-slo-{}.yml", objective.name_any()),
             &file,

@@ -66,6 +66,11 @@ struct RenderArgs {
     prometheus_retention: Option<std::time::Duration>,
     #[command(flatten)]
     outputs: OutputArgs,
+    /// Name of this Kubernetes cluster, for backends many clusters ship to: the `cluster` label
+    /// on every series the agents send and on every generated alert, and the
+    /// `k8s.cluster.name` attribute on every OTLP record. Default: none.
+    #[arg(long, env = "VIGIL_CLUSTER_NAME", value_name = "NAME", value_parser = cluster_name)]
+    cluster_name: Option<String>,
 }
 
 /// Flags of `vigil-operator run`.
@@ -133,6 +138,28 @@ struct RunArgs {
     outputs: OutputArgs,
     #[command(flatten)]
     webhook: vigil_operator::webhook::WebhookArgs,
+    /// Name of this Kubernetes cluster, for backends many clusters ship to: the `cluster` label
+    /// on every series the agents send and on every generated alert, and the
+    /// `k8s.cluster.name` attribute on every OTLP record. Default: none.
+    #[arg(long, env = "VIGIL_CLUSTER_NAME", value_name = "NAME", value_parser = cluster_name)]
+    cluster_name: Option<String>,
+}
+
+/// A cluster name: 1 to 63 letters, digits, `-`, `_` and `.` (a label value that every backend
+/// accepts).
+fn cluster_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a cluster name: use 1 to 63 letters, digits, '-', '_' and '.'"
+        ))
+    }
 }
 
 fn main() -> ExitCode {
@@ -174,6 +201,7 @@ fn main() -> ExitCode {
                 alertmanager_version,
                 prometheus_retention,
                 outputs,
+                cluster_name,
             } = *args;
             let alertmanager = match alertmanager_version.as_str() {
                 "0.25" => AlertmanagerVersion::V0_25,
@@ -182,6 +210,7 @@ fn main() -> ExitCode {
             let options = bundle::Options {
                 alertmanager,
                 outputs: outputs.outputs(),
+                cluster: cluster_name,
             };
             render(&files, &output, force, options, prometheus_retention)
         }
@@ -214,6 +243,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
             outputs: args.outputs.outputs(),
             prometheus_retention: args.prometheus_retention,
             prometheus_query_url: args.prometheus_query_url.or(args.prometheus_url.clone()),
+            cluster: args.cluster_name,
             ..controllers::Settings::default()
         },
         identity: args.identity,
@@ -318,4 +348,42 @@ fn render(
         );
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--cluster-name` takes label-value-safe names of 1 to 63 characters and refuses others
+    /// with a message saying what is allowed.
+    #[test]
+    fn cluster_names_are_checked() {
+        for good in [
+            "eu-prod-1",
+            "gke_project_europe-west1_prod",
+            "a",
+            &"x".repeat(63),
+        ] {
+            assert_eq!(cluster_name(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "eu prod", "eu/prod", "naïve", &"x".repeat(64)] {
+            let e = cluster_name(bad).unwrap_err();
+            assert!(e.contains("is not a cluster name"), "{e}");
+        }
+        let cli = Cli::try_parse_from([
+            "vigil-operator",
+            "render",
+            "-f",
+            "in",
+            "-o",
+            "out",
+            "--cluster-name",
+            "eu-prod-1",
+        ])
+        .unwrap();
+        let Command::Render(args) = cli.command else {
+            panic!("render expected");
+        };
+        assert_eq!(args.cluster_name.as_deref(), Some("eu-prod-1"));
+    }
 }

@@ -114,6 +114,18 @@ pub async fn run(
 /// ([`Sink::needs_order`]) keeps one in flight whatever `max_in_flight` says.
 pub async fn run_with(
     sink: Sink,
+    reader: BufferReader,
+    settings: DriverSettings,
+    shutdown: watch::Receiver<bool>,
+) -> Stopped {
+    let component = sink.name().to_owned();
+    run_as(&component, sink, reader, settings, shutdown).await
+}
+
+/// [`run_with`] reporting under `component` (a named exporter's `sink_<kind>_<name>`).
+pub async fn run_as(
+    component: &str,
+    sink: Sink,
     mut reader: BufferReader,
     settings: DriverSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -127,7 +139,6 @@ pub async fn run_with(
         settings
     };
     let sink = Arc::new(sink);
-    let component = sink.name();
     if sink.sends_encoded() {
         deliver_prepared(
             component,

@@ -1,14 +1,16 @@
 //! The HTTP client the push sinks share (OTLP/HTTP, Prometheus remote write, Loki, Splunk HEC):
 //! rustls with the `ring` provider and either the CA bundle named by `caFile` or the system
-//! roots, fixed timeouts, the `X-Scope-OrgID` tenant header, a credential re-read from its
-//! mounted Secret file when the file changes, and the mapping of responses onto [`SendError`].
+//! roots, fixed timeouts, the `X-Scope-OrgID` tenant header, a credential (bearer token, basic
+//! authentication, HEC token) re-read from its mounted Secret file when the file changes, the
+//! exporter's [`Access`] settings (extra headers, client certificate: see [`super::access`]),
+//! and the mapping of responses onto [`SendError`].
 //!
 //! Credentials never leave this module except in the `Authorization` header: errors and `Debug`
 //! output name the credential file, not its content, and error messages quote at most a short
 //! piece of the response body, never headers. Backends echo requests back in their errors, so
 //! that piece is scrubbed before it is quoted ([`super::error_body`]): the sink's own
 //! credential, `Bearer`/`Basic` tokens, `Authorization` values, JWTs and `api_key=…`-like pairs
-//! become `[REDACTED]`.
+//! become `[REDACTED]`, and so does the value of any header read from a Secret file.
 //!
 //! A 401 or 403 is retried with backoff, not dropped: a rotated or not yet mounted credential is
 //! fixed without the agent, and the data the agent acknowledged stays buffered meanwhile.
@@ -25,6 +27,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+pub use super::access::{access, credential, Access, ClientIdentity, HeaderSource};
 pub use super::error_body::{body_excerpt, mask_credential};
 use super::{SendError, SinkConfigError};
 
@@ -104,18 +107,32 @@ pub fn read_ca_bundle(
     Ok(certs)
 }
 
-/// A rustls client configuration with the `ring` provider and the given roots, offering
-/// HTTP/2 and HTTP/1.1.
+/// A rustls client configuration with the `ring` provider and the given roots, presenting
+/// `identity` when set (mutual TLS), offering HTTP/2 and HTTP/1.1. `field` is the exporter's
+/// config path.
 pub fn tls_client_config(
     roots: RootCertStore,
+    identity: Option<&ClientIdentity>,
     field: &str,
 ) -> Result<rustls::ClientConfig, SinkConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| SinkConfigError::invalid(field, format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| {
+            SinkConfigError::invalid(format!("{field}.caFile"), format!("TLS setup failed: {e}"))
+        })?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(identity) => builder
+            .with_client_auth_cert(identity.certs.clone(), identity.key.clone_key())
+            .map_err(|e| {
+                SinkConfigError::invalid(
+                    format!("{field}.clientKeyFile"),
+                    format!("does not match the client certificate or is unusable: {e}"),
+                )
+            })?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -126,8 +143,19 @@ pub fn tls_client_config(
 /// changed, so a rotated Secret is used without restarting the agent.
 pub struct CredentialFile {
     path: PathBuf,
-    scheme: &'static str,
+    format: CredentialFormat,
     cached: Mutex<Option<CachedCredential>>,
+}
+
+/// How a credential file's content becomes a header value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CredentialFormat {
+    /// `<scheme> <content>` (`Bearer`, `Splunk`).
+    Scheme(&'static str),
+    /// `Basic base64(<username>:<content>)`.
+    Basic(String),
+    /// The content as it is (a custom header's value).
+    Raw,
 }
 
 struct CachedCredential {
@@ -141,7 +169,14 @@ impl fmt::Debug for CredentialFile {
         // The credential itself is never printed.
         f.debug_struct("CredentialFile")
             .field("path", &self.path)
-            .field("scheme", &self.scheme)
+            .field(
+                "scheme",
+                &match &self.format {
+                    CredentialFormat::Scheme(scheme) => scheme,
+                    CredentialFormat::Basic(_) => "Basic",
+                    CredentialFormat::Raw => "raw",
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -154,9 +189,24 @@ impl CredentialFile {
 
     /// A credential file sent with the given `Authorization` scheme (`Splunk` for HEC tokens).
     pub fn new(path: impl Into<PathBuf>, scheme: &'static str) -> Self {
+        Self::with_format(path, CredentialFormat::Scheme(scheme))
+    }
+
+    /// A password file for HTTP basic authentication as `username`
+    /// (`Authorization: Basic base64(<username>:<password>)`).
+    pub fn basic(path: impl Into<PathBuf>, username: &str) -> Self {
+        Self::with_format(path, CredentialFormat::Basic(username.to_owned()))
+    }
+
+    /// A file whose content is a header value as it is.
+    pub fn raw(path: impl Into<PathBuf>) -> Self {
+        Self::with_format(path, CredentialFormat::Raw)
+    }
+
+    fn with_format(path: impl Into<PathBuf>, format: CredentialFormat) -> Self {
         CredentialFile {
             path: path.into(),
-            scheme,
+            format,
             cached: Mutex::new(None),
         }
     }
@@ -194,15 +244,22 @@ impl CredentialFile {
                 retry_after: None,
             });
         }
-        let mut header =
-            HeaderValue::from_str(&format!("{} {token}", self.scheme)).map_err(|_| {
-                SendError::Retryable {
-                    reason: format!(
-                        "credential file {path} holds characters not allowed in a header"
-                    ),
-                    retry_after: None,
-                }
-            })?;
+        let text = match &self.format {
+            CredentialFormat::Scheme(scheme) => format!("{scheme} {token}"),
+            CredentialFormat::Basic(username) => {
+                use base64::Engine as _;
+                let pair = format!("{username}:{token}");
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }
+            CredentialFormat::Raw => token.to_owned(),
+        };
+        let mut header = HeaderValue::from_str(&text).map_err(|_| SendError::Retryable {
+            reason: format!("credential file {path} holds characters not allowed in a header"),
+            retry_after: None,
+        })?;
         header.set_sensitive(true);
         *cached = Some(CachedCredential {
             modified,
@@ -214,19 +271,20 @@ impl CredentialFile {
 }
 
 /// Settings of one exporter's HTTP client; `field` is the exporter's config path
-/// (`loki`, `prometheusRemoteWrite`, `otlp`, `splunkHec`).
+/// (`loki`, `prometheusRemoteWrite`, `otlp`, `splunkHec`, `named[0].loki`).
 #[derive(Debug)]
 pub struct HttpSettings<'a> {
-    pub field: &'static str,
+    pub field: &'a str,
     pub ca_file: Option<&'a str>,
     pub tenant: Option<&'a str>,
     pub credential: Option<CredentialFile>,
+    pub access: Access,
 }
 
 /// The push URL and client of a generic HTTP push exporter (`HttpSink`: Loki, remote write),
 /// with errors naming `exporters.<field>.…`.
 pub fn push_client(
-    field: &'static str,
+    field: &str,
     config: &vigil_crds::agent_config::HttpSink,
 ) -> Result<(HttpClient, Url), SinkConfigError> {
     let vigil_crds::agent_config::HttpSink {
@@ -234,13 +292,28 @@ pub fn push_client(
         tenant,
         bearer_token_file,
         ca_file,
+        basic_auth,
+        headers,
+        client_cert_file,
+        client_key_file,
+        signals: _,
     } = config;
     let url = parse_url(&format!("{field}.url"), url)?;
+    let credential = credential(field, bearer_token_file.as_deref(), basic_auth.as_ref())?;
+    let access = access(
+        field,
+        headers,
+        client_cert_file.as_deref(),
+        client_key_file.as_deref(),
+        credential.is_some(),
+        tenant.is_some(),
+    )?;
     let client = HttpClient::new(HttpSettings {
         field,
         ca_file: ca_file.as_deref(),
         tenant: tenant.as_deref(),
-        credential: bearer_token_file.as_deref().map(CredentialFile::bearer),
+        credential,
+        access,
     })?;
     Ok((client, url))
 }
@@ -251,6 +324,7 @@ pub struct HttpClient {
     client: reqwest::Client,
     tenant: Option<HeaderValue>,
     credential: Option<CredentialFile>,
+    access: Access,
 }
 
 /// A response, before its status is judged.
@@ -281,9 +355,10 @@ impl HttpClient {
             ca_file,
             tenant,
             credential,
+            access,
         } = settings;
         let roots = root_store(ca_file, &format!("{field}.caFile"))?;
-        let tls = tls_client_config(roots, &format!("{field}.caFile"))?;
+        let tls = tls_client_config(roots, access.client_identity.as_ref(), field)?;
         let tenant = tenant
             .map(|t| {
                 HeaderValue::from_str(t).map_err(|_| {
@@ -309,6 +384,7 @@ impl HttpClient {
             client,
             tenant,
             credential,
+            access,
         })
     }
 
@@ -329,6 +405,10 @@ impl HttpClient {
             .body(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
+        }
+        let extra = self.access.header_values()?;
+        for (name, value) in &extra {
+            request = request.header(name.clone(), value.clone());
         }
         if let Some(tenant) = &self.tenant {
             request = request.header("X-Scope-OrgID", tenant.clone());
@@ -351,6 +431,9 @@ impl HttpClient {
             // An error body may echo the request's credential: mask it before anything reads it.
             if let Some(credential) = &credential {
                 body = mask_credential(body, credential);
+            }
+            for (_, value) in extra.iter().filter(|(_, v)| v.is_sensitive()) {
+                body = mask_credential(body, value);
             }
         }
         Ok(HttpResponse {
@@ -597,5 +680,63 @@ mod tests {
             credential.header_value(),
             Err(SendError::Retryable { .. })
         ));
+    }
+
+    /// Basic authentication is `Basic base64(username:password)` with the password read from
+    /// its file (trimmed, re-read when it changes); a header from a Secret file is sent as it
+    /// is and marked sensitive, a literal one is not; neither value shows in `Debug` output.
+    #[test]
+    fn basic_auth_and_secret_headers_come_from_files() {
+        use vigil_crds::agent_config::{BasicAuthFile, HeaderConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "p4ss-word\n").unwrap();
+        let basic = BasicAuthFile {
+            username: "123456".into(),
+            password_file: password.display().to_string(),
+        };
+        let file = credential("loki", None, Some(&basic)).unwrap().unwrap();
+        // base64("123456:p4ss-word")
+        assert_eq!(
+            file.header_value().unwrap().to_str().unwrap(),
+            "Basic MTIzNDU2OnA0c3Mtd29yZA=="
+        );
+        assert!(!format!("{file:?}").contains("p4ss"));
+        let bad = BasicAuthFile {
+            username: "a:b".into(),
+            ..basic
+        };
+        let e = credential("loki", None, Some(&bad)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("exporters.loki.basicAuth.username: "),
+            "{e}"
+        );
+
+        let key = dir.path().join("api-key");
+        std::fs::write(&key, "k-123456789\n").unwrap();
+        let headers = [
+            HeaderConfig {
+                name: "X-Org".into(),
+                value: Some("shop".into()),
+                value_file: None,
+            },
+            HeaderConfig {
+                name: "X-Api-Key".into(),
+                value: None,
+                value_file: Some(key.display().to_string()),
+            },
+        ];
+        let access = access("loki", &headers, None, None, false, false).unwrap();
+        let values = access.header_values().unwrap();
+        assert_eq!(values[0].0.as_str(), "x-org");
+        assert_eq!(values[0].1.to_str().unwrap(), "shop");
+        assert!(!values[0].1.is_sensitive());
+        assert_eq!(values[1].1.to_str().unwrap(), "k-123456789");
+        assert!(values[1].1.is_sensitive());
+        assert!(!format!("{access:?}").contains("k-123456789"));
+        // An echoed secret header value is masked like the credential.
+        let masked = mask_credential(Bytes::from_static(b"bad key k-123456789"), &values[1].1);
+        assert!(!masked.windows(11).any(|w| w == b"k-123456789"));
     }
 }

@@ -9,8 +9,14 @@
 //! Labels the sinks derive from OTLP resource attributes (remote write series labels, Loki stream
 //! labels, Splunk HEC fields) use the same names as the agent's scraped series:
 //! `k8s.namespace.name` → `namespace`, `service.name` → `app`, `k8s.pod.name` → `pod`,
-//! `k8s.container.name` → `container`, `service.version` → `version`.
+//! `k8s.container.name` → `container`, `service.version` → `version`, `k8s.cluster.name` →
+//! `cluster`.
+//!
+//! Exporters ([`Exporter`]) are the single ones of the config (`exporters.otlp`, …) and the
+//! named ones (`exporters.named[i]`), each with its own buffer and component name and the
+//! signals it chose; several of one kind may run side by side.
 
+pub mod access;
 pub mod driver;
 pub mod error_body;
 pub mod http;
@@ -26,6 +32,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use vigil_crds::agent_config::ExportersConfig;
+use vigil_crds::monitored_app::ExportSignal;
 
 use crate::batch::{Batch, Signal};
 
@@ -97,11 +104,68 @@ pub enum Sink {
     SplunkHec(splunk_hec::SplunkHecSink),
 }
 
-impl Sink {
-    /// One sink per configured exporter, in the order OTLP, remote write, Loki, Splunk HEC.
-    /// Errors name the offending field (`exporters.loki.url: ...`). Needs no async runtime and
-    /// opens no connection: connections are made by the first send.
-    pub fn from_config(exporters: &ExportersConfig) -> Result<Vec<Sink>, SinkConfigError> {
+/// A configured exporter: its sink, the component name it reports under (and its buffer's
+/// folder), and the signals it carries.
+#[derive(Debug)]
+pub struct Exporter {
+    /// `sink_<kind>` for the single exporters, `sink_<kind>_<name>` for named ones.
+    pub name: String,
+    /// What the router hands it: the kind's signals, narrowed by the exporter's `signals`.
+    pub signals: Vec<Signal>,
+    pub sink: Sink,
+}
+
+/// The signals of a sink `kind` (whose own signals are `all`) that the exporter at `field`
+/// chose; all of them when it chose none. A choice the kind cannot carry is an error.
+fn chosen_signals(
+    field: &str,
+    all: &[Signal],
+    chosen: &[ExportSignal],
+) -> Result<Vec<Signal>, SinkConfigError> {
+    if chosen.is_empty() {
+        return Ok(all.to_vec());
+    }
+    let mut out = Vec::new();
+    for (i, signal) in chosen.iter().enumerate() {
+        let wanted: &[Signal] = match signal {
+            ExportSignal::Traces => &[Signal::Traces],
+            ExportSignal::Metrics => &[Signal::Metrics, Signal::Samples],
+            ExportSignal::Logs => &[Signal::Logs],
+        };
+        let carried: Vec<Signal> = wanted.iter().copied().filter(|s| all.contains(s)).collect();
+        if carried.is_empty() {
+            return Err(SinkConfigError::invalid(
+                format!("{field}.signals[{i}]"),
+                format!("this exporter kind does not carry {}", signal.as_str()),
+            ));
+        }
+        for s in carried {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A DNS label of at most 40 characters, as the CRD requires of exporter names.
+fn valid_exporter_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 40
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+impl Exporter {
+    /// One exporter per configured one: the single ones in the order OTLP, remote write, Loki,
+    /// Splunk HEC, then the named ones in their order. Errors name the offending field
+    /// (`exporters.loki.url: ...`, `exporters.named[1].otlp.headers[0].name: ...`). Needs no
+    /// async runtime and opens no connection: connections are made by the first send.
+    pub fn from_config(exporters: &ExportersConfig) -> Result<Vec<Exporter>, SinkConfigError> {
         // Destructured without `..` so that a new exporter kind cannot be configured and
         // silently never built.
         let ExportersConfig {
@@ -109,23 +173,114 @@ impl Sink {
             prometheus_remote_write,
             loki,
             splunk_hec,
+            named,
         } = exporters;
-        let mut sinks = Vec::new();
-        if let Some(config) = otlp {
-            sinks.push(Sink::Otlp(otlp::OtlpSink::new(config)?));
+        let mut out = Vec::new();
+        let single = Kinds {
+            otlp: otlp.as_ref(),
+            prometheus_remote_write: prometheus_remote_write.as_ref(),
+            loki: loki.as_ref(),
+            splunk_hec: splunk_hec.as_ref(),
+        };
+        single.build("", None, &mut out)?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, n) in named.iter().enumerate() {
+            let field = format!("named[{i}]");
+            if !valid_exporter_name(&n.name) {
+                return Err(SinkConfigError::invalid(
+                    format!("{field}.name"),
+                    format!(
+                        "{:?} is not a valid name: use at most 40 lower-case letters, digits and '-', starting and ending with a letter or digit",
+                        n.name
+                    ),
+                ));
+            }
+            if !names.insert(n.name.as_str()) {
+                return Err(SinkConfigError::invalid(
+                    format!("{field}.name"),
+                    format!("{:?} names another exporter already", n.name),
+                ));
+            }
+            let kinds = Kinds {
+                otlp: n.otlp.as_ref(),
+                prometheus_remote_write: n.prometheus_remote_write.as_ref(),
+                loki: n.loki.as_ref(),
+                splunk_hec: n.splunk_hec.as_ref(),
+            };
+            let before = out.len();
+            kinds.build(&format!("{field}."), Some(&n.name), &mut out)?;
+            if out.len() != before + 1 {
+                return Err(SinkConfigError::invalid(
+                    field,
+                    "set exactly one of otlp, prometheusRemoteWrite, loki and splunkHec",
+                ));
+            }
         }
-        if let Some(config) = prometheus_remote_write {
-            sinks.push(Sink::RemoteWrite(remote_write::RemoteWriteSink::new(
-                config,
-            )?));
+        Ok(out)
+    }
+}
+
+/// The exporter kinds of one level of the config (the single fields, or one named entry).
+struct Kinds<'a> {
+    otlp: Option<&'a vigil_crds::agent_config::OtlpSink>,
+    prometheus_remote_write: Option<&'a vigil_crds::agent_config::HttpSink>,
+    loki: Option<&'a vigil_crds::agent_config::HttpSink>,
+    splunk_hec: Option<&'a vigil_crds::agent_config::SplunkHecSink>,
+}
+
+impl Kinds<'_> {
+    /// Builds every kind set; `prefix` goes before the kind in field paths, `name` after the
+    /// component name.
+    fn build(
+        &self,
+        prefix: &str,
+        name: Option<&str>,
+        out: &mut Vec<Exporter>,
+    ) -> Result<(), SinkConfigError> {
+        let component = |sink: &Sink| match name {
+            Some(name) => format!("{}_{name}", sink.name()),
+            None => sink.name().to_owned(),
+        };
+        let mut push = |sink: Sink, field: &str, chosen: &[ExportSignal]| {
+            let signals = chosen_signals(field, sink.signals(), chosen)?;
+            out.push(Exporter {
+                name: component(&sink),
+                signals,
+                sink,
+            });
+            Ok::<(), SinkConfigError>(())
+        };
+        if let Some(config) = self.otlp {
+            let field = format!("{prefix}otlp");
+            let sink = Sink::Otlp(otlp::OtlpSink::at(&field, config)?);
+            push(sink, &field, &config.signals)?;
         }
-        if let Some(config) = loki {
-            sinks.push(Sink::Loki(loki::LokiSink::new(config)?));
+        if let Some(config) = self.prometheus_remote_write {
+            let field = format!("{prefix}prometheusRemoteWrite");
+            let sink = Sink::RemoteWrite(remote_write::RemoteWriteSink::at(&field, config)?);
+            push(sink, &field, &config.signals)?;
         }
-        if let Some(config) = splunk_hec {
-            sinks.push(Sink::SplunkHec(splunk_hec::SplunkHecSink::new(config)?));
+        if let Some(config) = self.loki {
+            let field = format!("{prefix}loki");
+            let sink = Sink::Loki(loki::LokiSink::at(&field, config)?);
+            push(sink, &field, &config.signals)?;
         }
-        Ok(sinks)
+        if let Some(config) = self.splunk_hec {
+            let field = format!("{prefix}splunkHec");
+            let sink = Sink::SplunkHec(splunk_hec::SplunkHecSink::at(&field, config)?);
+            push(sink, &field, &config.signals)?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink {
+    /// One sink per configured exporter, in the order of [`Exporter::from_config`].
+    pub fn from_config(exporters: &ExportersConfig) -> Result<Vec<Sink>, SinkConfigError> {
+        Ok(Exporter::from_config(exporters)?
+            .into_iter()
+            .map(|e| e.sink)
+            .collect())
     }
 
     /// Component name (`sink_otlp`, `sink_remote_write`, `sink_loki`, `sink_splunk_hec`).
@@ -317,6 +472,7 @@ mod tests {
             tenant: None,
             bearer_token_file: None,
             ca_file: None,
+            ..Default::default()
         }
     }
 
@@ -330,6 +486,7 @@ mod tests {
                 tenant: Some("team-a".into()),
                 bearer_token_file: None,
                 ca_file: None,
+                ..Default::default()
             }),
             prometheus_remote_write: Some(http_sink("http://prometheus:9090/api/v1/write")),
             loki: Some(http_sink("http://loki:3100/loki/api/v1/push")),
@@ -339,7 +496,9 @@ mod tests {
                 index: None,
                 sourcetype: None,
                 ca_file: None,
+                ..Default::default()
             }),
+            ..Default::default()
         };
         let sinks = Sink::from_config(&exporters).unwrap();
         let names: Vec<_> = sinks.iter().map(Sink::name).collect();
@@ -392,6 +551,7 @@ mod tests {
                 tenant: None,
                 bearer_token_file: None,
                 ca_file: None,
+                ..Default::default()
             }),
             ..Default::default()
         });
@@ -407,5 +567,213 @@ mod tests {
             ..Default::default()
         });
         assert!(e.to_string().starts_with("exporters.loki.tenant: "), "{e}");
+    }
+
+    /// Named exporters: several of one kind, each with its own component name (and so its own
+    /// buffer folder) and the signals it chose; `metrics` on remote write takes scraped
+    /// samples and OTLP metrics alike.
+    #[test]
+    fn named_exporters_choose_their_signals() {
+        use vigil_crds::agent_config::NamedSink;
+        use vigil_crds::monitored_app::ExportSignal;
+        let otlp = |signals: Vec<ExportSignal>| OtlpSink {
+            endpoint: "http://collector:4317".into(),
+            signals,
+            ..Default::default()
+        };
+        let exporters = ExportersConfig {
+            otlp: Some(otlp(vec![])),
+            named: vec![
+                NamedSink {
+                    name: "traces-only".into(),
+                    otlp: Some(otlp(vec![ExportSignal::Traces])),
+                    ..Default::default()
+                },
+                NamedSink {
+                    name: "team".into(),
+                    prometheus_remote_write: Some(HttpSink {
+                        signals: vec![ExportSignal::Metrics],
+                        ..http_sink("http://mimir:8080/api/v1/push")
+                    }),
+                    ..Default::default()
+                },
+                NamedSink {
+                    name: "second".into(),
+                    prometheus_remote_write: Some(http_sink("http://other:8080/api/v1/push")),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let built = Exporter::from_config(&exporters).unwrap();
+        let got: Vec<(&str, &[Signal])> = built
+            .iter()
+            .map(|e| (e.name.as_str(), e.signals.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "sink_otlp",
+                    &[Signal::Traces, Signal::Metrics, Signal::Logs][..]
+                ),
+                ("sink_otlp_traces-only", &[Signal::Traces][..]),
+                (
+                    "sink_remote_write_team",
+                    &[Signal::Metrics, Signal::Samples][..]
+                ),
+                (
+                    "sink_remote_write_second",
+                    &[Signal::Samples, Signal::Metrics][..]
+                ),
+            ]
+        );
+    }
+
+    /// Mistakes in the new exporter settings are refused with the field's path: a signal the
+    /// kind cannot carry, a name used twice or not a DNS label, an entry of no kind, a header
+    /// replacing one the exporter sets, a header with both or neither value, basic auth beside
+    /// a bearer token, a client certificate without its key.
+    #[test]
+    fn named_and_access_errors_name_the_field() {
+        use vigil_crds::agent_config::{BasicAuthFile, HeaderConfig, NamedSink};
+        use vigil_crds::monitored_app::ExportSignal;
+        let loki = |name: &str, sink: HttpSink| NamedSink {
+            name: name.into(),
+            loki: Some(sink),
+            ..Default::default()
+        };
+        let url = "http://loki:3100/loki/api/v1/push";
+        let header = |name: &str, value: Option<&str>, file: Option<&str>| HeaderConfig {
+            name: name.into(),
+            value: value.map(Into::into),
+            value_file: file.map(Into::into),
+        };
+        let cases: Vec<(ExportersConfig, &str)> = vec![
+            (
+                ExportersConfig {
+                    named: vec![loki(
+                        "a",
+                        HttpSink {
+                            signals: vec![ExportSignal::Traces],
+                            ..http_sink(url)
+                        },
+                    )],
+                    ..Default::default()
+                },
+                "exporters.named[0].loki.signals[0]: ",
+            ),
+            (
+                ExportersConfig {
+                    named: vec![loki("a", http_sink(url)), loki("a", http_sink(url))],
+                    ..Default::default()
+                },
+                "exporters.named[1].name: ",
+            ),
+            (
+                ExportersConfig {
+                    named: vec![loki("Not_A_Label", http_sink(url))],
+                    ..Default::default()
+                },
+                "exporters.named[0].name: ",
+            ),
+            (
+                ExportersConfig {
+                    named: vec![NamedSink {
+                        name: "empty".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                "exporters.named[0]: ",
+            ),
+            (
+                ExportersConfig {
+                    loki: Some(HttpSink {
+                        tenant: Some("shop".into()),
+                        headers: vec![header("X-Scope-OrgID", Some("other"), None)],
+                        ..http_sink(url)
+                    }),
+                    ..Default::default()
+                },
+                "exporters.loki.headers[0].name: ",
+            ),
+            (
+                ExportersConfig {
+                    loki: Some(HttpSink {
+                        headers: vec![header("Content-Type", Some("text/plain"), None)],
+                        ..http_sink(url)
+                    }),
+                    ..Default::default()
+                },
+                "exporters.loki.headers[0].name: ",
+            ),
+            (
+                ExportersConfig {
+                    loki: Some(HttpSink {
+                        headers: vec![header("X-Key", Some("a"), Some("/secret"))],
+                        ..http_sink(url)
+                    }),
+                    ..Default::default()
+                },
+                "exporters.loki.headers[0]: ",
+            ),
+            (
+                ExportersConfig {
+                    loki: Some(HttpSink {
+                        bearer_token_file: Some("/token".into()),
+                        basic_auth: Some(BasicAuthFile {
+                            username: "u".into(),
+                            password_file: "/password".into(),
+                        }),
+                        ..http_sink(url)
+                    }),
+                    ..Default::default()
+                },
+                "exporters.loki.basicAuth: ",
+            ),
+            (
+                ExportersConfig {
+                    named: vec![loki(
+                        "mtls",
+                        HttpSink {
+                            client_cert_file: Some("/tls.crt".into()),
+                            ..http_sink(url)
+                        },
+                    )],
+                    ..Default::default()
+                },
+                "exporters.named[0].loki.clientKeyFile: ",
+            ),
+            (
+                ExportersConfig {
+                    named: vec![NamedSink {
+                        name: "o".into(),
+                        otlp: Some(OtlpSink {
+                            endpoint: "ftp://collector".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                "exporters.named[0].otlp.endpoint: ",
+            ),
+            (
+                ExportersConfig {
+                    otlp: Some(OtlpSink {
+                        endpoint: "http://collector:4317".into(),
+                        headers: vec![header("trace-context-bin", Some("x"), None)],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                "exporters.otlp.headers[0].name: ",
+            ),
+        ];
+        for (exporters, prefix) in cases {
+            let e = Exporter::from_config(&exporters).unwrap_err();
+            assert!(e.to_string().starts_with(prefix), "{prefix} / {e}");
+        }
     }
 }

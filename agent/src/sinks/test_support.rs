@@ -283,17 +283,26 @@ impl Drop for GrpcCollector {
 impl GrpcCollector {
     /// Starts a collector, with TLS when `identity` (certificate and key PEM) is given.
     pub async fn start(identity: Option<(String, String)>) -> GrpcCollector {
+        Self::start_with(identity, None).await
+    }
+
+    /// [`GrpcCollector::start`] requiring, with `client_ca` (PEM), a client certificate that
+    /// CA signed (mutual TLS).
+    pub async fn start_with(
+        identity: Option<(String, String)>,
+        client_ca: Option<String>,
+    ) -> GrpcCollector {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let recorder = OtlpRecorder::default();
         let mut server = tonic::transport::Server::builder();
         if let Some((cert, key)) = identity {
-            server = server
-                .tls_config(
-                    tonic::transport::ServerTlsConfig::new()
-                        .identity(tonic::transport::Identity::from_pem(cert, key)),
-                )
-                .unwrap();
+            let mut tls = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(cert, key));
+            if let Some(ca) = client_ca {
+                tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            server = server.tls_config(tls).unwrap();
         }
         let services = CollectorServices {
             traces: TraceServiceServer::new(recorder.clone()),
@@ -343,12 +352,14 @@ impl Service<http::Request<Body>> for CollectorServices {
     }
 }
 
-/// A certificate authority and a server certificate it signed for `localhost` and
-/// 127.0.0.1, in PEM.
+/// A certificate authority, a server certificate it signed for `localhost` and 127.0.0.1, and
+/// a client certificate it signed (for mutual TLS), in PEM.
 pub struct TestCa {
     pub ca_pem: String,
     pub server_cert_pem: String,
     pub server_key_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
 }
 
 impl TestCa {
@@ -366,10 +377,17 @@ impl TestCa {
         let server_params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let client_cert = CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .signed_by(&client_key, &issuer)
+            .unwrap();
         TestCa {
             ca_pem: ca_cert.pem(),
             server_cert_pem: server_cert.pem(),
             server_key_pem: server_key.serialize_pem(),
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
         }
     }
 
@@ -485,7 +503,7 @@ impl Prometheus {
 
 /// A client for plain-HTTP test requests (the workspace's reqwest has no default TLS provider).
 pub fn plain_client() -> reqwest::Client {
-    let tls = super::http::tls_client_config(rustls::RootCertStore::empty(), "test").unwrap();
+    let tls = super::http::tls_client_config(rustls::RootCertStore::empty(), None, "test").unwrap();
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .build()

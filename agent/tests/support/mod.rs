@@ -94,11 +94,23 @@ pub struct Agent {
     pub config_path: PathBuf,
     pub admin: SocketAddr,
     pub stderr_path: PathBuf,
+    /// Environment set beside the pod identity (what injection adds, such as `POD_IP`).
+    env: Vec<(String, String)>,
 }
 
 impl Agent {
     /// Starts the agent on `config_yaml` (written into `dir/agent.yaml`) and waits for `/readyz`.
     pub fn start(dir: &Path, config_yaml: &str, admin: SocketAddr) -> Agent {
+        Self::start_with_env(dir, config_yaml, admin, &[])
+    }
+
+    /// [`Agent::start`] with more environment variables, as injection sets them.
+    pub fn start_with_env(
+        dir: &Path,
+        config_yaml: &str,
+        admin: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let config_path = dir.join("agent.yaml");
         std::fs::write(&config_path, config_yaml).expect("write agent config");
         let mut agent = Agent {
@@ -106,6 +118,10 @@ impl Agent {
             config_path,
             admin,
             stderr_path: dir.join("agent.stderr"),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         agent.spawn();
         agent
@@ -127,6 +143,7 @@ impl Agent {
             .env("NODE_NAME", "node-a")
             .env("VIGIL_APP_VERSION", "17.2")
             .env("VIGIL_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

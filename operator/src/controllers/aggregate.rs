@@ -233,26 +233,30 @@ fn rule_file_part<T: Serialize>(
     Ok(PrometheusPart::RuleFile { key, yaml })
 }
 
-/// A policy's rule-file part under `apis` (a file only without `PrometheusRule`).
+/// A policy's rule-file part under `apis` (a file only without `PrometheusRule`), its alerts
+/// labelled with `cluster`.
 pub fn policy_rules_part(
     policy: &AlertPolicy,
     app: &MonitoredApp,
     apis: OptionalApis,
+    cluster: Option<&str>,
 ) -> Result<PrometheusPart, serde_yaml::Error> {
     rule_file_part(policy_rules_key(&policy.name_any()), apis, || {
-        alerts::alert_rules(policy, app)
+        alerts::alert_rules(policy, app).with_cluster(cluster)
     })
 }
 
-/// An objective's rule-file part under `apis` (a file only without `PrometheusRule`).
+/// An objective's rule-file part under `apis` (a file only without `PrometheusRule`), its
+/// alerts labelled with `cluster`.
 pub fn slo_rules_part(
     objective: &Slo,
     app: &MonitoredApp,
     apis: OptionalApis,
     severities: &SloSeverities,
+    cluster: Option<&str>,
 ) -> Result<PrometheusPart, serde_yaml::Error> {
     rule_file_part(slo_rules_key(&objective.name_any()), apis, || {
-        slo::slo_rules_with(objective, app, severities)
+        slo::slo_rules_with(objective, app, severities).with_cluster(cluster)
     })
 }
 
@@ -274,8 +278,9 @@ pub fn prometheus_config_map(
     inv: &Inventory,
     apis: OptionalApis,
     severities: &SloSeverities,
+    cluster: Option<&str>,
 ) -> Result<Option<ConfigMap>, serde_yaml::Error> {
-    let mut share = PrometheusShare::new(apis);
+    let mut share = PrometheusShare::new(apis, cluster);
     share.learn(namespace, inv, severities)?;
     Ok(share
         .data()?
@@ -340,6 +345,8 @@ impl Written {
 struct PrometheusShare {
     /// The discovery answer the parts were rendered for.
     apis: OptionalApis,
+    /// The cluster name alerts are labelled with (`--cluster-name`).
+    cluster: Option<String>,
     /// App name → its `scrape_configs` entries.
     scrape_configs: BTreeMap<String, Vec<Value>>,
     /// File key → rule file YAML.
@@ -349,9 +356,10 @@ struct PrometheusShare {
 }
 
 impl PrometheusShare {
-    fn new(apis: OptionalApis) -> PrometheusShare {
+    fn new(apis: OptionalApis, cluster: Option<&str>) -> PrometheusShare {
         PrometheusShare {
             apis,
+            cluster: cluster.map(str::to_owned),
             scrape_configs: BTreeMap::new(),
             rule_files: BTreeMap::new(),
             version: 1,
@@ -371,12 +379,25 @@ impl PrometheusShare {
         }
         for policy in &inv.policies {
             if let Some(app) = inv.app(namespace, &policy.spec.app_ref.name) {
-                self.set(policy_rules_part(policy, app, self.apis)?);
+                let cluster = self.cluster.clone();
+                self.set(policy_rules_part(
+                    policy,
+                    app,
+                    self.apis,
+                    cluster.as_deref(),
+                )?);
             }
         }
         for objective in &inv.slos {
             if let Some(app) = inv.app(namespace, &objective.spec.app_ref.name) {
-                self.set(slo_rules_part(objective, app, self.apis, severities)?);
+                let cluster = self.cluster.clone();
+                self.set(slo_rules_part(
+                    objective,
+                    app,
+                    self.apis,
+                    severities,
+                    cluster.as_deref(),
+                )?);
             }
         }
         Ok(())
@@ -632,7 +653,7 @@ async fn learn_prometheus(
     if ctx.shared.prometheus_known(namespace, apis) {
         return Ok(());
     }
-    let mut share = PrometheusShare::new(apis);
+    let mut share = PrometheusShare::new(apis, ctx.settings.cluster.as_deref());
     if !(apis.pod_monitor && apis.prometheus_rule) {
         let (policies, slos) = if apis.prometheus_rule {
             (Vec::new(), Vec::new())

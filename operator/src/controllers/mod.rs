@@ -86,6 +86,9 @@ pub struct Settings {
     pub prometheus_retention: Option<Duration>,
     /// Base URL of the Prometheus the `SLO` status reads the remaining error budget from.
     pub prometheus_query_url: Option<String>,
+    /// Name of this cluster (`--cluster-name`): the agents' `cluster` label and
+    /// `k8s.cluster.name` attribute, and the `cluster` label of generated alerts.
+    pub cluster: Option<String>,
 }
 
 impl Default for Settings {
@@ -100,6 +103,7 @@ impl Default for Settings {
             outputs: crate::render::outputs::Outputs::default(),
             prometheus_retention: None,
             prometheus_query_url: None,
+            cluster: None,
         }
     }
 }

@@ -219,7 +219,7 @@ spec:
         grafana_dashboard: true,
         ..OptionalApis::default()
     };
-    let expected = prometheus_config_map(NAMESPACE, &inv, apis, &Default::default())
+    let expected = prometheus_config_map(NAMESPACE, &inv, apis, &Default::default(), None)
         .unwrap()
         .unwrap();
     let stored: ConfigMap = server

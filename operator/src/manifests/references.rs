@@ -74,6 +74,15 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
         for (field, message) in secret_ref_problems(&app.spec) {
             report("MonitoredApp", &ns, &name, format!("spec.{field}"), message);
         }
+        for (field, message) in exporter_signal_problems(&app.spec.exporters) {
+            report(
+                "MonitoredApp",
+                &ns,
+                &name,
+                format!("spec.exporters.{field}"),
+                message,
+            );
+        }
         for (i, pattern) in app.spec.redaction.patterns.iter().enumerate() {
             if let Err(e) = regex::Regex::new(&pattern.regex) {
                 report(
@@ -198,6 +207,86 @@ fn secret_ref_problems(spec: &impl serde::Serialize) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if let Ok(value) = serde_json::to_value(spec) {
         walk(&value, String::new(), &mut out);
+    }
+    out
+}
+
+/// Signals an exporter chose that its kind cannot carry (`traces` on Loki), and signals named
+/// twice, as `(field path under exporters, message)`.
+fn exporter_signal_problems(
+    exporters: &vigil_crds::monitored_app::ExportersSpec,
+) -> Vec<(String, String)> {
+    use vigil_crds::monitored_app::ExportSignal::{self, Logs, Metrics, Traces};
+    let mut out = Vec::new();
+    let mut check =
+        |field: String, kind: &str, carried: &[ExportSignal], chosen: &[ExportSignal]| {
+            let mut seen = BTreeSet::new();
+            for (i, signal) in chosen.iter().enumerate() {
+                if !carried.contains(signal) {
+                    out.push((
+                        format!("{field}.signals[{i}]"),
+                        format!(
+                            "{kind} does not carry {}; choose among {}",
+                            signal.as_str(),
+                            carried
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                } else if !seen.insert(*signal) {
+                    out.push((
+                        format!("{field}.signals[{i}]"),
+                        format!("{} is listed twice", signal.as_str()),
+                    ));
+                }
+            }
+        };
+    let levels = std::iter::once((
+        String::new(),
+        &exporters.otlp,
+        &exporters.prometheus_remote_write,
+        &exporters.loki,
+        &exporters.splunk_hec,
+    ))
+    .chain(exporters.named.iter().enumerate().map(|(i, n)| {
+        (
+            format!("named[{i}]."),
+            &n.otlp,
+            &n.prometheus_remote_write,
+            &n.loki,
+            &n.splunk_hec,
+        )
+    }));
+    for (prefix, otlp, remote_write, loki, splunk) in levels {
+        if let Some(o) = otlp {
+            check(
+                format!("{prefix}otlp"),
+                "otlp",
+                &[Traces, Metrics, Logs],
+                &o.signals,
+            );
+        }
+        if let Some(r) = remote_write {
+            check(
+                format!("{prefix}prometheusRemoteWrite"),
+                "prometheusRemoteWrite",
+                &[Metrics],
+                &r.signals,
+            );
+        }
+        if let Some(l) = loki {
+            check(format!("{prefix}loki"), "loki", &[Logs], &l.signals);
+        }
+        if let Some(s) = splunk {
+            check(
+                format!("{prefix}splunkHec"),
+                "splunkHec",
+                &[Logs],
+                &s.signals,
+            );
+        }
     }
     out
 }

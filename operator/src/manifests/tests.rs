@@ -319,3 +319,60 @@ fn secret_ref_patterns_match_the_path_checks() {
         );
     }
 }
+
+/// Exporter access settings are checked before anything renders: a header with both or
+/// neither value, a client certificate without its key, a named exporter of no or two kinds,
+/// a name used twice, a signal the kind cannot carry, a basic-auth password given literally
+/// (unknown field: secrets only by reference) and an invalid Secret name in a new reference
+/// each give one problem naming the object and the field.
+#[test]
+fn exporter_access_mistakes_name_the_field() {
+    let app = |exporters: &str| {
+        format!("apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {{name: m, namespace: retail}}\nspec:\n  selector: {{matchLabels: {{a: b}}}}\n  exporters: {exporters}\n")
+    };
+    let loki = "url: \"http://loki:3100/loki/api/v1/push\"";
+    let cases = [
+        (
+            app(&format!("{{loki: {{{loki}, headers: [{{name: X-Org, value: a, valueSecretRef: {{name: s, key: k}}}}]}}}}")),
+            "spec.exporters.loki.headers[0]: a header sets exactly one of value and valueSecretRef",
+        ),
+        (
+            app(&format!("{{loki: {{{loki}, clientCertSecretRef: {{name: mtls, key: tls.crt}}}}}}")),
+            "spec.exporters.loki: clientCertSecretRef and clientKeySecretRef go together",
+        ),
+        (
+            app("{named: [{name: a}]}"),
+            "spec.exporters.named[0]: a named exporter sets exactly one of otlp, prometheusRemoteWrite, loki and splunkHec",
+        ),
+        (
+            app(&format!("{{named: [{{name: a, loki: {{{loki}}}}}, {{name: a, loki: {{{loki}}}}}]}}")),
+            "spec.exporters.named: named exporter names must be unique",
+        ),
+        (
+            app(&format!("{{named: [{{name: a, loki: {{{loki}, signals: [traces]}}}}]}}")),
+            "spec.exporters.named[0].loki.signals[0]: loki does not carry traces; choose among logs",
+        ),
+        (
+            app(&format!("{{loki: {{{loki}, basicAuth: {{username: u, password: hunter2}}}}}}")),
+            "spec.exporters.loki.basicAuth.password: unknown field `password`",
+        ),
+        (
+            app(&format!("{{loki: {{{loki}, basicAuth: {{username: u, passwordSecretRef: {{name: Bad_Name, key: k}}}}}}}}")),
+            "spec.exporters.loki.basicAuth.passwordSecretRef.name:",
+        ),
+    ];
+    for (manifest, expected) in cases {
+        let got = problems(&manifest);
+        assert!(
+            got.iter().any(|p| p.contains(expected)),
+            "expected {expected:?} in {got:#?}"
+        );
+        // No problem ever quotes a secret's value.
+        assert!(got.iter().all(|p| !p.contains("hunter2")), "{got:#?}");
+    }
+    // A valid combination of every new field has no problem.
+    let valid = app(&format!(
+        "{{prometheusRemoteWrite: {{url: \"https://mimir:8080/api/v1/push\", basicAuth: {{username: \"123\", passwordSecretRef: {{name: gc, key: token}}}}, headers: [{{name: X-Org, value: shop}}, {{name: X-Key, valueSecretRef: {{name: gw, key: key}}}}], clientCertSecretRef: {{name: mtls, key: tls.crt}}, clientKeySecretRef: {{name: mtls, key: tls.key}}, signals: [metrics]}}, named: [{{name: central, otlp: {{endpoint: \"https://otel:4317\", signals: [traces, logs]}}}}, {{name: team, loki: {{{loki}}}}}]}}"
+    ));
+    assert_eq!(problems(&valid), Vec::<String>::new());
+}

@@ -10,11 +10,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use vigil_crds::agent_config::{
-    AppIdentity, BufferConfig, CrashesConfig, DeliveryConfig, ExportersConfig, HttpSink, Listen,
-    LogsConfig, OtlpSink, RedactionConfig, ScrapeConfig, SplunkHecSink, TracesConfig,
-    AGENT_CONFIG_VERSION,
+    AppIdentity, BasicAuthFile, BufferConfig, CrashesConfig, DeliveryConfig, ExportersConfig,
+    HeaderConfig, HttpSink, Listen, LogsConfig, NamedSink, OtlpSink, RedactionConfig, ScrapeConfig,
+    SplunkHecSink, TracesConfig, AGENT_CONFIG_VERSION,
 };
-use vigil_crds::monitored_app::{HttpExporter, ReleaseSource};
+use vigil_crds::monitored_app::{
+    BasicAuth, HeaderSpec, HttpExporter, OtlpExporter, ReleaseSource, SplunkHecExporter,
+};
 use vigil_crds::{AgentConfig, MonitoredApp, SecretKeyRef};
 
 use super::{child_meta, namespace_of};
@@ -45,8 +47,10 @@ pub fn config_map_name(app_name: &str) -> String {
 /// The agent configuration for one `MonitoredApp`.
 ///
 /// Secret references become file paths under the secrets directory (see
-/// [`SecretKeyRef::mount_path`]); the values never appear in the config.
-pub fn agent_config(app: &MonitoredApp) -> AgentConfig {
+/// [`SecretKeyRef::mount_path`]); the values never appear in the config. `cluster` (the
+/// operator's `--cluster-name`) becomes `app.cluster`: the agent's `cluster` label and
+/// `k8s.cluster.name` attribute.
+pub fn agent_config(app: &MonitoredApp, cluster: Option<&str>) -> AgentConfig {
     let spec = &app.spec;
     let (version_label, version_container) = match spec.release.source {
         ReleaseSource::Label => (Some(spec.release.label.clone()), None),
@@ -61,6 +65,7 @@ pub fn agent_config(app: &MonitoredApp) -> AgentConfig {
             release_source: spec.release.source,
             version_label,
             version_container,
+            cluster: cluster.filter(|c| !c.is_empty()).map(str::to_owned),
         },
         listen: Listen {
             otlp_grpc: format!("127.0.0.1:{OTLP_GRPC_PORT}"),
@@ -74,6 +79,10 @@ pub fn agent_config(app: &MonitoredApp) -> AgentConfig {
             timeout: m.timeout.clone(),
             honor_annotations: m.honor_annotations,
             pod_info_dir: None,
+            job: Some(super::scrape::app_job_name(
+                &namespace_of(app),
+                &app.name_any(),
+            )),
         }),
         logs: spec.logs.as_ref().map(|l| LogsConfig {
             pod_log_dir: l.container_logs.then(|| POD_LOG_DIR.to_owned()),
@@ -110,36 +119,92 @@ pub fn agent_config(app: &MonitoredApp) -> AgentConfig {
     }
 }
 
-fn exporters(app: &MonitoredApp) -> ExportersConfig {
-    let e = &app.spec.exporters;
-    // An invalid reference (rejected by validation before anything is rendered) gets no path
-    // rather than one that could leave its Secret's folder.
-    let file = |r: &Option<SecretKeyRef>| r.as_ref().and_then(SecretKeyRef::mount_path);
-    let http = |h: &HttpExporter| HttpSink {
+/// The mounted file of a Secret reference. An invalid reference (rejected by validation before
+/// anything is rendered) gets no path rather than one that could leave its Secret's folder.
+fn file(r: Option<&SecretKeyRef>) -> Option<String> {
+    r.and_then(SecretKeyRef::mount_path)
+}
+
+fn basic_auth(b: &Option<BasicAuth>) -> Option<BasicAuthFile> {
+    let b = b.as_ref()?;
+    Some(BasicAuthFile {
+        username: b.username.clone(),
+        password_file: file(Some(&b.password_secret_ref))?,
+    })
+}
+
+fn headers(headers: &[HeaderSpec]) -> Vec<HeaderConfig> {
+    headers
+        .iter()
+        .map(|h| HeaderConfig {
+            name: h.name.clone(),
+            value: h.value.clone(),
+            value_file: file(h.value_secret_ref.as_ref()),
+        })
+        .collect()
+}
+
+fn http_sink(h: &HttpExporter) -> HttpSink {
+    HttpSink {
         url: h.url.clone(),
         tenant: h.tenant.clone(),
-        bearer_token_file: file(&h.bearer_token_secret_ref),
-        ca_file: file(&h.ca_secret_ref),
-    };
+        bearer_token_file: file(h.bearer_token_secret_ref.as_ref()),
+        ca_file: file(h.ca_secret_ref.as_ref()),
+        basic_auth: basic_auth(&h.basic_auth),
+        headers: headers(&h.headers),
+        client_cert_file: file(h.client_cert_secret_ref.as_ref()),
+        client_key_file: file(h.client_key_secret_ref.as_ref()),
+        signals: h.signals.clone(),
+    }
+}
+
+fn otlp_sink(o: &OtlpExporter) -> OtlpSink {
+    OtlpSink {
+        endpoint: o.endpoint.clone(),
+        protocol: o.protocol,
+        tenant: o.tenant.clone(),
+        bearer_token_file: file(o.bearer_token_secret_ref.as_ref()),
+        ca_file: file(o.ca_secret_ref.as_ref()),
+        basic_auth: basic_auth(&o.basic_auth),
+        headers: headers(&o.headers),
+        client_cert_file: file(o.client_cert_secret_ref.as_ref()),
+        client_key_file: file(o.client_key_secret_ref.as_ref()),
+        signals: o.signals.clone(),
+    }
+}
+
+fn splunk_sink(s: &SplunkHecExporter) -> Option<SplunkHecSink> {
+    Some(SplunkHecSink {
+        url: s.url.clone(),
+        token_file: s.token_secret_ref.mount_path()?,
+        index: s.index.clone(),
+        sourcetype: s.sourcetype.clone(),
+        ca_file: file(s.ca_secret_ref.as_ref()),
+        headers: headers(&s.headers),
+        client_cert_file: file(s.client_cert_secret_ref.as_ref()),
+        client_key_file: file(s.client_key_secret_ref.as_ref()),
+        signals: s.signals.clone(),
+    })
+}
+
+fn exporters(app: &MonitoredApp) -> ExportersConfig {
+    let e = &app.spec.exporters;
     ExportersConfig {
-        otlp: e.otlp.as_ref().map(|o| OtlpSink {
-            endpoint: o.endpoint.clone(),
-            protocol: o.protocol,
-            tenant: o.tenant.clone(),
-            bearer_token_file: file(&o.bearer_token_secret_ref),
-            ca_file: file(&o.ca_secret_ref),
-        }),
-        prometheus_remote_write: e.prometheus_remote_write.as_ref().map(http),
-        loki: e.loki.as_ref().map(http),
-        splunk_hec: e.splunk_hec.as_ref().and_then(|s| {
-            Some(SplunkHecSink {
-                url: s.url.clone(),
-                token_file: s.token_secret_ref.mount_path()?,
-                index: s.index.clone(),
-                sourcetype: s.sourcetype.clone(),
-                ca_file: file(&s.ca_secret_ref),
+        otlp: e.otlp.as_ref().map(otlp_sink),
+        prometheus_remote_write: e.prometheus_remote_write.as_ref().map(http_sink),
+        loki: e.loki.as_ref().map(http_sink),
+        splunk_hec: e.splunk_hec.as_ref().and_then(splunk_sink),
+        named: e
+            .named
+            .iter()
+            .map(|n| NamedSink {
+                name: n.name.clone(),
+                otlp: n.otlp.as_ref().map(otlp_sink),
+                prometheus_remote_write: n.prometheus_remote_write.as_ref().map(http_sink),
+                loki: n.loki.as_ref().map(http_sink),
+                splunk_hec: n.splunk_hec.as_ref().and_then(splunk_sink),
             })
-        }),
+            .collect(),
     }
 }
 
@@ -205,6 +270,21 @@ spec:
     splunkHec:
       url: https://splunk.example:8088
       tokenSecretRef: {name: splunk, key: hec-token}
+    prometheusRemoteWrite:
+      url: https://prometheus-prod-01-eu-west-0.grafana.net/api/prom/push
+      basicAuth: {username: "123456", passwordSecretRef: {name: grafana-cloud, key: token}}
+      headers:
+      - {name: X-Org, value: shop}
+      - {name: X-Api-Key, valueSecretRef: {name: gateway, key: api-key}}
+      clientCertSecretRef: {name: mtls, key: tls.crt}
+      clientKeySecretRef: {name: mtls, key: tls.key}
+    named:
+    - name: central
+      otlp: {endpoint: "https://central.example:4317", signals: [traces]}
+    - name: team-loki
+      loki:
+        url: http://loki.team:3100/loki/api/v1/push
+        basicAuth: {username: shop, passwordSecretRef: {name: team-loki, key: password}}
   agent: {bufferSize: 1Gi, whenFull: dropNewest, adminPort: 9555, maxInFlight: 4}
 "#;
 
@@ -219,14 +299,14 @@ spec:
     /// The rendered config of a fully specified app, as the agent will read it.
     #[test]
     fn full_app_config_snapshot() {
-        let config = agent_config(&app(FULL));
+        let config = agent_config(&app(FULL), Some("eu-prod-1"));
         insta::assert_yaml_snapshot!("agent_config__full", config);
     }
 
     /// The defaults an app with only a selector gets (no scrape, no logs, label release source).
     #[test]
     fn minimal_app_config_snapshot() {
-        let config = agent_config(&app(MINIMAL));
+        let config = agent_config(&app(MINIMAL), None);
         insta::assert_yaml_snapshot!("agent_config__minimal", config);
     }
 
@@ -235,7 +315,7 @@ spec:
     #[test]
     fn rendered_yaml_round_trips_through_the_agent_parser() {
         for yaml in [FULL, MINIMAL] {
-            let config = agent_config(&app(yaml));
+            let config = agent_config(&app(yaml), Some("eu-prod-1"));
             let parsed = AgentConfig::from_yaml(&agent_config_yaml(&config)).unwrap();
             assert_eq!(parsed, config);
         }
@@ -245,7 +325,7 @@ spec:
     /// injection mounts them.
     #[test]
     fn secrets_become_mounted_file_paths() {
-        let config = agent_config(&app(FULL));
+        let config = agent_config(&app(FULL), None);
         let otlp = config.exporters.otlp.unwrap();
         assert_eq!(
             otlp.bearer_token_file.as_deref(),
@@ -259,13 +339,72 @@ spec:
             config.exporters.splunk_hec.unwrap().token_file,
             "/etc/vigil/secrets/splunk/hec-token"
         );
+        let rw = config.exporters.prometheus_remote_write.unwrap();
+        let basic = rw.basic_auth.unwrap();
+        assert_eq!(basic.username, "123456");
+        assert_eq!(
+            basic.password_file,
+            "/etc/vigil/secrets/grafana-cloud/token"
+        );
+        assert_eq!(rw.headers[0].value.as_deref(), Some("shop"));
+        assert_eq!(
+            rw.headers[1].value_file.as_deref(),
+            Some("/etc/vigil/secrets/gateway/api-key")
+        );
+        assert_eq!(
+            rw.client_cert_file.as_deref(),
+            Some("/etc/vigil/secrets/mtls/tls.crt")
+        );
+        assert_eq!(
+            rw.client_key_file.as_deref(),
+            Some("/etc/vigil/secrets/mtls/tls.key")
+        );
+        assert_eq!(config.exporters.named.len(), 2);
+        assert_eq!(
+            config.exporters.named[1]
+                .loki
+                .as_ref()
+                .unwrap()
+                .basic_auth
+                .as_ref()
+                .unwrap()
+                .password_file,
+            "/etc/vigil/secrets/team-loki/password"
+        );
+    }
+
+    /// Every Secret the exporters reference — basic-auth passwords, header values, client
+    /// certificates and keys, of the single and the named exporters — is one injection mounts.
+    #[test]
+    fn every_referenced_secret_is_mounted() {
+        let a = app(FULL);
+        let refs: Vec<(String, String)> = a
+            .spec
+            .exporters
+            .secret_refs()
+            .into_iter()
+            .map(|r| (r.name.clone(), r.key.clone()))
+            .collect();
+        for expected in [
+            ("grafana-cloud", "token"),
+            ("gateway", "api-key"),
+            ("mtls", "tls.crt"),
+            ("mtls", "tls.key"),
+            ("team-loki", "password"),
+            ("splunk", "hec-token"),
+        ] {
+            assert!(
+                refs.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+                "{expected:?} not in {refs:?}"
+            );
+        }
     }
 
     /// Listen addresses: OTLP only on loopback, admin on all interfaces at the configured port;
     /// logs come from the mounted pod log dir and checkpoint inside the buffer volume.
     #[test]
     fn listen_and_paths_match_the_injected_pod() {
-        let config = agent_config(&app(FULL));
+        let config = agent_config(&app(FULL), None);
         assert_eq!(config.listen.otlp_grpc, "127.0.0.1:4317");
         assert_eq!(config.listen.otlp_http, "127.0.0.1:4318");
         assert_eq!(config.listen.admin, "0.0.0.0:9555");
@@ -280,7 +419,7 @@ spec:
     #[test]
     fn config_map_carries_yaml_and_its_hash() {
         let a = app(FULL);
-        let cm = agent_config_map(&a, &agent_config(&a));
+        let cm = agent_config_map(&a, &agent_config(&a, None));
         assert_eq!(cm.metadata.name.as_deref(), Some("vigil-agent-checkout"));
         assert_eq!(cm.metadata.namespace.as_deref(), Some("shop"));
         let yaml = &cm.data.as_ref().unwrap()[CONFIG_KEY];
@@ -289,7 +428,7 @@ spec:
         assert_eq!(hash.len(), 16);
         assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
 
-        let mut changed = agent_config(&a);
+        let mut changed = agent_config(&a, None);
         changed.traces.sampling_ratio = 0.5;
         let cm2 = agent_config_map(&a, &changed);
         assert_ne!(

@@ -102,6 +102,9 @@ const OTLP_PROTOCOL_VAR: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
 pub const VERSION_ENV: &str = "VIGIL_APP_VERSION";
 /// Environment variable holding the resolved number of a named metrics port.
 pub const SCRAPE_PORT_ENV: &str = "VIGIL_SCRAPE_PORT";
+/// Environment variable holding the name of the container that declares the scraped port: the
+/// `container` label of the remote-written series.
+pub const SCRAPE_CONTAINER_ENV: &str = "VIGIL_SCRAPE_CONTAINER";
 /// Extra `emptyDir` room above the buffer bound, for checkpoints and segment rollover.
 const BUFFER_HEADROOM_BYTES: u64 = 16 << 20;
 
@@ -539,6 +542,9 @@ fn agent_container(spec: &PodSpec, sidecar: &AgentSidecar, names: &VolumeNames) 
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("POD_UID", "metadata.uid"),
         field_env("NODE_NAME", "spec.nodeName"),
+        // The `instance` label of remote-written series: `<pod IP>:<port>`, as Prometheus'
+        // own scrape of the pod would set it.
+        field_env("POD_IP", "status.podIP"),
     ];
     match &sidecar.version {
         VersionSource::Label(label) => {
@@ -558,14 +564,20 @@ fn agent_container(spec: &PodSpec, sidecar: &AgentSidecar, names: &VolumeNames) 
         }
     }
 
-    if let Some(port) = sidecar.scrape_port_name.as_deref().and_then(|name| {
-        spec.containers
-            .iter()
-            .flat_map(|c| c.ports.iter().flatten())
-            .find(|p| p.name.as_deref() == Some(name))
-            .map(|p| p.container_port)
+    if let Some((container, port)) = sidecar.scrape_port_name.as_deref().and_then(|name| {
+        spec.containers.iter().find_map(|c| {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| (c.name.as_str(), p.container_port))
+        })
     }) {
         env.push(plain_env(SCRAPE_PORT_ENV, &port.to_string()));
+        env.push(plain_env(SCRAPE_CONTAINER_ENV, container));
+    } else if let Some(container) = spec.containers.iter().find(|c| c.name != AGENT_CONTAINER) {
+        // A port given by number: the pod's first application container.
+        env.push(plain_env(SCRAPE_CONTAINER_ENV, &container.name));
     }
     if let Some(reason) = &sidecar.pod_logs_off {
         env.push(plain_env(POD_LOGS_OFF_ENV, reason));

@@ -437,6 +437,12 @@ pub fn operator_job(namespace: &str) -> Value {
     })
 }
 
+/// The job name of the scrape config of an app's own metrics; the agent gives remote-written
+/// series the same `job` label, so pushed and scraped series look alike.
+pub fn app_job_name(namespace: &str, app: &str) -> String {
+    format!("vigil/{namespace}/{app}")
+}
+
 /// The `scrape_configs` entries for every app of the inventory, sorted by namespace and name:
 /// the application job (when the app sets `metrics`), the agent job, then the crash job.
 pub fn scrape_configs(inv: &Inventory) -> Vec<Value> {
@@ -452,7 +458,7 @@ pub fn scrape_configs(inv: &Inventory) -> Vec<Value> {
             .map_or(AGENT_SCRAPE_INTERVAL.to_owned(), |m| m.interval.to_string());
         if let Some(metrics) = &app.spec.metrics {
             out.push(json!({
-                "job_name": format!("vigil/{ns}/{name}"),
+                "job_name": app_job_name(&ns, &name),
                 "honor_labels": false,
                 "scrape_interval": metrics.interval.as_str(),
                 "scrape_timeout": metrics.timeout.as_str(),

@@ -24,6 +24,7 @@ fn identity() -> Identity {
         pod_uid: "uid".into(),
         node: "node-1".into(),
         version: "17.2".into(),
+        cluster: String::new(),
     }
 }
 

@@ -27,6 +27,7 @@ fn pod(name: &str) -> Identity {
         pod_uid: format!("uid-{name}"),
         node: "node-1".into(),
         version: "17.2".into(),
+        cluster: String::new(),
     }
 }
 

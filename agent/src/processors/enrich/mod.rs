@@ -3,8 +3,9 @@
 //! `app`, `pod`, `version` labels on samples) and shapes log events into OTLP log records.
 //!
 //! Enrichment fills gaps: an attribute or label the application set itself is kept — except the
-//! pod's namespace (`k8s.namespace.name`), a fact the application cannot change: a value it set
-//! is replaced by the agent's, so its data can never claim another tenant's namespace.
+//! pod's namespace (`k8s.namespace.name`) and the cluster (`k8s.cluster.name`, when the config
+//! names one), facts the application cannot change: a value it set is replaced by the agent's,
+//! so its data can never claim another tenant's namespace or another cluster.
 
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ pub fn resource_attributes(identity: &Identity) -> Vec<(&'static str, &str)> {
         ("k8s.node.name", identity.node.as_str()),
         ("service.name", identity.app.as_str()),
         ("service.version", identity.version.as_str()),
+        ("k8s.cluster.name", identity.cluster.as_str()),
     ]
     .into_iter()
     .filter(|(_, value)| !value.is_empty())
@@ -56,8 +58,9 @@ fn string_attribute(key: &str, value: impl Into<String>) -> KeyValue {
     }
 }
 
-/// The resource attribute whose value is always the agent's (the tenant boundary).
-const ENFORCED_ATTRIBUTE: &str = "k8s.namespace.name";
+/// The resource attributes whose values are always the agent's (the tenant boundary, and the
+/// cluster many clusters' data is told apart by).
+const ENFORCED_ATTRIBUTES: [&str; 2] = ["k8s.namespace.name", "k8s.cluster.name"];
 
 /// Whether a resource already carries `key` with a value enrichment keeps (`value`: the
 /// identity's). A `service.name` of `unknown_service…` (the OpenTelemetry SDKs' default when
@@ -71,7 +74,7 @@ fn has_attribute(attributes: &[KeyValue], key: &str, value: &str) -> bool {
         };
         kv.key == key
             && !(key == "service.name" && text.is_some_and(|s| s.starts_with("unknown_service")))
-            && !(key == ENFORCED_ATTRIBUTE && text != Some(value))
+            && !(ENFORCED_ATTRIBUTES.contains(&key) && text != Some(value))
     })
 }
 

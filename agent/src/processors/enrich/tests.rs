@@ -17,6 +17,7 @@ fn identity() -> Identity {
         pod_uid: "0b7e-uid".into(),
         node: "node-1".into(),
         version: "17.2".into(),
+        cluster: String::new(),
     }
 }
 
@@ -418,4 +419,55 @@ fn unknown_level_and_partial_identity() {
     );
     assert!(record.observed_time_unix_nano > 0);
     assert_eq!(attribute(&record.attributes, "k8s.container.name"), None);
+}
+
+/// The cluster name of the config is `k8s.cluster.name` on every resource and always the
+/// agent's: an application that set another cluster has it replaced; without a cluster name
+/// nothing is added.
+#[test]
+fn cluster_name_is_enforced_on_resources() {
+    let id = Identity {
+        cluster: "eu-prod-1".into(),
+        ..identity()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![
+            ResourceSpans::default(),
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![string_attribute("k8s.cluster.name", "elsewhere")],
+                    ..Resource::default()
+                }),
+                ..ResourceSpans::default()
+            },
+        ],
+    };
+    let mut batch = Batch::Traces(request.clone());
+    enrich_batch(&id, &mut batch);
+    let Batch::Traces(enriched) = batch else {
+        panic!("traces expected");
+    };
+    for rs in &enriched.resource_spans {
+        let attributes = &rs.resource.as_ref().unwrap().attributes;
+        assert_eq!(string_of(attributes, "k8s.cluster.name"), Some("eu-prod-1"));
+        assert_eq!(
+            attributes
+                .iter()
+                .filter(|kv| kv.key == "k8s.cluster.name")
+                .count(),
+            1
+        );
+    }
+    let mut batch = Batch::Traces(request);
+    enrich_batch(&identity(), &mut batch);
+    let Batch::Traces(plain) = batch else {
+        panic!("traces expected");
+    };
+    assert!(plain.resource_spans[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .all(|kv| kv.key != "k8s.cluster.name"));
 }

@@ -664,6 +664,7 @@ async fn otlp_sink_gets_records_as_they_are() {
             tenant: None,
             bearer_token_file: None,
             ca_file: None,
+            ..Default::default()
         }),
         ..Default::default()
     })

@@ -50,7 +50,13 @@ pub struct LokiSink {
 impl LokiSink {
     /// Checks the config and builds the client.
     pub fn new(config: &HttpSink) -> Result<Self, SinkConfigError> {
-        let (client, url) = http::push_client("loki", config)?;
+        Self::at("loki", config)
+    }
+
+    /// [`LokiSink::new`] for the exporter at config path `field` (errors name
+    /// `exporters.<field>.…`).
+    pub fn at(field: &str, config: &HttpSink) -> Result<Self, SinkConfigError> {
+        let (client, url) = http::push_client(field, config)?;
         Ok(LokiSink { client, url })
     }
 
@@ -158,6 +164,7 @@ fn add_logs(
             ("service.name", "app"),
             ("k8s.pod.name", "pod"),
             (CONTAINER, "container"),
+            ("k8s.cluster.name", "cluster"),
         ] {
             if let Some(value) = string_attribute(resource, key) {
                 base.insert(label, value.to_owned());

@@ -123,6 +123,7 @@ async fn push_request_on_the_wire() {
         tenant: Some("tenant-x".into()),
         bearer_token_file: Some(write_file(&dir, "token", "loki-token-value")),
         ca_file: None,
+        ..Default::default()
     });
     let batches = [
         logs_batch(POD_RESOURCE, vec![log_record(2_000, "b", "warn", &[])]),
@@ -165,6 +166,7 @@ async fn loki_status_mapping() {
         tenant: None,
         bearer_token_file: None,
         ca_file: None,
+        ..Default::default()
     });
     server.reply_next(Reply::status(429).body("Ingestion rate limit exceeded"));
     server.reply_next(Reply::status(400).body("entry too far behind"));

@@ -32,13 +32,14 @@ use reqwest::Url;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 use vigil_crds::agent_config::OtlpSink as OtlpSinkConfig;
 use vigil_crds::monitored_app::OtlpProtocol;
 
 use super::http::{
-    self, body_excerpt, CredentialFile, HttpClient, HttpSettings, CONNECT_TIMEOUT, REQUEST_TIMEOUT,
+    self, body_excerpt, Access, CredentialFile, HttpClient, HttpSettings, CONNECT_TIMEOUT,
+    REQUEST_TIMEOUT,
 };
 use super::{SendError, SinkConfigError};
 use crate::batch::{Batch, Signal};
@@ -70,6 +71,8 @@ struct GrpcTransport {
     channel: OnceLock<Channel>,
     tenant: Option<AsciiMetadataValue>,
     credential: Option<CredentialFile>,
+    /// Extra metadata; the client certificate is in `endpoint`'s TLS settings.
+    access: Access,
 }
 
 /// OTLP/HTTP with protobuf bodies.
@@ -84,32 +87,56 @@ struct HttpTransport {
 impl OtlpSink {
     /// Checks the config and builds the client; connects on the first send.
     pub fn new(config: &OtlpSinkConfig) -> Result<Self, SinkConfigError> {
+        Self::at("otlp", config)
+    }
+
+    /// [`OtlpSink::new`] for the exporter at config path `field` (errors name
+    /// `exporters.<field>.…`).
+    pub fn at(field: &str, config: &OtlpSinkConfig) -> Result<Self, SinkConfigError> {
         let OtlpSinkConfig {
             endpoint,
             protocol,
             tenant,
             bearer_token_file,
             ca_file,
+            basic_auth,
+            headers,
+            client_cert_file,
+            client_key_file,
+            signals: _,
         } = config;
-        let base = http::parse_url("otlp.endpoint", endpoint)?;
-        let credential = bearer_token_file.as_deref().map(CredentialFile::bearer);
+        let endpoint_field = format!("{field}.endpoint");
+        let base = http::parse_url(&endpoint_field, endpoint)?;
+        let credential =
+            http::credential(field, bearer_token_file.as_deref(), basic_auth.as_ref())?;
+        let access = http::access(
+            field,
+            headers,
+            client_cert_file.as_deref(),
+            client_key_file.as_deref(),
+            credential.is_some(),
+            tenant.is_some(),
+        )?;
         let transport = match protocol {
             OtlpProtocol::Grpc => Transport::Grpc(Box::new(GrpcTransport::new(
+                field,
                 &base,
                 tenant.as_deref(),
                 credential,
                 ca_file.as_deref(),
+                access,
             )?)),
             OtlpProtocol::Http => {
                 let client = HttpClient::new(HttpSettings {
-                    field: "otlp",
+                    field,
                     ca_file: ca_file.as_deref(),
                     tenant: tenant.as_deref(),
                     credential,
+                    access,
                 })?;
                 let signal_url = |path: &str| {
                     let text = format!("{}{path}", base.as_str().trim_end_matches('/'));
-                    http::parse_url("otlp.endpoint", &text)
+                    http::parse_url(&endpoint_field, &text)
                 };
                 Transport::Http(Box::new(HttpTransport {
                     client,
@@ -268,15 +295,28 @@ impl<R: Message + Default> Decoder for ResponseDecoder<R> {
 
 impl GrpcTransport {
     fn new(
+        field: &str,
         base: &Url,
         tenant: Option<&str>,
         credential: Option<CredentialFile>,
         ca_file: Option<&str>,
+        access: Access,
     ) -> Result<Self, SinkConfigError> {
         let grpc_error = |source| SinkConfigError::GrpcChannel {
-            field: "otlp".to_owned(),
+            field: field.to_owned(),
             source,
         };
+        let ca_field = format!("{field}.caFile");
+        // Checked here so that a header gRPC cannot carry is a config error, not a send error
+        // that would drop the data.
+        for (i, (name, _)) in access.headers.iter().enumerate() {
+            if tonic::metadata::AsciiMetadataKey::from_bytes(name.as_str().as_bytes()).is_err() {
+                return Err(SinkConfigError::invalid(
+                    format!("{field}.headers[{i}].name"),
+                    format!("{name} cannot be sent as gRPC metadata (binary `-bin` keys are not supported)"),
+                ));
+            }
+        }
         let mut endpoint = Endpoint::from_shared(base.as_str().to_owned())
             .map_err(grpc_error)?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -289,9 +329,9 @@ impl GrpcTransport {
             tls = match ca_file {
                 Some(path) => {
                     // Checked here so that a bad bundle is a config error, not a send error.
-                    http::read_ca_bundle(path, "otlp.caFile")?;
+                    http::read_ca_bundle(path, &ca_field)?;
                     let pem = std::fs::read(path).map_err(|source| SinkConfigError::ReadFile {
-                        field: "otlp.caFile".to_owned(),
+                        field: ca_field.clone(),
                         path: path.to_owned(),
                         source,
                     })?;
@@ -299,13 +339,16 @@ impl GrpcTransport {
                 }
                 None => tls.with_native_roots(),
             };
+            if let Some(identity) = &access.client_identity {
+                tls = tls.identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+            }
             endpoint = endpoint.tls_config(tls).map_err(grpc_error)?;
         }
         let tenant = tenant
             .map(|t| {
                 MetadataValue::try_from(t).map_err(|_| {
                     SinkConfigError::invalid(
-                        "otlp.tenant",
+                        format!("{field}.tenant"),
                         "must be printable text without line breaks",
                     )
                 })
@@ -316,6 +359,7 @@ impl GrpcTransport {
             channel: OnceLock::new(),
             tenant,
             credential,
+            access,
         })
     }
 
@@ -331,9 +375,26 @@ impl GrpcTransport {
     fn request<T>(
         &self,
         message: T,
-    ) -> Result<(tonic::Request<T>, Option<reqwest::header::HeaderValue>), SendError> {
+    ) -> Result<(tonic::Request<T>, Vec<reqwest::header::HeaderValue>), SendError> {
         let mut request = tonic::Request::new(message);
-        let mut sent = None;
+        let mut sent = Vec::new();
+        for (name, value) in self.access.header_values()? {
+            let key = tonic::metadata::AsciiMetadataKey::from_bytes(name.as_str().as_bytes())
+                .map_err(|_| SendError::Permanent {
+                    reason: format!("header {name} is not a gRPC metadata key"),
+                })?;
+            let mut text = AsciiMetadataValue::try_from(value.as_bytes()).map_err(|_| {
+                SendError::Retryable {
+                    reason: format!("the value of header {name} is not allowed in gRPC metadata"),
+                    retry_after: None,
+                }
+            })?;
+            if value.is_sensitive() {
+                text.set_sensitive(true);
+                sent.push(value);
+            }
+            request.metadata_mut().insert(key, text);
+        }
         if let Some(tenant) = &self.tenant {
             request
                 .metadata_mut()
@@ -352,7 +413,7 @@ impl GrpcTransport {
             })?;
             value.set_sensitive(true);
             request.metadata_mut().insert("authorization", value);
-            sent = Some(header);
+            sent.push(header);
         }
         Ok((request, sent))
     }
@@ -379,7 +440,7 @@ impl GrpcTransport {
                 EncodedCodec::<R>::default(),
             )
             .await
-            .map_err(|s| status_error(&s, credential.as_ref()))?;
+            .map_err(|s| status_error(&s, &credential))?;
         Ok(response.into_inner())
     }
 }
@@ -441,14 +502,11 @@ fn retryable_code(code: Code) -> bool {
 /// The error a failed gRPC call maps to; `credential` (the `authorization` sent) is masked in
 /// the quoted message. `UNAUTHENTICATED` and `PERMISSION_DENIED` are retried like an HTTP 401
 /// or 403: the data stays buffered until the credential is fixed.
-fn status_error(
-    status: &tonic::Status,
-    credential: Option<&reqwest::header::HeaderValue>,
-) -> SendError {
+fn status_error(status: &tonic::Status, secrets: &[reqwest::header::HeaderValue]) -> SendError {
     let mut reason = format!("backend answered gRPC {:?}", status.code());
     let mut message = bytes::Bytes::copy_from_slice(status.message().as_bytes());
-    if let Some(credential) = credential {
-        message = http::mask_credential(message, credential);
+    for secret in secrets {
+        message = http::mask_credential(message, secret);
     }
     reason.push_str(&body_excerpt(&message));
     let mut source = std::error::Error::source(status);
@@ -462,7 +520,7 @@ fn status_error(
         Code::Unauthenticated | Code::PermissionDenied
     ) {
         http::auth_failed(reason, retry_info(status.details()))
-    } else if retryable_code(status.code()) {
+    } else if retryable_code(status.code()) || transport_failure(status) {
         SendError::Retryable {
             reason,
             retry_after: retry_info(status.details()),
@@ -470,6 +528,15 @@ fn status_error(
     } else {
         SendError::Permanent { reason }
     }
+}
+
+/// Whether `status` was made on this side from a failed connection (refused, reset, a TLS
+/// alert such as a refused client certificate) rather than answered by the backend: tonic
+/// reports those as `UNKNOWN` with the transport error as the source, while a status the
+/// backend sent has none. Retrying can help (the backend or the certificate is fixed without
+/// the agent), so the data stays buffered.
+fn transport_failure(status: &tonic::Status) -> bool {
+    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
 }
 
 /// `google.rpc.Status`, the rich error model carried in `grpc-status-details-bin` and in

@@ -21,6 +21,7 @@ fn config(endpoint: String, protocol: OtlpProtocol) -> OtlpSinkConfig {
         tenant: None,
         bearer_token_file: None,
         ca_file: None,
+        ..Default::default()
     }
 }
 
@@ -118,6 +119,7 @@ async fn grpc_status_mapping() {
         failures.push_back(tonic::Status::unavailable("restarting"));
         failures.push_back(tonic::Status::invalid_argument("bad span"));
         failures.push_back(tonic::Status::unauthenticated("who are you"));
+        failures.push_back(tonic::Status::unknown("collector bug"));
     }
     let batch = [traces_batch("x")];
     match sink.send(&batch).await {
@@ -144,6 +146,10 @@ async fn grpc_status_mapping() {
     let e = sink.send(&batch).await.unwrap_err();
     assert!(matches!(e, SendError::Retryable { .. }), "{e:?}");
     assert!(e.to_string().contains("authentication failed"), "{e}");
+    // `UNKNOWN` answered by the collector stays permanent; only a transport failure reported
+    // as `UNKNOWN` on this side (a refused client certificate) is retried.
+    let e = sink.send(&batch).await.unwrap_err();
+    assert!(matches!(e, SendError::Permanent { .. }), "{e:?}");
     sink.send(&batch).await.unwrap();
     assert_eq!(collector.recorder.traces.lock().unwrap().len(), 1);
 }
@@ -189,6 +195,76 @@ async fn grpc_tls_with_custom_ca() {
     });
     let e = bad.send(&[traces_batch("insecure")]).await.unwrap_err();
     assert!(matches!(e, SendError::Retryable { .. }), "{e:?}");
+    assert_eq!(collector.recorder.traces.lock().unwrap().len(), 1);
+}
+
+/// Over gRPC to a collector that requires a client certificate: with the configured
+/// certificate the call goes through and carries basic authentication and the extra headers
+/// (literal and from a Secret file) as metadata; without one the handshake is refused and the
+/// data kept for a retry.
+#[tokio::test]
+async fn grpc_mutual_tls_with_basic_auth_and_headers() {
+    use vigil_crds::agent_config::{BasicAuthFile, HeaderConfig};
+    let ca = TestCa::new();
+    let collector = GrpcCollector::start_with(
+        Some((ca.server_cert_pem.clone(), ca.server_key_pem.clone())),
+        Some(ca.ca_pem.clone()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("https://localhost:{}", collector.addr.port());
+    let ca_file = write_file(&dir, "ca.pem", &ca.ca_pem);
+    let basic = BasicAuthFile {
+        username: "tenant-7".into(),
+        password_file: write_file(&dir, "password", "grpc-password\n"),
+    };
+    let headers = vec![
+        HeaderConfig {
+            name: "X-Org".into(),
+            value: Some("shop".into()),
+            value_file: None,
+        },
+        HeaderConfig {
+            name: "X-Api-Key".into(),
+            value: None,
+            value_file: Some(write_file(&dir, "key", "grpc-api-key")),
+        },
+    ];
+    let good = sink(OtlpSinkConfig {
+        ca_file: Some(ca_file.clone()),
+        basic_auth: Some(basic.clone()),
+        headers: headers.clone(),
+        client_cert_file: Some(write_file(&dir, "tls.crt", &ca.client_cert_pem)),
+        client_key_file: Some(write_file(&dir, "tls.key", &ca.client_key_pem)),
+        ..config(endpoint.clone(), OtlpProtocol::Grpc)
+    });
+    good.send(&[traces_batch("mutual")]).await.unwrap();
+    {
+        let traces = collector.recorder.traces.lock().unwrap();
+        assert_eq!(traces.len(), 1);
+        let metadata = &traces[0].0;
+        let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+        // base64("tenant-7:grpc-password")
+        assert_eq!(
+            text("authorization"),
+            Some("Basic dGVuYW50LTc6Z3JwYy1wYXNzd29yZA==")
+        );
+        assert_eq!(text("x-org"), Some("shop"));
+        assert_eq!(text("x-api-key"), Some("grpc-api-key"));
+    }
+
+    let without_cert = sink(OtlpSinkConfig {
+        ca_file: Some(ca_file),
+        basic_auth: Some(basic),
+        headers,
+        ..config(endpoint, OtlpProtocol::Grpc)
+    });
+    let e = without_cert
+        .send(&[traces_batch("anonymous")])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SendError::Retryable { .. }), "{e:?}");
+    assert!(!e.to_string().contains("grpc-password"), "{e}");
     assert_eq!(collector.recorder.traces.lock().unwrap().len(), 1);
 }
 

@@ -7,10 +7,11 @@
 //! → `job`; `service.instance.id`, else `k8s.pod.name` → `instance`; and the agent's series labels
 //! `namespace`, `app`, `pod`, `container`, `version` (see [`super::super`]); other `k8s.*`
 //! attributes with sanitised names (`k8s.deployment.name` → `k8s_deployment_name`). A data
-//! point's own attributes win over labels derived from the resource, except `job`, `instance`
-//! and `namespace`: the pod's namespace (enrichment makes `k8s.namespace.name` the agent's) is
-//! the tenant boundary, so a point's own `namespace` is kept as `exported_namespace`, as
-//! Prometheus keeps a scraped label that clashes with a target label.
+//! point's own attributes win over labels derived from the resource, except `job`, `instance`,
+//! `namespace` and `cluster`: the pod's namespace and the cluster (enrichment makes
+//! `k8s.namespace.name` and `k8s.cluster.name` the agent's) are the tenant boundary, so a
+//! point's own `namespace` or `cluster` is kept as `exported_<name>`, as Prometheus keeps a
+//! scraped label that clashes with a target label.
 //!
 //! Not converted, and counted as dropped: exponential histograms (`unsupported`) and delta
 //! sums and histograms (`delta_temporality`; Prometheus series are cumulative).
@@ -64,8 +65,9 @@ pub fn convert(request: &ExportMetricsServiceRequest, out: &mut Converted) {
 struct ResourceLabels {
     /// `job` and `instance`: override point attributes.
     identity: Vec<(String, String)>,
-    /// `namespace`: overrides a point attribute, which is kept as `exported_namespace`.
-    namespace: Option<String>,
+    /// `namespace` and `cluster`: override a point attribute, which is kept as
+    /// `exported_<name>`.
+    enforced: Vec<(&'static str, String)>,
     /// Added only when the point has no label of that name.
     defaults: Vec<(String, String)>,
 }
@@ -86,7 +88,14 @@ impl ResourceLabels {
                 .identity
                 .push(("instance".to_owned(), instance.to_owned()));
         }
-        labels.namespace = get("k8s.namespace.name").map(str::to_owned);
+        for (key, label) in [
+            ("k8s.namespace.name", "namespace"),
+            ("k8s.cluster.name", "cluster"),
+        ] {
+            if let Some(value) = get(key) {
+                labels.enforced.push((label, value.to_owned()));
+            }
+        }
         for (key, label) in [
             ("service.name", "app"),
             ("k8s.pod.name", "pod"),
@@ -101,7 +110,10 @@ impl ResourceLabels {
             if kv.key.starts_with("k8s.")
                 && !matches!(
                     kv.key.as_str(),
-                    "k8s.namespace.name" | "k8s.pod.name" | "k8s.container.name"
+                    "k8s.namespace.name"
+                        | "k8s.pod.name"
+                        | "k8s.container.name"
+                        | "k8s.cluster.name"
                 )
             {
                 let value = any_value_text(kv.value.as_ref());
@@ -139,10 +151,10 @@ fn point_labels(attributes: &[KeyValue], resource: &ResourceLabels) -> BTreeMap<
     for (name, value) in &resource.identity {
         labels.insert(name.clone(), value.clone());
     }
-    if let Some(namespace) = &resource.namespace {
-        if let Some(own) = labels.insert("namespace".to_owned(), namespace.clone()) {
-            if own != *namespace {
-                labels.insert("exported_namespace".to_owned(), own);
+    for (name, value) in &resource.enforced {
+        if let Some(own) = labels.insert((*name).to_owned(), value.clone()) {
+            if own != *value {
+                labels.insert(format!("exported_{name}"), own);
             }
         }
     }
@@ -561,6 +573,17 @@ mod tests {
         let own = point_labels(&[attribute("namespace", "shop")], &resource);
         assert_eq!(own["namespace"], "shop");
         assert!(!own.contains_key("exported_namespace"));
+
+        // The cluster likewise: `k8s.cluster.name` becomes `cluster` (not
+        // `k8s_cluster_name`) and wins over a point's own `cluster`.
+        let resource = ResourceLabels::from_attributes(&[
+            attribute("k8s.namespace.name", "shop"),
+            attribute("k8s.cluster.name", "eu-prod-1"),
+        ]);
+        let labels = point_labels(&[attribute("cluster", "elsewhere")], &resource);
+        assert_eq!(labels["cluster"], "eu-prod-1");
+        assert_eq!(labels["exported_cluster"], "elsewhere");
+        assert!(!labels.contains_key("k8s_cluster_name"), "{labels:?}");
     }
 
     /// Label names are sanitised the way Prometheus does it.

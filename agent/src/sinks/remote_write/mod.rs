@@ -38,7 +38,13 @@ pub struct RemoteWriteSink {
 impl RemoteWriteSink {
     /// Checks the config and builds the client.
     pub fn new(config: &HttpSink) -> Result<Self, SinkConfigError> {
-        let (client, url) = http::push_client("prometheusRemoteWrite", config)?;
+        Self::at("prometheusRemoteWrite", config)
+    }
+
+    /// [`RemoteWriteSink::new`] for the exporter at config path `field` (errors name
+    /// `exporters.<field>.…`).
+    pub fn at(field: &str, config: &HttpSink) -> Result<Self, SinkConfigError> {
+        let (client, url) = http::push_client(field, config)?;
         Ok(RemoteWriteSink { client, url })
     }
 

@@ -29,6 +29,7 @@ fn config(url: String) -> HttpSink {
         tenant: None,
         bearer_token_file: None,
         ca_file: None,
+        ..Default::default()
     }
 }
 

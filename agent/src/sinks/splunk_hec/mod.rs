@@ -49,26 +49,46 @@ impl SplunkHecSink {
     /// Checks the config and builds the client. `url` may be the HEC base URL or already end
     /// in `/services/collector` or `/services/collector/event`.
     pub fn new(config: &SplunkHecSinkConfig) -> Result<Self, SinkConfigError> {
+        Self::at("splunkHec", config)
+    }
+
+    /// [`SplunkHecSink::new`] for the exporter at config path `field` (errors name
+    /// `exporters.<field>.…`).
+    pub fn at(field: &str, config: &SplunkHecSinkConfig) -> Result<Self, SinkConfigError> {
         let SplunkHecSinkConfig {
             url,
             token_file,
             index,
             sourcetype,
             ca_file,
+            headers,
+            client_cert_file,
+            client_key_file,
+            signals: _,
         } = config;
         if token_file.trim().is_empty() {
             return Err(SinkConfigError::invalid(
-                "splunkHec.tokenFile",
+                format!("{field}.tokenFile"),
                 "must name the file holding the HEC token",
             ));
         }
-        let base = http::parse_url("splunkHec.url", url)?;
-        let url = http::parse_url("splunkHec.url", &event_url(base.as_str()))?;
+        let url_field = format!("{field}.url");
+        let base = http::parse_url(&url_field, url)?;
+        let url = http::parse_url(&url_field, &event_url(base.as_str()))?;
+        let access = http::access(
+            field,
+            headers,
+            client_cert_file.as_deref(),
+            client_key_file.as_deref(),
+            true,
+            false,
+        )?;
         let client = HttpClient::new(HttpSettings {
-            field: "splunkHec",
+            field,
             ca_file: ca_file.as_deref(),
             tenant: None,
             credential: Some(CredentialFile::new(token_file.as_str(), "Splunk")),
+            access,
         })?;
         Ok(SplunkHecSink {
             client,
@@ -129,6 +149,7 @@ impl SplunkHecSink {
                 ("service.name", "app"),
                 ("k8s.pod.name", "pod"),
                 ("k8s.container.name", "container"),
+                ("k8s.cluster.name", "cluster"),
             ] {
                 if let Some(value) = string_attribute(resource, key) {
                     resource_fields.insert(field.to_owned(), Json::String(value.to_owned()));

@@ -13,6 +13,7 @@ fn config(url: String, token_file: String) -> SplunkHecSinkConfig {
         index: None,
         sourcetype: None,
         ca_file: None,
+        ..Default::default()
     }
 }
 

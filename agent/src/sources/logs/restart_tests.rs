@@ -49,6 +49,7 @@ fn pipeline() -> LogPipeline {
         pod_uid: "uid-1".into(),
         node: "node-1".into(),
         version: "1.2.3".into(),
+        cluster: String::new(),
     };
     LogPipeline {
         crashes: Arc::new(CrashDetector::new(&identity, None)),

@@ -93,6 +93,7 @@ fn pipeline(router: Router) -> LogPipeline {
         pod_uid: "uid-1".into(),
         node: "node-1".into(),
         version: "1.2.3".into(),
+        cluster: String::new(),
     };
     LogPipeline {
         crashes: Arc::new(CrashDetector::new(&identity, None)),
@@ -463,8 +464,8 @@ fn buffered_router(dir: &Path) -> (Router, BufferReader) {
     let (writer, reader) =
         crate::buffer::open(&dir.join("buffer"), 256 << 20, WhenFull::Block, "sink_test").unwrap();
     let router = Router::new(vec![Route {
-        sink: "sink_test",
-        signals: &[Signal::Logs],
+        sink: "sink_test".into(),
+        signals: [Signal::Logs].to_vec(),
         writer,
     }]);
     (router, reader)

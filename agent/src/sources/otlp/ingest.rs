@@ -354,6 +354,7 @@ mod tests {
             pod_uid: "0b7e-uid".into(),
             node: "node-1".into(),
             version: "17.2".into(),
+            cluster: String::new(),
         }
     }
 

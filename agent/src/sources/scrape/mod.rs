@@ -3,7 +3,10 @@
 //!
 //! A scrape asks for OpenMetrics first and the Prometheus text format 0.0.4 second (the
 //! `Accept` header Prometheus sends); the response's `Content-Type` decides the [`parse`]r.
-//! Every series gets the pod identity labels (`namespace`, `app`, `pod`, `version`), and the
+//! Every series gets the pod identity labels (`namespace`, `app`, `pod`, `version`, `cluster`)
+//! and, when remote-written, the target labels Prometheus' own scrape would give it (`job` the
+//! app's scrape job, `instance` the pod's `host:port`, `container` the one declaring the port;
+//! [`render`] says which labels win over the page's), and the
 //! scrape adds, as Prometheus does, `up` (1 or 0), `scrape_duration_seconds` and
 //! `scrape_samples_scraped`. The crash series of the [`CrashDetector`] travel in the same
 //! batch. The latest page is also kept, re-rendered in the 0.0.4 text format, for the agent's
@@ -177,8 +180,51 @@ pub struct Scraper {
     timeout: Duration,
     accept: &'static str,
     identity: Vec<(String, String)>,
+    /// `job`, `instance` and `container`, as Prometheus' own scrape of the pod would set them:
+    /// added to the remote-written series (not to the agent's `/metrics`, whose scraper sets
+    /// its own).
+    target: Target,
     full_identity: Identity,
 }
+
+/// The target labels of remote-written series.
+#[derive(Clone, Debug, Default)]
+struct Target {
+    /// The job name of the app's scrape config (`scrape.job`).
+    job: Option<String>,
+    /// `POD_IP`, else the loopback address the agent scrapes.
+    host: String,
+    /// The container declaring the scraped port (`VIGIL_SCRAPE_CONTAINER`, set by injection).
+    container: Option<String>,
+    /// `host:port` of the endpoint scraped now.
+    instance: Option<String>,
+}
+
+impl Target {
+    fn aim(&mut self, endpoint: &Endpoint) {
+        self.instance = endpoint.port.as_ref().ok().map(|port| {
+            if self.host.contains(':') {
+                format!("[{}]:{port}", self.host)
+            } else {
+                format!("{}:{port}", self.host)
+            }
+        });
+    }
+
+    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        [
+            ("job", self.job.as_deref()),
+            ("instance", self.instance.as_deref()),
+            ("container", self.container.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+    }
+}
+
+/// Environment variable injection sets to the name of the container that declares the scraped
+/// port.
+pub const SCRAPE_CONTAINER_ENV: &str = "VIGIL_SCRAPE_CONTAINER";
 
 impl Scraper {
     /// A scraper of `http://127.0.0.1:<port><path>`. An unresolvable port name is not an
@@ -208,12 +254,21 @@ impl Scraper {
         } else {
             format!("/{}", config.path)
         };
+        let nonempty = |key: &str| env(key).filter(|v| !v.is_empty());
+        let mut target = Target {
+            job: config.job.clone().filter(|j| !j.is_empty()),
+            host: nonempty("POD_IP").unwrap_or_else(|| "127.0.0.1".to_owned()),
+            container: nonempty(SCRAPE_CONTAINER_ENV),
+            instance: None,
+        };
         let config_endpoint = Endpoint {
             scheme: Scheme::Http,
             port: resolve_port(&config.port, env).map_err(|_| config.port.clone()),
             path,
         };
+        target.aim(&config_endpoint);
         Ok(Scraper {
+            target,
             client,
             url: config_endpoint.url(),
             config_endpoint,
@@ -247,6 +302,7 @@ impl Scraper {
     /// Scrapes `endpoint` from now on.
     pub fn aim(&mut self, endpoint: &Endpoint) {
         self.url = endpoint.url();
+        self.target.aim(endpoint);
     }
 
     fn identity_labels(&self) -> Vec<(&str, &str)> {
@@ -254,6 +310,13 @@ impl Scraper {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect()
+    }
+
+    /// The identity labels with the target labels (`job`, `instance`, `container`).
+    fn series_labels(&self) -> Vec<(&str, &str)> {
+        let mut labels = self.identity_labels();
+        labels.extend(self.target.labels());
+        labels
     }
 
     /// Fetches the page.
@@ -317,7 +380,7 @@ impl Scraper {
     pub async fn scrape(&self, crashes: &CrashDetector, latest: &LatestScrape) -> Scraped {
         let started = Instant::now();
         let now_ms = unix_millis(SystemTime::now());
-        let identity = self.identity_labels();
+        let identity = self.series_labels();
         let mut timeseries = Vec::new();
         let mut text = String::new();
         let (samples, bytes, error) = match self.fetch().await {
@@ -386,9 +449,8 @@ impl Scraper {
         timeseries: &mut Vec<crate::prompb::TimeSeries>,
         text: &mut String,
     ) {
-        let identity = self.identity_labels();
-        render::append_series(exposition, &identity, now_ms, timeseries);
-        render::render_text(exposition, &identity, text);
+        render::append_series(exposition, &self.series_labels(), now_ms, timeseries);
+        render::render_text(exposition, &self.identity_labels(), text);
     }
 }
 

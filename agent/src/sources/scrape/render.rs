@@ -1,9 +1,12 @@
 //! What the scrape source makes of a parsed page: remote-write series and the Prometheus text
 //! format 0.0.4 for the agent's `/metrics` (pull setups), both carrying the pod identity labels.
 //!
-//! A label of the page that has the name of an identity label (`namespace`, `app`, `pod`,
-//! `version`) is kept as `exported_<name>`, as Prometheus does for target labels without
-//! `honor_labels`.
+//! The labels Vigil enforces — `namespace`, `app`, `pod` and `cluster`, the tenancy and
+//! alert-routing boundary — always carry the agent's values: a page label of one of these names
+//! is kept as `exported_<name>` (as Prometheus does for target labels without `honor_labels`),
+//! and the Prometheus jobs Vigil renders drop those copies. Every other label the agent adds
+//! (`version`, and on remote-written series `job`, `instance`, `container`) only fills a gap:
+//! when the page has a label of that name, the page's label is kept as it is, never renamed.
 
 use std::fmt::Write as _;
 
@@ -13,14 +16,21 @@ use crate::prompb::{self, TimeSeries};
 /// Identity labels as `(name, value)` pairs.
 pub type IdentityLabels<'a> = [(&'a str, &'a str)];
 
+/// The identity labels whose value is always the agent's.
+pub const ENFORCED_LABELS: [&str; 4] = ["namespace", "app", "pod", "cluster"];
+
+fn enforced(name: &str) -> bool {
+    ENFORCED_LABELS.contains(&name)
+}
+
 /// The name a page label is kept under: itself, or `exported_<name>` (repeated until free)
-/// when an identity label or another page label already has that name.
+/// when an enforced identity label or another page label already has that name.
 fn kept_name<'n>(
     name: &'n str,
     labels: &[Label<'_>],
     identity: &IdentityLabels<'_>,
 ) -> std::borrow::Cow<'n, str> {
-    if !identity.iter().any(|(n, _)| *n == name) {
+    if !enforced(name) || !identity.iter().any(|(n, _)| *n == name) {
         return std::borrow::Cow::Borrowed(name);
     }
     let mut renamed = format!("exported_{name}");
@@ -28,6 +38,17 @@ fn kept_name<'n>(
         renamed.insert_str(0, "exported_");
     }
     std::borrow::Cow::Owned(renamed)
+}
+
+/// The identity labels a sample with page labels `labels` gets: the enforced ones always, the
+/// others when the page has no label of their name; empty values never.
+fn added<'x>(
+    identity: &'x IdentityLabels<'x>,
+    labels: &'x [Label<'x>],
+) -> impl Iterator<Item = (&'x str, &'x str)> + 'x {
+    identity.iter().copied().filter(|(name, value)| {
+        !value.is_empty() && (enforced(name) || !labels.iter().any(|l| l.name == *name))
+    })
 }
 
 /// One remote-write series per sample of the page, labels sorted by name with `__name__`,
@@ -52,10 +73,10 @@ pub fn append_series(
                 value: label.value.clone().into_owned(),
             });
         }
-        for (name, value) in identity {
+        for (name, value) in added(identity, labels) {
             series_labels.push(prompb::Label {
-                name: (*name).to_owned(),
-                value: (*value).to_owned(),
+                name: name.to_owned(),
+                value: value.to_owned(),
             });
         }
         series_labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -218,7 +239,7 @@ fn render_sample(
                 out,
             );
         }
-        for (name, value) in identity {
+        for (name, value) in added(identity, labels) {
             push_label(name, value, &mut first, out);
         }
         out.push('}');

@@ -2,7 +2,7 @@
 //! real node_exporter pages, re-rendering, port resolution, and scrapes of a real Python
 //! `prometheus_client` application.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::parse::{parse, Exposition, Format, MetricType, Problem};
 use super::render::{append_series, render_text};
@@ -458,6 +458,7 @@ fn identity() -> Identity {
         pod_uid: "0b7e-uid".into(),
         node: "node-1".into(),
         version: "17.2".into(),
+        cluster: String::new(),
     }
 }
 
@@ -497,7 +498,9 @@ fn series_get_identity_labels() {
 }
 
 /// The 0.0.4 rendering of an OpenMetrics page names counters `_total`, moves `_created` to a
-/// gauge family of its own, maps info and stateset to gauges, and adds the identity labels.
+/// gauge family of its own, maps info and stateset to gauges, and adds the identity labels; a
+/// page's own `version` is kept as it is (not renamed `exported_version`) and the agent's is
+/// then left out.
 #[test]
 fn render_open_metrics_as_text() {
     let page = open_metrics(
@@ -522,7 +525,7 @@ fn render_open_metrics_as_text() {
          # TYPE orders_created gauge\n\
          orders_created{method=\"card\",app=\"checkout\",version=\"17.2\"} 1700000000\n\
          # TYPE build_info gauge\n\
-         build_info{exported_version=\"1.2\",app=\"checkout\",version=\"17.2\"} 1\n\
+         build_info{version=\"1.2\",app=\"checkout\"} 1\n\
          # TYPE temp gauge\n\
          temp{app=\"checkout\",version=\"17.2\"} NaN\n"
     );
@@ -652,6 +655,7 @@ fn scrape_config(port: u16) -> ScrapeConfig {
         timeout: vigil_crds::common::Duration::parse("10s").unwrap(),
         honor_annotations: false,
         pod_info_dir: None,
+        job: None,
     }
 }
 
@@ -667,7 +671,19 @@ fn series_map(batch: &Batch) -> (SeriesMap, Vec<crate::prompb::TimeSeries>) {
         let key = series
             .labels
             .iter()
-            .filter(|l| !["namespace", "app", "pod", "version"].contains(&l.name.as_str()))
+            .filter(|l| {
+                ![
+                    "namespace",
+                    "app",
+                    "pod",
+                    "version",
+                    "cluster",
+                    "job",
+                    "instance",
+                    "container",
+                ]
+                .contains(&l.name.as_str())
+            })
             .map(|l| {
                 if l.name == "__name__" {
                     l.value.clone()
@@ -719,7 +735,14 @@ fn check_app_series(batch: &Batch) {
         assert_eq!(value("namespace"), Some("shop"), "{names:?}");
         assert_eq!(value("app"), Some("checkout"));
         assert_eq!(value("pod"), Some("checkout-7d9f"));
-        assert_eq!(value("version"), Some("17.2"));
+        // The client's `python_info` has a `version` of its own (the interpreter's): kept as
+        // it is, not renamed, and the app's version is not added beside it.
+        if value("__name__") == Some("python_info") {
+            assert_ne!(value("version"), Some("17.2"), "{names:?}");
+        } else {
+            assert_eq!(value("version"), Some("17.2"), "{names:?}");
+        }
+        assert_eq!(value("exported_version"), None, "{names:?}");
     }
 }
 
@@ -750,7 +773,10 @@ fn check_latest_text(latest: &LatestScrape) {
         assert_eq!(labels.get("namespace").map(String::as_str), Some("shop"));
         assert_eq!(labels.get("app").map(String::as_str), Some("checkout"));
         assert_eq!(labels.get("pod").map(String::as_str), Some("checkout-7d9f"));
-        assert_eq!(labels.get("version").map(String::as_str), Some("17.2"));
+        if sample.name != "python_info" {
+            assert_eq!(labels.get("version").map(String::as_str), Some("17.2"));
+        }
+        assert!(!labels.contains_key("exported_version"), "{labels:?}");
     }
     assert!(rendered.contains(
         "shop_queue_depth{exported_namespace=\"tenant-a\",namespace=\"shop\",app=\"checkout\",pod=\"checkout-7d9f\",version=\"17.2\"} 7.5\n"
@@ -848,8 +874,8 @@ async fn scrape_loop_delivers_to_the_buffer() {
     let (writer, mut reader) =
         crate::buffer::open(dir.path(), 64 << 20, WhenFull::Block, "sink_test").unwrap();
     let router = Router::new(vec![Route {
-        sink: "sink_test",
-        signals: &[Signal::Samples],
+        sink: "sink_test".into(),
+        signals: [Signal::Samples].to_vec(),
         writer,
     }]);
     let id = identity();
@@ -952,8 +978,8 @@ async fn scrape_loop_follows_the_annotations_file() {
     )
     .unwrap();
     let router = Router::new(vec![Route {
-        sink: "sink_test",
-        signals: &[Signal::Samples],
+        sink: "sink_test".into(),
+        signals: [Signal::Samples].to_vec(),
         writer,
     }]);
     let id = identity();
@@ -1039,4 +1065,120 @@ async fn scrape_loop_follows_the_annotations_file() {
         .await
         .expect("scrape loop did not stop")
         .unwrap();
+}
+
+/// Regression: a page's own `version` (and `job`, `instance`, `container`) used to be renamed
+/// `exported_version` beside the agent's. Now the labels Vigil enforces (`namespace`, `app`,
+/// `pod`, `cluster`) win and keep the page's value as `exported_<name>`, while every other
+/// label the agent adds only fills a gap: the page's own value stays under its own name.
+#[test]
+fn page_labels_are_kept_except_the_enforced_ones() {
+    let page = text(
+        "build_info{version=\"1.2\",namespace=\"tenant\",cluster=\"other\",job=\"mine\"} 1\n\
+         plain 2\n",
+    );
+    let id = Identity {
+        cluster: "eu-prod-1".into(),
+        ..identity()
+    };
+    let mut labels = id.series_labels();
+    labels.extend([
+        ("job", "vigil/shop/checkout"),
+        ("instance", "10.1.2.3:8080"),
+        ("container", "app"),
+    ]);
+    let mut series = Vec::new();
+    append_series(&page, &labels, 99, &mut series);
+    let get = |i: usize| -> BTreeMap<String, String> {
+        series[i]
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect()
+    };
+    let own = get(0);
+    assert_eq!(own["version"], "1.2");
+    assert!(!own.contains_key("exported_version"), "{own:?}");
+    assert_eq!(own["job"], "mine");
+    assert!(!own.contains_key("exported_job"), "{own:?}");
+    assert_eq!(own["namespace"], "shop");
+    assert_eq!(own["exported_namespace"], "tenant");
+    assert_eq!(own["cluster"], "eu-prod-1");
+    assert_eq!(own["exported_cluster"], "other");
+    assert_eq!(own["instance"], "10.1.2.3:8080");
+    assert_eq!(own["container"], "app");
+    let plain = get(1);
+    assert_eq!(plain["version"], "17.2");
+    assert_eq!(plain["job"], "vigil/shop/checkout");
+    assert_eq!(plain["cluster"], "eu-prod-1");
+    // Names stay sorted, as remote write requires.
+    assert!(series[0].labels.is_sorted_by(|a, b| a.name <= b.name));
+}
+
+/// A scrape of the real Python client's page gives every remote-written series (app series,
+/// `up`, crash series) the cluster, and the app and `up` series the `job` of the app's scrape
+/// config, `instance` `<pod IP>:<port>` and the container declaring the port, as Prometheus'
+/// own scrape of the pod would; the agent's `/metrics` text carries the cluster but not the
+/// target labels, which the Prometheus scraping it sets itself.
+#[tokio::test]
+async fn remote_written_series_carry_cluster_and_target_labels() {
+    let app = PythonApp::start();
+    let id = Identity {
+        cluster: "eu-prod-1".into(),
+        ..identity()
+    };
+    let mut config = scrape_config(app.port);
+    config.job = Some("vigil/shop/checkout".into());
+    let env = |key: &str| match key {
+        "POD_IP" => Some("10.1.2.3".to_owned()),
+        super::SCRAPE_CONTAINER_ENV => Some("app".to_owned()),
+        _ => None,
+    };
+    let scraper = Scraper::new(&config, &id, env).unwrap();
+    let crashes = CrashDetector::new(&id, None);
+    let trace = "Traceback (most recent call last):\n  File \"/app/shop.py\", line 12, in pay\n    charge(order)\nZeroDivisionError: division by zero";
+    let mut event = crate::event::LogEvent::line("app", crate::event::Stream::Stderr, 1, trace);
+    event.lines = 4;
+    assert!(crashes.observe(&mut event).is_some());
+    let latest = LatestScrape::default();
+    let scraped = scraper.scrape(&crashes, &latest).await;
+    assert!(scraped.error.is_none(), "{:?}", scraped.error);
+    let Batch::Samples(request) = &scraped.batch else {
+        panic!("not samples");
+    };
+    let instance = format!("10.1.2.3:{}", app.port);
+    let mut names = BTreeSet::new();
+    for series in &request.timeseries {
+        let labels: BTreeMap<&str, &str> = series
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        let name = labels["__name__"];
+        names.insert(name.to_owned());
+        assert_eq!(labels.get("cluster"), Some(&"eu-prod-1"), "{labels:?}");
+        assert_eq!(labels.get("namespace"), Some(&"shop"), "{labels:?}");
+        if name.starts_with("vigil_crash") {
+            continue;
+        }
+        assert_eq!(
+            labels.get("job"),
+            Some(&"vigil/shop/checkout"),
+            "{labels:?}"
+        );
+        assert_eq!(
+            labels.get("instance"),
+            Some(&instance.as_str()),
+            "{labels:?}"
+        );
+        assert_eq!(labels.get("container"), Some(&"app"), "{labels:?}");
+    }
+    assert!(
+        names.contains("up") && names.contains("shop_orders_total"),
+        "{names:?}"
+    );
+    assert!(names.contains("vigil_crashes_total"), "{names:?}");
+    let text = latest.text.lock().unwrap().clone();
+    assert!(text.contains("cluster=\"eu-prod-1\""), "{text}");
+    assert!(!text.contains("instance="), "{text}");
 }

@@ -35,15 +35,19 @@ pub struct Summary {
     pub receivers: i32,
 }
 
-/// Renders the children of `policy` on `app`.
+/// Renders the children of `policy` on `app`; alerts carry `cluster` (`--cluster-name`).
 pub fn children(
     policy: &AlertPolicy,
     app: &MonitoredApp,
     apis: OptionalApis,
+    cluster: Option<&str>,
 ) -> Result<Desired, serde_yaml::Error> {
-    let prometheus_rule = apis
-        .prometheus_rule
-        .then(|| alerts::prometheus_rule(policy, &alerts::alert_rules(policy, app)));
+    let prometheus_rule = apis.prometheus_rule.then(|| {
+        alerts::prometheus_rule(
+            policy,
+            &alerts::alert_rules(policy, app).with_cluster(cluster),
+        )
+    });
     let alertmanager_config = if apis.alertmanager_config {
         let inv = Inventory {
             policies: vec![policy.clone()],
@@ -58,7 +62,7 @@ pub fn children(
     Ok(Desired {
         prometheus_rule,
         alertmanager_config,
-        rule_file: aggregate::policy_rules_part(policy, app, apis)?,
+        rule_file: aggregate::policy_rules_part(policy, app, apis, cluster)?,
         routes: aggregate::routes_part(policy, apis),
     })
 }

@@ -43,7 +43,7 @@ async fn steps(policy: &AlertPolicy, ctx: &Context) -> Result<Action, Error> {
         Ok(app) => app, // pure
         Err(e) => return aggregate::reject(ctx, policy, desired::withdrawn(policy), e).await,
     };
-    let desired = desired::children(policy, &app, apis) // pure
+    let desired = desired::children(policy, &app, apis, ctx.settings.cluster.as_deref()) // pure
         .map_err(|e| aggregate::encode_error(&owner, &namespace_of(policy), e))?;
     let switched = aggregate::join(ctx, policy, shares(apis)).await?;
     let applied = apply::children(policy, desired, apis, switched, ctx).await?; // write

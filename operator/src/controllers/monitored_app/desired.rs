@@ -25,9 +25,9 @@ pub struct Desired {
     pub scrape_configs: PrometheusPart,
 }
 
-/// Renders the children of `app`.
-pub fn children(app: &MonitoredApp, apis: OptionalApis) -> Desired {
-    let config = agent_config::agent_config(app);
+/// Renders the children of `app`; `cluster` is the operator's `--cluster-name`.
+pub fn children(app: &MonitoredApp, apis: OptionalApis, cluster: Option<&str>) -> Desired {
+    let config = agent_config::agent_config(app, cluster);
     Desired {
         agent_config: agent_config::agent_config_map(app, &config),
         pod_monitors: if apis.pod_monitor {

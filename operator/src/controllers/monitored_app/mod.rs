@@ -42,7 +42,7 @@ async fn steps(app: &MonitoredApp, ctx: &Context) -> Result<Action, Error> {
     let pods = status::selected_pods(app, &selector, ctx).await?; // observe
     let level = status::namespace_level(app, ctx).await?;
     let failures = status::creation_failures(app, &selector, ctx).await?;
-    let desired = desired::children(app, apis); // pure
+    let desired = desired::children(app, apis, ctx.settings.cluster.as_deref()); // pure
     let switched = aggregate::join(ctx, app, shares(apis)).await?;
     let applied = apply::children(app, desired, apis, switched, ctx).await?; // write
     status::publish(app, &pods, level, failures, &applied, ctx).await?; // write status

@@ -37,18 +37,22 @@ pub struct Summary {
     pub alerts: i32,
 }
 
-/// Renders the children of `objective` on `app`.
+/// Renders the children of `objective` on `app`; alerts carry `cluster` (`--cluster-name`).
 pub fn children(
     objective: &Slo,
     app: &MonitoredApp,
     apis: OptionalApis,
     severities: &SloSeverities,
+    cluster: Option<&str>,
 ) -> Result<Desired, serde_yaml::Error> {
     let dashboard = dashboards::slo_dashboard(objective);
     let folder = dashboards::DEFAULT_FOLDER;
     Ok(Desired {
         prometheus_rule: apis.prometheus_rule.then(|| {
-            slo::slo_prometheus_rule(objective, &slo::slo_rules_with(objective, app, severities))
+            slo::slo_prometheus_rule(
+                objective,
+                &slo::slo_rules_with(objective, app, severities).with_cluster(cluster),
+            )
         }),
         dashboard_config_map: dashboards::dashboard_config_map(
             objective,
@@ -59,7 +63,7 @@ pub fn children(
         grafana_dashboard: apis
             .grafana_dashboard
             .then(|| dashboards::grafana_dashboard_cr(objective, &dashboard, folder)),
-        rule_file: aggregate::slo_rules_part(objective, app, apis, severities)?,
+        rule_file: aggregate::slo_rules_part(objective, app, apis, severities, cluster)?,
     })
 }
 

@@ -44,8 +44,14 @@ async fn steps(slo: &Slo, ctx: &Context) -> Result<Action, Error> {
         Ok(app) => app, // pure
         Err(e) => return aggregate::reject(ctx, slo, desired::withdrawn(slo), e).await,
     };
-    let desired = desired::children(slo, &app, apis, &ctx.settings.outputs.slo_severities) // pure
-        .map_err(|e| aggregate::encode_error(&owner, &namespace_of(slo), e))?;
+    let desired = desired::children(
+        slo,
+        &app,
+        apis,
+        &ctx.settings.outputs.slo_severities,
+        ctx.settings.cluster.as_deref(),
+    ) // pure
+    .map_err(|e| aggregate::encode_error(&owner, &namespace_of(slo), e))?;
     let switched = aggregate::join(ctx, slo, shares(apis)).await?;
     let applied = apply::children(slo, desired, apis, switched, ctx).await?; // write
     status::publish(slo, &app, apis, &applied, ctx).await?; // write status

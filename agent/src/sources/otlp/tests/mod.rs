@@ -62,6 +62,7 @@ pub(super) fn identity() -> Identity {
         pod_uid: "4f1c2e8a-0000-4000-8000-000000000001".into(),
         node: "node-a".into(),
         version: "1.4.2".into(),
+        cluster: String::new(),
     }
 }
 
@@ -81,8 +82,8 @@ impl TestAgent {
         let (writer, reader) =
             buffer::open(dir.path(), setup.max_bytes, setup.when_full, setup.sink).unwrap();
         let router = Router::new(vec![Route {
-            sink: setup.sink,
-            signals: &[Signal::Traces, Signal::Metrics, Signal::Logs],
+            sink: setup.sink.into(),
+            signals: [Signal::Traces, Signal::Metrics, Signal::Logs].to_vec(),
             writer,
         }]);
         let redaction = RedactionConfig {
