@@ -34,7 +34,9 @@ use kube::ResourceExt;
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 use vigil_crds::alert_policy::{AudienceRoute, Receiver as PolicyReceiver};
-use vigil_crds::{AlertPolicy, Audience, Severity};
+use vigil_crds::{AlertPolicy, Audience, Severity, Slo};
+
+pub mod destinations;
 
 use super::scrape::regex_escape;
 use super::{child_meta, namespace_of, Inventory};
@@ -67,10 +69,6 @@ pub const CRASH_GROUP_WAIT: &str = "0s";
 pub const CRASH_GROUP_INTERVAL: &str = "5s";
 /// Re-send interval when an audience sets none (the `repeatInterval` default in the CRD).
 pub const DEFAULT_REPEAT_INTERVAL: &str = "4h";
-/// Default SMTP relay for e-mail receivers; the Helm chart overrides `global.smtp_smarthost`.
-pub const DEFAULT_SMTP_SMARTHOST: &str = "localhost:25";
-/// Default sender of e-mail notifications; the Helm chart overrides `global.smtp_from`.
-pub const DEFAULT_SMTP_FROM: &str = "vigil@localhost";
 /// SLO burn-rate tiers (`vigil_burn_tier` label), fastest first, as the SLO renderer names them.
 /// A firing tier inhibits every slower one of the same SLO and audience.
 pub const BURN_TIERS: [&str; 4] = [
@@ -101,9 +99,10 @@ pub enum AlertmanagerVersion {
 
 /// A whole `alertmanager.yml`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// It has no `global` section: SMTP relay, sender and every other default come from the base
+/// configuration the routes are merged into ([`merge_into_base`]); Vigil hard-codes none.
 pub struct AlertmanagerFile {
-    /// SMTP defaults that e-mail receivers inherit.
-    pub global: Global,
     /// The routing tree.
     pub route: Route,
     /// Inhibition rules; each keeps `namespace` in `equal`.
@@ -114,15 +113,6 @@ pub struct AlertmanagerFile {
     /// Notification template files; none by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<String>,
-}
-
-/// The `global` section: defaults the Helm chart may override.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Global {
-    /// SMTP relay as `host:port`. Default [`DEFAULT_SMTP_SMARTHOST`].
-    pub smtp_smarthost: String,
-    /// Sender address. Default [`DEFAULT_SMTP_FROM`].
-    pub smtp_from: String,
 }
 
 /// One node of the routing tree.
@@ -329,6 +319,12 @@ pub fn alertmanager_config_for(inv: &Inventory, version: AlertmanagerVersion) ->
             .or_default()
             .push(policy);
     }
+    let mut slos_by_namespace: BTreeMap<String, Vec<&Slo>> = BTreeMap::new();
+    for slo in inv.slos.iter().filter(|s| !s.spec.alerting.receivers.is_empty()) {
+        let ns = namespace_of(slo);
+        by_namespace.entry(ns.clone()).or_default();
+        slos_by_namespace.entry(ns).or_default().push(slo);
+    }
     let mut receivers: BTreeMap<String, Receiver> = BTreeMap::new();
     receivers.insert(DEFAULT_RECEIVER.to_owned(), no_op(DEFAULT_RECEIVER));
     let mut namespace_routes = Vec::new();
@@ -365,24 +361,42 @@ pub fn alertmanager_config_for(inv: &Inventory, version: AlertmanagerVersion) ->
         }
         let mut routes = escalations;
         routes.push(stray_escalation_route(&unrouted));
+        let mut slos = slos_by_namespace.remove(&ns).unwrap_or_default();
+        slos.sort_by_key(|s| s.name_any());
+        for slo in slos {
+            let prefix = format!("{ns}/slo/{}/", slo.name_any());
+            let names: Vec<String> = slo
+                .spec
+                .alerting
+                .receivers
+                .iter()
+                .map(|r| {
+                    let full = format!("{prefix}{}", r.name);
+                    receivers.insert(full.clone(), file_receiver(full.clone(), &ns, r, version));
+                    full
+                })
+                .collect();
+            routes.push(slo_receivers_route(slo, &names));
+        }
         routes.extend(Audience::ALL.into_iter().filter_map(|audience| {
             audiences
                 .remove(&audience)
                 .map(|children| audience_route(audience, &unrouted, children))
         }));
-        namespace_routes.push(Route {
-            receiver: Some(unrouted),
-            matchers: vec![Matcher::eq("namespace", &ns)],
-            continue_: Some(false),
-            routes,
-            ..Route::default()
-        });
+        // One route for policy alerts and one for SLO alerts: alerts of the namespace that
+        // Vigil did not generate (the platform's own) match neither and keep flowing to the
+        // routes of the base configuration.
+        for generated_by in [Matcher::re(POLICY_LABEL, ".+"), Matcher::re("slo", ".+")] {
+            namespace_routes.push(Route {
+                receiver: Some(unrouted.clone()),
+                matchers: vec![Matcher::eq("namespace", &ns), generated_by],
+                continue_: Some(false),
+                routes: routes.clone(),
+                ..Route::default()
+            });
+        }
     }
     AlertmanagerFile {
-        global: Global {
-            smtp_smarthost: DEFAULT_SMTP_SMARTHOST.to_owned(),
-            smtp_from: DEFAULT_SMTP_FROM.to_owned(),
-        },
         route: Route {
             receiver: Some(DEFAULT_RECEIVER.to_owned()),
             group_by: GROUP_BY.iter().map(|l| (*l).to_owned()).collect(),
@@ -407,6 +421,104 @@ pub fn to_yaml(file: &AlertmanagerFile) -> String {
     serde_yaml::to_string(file).expect("an Alertmanager file always serialises")
 }
 
+/// Why a base `alertmanager.yml` cannot take Vigil's routes.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseConfigError {
+    #[error("the base Alertmanager configuration is not valid YAML")]
+    Yaml(#[source] serde_yaml::Error),
+    #[error("the base Alertmanager configuration must be a mapping, such as `route: {{receiver: team}}`")]
+    NotAMapping,
+    #[error("the base Alertmanager configuration's `{0}` must be a list")]
+    NotAList(&'static str),
+    #[error("the base Alertmanager configuration already has a receiver named {0:?}, which Vigil renders")]
+    DuplicateReceiver(String),
+}
+
+/// Vigil's `file` merged into a user-provided base `alertmanager.yml` (`base`, as YAML): the
+/// base keeps its `global` section (SMTP relay and sender), its root route and receiver,
+/// templates, time intervals and inhibition rules; Vigil's namespace routes go first under the
+/// base's root route (each with Vigil's grouping, so the base's root grouping does not change
+/// Vigil's notifications), and its receivers and inhibition rules are added to the base's.
+/// Alerts that Vigil did not generate match none of Vigil's routes and are routed by the base
+/// as before. An empty base is the standalone file with its no-op root receiver.
+pub fn merge_into_base(file: &AlertmanagerFile, base: &str) -> Result<String, BaseConfigError> {
+    use serde_yaml::{Mapping, Value as Yaml};
+    let base: Yaml = serde_yaml::from_str(base).map_err(BaseConfigError::Yaml)?;
+    let mut base = match base {
+        Yaml::Null => Mapping::new(),
+        Yaml::Mapping(m) => m,
+        _ => return Err(BaseConfigError::NotAMapping),
+    };
+    let mut namespace_routes = file.route.routes.clone();
+    for route in &mut namespace_routes {
+        route.group_by.clone_from(&file.route.group_by);
+        route.group_wait.clone_from(&file.route.group_wait);
+        route.group_interval.clone_from(&file.route.group_interval);
+        route.repeat_interval = route
+            .repeat_interval
+            .clone()
+            .or_else(|| file.route.repeat_interval.clone());
+    }
+    let base_has_route = base.get("route").is_some_and(Yaml::is_mapping);
+    let mut receivers: Vec<&Receiver> = file.receivers.iter().collect();
+    if base_has_route {
+        receivers.retain(|r| r.name != DEFAULT_RECEIVER);
+        let Some(Yaml::Mapping(route)) = base.get_mut("route") else {
+            return Err(BaseConfigError::NotAMapping);
+        };
+        let mut children: Vec<Yaml> = namespace_routes.iter().map(yaml_value).collect();
+        match route.remove("routes") {
+            None | Some(Yaml::Null) => {}
+            Some(Yaml::Sequence(existing)) => children.extend(existing),
+            Some(_) => return Err(BaseConfigError::NotAList("route.routes")),
+        }
+        route.insert("routes".into(), Yaml::Sequence(children));
+    } else {
+        let mut root = file.route.clone();
+        root.routes = namespace_routes;
+        base.insert("route".into(), yaml_value(&root));
+    }
+    let mut append = |key: &'static str, items: Vec<Yaml>| -> Result<(), BaseConfigError> {
+        let mut all = match base.remove(key) {
+            None | Some(Yaml::Null) => Vec::new(),
+            Some(Yaml::Sequence(existing)) => existing,
+            Some(_) => return Err(BaseConfigError::NotAList(key)),
+        };
+        if key == "receivers" {
+            for item in &items {
+                let name = item.get("name").and_then(Yaml::as_str).unwrap_or_default();
+                if all.iter().any(|r| r.get("name").and_then(Yaml::as_str) == Some(name)) {
+                    return Err(BaseConfigError::DuplicateReceiver(name.to_owned()));
+                }
+            }
+        }
+        all.extend(items);
+        if !all.is_empty() {
+            base.insert(key.into(), Yaml::Sequence(all));
+        }
+        Ok(())
+    };
+    append(
+        "inhibit_rules",
+        file.inhibit_rules.iter().map(yaml_value).collect(),
+    )?;
+    append("receivers", receivers.iter().map(yaml_value).collect())?;
+    append(
+        "templates",
+        file.templates.iter().map(|t| Yaml::from(t.clone())).collect(),
+    )?;
+    // A mapping of strings, sequences and mappings always serialises.
+    #[allow(clippy::expect_used)] // cannot fire, see above
+    Ok(serde_yaml::to_string(&Yaml::Mapping(base)).expect("a YAML mapping always serialises"))
+}
+
+/// A typed part of the file as a YAML value for [`merge_into_base`]. The parts are structs of
+/// strings, bools and lists (see [`to_yaml`]), so encoding cannot fail; `Null` would only drop
+/// the part.
+fn yaml_value<T: Serialize>(part: &T) -> serde_yaml::Value {
+    serde_yaml::to_value(part).unwrap_or(serde_yaml::Value::Null)
+}
+
 /// One prometheus-operator `AlertmanagerConfig` (`monitoring.coreos.com/v1alpha1`) per
 /// `AlertPolicy`, in the policy's namespace, owned by it. prometheus-operator adds a
 /// `namespace="<ns>"` matcher to each object's top route and inhibition rules and prefixes its
@@ -416,7 +528,52 @@ pub fn to_yaml(file: &AlertmanagerFile) -> String {
 pub fn alertmanager_config_crs(inv: &Inventory) -> Vec<Value> {
     let mut policies: Vec<&AlertPolicy> = inv.policies.iter().collect();
     policies.sort_by_key(|p| (namespace_of(*p), p.name_any()));
-    policies.into_iter().map(policy_cr).collect()
+    let mut out: Vec<Value> = policies.into_iter().map(policy_cr).collect();
+    let mut slos: Vec<&Slo> = inv
+        .slos
+        .iter()
+        .filter(|s| !s.spec.alerting.receivers.is_empty())
+        .collect();
+    slos.sort_by_key(|s| (namespace_of(*s), s.name_any()));
+    out.extend(slos.into_iter().map(slo_cr));
+    out
+}
+
+/// Name of the `AlertmanagerConfig` rendered for an `SLO` that names its own receivers.
+pub fn slo_alertmanager_config_name(slo_name: &str) -> String {
+    format!("vigil-slo-{slo_name}")
+}
+
+/// The `AlertmanagerConfig` of an `SLO` with its own receivers: its burn-rate alerts go to
+/// them. (prometheus-operator forces `continue: true` on the top route, so the app's policies
+/// may also route them to their audiences.)
+fn slo_cr(slo: &Slo) -> Value {
+    let names: Vec<String> = slo
+        .spec
+        .alerting
+        .receivers
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    let mut top = slo_receivers_route(slo, &names);
+    top.group_by = GROUP_BY.iter().map(|l| (*l).to_owned()).collect();
+    top.continue_ = None;
+    let receivers: BTreeMap<String, Value> = slo
+        .spec
+        .alerting
+        .receivers
+        .iter()
+        .map(|r| (r.name.clone(), cr_receiver(r)))
+        .collect();
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1alpha1",
+        "kind": "AlertmanagerConfig",
+        "metadata": child_meta(slo, slo_alertmanager_config_name(&slo.name_any())),
+        "spec": {
+            "route": cr_route(&top),
+            "receivers": receivers.into_values().collect::<Vec<_>>(),
+        },
+    })
 }
 
 /// Name of the `AlertmanagerConfig` rendered for a policy.
@@ -476,6 +633,23 @@ fn policy_cr(policy: &AlertPolicy) -> Value {
             "inhibitRules": inhibit,
         },
     })
+}
+
+/// Label naming the `AlertPolicy` of a policy alert (absent on SLO alerts).
+const POLICY_LABEL: &str = super::alerts::POLICY_LABEL;
+
+/// The route of an `SLO` that names its own receivers: every burn-rate alert of the
+/// objective goes to them, and to nobody else.
+fn slo_receivers_route(slo: &Slo, receivers: &[String]) -> Route {
+    fan_out(
+        vec![
+            Matcher::eq("app", &slo.spec.app_ref.name),
+            Matcher::eq("slo", &slo.name_any()),
+        ],
+        receivers,
+        DEFAULT_REPEAT_INTERVAL,
+        false,
+    )
 }
 
 /// A receiver with no notification configs.
