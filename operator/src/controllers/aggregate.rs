@@ -546,7 +546,11 @@ impl SharedOutputs {
     }
 }
 
-async fn list<K>(ctx: &Context, namespace: Option<&str>, owner: &str) -> Result<Vec<K>, Error>
+pub(crate) async fn list<K>(
+    ctx: &Context,
+    namespace: Option<&str>,
+    owner: &str,
+) -> Result<Vec<K>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

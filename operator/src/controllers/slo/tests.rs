@@ -21,6 +21,10 @@ spec:
     availability: {metric: http_requests_total}
   objective: 99.9
   window: 30d
+  alerting:
+    receivers:
+      - name: sre-mail
+        email: {to: sre@shop.example}
 "#;
 
 fn setup(server: &FakeApiServer) -> Arc<Slo> {

@@ -134,6 +134,10 @@ fn policy_alerts(policy: &AlertPolicy) -> Vec<Generated> {
             });
         }
         for (j, step) in policy.spec.escalation.iter().enumerate() {
+            // A step naming no declared receiver is reported on its own field already.
+            if receiver_audience(policy, &step.receiver).is_none() {
+                continue;
+            }
             let audience = receiver_audience(policy, &step.receiver)
                 .or_else(|| audiences.first().copied())
                 .unwrap_or(Audience::Engineering);
