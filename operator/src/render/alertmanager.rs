@@ -6,14 +6,20 @@
 //! The routing tree of `alertmanager.yml`:
 //!
 //! ```text
-//! root (vigil-default, a no-op; group_by namespace, app, alertname, audience)
-//! └─ namespace="<ns>"             continue: false → <ns>/vigil-unrouted (no-op)
-//!    ├─ escalation_level="<n>", app, vigil_policy → <ns>/<policy>/<step receiver>
-//!    ├─ escalation_level=~".+"   (a level no step declares) → <ns>/vigil-unrouted
-//!    └─ audience="<audience>"    → <ns>/vigil-unrouted
-//!       ├─ app, vigil_policy, severity=~<filter>   → the policy's receivers of that audience
-//!       └─ app, slo=~".+", severity=~<filter>      → the same receivers (continue: true, so
-//!                                                    every policy of the app gets SLO alerts)
+//! root (vigil-default, a no-op — or the base configuration's root route, see
+//! │     `merge_into_base`; group_by namespace, app, alertname, audience)
+//! ├─ namespace="<ns>", vigil_policy=~".+"   continue: false → <ns>/vigil-unrouted (no-op)
+//! │  ├─ escalation_level="<n>", app, vigil_policy → <ns>/<policy>/<step receiver>
+//! │  ├─ escalation_level=~".+"   (a level no step declares) → <ns>/vigil-unrouted
+//! │  └─ audience="<audience>"    → <ns>/vigil-unrouted
+//! │     └─ app, vigil_policy, severity=~<filter>   → the policy's receivers of that audience
+//! ├─ namespace="<ns>", slo=~".+"            continue: false → <ns>/vigil-unrouted (no-op)
+//! │  ├─ app, slo="<slo>"         → the SLO's own receivers (`spec.alerting.receivers`)
+//! │  └─ audience="<audience>"    → <ns>/vigil-unrouted
+//! │     └─ app, slo=~".+", severity=~<filter>      → the policy's receivers of that audience
+//! │                                                  (continue: true, so every policy of the
+//! │                                                  app gets SLO alerts)
+//! └─ (the base configuration's own routes: alerts Vigil did not generate)
 //! ```
 //!
 //! Every route below the root sits under exactly one `namespace="<ns>"` route that never
@@ -386,12 +392,12 @@ pub fn alertmanager_config_for(inv: &Inventory, version: AlertmanagerVersion) ->
         // One route for policy alerts and one for SLO alerts: alerts of the namespace that
         // Vigil did not generate (the platform's own) match neither and keep flowing to the
         // routes of the base configuration.
-        for generated_by in [Matcher::re(POLICY_LABEL, ".+"), Matcher::re("slo", ".+")] {
+        for (label, slo) in [(POLICY_LABEL, false), ("slo", true)] {
             namespace_routes.push(Route {
                 receiver: Some(unrouted.clone()),
-                matchers: vec![Matcher::eq("namespace", &ns), generated_by],
+                matchers: vec![Matcher::eq("namespace", &ns), Matcher::re(label, ".+")],
                 continue_: Some(false),
-                routes: routes.clone(),
+                routes: routes_for(&routes, slo),
                 ..Route::default()
             });
         }
@@ -637,6 +643,25 @@ fn policy_cr(policy: &AlertPolicy) -> Value {
 
 /// Label naming the `AlertPolicy` of a policy alert (absent on SLO alerts).
 const POLICY_LABEL: &str = super::alerts::POLICY_LABEL;
+
+/// The routes of `routes` that SLO alerts (`slo`) or policy alerts (otherwise) can take: a
+/// route matching on `slo` is for SLO alerts, any other for policy alerts; an audience route
+/// keeps the children of the kind.
+fn routes_for(routes: &[Route], slo: bool) -> Vec<Route> {
+    let for_slo = |r: &Route| r.matchers.iter().any(|m| m.name == "slo");
+    routes
+        .iter()
+        .filter_map(|r| {
+            if r.matchers.iter().any(|m| m.name == "audience") {
+                let mut audience = r.clone();
+                audience.routes.retain(|c| for_slo(c) == slo);
+                (!audience.routes.is_empty()).then_some(audience)
+            } else {
+                (for_slo(r) == slo).then(|| r.clone())
+            }
+        })
+        .collect()
+}
 
 /// The route of an `SLO` that names its own receivers: every burn-rate alert of the
 /// objective goes to them, and to nobody else.
