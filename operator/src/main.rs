@@ -44,6 +44,11 @@ enum Command {
         /// from files; `0.25` cannot, so webhook receivers get an unroutable placeholder URL.
         #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
         alertmanager_version: String,
+        /// The platform's own `alertmanager.yml`: Vigil's routes and receivers are merged into
+        /// it, and it keeps its SMTP relay, root route, receivers and templates. Without it the
+        /// file has a no-op root receiver and no SMTP relay (e-mail receivers need one).
+        #[arg(long, value_name = "FILE")]
+        alertmanager_base_config: Option<PathBuf>,
     },
     /// Run the operator in a cluster: leader election, and the controllers on the leader.
     Run(Box<RunArgs>),
@@ -137,18 +142,36 @@ fn main() -> ExitCode {
             files,
             output,
             alertmanager_version,
+            alertmanager_base_config,
         } => {
-            let alertmanager = match alertmanager_version.as_str() {
-                "0.25" => AlertmanagerVersion::V0_25,
-                _ => AlertmanagerVersion::V0_26,
+            let alertmanager_base = match alertmanager_base_config.map(read_base_config) {
+                None => None,
+                Some(Ok(text)) => Some(text),
+                Some(Err(code)) => return code,
             };
-            render(&files, &output, bundle::Options { alertmanager })
+            let options = bundle::Options {
+                alertmanager: alertmanager_version_of(&alertmanager_version),
+                alertmanager_base,
+            };
+            render(&files, &output, options)
         }
         Command::Run(args) => run_operator(*args),
     }
 }
 
-fn alertmanager_version(text: &str) -> AlertmanagerVersion {
+/// The text of the base `alertmanager.yml` at `path`, or the exit code after saying why it
+/// cannot be read.
+fn read_base_config(path: PathBuf) -> Result<String, ExitCode> {
+    std::fs::read_to_string(&path).map_err(|e| {
+        eprintln!(
+            "vigil-operator: cannot read the base Alertmanager configuration {}: {e}",
+            path.display()
+        );
+        ExitCode::FAILURE
+    })
+}
+
+fn alertmanager_version_of(text: &str) -> AlertmanagerVersion {
     match text {
         "0.25" => AlertmanagerVersion::V0_25,
         _ => AlertmanagerVersion::V0_26,
@@ -167,7 +190,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
         kubeconfig: args.kubeconfig,
         settings: controllers::Settings {
             agent_image: args.agent_image,
-            alertmanager_version: alertmanager_version(&args.alertmanager_version),
+            alertmanager_version: alertmanager_version_of(&args.alertmanager_version),
             alertmanager_namespace: args.operator_namespace.clone(),
             namespace: args.namespace,
             ..controllers::Settings::default()
@@ -230,6 +253,9 @@ fn render(files: &[PathBuf], output: &Path, options: bundle::Options) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
+    for skipped in &rendered.skipped {
+        eprintln!("vigil-operator: left out {skipped}");
+    }
     if let Err(e) = bundle::write(&rendered, output) {
         eprintln!("vigil-operator: cannot write {}: {e}", output.display());
         return ExitCode::FAILURE;

@@ -309,6 +309,7 @@ fn render_banking(work: &Path, escalation: [&str; 2]) -> PathBuf {
         &loaded.inventory,
         vigil_operator::bundle::Options {
             alertmanager: vigil_operator::render::alertmanager::AlertmanagerVersion::V0_25,
+            alertmanager_base: None,
         },
     )
     .unwrap();

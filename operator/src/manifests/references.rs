@@ -105,10 +105,18 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
             report("AlertPolicy", &ns, &name, field, message);
         }
         // What the renderer builds around valid user queries must parse too.
-        let app = queries_parse.then(|| inv.app(&ns, &policy.spec.app_ref.name)).flatten();
+        let app = queries_parse
+            .then(|| inv.app(&ns, &policy.spec.app_ref.name))
+            .flatten();
         if let Some(app) = app {
             if let Err(bad) = expressions::check_rule_file(&alerts::alert_rules(policy, app)) {
-                report("AlertPolicy", &ns, &name, "spec.rules".into(), bad.to_string());
+                report(
+                    "AlertPolicy",
+                    &ns,
+                    &name,
+                    "spec.rules".into(),
+                    bad.to_string(),
+                );
             }
         }
     }
@@ -148,7 +156,9 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
                 );
             }
         }
-        let app = queries_parse.then(|| inv.app(&ns, &slo.spec.app_ref.name)).flatten();
+        let app = queries_parse
+            .then(|| inv.app(&ns, &slo.spec.app_ref.name))
+            .flatten();
         if let Some(app) = app {
             if let Err(bad) = expressions::check_rule_file(&slo::slo_rules(slo, app)) {
                 report("SLO", &ns, &name, "spec.sli".into(), bad.to_string());

@@ -334,11 +334,17 @@ fn objective_without_policy_or_receivers_is_refused() {
             line.starts_with("m.yaml: SLO/retail/s: spec.alerting.receivers: alert SLOErrorBudgetBurn (severity "),
             "{found:#?}"
         );
-        assert!(line.contains("no AlertPolicy routes alerts of app \"shop\""), "{line}");
+        assert!(
+            line.contains("no AlertPolicy routes alerts of app \"shop\""),
+            "{line}"
+        );
     }
-    let audiences: Vec<&str> = ["page) for audience engineering", "ticket) for audience support"]
-        .into_iter()
-        .filter(|a| found.iter().any(|l| l.contains(a)))
-        .collect();
+    let audiences: Vec<&str> = [
+        "page) for audience engineering",
+        "ticket) for audience support",
+    ]
+    .into_iter()
+    .filter(|a| found.iter().any(|l| l.contains(a)))
+    .collect();
     assert_eq!(audiences.len(), 2, "{found:#?}");
 }

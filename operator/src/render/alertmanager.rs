@@ -326,7 +326,11 @@ pub fn alertmanager_config_for(inv: &Inventory, version: AlertmanagerVersion) ->
             .push(policy);
     }
     let mut slos_by_namespace: BTreeMap<String, Vec<&Slo>> = BTreeMap::new();
-    for slo in inv.slos.iter().filter(|s| !s.spec.alerting.receivers.is_empty()) {
+    for slo in inv
+        .slos
+        .iter()
+        .filter(|s| !s.spec.alerting.receivers.is_empty())
+    {
         let ns = namespace_of(slo);
         by_namespace.entry(ns.clone()).or_default();
         slos_by_namespace.entry(ns).or_default().push(slo);
@@ -493,7 +497,10 @@ pub fn merge_into_base(file: &AlertmanagerFile, base: &str) -> Result<String, Ba
         if key == "receivers" {
             for item in &items {
                 let name = item.get("name").and_then(Yaml::as_str).unwrap_or_default();
-                if all.iter().any(|r| r.get("name").and_then(Yaml::as_str) == Some(name)) {
+                if all
+                    .iter()
+                    .any(|r| r.get("name").and_then(Yaml::as_str) == Some(name))
+                {
                     return Err(BaseConfigError::DuplicateReceiver(name.to_owned()));
                 }
             }
@@ -511,7 +518,10 @@ pub fn merge_into_base(file: &AlertmanagerFile, base: &str) -> Result<String, Ba
     append("receivers", receivers.iter().map(yaml_value).collect())?;
     append(
         "templates",
-        file.templates.iter().map(|t| Yaml::from(t.clone())).collect(),
+        file.templates
+            .iter()
+            .map(|t| Yaml::from(t.clone()))
+            .collect(),
     )?;
     // A mapping of strings, sequences and mappings always serialises.
     #[allow(clippy::expect_used)] // cannot fire, see above

@@ -39,7 +39,7 @@ async fn steps(slo: &Slo, ctx: &Context) -> Result<Action, Error> {
     }
     let app_name = &slo.spec.app_ref.name;
     let app = referenced_app(ctx, &namespace_of(slo), app_name, &owner).await?; // observe
-    // The policies that may route the objective's alerts (when it names no receivers).
+                                                                                // The policies that may route the objective's alerts (when it names no receivers).
     let policies = if slo.spec.alerting.receivers.is_empty() {
         aggregate::list::<AlertPolicy>(ctx, Some(&namespace_of(slo)), &owner).await?
     } else {

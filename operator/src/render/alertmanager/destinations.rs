@@ -313,8 +313,9 @@ fn matches(node: &Route, labels: &BTreeMap<String, String>) -> bool {
         let value = labels.get(&m.name).map_or("", String::as_str);
         match m.op {
             MatchOp::Equal => value == m.value,
-            MatchOp::Regex => regex::Regex::new(&format!("^(?:{})$", m.value))
-                .is_ok_and(|re| re.is_match(value)),
+            MatchOp::Regex => {
+                regex::Regex::new(&format!("^(?:{})$", m.value)).is_ok_and(|re| re.is_match(value))
+            }
         }
     })
 }

@@ -536,14 +536,22 @@ fn repeat_interval_applies() {
             .unwrap_or_default()
     };
     // Each audience: the crash route and the policy route, and the SLO route.
-    for (audience, every) in [("engineering", "1h"), ("management", "12h"), ("support", "4h")] {
+    for (audience, every) in [
+        ("engineering", "1h"),
+        ("management", "12h"),
+        ("support", "4h"),
+    ] {
         assert_eq!(
             interval(policies, audience),
             vec![Some(every.into()), Some(every.into())],
             "{audience}"
         );
         // support filters on critical: its SLO (page) route exists too.
-        assert_eq!(interval(slos, audience), vec![Some(every.into())], "{audience}");
+        assert_eq!(
+            interval(slos, audience),
+            vec![Some(every.into())],
+            "{audience}"
+        );
     }
 }
 
@@ -678,15 +686,31 @@ fn base_configuration_keeps_its_routes_receivers_and_smtp() {
         Some("mail.platform.example:587")
     );
     assert!(!text.contains("localhost:25"), "{text}");
-    assert_eq!(doc["templates"][0].as_str(), Some("/etc/alertmanager/templates/*.tmpl"));
+    assert_eq!(
+        doc["templates"][0].as_str(),
+        Some("/etc/alertmanager/templates/*.tmpl")
+    );
     assert_eq!(doc["route"]["receiver"].as_str(), Some("platform-oncall"));
     // The platform's own alerts, even in a tenant namespace.
     assert_eq!(
-        routes(p, &[("namespace", "payments"), ("alertname", "KubePodCrashLooping")]),
+        routes(
+            p,
+            &[
+                ("namespace", "payments"),
+                ("alertname", "KubePodCrashLooping")
+            ]
+        ),
         "platform-oncall"
     );
     assert_eq!(
-        routes(p, &[("namespace", "payments"), ("team", "db"), ("alertname", "PgDown")]),
+        routes(
+            p,
+            &[
+                ("namespace", "payments"),
+                ("team", "db"),
+                ("alertname", "PgDown")
+            ]
+        ),
         "platform-db"
     );
     // Vigil's alerts still reach their audience.

@@ -66,7 +66,9 @@ fn inventory(docs: &[&str]) -> Inventory {
         let value: serde_yaml::Value = serde_yaml::from_str(doc).expect("fixture");
         match value["kind"].as_str() {
             Some("MonitoredApp") => inv.apps.push(serde_yaml::from_value(value).expect("app")),
-            Some("AlertPolicy") => inv.policies.push(serde_yaml::from_value(value).expect("ap")),
+            Some("AlertPolicy") => inv
+                .policies
+                .push(serde_yaml::from_value(value).expect("ap")),
             Some("SLO") => inv.slos.push(serde_yaml::from_value(value).expect("slo")),
             other => panic!("unexpected fixture kind {other:?}"),
         }
