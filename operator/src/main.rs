@@ -94,6 +94,11 @@ struct RunArgs {
     /// Alertmanager release the shared `alertmanager.yml` targets.
     #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
     alertmanager_version: String,
+    /// The platform's own `alertmanager.yml` (for example mounted from a ConfigMap): the
+    /// shared `alertmanager.yml` merges Vigil's routes and receivers into it and keeps its SMTP
+    /// relay, root route, receivers and templates.
+    #[arg(long, value_name = "FILE")]
+    alertmanager_base_config: Option<PathBuf>,
     /// Base URL of a plain Prometheus to reload (`POST /-/reload`) after its shared files change.
     #[arg(long, value_name = "URL")]
     prometheus_url: Option<String>,
@@ -179,6 +184,23 @@ fn alertmanager_version_of(text: &str) -> AlertmanagerVersion {
 }
 
 fn run_operator(args: RunArgs) -> ExitCode {
+    let alertmanager_base = match args.alertmanager_base_config.clone().map(read_base_config) {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        Some(Err(code)) => return code,
+    };
+    if let Some(base) = &alertmanager_base {
+        let empty = vigil_operator::render::alertmanager::alertmanager_config(
+            &vigil_operator::render::Inventory::default(),
+        );
+        if let Err(e) = vigil_operator::render::alertmanager::merge_into_base(&empty, base) {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            eprintln!("vigil-operator: {e}{cause}");
+            return ExitCode::FAILURE;
+        }
+    }
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -192,6 +214,7 @@ fn run_operator(args: RunArgs) -> ExitCode {
             agent_image: args.agent_image,
             alertmanager_version: alertmanager_version_of(&args.alertmanager_version),
             alertmanager_namespace: args.operator_namespace.clone(),
+            alertmanager_base,
             namespace: args.namespace,
             ..controllers::Settings::default()
         },
@@ -249,7 +272,10 @@ fn render(files: &[PathBuf], output: &Path, options: bundle::Options) -> ExitCod
     let rendered = match bundle::render(&loaded.inventory, options) {
         Ok(rendered) => rendered,
         Err(e) => {
-            eprintln!("vigil-operator: {e}");
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            eprintln!("vigil-operator: {e}{cause}");
             return ExitCode::FAILURE;
         }
     };

@@ -294,12 +294,25 @@ fn prometheus_config_map_with(namespace: &str, data: BTreeMap<String, String>) -
 
 /// The `vigil-alertmanager` Secret in `namespace` with `alertmanager.yml` for every policy of
 /// `inv` (already [`renderable`]).
+/// With a `base` configuration (`--alertmanager-base-config`), the routes are merged into it;
+/// the operator checked at start that they can be, so a failure here (a base receiver that
+/// takes the name of a receiver Vigil renders later) is logged and the base is left out
+/// rather than writing a file Alertmanager would refuse.
 pub fn alertmanager_secret(
     namespace: &str,
     inv: &Inventory,
     version: AlertmanagerVersion,
+    base: Option<&str>,
 ) -> Secret {
-    let yaml = alertmanager::to_yaml(&alertmanager::alertmanager_config_for(inv, version));
+    let file = alertmanager::alertmanager_config_for(inv, version);
+    let yaml = match base.map(|base| alertmanager::merge_into_base(&file, base)) {
+        None => alertmanager::to_yaml(&file),
+        Some(Ok(yaml)) => yaml,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot merge the routes into the base Alertmanager configuration; writing them without it");
+            alertmanager::to_yaml(&file)
+        }
+    };
     Secret {
         metadata: ObjectMeta {
             name: Some(ALERTMANAGER_SECRET.to_owned()),
@@ -434,7 +447,7 @@ impl AlertmanagerShare {
         changed
     }
 
-    fn secret(&self, namespace: &str, version: AlertmanagerVersion) -> Secret {
+    fn secret(&self, namespace: &str, version: AlertmanagerVersion, base: Option<&str>) -> Secret {
         let inv = Inventory {
             policies: self
                 .policies
@@ -447,7 +460,7 @@ impl AlertmanagerShare {
                 .collect(),
             ..Inventory::default()
         };
-        alertmanager_secret(namespace, &inv, version)
+        alertmanager_secret(namespace, &inv, version, base)
     }
 }
 
@@ -852,7 +865,11 @@ async fn flush_alertmanager(ctx: &Context, version: u64, owner: &str) -> Result<
             Some(share) if done(&share.written) => return Ok(()),
             Some(share) => (
                 share.version,
-                share.secret(namespace, ctx.settings.alertmanager_version),
+                share.secret(
+                    namespace,
+                    ctx.settings.alertmanager_version,
+                    ctx.settings.alertmanager_base.as_deref(),
+                ),
                 !share.apis.alertmanager_config,
                 share.written.clone(),
             ),
