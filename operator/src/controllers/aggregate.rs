@@ -49,6 +49,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use vigil_crds::alert_policy::AlertPolicySpec;
+use vigil_crds::slo::SloSpec;
 use vigil_crds::{AlertPolicy, MonitoredApp, Slo};
 
 use super::apply::{apply, describe, Child};
@@ -188,20 +189,32 @@ pub struct Contribution {
     pub routes: Option<Routes>,
 }
 
-/// A policy's routes in `alertmanager.yml`.
+/// A policy's routes in `alertmanager.yml`, or those of an `SLO` that names its own receivers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Routes {
-    /// The policy's namespace.
+    /// The resource's namespace.
     pub namespace: String,
-    /// The policy's name.
+    /// The resource's name.
     pub name: String,
+    /// Whether the resource is an `SLO` (else an `AlertPolicy`).
+    pub of_slo: bool,
     /// The spec to render routes from; `None` when it has none there.
-    pub spec: Option<AlertPolicySpec>,
+    pub spec: Option<RoutedSpec>,
+}
+
+/// The spec routes are rendered from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoutedSpec {
+    /// An `AlertPolicy`'s.
+    Policy(AlertPolicySpec),
+    /// An `SLO`'s with receivers of its own.
+    Slo(SloSpec),
 }
 
 impl Routes {
     fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        let kind = if self.of_slo { "slo:" } else { "" };
+        format!("{kind}{}/{}", self.namespace, self.name)
     }
 }
 
@@ -259,7 +272,20 @@ pub fn routes_part(policy: &AlertPolicy, apis: OptionalApis) -> Routes {
     Routes {
         namespace: namespace_of(policy),
         name: policy.name_any(),
-        spec: (!apis.alertmanager_config).then(|| policy.spec.clone()),
+        of_slo: false,
+        spec: (!apis.alertmanager_config).then(|| RoutedSpec::Policy(policy.spec.clone())),
+    }
+}
+
+/// An objective's routes under `apis`: only without `AlertmanagerConfig`, and only when it
+/// names receivers of its own (otherwise its alerts take its app's policies' routes).
+pub fn slo_routes_part(objective: &Slo, apis: OptionalApis) -> Routes {
+    Routes {
+        namespace: namespace_of(objective),
+        name: objective.name_any(),
+        of_slo: true,
+        spec: (!apis.alertmanager_config && !objective.spec.alerting.receivers.is_empty())
+            .then(|| RoutedSpec::Slo(objective.spec.clone())),
     }
 }
 
@@ -448,18 +474,22 @@ impl AlertmanagerShare {
     }
 
     fn secret(&self, namespace: &str, version: AlertmanagerVersion, base: Option<&str>) -> Secret {
-        let inv = Inventory {
-            policies: self
-                .policies
-                .values()
-                .filter_map(|r| {
-                    let mut policy = AlertPolicy::new(&r.name, r.spec.clone()?);
+        let mut inv = Inventory::default();
+        for r in self.policies.values() {
+            match r.spec.clone() {
+                Some(RoutedSpec::Policy(spec)) => {
+                    let mut policy = AlertPolicy::new(&r.name, spec);
                     policy.metadata.namespace = Some(r.namespace.clone());
-                    Some(policy)
-                })
-                .collect(),
-            ..Inventory::default()
-        };
+                    inv.policies.push(policy);
+                }
+                Some(RoutedSpec::Slo(spec)) => {
+                    let mut objective = Slo::new(&r.name, spec);
+                    objective.metadata.namespace = Some(r.namespace.clone());
+                    inv.slos.push(objective);
+                }
+                None => {}
+            }
+        }
         alertmanager_secret(namespace, &inv, version, base)
     }
 }
@@ -827,11 +857,14 @@ async fn learn_alertmanager(ctx: &Context, apis: OptionalApis, owner: &str) -> R
         let inv = renderable(Inventory {
             apps: list::<MonitoredApp>(ctx, scope, owner).await?,
             policies: list::<AlertPolicy>(ctx, scope, owner).await?,
-            slos: Vec::new(),
+            slos: list::<Slo>(ctx, scope, owner).await?,
             views: Vec::new(),
         });
         for policy in &inv.policies {
             share.set(routes_part(policy, apis));
+        }
+        for objective in &inv.slos {
+            share.set(slo_routes_part(objective, apis));
         }
     }
     *ctx.shared.alertmanager_share() = Some(share);

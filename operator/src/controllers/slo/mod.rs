@@ -61,6 +61,6 @@ async fn steps(slo: &Slo, ctx: &Context) -> Result<Action, Error> {
 fn shares(apis: OptionalApis) -> Shares {
     Shares {
         prometheus: !apis.prometheus_rule,
-        alertmanager: false,
+        alertmanager: !apis.alertmanager_config,
     }
 }

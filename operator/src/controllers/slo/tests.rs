@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use vigil_crds::{MonitoredApp, Slo};
 
 use super::*;
-use crate::controllers::aggregate::{slo_rules_key, PROMETHEUS_CONFIG_MAP};
+use crate::controllers::aggregate::{
+    slo_rules_key, ALERTMANAGER_KEY, ALERTMANAGER_SECRET, PROMETHEUS_CONFIG_MAP,
+};
 use crate::controllers::fixtures::{condition, create, APP, NAMESPACE};
 use crate::controllers::Settings;
 use crate::fake_api::FakeApiServer;
@@ -126,4 +128,54 @@ async fn without_prometheus_operator_rules_go_to_the_shared_config_map() {
         .get("configmaps", "shop", PROMETHEUS_CONFIG_MAP)
         .unwrap();
     assert!(shared["data"].get(slo_rules_key("availability")).is_none());
+}
+
+/// An objective's own receivers (`spec.alerting.receivers`) get its alerts: as an
+/// `AlertmanagerConfig` owned by it when prometheus-operator serves one, else as routes in the
+/// shared `alertmanager.yml`, which deleting the objective takes out again.
+#[tokio::test]
+async fn own_receivers_are_routed_in_both_modes() {
+    let server = FakeApiServer::new();
+    let ctx = server.context(Settings::default());
+    let slo = setup(&server);
+    reconcile(slo.clone(), ctx).await.unwrap();
+    let cr = server
+        .get("alertmanagerconfigs", "shop", "vigil-slo-availability")
+        .unwrap();
+    assert_eq!(
+        cr["metadata"]["ownerReferences"][0]["uid"],
+        json!(slo.metadata.uid.clone().unwrap())
+    );
+    assert_eq!(cr["spec"]["receivers"][0]["name"], "sre-mail");
+    assert!(server
+        .get("secrets", "vigil-system", ALERTMANAGER_SECRET)
+        .is_none());
+
+    let server = FakeApiServer::new().without_group("monitoring.coreos.com");
+    let ctx = server.context(Settings::default());
+    reconcile(setup(&server), ctx.clone()).await.unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = server
+        .fetch("secrets", "vigil-system", ALERTMANAGER_SECRET)
+        .unwrap();
+    let data = secret.data.unwrap_or_default();
+    let yaml = String::from_utf8(data[ALERTMANAGER_KEY].0.clone()).unwrap();
+    assert!(
+        yaml.contains("name: shop/slo/availability/sre-mail"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("slo=\"availability\""), "{yaml}");
+
+    server.delete("slos", "shop", "availability");
+    reconcile(
+        Arc::new(server.fetch("slos", "shop", "availability").unwrap()),
+        ctx,
+    )
+    .await
+    .unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = server
+        .fetch("secrets", "vigil-system", ALERTMANAGER_SECRET)
+        .unwrap();
+    let data = secret.data.unwrap_or_default();
+    let yaml = String::from_utf8(data[ALERTMANAGER_KEY].0.clone()).unwrap();
+    assert!(!yaml.contains("sre-mail"), "{yaml}");
 }
