@@ -232,9 +232,15 @@ fn render_merges_into_the_base_alertmanager_config() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let am = std::fs::read_to_string(dir.join("alertmanager/alertmanager.yml")).expect("read");
-    assert!(am.contains("smtp_smarthost: mail.platform.example:587"), "{am}");
+    assert!(
+        am.contains("smtp_smarthost: mail.platform.example:587"),
+        "{am}"
+    );
     assert!(am.contains("receiver: platform-oncall"), "{am}");
-    assert!(am.contains("name: banking/mobile-api-crashes/support-desk"), "{am}");
+    assert!(
+        am.contains("name: banking/mobile-api-crashes/support-desk"),
+        "{am}"
+    );
     assert!(!am.contains("localhost:25"), "{am}");
 
     let missing = vigil(&[
@@ -248,7 +254,8 @@ fn render_merges_into_the_base_alertmanager_config() {
     ]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
-        text(&missing.stderr).contains("cannot read the base Alertmanager configuration no-such-base.yml"),
+        text(&missing.stderr)
+            .contains("cannot read the base Alertmanager configuration no-such-base.yml"),
         "{}",
         text(&missing.stderr)
     );

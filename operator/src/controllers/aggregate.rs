@@ -208,7 +208,7 @@ pub enum RoutedSpec {
     /// An `AlertPolicy`'s.
     Policy(AlertPolicySpec),
     /// An `SLO`'s with receivers of its own.
-    Slo(SloSpec),
+    Slo(Box<SloSpec>),
 }
 
 impl Routes {
@@ -285,7 +285,7 @@ pub fn slo_routes_part(objective: &Slo, apis: OptionalApis) -> Routes {
         name: objective.name_any(),
         of_slo: true,
         spec: (!apis.alertmanager_config && !objective.spec.alerting.receivers.is_empty())
-            .then(|| RoutedSpec::Slo(objective.spec.clone())),
+            .then(|| RoutedSpec::Slo(Box::new(objective.spec.clone()))),
     }
 }
 
@@ -483,7 +483,7 @@ impl AlertmanagerShare {
                     inv.policies.push(policy);
                 }
                 Some(RoutedSpec::Slo(spec)) => {
-                    let mut objective = Slo::new(&r.name, spec);
+                    let mut objective = Slo::new(&r.name, *spec);
                     objective.metadata.namespace = Some(r.namespace.clone());
                     inv.slos.push(objective);
                 }
