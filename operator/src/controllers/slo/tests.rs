@@ -179,3 +179,43 @@ async fn own_receivers_are_routed_in_both_modes() {
     let yaml = String::from_utf8(data[ALERTMANAGER_KEY].0.clone()).unwrap();
     assert!(!yaml.contains("sre-mail"), "{yaml}");
 }
+
+/// An objective with neither receivers of its own nor a policy on its app would page nobody:
+/// `InvalidSpec`, and the `Ready` condition names `spec.alerting.receivers`; once a policy
+/// routes its audiences, it is ready.
+#[tokio::test]
+async fn objective_paging_nobody_is_reported_in_the_status() {
+    let server = FakeApiServer::new();
+    let ctx = server.context(Settings::default());
+    create::<MonitoredApp>(&server, APP);
+    let without = SLO.replace(
+        "  alerting:\n    receivers:\n      - name: sre-mail\n        email: {to: sre@shop.example}\n",
+        "",
+    );
+    assert!(!without.contains("receivers"), "{without}");
+    let slo: Arc<Slo> = create(&server, &without);
+    let error = reconcile(slo, ctx.clone()).await.unwrap_err();
+    assert_eq!(error.category(), "InvalidSpec");
+    let ready = condition(&stored(&server), "Ready");
+    assert_eq!(ready["status"], "False");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.alerting.receivers: alert SLOErrorBudgetBurn"),
+        "{ready}"
+    );
+
+    let policy = crate::controllers::fixtures::POLICY.replace(
+        "  audiences:\n    - audience: engineering\n",
+        "  audiences:\n    - audience: support\n      receivers:\n        - name: desk\n          email: {to: desk@shop.example}\n    - audience: engineering\n",
+    );
+    create::<vigil_crds::AlertPolicy>(&server, &policy);
+    reconcile(
+        Arc::new(server.fetch("slos", "shop", "availability").unwrap()),
+        ctx,
+    )
+    .await
+    .unwrap();
+    assert_eq!(condition(&stored(&server), "Ready")["status"], "True");
+}
