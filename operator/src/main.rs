@@ -269,6 +269,7 @@ fn render(files: &[PathBuf], output: &Path, options: bundle::Options) -> ExitCod
         Ok(loaded) => loaded,
         Err(problems) => return report(&problems),
     };
+    let standalone = options.alertmanager_base.is_none();
     let rendered = match bundle::render(&loaded.inventory, options) {
         Ok(rendered) => rendered,
         Err(e) => {
@@ -281,6 +282,17 @@ fn render(files: &[PathBuf], output: &Path, options: bundle::Options) -> ExitCod
     };
     for skipped in &rendered.skipped {
         eprintln!("vigil-operator: left out {skipped}");
+    }
+    let has_email = rendered
+        .files
+        .get(Path::new("alertmanager/alertmanager.yml"))
+        .is_some_and(|yml| String::from_utf8_lossy(yml).contains("email_configs:"));
+    if standalone && has_email {
+        eprintln!(
+            "vigil-operator: note: alertmanager.yml has e-mail receivers but no SMTP relay; \
+             pass --alertmanager-base-config with the platform's alertmanager.yml \
+             (global.smtp_smarthost) or Alertmanager will refuse it"
+        );
     }
     if let Err(e) = bundle::write(&rendered, output) {
         eprintln!("vigil-operator: cannot write {}: {e}", output.display());

@@ -242,6 +242,29 @@ fn render_merges_into_the_base_alertmanager_config() {
         "{am}"
     );
     assert!(!am.contains("localhost:25"), "{am}");
+    assert!(
+        !text(&out.stderr).contains("no SMTP relay"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Without a base file nothing is made up, and the missing relay is pointed out.
+    let standalone = vigil(&[
+        "render",
+        "-f",
+        "examples/banking",
+        "-o",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(standalone.status.success(), "{}", text(&standalone.stderr));
+    assert!(
+        text(&standalone.stderr)
+            .contains("e-mail receivers but no SMTP relay; pass --alertmanager-base-config"),
+        "{}",
+        text(&standalone.stderr)
+    );
+    let am = std::fs::read_to_string(dir.join("alertmanager/alertmanager.yml")).expect("read");
+    assert!(!am.contains("smtp_smarthost"), "{am}");
 
     let missing = vigil(&[
         "render",
