@@ -181,6 +181,29 @@ fn promtool_accepts_every_example() {
         let mut args = vec!["check", "rules"];
         args.extend(rules.iter().map(String::as_str));
         run_ok("promtool", &args, &prom);
+        // The parser `check`, the webhook and the renderers use agrees with promtool on every
+        // expression written.
+        let mut expressions = 0;
+        for file in &rules {
+            let doc: serde_yaml::Value =
+                serde_yaml::from_str(&std::fs::read_to_string(file).expect("rule file"))
+                    .expect("yaml");
+            for rule in doc["groups"]
+                .as_sequence()
+                .expect("groups")
+                .iter()
+                .flat_map(|g| g["rules"].as_sequence().expect("rules"))
+            {
+                let expr = rule["expr"].as_str().expect("expr");
+                assert_eq!(
+                    vigil_operator::render::expressions::parse_error(expr),
+                    None,
+                    "{name}: {file}: {expr}"
+                );
+                expressions += 1;
+            }
+        }
+        assert!(expressions > 0, "{name}: no expressions");
     }
 }
 
