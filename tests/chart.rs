@@ -777,3 +777,65 @@ fn covered(value: &Value, schema: &Value, path: &str, missing: &mut Vec<String>)
         }
     }
 }
+
+/// `alertmanager.baseConfig` becomes a Secret holding the platform's `alertmanager.yml`
+/// exactly as given, mounted into the operator and passed as `--alertmanager-base-config`; a
+/// change of it rolls the pods (the operator reads it at start). Without it, none of that.
+#[test]
+fn alertmanager_base_config_is_a_mounted_secret() {
+    let base = r#"{"global":{"smtp_smarthost":"mail.platform.example:587","smtp_from":"alerts@platform.example"},"route":{"receiver":"platform-oncall"},"receivers":[{"name":"platform-oncall","email_configs":[{"to":"oncall@platform.example"}]}]}"#;
+    let set = format!("alertmanager.baseConfig={base}");
+    let rendered = template(&["--set-json", &set]);
+    validate_offline(&rendered);
+    let secret = rendered
+        .all("Secret")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "vigil-alertmanager-base")
+        .expect("the base configuration Secret");
+    let encoded = secret["data"]["alertmanager.yml"].as_str().expect("data");
+    let decoded = base64_decode(encoded);
+    let stored: serde_yaml::Value = serde_yaml::from_str(&decoded).expect("YAML");
+    let given: serde_yaml::Value = serde_yaml::from_str(base).expect("JSON is YAML");
+    assert_eq!(stored, given);
+    let path = "/etc/vigil/alertmanager-base/alertmanager.yml";
+    assert!(args(&rendered).contains(&format!("--alertmanager-base-config={path}")));
+    let mounts = container(&rendered)["volumeMounts"].as_array().unwrap();
+    assert!(mounts
+        .iter()
+        .any(|m| m["name"] == "alertmanager-base"
+            && m["mountPath"] == "/etc/vigil/alertmanager-base"));
+    let deployment = rendered.one("Deployment");
+    assert!(deployment["spec"]["template"]["metadata"]["annotations"]
+        ["vigil.dev/alertmanager-base-checksum"]
+        .is_string());
+
+    let plain = template(&[]);
+    assert!(!args(&plain)
+        .iter()
+        .any(|a| a.starts_with("--alertmanager-base-config")));
+    assert!(!plain.yaml.contains("alertmanager-base"));
+}
+
+/// Standard base64 (as `b64enc` writes it) to text.
+fn base64_decode(encoded: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in encoded
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+    {
+        let value = ALPHABET
+            .iter()
+            .position(|a| *a == c)
+            .expect("base64 character");
+        bits = (bits << 6) | u32::try_from(value).expect("below 64");
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push(u8::try_from((bits >> count) & 0xff).expect("a byte"));
+        }
+    }
+    String::from_utf8(out).expect("UTF-8")
+}

@@ -94,11 +94,31 @@ pub fn render_example(name: &str) -> vigil_operator::bundle::Bundle {
 /// The cluster name the examples are rendered for.
 pub const CLUSTER: &str = "eu-prod-1";
 
-/// The Alertmanager on these machines is 0.25, so the configuration is rendered for it; a
-/// cluster name is set, so the real tools also check the rules and configs that carry it.
+/// A platform's own `alertmanager.yml` that Vigil's routes are merged into: the SMTP relay
+/// e-mail receivers need, a root receiver and a route of the platform's own.
+pub const PLATFORM_BASE: &str = r#"
+global:
+  smtp_smarthost: mail.platform.example:587
+  smtp_from: alerts@platform.example
+route:
+  receiver: platform-oncall
+  routes:
+    - receiver: platform-db
+      matchers: ['team="db"']
+receivers:
+  - name: platform-oncall
+    email_configs: [{to: oncall@platform.example}]
+  - name: platform-db
+    email_configs: [{to: db@platform.example}]
+"#;
+
+/// The Alertmanager on these machines is 0.25, so the configuration is rendered for it,
+/// merged into the platform's base configuration; a cluster name is set, so the real tools
+/// also check the rules and configs that carry it.
 pub fn tested_options() -> vigil_operator::bundle::Options {
     vigil_operator::bundle::Options {
         alertmanager: vigil_operator::render::alertmanager::AlertmanagerVersion::V0_25,
+        alertmanager_base: Some(PLATFORM_BASE.to_owned()),
         cluster: Some(CLUSTER.to_owned()),
         ..vigil_operator::bundle::Options::default()
     }

@@ -6,6 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::alert_policy::Receiver;
 use crate::common::{AppRef, Audience, Condition, Duration, PromQl};
 
 /// A service-level objective: an SLI, a target over a window, and who is paged or ticketed when
@@ -171,13 +172,15 @@ pub struct LatencySli {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SloAlerting {
     /// Audiences paged on fast burns (14.4× over 1h, 6× over 6h for a 30-day window). Their
-    /// receivers come from the `AlertPolicy`s of the same app. Default `[engineering]`. At most
-    /// 3 entries.
+    /// receivers are `receivers` when set, else the receivers that the `AlertPolicy`s of the
+    /// same app give the audience for `critical` alerts. Default `[engineering]`. At most 3
+    /// entries.
     #[serde(default = "default_page")]
     #[schemars(length(max = 3))]
     pub page: Vec<Audience>,
-    /// Audiences ticketed on slow burns (3× over 1d, 1× over 3d). Default `[support]`. At most
-    /// 3 entries.
+    /// Audiences ticketed on slow burns (3× over 1d, 1× over 3d). Their receivers are
+    /// `receivers` when set, else the receivers that the `AlertPolicy`s of the same app give
+    /// the audience for `warning` alerts. Default `[support]`. At most 3 entries.
     #[serde(default = "default_ticket")]
     #[schemars(length(max = 3))]
     pub ticket: Vec<Audience>,
@@ -186,6 +189,13 @@ pub struct SloAlerting {
     /// otherwise read as 100 % good. Default `10m`; at least `1m`.
     #[serde(default = "default_absent_for")]
     pub absent_for: Duration,
+    /// Where this objective's burn-rate alerts go, page and ticket alike, instead of the
+    /// receivers of the app's `AlertPolicy`s; needed when no policy routes an audience above.
+    /// The same receiver kinds as an `AlertPolicy` audience (secrets by Secret reference).
+    /// Empty (the default): the policies' receivers. At most 16 receivers, names unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub receivers: Vec<Receiver>,
 }
 
 impl Default for SloAlerting {
@@ -194,6 +204,7 @@ impl Default for SloAlerting {
             page: default_page(),
             ticket: default_ticket(),
             absent_for: default_absent_for(),
+            receivers: Vec::new(),
         }
     }
 }

@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::render::alertmanager::AlertmanagerVersion;
 use crate::render::outputs::Outputs;
 use crate::render::{
-    agent_config, alertmanager, alerts, dashboards, namespace_of, scrape, slo, Inventory,
+    agent_config, alertmanager, alerts, dashboards, expressions, namespace_of, scrape, slo,
+    Inventory,
 };
 
 /// Address of the Alertmanager the rendered `prometheus.yml` sends alerts to.
@@ -25,6 +26,9 @@ pub const OPERATOR_NAMESPACE: &str = "vigil-system";
 #[derive(Debug, Default, PartialEq)]
 pub struct Bundle {
     pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Resources left out because an expression rendered for them does not parse, each as
+    /// `Kind/namespace/name: what is wrong`; everything else is rendered.
+    pub skipped: Vec<String>,
 }
 
 /// Why rendering failed (an encoder error; renderers themselves cannot fail).
@@ -42,6 +46,8 @@ pub enum BundleError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("cannot merge Vigil's routes into the base Alertmanager configuration")]
+    BaseConfig(#[source] alertmanager::BaseConfigError),
 }
 
 impl Bundle {
@@ -96,6 +102,10 @@ pub struct Options {
     /// Name of the cluster (`--cluster-name`): the agents' `cluster` label and
     /// `k8s.cluster.name` attribute, and the `cluster` label of every generated alert.
     pub cluster: Option<String>,
+    /// The platform's own `alertmanager.yml` (its text), into which Vigil's routes and
+    /// receivers are merged; it brings the SMTP relay, root receiver and templates. `None`:
+    /// a standalone file with a no-op root receiver and no SMTP settings.
+    pub alertmanager_base: Option<String>,
 }
 
 /// Renders every artefact for `inv`.
@@ -129,12 +139,23 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
         }
     }
 
+    // Every expression is parsed before anything is written: a resource with one that does
+    // not parse is reported and left out (its routes too), and the others still render.
+    let mut routed = inv.clone();
+    let mut skipped = Vec::new();
     for policy in &inv.policies {
         let ns = namespace_of(policy);
         let Some(app) = inv.app(&ns, &policy.spec.app_ref.name) else {
             continue;
         };
         let file = alerts::alert_rules(policy, app).with_cluster(options.cluster.as_deref());
+        if let Err(e) = expressions::check_rule_file(&file) {
+            skipped.push(format!("AlertPolicy/{ns}/{}: {e}", policy.name_any()));
+            routed
+                .policies
+                .retain(|p| (namespace_of(p), p.name_any()) != (ns.clone(), policy.name_any()));
+            continue;
+        }
         out.yaml(
             format!("prometheus/rules/{ns}-{}.yml", policy.name_any()),
             &file,
@@ -149,6 +170,13 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
         };
         let file = slo::slo_rules_with(objective, app, &options.outputs.slo_severities)
             .with_cluster(options.cluster.as_deref());
+        if let Err(e) = expressions::check_rule_file(&file) {
+            skipped.push(format!("SLO/{ns}/{}: {e}", objective.name_any()));
+            routed
+                .slos
+                .retain(|s| (namespace_of(s), s.name_any()) != (ns.clone(), objective.name_any()));
+            continue;
+        }
         out.yaml(
             format!("prometheus/rules/{ns}-slo-{}.yml", objective.name_any()),
             &file,
@@ -184,12 +212,14 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
         push_k8s(dashboards::grafana_dashboard_cr(view, &dashboard, folder));
     }
 
-    let am = alertmanager::alertmanager_config_for(inv, options.alertmanager);
-    out.files.insert(
-        "alertmanager/alertmanager.yml".into(),
-        alertmanager::to_yaml(&am).into_bytes(),
-    );
-    for cr in alertmanager::alertmanager_config_crs(inv) {
+    let am = alertmanager::alertmanager_config_for(&routed, options.alertmanager);
+    let am_yaml = match &options.alertmanager_base {
+        Some(base) => alertmanager::merge_into_base(&am, base).map_err(BundleError::BaseConfig)?,
+        None => alertmanager::to_yaml(&am),
+    };
+    out.files
+        .insert("alertmanager/alertmanager.yml".into(), am_yaml.into_bytes());
+    for cr in alertmanager::alertmanager_config_crs(&routed) {
         push_k8s(cr);
     }
 
@@ -211,6 +241,7 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
     for (path, value) in k8s {
         out.yaml(path, &value)?;
     }
+    out.skipped = skipped;
     Ok(out)
 }
 

@@ -60,6 +60,11 @@ struct RenderArgs {
     /// from files; `0.25` cannot, so webhook receivers get an unroutable placeholder URL.
     #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
     alertmanager_version: String,
+    /// The platform's own `alertmanager.yml`: Vigil's routes and receivers are merged into
+    /// it, and it keeps its SMTP relay, root route, receivers and templates. Without it the
+    /// file has a no-op root receiver and no SMTP relay (e-mail receivers need one).
+    #[arg(long, value_name = "FILE")]
+    alertmanager_base_config: Option<PathBuf>,
     /// How long the target Prometheus keeps data, such as `15d`: an SLO whose window is
     /// longer gets a warning.
     #[arg(long, value_name = "DURATION", value_parser = outputs::parse_retention)]
@@ -113,6 +118,11 @@ struct RunArgs {
     /// Alertmanager release the shared `alertmanager.yml` targets.
     #[arg(long, value_name = "VERSION", default_value = "0.26", value_parser = ["0.25", "0.26"])]
     alertmanager_version: String,
+    /// The platform's own `alertmanager.yml` (for example mounted from a ConfigMap): the
+    /// shared `alertmanager.yml` merges Vigil's routes and receivers into it and keeps its SMTP
+    /// relay, root route, receivers and templates.
+    #[arg(long, value_name = "FILE")]
+    alertmanager_base_config: Option<PathBuf>,
     /// Base URL of a plain Prometheus to reload (`POST /-/reload`) after its shared files change.
     #[arg(long, value_name = "URL")]
     prometheus_url: Option<String>,
@@ -199,16 +209,19 @@ fn main() -> ExitCode {
                 output,
                 force,
                 alertmanager_version,
+                alertmanager_base_config,
                 prometheus_retention,
                 outputs,
                 cluster_name,
             } = *args;
-            let alertmanager = match alertmanager_version.as_str() {
-                "0.25" => AlertmanagerVersion::V0_25,
-                _ => AlertmanagerVersion::V0_26,
+            let alertmanager_base = match alertmanager_base_config.map(read_base_config) {
+                None => None,
+                Some(Ok(text)) => Some(text),
+                Some(Err(code)) => return code,
             };
             let options = bundle::Options {
-                alertmanager,
+                alertmanager: alertmanager_version_of(&alertmanager_version),
+                alertmanager_base,
                 outputs: outputs.outputs(),
                 cluster: cluster_name,
             };
@@ -218,7 +231,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn alertmanager_version(text: &str) -> AlertmanagerVersion {
+/// The text of the base `alertmanager.yml` at `path`, or the exit code after saying why it
+/// cannot be read.
+fn read_base_config(path: PathBuf) -> Result<String, ExitCode> {
+    std::fs::read_to_string(&path).map_err(|e| {
+        eprintln!(
+            "vigil-operator: cannot read the base Alertmanager configuration {}: {e}",
+            path.display()
+        );
+        ExitCode::FAILURE
+    })
+}
+
+fn alertmanager_version_of(text: &str) -> AlertmanagerVersion {
     match text {
         "0.25" => AlertmanagerVersion::V0_25,
         _ => AlertmanagerVersion::V0_26,
@@ -226,6 +251,23 @@ fn alertmanager_version(text: &str) -> AlertmanagerVersion {
 }
 
 fn run_operator(args: RunArgs) -> ExitCode {
+    let alertmanager_base = match args.alertmanager_base_config.clone().map(read_base_config) {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        Some(Err(code)) => return code,
+    };
+    if let Some(base) = &alertmanager_base {
+        let empty = vigil_operator::render::alertmanager::alertmanager_config(
+            &vigil_operator::render::Inventory::default(),
+        );
+        if let Err(e) = vigil_operator::render::alertmanager::merge_into_base(&empty, base) {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            eprintln!("vigil-operator: {e}{cause}");
+            return ExitCode::FAILURE;
+        }
+    }
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -237,8 +279,9 @@ fn run_operator(args: RunArgs) -> ExitCode {
         kubeconfig: args.kubeconfig,
         settings: controllers::Settings {
             agent_image: args.agent_image,
-            alertmanager_version: alertmanager_version(&args.alertmanager_version),
+            alertmanager_version: alertmanager_version_of(&args.alertmanager_version),
             alertmanager_namespace: args.operator_namespace.clone(),
+            alertmanager_base,
             namespace: args.namespace,
             outputs: args.outputs.outputs(),
             prometheus_retention: args.prometheus_retention,
@@ -317,13 +360,31 @@ fn render(
         Err(problems) => return report(&problems),
     };
     warn_retention(&loaded, retention);
+    let standalone = options.alertmanager_base.is_none();
     let rendered = match bundle::render(&loaded.inventory, options) {
         Ok(rendered) => rendered,
         Err(e) => {
-            eprintln!("vigil-operator: {e}");
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            eprintln!("vigil-operator: {e}{cause}");
             return ExitCode::FAILURE;
         }
     };
+    for skipped in &rendered.skipped {
+        eprintln!("vigil-operator: left out {skipped}");
+    }
+    let has_email = rendered
+        .files
+        .get(Path::new("alertmanager/alertmanager.yml"))
+        .is_some_and(|yml| String::from_utf8_lossy(yml).contains("email_configs:"));
+    if standalone && has_email {
+        eprintln!(
+            "vigil-operator: note: alertmanager.yml has e-mail receivers but no SMTP relay; \
+             pass --alertmanager-base-config with the platform's alertmanager.yml \
+             (global.smtp_smarthost) or Alertmanager will refuse it"
+        );
+    }
     if let Err(e) = bundle::write(&rendered, output, force) {
         eprintln!("vigil-operator: cannot write {}: {e}", output.display());
         return ExitCode::FAILURE;

@@ -432,3 +432,102 @@ fn render_reads_openslo_and_applies_output_flags() {
     ]);
     assert!(!bad.status.success());
 }
+
+/// `check` parses PromQL for real: an expression that balances its brackets and quotes but
+/// ends in a stray word is refused, naming the file, the object, the field and the word.
+#[test]
+fn check_refuses_promql_that_does_not_parse() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: shop, namespace: shop}\nspec:\n  selector: {matchLabels: {app: shop}}\n---\napiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: errors, namespace: shop}\nspec:\n  appRef: {name: shop}\n  rules:\n    - {name: ShopCrash, crashRate: {}}\n    - {name: ShopDown, targetDown: {}}\n    - {name: ShopErrors, promql: {expr: \"sum(rate(errors_total[5m])) > bogus bogus\"}}\n  audiences: [{audience: engineering, receivers: [{name: oncall, email: {to: oncall@shop.example}}]}]\n",
+    )
+    .expect("write");
+    let out = vigil(&["check", "-f", bad.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.lines().next().unwrap_or_default(),
+        format!(
+            "{}: AlertPolicy/shop/errors: spec.rules[2].promql.expr: unexpected identifier \"bogus\" at character 37",
+            bad.display()
+        ),
+        "{stderr}"
+    );
+}
+
+/// `render --alertmanager-base-config` merges Vigil's routes into the platform's file: its SMTP
+/// relay and root receiver stay, Vigil's receivers are added, and no relay is made up.
+#[test]
+fn render_merges_into_the_base_alertmanager_config() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = tmp.path().join("base.yml");
+    std::fs::write(
+        &base,
+        "global: {smtp_smarthost: 'mail.platform.example:587', smtp_from: alerts@platform.example}\nroute: {receiver: platform-oncall}\nreceivers: [{name: platform-oncall, email_configs: [{to: oncall@platform.example}]}]\n",
+    )
+    .expect("write");
+    let dir = tmp.path().join("out");
+    let out = vigil(&[
+        "render",
+        "-f",
+        "examples/banking",
+        "-o",
+        dir.to_str().expect("utf-8"),
+        "--alertmanager-base-config",
+        base.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let am = std::fs::read_to_string(dir.join("alertmanager/alertmanager.yml")).expect("read");
+    assert!(
+        am.contains("smtp_smarthost: mail.platform.example:587"),
+        "{am}"
+    );
+    assert!(am.contains("receiver: platform-oncall"), "{am}");
+    assert!(
+        am.contains("name: banking/mobile-api-crashes/support-desk"),
+        "{am}"
+    );
+    assert!(!am.contains("localhost:25"), "{am}");
+    assert!(
+        !text(&out.stderr).contains("no SMTP relay"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Without a base file nothing is made up, and the missing relay is pointed out.
+    let standalone = vigil(&[
+        "render",
+        "-f",
+        "examples/banking",
+        "-o",
+        dir.to_str().expect("utf-8"),
+    ]);
+    assert!(standalone.status.success(), "{}", text(&standalone.stderr));
+    assert!(
+        text(&standalone.stderr)
+            .contains("e-mail receivers but no SMTP relay; pass --alertmanager-base-config"),
+        "{}",
+        text(&standalone.stderr)
+    );
+    let am = std::fs::read_to_string(dir.join("alertmanager/alertmanager.yml")).expect("read");
+    assert!(!am.contains("smtp_smarthost"), "{am}");
+
+    let missing = vigil(&[
+        "render",
+        "-f",
+        "examples/banking",
+        "-o",
+        dir.to_str().expect("utf-8"),
+        "--alertmanager-base-config",
+        "no-such-base.yml",
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing.stderr)
+            .contains("cannot read the base Alertmanager configuration no-such-base.yml"),
+        "{}",
+        text(&missing.stderr)
+    );
+}

@@ -49,6 +49,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use vigil_crds::alert_policy::AlertPolicySpec;
+use vigil_crds::slo::SloSpec;
 use vigil_crds::{AlertPolicy, MonitoredApp, Slo};
 
 use super::apply::{apply, describe, Child};
@@ -189,20 +190,32 @@ pub struct Contribution {
     pub routes: Option<Routes>,
 }
 
-/// A policy's routes in `alertmanager.yml`.
+/// A policy's routes in `alertmanager.yml`, or those of an `SLO` that names its own receivers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Routes {
-    /// The policy's namespace.
+    /// The resource's namespace.
     pub namespace: String,
-    /// The policy's name.
+    /// The resource's name.
     pub name: String,
+    /// Whether the resource is an `SLO` (else an `AlertPolicy`).
+    pub of_slo: bool,
     /// The spec to render routes from; `None` when it has none there.
-    pub spec: Option<AlertPolicySpec>,
+    pub spec: Option<RoutedSpec>,
+}
+
+/// The spec routes are rendered from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoutedSpec {
+    /// An `AlertPolicy`'s.
+    Policy(AlertPolicySpec),
+    /// An `SLO`'s with receivers of its own.
+    Slo(Box<SloSpec>),
 }
 
 impl Routes {
     fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        let kind = if self.of_slo { "slo:" } else { "" };
+        format!("{kind}{}/{}", self.namespace, self.name)
     }
 }
 
@@ -265,7 +278,20 @@ pub fn routes_part(policy: &AlertPolicy, apis: OptionalApis) -> Routes {
     Routes {
         namespace: namespace_of(policy),
         name: policy.name_any(),
-        spec: (!apis.alertmanager_config).then(|| policy.spec.clone()),
+        of_slo: false,
+        spec: (!apis.alertmanager_config).then(|| RoutedSpec::Policy(policy.spec.clone())),
+    }
+}
+
+/// An objective's routes under `apis`: only without `AlertmanagerConfig`, and only when it
+/// names receivers of its own (otherwise its alerts take its app's policies' routes).
+pub fn slo_routes_part(objective: &Slo, apis: OptionalApis) -> Routes {
+    Routes {
+        namespace: namespace_of(objective),
+        name: objective.name_any(),
+        of_slo: true,
+        spec: (!apis.alertmanager_config && !objective.spec.alerting.receivers.is_empty())
+            .then(|| RoutedSpec::Slo(Box::new(objective.spec.clone()))),
     }
 }
 
@@ -302,12 +328,25 @@ fn prometheus_config_map_with(namespace: &str, data: BTreeMap<String, String>) -
 
 /// The `vigil-alertmanager` Secret in `namespace` with `alertmanager.yml` for every policy of
 /// `inv` (already [`renderable`]).
+/// With a `base` configuration (`--alertmanager-base-config`), the routes are merged into it;
+/// the operator checked at start that they can be, so a failure here (a base receiver that
+/// takes the name of a receiver Vigil renders later) is logged and the base is left out
+/// rather than writing a file Alertmanager would refuse.
 pub fn alertmanager_secret(
     namespace: &str,
     inv: &Inventory,
     version: AlertmanagerVersion,
+    base: Option<&str>,
 ) -> Secret {
-    let yaml = alertmanager::to_yaml(&alertmanager::alertmanager_config_for(inv, version));
+    let file = alertmanager::alertmanager_config_for(inv, version);
+    let yaml = match base.map(|base| alertmanager::merge_into_base(&file, base)) {
+        None => alertmanager::to_yaml(&file),
+        Some(Ok(yaml)) => yaml,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot merge the routes into the base Alertmanager configuration; writing them without it");
+            alertmanager::to_yaml(&file)
+        }
+    };
     Secret {
         metadata: ObjectMeta {
             name: Some(ALERTMANAGER_SECRET.to_owned()),
@@ -463,20 +502,24 @@ impl AlertmanagerShare {
         changed
     }
 
-    fn secret(&self, namespace: &str, version: AlertmanagerVersion) -> Secret {
-        let inv = Inventory {
-            policies: self
-                .policies
-                .values()
-                .filter_map(|r| {
-                    let mut policy = AlertPolicy::new(&r.name, r.spec.clone()?);
+    fn secret(&self, namespace: &str, version: AlertmanagerVersion, base: Option<&str>) -> Secret {
+        let mut inv = Inventory::default();
+        for r in self.policies.values() {
+            match r.spec.clone() {
+                Some(RoutedSpec::Policy(spec)) => {
+                    let mut policy = AlertPolicy::new(&r.name, spec);
                     policy.metadata.namespace = Some(r.namespace.clone());
-                    Some(policy)
-                })
-                .collect(),
-            ..Inventory::default()
-        };
-        alertmanager_secret(namespace, &inv, version)
+                    inv.policies.push(policy);
+                }
+                Some(RoutedSpec::Slo(spec)) => {
+                    let mut objective = Slo::new(&r.name, *spec);
+                    objective.metadata.namespace = Some(r.namespace.clone());
+                    inv.slos.push(objective);
+                }
+                None => {}
+            }
+        }
+        alertmanager_secret(namespace, &inv, version, base)
     }
 }
 
@@ -575,7 +618,11 @@ impl SharedOutputs {
     }
 }
 
-async fn list<K>(ctx: &Context, namespace: Option<&str>, owner: &str) -> Result<Vec<K>, Error>
+pub(crate) async fn list<K>(
+    ctx: &Context,
+    namespace: Option<&str>,
+    owner: &str,
+) -> Result<Vec<K>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -839,11 +886,14 @@ async fn learn_alertmanager(ctx: &Context, apis: OptionalApis, owner: &str) -> R
         let inv = renderable(Inventory {
             apps: list::<MonitoredApp>(ctx, scope, owner).await?,
             policies: list::<AlertPolicy>(ctx, scope, owner).await?,
-            slos: Vec::new(),
+            slos: list::<Slo>(ctx, scope, owner).await?,
             views: Vec::new(),
         });
         for policy in &inv.policies {
             share.set(routes_part(policy, apis));
+        }
+        for objective in &inv.slos {
+            share.set(slo_routes_part(objective, apis));
         }
     }
     *ctx.shared.alertmanager_share() = Some(share);
@@ -877,7 +927,11 @@ async fn flush_alertmanager(ctx: &Context, version: u64, owner: &str) -> Result<
             Some(share) if done(&share.written) => return Ok(()),
             Some(share) => (
                 share.version,
-                share.secret(namespace, ctx.settings.alertmanager_version),
+                share.secret(
+                    namespace,
+                    ctx.settings.alertmanager_version,
+                    ctx.settings.alertmanager_base.as_deref(),
+                ),
                 !share.apis.alertmanager_config,
                 share.written.clone(),
             ),

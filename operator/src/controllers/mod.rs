@@ -73,6 +73,9 @@ pub struct Settings {
     pub alertmanager_version: AlertmanagerVersion,
     /// Namespace of the shared `vigil-alertmanager` Secret (usually the operator's own).
     pub alertmanager_namespace: String,
+    /// The platform's own `alertmanager.yml` that the shared file merges Vigil's routes into
+    /// (`--alertmanager-base-config`); `None`: a standalone file.
+    pub alertmanager_base: Option<String>,
     /// Watch and write in this namespace only; `None` for the whole cluster.
     pub namespace: Option<String>,
     /// How often a healthy resource is reconciled again even without a change (pod counts,
@@ -98,6 +101,7 @@ impl Default for Settings {
             native_sidecar: true,
             alertmanager_version: AlertmanagerVersion::default(),
             alertmanager_namespace: "vigil-system".to_owned(),
+            alertmanager_base: None,
             namespace: None,
             resync: Duration::from_secs(300),
             outputs: crate::render::outputs::Outputs::default(),

@@ -185,6 +185,10 @@ spec:
     availability: {metric: http_requests_total}
   objective: 99.9
   window: 30d
+  alerting:
+    receivers:
+      - name: sre-mail
+        email: {to: sre@shop.example}
 "#,
     );
     for name in ["app-0", "app-1", "app-2", "checkout"] {

@@ -8,7 +8,8 @@ use vigil_crds::alert_policy::AlertPolicy;
 use vigil_crds::Audience;
 
 use super::{Loaded, Problem};
-use crate::render::namespace_of;
+use crate::render::alertmanager::destinations::{undelivered_alerts, Undelivered};
+use crate::render::{alerts, expressions, namespace_of, slo};
 
 /// Every cross-object problem in what was loaded.
 pub fn check(loaded: &Loaded) -> Vec<Problem> {
@@ -113,6 +114,26 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
         for (field, message) in secret_ref_problems(&policy.spec) {
             report("AlertPolicy", &ns, &name, format!("spec.{field}"), message);
         }
+        let queries = policy_query_problems(policy);
+        let queries_parse = queries.is_empty();
+        for (field, message) in queries {
+            report("AlertPolicy", &ns, &name, field, message);
+        }
+        // What the renderer builds around valid user queries must parse too.
+        let app = queries_parse
+            .then(|| inv.app(&ns, &policy.spec.app_ref.name))
+            .flatten();
+        if let Some(app) = app {
+            if let Err(bad) = expressions::check_rule_file(&alerts::alert_rules(policy, app)) {
+                report(
+                    "AlertPolicy",
+                    &ns,
+                    &name,
+                    "spec.rules".into(),
+                    bad.to_string(),
+                );
+            }
+        }
     }
 
     for slo in &inv.slos {
@@ -147,6 +168,45 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
                 ),
             );
         }
+        let queries = slo_query_problems(slo);
+        let queries_parse = queries.is_empty();
+        for (field, message) in queries {
+            report("SLO", &ns, &name, field, message);
+        }
+        for (field, message) in secret_ref_problems(&slo.spec) {
+            report("SLO", &ns, &name, format!("spec.{field}"), message);
+        }
+        let mut receivers = BTreeSet::new();
+        for (j, receiver) in slo.spec.alerting.receivers.iter().enumerate() {
+            if !receivers.insert(receiver.name.as_str()) {
+                report(
+                    "SLO",
+                    &ns,
+                    &name,
+                    format!("spec.alerting.receivers[{j}].name"),
+                    format!("receiver name {:?} is used twice", receiver.name),
+                );
+            }
+        }
+        let app = queries_parse
+            .then(|| inv.app(&ns, &slo.spec.app_ref.name))
+            .flatten();
+        if let Some(app) = app {
+            if let Err(bad) = expressions::check_rule_file(&slo::slo_rules(slo, app)) {
+                report("SLO", &ns, &name, "spec.sli".into(), bad.to_string());
+            }
+        }
+    }
+
+    for undelivered in undelivered_alerts(inv, across_objects) {
+        let Undelivered {
+            kind,
+            namespace,
+            name,
+            field,
+            message,
+        } = undelivered;
+        report(kind, &namespace, &name, field, message);
     }
 
     for view in &inv.views {
@@ -289,6 +349,81 @@ fn exporter_signal_problems(
         }
     }
     out
+}
+
+/// Every PromQL expression, metric name and matcher list a policy's rules take from the user
+/// that the PromQL parser rejects, as `(field path, message)`.
+fn policy_query_problems(policy: &AlertPolicy) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, rule) in policy.spec.rules.iter().enumerate() {
+        let mut check = |field: &str, expr: String| {
+            if let Some(message) = expressions::parse_error(&expr) {
+                out.push((format!("spec.rules[{i}].{field}"), message));
+            }
+        };
+        if let Some(r) = &rule.promql {
+            check("promql.expr", r.expr.as_str().to_owned());
+        }
+        if let Some(r) = &rule.anomaly {
+            check("anomaly.query", r.query.as_str().to_owned());
+        }
+        if let Some(r) = &rule.forecast {
+            check("forecast.query", r.query.as_str().to_owned());
+        }
+        if let Some(r) = &rule.error_rate {
+            if let Some(metric) = &r.metric {
+                check("errorRate.metric", metric_selector(metric));
+            }
+        }
+        if let Some(r) = &rule.latency {
+            if let Some(histogram) = &r.histogram {
+                check("latency.histogram", metric_selector(histogram));
+            }
+        }
+    }
+    out
+}
+
+/// The same for an objective's SLI: its queries (with `{{.window}}` read as a range), metric
+/// names and extra matchers.
+fn slo_query_problems(slo: &vigil_crds::Slo) -> Vec<(String, String)> {
+    let sli = &slo.spec.sli;
+    let mut out = Vec::new();
+    let mut check = |field: &str, expr: String| {
+        if let Some(message) = expressions::parse_error(&expr) {
+            out.push((format!("spec.sli.{field}"), message));
+        }
+    };
+    if let Some(s) = &sli.good_total {
+        check("goodTotal.good", s.good.as_str().to_owned());
+        check("goodTotal.total", s.total.as_str().to_owned());
+    }
+    if let Some(s) = &sli.error_total {
+        check("errorTotal.errors", s.errors.as_str().to_owned());
+        check("errorTotal.total", s.total.as_str().to_owned());
+    }
+    if let Some(s) = &sli.availability {
+        if let Some(metric) = &s.metric {
+            check("availability.metric", metric_selector(metric));
+        }
+        if let Some(m) = &s.matchers {
+            check("availability.matchers", format!("x{{{m}}}"));
+        }
+    }
+    if let Some(s) = &sli.latency {
+        if let Some(histogram) = &s.histogram {
+            check("latency.histogram", metric_selector(histogram));
+        }
+        if let Some(m) = &s.matchers {
+            check("latency.matchers", format!("x{{{m}}}"));
+        }
+    }
+    out
+}
+
+/// A metric name as a selector, so that anything but a plain name fails to parse.
+fn metric_selector(metric: &str) -> String {
+    format!("{metric}{{x=\"\"}}")
 }
 
 fn missing_app(ns: &str, name: &str) -> String {

@@ -27,7 +27,17 @@ fn problems(text: &str) -> Vec<String> {
     problems.iter().map(ToString::to_string).collect()
 }
 
+/// A policy with `rules` and an engineering audience that receives them, so that every alert
+/// reaches a receiver.
 fn policy(rules: &str) -> String {
+    format!(
+        "{}  audiences: [{{audience: engineering, receivers: [{{name: oncall, email: {{to: oncall@shop.example}}}}]}}]\n",
+        bare_policy(rules)
+    )
+}
+
+/// A policy with `rules` and nothing else: a case appends its own `audiences`.
+fn bare_policy(rules: &str) -> String {
     format!(
         "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {{name: p, namespace: retail}}\nspec:\n  appRef: {{name: shop}}\n  rules:\n{rules}"
     )
@@ -93,6 +103,26 @@ fn malformed_manifests_name_object_and_field() {
             "m.yaml: AlertPolicy/retail/p: spec.rules[0].promql.expr: PromQL expression has an unbalanced '('",
         ),
         (
+            policy("    - name: Up\n      crashRate: {}\n    - name: Bad\n      promql: {expr: \"sum(rate(errors_total[5m])) > bogus bogus\"}\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[1].promql.expr: unexpected identifier \"bogus\" at character 37",
+        ),
+        (
+            policy("    - name: Bad\n      anomaly: {query: \"rate(x[5m]) +\"}\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[0].anomaly.query: unexpected end of input",
+        ),
+        (
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {matchers: \"route=/checkout\"}}\n  objective: 99\n  alerting: {receivers: [{name: sre, email: {to: sre@shop.example}}]}\n".into(),
+            "m.yaml: SLO/retail/s: spec.sli.availability.matchers: ",
+        ),
+        (
+            bare_policy("    - name: Slow\n      severity: warning\n      latency: {quantile: 0.99, thresholdSeconds: 1}\n  audiences: [{audience: support, severities: [critical], receivers: [{name: desk, email: {to: desk@shop.example}}]}]\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[0]: alert Slow (severity warning) for audience support reaches no receiver: the receivers of audience support only take severities [critical] (spec.audiences[0].severities)",
+        ),
+        (
+            bare_policy("    - name: Crash\n      crashRate: {}\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[0]: alert Crash (severity warning) for audience engineering reaches no receiver: the policy has no receivers for audience engineering",
+        ),
+        (
             policy("    - name: Two\n      promql: {expr: up}\n      targetDown: {}\n"),
             "m.yaml: AlertPolicy/retail/p: spec.rules[0]: a rule sets exactly one of crashRate",
         ),
@@ -105,11 +135,11 @@ fn malformed_manifests_name_object_and_field() {
             "m.yaml: AlertPolicy/retail/p: spec.rules[0].severity: unknown variant `urgent`",
         ),
         (
-            "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: p, namespace: retail}\nspec:\n  appRef: {name: shopp}\n  rules: [{name: Crash, crashRate: {}}]\n".into(),
+            "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: p, namespace: retail}\nspec:\n  appRef: {name: shopp}\n  rules: [{name: Crash, crashRate: {}}]\n  audiences: [{audience: engineering, receivers: [{name: oncall, email: {to: oncall@shop.example}}]}]\n".into(),
             "m.yaml: AlertPolicy/retail/p: spec.appRef.name: no MonitoredApp \"shopp\" in namespace \"retail\"",
         ),
         (
-            "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: p, namespace: other}\nspec:\n  appRef: {name: shop}\n  rules: [{name: Crash, crashRate: {}}]\n".into(),
+            "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: p, namespace: other}\nspec:\n  appRef: {name: shop}\n  rules: [{name: Crash, crashRate: {}}]\n  audiences: [{audience: engineering, receivers: [{name: oncall, email: {to: oncall@shop.example}}]}]\n".into(),
             "m.yaml: AlertPolicy/other/p: spec.appRef.name: no MonitoredApp \"shop\" in namespace \"other\"",
         ),
         (
@@ -117,7 +147,7 @@ fn malformed_manifests_name_object_and_field() {
             "m.yaml: AlertPolicy/retail/p: spec.escalation[0].receiver: no receiver named \"nobody\"",
         ),
         (
-            format!("{}  audiences: [{{audience: support, receivers: [{{name: a, email: {{to: a@x}}, slack: {{channel: c, apiUrlSecretRef: {{name: s, key: k}}}}}}]}}]\n", policy("    - name: Crash\n      crashRate: {}\n")),
+            format!("{}  audiences: [{{audience: support, receivers: [{{name: a, email: {{to: a@x}}, slack: {{channel: c, apiUrlSecretRef: {{name: s, key: k}}}}}}]}}]\n", bare_policy("    - name: Crash\n      crashRate: {}\n")),
             "m.yaml: AlertPolicy/retail/p: spec.audiences[0].receivers[0]: a receiver sets exactly one of email, slack, webhook, pagerDuty",
         ),
         (
@@ -129,19 +159,19 @@ fn malformed_manifests_name_object_and_field() {
             "m.yaml: SLO/retail/s: spec.sli.goodTotal.good: good must use {{.window}} as its range",
         ),
         (
-            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  labels: {severity: high}\n".into(),
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  labels: {severity: high}\n  alerting: {receivers: [{name: desk, email: {to: desk@shop.example}}]}\n".into(),
             "m.yaml: SLO/retail/s: spec.labels.severity: \"severity\" is set by Vigil on every SLO series and alert",
         ),
         (
-            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  labels: {team-name: payments}\n".into(),
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  labels: {team-name: payments}\n  alerting: {receivers: [{name: desk, email: {to: desk@shop.example}}]}\n".into(),
             "m.yaml: SLO/retail/s: spec.labels.team-name: \"team-name\" is not a Prometheus label name",
         ),
         (
-            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  groupBy: [app]\n".into(),
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  groupBy: [app]\n  alerting: {receivers: [{name: desk, email: {to: desk@shop.example}}]}\n".into(),
             "m.yaml: SLO/retail/s: spec.groupBy: groupBy holds Prometheus label names other than namespace, app and slo",
         ),
         (
-            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  alerting: {absentFor: 30s}\n".into(),
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99\n  alerting: {absentFor: 30s, receivers: [{name: desk, email: {to: desk@shop.example}}]}\n".into(),
             "m.yaml: SLO/retail/s: spec.alerting.absentFor: absentFor 30s is shorter than 1m",
         ),
         (
@@ -200,7 +230,7 @@ fn secret_refs_that_leave_their_folder_are_rejected() {
     let receivers = |secret: &str| {
         format!(
             "{}  audiences: [{{audience: engineering, receivers: [{{name: pd, pagerDuty: {{routingKeySecretRef: {secret}}}}}]}}]\n",
-            policy("    - name: Crash\n      crashRate: {}\n")
+            bare_policy("    - name: Crash\n      crashRate: {}\n")
         )
     };
     let app = |secret: &str| {
@@ -375,4 +405,32 @@ fn exporter_access_mistakes_name_the_field() {
         "{{prometheusRemoteWrite: {{url: \"https://mimir:8080/api/v1/push\", basicAuth: {{username: \"123\", passwordSecretRef: {{name: gc, key: token}}}}, headers: [{{name: X-Org, value: shop}}, {{name: X-Key, valueSecretRef: {{name: gw, key: key}}}}], clientCertSecretRef: {{name: mtls, key: tls.crt}}, clientKeySecretRef: {{name: mtls, key: tls.key}}, signals: [metrics]}}, named: [{{name: central, otlp: {{endpoint: \"https://otel:4317\", signals: [traces, logs]}}}}, {{name: team, loki: {{{loki}}}}}]}}"
     ));
     assert_eq!(problems(&valid), Vec::<String>::new());
+}
+
+/// An objective on an app that no `AlertPolicy` covers, with no receivers of its own, would
+/// page nobody: `check` refuses it naming the objective and `spec.alerting.receivers`.
+#[test]
+fn objective_without_policy_or_receivers_is_refused() {
+    let slo = "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: shop}\n  sli: {availability: {}}\n  objective: 99.9\n";
+    let found = problems(slo);
+    assert!(!found.is_empty());
+    for line in &found {
+        assert!(
+            line.starts_with("m.yaml: SLO/retail/s: spec.alerting.receivers: alert SLOErrorBudgetBurn (severity ")
+                || line.starts_with("m.yaml: SLO/retail/s: spec.alerting.receivers: alert SLOMetricsAbsent (severity "),
+            "{found:#?}"
+        );
+        assert!(
+            line.contains("no AlertPolicy routes alerts of app \"shop\""),
+            "{line}"
+        );
+    }
+    let audiences: Vec<&str> = [
+        "page) for audience engineering",
+        "ticket) for audience support",
+    ]
+    .into_iter()
+    .filter(|a| found.iter().any(|l| l.contains(a)))
+    .collect();
+    assert_eq!(audiences.len(), 2, "{found:#?}");
 }

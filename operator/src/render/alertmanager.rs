@@ -6,14 +6,20 @@
 //! The routing tree of `alertmanager.yml`:
 //!
 //! ```text
-//! root (vigil-default, a no-op; group_by namespace, app, alertname, audience)
-//! └─ namespace="<ns>"             continue: false → <ns>/vigil-unrouted (no-op)
-//!    ├─ escalation_level="<n>", app, vigil_policy → <ns>/<policy>/<step receiver>
-//!    ├─ escalation_level=~".+"   (a level no step declares) → <ns>/vigil-unrouted
-//!    └─ audience="<audience>"    → <ns>/vigil-unrouted
-//!       ├─ app, vigil_policy, severity=~<filter>   → the policy's receivers of that audience
-//!       └─ app, slo=~".+", vigil_slo_alert=~<filter> → the same receivers (continue: true, so
-//!                                                    every policy of the app gets SLO alerts)
+//! root (vigil-default, a no-op — or the base configuration's root route, see
+//! │     `merge_into_base`; group_by namespace, app, alertname, audience)
+//! ├─ namespace="<ns>", vigil_policy=~".+"   continue: false → <ns>/vigil-unrouted (no-op)
+//! │  ├─ escalation_level="<n>", app, vigil_policy → <ns>/<policy>/<step receiver>
+//! │  ├─ escalation_level=~".+"   (a level no step declares) → <ns>/vigil-unrouted
+//! │  └─ audience="<audience>"    → <ns>/vigil-unrouted
+//! │     └─ app, vigil_policy, severity=~<filter>   → the policy's receivers of that audience
+//! ├─ namespace="<ns>", slo=~".+"            continue: false → <ns>/vigil-unrouted (no-op)
+//! │  ├─ app, slo="<slo>"         → the SLO's own receivers (`spec.alerting.receivers`)
+//! │  └─ audience="<audience>"    → <ns>/vigil-unrouted
+//! │     └─ app, slo=~".+", vigil_slo_alert=~<class> → the policy's receivers of that audience
+//! │                                                  (continue: true, so every policy of the
+//! │                                                  app gets SLO alerts)
+//! └─ (the base configuration's own routes: alerts Vigil did not generate)
 //! ```
 //!
 //! Every route below the root sits under exactly one `namespace="<ns>"` route that never
@@ -34,7 +40,12 @@ use kube::ResourceExt;
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 use vigil_crds::alert_policy::{AudienceRoute, Receiver as PolicyReceiver};
-use vigil_crds::{AlertPolicy, Audience, Severity};
+use vigil_crds::{AlertPolicy, Audience, Severity, Slo};
+
+mod base;
+pub mod destinations;
+
+pub use base::{merge_into_base, BaseConfigError};
 
 use super::scrape::regex_escape;
 use super::{child_meta, namespace_of, Inventory};
@@ -67,10 +78,6 @@ pub const CRASH_GROUP_WAIT: &str = "0s";
 pub const CRASH_GROUP_INTERVAL: &str = "5s";
 /// Re-send interval when an audience sets none (the `repeatInterval` default in the CRD).
 pub const DEFAULT_REPEAT_INTERVAL: &str = "4h";
-/// Default SMTP relay for e-mail receivers; the Helm chart overrides `global.smtp_smarthost`.
-pub const DEFAULT_SMTP_SMARTHOST: &str = "localhost:25";
-/// Default sender of e-mail notifications; the Helm chart overrides `global.smtp_from`.
-pub const DEFAULT_SMTP_FROM: &str = "vigil@localhost";
 /// SLO burn-rate tiers (`vigil_burn_tier` label), fastest first, as the SLO renderer names them.
 /// A firing tier inhibits every slower one of the same SLO and audience.
 pub const BURN_TIERS: [&str; 4] = [
@@ -101,9 +108,10 @@ pub enum AlertmanagerVersion {
 
 /// A whole `alertmanager.yml`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// It has no `global` section: SMTP relay, sender and every other default come from the base
+/// configuration the routes are merged into ([`merge_into_base`]); Vigil hard-codes none.
 pub struct AlertmanagerFile {
-    /// SMTP defaults that e-mail receivers inherit.
-    pub global: Global,
     /// The routing tree.
     pub route: Route,
     /// Inhibition rules; each keeps `namespace` in `equal`.
@@ -114,15 +122,6 @@ pub struct AlertmanagerFile {
     /// Notification template files; none by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<String>,
-}
-
-/// The `global` section: defaults the Helm chart may override.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Global {
-    /// SMTP relay as `host:port`. Default [`DEFAULT_SMTP_SMARTHOST`].
-    pub smtp_smarthost: String,
-    /// Sender address. Default [`DEFAULT_SMTP_FROM`].
-    pub smtp_from: String,
 }
 
 /// One node of the routing tree.
@@ -329,6 +328,16 @@ pub fn alertmanager_config_for(inv: &Inventory, version: AlertmanagerVersion) ->
             .or_default()
             .push(policy);
     }
+    let mut slos_by_namespace: BTreeMap<String, Vec<&Slo>> = BTreeMap::new();
+    for slo in inv
+        .slos
+        .iter()
+        .filter(|s| !s.spec.alerting.receivers.is_empty())
+    {
+        let ns = namespace_of(slo);
+        by_namespace.entry(ns.clone()).or_default();
+        slos_by_namespace.entry(ns).or_default().push(slo);
+    }
     let mut receivers: BTreeMap<String, Receiver> = BTreeMap::new();
     receivers.insert(DEFAULT_RECEIVER.to_owned(), no_op(DEFAULT_RECEIVER));
     let mut namespace_routes = Vec::new();
@@ -365,24 +374,42 @@ pub fn alertmanager_config_for(inv: &Inventory, version: AlertmanagerVersion) ->
         }
         let mut routes = escalations;
         routes.push(stray_escalation_route(&unrouted));
+        let mut slos = slos_by_namespace.remove(&ns).unwrap_or_default();
+        slos.sort_by_key(|s| s.name_any());
+        for slo in slos {
+            let prefix = format!("{ns}/slo/{}/", slo.name_any());
+            let names: Vec<String> = slo
+                .spec
+                .alerting
+                .receivers
+                .iter()
+                .map(|r| {
+                    let full = format!("{prefix}{}", r.name);
+                    receivers.insert(full.clone(), file_receiver(full.clone(), &ns, r, version));
+                    full
+                })
+                .collect();
+            routes.push(slo_receivers_route(slo, &names));
+        }
         routes.extend(Audience::ALL.into_iter().filter_map(|audience| {
             audiences
                 .remove(&audience)
                 .map(|children| audience_route(audience, &unrouted, children))
         }));
-        namespace_routes.push(Route {
-            receiver: Some(unrouted),
-            matchers: vec![Matcher::eq("namespace", &ns)],
-            continue_: Some(false),
-            routes,
-            ..Route::default()
-        });
+        // One route for policy alerts and one for SLO alerts: alerts of the namespace that
+        // Vigil did not generate (the platform's own) match neither and keep flowing to the
+        // routes of the base configuration.
+        for (label, slo) in [(POLICY_LABEL, false), ("slo", true)] {
+            namespace_routes.push(Route {
+                receiver: Some(unrouted.clone()),
+                matchers: vec![Matcher::eq("namespace", &ns), Matcher::re(label, ".+")],
+                continue_: Some(false),
+                routes: routes_for(&routes, slo),
+                ..Route::default()
+            });
+        }
     }
     AlertmanagerFile {
-        global: Global {
-            smtp_smarthost: DEFAULT_SMTP_SMARTHOST.to_owned(),
-            smtp_from: DEFAULT_SMTP_FROM.to_owned(),
-        },
         route: Route {
             receiver: Some(DEFAULT_RECEIVER.to_owned()),
             group_by: GROUP_BY.iter().map(|l| (*l).to_owned()).collect(),
@@ -416,7 +443,52 @@ pub fn to_yaml(file: &AlertmanagerFile) -> String {
 pub fn alertmanager_config_crs(inv: &Inventory) -> Vec<Value> {
     let mut policies: Vec<&AlertPolicy> = inv.policies.iter().collect();
     policies.sort_by_key(|p| (namespace_of(*p), p.name_any()));
-    policies.into_iter().map(policy_cr).collect()
+    let mut out: Vec<Value> = policies.into_iter().map(policy_cr).collect();
+    let mut slos: Vec<&Slo> = inv
+        .slos
+        .iter()
+        .filter(|s| !s.spec.alerting.receivers.is_empty())
+        .collect();
+    slos.sort_by_key(|s| (namespace_of(*s), s.name_any()));
+    out.extend(slos.into_iter().map(slo_cr));
+    out
+}
+
+/// Name of the `AlertmanagerConfig` rendered for an `SLO` that names its own receivers.
+pub fn slo_alertmanager_config_name(slo_name: &str) -> String {
+    format!("vigil-slo-{slo_name}")
+}
+
+/// The `AlertmanagerConfig` of an `SLO` with its own receivers: its burn-rate alerts go to
+/// them. (prometheus-operator forces `continue: true` on the top route, so the app's policies
+/// may also route them to their audiences.)
+fn slo_cr(slo: &Slo) -> Value {
+    let names: Vec<String> = slo
+        .spec
+        .alerting
+        .receivers
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    let mut top = slo_receivers_route(slo, &names);
+    top.group_by = GROUP_BY.iter().map(|l| (*l).to_owned()).collect();
+    top.continue_ = None;
+    let receivers: BTreeMap<String, Value> = slo
+        .spec
+        .alerting
+        .receivers
+        .iter()
+        .map(|r| (r.name.clone(), cr_receiver(r)))
+        .collect();
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1alpha1",
+        "kind": "AlertmanagerConfig",
+        "metadata": child_meta(slo, slo_alertmanager_config_name(&slo.name_any())),
+        "spec": {
+            "route": cr_route(&top),
+            "receivers": receivers.into_values().collect::<Vec<_>>(),
+        },
+    })
 }
 
 /// Name of the `AlertmanagerConfig` rendered for a policy.
@@ -476,6 +548,42 @@ fn policy_cr(policy: &AlertPolicy) -> Value {
             "inhibitRules": inhibit,
         },
     })
+}
+
+/// Label naming the `AlertPolicy` of a policy alert (absent on SLO alerts).
+const POLICY_LABEL: &str = super::alerts::POLICY_LABEL;
+
+/// The routes of `routes` that SLO alerts (`slo`) or policy alerts (otherwise) can take: a
+/// route matching on `slo` is for SLO alerts, any other for policy alerts; an audience route
+/// keeps the children of the kind.
+fn routes_for(routes: &[Route], slo: bool) -> Vec<Route> {
+    let for_slo = |r: &Route| r.matchers.iter().any(|m| m.name == "slo");
+    routes
+        .iter()
+        .filter_map(|r| {
+            if r.matchers.iter().any(|m| m.name == "audience") {
+                let mut audience = r.clone();
+                audience.routes.retain(|c| for_slo(c) == slo);
+                (!audience.routes.is_empty()).then_some(audience)
+            } else {
+                (for_slo(r) == slo).then(|| r.clone())
+            }
+        })
+        .collect()
+}
+
+/// The route of an `SLO` that names its own receivers: every burn-rate alert of the
+/// objective goes to them, and to nobody else.
+fn slo_receivers_route(slo: &Slo, receivers: &[String]) -> Route {
+    fan_out(
+        vec![
+            Matcher::eq("app", &slo.spec.app_ref.name),
+            Matcher::eq("slo", &slo.name_any()),
+        ],
+        receivers,
+        DEFAULT_REPEAT_INTERVAL,
+        false,
+    )
 }
 
 /// A receiver with no notification configs.

@@ -805,7 +805,7 @@ fn forecast(ctx: &Scope, r: &ForecastRule, base: &mut BaseAlert) {
 
 /// The audiences a rule's alerts go to: its own list, else every audience of the policy, else
 /// engineering. Severity filters of an audience are applied by the Alertmanager routes.
-fn rule_audiences(policy: &AlertPolicy, rule: &AlertRule) -> Vec<Audience> {
+pub(crate) fn rule_audiences(policy: &AlertPolicy, rule: &AlertRule) -> Vec<Audience> {
     let mut out: Vec<Audience> = if rule.audiences.is_empty() {
         policy.spec.audiences.iter().map(|a| a.audience).collect()
     } else {
@@ -820,7 +820,7 @@ fn rule_audiences(policy: &AlertPolicy, rule: &AlertRule) -> Vec<Audience> {
 }
 
 /// The audience whose receivers include `receiver`.
-fn receiver_audience(policy: &AlertPolicy, receiver: &str) -> Option<Audience> {
+pub(crate) fn receiver_audience(policy: &AlertPolicy, receiver: &str) -> Option<Audience> {
     policy
         .spec
         .audiences

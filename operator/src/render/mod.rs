@@ -7,6 +7,7 @@ pub mod agent_config;
 pub mod alertmanager;
 pub mod alerts;
 pub mod dashboards;
+pub mod expressions;
 pub mod inject;
 pub mod outputs;
 pub mod rules;

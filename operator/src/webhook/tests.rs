@@ -640,7 +640,13 @@ fn validate_checks_each_object_on_its_own() {
             "apiVersion": "vigil.dev/v1alpha1",
             "kind": "AlertPolicy",
             "metadata": {"name": "checkout-alerts"},
-            "spec": {"appRef": {"name": "not-created-yet"}, "rules": rules}
+            "spec": {
+                "appRef": {"name": "not-created-yet"},
+                "rules": rules,
+                "audiences": [{"audience": "engineering", "receivers": [
+                    {"name": "oncall", "email": {"to": "oncall@shop.example"}}
+                ]}]
+            }
         })
     };
     let ok = policy(json!([{"name": "Crash", "crashRate": {}}]));
@@ -657,6 +663,75 @@ fn validate_checks_each_object_on_its_own() {
         message.starts_with("spec.rules[1].name: rule name \"Crash\" is used twice"),
         "{message}"
     );
+}
+
+/// PromQL is parsed for real: an expression with a stray word that only balances brackets and
+/// quotes is refused, naming the field and the word.
+#[test]
+fn validate_parses_promql() {
+    let policy = json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "AlertPolicy",
+        "metadata": {"name": "checkout-alerts", "namespace": "retail"},
+        "spec": {
+            "appRef": {"name": "checkout"},
+            "rules": [
+                {"name": "Crash", "crashRate": {}},
+                {"name": "Errors", "errorRate": {"thresholdPercent": 2}},
+                {"name": "Bogus", "promql": {"expr": "sum(rate(errors_total[5m])) > bogus bogus"}}
+            ],
+            "audiences": [{"audience": "engineering", "receivers": [
+                {"name": "oncall", "email": {"to": "oncall@shop.example"}}
+            ]}]
+        }
+    });
+    let response = validate_json(&resource_review("CREATE", policy, None));
+    assert_eq!(response["response"]["allowed"], false);
+    let message = response["response"]["status"]["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "spec.rules[2].promql.expr: unexpected identifier \"bogus\" at character 37"
+    );
+}
+
+/// A policy whose rule goes to an audience whose receivers filter out the rule's severity is
+/// refused, naming the rule, the audience and the reason; an objective with receivers of its
+/// own that are valid is admitted.
+#[test]
+fn validate_refuses_alerts_without_a_receiver() {
+    let policy = json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "AlertPolicy",
+        "metadata": {"name": "checkout-alerts", "namespace": "retail"},
+        "spec": {
+            "appRef": {"name": "checkout"},
+            "rules": [{"name": "Slow", "severity": "warning", "audiences": ["support"],
+                       "latency": {"quantile": 0.99, "thresholdSeconds": 1}}],
+            "audiences": [{"audience": "support", "severities": ["critical"], "receivers": [
+                {"name": "desk", "email": {"to": "desk@shop.example"}}
+            ]}]
+        }
+    });
+    let response = validate_json(&resource_review("CREATE", policy, None));
+    assert_eq!(response["response"]["allowed"], false);
+    let message = response["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("spec.rules[0]: alert Slow (severity warning) for audience support reaches no receiver: the receivers of audience support only take severities [critical]"),
+        "{message}"
+    );
+    let slo = json!({
+        "apiVersion": "vigil.dev/v1alpha1",
+        "kind": "SLO",
+        "metadata": {"name": "availability", "namespace": "retail"},
+        "spec": {
+            "appRef": {"name": "checkout"},
+            "sli": {"availability": {}},
+            "objective": 99.9,
+            "alerting": {"receivers": [{"name": "sre", "email": {"to": "sre@shop.example"}}]}
+        }
+    });
+    let response = validate_json(&resource_review("CREATE", slo, None));
+    assert_eq!(response["response"]["allowed"], true, "{response}");
 }
 
 /// Updates that leave the spec alone (finalizers, labels) and objects being deleted are never

@@ -77,6 +77,7 @@ pub fn withdrawn(policy: &AlertPolicy) -> Contribution {
         routes: Some(Routes {
             namespace: namespace_of(policy),
             name: policy.name_any(),
+            of_slo: false,
             spec: None,
         }),
     }

@@ -144,6 +144,35 @@ async fn invalid_escalation_is_reported_with_its_field() {
     assert!(server.list("prometheusrules", "shop").is_empty());
 }
 
+/// A rule whose alerts would reach no receiver (the engineering audience takes only
+/// `critical`, the rule is a `warning`) is `InvalidSpec`: the `Ready` condition names the rule,
+/// the audience and why, and nothing is applied.
+#[tokio::test]
+async fn alert_without_a_receiver_is_reported_in_the_status() {
+    let server = FakeApiServer::new();
+    let ctx = server.context(settings());
+    create_app(&server);
+    let yaml = POLICY
+        .replace("      severity: critical\n", "      severity: warning\n")
+        .replace(
+            "    - audience: engineering\n",
+            "    - audience: engineering\n      severities: [critical]\n",
+        );
+    let policy = create_policy(&server, &yaml);
+
+    let error = reconcile(policy, ctx).await.unwrap_err();
+    assert_eq!(error.category(), "InvalidSpec");
+    let ready = condition(&stored_json(&server), "Ready");
+    assert_eq!(ready["status"], "False");
+    assert!(
+        ready["message"].as_str().unwrap().starts_with(
+            "spec.rules[0]: alert CheckoutCrash (severity warning) for audience engineering reaches no receiver: the receivers of audience engineering only take severities [critical]"
+        ),
+        "{ready}"
+    );
+    assert!(server.list("prometheusrules", "shop").is_empty());
+}
+
 fn alertmanager_yml(server: &FakeApiServer) -> String {
     let secret: Secret = server
         .fetch("secrets", "vigil-system", ALERTMANAGER_SECRET)

@@ -27,10 +27,14 @@ pub async fn children(
         dashboard_config_map,
         grafana_dashboard,
         rule_file,
+        alertmanager_config,
+        routes,
     } = desired;
     let mut children = vec![encode(&owner, &dashboard_config_map)?];
     children.extend(prometheus_rule.map(|r| Child::dynamic(discovery::prometheus_rule(), r)));
     children.extend(grafana_dashboard.map(|d| Child::dynamic(discovery::grafana_dashboard(), d)));
+    children
+        .extend(alertmanager_config.map(|c| Child::dynamic(discovery::alertmanager_config(), c)));
     let mut kinds = vec![ApiResource::erase::<ConfigMap>(&())];
     if apis.prometheus_rule || switched {
         kinds.push(discovery::prometheus_rule());
@@ -38,11 +42,14 @@ pub async fn children(
     if apis.grafana_dashboard {
         kinds.push(discovery::grafana_dashboard());
     }
+    if apis.alertmanager_config || switched {
+        kinds.push(discovery::alertmanager_config());
+    }
     let outcome =
         apply_and_prune(&ctx.client, slo, &children, &kinds, &ctx.settings.outputs).await?;
     let shared = Contribution {
         prometheus: Some(rule_file),
-        routes: None,
+        routes: Some(routes),
     };
     aggregate::contribute(ctx, &namespace_of(slo), apis, &owner, shared).await?;
     Ok(outcome)

@@ -8,11 +8,11 @@ use kube::ResourceExt;
 use serde_json::Value;
 use vigil_crds::{MonitoredApp, Slo};
 
-use crate::controllers::aggregate::{self, Contribution, PrometheusPart};
+use crate::controllers::aggregate::{self, Contribution, PrometheusPart, Routes};
 use crate::controllers::OptionalApis;
 use crate::render::rules::Rule;
 use crate::render::slo::SloSeverities;
-use crate::render::{dashboards, slo};
+use crate::render::{alertmanager, dashboards, namespace_of, slo, Inventory};
 
 /// The children of one objective, one field per child kind.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +26,12 @@ pub struct Desired {
     /// The objective's file in the namespace's shared ConfigMap; none when `PrometheusRule` is
     /// served.
     pub rule_file: PrometheusPart,
+    /// `vigil-slo-<name>`, when `AlertmanagerConfig` is served and the objective names
+    /// receivers of its own.
+    pub alertmanager_config: Option<Value>,
+    /// The routes to its own receivers in the shared `alertmanager.yml`; none when
+    /// `AlertmanagerConfig` is served or it names no receivers.
+    pub routes: Routes,
 }
 
 /// What the objective renders to, for the status.
@@ -64,6 +70,17 @@ pub fn children(
             .grafana_dashboard
             .then(|| dashboards::grafana_dashboard_cr(objective, &dashboard, folder)),
         rule_file: aggregate::slo_rules_part(objective, app, apis, severities, cluster)?,
+        alertmanager_config: if apis.alertmanager_config {
+            alertmanager::alertmanager_config_crs(&Inventory {
+                slos: vec![objective.clone()],
+                ..Inventory::default()
+            })
+            .into_iter()
+            .next()
+        } else {
+            None
+        },
+        routes: aggregate::slo_routes_part(objective, apis),
     })
 }
 
@@ -74,7 +91,12 @@ pub fn withdrawn(objective: &Slo) -> Contribution {
             key: aggregate::slo_rules_key(&objective.name_any()),
             yaml: None,
         }),
-        routes: None,
+        routes: Some(Routes {
+            namespace: namespace_of(objective),
+            name: objective.name_any(),
+            of_slo: true,
+            spec: None,
+        }),
     }
 }
 

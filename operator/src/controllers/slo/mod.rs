@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use kube::runtime::controller::Action;
 use kube::Resource;
-use vigil_crds::Slo;
+use vigil_crds::{AlertPolicy, Slo};
 
 use super::aggregate::{self, Shares};
 use super::apply::describe;
@@ -40,7 +40,13 @@ async fn steps(slo: &Slo, ctx: &Context) -> Result<Action, Error> {
     }
     let app_name = &slo.spec.app_ref.name;
     let app = referenced_app(ctx, &namespace_of(slo), app_name, &owner).await?; // observe
-    let app = match validate::check(slo, app) {
+                                                                                // The policies that may route the objective's alerts (when it names no receivers).
+    let policies = if slo.spec.alerting.receivers.is_empty() {
+        aggregate::list::<AlertPolicy>(ctx, Some(&namespace_of(slo)), &owner).await?
+    } else {
+        Vec::new()
+    };
+    let app = match validate::check(slo, app, policies) {
         Ok(app) => app, // pure
         Err(e) => return aggregate::reject(ctx, slo, desired::withdrawn(slo), e).await,
     };
@@ -62,6 +68,6 @@ async fn steps(slo: &Slo, ctx: &Context) -> Result<Action, Error> {
 fn shares(apis: OptionalApis) -> Shares {
     Shares {
         prometheus: !apis.prometheus_rule,
-        alertmanager: false,
+        alertmanager: !apis.alertmanager_config,
     }
 }

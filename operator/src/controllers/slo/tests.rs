@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use vigil_crds::{MonitoredApp, Slo};
 
 use super::*;
-use crate::controllers::aggregate::{slo_rules_key, PROMETHEUS_CONFIG_MAP};
+use crate::controllers::aggregate::{
+    slo_rules_key, ALERTMANAGER_KEY, ALERTMANAGER_SECRET, PROMETHEUS_CONFIG_MAP,
+};
 use crate::controllers::fixtures::{condition, create, APP, NAMESPACE};
 use crate::controllers::Settings;
 use crate::fake_api::FakeApiServer;
@@ -21,6 +23,10 @@ spec:
     availability: {metric: http_requests_total}
   objective: 99.9
   window: 30d
+  alerting:
+    receivers:
+      - name: sre-mail
+        email: {to: sre@shop.example}
 "#;
 
 fn setup(server: &FakeApiServer) -> Arc<Slo> {
@@ -202,4 +208,94 @@ async fn without_prometheus_operator_rules_go_to_the_shared_config_map() {
         .get("configmaps", "shop", PROMETHEUS_CONFIG_MAP)
         .unwrap();
     assert!(shared["data"].get(slo_rules_key("availability")).is_none());
+}
+
+/// An objective's own receivers (`spec.alerting.receivers`) get its alerts: as an
+/// `AlertmanagerConfig` owned by it when prometheus-operator serves one, else as routes in the
+/// shared `alertmanager.yml`, which deleting the objective takes out again.
+#[tokio::test]
+async fn own_receivers_are_routed_in_both_modes() {
+    let server = FakeApiServer::new();
+    let ctx = server.context(Settings::default());
+    let slo = setup(&server);
+    reconcile(slo.clone(), ctx).await.unwrap();
+    let cr = server
+        .get("alertmanagerconfigs", "shop", "vigil-slo-availability")
+        .unwrap();
+    assert_eq!(
+        cr["metadata"]["ownerReferences"][0]["uid"],
+        json!(slo.metadata.uid.clone().unwrap())
+    );
+    assert_eq!(cr["spec"]["receivers"][0]["name"], "sre-mail");
+    assert!(server
+        .get("secrets", "vigil-system", ALERTMANAGER_SECRET)
+        .is_none());
+
+    let server = FakeApiServer::new().without_group("monitoring.coreos.com");
+    let ctx = server.context(Settings::default());
+    reconcile(setup(&server), ctx.clone()).await.unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = server
+        .fetch("secrets", "vigil-system", ALERTMANAGER_SECRET)
+        .unwrap();
+    let data = secret.data.unwrap_or_default();
+    let yaml = String::from_utf8(data[ALERTMANAGER_KEY].0.clone()).unwrap();
+    assert!(
+        yaml.contains("name: shop/slo/availability/sre-mail"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("slo=\"availability\""), "{yaml}");
+
+    server.delete("slos", "shop", "availability");
+    reconcile(
+        Arc::new(server.fetch("slos", "shop", "availability").unwrap()),
+        ctx,
+    )
+    .await
+    .unwrap();
+    let secret: k8s_openapi::api::core::v1::Secret = server
+        .fetch("secrets", "vigil-system", ALERTMANAGER_SECRET)
+        .unwrap();
+    let data = secret.data.unwrap_or_default();
+    let yaml = String::from_utf8(data[ALERTMANAGER_KEY].0.clone()).unwrap();
+    assert!(!yaml.contains("sre-mail"), "{yaml}");
+}
+
+/// An objective with neither receivers of its own nor a policy on its app would page nobody:
+/// `InvalidSpec`, and the `Ready` condition names `spec.alerting.receivers`; once a policy
+/// routes its audiences, it is ready.
+#[tokio::test]
+async fn objective_paging_nobody_is_reported_in_the_status() {
+    let server = FakeApiServer::new();
+    let ctx = server.context(Settings::default());
+    create::<MonitoredApp>(&server, APP);
+    let without = SLO.replace(
+        "  alerting:\n    receivers:\n      - name: sre-mail\n        email: {to: sre@shop.example}\n",
+        "",
+    );
+    assert!(!without.contains("receivers"), "{without}");
+    let slo: Arc<Slo> = create(&server, &without);
+    let error = reconcile(slo, ctx.clone()).await.unwrap_err();
+    assert_eq!(error.category(), "InvalidSpec");
+    let ready = condition(&stored(&server), "Ready");
+    assert_eq!(ready["status"], "False");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.alerting.receivers: alert SLOErrorBudgetBurn"),
+        "{ready}"
+    );
+
+    let policy = crate::controllers::fixtures::POLICY.replace(
+        "  audiences:\n    - audience: engineering\n",
+        "  audiences:\n    - audience: support\n      receivers:\n        - name: desk\n          email: {to: desk@shop.example}\n    - audience: engineering\n",
+    );
+    create::<vigil_crds::AlertPolicy>(&server, &policy);
+    reconcile(
+        Arc::new(server.fetch("slos", "shop", "availability").unwrap()),
+        ctx,
+    )
+    .await
+    .unwrap();
+    assert_eq!(condition(&stored(&server), "Ready")["status"], "True");
 }

@@ -18,12 +18,13 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A `MonitoredApp` `shop` in `retail`, the app the fixtures' `service` names.
+/// A `MonitoredApp` `shop` in `retail`, the app the fixtures' `service` names, and an
+/// `AlertPolicy` whose audiences receive its SLO alerts.
 fn app_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("app.yaml"),
-        "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: shop, namespace: retail}\nspec:\n  selector: {matchLabels: {app: shop}}\n",
+        "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: shop, namespace: retail}\nspec:\n  selector: {matchLabels: {app: shop}}\n---\napiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: shop, namespace: retail}\nspec:\n  appRef: {name: shop}\n  rules:\n    - {name: ShopDown, severity: critical, audiences: [engineering], promql: {expr: 'up{job=\"shop\"} == 0'}}\n  audiences:\n    - {audience: engineering, receivers: [{name: oncall, email: {to: oncall@shop.example}}]}\n    - {audience: support, receivers: [{name: desk, email: {to: desk@shop.example}}]}\n",
     )
     .expect("write app");
     dir

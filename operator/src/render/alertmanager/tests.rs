@@ -136,10 +136,33 @@ struct Written {
     path: PathBuf,
 }
 
+/// A platform's own `alertmanager.yml`: an SMTP relay, a root receiver that really notifies,
+/// a route of its own and a template.
+const BASE: &str = r#"
+global:
+  smtp_smarthost: mail.platform.example:587
+  smtp_from: alerts@platform.example
+route:
+  receiver: platform-oncall
+  group_by: [alertname]
+  routes:
+    - receiver: platform-db
+      matchers: ['team="db"']
+receivers:
+  - name: platform-oncall
+    email_configs: [{to: oncall@platform.example}]
+  - name: platform-db
+    email_configs: [{to: db@platform.example}]
+templates: [/etc/alertmanager/templates/*.tmpl]
+"#;
+
+/// The rendered file merged into [`BASE`] (which brings the SMTP relay e-mail receivers need),
+/// written into a temp dir, with the path amtool reads.
 fn write(file: &AlertmanagerFile) -> Written {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("alertmanager.yml");
-    std::fs::write(&path, to_yaml(file)).expect("write alertmanager.yml");
+    let merged = merge_into_base(file, BASE).expect("merge into the base");
+    std::fs::write(&path, merged).expect("write alertmanager.yml");
     Written { _dir: dir, path }
 }
 
@@ -203,10 +226,12 @@ fn amtool_accepts_rendered_file() {
 fn empty_inventory_renders_a_valid_no_op_file() {
     let file = alertmanager_config(&Inventory::default());
     assert!(file.route.routes.is_empty());
-    let written = write(&file);
-    amtool::check_config(&written.path);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("alertmanager.yml");
+    std::fs::write(&path, to_yaml(&file)).expect("write");
+    amtool::check_config(&path);
     assert_eq!(
-        routes(&written.path, &payments(&[("audience", "support")])),
+        routes(&path, &payments(&[("audience", "support")])),
         DEFAULT_RECEIVER
     );
     assert!(alertmanager_config_crs(&Inventory::default()).is_empty());
@@ -416,7 +441,7 @@ fn namespaces_are_isolated() {
     ));
     let mut unknown = payments(&[("audience", "engineering")]);
     unknown[0] = ("namespace", "elsewhere");
-    assert_eq!(routes(p, &unknown), DEFAULT_RECEIVER);
+    assert_eq!(routes(p, &unknown), "platform-oncall");
     let file = alertmanager_config(&inventory());
     for ns_route in &file.route.routes {
         assert_eq!(ns_route.continue_, Some(false));
@@ -517,29 +542,34 @@ fn severities_filter_applies() {
 #[test]
 fn repeat_interval_applies() {
     let file = alertmanager_config(&inventory());
-    let payments = &file.route.routes[0];
-    let interval = |audience: &str| -> Vec<Option<String>> {
-        payments
+    // The namespace's policy-alert route, then its SLO-alert route.
+    let (policies, slos) = (&file.route.routes[0], &file.route.routes[1]);
+    let interval = |ns_route: &Route, audience: &str| -> Vec<Option<String>> {
+        ns_route
             .routes
             .iter()
             .find(|r| r.matchers.first().map(|m| m.value.as_str()) == Some(audience))
             .map(|a| a.routes.iter().map(|r| r.repeat_interval.clone()).collect())
             .unwrap_or_default()
     };
-    // Each audience: the crash route, the policy route and the SLO route.
-    assert_eq!(
-        interval("engineering"),
-        vec![Some("1h".into()), Some("1h".into()), Some("1h".into())]
-    );
-    assert_eq!(
-        interval("management"),
-        vec![Some("12h".into()), Some("12h".into()), Some("12h".into())]
-    );
-    // support filters on critical: the policy route and the SLO (page) route both exist.
-    assert_eq!(
-        interval("support"),
-        vec![Some("4h".into()), Some("4h".into()), Some("4h".into())]
-    );
+    // Each audience: the crash route and the policy route, and the SLO route.
+    for (audience, every) in [
+        ("engineering", "1h"),
+        ("management", "12h"),
+        ("support", "4h"),
+    ] {
+        assert_eq!(
+            interval(policies, audience),
+            vec![Some(every.into()), Some(every.into())],
+            "{audience}"
+        );
+        // support filters on critical: its SLO (page) route exists too.
+        assert_eq!(
+            interval(slos, audience),
+            vec![Some(every.into())],
+            "{audience}"
+        );
+    }
 }
 
 /// Faster burn tiers inhibit slower ones and critical inhibits warning, and every inhibition
@@ -655,4 +685,63 @@ fn alertmanager_config_crs_are_namespaced_and_reference_secrets() {
         payments["spec"]["route"]["matchers"],
         json!([{"name": "app", "value": "checkout", "matchType": "="}])
     );
+}
+
+/// Merged into a platform's base configuration, the base keeps its SMTP relay, root receiver,
+/// routes and templates: the platform's own alerts — including those labelled with a tenant
+/// namespace — still reach the platform's receivers, Vigil's alerts reach Vigil's, and no SMTP
+/// relay is invented.
+#[test]
+fn base_configuration_keeps_its_routes_receivers_and_smtp() {
+    let written = write(&alertmanager_config(&inventory()));
+    let p = &written.path;
+    amtool::check_config(p);
+    let text = std::fs::read_to_string(p).expect("read");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    assert_eq!(
+        doc["global"]["smtp_smarthost"].as_str(),
+        Some("mail.platform.example:587")
+    );
+    assert!(!text.contains("localhost:25"), "{text}");
+    assert_eq!(
+        doc["templates"][0].as_str(),
+        Some("/etc/alertmanager/templates/*.tmpl")
+    );
+    assert_eq!(doc["route"]["receiver"].as_str(), Some("platform-oncall"));
+    // The platform's own alerts, even in a tenant namespace.
+    assert_eq!(
+        routes(
+            p,
+            &[
+                ("namespace", "payments"),
+                ("alertname", "KubePodCrashLooping")
+            ]
+        ),
+        "platform-oncall"
+    );
+    assert_eq!(
+        routes(
+            p,
+            &[
+                ("namespace", "payments"),
+                ("team", "db"),
+                ("alertname", "PgDown")
+            ]
+        ),
+        "platform-db"
+    );
+    // Vigil's alerts still reach their audience.
+    assert_eq!(
+        routes(p, &payments(&[("audience", "support")])),
+        "payments/checkout-alerts/support-mail"
+    );
+    // Without a base there is no SMTP relay at all, rather than a made-up one.
+    let standalone = to_yaml(&alertmanager_config(&inventory()));
+    assert!(!standalone.contains("smtp_smarthost"), "{standalone}");
+    // A base that already uses one of Vigil's receiver names is refused, not overwritten.
+    let clash = "route: {receiver: payments/vigil-unrouted}\nreceivers: [{name: payments/vigil-unrouted}]\n";
+    assert!(matches!(
+        merge_into_base(&alertmanager_config(&inventory()), clash),
+        Err(BaseConfigError::DuplicateReceiver(name)) if name == "payments/vigil-unrouted"
+    ));
 }
