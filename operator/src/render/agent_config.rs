@@ -87,6 +87,7 @@ pub fn agent_config(app: &MonitoredApp) -> AgentConfig {
         traces: TracesConfig {
             enabled: spec.traces.enabled,
             sampling_ratio: spec.traces.sampling_ratio,
+            max_request_bytes_in_flight: None,
         },
         crashes: CrashesConfig {
             enabled: spec.crashes.enabled,
