@@ -244,6 +244,14 @@ pub fn sent_total(component: &str) -> u64 {
     metrics().sent_events.with_label_values(&[component]).get()
 }
 
+/// Errors reported for a component under an `error` name, for tests.
+pub fn errors_total(component: &str, error: &str) -> u64 {
+    metrics()
+        .errors
+        .with_label_values(&[component, error])
+        .get()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
