@@ -89,7 +89,7 @@ impl OtlpReceiver {
         let mut tally = Tally::default();
         let mut record = Vec::with_capacity(request.len() + 1 + 1024);
         record.push(record_tag(signal));
-        split_request(request, PART_BYTES, |part| {
+        split_request(signal, request, PART_BYTES, |part| {
             let batch = decode_part(signal, part).map_err(|error| {
                 IngestError::Malformed(format!(
                     "invalid OTLP/protobuf {} request: {error}",
@@ -269,6 +269,7 @@ fn decode_part(signal: Signal, part: &[u8]) -> Result<Batch, prost::DecodeError>
 /// entry (`Scope*`: `scope` 1, items 2, `schema_url` 3). Other fields of an entry come with every
 /// part; fields of the request other than 1 come with the first part.
 fn split_request(
+    signal: Signal,
     request: &[u8],
     part_bytes: usize,
     mut each: impl FnMut(&[u8]) -> Result<(), IngestError>,
@@ -276,7 +277,12 @@ fn split_request(
     if request.len() <= part_bytes {
         return each(request);
     }
-    let broken = || IngestError::Malformed("the protobuf encoding is broken".to_owned());
+    let broken = || {
+        IngestError::Malformed(format!(
+            "invalid OTLP/protobuf {} request: the protobuf framing is broken",
+            signal.as_str()
+        ))
+    };
     let mut part = Vec::with_capacity(part_bytes + 4096);
     // Fields of the request other than resource entries, for the first part.
     let mut top = Vec::new();
@@ -677,6 +683,82 @@ mod tests {
         }
         assert_eq!(spliced_record(&identity(), &one, &two.encode()[1..]), None);
         assert_eq!(spliced_record(&identity(), &two, &one.encode()[1..]), None);
+    }
+
+    /// A request larger than a part is split into parts of about the part size that, decoded
+    /// together, hold every span in order under its own resource and scope; the request's own
+    /// other fields come once, with the first part. A small request is its own only part.
+    #[test]
+    fn parts_hold_what_the_request_holds() {
+        use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+        use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
+
+        let Batch::Traces(mut request) = traces_batch("GET /f") else {
+            unreachable!()
+        };
+        let template = request.resource_spans[0].scope_spans[0].spans[0].clone();
+        let mut second = request.resource_spans[0].clone();
+        second.schema_url = "https://opentelemetry.io/schemas/1.26.0".into();
+        request.resource_spans.push(second);
+        for (r, resource) in request.resource_spans.iter_mut().enumerate() {
+            resource.scope_spans = (0..2)
+                .map(|s| ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: format!("scope-{r}-{s}"),
+                        ..Default::default()
+                    }),
+                    spans: (0..300)
+                        .map(|n| Span {
+                            name: format!("span-{r}-{s}-{n}"),
+                            ..template.clone()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect();
+        }
+        let flat = |request: &ExportTraceServiceRequest| -> Vec<(String, String, String)> {
+            let mut out = Vec::new();
+            for resource in &request.resource_spans {
+                for scope in &resource.scope_spans {
+                    for span in &scope.spans {
+                        out.push((
+                            resource.schema_url.clone(),
+                            scope.scope.as_ref().unwrap().name.clone(),
+                            span.name.clone(),
+                        ));
+                    }
+                }
+            }
+            out
+        };
+        let mut encoded = request.encode_to_vec();
+        encoded.extend_from_slice(&[0x78, 0x2a]); // field 15, varint 42
+        let mut parts = Vec::new();
+        split_request(Signal::Traces, &encoded, 4096, |part| {
+            parts.push(part.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert!(parts.len() > 10, "{} parts", parts.len());
+        for part in &parts {
+            assert!(part.len() < 4096 + 1024, "a part of {} bytes", part.len());
+        }
+        assert!(parts[0].starts_with(&[0x78, 0x2a]));
+        let merged = ExportTraceServiceRequest::decode(parts.concat().as_slice()).unwrap();
+        assert_eq!(flat(&merged), flat(&request));
+        for resource in &merged.resource_spans {
+            assert_eq!(resource.resource, request.resource_spans[0].resource);
+        }
+
+        let small = traces_batch("GET /g").encode();
+        let mut parts = Vec::new();
+        split_request(Signal::Traces, &small[1..], 4096, |part| {
+            parts.push(part.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(parts, [small[1..].to_vec()]);
     }
 
     /// The record tags agree with [`Batch::encode`].

@@ -4,6 +4,7 @@
 mod back_pressure;
 mod http_errors;
 mod json;
+mod limits;
 mod python_sdk;
 mod sampling;
 mod shutdown;
