@@ -60,10 +60,18 @@ impl Router {
             });
             return Ok(Routed::Accepted);
         }
-        let record = batch.encode();
+        let mut record = Some(batch.encode());
         let mut routed = Routed::Accepted;
-        for route in self.routes_for(signal) {
-            if route.writer.push(record.clone()).await? == Pushed::Dropped {
+        let mut routes = self.routes_for(signal).peekable();
+        while let Some(route) = routes.next() {
+            // The last buffer gets the record itself, the others a copy.
+            let copy = if routes.peek().is_some() {
+                record.clone()
+            } else {
+                record.take()
+            };
+            let Some(copy) = copy else { break };
+            if route.writer.push(copy).await? == Pushed::Dropped {
                 emit(InternalEvent::Dropped {
                     component: route.sink,
                     events: batch.item_count() as u64,
