@@ -7,7 +7,8 @@
 //! The peak of each step is the kernel's high-water mark (`VmHWM`), reset before the step
 //! through `/proc/PID/clear_refs`. Knobs (environment): `REQUEST_MEMORY_SECONDS` sets the
 //! length of each steady load (default 20); `REQUEST_MEMORY_BACKLOG_MIB` the backlog (default
-//! 256).
+//! 256); `VIGIL_AGENT_BINARY=PATH` runs another build of the agent (such as the release binary
+//! from a bench compiled with `--profile dev`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // bench code: a failure is the report
 

@@ -432,34 +432,46 @@ pub(crate) struct ReadBody {
     pub permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Reads `body` (whose `Content-Length` is `declared`, when given) into one buffer of at most
-/// `limit` bytes, taking its bytes from `budget` as they arrive (all at once when declared),
-/// within `timeout`.
+/// How a body tells its length besides `Content-Length`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Only `Content-Length`, if at all.
+    Plain,
+    /// One gRPC message: a flag byte and the message length (u32, big-endian) come first.
+    Grpc,
+}
+
+/// Most bytes of a refused body read and discarded, so that the client gets the answer rather
+/// than a connection closed under its upload.
+const DRAIN_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Reads `body` into one buffer of at most `limit` bytes within `timeout`. Its bytes are taken
+/// from `budget` before they are stored: all at once when the length is known in advance
+/// (`declared`, the `Content-Length`, or the gRPC message length), else as they arrive. A body
+/// declared larger than `limit` (or the whole budget) is refused at once; one that does not fit
+/// in the budget now is read to its end and discarded (up to [`DRAIN_MAX_BYTES`]) before the
+/// refusal, since a client still sending would not see an answer before the connection closed.
 pub(crate) async fn read_body(
     body: Incoming,
     declared: Option<u64>,
+    framing: Framing,
     limit: usize,
     budget: &RequestBudget,
     timeout: Duration,
 ) -> Result<ReadBody, BodyError> {
     // A body larger than the whole budget could never be read: retrying cannot help.
     let limit = limit.min(budget.bytes());
-    if declared.is_some_and(|length| length > limit as u64) {
+    let declared = declared.map(|length| usize::try_from(length).unwrap_or(usize::MAX));
+    if declared.is_some_and(|length| length > limit) {
         return Err(BodyError::TooLarge { limit });
     }
-    let mut permit = None;
-    let capacity = declared.map_or(0, |length| length as usize);
-    budget.take(&mut permit, capacity)?;
-    let mut held = capacity;
     let read = async {
         let mut body = std::pin::pin!(body);
-        let mut buffer = BytesMut::with_capacity(capacity);
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| BodyError::Unreadable)?;
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers
-            };
-            let len = buffer.len() + data.len();
+        let mut permit = None;
+        let mut held = 0;
+        let mut buffer = BytesMut::new();
+        // Takes the budget for a body of `len` bytes and makes room for it.
+        let mut admit = |len: usize, buffer: &mut BytesMut| -> Result<(), BodyError> {
             if len > limit {
                 return Err(BodyError::TooLarge { limit });
             }
@@ -467,14 +479,59 @@ pub(crate) async fn read_body(
                 budget.take(&mut permit, len - held)?;
                 held = len;
             }
+            buffer.reserve(len - buffer.len());
+            Ok(())
+        };
+        let mut known = declared.is_some();
+        let mut refused = declared.and_then(|len| admit(len, &mut buffer).err());
+        let mut discarded = 0;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(refused.unwrap_or(BodyError::Unreadable));
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            if let Some(refusal) = refused.take() {
+                discarded += data.len();
+                if refusal != BodyError::OverBudget || discarded > DRAIN_MAX_BYTES {
+                    return Err(refusal);
+                }
+                refused = Some(refusal);
+                continue;
+            }
+            let len = buffer.len() + data.len();
+            if framing == Framing::Grpc && !known && len >= 5 {
+                let mut head = [0; 5];
+                for (i, byte) in buffer.iter().chain(data.iter()).take(5).enumerate() {
+                    head[i] = *byte;
+                }
+                let message = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+                known = true;
+                if let Err(refusal) = admit(5 + message as usize, &mut buffer) {
+                    discarded += data.len();
+                    refused = Some(refusal);
+                    continue;
+                }
+            }
+            if let Err(refusal) = admit(len, &mut buffer) {
+                discarded += data.len();
+                refused = Some(refusal);
+                continue;
+            }
             buffer.extend_from_slice(&data);
         }
-        Ok(buffer.freeze())
+        match refused {
+            Some(refusal) => Err(refusal),
+            None => Ok(ReadBody {
+                bytes: buffer.freeze(),
+                permit,
+            }),
+        }
     };
-    let bytes = tokio::time::timeout(timeout, read)
+    tokio::time::timeout(timeout, read)
         .await
-        .map_err(|_| BodyError::TimedOut)??;
-    Ok(ReadBody { bytes, permit })
+        .map_err(|_| BodyError::TimedOut)?
 }
 
 #[cfg(test)]

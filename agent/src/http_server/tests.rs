@@ -48,6 +48,7 @@ async fn start(limits: Limits, budget: usize) -> (std::net::SocketAddr, watch::S
                 let read = read_body(
                     request.into_body(),
                     None,
+                    Framing::Plain,
                     1 << 20,
                     &budget,
                     limits.timeouts.body_read,

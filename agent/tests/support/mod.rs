@@ -140,7 +140,10 @@ impl Agent {
             .append(true)
             .open(&self.stderr_path)
             .expect("agent stderr file");
-        let binary = env!("CARGO_BIN_EXE_vigil-agent");
+        // `VIGIL_AGENT_BINARY` runs another build (a benchmark compiled in the dev profile
+        // measuring the release binary).
+        let binary = std::env::var("VIGIL_AGENT_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vigil-agent").to_owned());
         let mut command = match self.fd_limit {
             Some(limit) => {
                 let mut command = Command::new("sh");
@@ -148,7 +151,7 @@ impl Agent {
                     "-c",
                     "ulimit -n \"$0\" && exec \"$@\"",
                     &limit.to_string(),
-                    binary,
+                    &binary,
                 ]);
                 command
             }

@@ -35,7 +35,7 @@ use super::ingest::{Acknowledged, IngestError, Refusal};
 use super::rpc_status::{RetryInfo, RpcCode, RpcStatus};
 use super::{too_large_message, OtlpError, OtlpReceiver, MAX_REQUEST_BYTES, RETRY_AFTER};
 use crate::batch::Signal;
-use crate::http_server::{read_body, BodyError, ReadBody};
+use crate::http_server::{read_body, BodyError, Framing, ReadBody};
 
 /// Component name in the agent's own telemetry.
 const COMPONENT: &str = "otlp_grpc";
@@ -94,6 +94,7 @@ impl OtlpServices {
         let read = read_body(
             body,
             declared,
+            Framing::Grpc,
             MAX_REQUEST_BYTES + 5,
             &receiver.budget,
             receiver.limits.timeouts.body_read,

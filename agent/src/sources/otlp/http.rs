@@ -30,7 +30,7 @@ use super::ingest::{Acknowledged, IngestError, Refusal};
 use super::rpc_status::{RetryInfo, RpcCode, RpcStatus};
 use super::{too_large_message, OtlpReceiver, MAX_REQUEST_BYTES, RETRY_AFTER};
 use crate::batch::{Batch, Signal};
-use crate::http_server::{read_body, BodyError, ReadBody, RequestBudget};
+use crate::http_server::{read_body, BodyError, Framing, ReadBody, RequestBudget};
 
 /// Component name in the agent's own telemetry.
 const COMPONENT: &str = "otlp_http";
@@ -191,6 +191,7 @@ async fn export(
     } = read_body(
         request.into_body(),
         declared_length,
+        Framing::Plain,
         MAX_REQUEST_BYTES,
         &receiver.budget,
         receiver.limits.timeouts.body_read,

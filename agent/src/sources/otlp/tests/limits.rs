@@ -199,6 +199,25 @@ async fn requests_over_the_budget_are_retryable_and_larger_ones_permanent() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()["retry-after"], "1");
 
+    // A large refused body is read to its end and discarded, so the client gets the answer
+    // rather than a connection closed under its upload; over gRPC the message length comes
+    // first and the refusal is the same.
+    let (mut large, _, _) = large_request("refused");
+    while large.encoded_len() > 900_000 {
+        large.resource_spans.pop();
+        large.resource_spans[0].scope_spans[0].spans.truncate(3000);
+    }
+    let response = http_client()
+        .post(format!("http://{}/v1/traces", agent.http))
+        .header("content-type", "application/x-protobuf")
+        .body(large.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let refused = client.export(large).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+
     // The holder goes away: its bytes come back.
     drop(holder);
     let stored = loop {
