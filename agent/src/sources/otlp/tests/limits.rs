@@ -5,7 +5,9 @@
 //! a gRPC body that stalls is cut off.
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
 use prost::Message;
 use reqwest::StatusCode;
@@ -137,8 +139,6 @@ async fn large_requests_are_stored_whole_over_both_transports() {
     agent.stop().await;
 }
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-
 /// While an HTTP request holds the whole budget (its declared length, its body still coming),
 /// gRPC and HTTP requests are refused as retryable — `RESOURCE_EXHAUSTED` with `RetryInfo`,
 /// 429 with `Retry-After` — and served once it is gone; a gRPC request larger than the whole
@@ -216,7 +216,11 @@ async fn requests_over_the_budget_are_retryable_and_larger_ones_permanent() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let refused = client.export(large).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
 
     // The holder goes away: its bytes come back.
     drop(holder);
