@@ -25,6 +25,8 @@ if [ "$which" = all ] || [ "$which" = agent ]; then
     run vigil-agent otlp
     run vigil-agent buffer
     run vigil-agent footprint
+    # Peak RSS per OTLP request size and transport, memory given back, steady RSS under load.
+    run vigil-agent request_memory
     run vigil-agent delivery
     # Crash → page through the real agent, Prometheus and Alertmanager (needs the test tools).
     # Dev profile: the latency is scrape, evaluation and routing, not the agent's speed, and

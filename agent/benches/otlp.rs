@@ -31,7 +31,7 @@ use vigil_agent::buffer;
 use vigil_agent::identity::Identity;
 use vigil_agent::processors::redact::Redactor;
 use vigil_agent::router::{Route, Router};
-use vigil_agent::sources::otlp::{serve_grpc_on, OtlpReceiver};
+use vigil_agent::sources::otlp::{serve_grpc_on, Limits, OtlpReceiver, RequestBudget};
 use vigil_crds::agent_config::RedactionConfig;
 use vigil_crds::monitored_app::{Detector, WhenFull};
 
@@ -182,6 +182,8 @@ async fn start(detectors: Vec<Detector>) -> Agent {
             writer,
         }]),
         sampling_ratio: 1.0,
+        budget: RequestBudget::new(1 << 30),
+        limits: Limits::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("listener");
     let addr = listener.local_addr().expect("address");

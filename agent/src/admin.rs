@@ -56,6 +56,7 @@ pub async fn serve_on(
     crate::http_server::serve(
         listener,
         COMPONENT,
+        crate::http_server::Limits::default(),
         move |request| {
             let state = Arc::clone(&state);
             async move { answer(&state, &request) }

@@ -8,6 +8,46 @@ use std::time::Duration;
 use clap::Parser;
 use vigil_agent::runtime::{self, Settings};
 
+/// mimalloc, with the options of [`ALLOCATOR_OPTIONS`]: the memory of a burst of large OTLP
+/// requests goes back to the system once they are handled, and the many small allocations of
+/// decoded requests stay compact (`request_memory` benchmark).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc options, read from the environment when the process starts: commit arena memory
+/// only when it is used (eager commit alone adds 8 MiB to the idle agent) and give freed
+/// memory back at once rather than after a delay (a burst otherwise stays resident). The
+/// benchmark figures: idle 15.6 → 8.0 MiB, 15 MB request peak 97 → 58 MiB.
+const ALLOCATOR_OPTIONS: [(&str, &str); 2] = [
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ("MIMALLOC_PURGE_DELAY", "0"),
+];
+
+/// Starts the agent again (same process, `exec`) with [`ALLOCATOR_OPTIONS`] in its environment
+/// when they are not there yet (an option already set, as by the pod spec, is kept). Returns
+/// only if that fails.
+fn exec_with_allocator_options() -> Option<std::io::Error> {
+    use std::os::unix::process::CommandExt;
+    if ALLOCATOR_OPTIONS
+        .iter()
+        .all(|(name, _)| std::env::var_os(name).is_some())
+    {
+        return None;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(error) => return Some(error),
+    };
+    let mut command = std::process::Command::new(exe);
+    command.args(std::env::args_os().skip(1));
+    for (name, value) in ALLOCATOR_OPTIONS {
+        if std::env::var_os(name).is_none() {
+            command.env(name, value);
+        }
+    }
+    Some(command.exec())
+}
+
 /// Vigil's sidecar agent.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -38,6 +78,14 @@ fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.config.is_some() {
+        if let Some(error) = exec_with_allocator_options() {
+            eprintln!(
+                "vigil-agent: cannot restart with the allocator options ({error}); running with \
+                 mimalloc's defaults"
+            );
+        }
+    }
     if let Some(path) = cli.check_config {
         return match runtime::load_config(&path) {
             Ok((config, _)) => {

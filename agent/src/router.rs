@@ -60,10 +60,18 @@ impl Router {
             });
             return Ok(Routed::Accepted);
         }
-        let record = batch.encode();
+        let mut record = Some(batch.encode());
         let mut routed = Routed::Accepted;
-        for route in self.routes_for(signal) {
-            if route.writer.push(record.clone()).await? == Pushed::Dropped {
+        let mut routes = self.routes_for(signal).peekable();
+        while let Some(route) = routes.next() {
+            // The last buffer gets the record itself, the others a copy.
+            let copy = if routes.peek().is_some() {
+                record.clone()
+            } else {
+                record.take()
+            };
+            let Some(copy) = copy else { break };
+            if route.writer.push(copy).await? == Pushed::Dropped {
                 emit(InternalEvent::Dropped {
                     component: &route.sink,
                     events: batch.item_count() as u64,
@@ -91,25 +99,8 @@ impl Router {
             });
             return Ok(Routed::Accepted);
         }
-        for route in self.routes_for(signal) {
-            if !route.writer.has_room(record.len()) && route.writer.when_full() == WhenFull::Block {
-                return Err(BufferError::Full {
-                    component: route.sink.clone(),
-                });
-            }
-        }
-        let mut routed = Routed::Accepted;
-        for route in self.routes_for(signal) {
-            if route.writer.try_push(record.clone())? == Pushed::Dropped {
-                emit(InternalEvent::Dropped {
-                    component: &route.sink,
-                    events,
-                    reason: "buffer_full",
-                });
-                routed = Routed::Dropped;
-            }
-        }
-        Ok(routed)
+        self.check_room(signal, record.len())?;
+        self.push_to_all(signal, events, record)
     }
 
     /// Like [`Router::send`] but never waits: when a `block` buffer lacks room, nothing is
@@ -125,29 +116,53 @@ impl Router {
             return Ok(Routed::Accepted);
         }
         let record = batch.encode();
-        // Check every buffer first so a batch is stored in all of them or in none (a `block`
-        // buffer without room refuses before any other buffer got a copy).
+        self.check_room(signal, record.len())?;
+        self.push_to_all(signal, batch.item_count() as u64, record)
+    }
+
+    /// Checks every buffer that takes `signal` before anything is pushed, so a record is stored
+    /// in all of them or in none: a record that can never fit is `TooLarge` (retrying cannot
+    /// help: the sender is told so, rather than "full"), a `block` buffer without room `Full`.
+    fn check_room(&self, signal: Signal, len: usize) -> Result<(), BufferError> {
         for route in self.routes_for(signal) {
-            if record.len() > route.writer.max_record_len() {
-                // Retrying cannot help: tell the sender so, rather than "full".
+            if len > route.writer.max_record_len() {
                 return Err(BufferError::TooLarge {
                     component: route.sink.clone(),
-                    bytes: record.len() as u64,
+                    bytes: len as u64,
                     max_bytes: route.writer.max_record_len() as u64,
                 });
             }
-            if !route.writer.has_room(record.len()) && route.writer.when_full() == WhenFull::Block {
+            if !route.writer.has_room(len) && route.writer.when_full() == WhenFull::Block {
                 return Err(BufferError::Full {
                     component: route.sink.clone(),
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Pushes `record` into every buffer that takes `signal` without waiting; the last buffer
+    /// gets `record` itself, the others a copy (a large request is not held twice for one sink).
+    fn push_to_all(
+        &self,
+        signal: Signal,
+        events: u64,
+        record: Vec<u8>,
+    ) -> Result<Routed, BufferError> {
         let mut routed = Routed::Accepted;
-        for route in self.routes_for(signal) {
-            if route.writer.try_push(record.clone())? == Pushed::Dropped {
+        let mut routes = self.routes_for(signal).peekable();
+        let mut record = Some(record);
+        while let Some(route) = routes.next() {
+            let copy = if routes.peek().is_some() {
+                record.clone()
+            } else {
+                record.take()
+            };
+            let Some(copy) = copy else { break };
+            if route.writer.try_push(copy)? == Pushed::Dropped {
                 emit(InternalEvent::Dropped {
                     component: &route.sink,
-                    events: batch.item_count() as u64,
+                    events,
                     reason: "buffer_full",
                 });
                 routed = Routed::Dropped;

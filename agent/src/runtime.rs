@@ -205,6 +205,15 @@ impl Generation {
                 redactor: redactor.clone(),
                 router: router.clone(),
                 sampling_ratio: config.traces.sampling_ratio,
+                budget: otlp::RequestBudget::new(
+                    config
+                        .traces
+                        .max_request_bytes_in_flight
+                        .map_or(otlp::DEFAULT_REQUEST_BYTES_IN_FLIGHT, |bytes| {
+                            usize::try_from(bytes).unwrap_or(usize::MAX)
+                        }),
+                ),
+                limits: otlp::Limits::default(),
             };
             let grpc = bind("otlpGrpc", &config.listen.otlp_grpc).await?;
             let http = bind("otlpHttp", &config.listen.otlp_http).await?;

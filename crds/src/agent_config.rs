@@ -153,6 +153,14 @@ pub struct TracesConfig {
     pub enabled: bool,
     /// Fraction of traces kept.
     pub sampling_ratio: f64,
+    /// Bytes of OTLP request bodies (decompressed) the agent holds at once, across all requests
+    /// on both listeners; a request that does not fit is answered with a retryable refusal
+    /// (HTTP 429, gRPC `RESOURCE_EXHAUSTED`), one larger than all of it with 413 /
+    /// `INVALID_ARGUMENT`. Size it to the sidecar's memory limit: handling a request takes
+    /// about twice its size. Omitted: 20 MiB, one largest request (16 MiB) at a time with room
+    /// for its compressed form. At least 1 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes_in_flight: Option<u64>,
 }
 
 /// Crash detection.
@@ -385,6 +393,8 @@ pub enum AgentConfigError {
     SamplingRatio(f64),
     #[error("agent config: buffer.maxBytes must be at least 1 MiB, got {0}")]
     BufferTooSmall(u64),
+    #[error("agent config: traces.maxRequestBytesInFlight must be at least 1 MiB, got {0}")]
+    RequestBytesInFlightTooSmall(u64),
     #[error(
         "agent config: delivery.maxInFlight must be between 1 and {MAX_IN_FLIGHT_LIMIT}, got {0}"
     )]
@@ -408,6 +418,13 @@ impl AgentConfig {
         }
         if config.buffer.max_bytes < (1 << 20) {
             return Err(AgentConfigError::BufferTooSmall(config.buffer.max_bytes));
+        }
+        if let Some(bytes) = config
+            .traces
+            .max_request_bytes_in_flight
+            .filter(|&bytes| bytes < (1 << 20))
+        {
+            return Err(AgentConfigError::RequestBytesInFlightTooSmall(bytes));
         }
         let max_in_flight = config.max_in_flight();
         if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&max_in_flight) {
@@ -446,6 +463,31 @@ buffer: {path: /var/lib/vigil/buffer, maxBytes: 268435456, whenFull: block}
         assert_eq!(config.max_in_flight(), DEFAULT_MAX_IN_FLIGHT);
         let config = AgentConfig::from_yaml(&format!("{MINIMAL}delivery: {{}}\n")).unwrap();
         assert_eq!(config.max_in_flight(), DEFAULT_MAX_IN_FLIGHT);
+    }
+
+    /// `traces.maxRequestBytesInFlight` is optional, and refused below 1 MiB with an error
+    /// naming the field.
+    #[test]
+    fn request_bytes_in_flight_is_at_least_one_mebibyte() {
+        let config = AgentConfig::from_yaml(MINIMAL).unwrap();
+        assert_eq!(config.traces.max_request_bytes_in_flight, None);
+        let with = |bytes: u64| {
+            MINIMAL.replace(
+                "samplingRatio: 1}",
+                &format!("samplingRatio: 1, maxRequestBytesInFlight: {bytes}}}"),
+            )
+        };
+        let config = AgentConfig::from_yaml(&with(1 << 20)).unwrap();
+        assert_eq!(config.traces.max_request_bytes_in_flight, Some(1 << 20));
+        let error = AgentConfig::from_yaml(&with(1000)).unwrap_err();
+        assert!(matches!(
+            error,
+            AgentConfigError::RequestBytesInFlightTooSmall(1000)
+        ));
+        assert!(
+            error.to_string().contains("traces.maxRequestBytesInFlight"),
+            "{error}"
+        );
     }
 
     /// `delivery.maxInFlight` is accepted from 1 to the limit and refused outside, with an error

@@ -91,6 +91,8 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
 /// A running `vigil-agent`.
 pub struct Agent {
     child: Option<Child>,
+    /// `RLIMIT_NOFILE` of the agent process, when lowered.
+    fd_limit: Option<u64>,
     pub config_path: PathBuf,
     pub admin: SocketAddr,
     pub stderr_path: PathBuf,
@@ -101,7 +103,7 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent on `config_yaml` (written into `dir/agent.yaml`) and waits for `/readyz`.
     pub fn start(dir: &Path, config_yaml: &str, admin: SocketAddr) -> Agent {
-        Self::start_with_env(dir, config_yaml, admin, &[])
+        Agent::start_with(dir, config_yaml, admin, &[], None)
     }
 
     /// [`Agent::start`] with more environment variables, as injection sets them.
@@ -111,10 +113,32 @@ impl Agent {
         admin: SocketAddr,
         env: &[(&str, &str)],
     ) -> Agent {
+        Agent::start_with(dir, config_yaml, admin, env, None)
+    }
+
+    /// [`Agent::start`] with the agent's open-files limit (`RLIMIT_NOFILE`) lowered to
+    /// `fd_limit`, set by `sh`'s `ulimit` before it executes the agent (same process id).
+    pub fn start_with_fd_limit(
+        dir: &Path,
+        config_yaml: &str,
+        admin: SocketAddr,
+        fd_limit: u64,
+    ) -> Agent {
+        Agent::start_with(dir, config_yaml, admin, &[], Some(fd_limit))
+    }
+
+    fn start_with(
+        dir: &Path,
+        config_yaml: &str,
+        admin: SocketAddr,
+        env: &[(&str, &str)],
+        fd_limit: Option<u64>,
+    ) -> Agent {
         let config_path = dir.join("agent.yaml");
         std::fs::write(&config_path, config_yaml).expect("write agent config");
         let mut agent = Agent {
             child: None,
+            fd_limit,
             config_path,
             admin,
             stderr_path: dir.join("agent.stderr"),
@@ -133,7 +157,24 @@ impl Agent {
             .append(true)
             .open(&self.stderr_path)
             .expect("agent stderr file");
-        let child = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        // `VIGIL_AGENT_BINARY` runs another build (a benchmark compiled in the dev profile
+        // measuring the release binary).
+        let binary = std::env::var("VIGIL_AGENT_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_vigil-agent").to_owned());
+        let mut command = match self.fd_limit {
+            Some(limit) => {
+                let mut command = Command::new("sh");
+                command.args([
+                    "-c",
+                    "ulimit -n \"$0\" && exec \"$@\"",
+                    &limit.to_string(),
+                    &binary,
+                ]);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config_path)
             .args(["--reload-interval", "0.5", "--shutdown-timeout", "5"])

@@ -96,6 +96,7 @@ pub fn agent_config(app: &MonitoredApp, cluster: Option<&str>) -> AgentConfig {
         traces: TracesConfig {
             enabled: spec.traces.enabled,
             sampling_ratio: spec.traces.sampling_ratio,
+            max_request_bytes_in_flight: None,
         },
         crashes: CrashesConfig {
             enabled: spec.crashes.enabled,

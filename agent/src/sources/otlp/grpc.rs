@@ -10,14 +10,16 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message;
 use tokio::net::TcpListener;
@@ -27,43 +29,105 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::server::{Grpc, UnaryService};
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
 
-use super::ingest::{Acknowledged, Refusal};
+use super::ingest::{Acknowledged, IngestError, Refusal};
 use super::rpc_status::{RetryInfo, RpcCode, RpcStatus};
 use super::{too_large_message, OtlpError, OtlpReceiver, MAX_REQUEST_BYTES, RETRY_AFTER};
-use crate::batch::Batch;
+use crate::batch::Signal;
+use crate::http_server::{read_body, BodyError, Framing, ReadBody};
 
 /// Component name in the agent's own telemetry.
 const COMPONENT: &str = "otlp_grpc";
 
 /// Serves the OTLP services on `listener` until `shutdown`, then lets in-flight calls finish.
+/// Connections are handled by the agent's own HTTP server (time limits, connection bound and
+/// accept back-off shared with OTLP/HTTP); each request body is read there within the shared
+/// [`RequestBudget`](crate::http_server::RequestBudget) before tonic decodes it.
 pub(super) async fn serve(
     listener: TcpListener,
     receiver: OtlpReceiver,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), OtlpError> {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let limits = receiver.limits;
     let services = OtlpServices {
         receiver: Arc::new(receiver),
     };
-    Server::builder()
-        .serve_with_incoming_shutdown(services, incoming, async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
-        .map_err(|source| OtlpError::Serve {
-            transport: "grpc",
-            source: Box::new(source),
-        })
+    crate::http_server::serve(
+        listener,
+        COMPONENT,
+        limits,
+        move |request| services.clone().answer(request),
+        shutdown,
+    )
+    .await;
+    Ok(())
 }
 
 /// The three `Export` methods on one server, chosen by the gRPC path.
 #[derive(Clone, Debug)]
 struct OtlpServices {
     receiver: Arc<OtlpReceiver>,
+}
+
+/// The gRPC paths of the three `Export` methods.
+const EXPORT_PATHS: [&str; 3] = [
+    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+];
+
+impl OtlpServices {
+    /// Reads the request body within the budget and the body deadline, then calls the method.
+    async fn answer(mut self, request: http::Request<Incoming>) -> http::Response<Body> {
+        if !EXPORT_PATHS.contains(&request.uri().path()) {
+            return Status::unimplemented("unknown method: this port serves OTLP").into_http();
+        }
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        let (parts, body) = request.into_parts();
+        let receiver = Arc::clone(&self.receiver);
+        // The gRPC frame: five bytes of header, then the message.
+        let read = read_body(
+            body,
+            declared,
+            Framing::Grpc,
+            MAX_REQUEST_BYTES + 5,
+            &receiver.budget,
+            receiver.limits.timeouts.body_read,
+        )
+        .await;
+        let ReadBody { bytes, permit } = match read {
+            Ok(read) => read,
+            Err(error) => return body_status(error).into_http(),
+        };
+        let request = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
+        let response = match self.call(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        drop(permit);
+        response
+    }
+}
+
+/// The status of a request whose body was not read.
+fn body_status(error: BodyError) -> Status {
+    match error {
+        BodyError::TooLarge { limit } => Status::invalid_argument(format!(
+            "the request is larger than {limit} bytes: send smaller batches"
+        )),
+        BodyError::OverBudget => retry_status(
+            Code::ResourceExhausted,
+            RpcCode::ResourceExhausted,
+            "the agent is handling as many request bytes as its memory allows; retry later",
+        ),
+        BodyError::TimedOut => Status::deadline_exceeded("the request body did not arrive in time"),
+        BodyError::Unreadable => Status::invalid_argument("cannot read the request body"),
+    }
 }
 
 impl Service<http::Request<Body>> for OtlpServices {
@@ -136,9 +200,8 @@ fn size_errors_are_permanent(response: http::Response<Body>) -> http::Response<B
 
 /// What differs between the three services.
 trait ExportSignal: Send + 'static {
-    type Request: Message + Default;
+    const SIGNAL: Signal;
     type Response: Message + Default + Send + 'static;
-    fn batch(request: Self::Request) -> Batch;
     fn response(acknowledged: Acknowledged) -> Self::Response;
 }
 
@@ -147,12 +210,8 @@ struct Metrics;
 struct Logs;
 
 impl ExportSignal for Traces {
-    type Request = ExportTraceServiceRequest;
+    const SIGNAL: Signal = Signal::Traces;
     type Response = ExportTraceServiceResponse;
-
-    fn batch(request: Self::Request) -> Batch {
-        Batch::Traces(request)
-    }
 
     fn response(ack: Acknowledged) -> Self::Response {
         ExportTraceServiceResponse {
@@ -165,12 +224,8 @@ impl ExportSignal for Traces {
 }
 
 impl ExportSignal for Metrics {
-    type Request = ExportMetricsServiceRequest;
+    const SIGNAL: Signal = Signal::Metrics;
     type Response = ExportMetricsServiceResponse;
-
-    fn batch(request: Self::Request) -> Batch {
-        Batch::Metrics(request)
-    }
 
     fn response(ack: Acknowledged) -> Self::Response {
         ExportMetricsServiceResponse {
@@ -183,12 +238,8 @@ impl ExportSignal for Metrics {
 }
 
 impl ExportSignal for Logs {
-    type Request = ExportLogsServiceRequest;
+    const SIGNAL: Signal = Signal::Logs;
     type Response = ExportLogsServiceResponse;
-
-    fn batch(request: Self::Request) -> Batch {
-        Batch::Logs(request)
-    }
 
     fn response(ack: Acknowledged) -> Self::Response {
         ExportLogsServiceResponse {
@@ -214,17 +265,14 @@ impl<S: ExportSignal> UnaryService<Bytes> for ExportMethod<S> {
         let body = request.into_inner();
         // A body that does not decode is the client's error, never worth retrying: OTLP/HTTP
         // answers it 400, gRPC `INVALID_ARGUMENT`.
-        let result = S::Request::decode(body.as_ref())
-            .map_err(|e| Status::invalid_argument(format!("the request does not decode: {e}")))
-            .and_then(|decoded| {
-                self.receiver
-                    .ingest(
-                        COMPONENT,
-                        S::batch(decoded),
-                        body.len() as u64,
-                        Some(body.as_ref()),
-                    )
-                    .map_err(refusal_status)
+        let result = self
+            .receiver
+            .ingest_protobuf(COMPONENT, S::SIGNAL, &body)
+            .map_err(|error| match error {
+                IngestError::Malformed(message) => {
+                    Status::invalid_argument(format!("the request does not decode: {message}"))
+                }
+                IngestError::Refused(refusal) => refusal_status(refusal),
             })
             .map(|ack| Response::new(S::response(ack)));
         std::future::ready(result)

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -24,12 +24,13 @@ use prost::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use super::ingest::{Acknowledged, Refusal};
+use super::ingest::{Acknowledged, IngestError, Refusal};
 use super::rpc_status::{RetryInfo, RpcCode, RpcStatus};
 use super::{too_large_message, OtlpReceiver, MAX_REQUEST_BYTES, RETRY_AFTER};
 use crate::batch::{Batch, Signal};
+use crate::http_server::{read_body, BodyError, Framing, ReadBody, RequestBudget};
 
 /// Component name in the agent's own telemetry.
 const COMPONENT: &str = "otlp_http";
@@ -98,10 +99,12 @@ pub(super) async fn serve(
     receiver: OtlpReceiver,
     shutdown: watch::Receiver<bool>,
 ) {
+    let limits = receiver.limits;
     let receiver = Arc::new(receiver);
     crate::http_server::serve(
         listener,
         COMPONENT,
+        limits,
         move |request| {
             let receiver = Arc::clone(&receiver);
             async move { answer(&receiver, request).await }
@@ -182,75 +185,126 @@ async fn export(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared_length.is_some_and(|length| length > MAX_REQUEST_BYTES as u64) {
-        return Err(Rejection::too_large());
-    }
-    let body = Limited::new(request.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
-        .map_err(|error| {
-            if error.is::<http_body_util::LengthLimitError>() {
-                Rejection::too_large()
-            } else {
-                Rejection::bad_request("cannot read the request body")
-            }
-        })?
-        .to_bytes();
-    let body = if gzip { gunzip(&body)? } else { body };
+    let ReadBody {
+        bytes: body,
+        permit,
+    } = read_body(
+        request.into_body(),
+        declared_length,
+        Framing::Plain,
+        MAX_REQUEST_BYTES,
+        &receiver.budget,
+        receiver.limits.timeouts.body_read,
+    )
+    .await
+    .map_err(body_rejection)?;
+    let (body, _permit) = if gzip {
+        gunzip(&body, &receiver.budget, permit)?
+    } else {
+        (body, permit)
+    };
     let bytes = body.len() as u64;
-    let batch = decode(signal, encoding, &body)?;
-    let encoded = (encoding == Encoding::Protobuf).then_some(&body[..]);
-    let acknowledged = receiver
-        .ingest(COMPONENT, batch, bytes, encoded)
-        .map_err(refusal_rejection)?;
+    let acknowledged = match encoding {
+        Encoding::Protobuf => {
+            receiver
+                .ingest_protobuf(COMPONENT, signal, &body)
+                .map_err(|error| match error {
+                    IngestError::Malformed(message) => Rejection::bad_request(message),
+                    IngestError::Refused(refusal) => refusal_rejection(refusal),
+                })?
+        }
+        Encoding::Json => {
+            let batch = decode_json_batch(signal, &body)?;
+            drop(body);
+            receiver
+                .ingest(COMPONENT, batch, bytes)
+                .map_err(refusal_rejection)?
+        }
+    };
     Ok(export_response(signal, encoding, acknowledged))
 }
 
-/// Decompresses a gzip body, refusing one that inflates past the request size limit.
-fn gunzip(body: &[u8]) -> Result<Bytes, Rejection> {
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(MAX_REQUEST_BYTES));
-    flate2::read::GzDecoder::new(body)
-        .take(MAX_REQUEST_BYTES as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|_| Rejection::bad_request("invalid gzip body"))?;
-    if out.len() > MAX_REQUEST_BYTES {
-        return Err(Rejection::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            RpcCode::InvalidArgument,
-            format!("decompressed request body is larger than {MAX_REQUEST_BYTES} bytes"),
-        ));
+/// Decompresses a gzip body, refusing one that inflates past the request size limit; the
+/// decompressed bytes are taken from `budget` as they come, the compressed ones given back.
+fn gunzip(
+    body: &[u8],
+    budget: &RequestBudget,
+    compressed: Option<OwnedSemaphorePermit>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Rejection> {
+    const CHUNK: usize = 256 * 1024;
+    let mut permit = None;
+    let mut out = Vec::new();
+    let mut decoder = flate2::read::GzDecoder::new(body).take(MAX_REQUEST_BYTES as u64 + 1);
+    loop {
+        let len = out.len();
+        if let Err(error) = budget.take(&mut permit, CHUNK) {
+            // More than the whole budget could never be handled: retrying cannot help.
+            return Err(if body.len() + len + CHUNK > budget.bytes() {
+                too_large_decompressed()
+            } else {
+                body_rejection(error)
+            });
+        }
+        out.resize(len + CHUNK, 0);
+        let read = decoder
+            .read(&mut out[len..])
+            .map_err(|_| Rejection::bad_request("invalid gzip body"))?;
+        out.truncate(len + read);
+        if read == 0 {
+            break;
+        }
+        if out.len() > MAX_REQUEST_BYTES {
+            return Err(too_large_decompressed());
+        }
+        // Only what was filled stays taken.
+        if let Some(held) = permit.as_mut() {
+            if let Some(unused) = held.split(CHUNK - read) {
+                drop(unused);
+            }
+        }
     }
-    Ok(Bytes::from(out))
+    drop(compressed);
+    Ok((Bytes::from(out), permit))
+}
+
+fn too_large_decompressed() -> Rejection {
+    Rejection::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        RpcCode::InvalidArgument,
+        format!("decompressed request body is larger than {MAX_REQUEST_BYTES} bytes"),
+    )
+}
+
+/// The answer to a body that was not read.
+fn body_rejection(error: BodyError) -> Rejection {
+    match error {
+        BodyError::TooLarge { .. } => Rejection::too_large(),
+        BodyError::OverBudget => Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            RpcCode::ResourceExhausted,
+            "the agent is handling as many request bytes as its memory allows; retry later",
+        ),
+        BodyError::TimedOut => Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            RpcCode::DeadlineExceeded,
+            "the request body did not arrive in time",
+        ),
+        BodyError::Unreadable => Rejection::bad_request("cannot read the request body"),
+    }
 }
 
 /// Decodes the body of an export request.
-fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<Batch, Rejection> {
-    Ok(match (signal, encoding) {
-        (Signal::Traces, Encoding::Protobuf) => Batch::Traces(decode_protobuf(signal, body)?),
-        (Signal::Metrics, Encoding::Protobuf) => Batch::Metrics(decode_protobuf(signal, body)?),
-        (Signal::Logs, Encoding::Protobuf) => Batch::Logs(decode_protobuf(signal, body)?),
-        (Signal::Traces, Encoding::Json) => {
-            Batch::Traces(decode_json::<ExportTraceServiceRequest>(signal, body)?)
-        }
-        (Signal::Metrics, Encoding::Json) => {
+/// Decodes the OTLP/JSON body of an export request.
+fn decode_json_batch(signal: Signal, body: &[u8]) -> Result<Batch, Rejection> {
+    Ok(match signal {
+        Signal::Traces => Batch::Traces(decode_json::<ExportTraceServiceRequest>(signal, body)?),
+        Signal::Metrics => {
             Batch::Metrics(decode_json::<ExportMetricsServiceRequest>(signal, body)?)
         }
-        (Signal::Logs, Encoding::Json) => {
-            Batch::Logs(decode_json::<ExportLogsServiceRequest>(signal, body)?)
-        }
-        (Signal::Samples, _) => {
+        Signal::Logs => Batch::Logs(decode_json::<ExportLogsServiceRequest>(signal, body)?),
+        Signal::Samples => {
             return Err(Rejection::bad_request("samples are not an OTLP signal"));
         }
-    })
-}
-
-fn decode_protobuf<M: Message + Default>(signal: Signal, body: &[u8]) -> Result<M, Rejection> {
-    // prost's errors name the message, field and wire problem, never the bytes.
-    M::decode(body).map_err(|error| {
-        Rejection::bad_request(format!(
-            "invalid OTLP/protobuf {} request: {error}",
-            signal.as_str()
-        ))
     })
 }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use crate::http_server::{Limits, RequestBudget, Timeouts};
 use crate::identity::Identity;
 use crate::processors::redact::Redactor;
 use crate::router::Router;
@@ -31,6 +32,10 @@ pub use ingest::keeps_trace;
 
 /// Largest accepted request, compressed or not (16 MiB, four times the SDKs' default batch).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+/// Default of `traces.maxRequestBytesInFlight`: one largest request at a time, with room for
+/// its compressed form while it is decompressed.
+pub const DEFAULT_REQUEST_BYTES_IN_FLIGHT: usize = MAX_REQUEST_BYTES + MAX_REQUEST_BYTES / 4;
 
 /// How long a pushed-back sender is asked to wait before retrying.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -43,6 +48,11 @@ pub struct OtlpReceiver {
     pub router: Router,
     /// Fraction of traces kept (by trace id, so a trace is kept or dropped whole).
     pub sampling_ratio: f64,
+    /// Request body bytes held at once across both listeners (`traces.maxRequestBytesInFlight`);
+    /// a request that does not fit is answered with a retryable refusal.
+    pub budget: RequestBudget,
+    /// Time limits and connection bound of both listeners.
+    pub limits: Limits,
 }
 
 /// A listener that could not be started or stopped with an error.

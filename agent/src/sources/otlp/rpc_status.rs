@@ -55,6 +55,7 @@ pub const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo"
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RpcCode {
     InvalidArgument = 3,
+    DeadlineExceeded = 4,
     NotFound = 5,
     ResourceExhausted = 8,
     Unimplemented = 12,

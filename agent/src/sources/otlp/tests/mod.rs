@@ -4,6 +4,7 @@
 mod back_pressure;
 mod http_errors;
 mod json;
+mod limits;
 mod python_sdk;
 mod sampling;
 mod shutdown;
@@ -22,7 +23,7 @@ use tokio::task::JoinHandle;
 use vigil_crds::agent_config::RedactionConfig;
 use vigil_crds::monitored_app::{Detector, WhenFull};
 
-use super::{serve_grpc_on, serve_http_on, OtlpError, OtlpReceiver};
+use super::{serve_grpc_on, serve_http_on, Limits, OtlpError, OtlpReceiver, RequestBudget};
 use crate::batch::{Batch, Signal};
 use crate::buffer::{self, BufferReader};
 use crate::identity::Identity;
@@ -40,6 +41,9 @@ pub(super) struct Setup {
     pub max_bytes: u64,
     pub when_full: WhenFull,
     pub sampling_ratio: f64,
+    /// `traces.maxRequestBytesInFlight`.
+    pub budget_bytes: usize,
+    pub limits: Limits,
 }
 
 impl Setup {
@@ -49,6 +53,8 @@ impl Setup {
             max_bytes: 64 * 1024 * 1024,
             when_full: WhenFull::Block,
             sampling_ratio: 1.0,
+            budget_bytes: super::DEFAULT_REQUEST_BYTES_IN_FLIGHT,
+            limits: Limits::default(),
         }
     }
 }
@@ -95,6 +101,8 @@ impl TestAgent {
             redactor: Arc::new(Redactor::new(&redaction).unwrap()),
             router,
             sampling_ratio: setup.sampling_ratio,
+            budget: RequestBudget::new(setup.budget_bytes),
+            limits: setup.limits,
         };
         let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
