@@ -26,6 +26,8 @@
 mod checkpoint;
 mod cri;
 mod discover;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzzing;
 mod parse;
 mod source;
 mod tail;

@@ -36,7 +36,7 @@ const COMPONENT: &str = "otlp_http";
 
 /// The two body encodings of OTLP/HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Encoding {
+pub(super) enum Encoding {
     Protobuf,
     Json,
 }
@@ -207,7 +207,7 @@ async fn export(
 }
 
 /// Decompresses a gzip body, refusing one that inflates past the request size limit.
-fn gunzip(body: &[u8]) -> Result<Bytes, Rejection> {
+pub(super) fn gunzip(body: &[u8]) -> Result<Bytes, Rejection> {
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(MAX_REQUEST_BYTES));
     flate2::read::GzDecoder::new(body)
         .take(MAX_REQUEST_BYTES as u64 + 1)
@@ -224,7 +224,7 @@ fn gunzip(body: &[u8]) -> Result<Bytes, Rejection> {
 }
 
 /// Decodes the body of an export request.
-fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<Batch, Rejection> {
+pub(super) fn decode(signal: Signal, encoding: Encoding, body: &[u8]) -> Result<Batch, Rejection> {
     Ok(match (signal, encoding) {
         (Signal::Traces, Encoding::Protobuf) => Batch::Traces(decode_protobuf(signal, body)?),
         (Signal::Metrics, Encoding::Protobuf) => Batch::Metrics(decode_protobuf(signal, body)?),
