@@ -8,6 +8,8 @@ extern crate self as vigil_operator;
 
 pub mod bundle;
 pub mod controllers;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod leader;
 pub mod manifests;
 pub mod render;
