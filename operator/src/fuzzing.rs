@@ -185,6 +185,66 @@ mod tests {
         out
     }
 
+    /// Runs `property` on `input` and, when `VIGIL_FUZZ_SEEDS` is set, keeps it as a seed of
+    /// `target` (see scripts/fuzz.sh).
+    fn seed(target: &str, name: &str, input: &[u8], property: fn(&[u8])) {
+        property(input);
+        if let Some(dir) = std::env::var_os("VIGIL_FUZZ_SEEDS") {
+            let dir = Path::new(&dir).join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(name), input).unwrap();
+        }
+    }
+
+    /// Every object of the examples, as the API server would send it to `/validate` (created,
+    /// and updated with another spec), holds.
+    #[test]
+    fn validate_holds_for_the_examples() {
+        for file in files("examples", &["yaml", "yml"]) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+                let object: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
+                if object["apiVersion"]
+                    .as_str()
+                    .is_none_or(|v| !v.starts_with("vigil.dev/"))
+                {
+                    continue;
+                }
+                let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+                for operation in ["CREATE", "UPDATE"] {
+                    let review = serde_json::json!({
+                        "apiVersion": "admission.k8s.io/v1",
+                        "kind": "AdmissionReview",
+                        "request": {
+                            "uid": "0df28fbd-5f5f-11e8-bc74-36e6bb280816",
+                            "kind": {"group": "vigil.dev", "version": "v1alpha1", "kind": kind},
+                            "resource": {"group": "vigil.dev", "version": "v1alpha1", "resource": "x"},
+                            "namespace": "retail",
+                            "operation": operation,
+                            "userInfo": {"username": "admin"},
+                            "object": object,
+                            "oldObject": if operation == "UPDATE" {
+                                serde_json::json!({"apiVersion": object["apiVersion"], "kind": kind, "metadata": object["metadata"], "spec": {}})
+                            } else {
+                                serde_json::Value::Null
+                            },
+                        }
+                    });
+                    let name = format!(
+                        "{}-{i}-{operation}",
+                        file.file_stem().unwrap().to_string_lossy()
+                    );
+                    seed(
+                        "validate",
+                        &name,
+                        &serde_json::to_vec(&review).unwrap(),
+                        super::validate,
+                    );
+                }
+            }
+        }
+    }
+
     /// The examples (valid) and each cut short or nested deep (invalid) hold.
     #[test]
     fn manifests_hold_for_the_examples() {
