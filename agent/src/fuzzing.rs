@@ -2,6 +2,12 @@
 //! fuzzer's bytes and panicking when a property fails. Built with the `fuzzing` feature (for
 //! `fuzz/`) and under test, where [`tests`] runs every function over the committed seed corpus,
 //! so that the properties hold for real inputs and the code stays built.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "fuzz properties and their tests: a failed property must panic, with its message"
+)]
 
 use std::time::{Duration, Instant};
 

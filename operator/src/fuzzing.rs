@@ -1,6 +1,12 @@
 //! The properties the fuzz targets in `fuzz/` check, one function per target, each taking the
 //! fuzzer's bytes and panicking when a property fails. Built with the `fuzzing` feature (for
 //! `fuzz/`) and under test, where the tests run every function over the committed fixtures.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "fuzz properties and their tests: a failed property must panic, with its message"
+)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,6 +2,12 @@
 //! `VIGIL_FUZZ_SEEDS=<dir>` set, the inputs made here are also written to `<dir>/<target>/` as
 //! seeds for `scripts/fuzz.sh` (the inputs that are not plain fixture files: protobuf requests,
 //! buffer layouts, selector bytes).
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "fuzz properties and their tests: a failed property must panic, with its message"
+)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,12 @@
 //! The log line decoders under fuzzing (see [`crate::fuzzing`]): container runtime lines (CRI
 //! and Docker json-file, with their partial-line fragments) and application lines (JSON,
 //! logfmt, text with an inferred level).
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "fuzz properties and their tests: a failed property must panic, with its message"
+)]
 
 use super::cri::{LineDecoder, LineFormat, Record};
 use super::parse::{infer_level, parse_json, parse_logfmt, parse_rfc3339};

@@ -1,6 +1,12 @@
 //! The OTLP decoders under fuzzing (see [`crate::fuzzing`]): a body as the HTTP or gRPC handler
 //! receives it is decoded, and what ingest would store for it must decode to exactly what was
 //! received, enriched with the pod identity.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "fuzz properties and their tests: a failed property must panic, with its message"
+)]
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
