@@ -59,8 +59,8 @@ pub fn mutate_pods(data: &[u8]) {
     let Some(patch) = patch_of(&response) else {
         return;
     };
-    // A body the typed review reads but a JSON value does not (a lone surrogate escape in a
-    // field the review skips) is nothing the API server sends: nothing to apply the patch to.
+    // A body the typed review reads but a JSON value does not (invalid UTF-8 in a field the
+    // review skips) is nothing the API server sends: nothing to apply the patch to.
     let Ok(mut review) = serde_json::from_slice::<Value>(body) else {
         return;
     };
