@@ -3,6 +3,8 @@
 #
 #   ./scripts/bench.sh            every benchmark
 #   ./scripts/bench.sh agent      only the agent's; `operator` for the operator's
+#   ./scripts/bench.sh fuzz       the long fuzz run: every fuzz target for FUZZ_SECONDS (300)
+#                                 each (scripts/fuzz.sh; not part of `all`)
 #
 # Benchmarks print figures and assert nothing; speed is never checked by the test suite.
 # Figures depend on the machine and on what else runs on it: compare runs on one machine.
@@ -48,4 +50,7 @@ if [ "$which" = all ] || [ "$which" = operator ]; then
             run vigil-operator "$bench"
         fi
     done
+fi
+if [ "$which" = fuzz ]; then
+    ./scripts/fuzz.sh --seconds "${FUZZ_SECONDS:-300}"
 fi

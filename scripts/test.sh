@@ -6,7 +6,10 @@
 # 3. with CI=true, checks formatting and clippy (warnings are errors) first (fail fast),
 # 4. runs the whole workspace's tests with the committed Cargo.lock, every test binary even when
 #    one fails (among them tests/images.rs, which builds the container images and runs their
-#    entry points), and ends with one summary line; exits non-zero when any test failed.
+#    entry points),
+# 5. runs every fuzz target for a short bounded time (scripts/fuzz.sh --smoke: one build of the
+#    fuzz workspace, 15 s a target; a crash or failed property fails the command),
+# and ends with one summary line; exits non-zero when any test or fuzz target failed.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,9 +35,16 @@ trap 'rm -f "$log"' EXIT
 # `set -e` from exiting before the summary.
 status=0
 cargo test --workspace --locked --no-fail-fast --lib --bins --tests 2>&1 | tee "$log" || status=$?
+fuzz_status=0
+echo "==> scripts/fuzz.sh --smoke"
+./scripts/fuzz.sh --smoke || fuzz_status=$?
+if [ "$fuzz_status" -ne 0 ]; then
+    echo "fuzz smoke run failed (exit $fuzz_status): see the failing targets above" >&2
+    [ "$status" -ne 0 ] || status=$fuzz_status
+fi
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$log"
 if [ "$status" -ne 0 ]; then
-    echo "cargo test failed (exit $status): see the failures above" >&2
+    echo "tests failed (exit $status): see the failures above" >&2
 fi
 exit "$status"

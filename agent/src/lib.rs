@@ -8,6 +8,8 @@ pub mod admin;
 pub mod batch;
 pub mod buffer;
 pub mod event;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod http_server;
 pub mod identity;
 pub mod processors;

@@ -9,6 +9,8 @@ extern crate self as vigil_operator;
 pub mod analytics;
 pub mod bundle;
 pub mod controllers;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod leader;
 pub mod manifests;
 pub mod render;

@@ -95,7 +95,6 @@ fn rbac_is_least_privilege() {
             ("", "configmaps"),
             ("", "events"),
             ("events.k8s.io", "events"),
-            ("apiextensions.k8s.io", "customresourcedefinitions"),
             ("monitoring.coreos.com", "podmonitors"),
             ("monitoring.coreos.com", "prometheusrules"),
             ("monitoring.coreos.com", "alertmanagerconfigs"),
@@ -185,6 +184,64 @@ fn operator_rbac_covers_hardened_clusters() {
             assert!(!grants(&roles, "", "namespaces", verb), "{verb} namespaces");
         }
         assert!(!grants(&roles, "", "events", "delete"));
+    }
+}
+
+/// Every verb any rule of `roles` grants on `group`/`resource`, by name or not.
+fn verbs_on<'a>(roles: &[&'a Value], group: &str, resource: &str) -> BTreeSet<&'a str> {
+    roles
+        .iter()
+        .flat_map(|r| r["rules"].as_array().unwrap())
+        .filter(|rule| {
+            strings(&rule["apiGroups"]).contains(&group)
+                && strings(&rule["resources"]).contains(&resource)
+        })
+        .flat_map(|rule| strings(&rule["verbs"]))
+        .collect()
+}
+
+/// The operator is granted the verbs its code calls and no others: it discovers optional APIs
+/// through the discovery endpoints (no CRD reads), patches its resources (finalizers, status)
+/// and never updates them, renews its Lease with update, and writes each of its Secrets the one
+/// way it does (server-side apply for `vigil-alertmanager`, update for the webhook's).
+#[test]
+fn operator_rbac_grants_only_the_verbs_used() {
+    for rendered in [template(&[]), template(CUSTOM)] {
+        let roles = operator_roles(&rendered);
+        let verbs = |group: &str, resource: &str| -> Vec<&str> {
+            verbs_on(&roles, group, resource).into_iter().collect()
+        };
+        assert_eq!(
+            verbs("apiextensions.k8s.io", "customresourcedefinitions"),
+            Vec::<&str>::new()
+        );
+        for kind in VIGIL_KINDS {
+            assert_eq!(verbs("vigil.dev", kind), ["get", "list", "patch", "watch"]);
+            assert_eq!(verbs("vigil.dev", &format!("{kind}/status")), ["patch"]);
+        }
+        assert_eq!(
+            verbs("coordination.k8s.io", "leases"),
+            ["create", "get", "update"]
+        );
+        let secret_rules: Vec<(Vec<&str>, Vec<&str>)> = roles
+            .iter()
+            .flat_map(|r| r["rules"].as_array().unwrap())
+            .filter(|rule| strings(&rule["resources"]).contains(&"secrets"))
+            .map(|rule| (strings(&rule["resourceNames"]), strings(&rule["verbs"])))
+            .collect();
+        let expected_secrets = if rendered.all("Certificate").is_empty() {
+            vec![
+                (vec![], vec!["create"]),
+                (vec!["vigil-alertmanager"], vec!["get", "patch"]),
+                (vec!["vigil-webhook-tls"], vec!["get", "update"]),
+            ]
+        } else {
+            vec![
+                (vec![], vec!["create"]),
+                (vec!["vigil-alertmanager"], vec!["get", "patch"]),
+            ]
+        };
+        assert_eq!(secret_rules, expected_secrets);
     }
 }
 

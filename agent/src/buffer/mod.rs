@@ -239,6 +239,19 @@ impl BufferOptions {
     }
 }
 
+/// The name of the segment file whose first record is `first_id` (for the fuzz target that
+/// lays out buffer directories by hand).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzzing_segment_name(first_id: u64) -> String {
+    format::segment_file_name(first_id)
+}
+
+/// The name of the ack file (for the fuzz target that lays out buffer directories by hand).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn fuzzing_ack_name() -> &'static str {
+    format::ACK_FILE
+}
+
 /// Opens (or creates, or recovers) the buffer in `dir` with default options for `max_bytes`.
 /// `component` names the buffer in telemetry and errors (the sink's component name).
 pub fn open(

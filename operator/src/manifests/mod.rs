@@ -10,6 +10,7 @@
 //! OpenSLO `openslo/v1` `SLO` documents are read too, converted to Vigil `SLO`s first (see
 //! [`openslo`]).
 
+mod depth;
 pub mod openslo;
 mod references;
 mod schema;
@@ -139,7 +140,13 @@ pub fn check_references(inventory: &Inventory) -> Vec<Problem> {
 }
 
 /// Parses manifests from text as if read from `file`; used by [`load`] and by tests.
+/// Documents nested deeper than a bound are rejected before parsing (see [`depth`]): the
+/// parser's cost grows with the square of the nesting.
 pub fn load_text(file: &Path, text: &str, loaded: &mut Loaded, problems: &mut Vec<Problem>) {
+    if let Err(e) = depth::check(text) {
+        problems.push(file_problem(file, e.to_string()));
+        return;
+    }
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         match Yaml::deserialize(document) {
             Ok(Yaml::Null) => {}

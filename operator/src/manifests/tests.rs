@@ -198,6 +198,20 @@ fn malformed_manifests_name_object_and_field() {
     }
 }
 
+/// 100 000 nested `[` (the YAML parser's cost grows with the square of the nesting) are one
+/// problem naming the file and the document, found before parsing.
+#[test]
+fn deeply_nested_documents_are_rejected_naming_the_document() {
+    let deep = format!(
+        "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {{name: s}}\nspec: {}\n",
+        "[".repeat(100_000)
+    );
+    assert_eq!(
+        problems(&deep),
+        vec!["m.yaml: document 2 nests collections more than 100 levels deep (line 11); Vigil manifests nest a few levels"]
+    );
+}
+
 /// A list over its CRD bound is one problem naming the object, the list and the bound, as the
 /// API server would reject it.
 #[test]

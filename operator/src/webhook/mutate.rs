@@ -424,14 +424,22 @@ impl Outline {
             (Some(before), Some(after)) => container_additions(before, after, init, patch)?,
         };
         let (before_containers, after_containers) = (&before.containers, &after.containers);
-        if !init_added
-            || !container_additions(
-                before_containers,
-                after_containers,
-                "/spec/containers",
-                patch,
-            )?
-        {
+        if !init_added {
+            return Ok(false);
+        }
+        if before_containers.is_empty() {
+            // A pod without containers decodes as an empty list, which the request's JSON may
+            // not have at all: the list is added whole (an `add` that replaces an empty list
+            // or creates a missing one), never item by item.
+            if !after_containers.is_empty() {
+                patch.op("add", "/spec/containers", Some(after_containers))?;
+            }
+        } else if !container_additions(
+            before_containers,
+            after_containers,
+            "/spec/containers",
+            patch,
+        )? {
             return Ok(false);
         }
         match (&before.volumes, &after.volumes) {
@@ -753,12 +761,30 @@ pub fn pod_patch(mut original: Pod, mut injected: Pod) -> Result<Patch, serde_js
         // `inject` changed more than it is known to: compare the whole pods.
         before.put_back(&mut original);
         after.put_back(&mut injected);
-        let (before, after) = (
+        let (mut before, mut after) = (
             serde_json::to_value(original)?,
             serde_json::to_value(injected)?,
         );
+        // An empty container list may be missing from the request's pod (see below).
+        for pod in [&mut before, &mut after] {
+            if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+                if spec
+                    .get("containers")
+                    .is_some_and(|c| c == &Value::Array(Vec::new()))
+                {
+                    spec.remove("containers");
+                }
+            }
+        }
         diff_values(&before, &after, &mut PointerBuf::new(), &mut ops);
         return Ok(Patch(ops));
+    }
+    // A pod without containers decodes as an empty list, which the request's JSON may not have
+    // at all: a list that was empty is added whole (creating or replacing it), never item by
+    // item, and left out when it stays empty.
+    if before.containers.as_ref().is_some_and(Vec::is_empty) {
+        before.containers = None;
+        after.containers = after.containers.filter(|c| !c.is_empty());
     }
     let at = |tokens: &[&str]| {
         let mut pointer = PointerBuf::new();

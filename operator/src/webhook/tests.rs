@@ -278,6 +278,41 @@ fn unusual_pods_get_what_inject_gives() {
     assert!(result.spec.unwrap().init_containers.is_none());
 }
 
+/// A pod without `containers` (the API server rejects it later, but the webhook sees it first)
+/// gets a patch that applies to it as sent: the agent's container list is added whole rather
+/// than at an index of a list that does not exist. Both patch paths, both agent placements;
+/// the patched pod, reviewed again, gets no further patch.
+#[test]
+fn pod_without_containers_gets_a_patch_that_applies() {
+    for native_sidecar in [false, true] {
+        let webhook = webhook(vec![checkout()], native_sidecar);
+        for general_diff in [false, true] {
+            let mut review = fixture(DEPLOYMENT_POD);
+            let spec = review["request"]["object"]["spec"].as_object_mut().unwrap();
+            spec.remove("containers");
+            if general_diff {
+                // An empty init container list is not a plain addition.
+                spec.insert("initContainers".into(), json!([]));
+            }
+            let response = mutate_json(&webhook, &review);
+            let result = patched(&review, &response);
+            let expected = inject(request_pod(&review), &webhook.sidecar_for(&checkout()));
+            let result_pod: Pod = serde_json::from_value(result.clone()).unwrap();
+            assert_eq!(
+                result_pod, expected,
+                "native {native_sidecar}, diff {general_diff}"
+            );
+            let mut again = review.clone();
+            again["request"]["object"] = result;
+            let response = mutate_json(&webhook, &again);
+            assert!(
+                response["response"]["patch"].is_null(),
+                "second review patched again: {response}"
+            );
+        }
+    }
+}
+
 /// A first injection is written from the pod's outline (the cheap path), and an injected
 /// pod has no outline (its old agent must be removed, which the general diff does).
 #[test]

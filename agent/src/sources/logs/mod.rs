@@ -31,6 +31,8 @@
 mod checkpoint;
 mod cri;
 mod discover;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzzing;
 mod notify_watch;
 mod parse;
 mod source;

@@ -37,7 +37,7 @@ const COMPONENT: &str = "otlp_http";
 
 /// The two body encodings of OTLP/HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Encoding {
+pub(super) enum Encoding {
     Protobuf,
     Json,
 }
@@ -226,7 +226,7 @@ async fn export(
 
 /// Decompresses a gzip body, refusing one that inflates past the request size limit; the
 /// decompressed bytes are taken from `budget` as they come, the compressed ones given back.
-fn gunzip(
+pub(super) fn gunzip(
     body: &[u8],
     budget: &RequestBudget,
     compressed: Option<OwnedSemaphorePermit>,
@@ -293,9 +293,8 @@ fn body_rejection(error: BodyError) -> Rejection {
     }
 }
 
-/// Decodes the body of an export request.
 /// Decodes the OTLP/JSON body of an export request.
-fn decode_json_batch(signal: Signal, body: &[u8]) -> Result<Batch, Rejection> {
+pub(super) fn decode_json_batch(signal: Signal, body: &[u8]) -> Result<Batch, Rejection> {
     Ok(match signal {
         Signal::Traces => Batch::Traces(decode_json::<ExportTraceServiceRequest>(signal, body)?),
         Signal::Metrics => {

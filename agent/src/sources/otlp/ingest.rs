@@ -413,7 +413,7 @@ fn record_tag(signal: Signal) -> u8 {
 /// entries decode as the last attributes of the resource, exactly as [`enrich_batch`] appends
 /// them. `None` when splicing cannot express the enrichment (an attribute replaced in place, a
 /// resource given twice) or the encoding does not match the batch.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn spliced_record(
     identity: &Identity,
     batch: &Batch,

@@ -9,6 +9,8 @@
 //! back (gRPC `RESOURCE_EXHAUSTED` with `RetryInfo`, HTTP 429 with `Retry-After`) so the SDK
 //! retries later, and under `dropNewest` the request succeeds and the drop is counted.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzzing;
 mod grpc;
 mod http;
 mod ingest;
