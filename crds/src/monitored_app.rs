@@ -120,7 +120,8 @@ pub struct RequestMetricsSpec {
     /// (`http_server_requests_seconds_*`, status in `status`), `opentelemetry-http` (the
     /// OpenTelemetry semantic conventions, `http_server_request_duration_seconds_*`, status in
     /// `http_response_status_code`) or `prometheus-client` (`http_requests_total{code}`,
-    /// `http_request_duration_seconds`). Default `prometheus-client`.
+    /// `http_request_duration_seconds`), or `none` for an app that serves no HTTP requests.
+    /// Default `prometheus-client`.
     #[serde(default)]
     pub preset: RequestMetricsPreset,
 
@@ -168,6 +169,10 @@ pub enum RequestMetricsPreset {
     /// `http_request_duration_seconds`.
     #[default]
     PrometheusClient,
+    /// The app serves no HTTP requests (a database, a queue consumer): dashboards leave the
+    /// request panels out, and `errorRate`/`latency` rules and `availability`/`latency` SLIs on
+    /// it must name their own metrics.
+    None,
 }
 
 /// An application's request metrics with every name decided: what dashboards, alert rules and
@@ -198,7 +203,7 @@ impl RequestMetrics {
                 "http_response_status_code",
                 "http_server_request_duration_seconds",
             ),
-            RequestMetricsPreset::PrometheusClient => (
+            RequestMetricsPreset::PrometheusClient | RequestMetricsPreset::None => (
                 "http_requests_total",
                 "code",
                 "http_request_duration_seconds",
@@ -244,6 +249,16 @@ impl MonitoredAppSpec {
     /// The application's request metrics: `metrics.requests` over its preset, or the
     /// `prometheus-client` preset when the app declares none. The one place these names are
     /// decided; dashboards, alert rules and SLIs all read them from here.
+    /// Whether the app serves HTTP requests, i.e. its request metrics preset is not `none`.
+    pub fn serves_requests(&self) -> bool {
+        self.metrics
+            .as_ref()
+            .and_then(|m| m.requests.as_ref())
+            .is_none_or(|r| r.preset != RequestMetricsPreset::None)
+    }
+
+    /// The app's request metrics (for an app that serves no requests, the default names, which
+    /// only a rule or SLI naming its own metrics overrides).
     pub fn request_metrics(&self) -> RequestMetrics {
         let spec = self
             .metrics

@@ -119,6 +119,26 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
         for (field, message) in queries {
             report("AlertPolicy", &ns, &name, field, message);
         }
+        if let Some(app) = inv.app(&ns, &policy.spec.app_ref.name) {
+            if !app.spec.serves_requests() {
+                for (i, rule) in policy.spec.rules.iter().enumerate() {
+                    let unnamed = match (&rule.error_rate, &rule.latency) {
+                        (Some(r), _) if r.metric.is_none() => Some("errorRate.metric"),
+                        (_, Some(r)) if r.histogram.is_none() => Some("latency.histogram"),
+                        _ => None,
+                    };
+                    if let Some(field) = unnamed {
+                        report(
+                            "AlertPolicy",
+                            &ns,
+                            &name,
+                            format!("spec.rules[{i}].{field}"),
+                            serves_no_requests(&policy.spec.app_ref.name),
+                        );
+                    }
+                }
+            }
+        }
         // What the renderer builds around valid user queries must parse too.
         let app = queries_parse
             .then(|| inv.app(&ns, &policy.spec.app_ref.name))
@@ -138,6 +158,23 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
 
     for slo in &inv.slos {
         let (ns, name) = (namespace_of(slo), slo.name_any());
+        if let Some(app) = inv.app(&ns, &slo.spec.app_ref.name) {
+            let sli = &slo.spec.sli;
+            let unnamed = match (&sli.availability, &sli.latency) {
+                (Some(a), _) if a.metric.is_none() => Some("availability.metric"),
+                (_, Some(l)) if l.histogram.is_none() => Some("latency.histogram"),
+                _ => None,
+            };
+            if let (Some(field), false) = (unnamed, app.spec.serves_requests()) {
+                report(
+                    "SLO",
+                    &ns,
+                    &name,
+                    format!("spec.sli.{field}"),
+                    serves_no_requests(&slo.spec.app_ref.name),
+                );
+            }
+        }
         if !app_exists(&ns, &slo.spec.app_ref.name) {
             report(
                 "SLO",
@@ -424,6 +461,13 @@ fn slo_query_problems(slo: &vigil_crds::Slo) -> Vec<(String, String)> {
 /// A metric name as a selector, so that anything but a plain name fails to parse.
 fn metric_selector(metric: &str) -> String {
     format!("{metric}{{x=\"\"}}")
+}
+
+/// Why a request preset cannot apply to an app that declares it serves no requests.
+fn serves_no_requests(app: &str) -> String {
+    format!(
+        "MonitoredApp {app:?} serves no HTTP requests (spec.metrics.requests.preset: none); name the metric here"
+    )
 }
 
 fn missing_app(ns: &str, name: &str) -> String {

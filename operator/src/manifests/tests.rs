@@ -448,3 +448,30 @@ fn objective_without_policy_or_receivers_is_refused() {
     .collect();
     assert_eq!(audiences.len(), 2, "{found:#?}");
 }
+
+/// An app that serves no HTTP requests (`requests: {preset: none}`) has no request metrics for
+/// an `errorRate` or `latency` rule or an `availability` SLI to default to: each must name its
+/// own, and `check` says so naming the field; one that names it passes.
+#[test]
+fn request_presets_on_an_app_without_requests_are_refused() {
+    let app = "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: db, namespace: retail}\nspec:\n  selector: {matchLabels: {app: db}}\n  metrics: {port: 9187, requests: {preset: none}}\n---\n";
+    let on_db = |rules: &str| policy(rules).replace("appRef: {name: shop}", "appRef: {name: db}");
+    let found = problems(&format!(
+        "{app}{}",
+        on_db("    - name: DbErrors\n      errorRate: {thresholdPercent: 1}\n")
+    ));
+    assert_eq!(
+        found,
+        ["m.yaml: AlertPolicy/retail/p: spec.rules[0].errorRate.metric: MonitoredApp \"db\" serves no HTTP requests (spec.metrics.requests.preset: none); name the metric here"]
+    );
+    let named = problems(&format!(
+        "{app}{}",
+        on_db("    - name: DbErrors\n      errorRate: {thresholdPercent: 1, metric: pg_errors_total, statusLabel: kind, errorRegex: fatal}\n")
+    ));
+    assert_eq!(named, Vec::<String>::new());
+    let slo = "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {name: s, namespace: retail}\nspec:\n  appRef: {name: db}\n  sli: {availability: {}}\n  objective: 99\n  alerting: {receivers: [{name: desk, email: {to: desk@shop.example}}]}\n";
+    assert_eq!(
+        problems(&format!("{app}{slo}")),
+        ["m.yaml: SLO/retail/s: spec.sli.availability.metric: MonitoredApp \"db\" serves no HTTP requests (spec.metrics.requests.preset: none); name the metric here"]
+    );
+}

@@ -94,6 +94,8 @@ struct Panel {
     unit: String,
     description: Option<String>,
     queries: Vec<Query>,
+    /// Reads the apps' request metrics: left out when no app of the view serves requests.
+    requests: bool,
 }
 
 impl Panel {
@@ -104,7 +106,14 @@ impl Panel {
             unit: unit.to_owned(),
             description: None,
             queries,
+            requests: false,
         }
+    }
+
+    /// Marks a panel that reads the apps' request metrics.
+    fn requests(mut self) -> Self {
+        self.requests = true;
+        self
     }
 
     fn describe(mut self, text: &str) -> Self {
@@ -272,7 +281,8 @@ fn overview(req: &RequestSeries) -> Section {
                 "Error ratio",
                 "percentunit",
                 vec![q(req.error_ratio("namespace"), "errors")],
-            ),
+            )
+            .requests(),
             Panel::new(
                 Timeseries,
                 "Crash rate by app",
@@ -289,7 +299,8 @@ fn overview(req: &RequestSeries) -> Section {
                 "Request rate by app",
                 "reqps",
                 vec![q(req.rate("app"), "{{app}}")],
-            ),
+            )
+            .requests(),
         ],
     )
 }
@@ -304,7 +315,7 @@ fn client_section(client: ClientType, req: &RequestSeries) -> Option<Section> {
                 "{{app}}",
             )])
             .describe("Distinct users seen in the last 5 minutes (estimate), from the logs' user field."),
-            Panel::new(Timeseries, "Transactions", "reqps", vec![q(req.rate("app"), "{{app}}")]),
+            Panel::new(Timeseries, "Transactions", "reqps", vec![q(req.rate("app"), "{{app}}")]).requests(),
             Panel::new(Timeseries, "Crash rate by app version", "short", vec![q(
                 format!("sum by (version) (rate(vigil_crashes_total{{{SCOPE}}}[$__rate_interval]))"),
                 "{{version}}",
@@ -316,9 +327,9 @@ fn client_section(client: ClientType, req: &RequestSeries) -> Option<Section> {
             .describe("The ten crash fingerprints that affect the most distinct users."),
         ],
         ClientType::Infrastructure => vec![
-            Panel::new(Timeseries, "Latency p50 by service", "s", vec![q(req.latency("0.5"), "{{app}}")]),
-            Panel::new(Timeseries, "Latency p99 by service", "s", vec![q(req.latency("0.99"), "{{app}}")]),
-            Panel::new(Timeseries, "Error rate by service", "percentunit", vec![q(req.error_ratio("app"), "{{app}}")]),
+            Panel::new(Timeseries, "Latency p50 by service", "s", vec![q(req.latency("0.5"), "{{app}}")]).requests(),
+            Panel::new(Timeseries, "Latency p99 by service", "s", vec![q(req.latency("0.99"), "{{app}}")]).requests(),
+            Panel::new(Timeseries, "Error rate by service", "percentunit", vec![q(req.error_ratio("app"), "{{app}}")]).requests(),
             Panel::new(Timeseries, "Container restarts by service", "short", vec![q(
                 format!("sum by (app) (increase(vigil_container_restarts_total{{{SCOPE}}}[15m]))"),
                 "{{app}}",
@@ -334,12 +345,12 @@ fn client_section(client: ClientType, req: &RequestSeries) -> Option<Section> {
                     ),
                     "forecast (+1h, 6h trend)",
                 ),
-            ])
+            ]).requests()
             .describe("Request rate and where the last 6 hours' trend puts it one hour ahead."),
-            Panel::new(Timeseries, "Load by region", "reqps", vec![q(req.rate("region"), "{{region}}")])
+            Panel::new(Timeseries, "Load by region", "reqps", vec![q(req.rate("region"), "{{region}}")]).requests()
                 .describe("Needs a `region` label on the request series (set by the app or relabelling)."),
-            Panel::new(Timeseries, "Error rate", "percentunit", vec![q(req.error_ratio("app"), "{{app}}")]),
-            Panel::new(Timeseries, "Latency p99", "s", vec![q(req.latency("0.99"), "{{app}}")]),
+            Panel::new(Timeseries, "Error rate", "percentunit", vec![q(req.error_ratio("app"), "{{app}}")]).requests(),
+            Panel::new(Timeseries, "Latency p99", "s", vec![q(req.latency("0.99"), "{{app}}")]).requests(),
         ],
         ClientType::Generic => return None,
     };
@@ -373,7 +384,7 @@ fn audience_section(audience: Audience, namespace: &str, req: &RequestSeries) ->
                 format!("sum by (reason) (increase(vigil_container_restarts_total{{{SCOPE}}}[15m]))"),
                 "{{reason}}",
             )]),
-            Panel::new(Timeseries, "Latency p99", "s", vec![q(req.latency("0.99"), "{{app}}")]),
+            Panel::new(Timeseries, "Latency p99", "s", vec![q(req.latency("0.99"), "{{app}}")]).requests(),
             Panel::new(Table, "Releases", "dateTimeAsIso", vec![instant(
                 format!("max by (app, version, revision) (vigil_app_release_timestamp_seconds{{{SCOPE}}}) * 1000"),
                 "",
@@ -405,7 +416,7 @@ fn audience_section(audience: Audience, namespace: &str, req: &RequestSeries) ->
             Panel::new(Timeseries, "Requests per day, week over week", "short", vec![
                 q(req.increase("namespace", "1d", ""), "this week"),
                 q(req.increase("namespace", "1d", " offset 1w"), "last week"),
-            ]),
+            ]).requests(),
             Panel::new(Bargauge, "SLO error budget remaining", "percentunit", vec![instant(
                 format!("min by (app, slo) (slo:error_budget_remaining:ratio{{{SCOPE}}})"),
                 "{{app}} / {{slo}}",
@@ -642,6 +653,13 @@ pub fn dashboard(view: &DashboardView, inv: &Inventory) -> Value {
     let mut sections = vec![overview(&req)];
     sections.extend(client_section(client, &req));
     sections.push(audience_section(spec.audience, &namespace, &req));
+    if req.is_empty() {
+        // No app of the view serves requests (databases, queue consumers): no request panels.
+        for section in &mut sections {
+            section.panels.retain(|p| !p.requests);
+        }
+        sections.retain(|s| !s.panels.is_empty());
+    }
     if !spec.panels.is_empty() {
         let extra = spec
             .panels

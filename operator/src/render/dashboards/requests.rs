@@ -15,18 +15,22 @@ pub(super) struct RequestSeries(Vec<(RequestMetrics, Option<String>)>);
 
 impl RequestSeries {
     /// The request metrics of `apps` in `namespace`; an app missing from `inv` counts with the
-    /// default naming.
+    /// default naming, an app that serves no requests (preset `none`) not at all.
     pub(super) fn of(namespace: &str, apps: &[String], inv: &Inventory) -> Self {
         let mut by_naming: BTreeMap<RequestMetrics, Vec<&str>> = BTreeMap::new();
         for name in apps {
-            let naming = inv
-                .app(namespace, name)
-                .map(|a| a.spec.request_metrics())
-                .unwrap_or_default();
+            let app = inv.app(namespace, name);
+            if app.is_some_and(|a| !a.spec.serves_requests()) {
+                continue;
+            }
+            let naming = app.map(|a| a.spec.request_metrics()).unwrap_or_default();
             by_naming.entry(naming).or_default().push(name);
         }
         if by_naming.len() <= 1 {
-            let naming = by_naming.into_keys().next().unwrap_or_default();
+            let Some(naming) = by_naming.into_keys().next() else {
+                return RequestSeries(Vec::new());
+            };
+            // One naming: no app matcher needed (apps that serve no requests have no such series).
             return RequestSeries(vec![(naming, None)]);
         }
         RequestSeries(
@@ -35,6 +39,11 @@ impl RequestSeries {
                 .map(|(naming, names)| (naming, Some(promql_str(&app_regex(&names)))))
                 .collect(),
         )
+    }
+
+    /// Whether none of the view's apps serves requests: the request panels are left out.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// `sum by (<by>) (<func>(<series>[<range>]<offset>) or …)`, one term per naming;

@@ -634,3 +634,35 @@ spec: {apps: [api.v2, web], audience: engineering}
         .iter()
         .any(|e| e.contains(r#"http_server_requests_seconds_count{namespace="$namespace", app=~"$app", cluster=~"$cluster", app=~"api\\.v2"}"#)));
 }
+
+/// Apps that serve no HTTP requests (`requests: {preset: none}`, the infrastructure example's
+/// database and queue) get dashboards without request panels, which could only ever show
+/// "No data"; their crash, restart and SLO panels stay.
+#[test]
+fn apps_without_requests_get_no_request_panels() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/infrastructure");
+    let loaded = crate::manifests::load(&[dir]).expect("example loads");
+    let inv = &loaded.inventory;
+    assert!(inv.apps.iter().all(|a| !a.spec.serves_requests()));
+    for view in &inv.views {
+        let board = dashboard(view, inv);
+        let text = board.to_string();
+        assert!(
+            !text.contains("http_request") && !text.contains("http_server_request"),
+            "{}: a request panel is left",
+            view.name_any()
+        );
+        assert!(text.contains("vigil_crashes_total"), "{}", view.name_any());
+    }
+    // With one app that serves requests, the request panels come back.
+    let mut mixed = inv.clone();
+    mixed.apps[0]
+        .spec
+        .metrics
+        .as_mut()
+        .expect("metrics")
+        .requests = None;
+    assert!(dashboard(&mixed.views[0], &mixed)
+        .to_string()
+        .contains("http_requests_total"));
+}
