@@ -298,13 +298,18 @@ fn syslog_ng_command() -> Command {
         "syslog-ng is not installed (/usr/sbin/syslog-ng nor {}): run ./scripts/bench.sh",
         binary.display()
     );
+    // Its modules are in `usr/lib/syslog-ng/<version>`.
+    let lib = root.join("usr/lib/syslog-ng");
+    let modules = std::fs::read_dir(&lib)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("syslog-ng's module folder");
     let mut command = Command::new(binary);
     command
-        .env("LD_LIBRARY_PATH", root.join("usr/lib/syslog-ng"))
-        .arg(format!(
-            "--module-path={}",
-            root.join("usr/lib/syslog-ng/3.38").display()
-        ));
+        .env("LD_LIBRARY_PATH", &lib)
+        .arg(format!("--module-path={}", modules.display()));
     command
 }
 
@@ -345,7 +350,7 @@ fn start_logs(shipper: Shipper, work: &Path, pod_dir: &Path, otlp: u16, tcp: u16
                 ),
             )
             .unwrap();
-            let child = Command::new("rsyslogd")
+            let child = Command::new("/usr/sbin/rsyslogd")
                 .arg("-n")
                 .arg("-f")
                 .arg(&conf)
@@ -688,9 +693,69 @@ fn serve_page(page: Arc<String>) -> (u16, Arc<AtomicU64>) {
     (port, hits)
 }
 
+/// A Prometheus remote-write receiver: answers 204 to every request and counts the samples
+/// (snappy, `prompb.WriteRequest`).
+fn serve_remote_write() -> (u16, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let samples = Arc::new(AtomicU64::new(0));
+    std::thread::spawn({
+        let samples = samples.clone();
+        move || {
+            for conn in listener.incoming().flatten() {
+                let samples = samples.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    loop {
+                        let (mut line, mut length) = (String::new(), 0usize);
+                        loop {
+                            line.clear();
+                            match reader.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" => break,
+                                Ok(_) => {
+                                    if let Some((name, value)) = line.split_once(':') {
+                                        if name.eq_ignore_ascii_case("content-length") {
+                                            length = value.trim().parse().unwrap_or(0);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        let mut body = vec![0u8; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let n: usize = snap::raw::Decoder::new()
+                            .decompress_vec(&body)
+                            .ok()
+                            .and_then(|raw| {
+                                <vigil_agent::prompb::WriteRequest as prost::Message>::decode(
+                                    raw.as_slice(),
+                                )
+                                .ok()
+                            })
+                            .map(|w| w.timeseries.iter().map(|t| t.samples.len()).sum())
+                            .unwrap_or(0);
+                        samples.fetch_add(n as u64, Ordering::Relaxed);
+                        if conn
+                            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (port, samples)
+}
+
 /// Scraper under test for the scrape case.
 enum Scraper {
-    Agent(Agent, tokio::task::JoinHandle<()>),
+    Agent(Agent, tokio::task::JoinHandle<()>, Arc<AtomicU64>),
     Prometheus(Prometheus),
 }
 
@@ -710,24 +775,31 @@ async fn scrape_run(prometheus: bool, page: Arc<String>, seconds: f64) -> Figure
         let sink = CountingOtlpSink::default();
         let sink_port = free_port();
         let server = sink.serve(format!("127.0.0.1:{sink_port}").parse().unwrap());
+        let (write_port, samples) = serve_remote_write();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let scrape = format!(
             "scrape:\n  port: \"{port}\"\n  path: /metrics\n  interval: 1s\n  timeout: 1s\n  honorAnnotations: false\n"
         );
-        let config = agent_config(work.path(), admin, sink_port, &scrape);
+        // Scraped samples leave by remote write (the OTLP exporter is the config's required one).
+        let config = agent_config(work.path(), admin, sink_port, &scrape).replace(
+            "exporters:\n",
+            &format!(
+                "exporters:\n  prometheusRemoteWrite:\n    url: http://127.0.0.1:{write_port}/api/v1/write\n"
+            ),
+        );
         let dir = work.path().to_owned();
         let agent = tokio::task::spawn_blocking(move || Agent::start(&dir, &config, admin))
             .await
             .unwrap();
-        // Keep the sink's server for the run (dropping the handle aborts it).
+        // Keep the OTLP sink's server for the run (dropping the handle aborts it).
         let keep = tokio::spawn(async move {
             let _server = server;
             std::future::pending::<()>().await;
         });
-        Scraper::Agent(agent, keep)
+        Scraper::Agent(agent, keep, samples)
     };
     let pid = match &scraper {
-        Scraper::Agent(agent, _) => agent.pid(),
+        Scraper::Agent(agent, _, _) => agent.pid(),
         Scraper::Prometheus(p) => p.pid(),
     };
     // Warm up: a few scrapes first.
@@ -744,14 +816,27 @@ async fn scrape_run(prometheus: bool, page: Arc<String>, seconds: f64) -> Figure
     let (cpu1, hits1) = (cpu_ticks(pid), hits.load(Ordering::Relaxed));
     let steady_kib = rss.median();
     let scrapes = hits1 - hits0;
+    // What each scraper made of the page, so a failed parse shows.
+    let took = match &scraper {
+        Scraper::Agent(_, _, samples) => {
+            format!("{} samples remote-written", samples.load(Ordering::Relaxed))
+        }
+        Scraper::Prometheus(p) => format!(
+            "last scrape {} samples",
+            p.query("scrape_samples_scraped")
+                .first()
+                .and_then(|r| r["value"][1].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "no".into())
+        ),
+    };
     let figures = Figures {
         cpu_ms_per_scrape: (cpu1 - cpu0) as f64 * 10.0 / scrapes.max(1) as f64,
         peak_kib: proc_status_kib(pid, "VmHWM"),
         steady_kib,
-        note: format!("{scrapes} scrapes"),
+        note: format!("{scrapes} scrapes, {took}"),
         ..Figures::default()
     };
-    if let Scraper::Agent(_, keep) = &scraper {
+    if let Scraper::Agent(_, keep, _) = &scraper {
         keep.abort();
     }
     drop(scraper);
@@ -803,12 +888,12 @@ fn ratio(agent: f64, peer: f64) -> String {
 fn print_log_table(title: &str, rows: &[(Shipper, Figures)]) {
     println!("\n{title}");
     println!(
-        "  {:<12} {:>9} {:>11} {:>13} {:>15} {:>9} {:>11}  note",
+        "  {:<16} {:>9} {:>11} {:>13} {:>15} {:>9} {:>11}  note",
         "shipper", "MiB/s", "MiB/CPU-s", "peak RSS MiB", "steady RSS MiB", "lost", "duplicated"
     );
     for (shipper, f) in rows {
         println!(
-            "  {:<12} {:>9.1} {:>11.1} {:>13.1} {:>15.1} {:>9} {:>11}  {}",
+            "  {:<16} {:>9.1} {:>11.1} {:>13.1} {:>15.1} {:>9} {:>11}  {}",
             shipper.name(),
             f.mib_per_s,
             f.mib_per_cpu_s,
@@ -822,7 +907,7 @@ fn print_log_table(title: &str, rows: &[(Shipper, Figures)]) {
     let agent = &rows[0].1;
     for (shipper, peer) in &rows[1..] {
         println!(
-            "  {:<12} {:>9} {:>11} {:>13} {:>15} {:>9} {:>11}",
+            "  {:<16} {:>9} {:>11} {:>13} {:>15} {:>9} {:>11}",
             format!("agent/{}", shipper.name()),
             ratio(agent.mib_per_s, peer.mib_per_s),
             ratio(agent.mib_per_cpu_s, peer.mib_per_cpu_s),
@@ -935,7 +1020,7 @@ async fn scrape_case(rounds: u64) {
     let (agent, prom) = (fold(&runs[0]), fold(&runs[1]));
     println!(
         "\nside-by-side scrape: node_exporter's page ({series} series, {} KiB) every 1 s for \
-         {seconds:.0} s, {rounds} rounds alternating. Agent: parse + OTLP/gRPC out; Prometheus: \
+         {seconds:.0} s, {rounds} rounds alternating. Agent: parse + remote write out; Prometheus: \
          parse + TSDB append.",
         page.len() / 1024
     );
