@@ -630,7 +630,7 @@ async fn live_run(
     running.check_alive();
     let cpu = (cpu_ticks(pid) - cpu_before) as f64 / 100.0;
     let (lost, duplicated) = sink.tally(written);
-    let mib = (written * LINE_BYTES as u64) as f64 / f64::from(1 << 20);
+    let mib = ((written - lost) * LINE_BYTES as u64) as f64 / f64::from(1 << 20);
     Figures {
         mib_per_s: mib / seconds,
         mib_per_cpu_s: mib / cpu.max(0.01),
@@ -995,8 +995,8 @@ async fn live_case(rounds: u64, sink: &LineSink) {
         &format!(
             "side-by-side live: {rate} MiB/s of {LINE_BYTES} B CRI lines for {seconds} s with \
              {rotations} rename and {rotations} copy-truncate rotations interleaved, {rounds} \
-             rounds alternating (lost/duplicated summed over rounds; MiB/s = the write rate \
-             when nothing is lost). Agent: CRI parse + OTLP; peers: raw lines over TCP."
+             rounds alternating (lost/duplicated summed over rounds; MiB/s: lines delivered \
+             per second of writing). Agent: CRI parse + OTLP; peers: raw lines over TCP."
         ),
         &rows,
     );
