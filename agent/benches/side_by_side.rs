@@ -1,5 +1,6 @@
 //! Side by side: the real `vigil-agent` binary against the C log shippers rsyslog (imfile →
-//! omfwd) and syslog-ng (wildcard-file → network), and against Prometheus itself for scraping,
+//! omfwd) and syslog-ng (file → network: its `file()` source followed rotations better than
+//! `wildcard-file()` in a trial), and against Prometheus itself for scraping,
 //! on the same input and into one local sink that counts every line by its number, so lost and
 //! duplicated lines are seen. Prints one table per case with ratios agent/peer; asserts nothing
 //! (`cargo bench -p vigil-agent --bench side_by_side`, from `scripts/bench.sh`).
@@ -369,8 +370,7 @@ fn start_logs(shipper: Shipper, work: &Path, pod_dir: &Path, otlp: u16, tcp: u16
                 format!(
                     "@version: 3.35\n\
                      options {{ stats-freq(0); log-msg-size(65536); }};\n\
-                     source s_pod {{ wildcard-file(base-dir(\"{pod}/app\") filename-pattern(\"*.log\") \
-                     recursive(no) follow-freq(1) flags(no-parse) log-fetch-limit(1000) \
+                     source s_pod {{ file(\"{pod}/app/0.log\" follow-freq(1) flags(no-parse) log-fetch-limit(1000) \
                      log-iw-size(10000)); }};\n\
                      destination d_sink {{ network(\"127.0.0.1\" port({tcp}) transport(\"tcp\") \
                      template(\"${{MESSAGE}}\\n\") log-fifo-size(100000)); }};\n\
