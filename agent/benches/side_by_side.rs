@@ -24,7 +24,8 @@
 //!   CPU ms per scrape and RSS.
 //!
 //! Shippers run one at a time, in alternating order over `SIDE_ROUNDS` (default 2) rounds.
-//! `SIDE_CASE=backlog`, `live` or `scrape` runs one case. rsyslogd and syslog-ng are taken from
+//! `SIDE_CASE=backlog`, `live` or `scrape` runs one case; `SIDE_SHIPPERS=vigil-agent,rsyslog`
+//! runs only the named log shippers. rsyslogd and syslog-ng are taken from
 //! `/usr/sbin`, or syslog-ng from `<repo>/.tools/syslog-ng` where `scripts/bench.sh` unpacks
 //! Debian's package (it conflicts with rsyslog's).
 
@@ -230,9 +231,14 @@ impl Shipper {
 
 const SHIPPERS: [Shipper; 3] = [Shipper::Agent, Shipper::Rsyslog, Shipper::SyslogNg];
 
-/// Shippers in the order of `round`: forwards on even rounds, backwards on odd ones.
+/// Shippers in the order of `round`: forwards on even rounds, backwards on odd ones; only those
+/// named in `SIDE_SHIPPERS` (comma-separated) when it is set.
 fn order(round: u64) -> Vec<Shipper> {
-    let mut order = SHIPPERS.to_vec();
+    let only = std::env::var("SIDE_SHIPPERS").unwrap_or_default();
+    let mut order: Vec<Shipper> = SHIPPERS
+        .into_iter()
+        .filter(|s| only.is_empty() || only.split(',').any(|name| name.trim() == s.name()))
+        .collect();
     if round % 2 == 1 {
         order.reverse();
     }
@@ -904,7 +910,9 @@ fn print_log_table(title: &str, rows: &[(Shipper, Figures)]) {
             f.note
         );
     }
-    let agent = &rows[0].1;
+    let Some((Shipper::Agent, agent)) = rows.first() else {
+        return;
+    };
     for (shipper, peer) in &rows[1..] {
         println!(
             "  {:<16} {:>9} {:>11} {:>13} {:>15} {:>9} {:>11}",
@@ -944,7 +952,10 @@ where
                 .push(figures);
         }
     }
-    runs.into_iter().map(|(s, f)| (s, fold(&f))).collect()
+    runs.into_iter()
+        .filter(|(_, f)| !f.is_empty())
+        .map(|(s, f)| (s, fold(&f)))
+        .collect()
 }
 
 async fn backlog_case(rounds: u64, sink: &LineSink) {
