@@ -21,6 +21,26 @@ run() {
     cargo bench -q -p "$package" --bench "$bench" "$@" 2>&1 | grep -v '^\s*$' || return 1
 }
 
+# The side-by-side bench's peers. rsyslog comes from Debian; Debian's syslog-ng conflicts with
+# rsyslog (both are the system log daemon), so its package is unpacked into .tools/syslog-ng,
+# with the libraries it needs installed from Debian. Neither runs as a service.
+install_log_peers() {
+    local sudo="" tmp
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    if [ ! -x /usr/sbin/rsyslogd ]; then
+        $sudo apt-get install -y -q rsyslog >/dev/null
+    fi
+    if [ ! -x /usr/sbin/syslog-ng ] && [ ! -x .tools/syslog-ng/usr/sbin/syslog-ng ]; then
+        # shellcheck disable=SC2046 # one word per library
+        $sudo apt-get install -y -q $(apt-cache depends syslog-ng-core | awk '/Depends: lib/ {print $2}') >/dev/null
+        tmp="$(mktemp -d)"
+        (cd "$tmp" && apt-get download -q syslog-ng-core >/dev/null 2>&1)
+        mkdir -p .tools/syslog-ng
+        dpkg-deb -x "$tmp"/syslog-ng-core_*.deb .tools/syslog-ng
+        rm -rf "$tmp"
+    fi
+}
+
 if [ "$which" = all ] || [ "$which" = agent ]; then
     run vigil-agent log_pipeline
     run vigil-agent scrape_parse
@@ -30,6 +50,10 @@ if [ "$which" = all ] || [ "$which" = agent ]; then
     # Peak RSS per OTLP request size and transport, memory given back, steady RSS under load.
     run vigil-agent request_memory
     run vigil-agent delivery
+    # The agent against rsyslog and syslog-ng (backlog; live with rename and copy-truncate
+    # rotations) and Prometheus (scrape), into one sink counting lost and duplicated lines.
+    install_log_peers
+    run vigil-agent side_by_side
     # Crash → page through the real agent, Prometheus and Alertmanager (needs the test tools).
     # Dev profile: the latency is scrape, evaluation and routing, not the agent's speed, and
     # the release build of the operator it renders with takes long on small machines.

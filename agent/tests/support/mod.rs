@@ -477,13 +477,14 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start() -> Prometheus {
+        Prometheus::start_with("global:\n  scrape_interval: 1m\nscrape_configs: []\n")
+    }
+
+    /// Starts Prometheus on the given `prometheus.yml` (to make it scrape something).
+    pub fn start_with(config_yaml: &str) -> Prometheus {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            "global:\n  scrape_interval: 1m\nscrape_configs: []\n",
-        )
-        .expect("write prometheus.yml");
+        std::fs::write(&config, config_yaml).expect("write prometheus.yml");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
@@ -507,6 +508,11 @@ impl Prometheus {
         });
         assert!(ready, "prometheus did not become ready on {addr}");
         prometheus
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The remote-write URL.
@@ -550,6 +556,16 @@ pub fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     get(11) + get(12) // fields 14 and 15 of stat, counted after the comm field
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, …) in KiB; 0 when unreadable.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The ids of the spans [`bench_spans`] made that the receiver got, with repeats.
