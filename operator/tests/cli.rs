@@ -383,7 +383,7 @@ fn render_reads_openslo_and_applies_output_flags() {
     std::fs::create_dir(&input).expect("mkdir");
     std::fs::write(
         input.join("app.yaml"),
-        "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: shop, namespace: retail}\nspec:\n  selector: {matchLabels: {app: shop}}\n",
+        "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {name: shop, namespace: retail}\nspec:\n  selector: {matchLabels: {app: shop}}\n---\napiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {name: shop, namespace: retail}\nspec:\n  appRef: {name: shop}\n  rules:\n    - {name: ShopDown, severity: critical, audiences: [engineering], promql: {expr: 'up{job=\"shop\"} == 0'}}\n  audiences:\n    - {audience: engineering, receivers: [{name: oncall, email: {to: oncall@shop.example}}]}\n    - {audience: support, receivers: [{name: desk, email: {to: desk@shop.example}}]}\n",
     )
     .expect("write app");
     std::fs::copy(

@@ -326,6 +326,8 @@ fn local_receivers(rendered: &str, http_port: u16, smtp_port: u16) -> String {
     let mut config: Value = serde_yaml::from_str(rendered).unwrap();
     config["global"]["smtp_smarthost"] = json!(format!("127.0.0.1:{smtp_port}"));
     config["global"]["smtp_require_tls"] = json!(false);
+    // The platform's base configuration brings the sender; rendering invents none.
+    config["global"]["smtp_from"] = json!("vigil@alerts.test");
     let base = format!("http://127.0.0.1:{http_port}");
     for receiver in config["receivers"].as_array_mut().unwrap() {
         let name = receiver["name"].as_str().unwrap().to_owned();
