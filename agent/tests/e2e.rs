@@ -1051,7 +1051,7 @@ impl Drop for Tmpfs {
 /// the suite because mounting needs root; `scripts/bench.sh` runs it
 /// (`cargo test -p vigil-agent --test e2e full_disk -- --ignored`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "mounts a tmpfs (root); run by scripts/bench.sh"]
+#[ignore = "mounts a tmpfs (root): scripts/test.sh runs it where it may mount"]
 async fn full_disk_pushes_back_then_heals_without_resending() {
     use prost::Message;
     let dir = tempfile::tempdir().unwrap();

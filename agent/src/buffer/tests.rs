@@ -1033,7 +1033,7 @@ impl Drop for Tmpfs {
 /// chaos benchmark (`./scripts/bench.sh agent`) with
 /// `cargo test -p vigil-agent --lib full_tmpfs -- --ignored`.
 #[tokio::test]
-#[ignore = "mounts a tmpfs (root); run by scripts/bench.sh"]
+#[ignore = "mounts a tmpfs (root): scripts/test.sh runs it where it may mount"]
 async fn full_tmpfs_heals_after_delivery_without_resending() {
     let tmpfs = Tmpfs::mount("256k");
     let dir = tmpfs.0.path().join("buffer");
