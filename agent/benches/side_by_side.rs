@@ -18,9 +18,10 @@
 //!   `SIDE_LIVE_SECONDS` (default 60) s, with `SIDE_ROTATIONS` (default 20) rename rotations
 //!   (kubelet: `0.log` → `0.log.<timestamp>`, a new `0.log`; 4 rotated files kept) and as many
 //!   copy-truncate rotations, interleaved. Lines lost and duplicated, CPU and RSS.
-//! - **scrape**: node_exporter's own page (`tests/fixtures/node_exporter/e2e-output.txt`, about
-//!   1,000 series) served by a small HTTP server, scraped every 1 s for `SIDE_SCRAPE_SECONDS`
-//!   (default 30) s by the agent (OTLP out to the sink) and by Prometheus (TSDB in a temp dir).
+//! - **scrape**: node_exporter's own page (`tests/fixtures/node_exporter/e2e-output.txt`, 3,027
+//!   series) served by a small HTTP server, scraped every 1 s for `SIDE_SCRAPE_SECONDS`
+//!   (default 30) s by the agent (remote write out to a counting receiver) and by Prometheus
+//!   (TSDB in a temp dir).
 //!   CPU ms per scrape and RSS.
 //!
 //! Shippers run one at a time, in alternating order over `SIDE_ROUNDS` (default 2) rounds.
