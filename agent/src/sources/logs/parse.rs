@@ -543,7 +543,8 @@ pub(crate) fn parse_rfc3339(text: &[u8]) -> Option<u64> {
     let days = days_from_civil(i64::from(year), month, day);
     let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
     let seconds = u64::try_from(seconds).ok()?;
-    Some(seconds * 1_000_000_000 + nanos)
+    // Nanoseconds since the epoch fit a u64 until 2554; a later year is no timestamp to use.
+    seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -584,6 +585,13 @@ mod tests {
         assert_eq!(parse_rfc3339(b"2024-05-01T12:00:00"), None);
         assert_eq!(parse_rfc3339(b"2024-13-01T12:00:00Z"), None);
         assert_eq!(parse_rfc3339(b"not a time at all, no"), None);
+        // Found by the `logs` fuzz target: a year past 2554 overflowed the nanosecond count
+        // (a panic in debug builds, a wrong time in release). It is no timestamp instead.
+        assert_eq!(parse_rfc3339(b"4048-01-02T03:04:05Z"), None);
+        assert_eq!(
+            parse_rfc3339(b"2554-07-21T23:34:33Z"),
+            Some(18_446_744_073_000_000_000)
+        );
     }
 
     /// JSON lines yield message, level, time and the remaining fields as attributes.
