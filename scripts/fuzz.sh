@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # fuzz.sh — build and run Vigil's fuzz targets (fuzz/, cargo-fuzz layout, its own workspace).
 #
-#   scripts/fuzz.sh --smoke               every target for SMOKE_SECONDS (15) each: the test
-#                                         command's bounded run (scripts/test.sh calls it)
+#   scripts/fuzz.sh --smoke               every target for SMOKE_RUNS (30000) inputs from a fixed
+#                                         seed and a fresh corpus of the committed seeds and
+#                                         fixtures: the test command's bounded run (scripts/test.sh
+#                                         calls it), the same on every machine
 #   scripts/fuzz.sh [--seconds N] [T...]  the long run: each target T (default: all) for N
 #                                         seconds (default 300)
 #   scripts/fuzz.sh --list                the targets
@@ -29,16 +31,16 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 export PATH="$REPO_ROOT/.tools/bin:$HOME/.cargo/bin:$PATH"
 
-SMOKE_SECONDS="${SMOKE_SECONDS:-15}"
+SMOKE_RUNS="${SMOKE_RUNS:-30000}"
 seconds=300
 smoke=0
 targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --smoke) smoke=1; seconds="$SMOKE_SECONDS" ;;
+        --smoke) smoke=1 ;;
         --seconds) seconds="$2"; shift ;;
         --list) sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^vigil-fuzz$'; exit 0 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1") ;;
     esac
@@ -58,10 +60,18 @@ FLAGS=(-s none -a --codegen-units 16)
 echo "==> cargo fuzz build ${FLAGS[*]}"
 cargo fuzz build "${FLAGS[@]}"
 
+# The smoke run starts from the seeds alone (a corpus grown by earlier runs would make it differ
+# from machine to machine); the long run keeps growing fuzz/corpus.
+corpus_root="$REPO_ROOT/fuzz/corpus"
+if [ "$smoke" -eq 1 ]; then
+    corpus_root="$(mktemp -d)"
+    trap 'rm -rf "$corpus_root"' EXIT
+fi
+
 # Seeds: committed ones, then fixture files (a selector byte first where the target reads one).
 seed_files() { # target dir glob [selector]
     local target="$1" dir="$2" glob="$3" selector="${4-}" file out
-    out="fuzz/corpus/$target"
+    out="$corpus_root/$target"
     for file in $(find "$dir" -type f -name "$glob" | sort); do
         local name
         name="fixture-$(printf '%s' "$file" | tr '/' '_')${selector:+-$selector}"
@@ -73,9 +83,9 @@ seed_files() { # target dir glob [selector]
     done
 }
 for target in "${targets[@]}"; do
-    mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
+    mkdir -p "$corpus_root/$target" "fuzz/artifacts/$target"
     if [ -d "fuzz/seeds/$target" ]; then
-        cp -n fuzz/seeds/"$target"/* "fuzz/corpus/$target/" 2>/dev/null || true
+        cp -n fuzz/seeds/"$target"/* "$corpus_root/$target/" 2>/dev/null || true
     fi
     case "$target" in
         scrape) seed_files scrape agent/tests/fixtures/node_exporter 'e2e-output*.txt' ;;
@@ -90,13 +100,20 @@ for target in "${targets[@]}"; do
     esac
 done
 
+if [ "$smoke" -eq 1 ]; then
+    budget=(-seed=1 -runs="$SMOKE_RUNS")
+    what="$SMOKE_RUNS inputs from seed 1"
+else
+    budget=(-max_total_time="$seconds")
+    what="${seconds}s"
+fi
 failed=()
 passed=0
 for target in "${targets[@]}"; do
     log="fuzz/artifacts/$target/last-run.log"
-    echo "==> fuzz $target for ${seconds}s"
-    if cargo fuzz run "${FLAGS[@]}" "$target" "$REPO_ROOT/fuzz/corpus/$target" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    echo "==> fuzz $target for $what"
+    if cargo fuzz run "${FLAGS[@]}" "$target" "$corpus_root/$target" -- \
+        "${budget[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
         -print_final_stats=1 >"$log" 2>&1; then
         passed=$((passed + 1))
         grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb' "$log" | tr '\n' ' '
@@ -104,7 +121,7 @@ for target in "${targets[@]}"; do
     else
         failed+=("$target")
         echo "fuzz target $target FAILED; the end of its log ($log):" >&2
-        tail -n 40 "$log" >&2
+        tail -n 40 "$log" | cut -c1-400 >&2
     fi
 done
 
