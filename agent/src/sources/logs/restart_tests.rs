@@ -11,11 +11,10 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use proptest::prelude::*;
-use vigil_crds::agent_config::{LogsConfig, RedactionConfig};
+use vigil_crds::agent_config::LogsConfig;
 use vigil_crds::monitored_app::LogFormat;
 
 use super::*;
@@ -39,30 +38,6 @@ fn append(path: &Path, text: &str) {
         .unwrap()
         .write_all(text.as_bytes())
         .unwrap();
-}
-
-fn pipeline() -> LogPipeline {
-    let identity = crate::identity::Identity {
-        namespace: "shop".into(),
-        app: "checkout".into(),
-        pod: "checkout-0".into(),
-        pod_uid: "uid-1".into(),
-        node: "node-1".into(),
-        version: "1.2.3".into(),
-        cluster: String::new(),
-    };
-    LogPipeline {
-        crashes: Arc::new(CrashDetector::new(&identity, None)),
-        redactor: Arc::new(
-            Redactor::new(&RedactionConfig {
-                detectors: Vec::new(),
-                patterns: Vec::new(),
-            })
-            .unwrap(),
-        ),
-        identity,
-        router: Router::default(),
-    }
 }
 
 /// A pod's log directory with one container (`app`, CRI lines) and a plain log file read
@@ -115,7 +90,9 @@ impl Harness {
     }
 
     fn start(&mut self) {
-        self.source = Some(LogSource::open(&self.config, &pipeline()).unwrap());
+        self.source = Some(
+            LogSource::open(&self.config, &super::tests::pipeline(Router::default())).unwrap(),
+        );
     }
 
     fn source(&mut self) -> &mut LogSource {

@@ -85,7 +85,8 @@ impl Pod {
     }
 }
 
-fn pipeline(router: Router) -> LogPipeline {
+/// The pipeline the log source tests share: no redaction detectors, crash detection on.
+pub(super) fn pipeline(router: Router) -> LogPipeline {
     let identity = Identity {
         namespace: "shop".into(),
         app: "checkout".into(),
