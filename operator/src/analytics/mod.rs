@@ -1,4 +1,37 @@
-//! Analytics: how Vigil's learned baselines and forecasts are judged. [`nab`] scores anomaly
-//! detectors the way the Numenta Anomaly Benchmark does.
+//! Analytics: learned baselines and calibrated forecasts for `anomaly` and `forecast` rules.
+//!
+//! - [`series`]: the regularly sampled series every model reads.
+//! - [`forecast`]: seasonal forecasts whose intervals are calibrated on the series' own
+//!   recent history (rolling origin), so an 80 % band holds about 80 % of outcomes.
+//! - [`detector`]: the online anomaly detector behind `vigil:baseline:*` and
+//!   `vigil:anomaly:score`: each point is judged with what was known before it.
+//! - [`nab`]: scores detectors the way the Numenta Anomaly Benchmark does.
 
+pub mod detector;
+pub mod forecast;
 pub mod nab;
+pub mod series;
+
+/// Why an analytics step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsError {
+    /// The series is too short (or too sparse) for the requested model.
+    #[error("series has {have} usable points, the model needs at least {need}")]
+    TooShort {
+        /// Points with a value.
+        have: usize,
+        /// Points the model needs.
+        need: usize,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting {field}: {reason}")]
+    InvalidSetting {
+        /// The setting's name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The model could not be fitted.
+    #[error("model fit failed: {0}")]
+    Fit(String),
+}
