@@ -4,7 +4,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{AppRef, Audience, Condition, Duration, PromQl, SecretKeyRef, Severity};
+use crate::common::{
+    AppRef, Audience, Condition, Duration, GeneratedObjects, PromQl, SecretKeyRef, Severity,
+};
 
 /// Alert rules on a `MonitoredApp`, the audiences that receive them and the escalation of
 /// alerts nobody acknowledges.
@@ -46,6 +48,10 @@ pub struct AlertPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub escalation: Vec<EscalationStep>,
+    /// Extra labels and annotations for the objects generated from this resource, such as
+    /// `labels: {release: kube-prometheus-stack}`.
+    #[serde(default, skip_serializing_if = "GeneratedObjects::is_empty")]
+    pub generated_objects: GeneratedObjects,
 }
 
 /// One alert rule.
@@ -504,4 +510,10 @@ fn default_baseline_window() -> Duration {
 }
 fn default_forecast_lookback() -> Duration {
     Duration::from_secs(6 * 3600)
+}
+
+impl crate::common::HasGeneratedObjects for AlertPolicy {
+    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
+        &self.spec.generated_objects
+    }
 }

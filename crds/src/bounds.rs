@@ -144,6 +144,18 @@ pub fn slo_labels(schema: &mut Schema) {
     bound(schema, "/additionalProperties", "maxLength", 256, "");
 }
 
+/// `generatedObjects.labels`: at most 32 labels whose values are label values.
+pub fn generated_labels(schema: &mut Schema) {
+    bound(schema, "", "maxProperties", 32, "");
+    bound(schema, "/additionalProperties", "maxLength", 63, "");
+}
+
+/// `generatedObjects.annotations`: at most 32 annotations of at most 4096 characters.
+pub fn generated_annotations(schema: &mut Schema) {
+    bound(schema, "", "maxProperties", 32, "");
+    bound(schema, "/additionalProperties", "maxLength", 4096, "");
+}
+
 /// Longest label key: a DNS-subdomain prefix (253), `/` and a name (63).
 const LABEL_KEY: u64 = 317;
 

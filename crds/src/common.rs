@@ -2,6 +2,7 @@
 //! severities and Secret references.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
@@ -537,4 +538,40 @@ mod tests {
         assert_eq!(PromQl::parse("  "), Err(PromQlError::Empty));
         assert_eq!(PromQl::parse("x]"), Err(PromQlError::Unbalanced(']')));
     }
+}
+
+/// Extra labels and annotations for the objects Vigil generates from one resource: its
+/// `PodMonitor`, `PrometheusRule`, `AlertmanagerConfig`, `GrafanaDashboard` and ConfigMaps. For a
+/// monitoring stack that discovers objects by label, such as kube-prometheus-stack's `release`.
+/// They add to the chart's `outputs.*` settings and win over them on a clash. Vigil's own labels
+/// (`app.kubernetes.io/managed-by`, `vigil.dev/owner`) are never replaced.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GeneratedObjects {
+    /// Labels added to every generated object. Keys are Kubernetes label keys (an optional DNS
+    /// prefix and `/`, then at most 63 letters, digits, `-`, `_`, `.`); values at most 63 such
+    /// characters. At most 32 labels. (Keys and values are checked by the admission webhook and
+    /// `vigil-operator check`.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = crate::bounds::generated_labels)]
+    pub labels: BTreeMap<String, String>,
+
+    /// Annotations added to every generated object. Keys are Kubernetes annotation keys; values
+    /// at most 4096 characters. At most 32 annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = crate::bounds::generated_annotations)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl GeneratedObjects {
+    /// Whether nothing is added.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty()
+    }
+}
+
+/// A resource whose generated objects may carry extra metadata ([`GeneratedObjects`]).
+pub trait HasGeneratedObjects {
+    /// The resource's `spec.generatedObjects`.
+    fn generated_objects(&self) -> &GeneratedObjects;
 }

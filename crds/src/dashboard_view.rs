@@ -4,7 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Audience, ClientType, Condition, PromQl};
+use crate::common::{Audience, ClientType, Condition, GeneratedObjects, PromQl};
 
 /// A Grafana dashboard built from presets for an audience and a client type, over one or more
 /// `MonitoredApp`s, with optional extra panels.
@@ -54,6 +54,10 @@ pub struct DashboardViewSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub folder: Option<String>,
+    /// Extra labels and annotations for the objects generated from this resource, such as
+    /// `labels: {release: kube-prometheus-stack}`.
+    #[serde(default, skip_serializing_if = "GeneratedObjects::is_empty")]
+    pub generated_objects: GeneratedObjects,
 }
 
 /// A user-defined panel.
@@ -121,4 +125,10 @@ pub struct DashboardViewStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 40))]
     pub uid: Option<String>,
+}
+
+impl crate::common::HasGeneratedObjects for DashboardView {
+    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
+        &self.spec.generated_objects
+    }
 }

@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ClientType, Condition, Duration, SecretKeyRef};
+use crate::common::{ClientType, Condition, Duration, GeneratedObjects, SecretKeyRef};
 
 /// Declares an application to monitor: the pods that make it up, what the injected agent
 /// collects from them, and where the data goes.
@@ -72,6 +72,10 @@ pub struct MonitoredAppSpec {
     /// The injected agent container itself.
     #[serde(default)]
     pub agent: AgentSpec,
+    /// Extra labels and annotations for the objects generated from this resource, such as
+    /// `labels: {release: kube-prometheus-stack}`.
+    #[serde(default, skip_serializing_if = "GeneratedObjects::is_empty")]
+    pub generated_objects: GeneratedObjects,
 }
 
 /// What to scrape from the application.
@@ -1103,5 +1107,11 @@ mod request_metrics_tests {
         let rule = app.overridden(None, None, None, Some(&own));
         assert_eq!(rule.duration_histogram, "own_seconds");
         assert_eq!(rule.counter, app.counter);
+    }
+}
+
+impl crate::common::HasGeneratedObjects for MonitoredApp {
+    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
+        &self.spec.generated_objects
     }
 }

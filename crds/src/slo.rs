@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::alert_policy::Receiver;
-use crate::common::{AppRef, Audience, Condition, Duration, PromQl};
+use crate::common::{AppRef, Audience, Condition, Duration, GeneratedObjects, PromQl};
 
 /// A service-level objective: an SLI, a target over a window, and who is paged or ticketed when
 /// the error budget burns too fast.
@@ -77,6 +77,10 @@ pub struct SloSpec {
     #[schemars(length(max = 4), inner(length(max = 128)))]
     #[x_kube(validation = Rule::new("self.all(l, l.matches('^[a-zA-Z_][a-zA-Z0-9_]*$') && !(l in ['namespace', 'app', 'slo']))").message("groupBy holds Prometheus label names other than namespace, app and slo"))]
     pub group_by: Vec<String>,
+    /// Extra labels and annotations for the objects generated from this resource, such as
+    /// `labels: {release: kube-prometheus-stack}`.
+    #[serde(default, skip_serializing_if = "GeneratedObjects::is_empty")]
+    pub generated_objects: GeneratedObjects,
 }
 
 /// The service-level indicator. Exactly one form is set.
@@ -251,4 +255,10 @@ fn default_page() -> Vec<Audience> {
 }
 fn default_ticket() -> Vec<Audience> {
     vec![Audience::Support]
+}
+
+impl crate::common::HasGeneratedObjects for Slo {
+    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
+        &self.spec.generated_objects
+    }
 }

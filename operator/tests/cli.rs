@@ -433,6 +433,92 @@ fn render_reads_openslo_and_applies_output_flags() {
     assert!(!bad.status.success());
 }
 
+/// `spec.generatedObjects` puts a resource's labels and annotations on every object generated
+/// from it, winning over the output flags' on a clash while both apply; `check` refuses keys
+/// and values the API server would refuse, and Vigil's own labels, naming the field.
+#[test]
+fn generated_objects_carry_each_resource_labels() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let extras = "  generatedObjects:\n    labels: {release: team-a}\n    annotations: {example.com/contact: shop team}\n";
+    let manifests = format!(
+        "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\nmetadata: {{name: shop, namespace: retail}}\nspec:\n  selector: {{matchLabels: {{app: shop}}}}\n  metrics: {{port: 8080}}\n{extras}---\napiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {{name: shop, namespace: retail}}\nspec:\n  appRef: {{name: shop}}\n  rules: [{{name: ShopDown, severity: critical, targetDown: {{}}}}]\n  audiences: [{{audience: engineering, receivers: [{{name: oncall, email: {{to: oncall@shop.example}}}}]}}]\n{extras}---\napiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {{name: checkout, namespace: retail}}\nspec:\n  appRef: {{name: shop}}\n  sli: {{availability: {{}}}}\n  objective: 99.5\n  alerting: {{receivers: [{{name: desk, email: {{to: desk@shop.example}}}}]}}\n{extras}---\napiVersion: vigil.dev/v1alpha1\nkind: DashboardView\nmetadata: {{name: shop-eng, namespace: retail}}\nspec:\n  apps: [shop]\n  audience: engineering\n{extras}"
+    );
+    let input = tmp.path().join("in.yaml");
+    std::fs::write(&input, &manifests).expect("write");
+    let dir = tmp.path().join("out");
+    let out = vigil(&[
+        "render",
+        "-f",
+        input.to_str().expect("utf-8"),
+        "-o",
+        dir.to_str().expect("utf-8"),
+        "--prometheus-rule-label",
+        "release=platform",
+        "--prometheus-rule-label",
+        "tier=platform",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut kinds = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir.join("kubernetes")).expect("kubernetes/") {
+        let path = entry.expect("entry").path();
+        let object: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read")).expect("YAML");
+        let metadata = &object["metadata"];
+        let name = path.display();
+        assert_eq!(
+            metadata["labels"]["release"].as_str(),
+            Some("team-a"),
+            "{name}"
+        );
+        assert_eq!(
+            metadata["annotations"]["example.com/contact"].as_str(),
+            Some("shop team"),
+            "{name}"
+        );
+        assert_eq!(
+            metadata["labels"]["app.kubernetes.io/managed-by"].as_str(),
+            Some("vigil"),
+            "{name}"
+        );
+        if object["kind"] == "PrometheusRule" {
+            assert_eq!(
+                metadata["labels"]["tier"].as_str(),
+                Some("platform"),
+                "{name}"
+            );
+        }
+        kinds.insert(object["kind"].as_str().expect("kind").to_owned());
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "AlertmanagerConfig",
+            "ConfigMap",
+            "GrafanaDashboard",
+            "PodMonitor",
+            "PrometheusRule"
+        ]
+    );
+
+    let bad = manifests.replacen(
+        "labels: {release: team-a}",
+        "labels: {release: team a, vigil.dev/owner: mine, -x: y}",
+        1,
+    );
+    std::fs::write(&input, bad).expect("write");
+    let out = vigil(&["check", "-f", input.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let file = input.display();
+    for line in [
+        format!("{file}: MonitoredApp/retail/shop: spec.generatedObjects.labels.-x: \"-x\" is not a label key"),
+        format!("{file}: MonitoredApp/retail/shop: spec.generatedObjects.labels.release: \"team a\" is not a label value"),
+        format!("{file}: MonitoredApp/retail/shop: spec.generatedObjects.labels.vigil.dev/owner: \"vigil.dev/owner\" is set by Vigil"),
+    ] {
+        assert!(stderr.lines().any(|l| l.starts_with(&line)), "{line}\n{stderr}");
+    }
+}
+
 /// `check` parses PromQL for real: an expression that balances its brackets and quotes but
 /// ends in a stray word is refused, naming the file, the object, the field and the word.
 #[test]

@@ -5,10 +5,12 @@ use std::collections::BTreeSet;
 
 use kube::ResourceExt;
 use vigil_crds::alert_policy::AlertPolicy;
+use vigil_crds::common::{GeneratedObjects, HasGeneratedObjects};
 use vigil_crds::Audience;
 
 use super::{Loaded, Problem};
 use crate::render::alertmanager::destinations::{undelivered_alerts, Undelivered};
+use crate::render::outputs::{label_key_problem, label_value_problem};
 use crate::render::{alerts, expressions, namespace_of, slo};
 
 /// Every cross-object problem in what was loaded.
@@ -32,6 +34,18 @@ pub fn check_with(loaded: &Loaded, across_objects: bool) -> Vec<Problem> {
         });
     };
     let app_exists = |ns: &str, name: &str| !across_objects || inv.app(ns, name).is_some();
+
+    for (kind, ns, name, extras) in generated_objects(inv) {
+        for (field, message) in generated_objects_problems(extras) {
+            report(
+                kind,
+                &ns,
+                &name,
+                format!("spec.generatedObjects.{field}"),
+                message,
+            );
+        }
+    }
 
     for app in &inv.apps {
         let (ns, name) = (namespace_of(app), app.name_any());
@@ -543,6 +557,52 @@ fn policy_problems(policy: &AlertPolicy) -> Vec<(String, String)> {
 
 /// What is wrong with `key` as a user label of an SLO's series and alerts: it must be a
 /// Prometheus label name and not one Vigil sets.
+/// Every loaded resource's `spec.generatedObjects`, with its kind, namespace and name.
+fn generated_objects(
+    inv: &crate::render::Inventory,
+) -> impl Iterator<Item = (&'static str, String, String, &GeneratedObjects)> {
+    fn each<'a, K: ResourceExt + HasGeneratedObjects>(
+        kind: &'static str,
+        items: &'a [K],
+    ) -> impl Iterator<Item = (&'static str, String, String, &'a GeneratedObjects)> {
+        items
+            .iter()
+            .map(move |o| (kind, namespace_of(o), o.name_any(), o.generated_objects()))
+    }
+    each("MonitoredApp", &inv.apps)
+        .chain(each("AlertPolicy", &inv.policies))
+        .chain(each("SLO", &inv.slos))
+        .chain(each("DashboardView", &inv.views))
+}
+
+/// Label and annotation keys that are not Kubernetes keys and label values that are not label
+/// values: the API server would refuse every object generated with them.
+fn generated_objects_problems(extras: &GeneratedObjects) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (key, value) in &extras.labels {
+        if key == "app.kubernetes.io/managed-by" || key == crate::render::OWNER_LABEL {
+            out.push((
+                format!("labels.{key}"),
+                format!(
+                    "{key:?} is set by Vigil on every generated object (pruning selects on it)"
+                ),
+            ));
+        } else if let Some(message) = label_key_problem(key).or_else(|| label_value_problem(value))
+        {
+            out.push((format!("labels.{key}"), message));
+        }
+    }
+    for key in extras.annotations.keys() {
+        if let Some(message) = label_key_problem(key) {
+            out.push((
+                format!("annotations.{key}"),
+                message.replace("label key", "annotation key"),
+            ));
+        }
+    }
+    out
+}
+
 fn slo_label_key_problem(key: &str) -> Option<String> {
     let name_like = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -230,10 +230,10 @@ pub fn config_hash(text: &str) -> String {
 pub fn agent_config_map(app: &MonitoredApp, config: &AgentConfig) -> ConfigMap {
     let yaml = agent_config_yaml(config);
     let mut metadata = child_meta(app, config_map_name(&app.name_any()));
-    metadata.annotations = Some(BTreeMap::from([(
-        CONFIG_HASH_ANNOTATION.to_owned(),
-        config_hash(&yaml),
-    )]));
+    metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(CONFIG_HASH_ANNOTATION.into(), config_hash(&yaml));
     ConfigMap {
         metadata,
         data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), yaml)])),

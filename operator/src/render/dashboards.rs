@@ -28,6 +28,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use vigil_crds::common::HasGeneratedObjects;
 use vigil_crds::crash_users::users_affected_promql;
 use vigil_crds::dashboard_view::PanelKind;
 use vigil_crds::{Audience, ClientType, DashboardView, Slo};
@@ -827,7 +828,7 @@ fn pretty(json: &Value) -> String {
 
 /// A ConfigMap for the Grafana dashboard sidecar: labelled `grafana_dashboard: "1"`, the folder
 /// in the `grafana_folder` annotation, and the dashboard in the file `<uid>.json`.
-pub fn dashboard_config_map<K: Resource<DynamicType = ()> + ResourceExt>(
+pub fn dashboard_config_map<K: Resource<DynamicType = ()> + ResourceExt + HasGeneratedObjects>(
     owner: &K,
     name: String,
     json: &Value,
@@ -839,10 +840,10 @@ pub fn dashboard_config_map<K: Resource<DynamicType = ()> + ResourceExt>(
         .labels
         .get_or_insert_with(BTreeMap::new)
         .insert(SIDECAR_LABEL.into(), "1".into());
-    metadata.annotations = Some(BTreeMap::from([(
-        FOLDER_ANNOTATION.to_owned(),
-        folder.to_owned(),
-    )]));
+    metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(FOLDER_ANNOTATION.into(), folder.into());
     ConfigMap {
         metadata,
         data: Some(BTreeMap::from([(format!("{uid}.json"), pretty(json))])),
@@ -853,7 +854,7 @@ pub fn dashboard_config_map<K: Resource<DynamicType = ()> + ResourceExt>(
 /// A grafana-operator `GrafanaDashboard` (`grafana.integreatly.org/v1beta1`) carrying the
 /// dashboard as a JSON string, for Grafana instances labelled `dashboards: grafana` in any
 /// namespace (Vigil resources live in application namespaces, Grafana usually does not).
-pub fn grafana_dashboard_cr<K: Resource<DynamicType = ()> + ResourceExt>(
+pub fn grafana_dashboard_cr<K: Resource<DynamicType = ()> + ResourceExt + HasGeneratedObjects>(
     owner: &K,
     json: &Value,
     folder: &str,

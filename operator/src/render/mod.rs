@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use sha2::Digest;
+use vigil_crds::common::HasGeneratedObjects;
 use vigil_crds::{AlertPolicy, DashboardView, MonitoredApp, Slo};
 
 /// The field manager of every server-side apply and the value of `app.kubernetes.io/managed-by`.
@@ -95,16 +96,23 @@ pub fn owner_label_value(kind: &str, name: &str) -> String {
     format!("{head}-{}", &hash[..10])
 }
 
-/// Metadata for a child object of `owner`: same namespace, owner labels, and an owner reference
-/// when the owner has a uid (it has none when rendered offline from a manifest).
-pub fn child_meta<K: Resource<DynamicType = ()> + ResourceExt>(
+/// Metadata for a child object of `owner`: same namespace, owner labels, the owner's
+/// `spec.generatedObjects` labels and annotations (never replacing Vigil's own labels), and an
+/// owner reference when the owner has a uid (it has none when rendered offline from a manifest).
+pub fn child_meta<K: Resource<DynamicType = ()> + ResourceExt + HasGeneratedObjects>(
     owner: &K,
     name: String,
 ) -> ObjectMeta {
+    let extras = owner.generated_objects();
+    let mut labels = child_labels(owner);
+    for (key, value) in &extras.labels {
+        labels.entry(key.clone()).or_insert_with(|| value.clone());
+    }
     ObjectMeta {
         name: Some(name),
         namespace: Some(namespace_of(owner)),
-        labels: Some(child_labels(owner)),
+        labels: Some(labels),
+        annotations: (!extras.annotations.is_empty()).then(|| extras.annotations.clone()),
         owner_references: owner.uid().map(|uid| {
             vec![OwnerReference {
                 api_version: K::api_version(&()).into_owned(),

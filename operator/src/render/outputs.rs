@@ -129,20 +129,50 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
     let Some((key, value)) = text.split_once('=') else {
         return Err(format!("{text:?} is not key=value"));
     };
-    let name = key.rsplit_once('/').map_or(key, |(_, name)| name);
-    let valid_name = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if !valid_name || key.len() > 317 {
-        return Err(format!(
-            "{key:?} is not a label key (letters, digits, `-`, `_`, `.`, at most 63, with an optional prefix/)"
-        ));
+    if let Some(problem) = label_key_problem(key) {
+        return Err(problem);
     }
     Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Why `key` is not a Kubernetes label or annotation key (an optional DNS-subdomain prefix and
+/// `/`, then 1 to 63 letters, digits, `-`, `_`, `.`, alphanumeric at both ends), if it is not.
+pub fn label_key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = key.rsplit_once('/').map_or(("", key), |(p, n)| (p, n));
+    let prefix_ok = key.rsplit_once('/').is_none()
+        || (!prefix.is_empty()
+            && prefix.len() <= 253
+            && prefix.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            }));
+    (!prefix_ok || !label_value_ok(name) || name.is_empty()).then(|| {
+        format!(
+            "{key:?} is not a label key (letters, digits, `-`, `_`, `.`, at most 63, with an optional DNS prefix/)"
+        )
+    })
+}
+
+/// Why `value` is not a Kubernetes label value (at most 63 letters, digits, `-`, `_`, `.`,
+/// alphanumeric at both ends, or empty), if it is not.
+pub fn label_value_problem(value: &str) -> Option<String> {
+    (!label_value_ok(value)).then(|| {
+        format!("{value:?} is not a label value (at most 63 letters, digits, `-`, `_`, `.`, beginning and ending with a letter or digit)")
+    })
+}
+
+fn label_value_ok(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 /// How generated objects are delivered: extra labels and annotations per kind, the
@@ -320,5 +350,11 @@ mod tests {
         );
         assert!(parse_key_value("release").is_err());
         assert!(parse_key_value("-bad=1").is_err());
+        assert!(parse_key_value("Example.com/team=a").is_err());
+        assert!(parse_key_value("/team=a").is_err());
+        assert_eq!(label_value_problem("kube-prometheus-stack"), None);
+        assert_eq!(label_value_problem(""), None);
+        assert!(label_value_problem("a b").is_some());
+        assert!(label_value_problem(&"x".repeat(64)).is_some());
     }
 }
