@@ -54,6 +54,8 @@ pub struct AppFeed {
     /// `cluster` label on every series, as the agent's external labels set it in a
     /// multi-cluster setup; `None` for a single cluster without the label.
     pub cluster: Option<&'static str>,
+    /// Whether the app serves HTTP requests (and so exposes the request series below).
+    requests: bool,
     /// Request counter (for Spring, the histogram's own `_count`).
     counter: &'static str,
     status_label: &'static str,
@@ -110,7 +112,7 @@ pub fn app_series(feed: AppFeed, start: i64, now: i64) -> Vec<Series> {
         ("2.5", 1.0),
         ("+Inf", 1.0),
     ];
-    for pod in ["0", "1"] {
+    for pod in ["0", "1"].into_iter().filter(|_| feed.requests) {
         let pod = format!("{}-{pod}", feed.app);
         for extra in &combos {
             for (status, per_sec) in [("200", 20.0), ("500", 0.2)] {
@@ -233,6 +235,7 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
             namespace: "banking",
             app: "mobile-api",
             cluster: None,
+            requests: true,
             counter: "http_server_requests_seconds_count",
             status_label: "status",
             histogram: "http_server_requests_seconds",
@@ -257,6 +260,7 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
             namespace: "tax-filing",
             app: "tax-portal",
             cluster: Some("gov-eu-1"),
+            requests: true,
             counter: "http_requests_total",
             status_label: "code",
             histogram: "http_request_duration_seconds",
@@ -267,6 +271,84 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                 |t| Some((t % 10_000_000) as f64),
             )],
         }],
+        // A PostgreSQL database and a RabbitMQ queue (`requests: {preset: none}`): no request
+        // series, their exporters' own instead. One of the queue's two targets is down, so its
+        // `targetDown` alert fires for the support audience.
+        "infrastructure" => vec![
+            AppFeed {
+                namespace: "core-infra",
+                app: "ledger-db",
+                cluster: None,
+                requests: false,
+                counter: "",
+                status_label: "",
+                histogram: "",
+                request_labels: vec![],
+                own: [
+                    ("0.05", 0.99),
+                    ("0.1", 0.9999),
+                    ("0.25", 1.0),
+                    ("+Inf", 1.0),
+                ]
+                .into_iter()
+                .map(|(le, share)| {
+                    series(
+                        "pg_query_duration_seconds_bucket",
+                        &[("le", le)],
+                        move |t| Some(((t % 10_000_000) as f64 * 100.0 * share).floor()),
+                    )
+                })
+                .chain([
+                    series("pg_query_duration_seconds_count", &[], |t| {
+                        Some((t % 10_000_000) as f64 * 100.0)
+                    }),
+                    series("pg_query_duration_seconds_sum", &[], |t| {
+                        Some((t % 10_000_000) as f64 * 2.0)
+                    }),
+                    series(
+                        "pg_replication_lag_seconds",
+                        &[("pod", "ledger-db-1")],
+                        |_| Some(2.5),
+                    ),
+                    series("pg_database_size_bytes", &[("pod", "ledger-db-0")], |_| {
+                        Some(5.0e10)
+                    }),
+                    series("up", &[("pod", "ledger-db-0")], |_| Some(1.0)),
+                    series("up", &[("pod", "ledger-db-1")], |_| Some(1.0)),
+                ])
+                .collect(),
+            },
+            AppFeed {
+                namespace: "core-infra",
+                app: "settlement-queue",
+                cluster: None,
+                requests: false,
+                counter: "",
+                status_label: "",
+                histogram: "",
+                request_labels: vec![],
+                own: vec![
+                    series("settlement_messages_processed_total", &[], |t| {
+                        Some((t % 10_000_000) as f64 * 50.0)
+                    }),
+                    series("settlement_messages_failed_total", &[], |t| {
+                        Some(((t % 10_000_000) as f64 / 1000.0).floor())
+                    }),
+                    series(
+                        "rabbitmq_global_messages_received_total",
+                        &[("pod", "settlement-queue-0")],
+                        |t| Some((t % 10_000_000) as f64 * 50.0),
+                    ),
+                    series(
+                        "rabbitmq_queue_messages_ready",
+                        &[("pod", "settlement-queue-0")],
+                        |_| Some(1200.0),
+                    ),
+                    series("up", &[("pod", "settlement-queue-0")], |_| Some(1.0)),
+                    series("up", &[("pod", "settlement-queue-1")], |_| Some(0.0)),
+                ],
+            },
+        ],
         other => panic!("no feed for example {other}"),
     }
 }
