@@ -411,6 +411,18 @@ where
     }
 }
 
+/// The SLOs whose alerts `policy` may route: those of its namespace that name no receivers of
+/// their own. A policy created, changed or deleted changes whether their alerts reach anyone,
+/// so their status is checked again at once instead of at the next resync.
+fn slos_routed_by(slos: &[Arc<Slo>], policy: &AlertPolicy) -> Vec<ObjectRef<Slo>> {
+    let ns = namespace_of(policy);
+    slos.iter()
+        .filter(|s| s.meta().namespace.as_deref() == Some(ns.as_str()))
+        .filter(|s| s.spec.alerting.receivers.is_empty())
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
 /// Runs the four controllers until `shutdown` completes (then lets in-flight reconciles
 /// finish). `apis` is the discovery answer the watches are built for: the caller restarts the
 /// controllers when it changes, so children of newly installed CRDs are watched too. Every
@@ -491,8 +503,11 @@ pub async fn run(
         discovery::grafana_dashboard(),
     );
     let mapper = referring(slos.store(), |s: &Slo, app| s.spec.app_ref.name == app);
+    let slo_store = slos.store();
+    let routed_by = move |policy: AlertPolicy| slos_routed_by(&slo_store.state(), &policy);
     let slos = slos
         .watches_stream(related(scoped::<MonitoredApp>(&ctx)), mapper)
+        .watches_stream(related(scoped::<AlertPolicy>(&ctx)), routed_by)
         .graceful_shutdown_on(shutdown.clone())
         .run(slo::reconcile, error_policy, ctx.clone())
         .for_each(log_result);

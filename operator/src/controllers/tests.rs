@@ -432,3 +432,31 @@ async fn watched_objects_keep_no_managed_fields() {
     assert_eq!(held.len(), 1);
     assert!(held[0].managed_fields().is_empty());
 }
+
+/// A policy change re-checks the SLOs it may route (same namespace, no receivers of their
+/// own), and only those.
+#[test]
+fn policy_changes_recheck_the_slos_they_route() {
+    let slo = |ns: &str, name: &str, receivers: &str| -> Arc<Slo> {
+        Arc::new(parse(&format!(
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  appRef: {{name: checkout}}\n  sli: {{availability: {{}}}}\n  objective: 99.9\n  alerting: {{receivers: [{receivers}]}}\n"
+        )))
+    };
+    let slos = [
+        slo(NAMESPACE, "routed", ""),
+        slo(
+            NAMESPACE,
+            "own-receivers",
+            "{name: desk, email: {to: desk@shop.example}}",
+        ),
+        slo("elsewhere", "other-namespace", ""),
+    ];
+    let policy: AlertPolicy = parse(&format!(
+        "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\nmetadata: {{name: p, namespace: {NAMESPACE}}}\nspec:\n  appRef: {{name: other-app}}\n  rules: [{{name: Down, targetDown: {{}}}}]\n"
+    ));
+    let names: Vec<String> = super::slos_routed_by(&slos, &policy)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["routed"]);
+}
