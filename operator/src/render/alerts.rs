@@ -11,9 +11,10 @@
 //! Annotations: `summary`, `description`, and per audience context (`version`, `release`,
 //! `users_affected`, `trend`, `fingerprint`), plus `runbook_url` when the rule sets one,
 //! `baseline` for anomaly rules, `forecast` for forecast rules (both read the analytics engine's
-//! series, see [`analytics`]) and `escalation` for escalation copies. Context comes from `query` templates on the operator's release series and the
-//! agent's crash series, so a missing series only leaves a phrase out: it never drops the alert
-//! (a `group_left` join on release info would).
+//! series, see [`analytics`]) and `escalation` for escalation copies. Context comes from `query`
+//! templates on the operator's release series, the agent's crash series and the engine's
+//! series, so a missing series only leaves a phrase out: it never drops the alert (a
+//! `group_left` join on release info would).
 //!
 //! # Namespace isolation
 //! Every selector in every expression, including selectors inside user PromQL, is scoped with
