@@ -62,6 +62,19 @@ pub struct AppFeed {
     request_labels: Vec<(&'static str, Vec<&'static str>)>,
     /// Further series of the app itself (its own metrics that the views' extra panels read).
     own: Vec<Series>,
+    /// The example's anomaly and forecast rules on the app, whose series the analytics engine
+    /// publishes.
+    analytics: Vec<EngineRule>,
+}
+
+/// An anomaly or forecast rule of an example, as the analytics engine sees it.
+pub struct EngineRule {
+    policy: &'static str,
+    rule: &'static str,
+    /// `None`: an anomaly rule; else the forecast rule's horizon as the engine labels it.
+    horizon: Option<&'static str>,
+    /// The level of the series the rule watches.
+    level: f64,
 }
 
 /// Every series of `feed` at the sample times; `now` is the last one. The old release runs until
@@ -213,6 +226,9 @@ pub fn app_series(feed: AppFeed, start: i64, now: i64) -> Vec<Series> {
         ]),
         Box::new(move |t| (t >= now - 600).then_some(37.0)),
     );
+    for rule in &feed.analytics {
+        engine_series(rule, &with, &mut push);
+    }
     for s in feed.own {
         let labels = with(&[]).into_iter().chain(s.labels).collect();
         out.push(Series {
@@ -222,6 +238,55 @@ pub fn app_series(feed: AppFeed, start: i64, now: i64) -> Vec<Series> {
         });
     }
     out
+}
+
+/// What the analytics engine publishes for `rule` (its metric contract): every series labelled
+/// with the app's labels, `vigil_policy` and `vigil_rule`; an anomaly rule's value, expected value,
+/// 80 % band, coverage and score; a forecast rule's mean, band and coverage at `1h`, `1d` and its
+/// own horizon, and its capacity probability (no crossing: the band stays under capacity).
+fn engine_series(
+    rule: &EngineRule,
+    with: &dyn Fn(&[(&str, &str)]) -> Vec<(String, String)>,
+    push: &mut dyn FnMut(&str, Vec<(String, String)>, Box<dyn Fn(i64) -> Option<f64>>),
+) {
+    let ids = [("vigil_policy", rule.policy), ("vigil_rule", rule.rule)];
+    let level = rule.level;
+    let constant = |v: f64| -> Box<dyn Fn(i64) -> Option<f64>> { Box::new(move |_| Some(v)) };
+    match rule.horizon {
+        None => {
+            for (name, value) in [
+                ("vigil:baseline:actual", level * 1.02),
+                ("vigil:baseline:expected", level),
+                ("vigil:baseline:lower", level * 0.85),
+                ("vigil:baseline:upper", level * 1.15),
+                ("vigil:baseline:coverage", 0.81),
+                ("vigil:anomaly:score", 0.12),
+            ] {
+                push(name, with(&ids), constant(value));
+            }
+        }
+        Some(own) => {
+            let mut horizons = vec!["1h", "1d", own];
+            horizons.sort_unstable();
+            horizons.dedup();
+            for horizon in horizons {
+                let labels = [ids[0], ids[1], ("horizon", horizon)];
+                for (name, value) in [
+                    ("vigil:forecast:mean", level),
+                    ("vigil:forecast:lower", level * 0.9),
+                    ("vigil:forecast:upper", level * 1.1),
+                    ("vigil:forecast:coverage", 0.79),
+                ] {
+                    push(name, with(&labels), constant(value));
+                }
+            }
+            push(
+                "vigil:forecast:capacity_probability",
+                with(&ids),
+                constant(0.02),
+            );
+        }
+    }
 }
 
 /// The series of each example's app, under the names the example says it exposes.
@@ -250,6 +315,20 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                     Some((t % 10_000_000) as f64 * 3.0)
                 }),
             ],
+            analytics: vec![
+                EngineRule {
+                    policy: "mobile-api-performance",
+                    rule: "MobileApiErrorAnomaly",
+                    horizon: None,
+                    level: 0.8,
+                },
+                EngineRule {
+                    policy: "mobile-api-performance",
+                    rule: "MobileApiActiveUsersForecast",
+                    horizon: Some("1d"),
+                    level: 2400.0,
+                },
+            ],
         }],
         // A Prometheus client (the default names) with a `region` label, in a cluster that
         // sets the `cluster` label.
@@ -266,6 +345,20 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                 &[("region", "north")],
                 |t| Some((t % 10_000_000) as f64),
             )],
+            analytics: vec![
+                EngineRule {
+                    policy: "tax-portal-capacity",
+                    rule: "TaxPortalLoadForecast",
+                    horizon: Some("6h"),
+                    level: 80.0,
+                },
+                EngineRule {
+                    policy: "tax-portal-capacity",
+                    rule: "TaxPortalTrafficAnomaly",
+                    horizon: None,
+                    level: 80.0,
+                },
+            ],
         }],
         other => panic!("no feed for example {other}"),
     }
