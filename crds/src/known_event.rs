@@ -51,7 +51,11 @@ impl KnownEvent {
         } else {
             Err(EventOrderError {
                 start: self.start.to_string(),
-                end: self.end.as_ref().map(ToString::to_string).unwrap_or_default(),
+                end: self
+                    .end
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
             })
         }
     }
@@ -144,10 +148,9 @@ fn unix_seconds_of(input: &str) -> Option<i64> {
     }
     let digits = |from: usize, len: usize| -> Option<i64> {
         let part = b.get(from..from + len)?;
-        part.iter().all(u8::is_ascii_digit).then(|| {
-            part.iter()
-                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
-        })
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
     };
     let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
     if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
@@ -160,7 +163,9 @@ fn unix_seconds_of(input: &str) -> Option<i64> {
     if b.len() == 10 {
         return Some(date);
     }
-    if !matches!(b.get(10), Some(b'T' | b't')) || b.get(13) != Some(&b':') || b.get(16) != Some(&b':')
+    if !matches!(b.get(10), Some(b'T' | b't'))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
     {
         return None;
     }
@@ -228,8 +233,14 @@ mod tests {
         assert_eq!(at("1970-01-01"), Ok(0));
         assert_eq!(at("2027-04-30"), Ok(1_809_043_200));
         assert_eq!(at("2027-04-30T08:00:00Z"), Ok(1_809_043_200 + 8 * 3_600));
-        assert_eq!(at("2027-04-30T08:00:00+02:00"), Ok(1_809_043_200 + 6 * 3_600));
-        assert_eq!(at("2027-04-30t08:00:00.250-01:30"), Ok(1_809_043_200 + 9 * 3_600 + 1_800));
+        assert_eq!(
+            at("2027-04-30T08:00:00+02:00"),
+            Ok(1_809_043_200 + 6 * 3_600)
+        );
+        assert_eq!(
+            at("2027-04-30t08:00:00.250-01:30"),
+            Ok(1_809_043_200 + 9 * 3_600 + 1_800)
+        );
         assert_eq!(at("2024-02-29"), Ok(1_709_164_800));
     }
 
