@@ -226,10 +226,8 @@ pub fn app_series(feed: AppFeed, start: i64, now: i64) -> Vec<Series> {
         ]),
         Box::new(move |t| (t >= now - 600).then_some(37.0)),
     );
-    for rule in &feed.analytics {
-        engine_series(rule, &with, &mut push);
-    }
-    for s in feed.own {
+    let engine = feed.analytics.iter().flat_map(engine_series);
+    for s in feed.own.into_iter().chain(engine) {
         let labels = with(&[]).into_iter().chain(s.labels).collect();
         out.push(Series {
             name: s.name,
@@ -244,14 +242,12 @@ pub fn app_series(feed: AppFeed, start: i64, now: i64) -> Vec<Series> {
 /// with the app's labels, `vigil_policy` and `vigil_rule`; an anomaly rule's value, expected value,
 /// 80 % band, coverage and score; a forecast rule's mean, band and coverage at `1h`, `1d` and its
 /// own horizon, and its capacity probability (no crossing: the band stays under capacity).
-fn engine_series(
-    rule: &EngineRule,
-    with: &dyn Fn(&[(&str, &str)]) -> Vec<(String, String)>,
-    push: &mut dyn FnMut(&str, Vec<(String, String)>, Box<dyn Fn(i64) -> Option<f64>>),
-) {
+fn engine_series(rule: &EngineRule) -> Vec<Series> {
     let ids = [("vigil_policy", rule.policy), ("vigil_rule", rule.rule)];
     let level = rule.level;
-    let constant = |v: f64| -> Box<dyn Fn(i64) -> Option<f64>> { Box::new(move |_| Some(v)) };
+    let constant =
+        |name: &str, labels: &[(&str, &str)], v: f64| series(name, labels, move |_| Some(v));
+    let mut out = Vec::new();
     match rule.horizon {
         None => {
             for (name, value) in [
@@ -262,7 +258,7 @@ fn engine_series(
                 ("vigil:baseline:coverage", 0.81),
                 ("vigil:anomaly:score", 0.12),
             ] {
-                push(name, with(&ids), constant(value));
+                out.push(constant(name, &ids, value));
             }
         }
         Some(own) => {
@@ -277,16 +273,13 @@ fn engine_series(
                     ("vigil:forecast:upper", level * 1.1),
                     ("vigil:forecast:coverage", 0.79),
                 ] {
-                    push(name, with(&labels), constant(value));
+                    out.push(constant(name, &labels, value));
                 }
             }
-            push(
-                "vigil:forecast:capacity_probability",
-                with(&ids),
-                constant(0.02),
-            );
+            out.push(constant("vigil:forecast:capacity_probability", &ids, 0.02));
         }
     }
+    out
 }
 
 /// The series of each example's app, under the names the example says it exposes.
