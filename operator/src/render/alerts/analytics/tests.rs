@@ -303,3 +303,55 @@ fn missing_engine_series_alert_after_thirty_minutes() {
 fn analytics_rules_pass_promtool_check() {
     check_rules(&alert_rules(&policy(POLICY), &app()));
 }
+
+/// An escalation copy of an anomaly alert (built from `ALERTS`, which also carries
+/// `alertname`) still says the value, band and coverage of its own series.
+#[test]
+fn escalated_anomaly_keeps_its_baseline_context() {
+    let yaml = format!("{POLICY}  escalation:\n    - {{ after: 5m, receiver: oncall }}\n");
+    let file = alert_rules(&policy(&yaml), &app());
+    let series = format!(
+        "{}{}",
+        anomaly_series("shop", "/pay", "0.95x40", "300x40"),
+        anomaly_series("shop", "/home", "0.1x40", "100x40"),
+    );
+    let test = format!(
+        r#"evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:{series}
+    alert_rule_test:
+      - eval_time: 12m
+        alertname: CheckoutTrafficAnomaly
+        exp_alerts:
+          - exp_labels:
+              namespace: shop
+              app: checkout
+              route: /pay
+              severity: warning
+              audience: engineering
+              vigil_policy: analytics
+              vigil_rule: CheckoutTrafficAnomaly
+            exp_annotations:
+              summary: CheckoutTrafficAnomaly in shop/checkout left its learned baseline
+              description: "CheckoutTrafficAnomaly is above its learned 80 % band with anomaly score 0.95 (alerts above 0.7)."
+              baseline: "now 300, expected 120 ± 30 at this hour (80 % band, held 81% of the time last week), learned with daily and weekly seasonality."
+          - exp_labels:
+              namespace: shop
+              app: checkout
+              route: /pay
+              severity: warning
+              audience: engineering
+              vigil_policy: analytics
+              vigil_rule: CheckoutTrafficAnomaly
+              escalation_level: "1"
+              vigil_escalation_receiver: oncall
+            exp_annotations:
+              summary: CheckoutTrafficAnomaly in shop/checkout left its learned baseline
+              description: "CheckoutTrafficAnomaly is above its learned 80 % band with anomaly score 1.00 (alerts above 0.7)."
+              baseline: "now 300, expected 120 ± 30 at this hour (80 % band, held 81% of the time last week), learned with daily and weekly seasonality."
+              escalation: "Not acknowledged 5m after firing: escalation level 1 to oncall."
+"#
+    );
+    test_rules(&[&file], &test);
+}
