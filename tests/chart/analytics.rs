@@ -283,3 +283,63 @@ fn analytics_rbac_is_least_privilege() {
     .collect();
     assert_eq!(grants, expected);
 }
+
+/// The `vigil-analytics` job of the rendered `prometheus.yml` (plain Prometheus) keeps the
+/// chart's analytics pods on their `metrics` port, honours their `namespace` and `app` labels,
+/// and keeps neither the operator's pods nor any other port.
+#[test]
+fn rendered_scrape_job_finds_the_charts_analytics_pods() {
+    let rendered = template(ANALYTICS);
+    let job = vigil_operator::render::scrape::analytics_job(NAMESPACE);
+    assert_eq!(job["job_name"], "vigil-analytics");
+    assert_eq!(job["honor_labels"], true);
+    let keep = &job["relabel_configs"][0];
+    assert_eq!(keep["action"], "keep");
+    // A literal: the values joined must equal it (no regex metacharacters to interpret).
+    let wanted = keep["regex"].as_str().unwrap();
+    assert!(wanted
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == ';'));
+    let meta = [
+        (
+            "__meta_kubernetes_pod_label_app_kubernetes_io_component",
+            COMPONENT,
+        ),
+        (
+            "__meta_kubernetes_pod_label_app_kubernetes_io_part_of",
+            "app.kubernetes.io/part-of",
+        ),
+    ];
+    let joined = |pod: &Value, port: &str| {
+        strings(&keep["source_labels"])
+            .iter()
+            .map(|source| match meta.iter().find(|(m, _)| m == source) {
+                Some((_, label)) => pod["metadata"]["labels"][*label]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                None => {
+                    assert_eq!(*source, "__meta_kubernetes_pod_container_port_name");
+                    port.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(keep["separator"].as_str().unwrap_or(";"))
+    };
+    let template_of = |component: &str| {
+        rendered
+            .all("Deployment")
+            .into_iter()
+            .find(|d| d["metadata"]["labels"][COMPONENT] == component)
+            .map(|d| d["spec"]["template"].clone())
+            .expect("deployment")
+    };
+    let analytics = template_of("analytics");
+    let port = analytics["spec"]["containers"][0]["ports"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(joined(&analytics, &port), wanted);
+    assert_ne!(joined(&analytics, "webhook"), wanted);
+    assert_ne!(joined(&template_of("operator"), "metrics"), wanted);
+}
