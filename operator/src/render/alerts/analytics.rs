@@ -26,9 +26,10 @@ pub const MISSING_ALERT: &str = "VigilAnalyticsMissing";
 pub const MISSING_FOR_SECS: f64 = 30.0 * 60.0;
 
 /// Go template that sets `$series` to a matcher list (`k="v", …, `) of the alert's labels
-/// except the metric name, `alertname` (which escalation copies carry) and `horizon` (which the capacity series
-/// lack): the labels the engine gave the series the alert came from, so context queries read
-/// that series and not a sibling's.
+/// except the metric name, `alertname` (which escalation copies carry) and `horizon` (which
+/// the capacity series lack): the labels the engine gave the series the alert came from, so
+/// context queries read that series and not a sibling's. `%q` quotes values the way PromQL
+/// reads them, and PromQL allows the trailing comma.
 const SERIES_SELECTOR: &str = "{{ $series := \"\" }}{{ range $k, $v := $labels }}{{ if and (ne $k \"__name__\") (ne $k \"alertname\") (ne $k \"horizon\") }}{{ $series = printf \"%s%s=%q, \" $series $k $v }}{{ end }}{{ end }}";
 
 /// `namespace`, `vigil_policy` and `vigil_rule` matchers selecting one rule's engine series.
