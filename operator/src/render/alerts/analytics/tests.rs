@@ -355,3 +355,16 @@ tests:
     );
     test_rules(&[&file], &test);
 }
+
+/// The horizon label is the rule's horizon in its largest exact unit, however it was written,
+/// so the alert reads the series the engine labels `4h` or `1d`.
+#[test]
+fn horizon_label_is_the_largest_exact_unit() {
+    let label =
+        |text: &str| super::horizon_label(&vigil_crds::Duration::parse(text).expect("duration"));
+    assert_eq!(label("240m"), "4h");
+    assert_eq!(label("24h"), "1d");
+    assert_eq!(label("90m"), "90m");
+    assert_eq!(label("1h30m"), "90m");
+    assert_eq!(label("6h"), "6h");
+}
