@@ -98,6 +98,9 @@ struct Panel {
     queries: Vec<Query>,
     /// Reads the apps' request metrics: left out when no app of the view serves requests.
     requests: bool,
+    /// Legend prefixes of series pairs `<prefix> band low` / `<prefix> band high` drawn as a
+    /// shaded band (the analytics engine's 80 % bands).
+    bands: Vec<String>,
 }
 
 impl Panel {
@@ -109,7 +112,14 @@ impl Panel {
             description: None,
             queries,
             requests: false,
+            bands: Vec::new(),
         }
+    }
+
+    /// Shades the area between `<prefix> band low` and `<prefix> band high` for each prefix.
+    fn bands(mut self, prefixes: Vec<String>) -> Self {
+        self.bands = prefixes;
+        self
     }
 
     /// Marks a panel that reads the apps' request metrics.
@@ -229,7 +239,7 @@ fn panel_json(p: &Panel, id: u32, x: u32, y: u32, w: u32, h: u32) -> Value {
         "title": p.title,
         "datasource": datasource(),
         "gridPos": { "x": x, "y": y, "w": w, "h": h },
-        "fieldConfig": { "defaults": { "unit": p.unit }, "overrides": [] },
+        "fieldConfig": { "defaults": { "unit": p.unit }, "overrides": band_overrides(&p.bands) },
         "options": options,
         "targets": targets,
     });
@@ -240,6 +250,30 @@ fn panel_json(p: &Panel, id: u32, x: u32, y: u32, w: u32, h: u32) -> Value {
         panel["transformations"] = json!([{ "id": "merge", "options": {} }]);
     }
     panel
+}
+
+/// Field overrides drawing each band: its edges without lines, the area between them shaded.
+fn band_overrides(prefixes: &[String]) -> Value {
+    let edge = |name: String, extra: Vec<Value>| {
+        let mut properties = vec![json!({ "id": "custom.lineWidth", "value": 0 })];
+        properties.extend(extra);
+        json!({ "matcher": { "id": "byName", "options": name }, "properties": properties })
+    };
+    prefixes
+        .iter()
+        .flat_map(|p| {
+            [
+                edge(format!("{p} band low"), Vec::new()),
+                edge(
+                    format!("{p} band high"),
+                    vec![
+                        json!({ "id": "custom.fillBelowTo", "value": format!("{p} band low") }),
+                        json!({ "id": "custom.fillOpacity", "value": 20 }),
+                    ],
+                ),
+            ]
+        })
+        .collect()
 }
 
 // ---- presets -----------------------------------------------------------------------------

@@ -101,7 +101,8 @@ impl AnalyticsRules {
                     "The value each anomaly rule judges, the value the analytics engine expected \
                      at that moment and its 80 % band. An alert needs the value outside the band \
                      and a high anomaly score.",
-                ),
+                )
+                .bands(self.anomaly.iter().map(|r| r.name.clone()).collect()),
             );
             panels.push(
                 Panel::new(
@@ -199,6 +200,7 @@ pub(super) fn forecast_panel(title: &str, unit: &str, rules: &[&AnalyticsRule]) 
         }
     }
     Panel::new(PanelKind::Timeseries, title, unit, queries)
+        .bands(rules.iter().map(|r| r.name.clone()).collect())
 }
 
 /// `SCOPE` and a `vigil_rule` matcher for `rules`.

@@ -723,6 +723,20 @@ fn analytics_panels_follow_the_apps_rules() {
         .iter()
         .filter_map(|t| t["expr"].as_str())
         .collect();
+    let shaded: Vec<&str> = load["fieldConfig"]["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| {
+            o["properties"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["id"] == "custom.fillBelowTo")
+        })
+        .filter_map(|o| o["matcher"]["options"].as_str())
+        .collect();
+    assert_eq!(shaded, ["CheckoutUsersForecast band high"]);
     assert!(exprs.contains(&r#"vigil:forecast:mean{namespace="$namespace", app=~"$app", cluster=~"$cluster", vigil_rule="CheckoutUsersForecast", horizon="1h"} offset 1h"#), "{exprs:#?}");
     assert!(!titles(&public).contains("Trends: forecast a day ahead"));
 
