@@ -14,6 +14,8 @@
     reason = "test code: a failed step must fail the test with its message"
 )]
 
+#[path = "chart/analytics.rs"]
+mod analytics;
 #[path = "chart/network_policy.rs"]
 mod network_policy;
 #[path = "chart/operator_pod.rs"]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{
     AppRef, Audience, Condition, Duration, GeneratedObjects, PromQl, SecretKeyRef, Severity,
 };
+pub use crate::known_event::{EventTime, KnownEvent};
 
 /// Alert rules on a `MonitoredApp`, the audiences that receive them and the escalation of
 /// alerts nobody acknowledges.
@@ -113,7 +114,8 @@ pub struct AlertRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomaly: Option<AnomalyRule>,
 
-    /// Fires when a series is forecast to cross a capacity within a horizon.
+    /// Fires when a series is forecast (by a learned model) to cross a capacity within a
+    /// horizon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<ForecastRule>,
 
@@ -240,7 +242,13 @@ pub struct TargetDownRule {
     pub min_down_percent: f64,
 }
 
-/// Learned-baseline anomaly rule.
+/// Learned-baseline anomaly rule. The analytics engine (`vigil-operator analytics`) runs the
+/// query, judges each point online against a baseline learned from what came before it, and
+/// publishes the value (`vigil:baseline:actual`), the expected value and its 80 % band
+/// (`vigil:baseline:expected`, `:lower`, `:upper`), the share of last week's points inside the
+/// band (`vigil:baseline:coverage`) and an anomaly score from 0 to 1 (`vigil:anomaly:score`).
+/// The alert fires while the score is above the sensitivity's threshold and the value is
+/// outside the band on the watched side.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AnomalyRule {
@@ -250,52 +258,71 @@ pub struct AnomalyRule {
     /// How much history the baseline learns from. Default `1d`.
     #[serde(default = "default_baseline_window")]
     pub baseline_window: Duration,
-    /// Repeating pattern to compare against: `none` (the recent baseline), `daily` (the same
-    /// hour yesterday) or `weekly` (the same hour last week). Default `none`.
+    /// Repeating pattern the baseline learns: `none`, `daily`, `weekly` or `dailyAndWeekly`.
+    /// Default `none`.
     #[serde(default)]
     pub seasonality: Seasonality,
-    /// How far from the baseline counts as anomalous: `low` (4σ), `medium` (3σ), `high` (2σ).
-    /// Default `medium`.
+    /// How unusual a point must be to alert: `low` (score above 0.9), `medium` (0.7) or `high`
+    /// (0.5), on the engine's anomaly score from 0 to 1. Default `medium`.
     #[serde(default)]
     pub sensitivity: Sensitivity,
-    /// Which deviations alert: `up`, `down` or `both`. Default `up`.
+    /// Which deviations alert: `up` (above the band), `down` (below it) or `both`. Default `up`.
     #[serde(default)]
     pub direction: Direction,
+    /// Dated events (a tax deadline, a sale) whose effect is learned rather than judged
+    /// anomalous. At most 366 entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 366))]
+    pub known_events: Vec<KnownEvent>,
 }
 
-/// Seasonality of a baseline.
+/// Repeating pattern a baseline or forecast learns.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Seasonality {
-    /// Compare with the recent baseline window.
+    /// No repeating pattern: level and trend only.
     #[default]
     None,
-    /// Compare with the same time one day earlier.
+    /// A pattern that repeats every day.
     Daily,
-    /// Compare with the same time one week earlier.
+    /// A pattern that repeats every week.
     Weekly,
+    /// Both a daily and a weekly pattern (weekdays that differ from weekends).
+    DailyAndWeekly,
+}
+
+impl Seasonality {
+    /// The periods learned, in seconds.
+    pub fn periods_seconds(self) -> &'static [u64] {
+        match self {
+            Seasonality::None => &[],
+            Seasonality::Daily => &[86_400],
+            Seasonality::Weekly => &[604_800],
+            Seasonality::DailyAndWeekly => &[86_400, 604_800],
+        }
+    }
 }
 
 /// Sensitivity of an anomaly rule.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Sensitivity {
-    /// Four standard deviations: only large departures.
+    /// Anomaly score above 0.9: only clear departures.
     Low,
-    /// Three standard deviations.
+    /// Anomaly score above 0.7.
     #[default]
     Medium,
-    /// Two standard deviations: catches small departures, more noise.
+    /// Anomaly score above 0.5: catches small departures, more noise.
     High,
 }
 
 impl Sensitivity {
-    /// Number of standard deviations that counts as anomalous.
-    pub fn sigmas(self) -> f64 {
+    /// The anomaly score (from 0 to 1) above which a point outside the band alerts.
+    pub fn score_threshold(self) -> f64 {
         match self {
-            Sensitivity::Low => 4.0,
-            Sensitivity::Medium => 3.0,
-            Sensitivity::High => 2.0,
+            Sensitivity::Low => 0.9,
+            Sensitivity::Medium => 0.7,
+            Sensitivity::High => 0.5,
         }
     }
 }
@@ -304,16 +331,23 @@ impl Sensitivity {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Direction {
-    /// Only values above the baseline.
+    /// Only values above the band.
     #[default]
     Up,
-    /// Only values below the baseline.
+    /// Only values below the band.
     Down,
     /// Both.
     Both,
 }
 
-/// Capacity forecast rule (linear extrapolation of recent history).
+/// Capacity forecast rule. The analytics engine (`vigil-operator analytics`) fits a model of
+/// the query's level, trend, seasonality and known events on the lookback, refits it every
+/// refit interval, and publishes the forecast at the horizons `1h`, `1d` and the rule's own
+/// (`vigil:forecast:mean`, `:lower`, `:upper` with an 80 % band, `:coverage` measured on past
+/// forecasts), the probability of exceeding the capacity within the horizon
+/// (`vigil:forecast:capacity_probability`) and when the band's upper edge first crosses it
+/// (`vigil:forecast:capacity_crossing_seconds`). The alert fires while the upper edge at the
+/// horizon is above the capacity.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ForecastRule {
@@ -324,9 +358,19 @@ pub struct ForecastRule {
     pub horizon: Duration,
     /// The capacity the forecast must stay under, in the query's unit.
     pub capacity: f64,
-    /// History the trend is fitted on. Default `6h`.
+    /// History the model is fitted on. Default `6h`. A seasonal pattern is only learned from
+    /// at least two of its periods (`2d` for `daily`, `2w` for `weekly`).
     #[serde(default = "default_forecast_lookback")]
     pub lookback: Duration,
+    /// Repeating pattern the model learns: `none`, `daily`, `weekly` or `dailyAndWeekly`.
+    /// Default `none`, which suits the default lookback: level and trend only.
+    #[serde(default)]
+    pub seasonality: Seasonality,
+    /// Dated events (a tax deadline, a sale) whose past effect is learned and whose future
+    /// occurrences are forecast with it. At most 366 entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 366))]
+    pub known_events: Vec<KnownEvent>,
 }
 
 /// Raw PromQL rule.

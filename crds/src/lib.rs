@@ -11,6 +11,7 @@ mod bounds;
 pub mod common;
 pub mod crash_users;
 pub mod dashboard_view;
+pub mod known_event;
 pub mod monitored_app;
 pub mod slo;
 

@@ -232,9 +232,13 @@ pub fn render(inv: &Inventory, options: Options) -> Result<Bundle, BundleError> 
         alerting: serde_json::json!({
             "alertmanagers": [{ "static_configs": [{ "targets": [ALERTMANAGER_TARGET] }] }]
         }),
-        scrape_configs: std::iter::once(scrape::operator_job(OPERATOR_NAMESPACE))
-            .chain(scrape::scrape_configs(inv))
-            .collect(),
+        scrape_configs: [
+            scrape::operator_job(OPERATOR_NAMESPACE),
+            scrape::analytics_job(OPERATOR_NAMESPACE),
+        ]
+        .into_iter()
+        .chain(scrape::scrape_configs(inv))
+        .collect(),
     };
     out.yaml("prometheus/prometheus.yml".to_owned(), &prometheus)?;
 

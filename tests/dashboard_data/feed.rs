@@ -64,6 +64,19 @@ pub struct AppFeed {
     request_labels: Vec<(&'static str, Vec<&'static str>)>,
     /// Further series of the app itself (its own metrics that the views' extra panels read).
     own: Vec<Series>,
+    /// The example's anomaly and forecast rules on the app, whose series the analytics engine
+    /// publishes.
+    analytics: Vec<EngineRule>,
+}
+
+/// An anomaly or forecast rule of an example, as the analytics engine sees it.
+pub struct EngineRule {
+    policy: &'static str,
+    rule: &'static str,
+    /// `None`: an anomaly rule; else the forecast rule's horizon as the engine labels it.
+    horizon: Option<&'static str>,
+    /// The level of the series the rule watches.
+    level: f64,
 }
 
 /// Every series of `feed` at the sample times; `now` is the last one. The old release runs until
@@ -215,13 +228,58 @@ pub fn app_series(feed: AppFeed, start: i64, now: i64) -> Vec<Series> {
         ]),
         Box::new(move |t| (t >= now - 600).then_some(37.0)),
     );
-    for s in feed.own {
+    let engine = feed.analytics.iter().flat_map(engine_series);
+    for s in feed.own.into_iter().chain(engine) {
         let labels = with(&[]).into_iter().chain(s.labels).collect();
         out.push(Series {
             name: s.name,
             labels,
             value: s.value,
         });
+    }
+    out
+}
+
+/// What the analytics engine publishes for `rule` (its metric contract): every series labelled
+/// with the app's labels, `vigil_policy` and `vigil_rule`; an anomaly rule's value, expected value,
+/// 80 % band, coverage and score; a forecast rule's mean, band and coverage at `1h`, `1d` and its
+/// own horizon, and its capacity probability (no crossing: the band stays under capacity).
+fn engine_series(rule: &EngineRule) -> Vec<Series> {
+    let ids = [("vigil_policy", rule.policy), ("vigil_rule", rule.rule)];
+    let level = rule.level;
+    let constant =
+        |name: &str, labels: &[(&str, &str)], v: f64| series(name, labels, move |_| Some(v));
+    let mut out = Vec::new();
+    match rule.horizon {
+        None => {
+            for (name, value) in [
+                ("vigil:baseline:actual", level * 1.02),
+                ("vigil:baseline:expected", level),
+                ("vigil:baseline:lower", level * 0.85),
+                ("vigil:baseline:upper", level * 1.15),
+                ("vigil:baseline:coverage", 0.81),
+                ("vigil:anomaly:score", 0.12),
+            ] {
+                out.push(constant(name, &ids, value));
+            }
+        }
+        Some(own) => {
+            let mut horizons = vec!["1h", "1d", own];
+            horizons.sort_unstable();
+            horizons.dedup();
+            for horizon in horizons {
+                let labels = [ids[0], ids[1], ("horizon", horizon)];
+                for (name, value) in [
+                    ("vigil:forecast:mean", level),
+                    ("vigil:forecast:lower", level * 0.9),
+                    ("vigil:forecast:upper", level * 1.1),
+                    ("vigil:forecast:coverage", 0.79),
+                ] {
+                    out.push(constant(name, &labels, value));
+                }
+            }
+            out.push(constant("vigil:forecast:capacity_probability", &ids, 0.02));
+        }
     }
     out
 }
@@ -253,6 +311,20 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                     Some((t % 10_000_000) as f64 * 3.0)
                 }),
             ],
+            analytics: vec![
+                EngineRule {
+                    policy: "mobile-api-performance",
+                    rule: "MobileApiErrorAnomaly",
+                    horizon: None,
+                    level: 0.8,
+                },
+                EngineRule {
+                    policy: "mobile-api-performance",
+                    rule: "MobileApiActiveUsersForecast",
+                    horizon: Some("1d"),
+                    level: 2400.0,
+                },
+            ],
         }],
         // A Prometheus client (the default names) with a `region` label, in a cluster that
         // sets the `cluster` label.
@@ -270,6 +342,20 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                 &[("region", "north")],
                 |t| Some((t % 10_000_000) as f64),
             )],
+            analytics: vec![
+                EngineRule {
+                    policy: "tax-portal-capacity",
+                    rule: "TaxPortalLoadForecast",
+                    horizon: Some("6h"),
+                    level: 80.0,
+                },
+                EngineRule {
+                    policy: "tax-portal-capacity",
+                    rule: "TaxPortalTrafficAnomaly",
+                    horizon: None,
+                    level: 80.0,
+                },
+            ],
         }],
         // A PostgreSQL database and a RabbitMQ queue (`requests: {preset: none}`): no request
         // series, their exporters' own instead. One of the queue's two targets is down, so its
@@ -317,6 +403,12 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                     series("up", &[("pod", "ledger-db-1")], |_| Some(1.0)),
                 ])
                 .collect(),
+                analytics: vec![EngineRule {
+                    policy: "ledger-db",
+                    rule: "LedgerDbStorageExhaustion",
+                    horizon: Some("3d"),
+                    level: 5.0e10,
+                }],
             },
             AppFeed {
                 namespace: "core-infra",
@@ -346,6 +438,20 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                     ),
                     series("up", &[("pod", "settlement-queue-0")], |_| Some(1.0)),
                     series("up", &[("pod", "settlement-queue-1")], |_| Some(0.0)),
+                ],
+                analytics: vec![
+                    EngineRule {
+                        policy: "settlement-queue",
+                        rule: "SettlementBacklogGrowing",
+                        horizon: Some("2h"),
+                        level: 1200.0,
+                    },
+                    EngineRule {
+                        policy: "settlement-queue",
+                        rule: "SettlementPublishAnomaly",
+                        horizon: None,
+                        level: 50.0,
+                    },
                 ],
             },
         ],

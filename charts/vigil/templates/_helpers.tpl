@@ -77,3 +77,27 @@ kept. As in Docker, the first path component is a registry when it has a "." or 
 {{- define "vigil.agentImage" -}}
 {{- include "vigil.imageRef" (dict "repository" .Values.agent.image.repository "tag" (default .Chart.AppVersion .Values.agent.image.tag) "registry" ((.Values.global).imageRegistry)) }}
 {{- end }}
+
+{{/* Name of the analytics engine's objects. */}}
+{{- define "vigil.analyticsName" -}}
+{{- printf "%s-analytics" (include "vigil.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels selecting the analytics engine's pods (not the operator's: the component differs). */}}
+{{- define "vigil.analyticsSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "vigil.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: analytics
+{{- end }}
+
+{{/* Labels of every analytics object. */}}
+{{- define "vigil.analyticsLabels" -}}
+{{ include "vigil.analyticsSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: vigil
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

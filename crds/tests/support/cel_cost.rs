@@ -403,6 +403,9 @@ fn call_cost<'a>(
             factor(subject_size, STRING_TRAVERSAL).max(1),
             Ty::Str(subject_size),
         ),
+        // cel-go charges a conversion a constant 1; parsing the (bounded) text is charged
+        // like a traversal here, which errs on the safe side.
+        "timestamp" => (factor(subject_size, STRING_TRAVERSAL).max(1), Ty::Scalar),
         other => return Err(format!("no cost model for the function {other}(); add one")),
     })
 }

@@ -488,6 +488,33 @@ fn missing_app(ns: &str, name: &str) -> String {
     format!("no MonitoredApp {name:?} in namespace {ns:?}; create it or fix the name")
 }
 
+/// A forecast's seasonality that its lookback cannot learn: a period needs two of itself. (A
+/// known event whose end is not after its start is caught by the CRD's CEL rule, which the
+/// loader runs like the API server.)
+fn seasonality_problems(
+    i: usize,
+    rule: &vigil_crds::alert_policy::AlertRule,
+) -> Option<(String, String)> {
+    let f = rule.forecast.as_ref()?;
+    let period = f.seasonality.periods_seconds().iter().max().copied()?;
+    if f.lookback.as_secs_f64() >= 2.0 * period as f64 {
+        return None;
+    }
+    let seasonality = serde_json::to_value(f.seasonality)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Some((
+        format!("spec.rules[{i}].forecast.lookback"),
+        format!(
+            "rule {}: lookback {} is too short to learn {seasonality} seasonality: it needs at least {} (two periods)",
+            rule.name,
+            f.lookback,
+            vigil_crds::Duration::from_secs(2 * period)
+        ),
+    ))
+}
+
 /// Problems inside one policy: duplicate names, audiences without receivers, escalation steps.
 fn policy_problems(policy: &AlertPolicy) -> Vec<(String, String)> {
     let spec = &policy.spec;
@@ -505,6 +532,7 @@ fn policy_problems(policy: &AlertPolicy) -> Vec<(String, String)> {
             out.push((format!("spec.rules[{i}]"),
                 format!("a rule sets exactly one of crashRate, errorRate, latency, targetDown, anomaly, forecast, promql; this one sets {n}")));
         }
+        out.extend(seasonality_problems(i, rule));
         for (j, audience) in rule.audiences.iter().enumerate() {
             if !configured.is_empty() && !configured.contains(audience) {
                 out.push((format!("spec.rules[{i}].audiences[{j}]"),

@@ -107,6 +107,18 @@ fn malformed_manifests_name_object_and_field() {
             "m.yaml: AlertPolicy/retail/p: spec.rules[1].promql.expr: unexpected identifier \"bogus\" at character 37",
         ),
         (
+            policy("    - name: Load\n      anomaly: {query: \"up\", knownEvents: [{name: deadline, start: \"2027-02-30\"}]}\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[0].anomaly.knownEvents[0].start: invalid date \"2027-02-30\": expected an RFC 3339 date",
+        ),
+        (
+            policy("    - name: Load\n      forecast: {query: \"up\", horizon: 1d, capacity: 10, knownEvents: [{name: deadline, start: \"2027-04-30\", end: \"2027-04-30T01:00:00+02:00\"}]}\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[0].forecast.knownEvents[0].end: knownEvents: end must be later than start",
+        ),
+        (
+            policy("    - name: Load\n      forecast: {query: \"up\", horizon: 1d, capacity: 10, seasonality: dailyAndWeekly, lookback: 10d}\n"),
+            "m.yaml: AlertPolicy/retail/p: spec.rules[0].forecast.lookback: rule Load: lookback 10d is too short to learn dailyAndWeekly seasonality: it needs at least 2w (two periods)",
+        ),
+        (
             policy("    - name: Bad\n      anomaly: {query: \"rate(x[5m]) +\"}\n"),
             "m.yaml: AlertPolicy/retail/p: spec.rules[0].anomaly.query: unexpected end of input",
         ),

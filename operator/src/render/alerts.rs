@@ -10,10 +10,11 @@
 //!
 //! Annotations: `summary`, `description`, and per audience context (`version`, `release`,
 //! `users_affected`, `trend`, `fingerprint`), plus `runbook_url` when the rule sets one,
-//! `baseline` for anomaly rules, `forecast` for forecast rules and `escalation` for escalation
-//! copies. Context comes from `query` templates on the operator's release series and the
-//! agent's crash series, so a missing series only leaves a phrase out: it never drops the alert
-//! (a `group_left` join on release info would).
+//! `baseline` for anomaly rules, `forecast` for forecast rules (both read the analytics engine's
+//! series, see [`analytics`]) and `escalation` for escalation copies. Context comes from `query`
+//! templates on the operator's release series, the agent's crash series and the engine's
+//! series, so a missing series only leaves a phrase out: it never drops the alert (a
+//! `group_left` join on release info would).
 //!
 //! # Namespace isolation
 //! Every selector in every expression, including selectors inside user PromQL, is scoped with
@@ -39,12 +40,11 @@ use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 use vigil_crds::alert_policy::{
-    AlertRule, AnomalyRule, ContextField, CrashRateRule, Direction, ErrorRateRule, ForecastRule,
-    LatencyRule, RuleKind, Seasonality, TargetDownRule,
+    AlertRule, ContextField, CrashRateRule, ErrorRateRule, LatencyRule, RuleKind, TargetDownRule,
 };
 use vigil_crds::crash_users::users_affected_promql;
 use vigil_crds::monitored_app::RequestMetrics;
-use vigil_crds::{AlertPolicy, Audience, Duration, MonitoredApp};
+use vigil_crds::{AlertPolicy, Audience, Duration, MonitoredApp, Severity};
 
 use super::rules::{AlertingRule, RecordingRule, Rule, RuleFile, RuleGroup};
 use super::{app_matcher, child_meta, namespace_of, promql_str};
@@ -68,8 +68,9 @@ pub const POLICY_LABEL: &str = "vigil_policy";
 pub const RULE_LABEL: &str = "vigil_rule";
 
 /// The Prometheus rule file of one `AlertPolicy` on its `MonitoredApp`: one group
-/// `vigil.<namespace>.<policy>` with, per rule, the recording rules it needs (anomaly
-/// baselines), one alerting rule per audience, and one escalation copy per escalation step.
+/// `vigil.<namespace>.<policy>` with, per rule, the recording rules it needs, one alerting rule
+/// per audience, one escalation copy per escalation step and, for anomaly and forecast rules,
+/// one [`MISSING_ALERT`] that fires when the analytics engine publishes nothing for the rule.
 pub fn alert_rules(policy: &AlertPolicy, app: &MonitoredApp) -> RuleFile {
     let ns = namespace_of(policy);
     let ctx = Scope {
@@ -121,6 +122,11 @@ pub fn alert_rules(policy: &AlertPolicy, app: &MonitoredApp) -> RuleFile {
             );
             rules.push(Rule::Alerting(alert));
         }
+        if let Some(expr) = analytics::missing_expr(&ctx, rule) {
+            rules.push(Rule::Alerting(missing_alert(
+                &ctx, policy, rule, &base, expr,
+            )));
+        }
     }
     let mut groups = Vec::new();
     if !crash_rules.is_empty() {
@@ -138,6 +144,40 @@ pub fn alert_rules(policy: &AlertPolicy, app: &MonitoredApp) -> RuleFile {
         });
     }
     RuleFile { groups }
+}
+
+/// [`MISSING_ALERT`] for an anomaly or forecast rule: a `warning` to engineering (or, when the
+/// policy has no engineering receivers, to the rule's first audience), without escalation.
+/// It keeps the rule's `vigil_rule` label, so it says which rule has no analytics.
+fn missing_alert(
+    ctx: &Scope,
+    policy: &AlertPolicy,
+    rule: &AlertRule,
+    base: &BaseAlert,
+    expr: String,
+) -> AlertingRule {
+    let audiences = rule_audiences(policy, rule);
+    let configured = policy.spec.audiences.iter().map(|a| a.audience);
+    let audience = if configured.clone().any(|a| a == Audience::Engineering)
+        || policy.spec.audiences.is_empty()
+    {
+        Audience::Engineering
+    } else {
+        audiences.first().copied().unwrap_or(Audience::Engineering)
+    };
+    let mut alert = audience_alert(ctx, policy, rule, base, audience);
+    let (summary, description) = analytics::missing_text(ctx, rule);
+    alert.alert = MISSING_ALERT.to_owned();
+    alert.expr = expr;
+    alert.for_ = Some(duration(analytics::MISSING_FOR_SECS));
+    alert
+        .labels
+        .insert("severity".into(), Severity::Warning.as_str().to_owned());
+    alert.annotations = BTreeMap::from([
+        ("summary".to_owned(), summary),
+        ("description".to_owned(), format!("{description}.")),
+    ]);
+    alert
 }
 
 /// Escalation step after `after`: the base alert `alertname` fired (in any audience's copy)
@@ -399,8 +439,8 @@ fn base_alert(ctx: &Scope, rule: &AlertRule, kind: RuleKind<'_>) -> BaseAlert {
         RuleKind::ErrorRate(r) => error_rate(ctx, r, &mut base),
         RuleKind::Latency(r) => latency(ctx, r, &mut base),
         RuleKind::TargetDown(r) => target_down(ctx, r, &mut base),
-        RuleKind::Anomaly(r) => anomaly(ctx, rule, r, &mut base),
-        RuleKind::Forecast(r) => forecast(ctx, r, &mut base),
+        RuleKind::Anomaly(r) => analytics::anomaly(ctx, rule, r, &mut base),
+        RuleKind::Forecast(r) => analytics::forecast(ctx, rule, r, &mut base),
         RuleKind::PromQl(r) => {
             base.expr = scoped_promql(r.expr.as_str(), &ctx.matcher());
             base.summary = format!("{} in {}/{}", rule.name, ctx.ns, ctx.app);
@@ -651,155 +691,6 @@ fn target_down(ctx: &Scope, r: &TargetDownRule, base: &mut BaseAlert) {
     base.headline = format!(
         "{{{{ $value | printf \"%.0f\" }}}} % of the scrape targets are down (threshold {} %)",
         num(r.min_down_percent)
-    );
-}
-
-fn anomaly(ctx: &Scope, rule: &AlertRule, r: &AnomalyRule, base: &mut BaseAlert) {
-    let rec_sel = format!(
-        "{}, {POLICY_LABEL}=\"{}\", {RULE_LABEL}=\"{}\"",
-        ctx.matcher(),
-        promql_str(&ctx.policy),
-        promql_str(&rule.name)
-    );
-    let bw = &r.baseline_window;
-    let value = format!("vigil:anomaly:value{{{rec_sel}}}");
-    let mean = format!("vigil:anomaly:baseline_mean{{{rec_sel}}}");
-    let stddev = format!("vigil:anomaly:baseline_stddev{{{rec_sel}}}");
-    let expected = format!("vigil:anomaly:expected{{{rec_sel}}}");
-    let (period, season_text) = match r.seasonality {
-        Seasonality::None => (None, format!("the last {bw}")),
-        Seasonality::Daily => (
-            Some(86_400.0),
-            format!("the same hour yesterday, trend over {bw}"),
-        ),
-        Seasonality::Weekly => (
-            Some(604_800.0),
-            format!("the same hour last week, trend over {bw}"),
-        ),
-    };
-    // Seasonal expectation (GitLab's recipe): the hour around the same time one period ago,
-    // shifted by how much the baseline mean moved since; the plain mean until a whole period
-    // of history exists.
-    let expected_expr = match period {
-        None => mean.clone(),
-        Some(p) => format!(
-            "(\n  avg_over_time({value}[1h] offset {})\n  + {mean}\n  - {mean} offset {}\n)\nor {mean}",
-            duration(p - 1800.0),
-            duration(p)
-        ),
-    };
-    let labels = BTreeMap::from([
-        ("namespace".to_owned(), ctx.ns.clone()),
-        ("app".to_owned(), ctx.app.clone()),
-        (POLICY_LABEL.to_owned(), ctx.policy.clone()),
-        (RULE_LABEL.to_owned(), rule.name.clone()),
-    ]);
-    let record = |name: &str, expr: String, labels: BTreeMap<String, String>| RecordingRule {
-        record: name.to_owned(),
-        expr,
-        labels,
-    };
-    base.recordings = vec![
-        record(
-            "vigil:anomaly:value",
-            scoped_promql(r.query.as_str(), &ctx.matcher()),
-            labels,
-        ),
-        record(
-            "vigil:anomaly:baseline_mean",
-            format!("avg_over_time({value}[{bw}])"),
-            BTreeMap::new(),
-        ),
-        record(
-            "vigil:anomaly:baseline_stddev",
-            format!("stddev_over_time({value}[{bw}])"),
-            BTreeMap::new(),
-        ),
-        record("vigil:anomaly:expected", expected_expr, BTreeMap::new()),
-        // A flat baseline (σ = 0) gives no z-score rather than a division by zero.
-        record(
-            "vigil:anomaly:zscore",
-            format!("({value} - {expected})\n/ ({stddev} > 0)"),
-            BTreeMap::new(),
-        ),
-    ];
-    let sigmas = num(r.sensitivity.sigmas());
-    let z = format!("vigil:anomaly:zscore{{{rec_sel}}}");
-    base.expr = match r.direction {
-        Direction::Up => format!("{z} > {sigmas}"),
-        Direction::Down => format!("{z} < -{sigmas}"),
-        Direction::Both => format!("abs({z}) > {sigmas}"),
-    };
-    base.summary = format!(
-        "{} in {}/{} left its learned baseline",
-        rule.name, ctx.ns, ctx.app
-    );
-    base.headline = format!(
-        "{} is {{{{ $value | printf \"%.1f\" }}}}σ from its learned baseline (threshold {sigmas}σ, {})",
-        rule.name,
-        match r.direction {
-            Direction::Up => "upwards",
-            Direction::Down => "downwards",
-            Direction::Both => "either way",
-        }
-    );
-    let humanized = |q: &str, text: &str| {
-        Phrase::query(
-            tmpl_query(q, &[]),
-            &format!("{text} {{{{ .Value | humanize }}}}"),
-            None,
-        )
-        .render("")
-    };
-    base.extra.insert(
-        "baseline".into(),
-        format!(
-            "{}{}{} (1σ), learned from {season_text}.",
-            humanized(&value, "Now"),
-            humanized(&expected, ", normal is"),
-            humanized(&stddev, " ±"),
-        ),
-    );
-}
-
-fn forecast(ctx: &Scope, r: &ForecastRule, base: &mut BaseAlert) {
-    let query = scoped_promql(r.query.as_str(), &ctx.matcher());
-    let horizon = num(r.horizon.as_secs_f64());
-    let fit = |lookback: &str| format!("predict_linear(({query})[{lookback}:1m], {horizon})");
-    base.expr = format!("{} > {}", fit(r.lookback.as_str()), num(r.capacity));
-    base.summary = format!(
-        "{}/{} is forecast to exceed its capacity of {} within {}",
-        ctx.ns,
-        ctx.app,
-        num(r.capacity),
-        r.horizon
-    );
-    base.headline = format!(
-        "A straight line fitted over the last {} reaches {{{{ $value | humanize }}}} in {} \
-         (capacity {})",
-        r.lookback,
-        r.horizon,
-        num(r.capacity)
-    );
-    let half = duration((r.lookback.as_secs_f64() / 2.0).max(60.0));
-    base.extra.insert(
-        "forecast".into(),
-        format!(
-            "Linear extrapolation, not a prediction of bursts: {}{}. A trend that is not \
-             linear (daily peaks, sudden growth) makes this wrong either way.",
-            Phrase::query(
-                tmpl_query(&query, &[]),
-                "now {{ .Value | humanize }}",
-                Some("current value unknown"),
-            )
-            .render(""),
-            Phrase::query(
-                tmpl_query(&fit(&half), &[]),
-                &format!("; a fit over only the last {half} gives {{{{ .Value | humanize }}}}, so the spread between the two fits is the uncertainty"),
-                None,
-            )
-            .render(""),
-        ),
     );
 }
 
@@ -1062,5 +953,8 @@ pub(crate) fn duration(secs: f64) -> String {
     }
 }
 
+mod analytics;
 #[cfg(test)]
 pub(crate) mod tests;
+
+pub use analytics::{horizon_label, MISSING_ALERT};

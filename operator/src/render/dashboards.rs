@@ -37,10 +37,12 @@ use super::alerts::duration;
 use super::slo::sli_windows;
 use super::{child_meta, namespace_of, promql_str, Inventory};
 
+mod analytics;
 mod requests;
 #[cfg(test)]
 mod tests;
 
+use analytics::{forecast_panel, AnalyticsRules};
 use requests::{app_regex, RequestSeries};
 
 /// Grafana dashboard schema version written.
@@ -97,6 +99,9 @@ struct Panel {
     queries: Vec<Query>,
     /// Reads the apps' request metrics: left out when no app of the view serves requests.
     requests: bool,
+    /// Legend prefixes of series pairs `<prefix> band low` / `<prefix> band high` drawn as a
+    /// shaded band (the analytics engine's 80 % bands).
+    bands: Vec<String>,
 }
 
 impl Panel {
@@ -108,7 +113,14 @@ impl Panel {
             description: None,
             queries,
             requests: false,
+            bands: Vec::new(),
         }
+    }
+
+    /// Shades the area between `<prefix> band low` and `<prefix> band high` for each prefix.
+    fn bands(mut self, prefixes: Vec<String>) -> Self {
+        self.bands = prefixes;
+        self
     }
 
     /// Marks a panel that reads the apps' request metrics.
@@ -228,7 +240,7 @@ fn panel_json(p: &Panel, id: u32, x: u32, y: u32, w: u32, h: u32) -> Value {
         "title": p.title,
         "datasource": datasource(),
         "gridPos": { "x": x, "y": y, "w": w, "h": h },
-        "fieldConfig": { "defaults": { "unit": p.unit }, "overrides": [] },
+        "fieldConfig": { "defaults": { "unit": p.unit }, "overrides": band_overrides(&p.bands) },
         "options": options,
         "targets": targets,
     });
@@ -239,6 +251,30 @@ fn panel_json(p: &Panel, id: u32, x: u32, y: u32, w: u32, h: u32) -> Value {
         panel["transformations"] = json!([{ "id": "merge", "options": {} }]);
     }
     panel
+}
+
+/// Field overrides drawing each band: its edges without lines, the area between them shaded.
+fn band_overrides(prefixes: &[String]) -> Value {
+    let edge = |name: String, extra: Vec<Value>| {
+        let mut properties = vec![json!({ "id": "custom.lineWidth", "value": 0 })];
+        properties.extend(extra);
+        json!({ "matcher": { "id": "byName", "options": name }, "properties": properties })
+    };
+    prefixes
+        .iter()
+        .flat_map(|p| {
+            [
+                edge(format!("{p} band low"), Vec::new()),
+                edge(
+                    format!("{p} band high"),
+                    vec![
+                        json!({ "id": "custom.fillBelowTo", "value": format!("{p} band low") }),
+                        json!({ "id": "custom.fillOpacity", "value": 20 }),
+                    ],
+                ),
+            ]
+        })
+        .collect()
 }
 
 // ---- presets -----------------------------------------------------------------------------
@@ -307,7 +343,11 @@ fn overview(req: &RequestSeries) -> Section {
 }
 
 /// Panels for the client type, if it has any.
-fn client_section(client: ClientType, req: &RequestSeries) -> Option<Section> {
+fn client_section(
+    client: ClientType,
+    req: &RequestSeries,
+    analytics: &AnalyticsRules,
+) -> Option<Section> {
     use PanelKind::*;
     let panels = match client {
         ClientType::Banking => vec![
@@ -316,6 +356,10 @@ fn client_section(client: ClientType, req: &RequestSeries) -> Option<Section> {
                 "{{app}}",
             )])
             .describe("Distinct users seen in the last 5 minutes (estimate), from the logs' user field."),
+        ]
+        .into_iter()
+        .chain(active_users_forecast(analytics))
+        .chain([
             Panel::new(Timeseries, "Transactions", "reqps", vec![q(req.rate("app"), "{{app}}")]).requests(),
             Panel::new(Timeseries, "Crash rate by app version", "short", vec![q(
                 format!("sum by (version) (rate(vigil_crashes_total{{{SCOPE}}}[$__rate_interval]))"),
@@ -326,7 +370,8 @@ fn client_section(client: ClientType, req: &RequestSeries) -> Option<Section> {
                 "{{type}} {{fingerprint}}",
             )])
             .describe("The ten crash fingerprints that affect the most distinct users."),
-        ],
+        ])
+        .collect(),
         ClientType::Infrastructure => vec![
             Panel::new(Timeseries, "Latency p50 by service", "s", vec![q(req.latency("0.5"), "{{app}}")]).requests(),
             Panel::new(Timeseries, "Latency p99 by service", "s", vec![q(req.latency("0.99"), "{{app}}")]).requests(),
@@ -337,17 +382,7 @@ fn client_section(client: ClientType, req: &RequestSeries) -> Option<Section> {
             )]),
         ],
         ClientType::PublicSector => vec![
-            Panel::new(Timeseries, "Load against forecast", "reqps", vec![
-                q(req.rate("namespace"), "load"),
-                q(
-                    format!(
-                        "predict_linear(({})[6h:5m], 3600)",
-                        req.sum("namespace", ("rate", "5m", ""), |m| (m.counter.clone(), String::new()))
-                    ),
-                    "forecast (+1h, 6h trend)",
-                ),
-            ]).requests()
-            .describe("Request rate and where the last 6 hours' trend puts it one hour ahead."),
+            load_against_forecast(req, analytics),
             Panel::new(Timeseries, "Load by region", "reqps", vec![q(req.rate("region"), "{{region}}")]).requests()
                 .describe("Needs a `region` label on the request series (set by the app or relabelling)."),
             Panel::new(Timeseries, "Error rate", "percentunit", vec![q(req.error_ratio("app"), "{{app}}")]).requests(),
@@ -361,8 +396,38 @@ fn client_section(client: ClientType, req: &RequestSeries) -> Option<Section> {
     ))
 }
 
+/// Banking's "Active users against forecast": the active users and the forecast made an hour
+/// earlier by the forecast rules that read them; none without such a rule.
+fn active_users_forecast(analytics: &AnalyticsRules) -> Option<Panel> {
+    let rules = analytics.forecasts_of("vigil_active_users");
+    (!rules.is_empty()).then(|| {
+        forecast_panel("Active users against forecast", "short", &rules).describe(
+            "Active users and what the analytics engine forecast for them one hour earlier, \
+             with its 80 % band.",
+        )
+    })
+}
+
+/// Public sector's "Load against forecast": the request rate and the forecast made an hour
+/// earlier by the view's forecast rules, with its 80 % band (just the load without a rule).
+fn load_against_forecast(req: &RequestSeries, analytics: &AnalyticsRules) -> Panel {
+    let forecasts = analytics.forecasts();
+    let mut panel = forecast_panel("Load against forecast", "reqps", &forecasts);
+    panel.queries.insert(0, q(req.rate("namespace"), "load"));
+    panel.requests().describe(
+        "Request rate, and each forecast rule's series with what the analytics engine forecast \
+         for it one hour earlier (80 % band). Add a forecast rule on the request rate to draw \
+         one.",
+    )
+}
+
 /// Panels for the audience.
-fn audience_section(audience: Audience, namespace: &str, req: &RequestSeries) -> Section {
+fn audience_section(
+    audience: Audience,
+    namespace: &str,
+    req: &RequestSeries,
+    analytics: &AnalyticsRules,
+) -> Section {
     use PanelKind::*;
     let panels = match audience {
         Audience::Engineering => vec![
@@ -430,7 +495,10 @@ fn audience_section(audience: Audience, namespace: &str, req: &RequestSeries) ->
                 format!("min(slo:error_budget_remaining:ratio{{{SCOPE}}})"),
                 "budget",
             )]),
-        ],
+        ]
+        .into_iter()
+        .chain(analytics.trend_panels())
+        .collect(),
     };
     Section {
         title: format!("Audience: {}", audience_title(audience)),
@@ -651,9 +719,16 @@ pub fn dashboard(view: &DashboardView, inv: &Inventory) -> Value {
         .unwrap_or_default();
 
     let req = RequestSeries::of(&namespace, &spec.apps, inv);
+    let analytics = AnalyticsRules::of(&namespace, &spec.apps, inv);
     let mut sections = vec![overview(&req)];
-    sections.extend(client_section(client, &req));
-    sections.push(audience_section(spec.audience, &namespace, &req));
+    sections.extend(client_section(client, &req, &analytics));
+    sections.push(audience_section(
+        spec.audience,
+        &namespace,
+        &req,
+        &analytics,
+    ));
+    sections.extend(analytics.section());
     if req.is_empty() {
         // No app of the view serves requests (databases, queue consumers): no request panels.
         for section in &mut sections {

@@ -437,6 +437,31 @@ pub fn operator_job(namespace: &str) -> Value {
     })
 }
 
+/// The job scraping the analytics engine's `/metrics` (`vigil-operator analytics`, the chart's
+/// `analytics.enabled`) in `namespace`: its baseline, anomaly and forecast series carry the
+/// `namespace` and `app` of the apps whose rules they serve, so the job honours them, as the
+/// operator's does. Only the chart's analytics pods (component label and the `metrics` port)
+/// are scraped; without them the job has no targets.
+pub fn analytics_job(namespace: &str) -> Value {
+    let mut keep = Relabel::keep(
+        &[
+            "__meta_kubernetes_pod_label_app_kubernetes_io_component",
+            "__meta_kubernetes_pod_label_app_kubernetes_io_part_of",
+            "__meta_kubernetes_pod_container_port_name",
+        ],
+        "analytics;vigil;metrics",
+    );
+    keep.separator = Some(";".into());
+    json!({
+        "job_name": "vigil-analytics",
+        "honor_labels": true,
+        "scrape_interval": "30s",
+        "metrics_path": "/metrics",
+        "kubernetes_sd_configs": pod_discovery(namespace),
+        "relabel_configs": relabel_list(&[keep], false),
+    })
+}
+
 /// The job name of the scrape config of an app's own metrics; the agent gives remote-written
 /// series the same `job` label, so pushed and scraped series look alike.
 pub fn app_job_name(namespace: &str, app: &str) -> String {

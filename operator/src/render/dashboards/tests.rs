@@ -35,9 +35,24 @@ metadata: {name: grid-api, namespace: energy}
 spec: {selector: {matchLabels: {app: grid-api}}, clientType: infrastructure}
 "#),
         ],
+        policies: vec![serde_yaml::from_str(CHECKOUT_ANALYTICS).unwrap()],
         ..Inventory::default()
     }
 }
+
+/// An anomaly rule on checkout's errors and a forecast rule on its active users.
+const CHECKOUT_ANALYTICS: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: AlertPolicy
+metadata: {name: checkout-analytics, namespace: shop}
+spec:
+  appRef: {name: checkout}
+  rules:
+    - name: CheckoutErrorAnomaly
+      anomaly: {query: 'sum(rate(http_requests_total{code=~"5.."}[5m]))'}
+    - name: CheckoutUsersForecast
+      forecast: {query: 'sum(vigil_active_users)', horizon: 6h, capacity: 5000}
+"#;
 
 const CHECKOUT_SLO: &str = r#"
 apiVersion: vigil.dev/v1alpha1
@@ -665,4 +680,80 @@ fn apps_without_requests_get_no_request_panels() {
     assert!(dashboard(&mixed.views[0], &mixed)
         .to_string()
         .contains("http_requests_total"));
+}
+
+/// Views over apps with anomaly or forecast rules draw the engine's series (the band, the
+/// forecasts an hour earlier, banking's active users and management's trends against them);
+/// views over apps without such rules get none of these panels, which would stay empty.
+#[test]
+fn analytics_panels_follow_the_apps_rules() {
+    let inv = inventory();
+    let titles = |d: &Value| -> BTreeSet<String> {
+        panels(d)
+            .iter()
+            .filter_map(|p| p["title"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let banking = titles(&dashboard(
+        &combo(Audience::Management, ClientType::Banking),
+        &inv,
+    ));
+    for expected in [
+        "Baselines and forecasts",
+        "Against the learned baseline",
+        "Baseline band held (last week)",
+        "Forecast an hour ahead against what happened",
+        "Active users against forecast",
+        "Trends: forecast a day ahead",
+        "Chance of exceeding capacity",
+    ] {
+        assert!(
+            banking.contains(expected),
+            "{expected} missing from {banking:?}"
+        );
+    }
+    let public = dashboard(&combo(Audience::Support, ClientType::PublicSector), &inv);
+    let load = panels(&public)
+        .iter()
+        .find(|p| p["title"] == "Load against forecast")
+        .expect("load panel");
+    let exprs: Vec<&str> = load["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    let shaded: Vec<&str> = load["fieldConfig"]["overrides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| {
+            o["properties"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["id"] == "custom.fillBelowTo")
+        })
+        .filter_map(|o| o["matcher"]["options"].as_str())
+        .collect();
+    assert_eq!(shaded, ["CheckoutUsersForecast band high"]);
+    assert!(exprs.contains(&r#"vigil:forecast:mean{namespace="$namespace", app=~"$app", cluster=~"$cluster", vigil_rule="CheckoutUsersForecast", horizon="1h"} offset 1h"#), "{exprs:#?}");
+    assert!(!titles(&public).contains("Trends: forecast a day ahead"));
+
+    let grid = view(
+        r#"
+apiVersion: vigil.dev/v1alpha1
+kind: DashboardView
+metadata: {name: grid, namespace: energy}
+spec: {apps: [grid-api], audience: management, clientType: banking}
+"#,
+    );
+    let plain = titles(&dashboard(&grid, &inv));
+    for absent in [
+        "Baselines and forecasts",
+        "Active users against forecast",
+        "Trends: forecast a day ahead",
+    ] {
+        assert!(!plain.contains(absent), "{absent} in {plain:?}");
+    }
 }
