@@ -1,5 +1,29 @@
-//! The online anomaly detector: each point is judged with what was known before it, then
-//! learned from. One default setting serves every series.
+//! The online anomaly detector behind `vigil:baseline:*` and `vigil:anomaly:score`: each point
+//! is judged with what was known before it, then learned from. One default setting serves
+//! every series.
+//!
+//! How a point is judged:
+//! - **Surprise.** Several simple predictions of the point — the median of the last
+//!   [`RECENT`] values, a fast moving average, the previous value, and the values around the
+//!   same time one day and one week earlier — and the smallest of their errors, divided by the
+//!   range the series has spanned so far (so the detector is scale-free). A point any one
+//!   prediction explains is not surprising: a daily peak matches yesterday's, a new level
+//!   matches the previous value once it holds.
+//! - **Anomaly likelihood.** The mean surprise of the last [`SHORT`] points against the
+//!   long-run mean and spread of that short mean (an exponentially weighted window of about
+//!   [`1 / LONG`](LONG) points): its Gaussian tail probability `p`, published as
+//!   `score = ln p / ln 10⁻¹⁰` (`p = 10⁻⁴` scores 0.4, `10⁻¹⁰` or less scores 1).
+//! - **One alarm per incident.** Once a score reaches [`FIRED`], the next [`QUIET`] points
+//!   score 0: the first detection of an incident is the one that matters, repeats are noise.
+//! - The first [`WARM_UP`] points are learned but score 0.
+//!
+//! The published band is the median prediction ± the normal quantile of `level` times the
+//! exponentially weighted spread of its errors. State per series: a few numbers, the last
+//! [`RECENT`] values and [`SHORT`] surprises, and the values of the last week (at most
+//! [`HISTORY`] points, ≈ 35 KB) for the seasonal predictions. Work per point: O(`RECENT`) plus
+//! a binary search in the history.
+
+use std::collections::VecDeque;
 
 /// How the detector judges (one default for every series; no per-series tuning).
 #[derive(Clone, Debug, PartialEq)]
@@ -12,7 +36,10 @@ pub struct DetectorSettings {
 
 impl Default for DetectorSettings {
     fn default() -> Self {
-        DetectorSettings { periods: Vec::new(), level: 0.8 }
+        DetectorSettings {
+            periods: Vec::new(),
+            level: 0.8,
+        }
     }
 }
 
@@ -29,49 +56,254 @@ pub struct Judgement {
     pub score: f64,
 }
 
+/// Recent values whose median is the expected value.
+const RECENT: usize = 16;
+/// Weight of the newest value in the fast moving average.
+const FAST: f64 = 0.3;
+/// Weight of the newest error in the band's spread.
+const BAND: f64 = 0.02;
+/// Points whose mean surprise is judged.
+const SHORT: usize = 5;
+/// Weight of the newest short-term surprise in its long-run mean and variance.
+const LONG: f64 = 1.0 / 1000.0;
+/// Points learned before any score is published.
+const WARM_UP: u64 = 200;
+/// Tail probability that scores 1.
+const TAIL_FLOOR: f64 = 1e-10;
+/// Score at which the detector has fired.
+const FIRED: f64 = 0.4;
+/// Points after a firing that score 0.
+const QUIET: u64 = 100;
+/// Seasonal lags, in seconds: one day and one week.
+const LAGS: [i64; 2] = [86_400, 7 * 86_400];
+/// Points on either side of a lagged time that may explain a value.
+const LAG_SLACK: usize = 2;
+/// Most points kept for the seasonal predictions (a week of 5-minute points and some).
+const HISTORY: usize = 2_200;
+
 /// Online detector state for one series.
 #[derive(Clone, Debug)]
 pub struct Detector {
     settings: DetectorSettings,
-    mean: f64,
-    variance: f64,
+    /// Values learned so far.
     seen: u64,
+    min: f64,
+    max: f64,
+    /// Fast exponentially weighted moving average of the values.
+    fast: f64,
+    /// The last [`RECENT`] values.
+    recent: VecDeque<f64>,
+    /// The last [`SHORT`] surprises and their sum.
+    surprises: VecDeque<f64>,
+    surprise_sum: f64,
+    /// Long-run mean and variance of the short-term mean surprise.
+    long_mean: f64,
+    long_var: f64,
+    /// Exponentially weighted variance of the expected value's error.
+    error_var: f64,
+    /// Points since the score last reached [`FIRED`].
+    since_fired: u64,
+    /// `(timestamp, value)` of the last week's points, oldest first.
+    history: VecDeque<(i64, f64)>,
 }
 
 impl Detector {
     /// A detector that has seen nothing yet.
     pub fn new(settings: DetectorSettings) -> Self {
-        Detector { settings, mean: 0.0, variance: 0.0, seen: 0 }
+        Detector {
+            settings,
+            seen: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            fast: 0.0,
+            recent: VecDeque::with_capacity(RECENT + 1),
+            surprises: VecDeque::with_capacity(SHORT + 1),
+            surprise_sum: 0.0,
+            long_mean: 0.0,
+            long_var: 0.0,
+            error_var: 0.0,
+            since_fired: u64::MAX,
+            history: VecDeque::new(),
+        }
     }
 
     /// Judges `value` (at `timestamp`, Unix seconds) against what came before, then learns it.
-    pub fn observe(&mut self, _timestamp: i64, value: f64) -> Judgement {
-        const ALPHA: f64 = 0.02;
-        let sd = self.variance.sqrt();
-        let z_level = 1.2815515655446004; // two-sided 80 %
-        let z_for = |level: f64| if (level - 0.8).abs() < 1e-9 { z_level } else { 2.0 * level };
-        let width = z_for(self.settings.level) * sd;
-        let judgement = if self.seen < 2 || !value.is_finite() {
-            Judgement { expected: self.mean, lower: self.mean, upper: self.mean, score: 0.0 }
-        } else {
-            let z = if sd > 0.0 { (value - self.mean).abs() / sd } else { 0.0 };
-            Judgement {
-                expected: self.mean,
-                lower: self.mean - width,
-                upper: self.mean + width,
-                score: 1.0 - (-z * z / 8.0).exp(),
-            }
-        };
-        if value.is_finite() {
-            if self.seen == 0 {
-                self.mean = value;
+    /// A missing value (NaN or infinite) is judged with score 0 and not learned.
+    pub fn observe(&mut self, timestamp: i64, value: f64) -> Judgement {
+        let expected = if self.seen == 0 {
+            if value.is_finite() {
+                value
             } else {
-                let delta = value - self.mean;
-                self.mean += ALPHA * delta;
-                self.variance = (1.0 - ALPHA) * (self.variance + ALPHA * delta * delta);
+                0.0
             }
-            self.seen += 1;
+        } else {
+            self.median_recent()
+        };
+        let width = normal_quantile(0.5 + self.settings.level / 2.0) * self.error_var.sqrt();
+        let mut judgement = Judgement {
+            expected,
+            lower: expected - width,
+            upper: expected + width,
+            score: 0.0,
+        };
+        if !value.is_finite() {
+            return judgement;
         }
+        let surprise = self.surprise(timestamp, value, expected);
+        self.surprises.push_back(surprise);
+        self.surprise_sum += surprise;
+        if self.surprises.len() > SHORT {
+            self.surprise_sum -= self.surprises.pop_front().unwrap_or(0.0);
+        }
+        let short = self.surprise_sum / self.surprises.len() as f64;
+        if self.seen >= WARM_UP && self.since_fired >= QUIET {
+            let z = (short - self.long_mean) / self.long_var.sqrt().max(1e-6);
+            let tail = normal_tail(z).max(TAIL_FLOOR);
+            judgement.score = (tail.ln() / TAIL_FLOOR.ln()).clamp(0.0, 1.0);
+        }
+        self.since_fired = if judgement.score >= FIRED {
+            0
+        } else {
+            self.since_fired.saturating_add(1)
+        };
+        self.learn(timestamp, value, expected, short);
         judgement
+    }
+
+    /// The smallest error of the simple predictions, as a share of the range seen so far.
+    fn surprise(&self, timestamp: i64, value: f64, expected: f64) -> f64 {
+        let range = self.max - self.min;
+        if self.seen == 0 || range <= 0.0 {
+            return 0.0;
+        }
+        let last = self.recent.back().copied().unwrap_or(expected);
+        let recent = [expected, self.fast, last]
+            .iter()
+            .map(|p| (value - p).abs())
+            .fold(f64::INFINITY, f64::min);
+        let seasonal = LAGS
+            .iter()
+            .filter_map(|lag| self.lagged_error(timestamp - lag, value))
+            .fold(f64::INFINITY, f64::min);
+        (recent.min(seasonal) / range).min(1.0)
+    }
+
+    /// The smallest distance from `value` to the points next to `target` in the history, if
+    /// the history reaches back that far.
+    fn lagged_error(&self, target: i64, value: f64) -> Option<f64> {
+        if self.history.front().is_none_or(|&(t, _)| t > target) {
+            return None;
+        }
+        let at = self.history.partition_point(|&(t, _)| t < target);
+        let end = (at + LAG_SLACK + 1).min(self.history.len());
+        (at.saturating_sub(LAG_SLACK)..end)
+            .map(|i| (value - self.history[i].1).abs())
+            .reduce(f64::min)
+    }
+
+    fn median_recent(&self) -> f64 {
+        let mut values = [0.0; RECENT];
+        let n = self.recent.len();
+        for (slot, value) in values.iter_mut().zip(&self.recent) {
+            *slot = *value;
+        }
+        let values = &mut values[..n];
+        values.sort_by(f64::total_cmp);
+        match n {
+            0 => 0.0,
+            n if n % 2 == 1 => values[n / 2],
+            n => 0.5 * (values[n / 2 - 1] + values[n / 2]),
+        }
+    }
+
+    fn learn(&mut self, timestamp: i64, value: f64, expected: f64, short: f64) {
+        if self.seen == 0 {
+            self.long_mean = short;
+            self.fast = value;
+        } else {
+            let delta = short - self.long_mean;
+            self.long_mean += LONG * delta;
+            self.long_var = (1.0 - LONG) * (self.long_var + LONG * delta * delta);
+            let error = value - expected;
+            self.error_var = (1.0 - BAND) * (self.error_var + BAND * error * error);
+            self.fast += FAST * (value - self.fast);
+        }
+        self.recent.push_back(value);
+        if self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+        self.history.push_back((timestamp, value));
+        let oldest = timestamp - LAGS[LAGS.len() - 1] - 3_600;
+        while self.history.len() > HISTORY || self.history.front().is_some_and(|&(t, _)| t < oldest)
+        {
+            self.history.pop_front();
+        }
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.seen += 1;
+    }
+}
+
+/// `P(Z > z)` for a standard normal `Z` (Abramowitz & Stegun 7.1.26 on `erfc`, error < 1.5e-7).
+fn normal_tail(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erfc = poly * (-x * x).exp();
+    if z >= 0.0 {
+        0.5 * erfc
+    } else {
+        1.0 - 0.5 * erfc
+    }
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     }
 }
