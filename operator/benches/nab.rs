@@ -40,7 +40,10 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 fn bad_timestamp(text: &str, file: &Path) -> ! {
-    panic!("{}: timestamp {text:?} is not YYYY-MM-DD HH:MM:SS", file.display())
+    panic!(
+        "{}: timestamp {text:?} is not YYYY-MM-DD HH:MM:SS",
+        file.display()
+    )
 }
 
 /// Unix seconds of a NAB timestamp, `YYYY-MM-DD HH:MM:SS` (UTC).
@@ -94,7 +97,11 @@ fn read_data() -> Vec<DataFile> {
             let mut values = Vec::new();
             for (n, line) in text.lines().enumerate().skip(1) {
                 let (timestamp, value) = line.split_once(',').unwrap_or_else(|| {
-                    panic!("{} line {}: expected timestamp,value", path.display(), n + 1)
+                    panic!(
+                        "{} line {}: expected timestamp,value",
+                        path.display(),
+                        n + 1
+                    )
                 });
                 let value = value.trim().parse::<f64>().unwrap_or_else(|e| {
                     panic!("{} line {}: value {value:?}: {e}", path.display(), n + 1)
@@ -173,8 +180,12 @@ fn main() {
             report.raw,
             published["ARTime"][profile].as_f64().unwrap_or(f64::NAN),
             published["numenta"][profile].as_f64().unwrap_or(f64::NAN),
-            published["contextOSE"][profile].as_f64().unwrap_or(f64::NAN),
-            published["windowedGaussian"][profile].as_f64().unwrap_or(f64::NAN),
+            published["contextOSE"][profile]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            published["windowedGaussian"][profile]
+                .as_f64()
+                .unwrap_or(f64::NAN),
         );
         thresholds.push(report.threshold);
     }
