@@ -307,3 +307,168 @@ fn normal_quantile(p: f64) -> f64 {
             / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+
+    /// A NAB data file (`tests/fixtures/nab/data/<name>`): its timestamps as written, their
+    /// Unix seconds (every NAB timestamp is on a regular grid from the first one) and values.
+    fn nab_series(name: &str) -> (Vec<String>, Vec<i64>, Vec<f64>) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/nab/data")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut timestamps = Vec::new();
+        let mut values = Vec::new();
+        for line in text.lines().skip(1) {
+            let (t, v) = line.split_once(',').unwrap();
+            timestamps.push(t.to_owned());
+            values.push(v.parse().unwrap());
+        }
+        // Seconds since the first row: a day is 86,400 s whatever the epoch.
+        let seconds = timestamps
+            .iter()
+            .map(|t| {
+                let (date, time) = t.split_once(' ').unwrap();
+                let day: i64 = date[8..10].parse().unwrap();
+                let month: i64 = date[5..7].parse().unwrap();
+                let hms: Vec<i64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+                // Days before each month in a non-leap year; these series span one spring.
+                const BEFORE: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+                (BEFORE[(month - 1) as usize] + day) * 86_400 + hms[0] * 3_600 + hms[1] * 60
+            })
+            .collect();
+        (timestamps, seconds, values)
+    }
+
+    fn judge(seconds: &[i64], values: &[f64]) -> Vec<Judgement> {
+        let mut detector = Detector::new(DetectorSettings::default());
+        seconds
+            .iter()
+            .zip(values)
+            .map(|(&t, &v)| detector.observe(t, v))
+            .collect()
+    }
+
+    /// Deterministic standard normal noise (a 64-bit LCG through Box–Muller).
+    fn noise(n: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed;
+        let mut uniform = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        (0..n)
+            .map(|_| {
+                let (u, v) = (uniform(), uniform());
+                (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+            })
+            .collect()
+    }
+
+    /// Online: a point's judgement depends only on the points before it, so judging a prefix
+    /// alone gives exactly the judgements the full series gives for that prefix.
+    #[test]
+    fn judgements_of_a_prefix_do_not_depend_on_later_points() {
+        let (_, seconds, values) =
+            nab_series("realKnownCause/ec2_request_latency_system_failure.csv");
+        let full = judge(&seconds, &values);
+        for cut in [1, 250, 2_000, 3_100] {
+            let prefix = judge(&seconds[..cut], &values[..cut]);
+            assert_eq!(prefix, full[..cut], "prefix of {cut} points");
+        }
+        assert!(full.iter().all(|j| (0.0..=1.0).contains(&j.score)));
+    }
+
+    /// On a noisy constant series the band holds the expected value, sits around the level and
+    /// holds about 80 % of the points; plain noise raises at most a rare alarm.
+    #[test]
+    fn band_is_sane_on_a_noisy_constant_series() {
+        let values: Vec<f64> = noise(5_000, 7).iter().map(|e| 50.0 + 2.0 * e).collect();
+        let seconds: Vec<i64> = (0..values.len() as i64).map(|i| i * 300).collect();
+        let judgements = judge(&seconds, &values);
+        let settled = &judgements[500..];
+        let mut inside = 0;
+        for (j, v) in settled.iter().zip(&values[500..]) {
+            assert!(j.lower <= j.expected && j.expected <= j.upper, "{j:?}");
+            assert!((j.expected - 50.0).abs() < 2.0, "{j:?}");
+            let half_width = (j.upper - j.lower) / 2.0;
+            assert!((1.5..=4.5).contains(&half_width), "{j:?}");
+            inside += usize::from(j.lower <= *v && *v <= j.upper);
+        }
+        let coverage = inside as f64 / settled.len() as f64;
+        assert!((0.75..=0.86).contains(&coverage), "coverage {coverage}");
+        let alarms = settled.iter().filter(|j| j.score >= FIRED).count();
+        assert!(alarms <= 2, "{alarms} alarms on 4,500 points of plain noise");
+    }
+
+    /// On a real NAB series (an EC2 request latency that failed three times), each labelled
+    /// anomaly window holds a score above every score outside the windows after warm-up.
+    #[test]
+    fn labelled_anomalies_score_above_the_quiet_part_of_a_real_series() {
+        let name = "realKnownCause/ec2_request_latency_system_failure.csv";
+        let (timestamps, seconds, values) = nab_series(name);
+        let labels: BTreeMap<String, Vec<[String; 2]>> = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/nab/labels/combined_windows.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let windows = crate::analytics::nab::windows_for(name, &timestamps, &labels).unwrap();
+        assert_eq!(windows.len(), 3);
+        let scores: Vec<f64> = judge(&seconds, &values).iter().map(|j| j.score).collect();
+        let in_window = |i: usize| windows.iter().any(|&(a, b)| (a..=b).contains(&i));
+        let outside = (WARM_UP as usize..scores.len())
+            .filter(|&i| !in_window(i))
+            .map(|i| scores[i])
+            .fold(0.0, f64::max);
+        for &(a, b) in &windows {
+            let inside = scores[a..=b].iter().copied().fold(0.0, f64::max);
+            assert!(
+                inside > outside && inside >= FIRED,
+                "window {a}..={b} peaks at {inside}, outside peaks at {outside}"
+            );
+        }
+    }
+
+    /// A missing value is judged with score 0 and not learned: with NaNs interleaved, every
+    /// present point gets the judgement it gets when the NaNs are left out.
+    #[test]
+    fn missing_values_are_skipped_without_poisoning_state() {
+        let (_, seconds, values) =
+            nab_series("realKnownCause/ec2_request_latency_system_failure.csv");
+        let clean = judge(&seconds, &values);
+        let mut detector = Detector::new(DetectorSettings::default());
+        let mut present = 0;
+        for (i, (&t, &v)) in seconds.iter().zip(&values).enumerate() {
+            if i % 7 == 3 {
+                let gap = detector.observe(t - 1, f64::NAN);
+                assert_eq!(gap.score, 0.0);
+                assert!(gap.expected.is_finite() && gap.lower.is_finite() && gap.upper.is_finite());
+                let infinite = detector.observe(t - 1, f64::INFINITY);
+                assert_eq!(infinite.score, 0.0);
+            }
+            assert_eq!(detector.observe(t, v), clean[i], "point {i}");
+            present += 1;
+        }
+        assert_eq!(present, values.len());
+    }
+
+    /// The normal helpers agree with tabulated values.
+    #[test]
+    fn normal_tail_and_quantile_match_tables() {
+        assert!((normal_quantile(0.9) - 1.281_551_565_5).abs() < 1e-8);
+        assert!((normal_quantile(0.975) - 1.959_963_985).abs() < 1e-8);
+        assert!((normal_tail(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_tail(1.959_963_985) - 0.025).abs() < 1e-7);
+        assert!((normal_tail(-1.0) - 0.841_344_746).abs() < 1e-7);
+    }
+}
