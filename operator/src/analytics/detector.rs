@@ -6,8 +6,7 @@
 //! - **Surprise.** Several simple predictions of the point — the median of the last
 //!   [`RECENT`] values, a fast moving average, the previous value, and the values around the
 //!   same time one day and one week earlier — and the smallest of their errors, divided by the
-//!   range the series has spanned so far (so the detector is scale-free), raised to
-//!   [`SURPRISE_POWER`] (large errors weigh more than many small ones). A point any one
+//!   range the series has spanned so far (so the detector is scale-free). A point any one
 //!   prediction explains is not surprising: a daily peak matches yesterday's, a new level
 //!   matches the previous value once it holds. Judged over the last [`SHORT`] points and,
 //!   for slow incidents, as a moving average of about [`SLOW`] points.
@@ -15,10 +14,11 @@
 //!   [`RARITY_WIDTH`] of the range of this one (`1 / (1 + count)`), judged over the last
 //!   [`RARITY_SHORT`] points: a value the series has not visited lately.
 //! - **Anomaly likelihood.** Each judged statistic is compared with its own long-run mean and
-//!   spread (exponentially weighted over about `1 / LONG` points): its Gaussian tail
+//!   spread (exponentially weighted over about `1 / LONG` points; the spread widened when its
+//!   tracked [`TAIL_QUANTILE`] shows a heavier tail than a Gaussian's): its Gaussian tail
 //!   probability `p` gives `−ln p / ln 10¹⁰` (`p = 10⁻¹⁰` gives 1). The score is the sum of
-//!   the short surprise's and the rarity's (independent evidence multiplies probabilities),
-//!   or the slow surprise's if higher, capped at 1.
+//!   the short surprise's and [`RARITY_WEIGHT`] times the rarity's (independent evidence
+//!   multiplies probabilities), or the slow surprise's if higher, capped at 1.
 //! - **One alarm per incident.** Once a score reaches [`FIRED`], the next [`QUIET`] points
 //!   score 0: the first detection of an incident is the one that matters, repeats are noise.
 //!   The first [`WARM_UP`] points are learned but score 0.
@@ -70,8 +70,6 @@ const RECENT: usize = 16;
 const FAST: f64 = 0.3;
 /// Weight of the newest error in the band's spread.
 const BAND: f64 = 0.02;
-/// Exponent applied to the surprise.
-const SURPRISE_POWER: f64 = 1.5;
 /// Points whose mean surprise is judged.
 const SHORT: usize = 5;
 /// Points in the slow moving average of the surprise.
@@ -82,14 +80,20 @@ const RARITY_WINDOW: usize = 2_000;
 const RARITY_WIDTH: f64 = 0.08;
 /// Points whose mean rarity is judged.
 const RARITY_SHORT: usize = 6;
+/// Weight of the rarity's score against the surprise's.
+const RARITY_WEIGHT: f64 = 1.2;
 /// Weight of the newest statistic in its long-run mean and variance.
 const LONG: f64 = 1.0 / 1000.0;
 /// Points learned before any score is published.
-const WARM_UP: u64 = 200;
+const WARM_UP: u64 = 250;
+/// Quantile of each statistic tracked to measure how heavy its upper tail is.
+const TAIL_QUANTILE: f64 = 0.985;
+/// Step of the tracked quantile, in standard deviations of the statistic.
+const TAIL_STEP: f64 = 0.01;
 /// Tail probability `10⁻¹⁰`, as `−ln`: the tail that scores 1.
 const FULL_SCORE_LOG_TAIL: f64 = 23.025_850_929_940_457;
 /// Score at which the detector has fired.
-const FIRED: f64 = 0.55;
+const FIRED: f64 = 0.58;
 /// Points after a firing that score 0.
 const QUIET: u64 = 120;
 /// Seasonal lags, in seconds: one day and one week.
@@ -100,17 +104,33 @@ const LAG_SLACK: usize = 2;
 /// and some).
 const HISTORY: usize = 2_200;
 
-/// A statistic's long-run mean and variance, and how unlikely a new value of it is.
+/// A statistic's long-run mean, variance and upper [`TAIL_QUANTILE`], and how unlikely a new
+/// value of it is.
 #[derive(Clone, Debug, Default)]
 struct Likelihood {
     mean: f64,
     variance: f64,
+    /// Running estimate of the statistic's [`TAIL_QUANTILE`] (stochastic approximation).
+    tail: f64,
 }
 
 impl Likelihood {
     /// `−ln P(Z > z) / ln 10¹⁰` in `[0, 1]` for the statistic's z-score, then learns it.
+    ///
+    /// The z-score's unit is the standard deviation or, when the statistic's upper tail is
+    /// heavier than a Gaussian's (its tracked quantile lies further out than the Gaussian
+    /// quantile would), the spread that tail implies: a bursty series needs a bigger burst to
+    /// raise the same score as a calm one.
     fn judge_and_learn(&mut self, statistic: f64) -> f64 {
-        let z = (statistic - self.mean) / self.variance.sqrt().max(1e-6);
+        let sd = self.variance.sqrt().max(1e-6);
+        let tail_spread = (self.tail - self.mean) / normal_quantile(TAIL_QUANTILE);
+        let z = (statistic - self.mean) / tail_spread.max(sd);
+        let step = TAIL_STEP * sd;
+        if statistic > self.tail {
+            self.tail += step * TAIL_QUANTILE;
+        } else {
+            self.tail -= step * (1.0 - TAIL_QUANTILE);
+        }
         let score = (-log_normal_tail(z) / FULL_SCORE_LOG_TAIL).clamp(0.0, 1.0);
         let delta = statistic - self.mean;
         self.mean += LONG * delta;
@@ -208,9 +228,7 @@ impl Detector {
             return judgement;
         }
 
-        let surprise = self
-            .surprise(timestamp, value, expected)
-            .powf(SURPRISE_POWER);
+        let surprise = self.surprise(timestamp, value, expected);
         let short = self.short_surprise.push(surprise);
         let short = self.short_surprise_likelihood.judge_and_learn(short);
         self.slow_surprise += (surprise - self.slow_surprise) / SLOW;
@@ -220,7 +238,7 @@ impl Detector {
         let rarity = self.short_rarity.push(self.rarity(value));
         let rarity = self.rarity_likelihood.judge_and_learn(rarity);
         if self.seen >= WARM_UP && self.since_fired >= QUIET {
-            judgement.score = (short + rarity).max(slow).min(1.0);
+            judgement.score = (short + RARITY_WEIGHT * rarity).max(slow).min(1.0);
         }
         self.since_fired = if judgement.score >= FIRED {
             0
