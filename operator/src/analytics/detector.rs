@@ -201,7 +201,7 @@ impl Detector {
             short_rarity: RecentMean::default(),
             rarity_likelihood: Likelihood::default(),
             since_fired: u64::MAX,
-            history: VecDeque::new(),
+            history: VecDeque::with_capacity(HISTORY + 1),
         }
     }
 
