@@ -27,7 +27,8 @@
 //! exponentially weighted spread of its errors. State per series: a few numbers, the last
 //! [`RECENT`] values, a few recent statistics, and the last week's values (at most
 //! [`HISTORY`] points, ≈ 35 KB) for the seasonal predictions and the rarity. Work per point:
-//! O([`RARITY_WINDOW`]).
+//! O([`RARITY_WINDOW`]). [`DetectorSettings::periods`] is not read: the day and week lags are
+//! always tried, and a lag explains a point only where it fits.
 //!
 //! `cargo bench -p vigil-operator --bench nab` scores it on the Numenta Anomaly Benchmark.
 
