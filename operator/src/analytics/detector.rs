@@ -1,5 +1,38 @@
-//! The online anomaly detector: each point is judged with what was known before it, then
-//! learned from. One default setting serves every series.
+//! The online anomaly detector behind `vigil:baseline:*` and `vigil:anomaly:score`: each point
+//! is judged with what was known before it, then learned from. One default setting serves
+//! every series.
+//!
+//! Three kinds of evidence, each turned into an anomaly likelihood:
+//! - **Surprise.** Several simple predictions of the point — the median of the last
+//!   [`RECENT`] values, a fast moving average, the previous value, and the values around the
+//!   same time one day and one week earlier — and the smallest of their errors, divided by the
+//!   range the series has spanned so far (so the detector is scale-free). A point any one
+//!   prediction explains is not surprising: a daily peak matches yesterday's, a new level
+//!   matches the previous value once it holds. Judged over the last [`SHORT`] points and,
+//!   for slow incidents, as a moving average of about [`SLOW`] points.
+//! - **Rarity.** How few of the last [`RARITY_WINDOW`] values lie within
+//!   [`RARITY_WIDTH`] of the range of this one (`1 / (1 + count)`), judged over the last
+//!   [`RARITY_SHORT`] points: a value the series has not visited lately.
+//! - **Anomaly likelihood.** Each judged statistic is compared with its own long-run mean and
+//!   spread (exponentially weighted over about `1 / LONG` points; the spread widened when its
+//!   tracked [`TAIL_QUANTILE`] shows a heavier tail than a Gaussian's): its Gaussian tail
+//!   probability `p` gives `−ln p / ln 10¹⁰` (`p = 10⁻¹⁰` gives 1). The score is the sum of
+//!   the short surprise's and [`RARITY_WEIGHT`] times the rarity's (independent evidence
+//!   multiplies probabilities), or the slow surprise's if higher, capped at 1.
+//! - **One alarm per incident.** Once a score reaches [`FIRED`], the next [`QUIET`] points
+//!   score 0: the first detection of an incident is the one that matters, repeats are noise.
+//!   The first [`WARM_UP`] points are learned but score 0.
+//!
+//! The published band is the median prediction ± the normal quantile of `level` times the
+//! exponentially weighted spread of its errors. State per series: a few numbers, the last
+//! [`RECENT`] values, a few recent statistics, and the last week's values (at most
+//! [`HISTORY`] points, ≈ 35 KB) for the seasonal predictions and the rarity. Work per point:
+//! O([`RARITY_WINDOW`]). [`DetectorSettings::periods`] is not read: the day and week lags are
+//! always tried, and a lag explains a point only where it fits.
+//!
+//! `cargo bench -p vigil-operator --bench nab` scores it on the Numenta Anomaly Benchmark.
+
+use std::collections::VecDeque;
 
 /// How the detector judges (one default for every series; no per-series tuning).
 #[derive(Clone, Debug, PartialEq)]
@@ -32,13 +65,123 @@ pub struct Judgement {
     pub score: f64,
 }
 
+/// Recent values whose median is the expected value.
+const RECENT: usize = 16;
+/// Weight of the newest value in the fast moving average.
+const FAST: f64 = 0.3;
+/// Weight of the newest error in the band's spread.
+const BAND: f64 = 0.02;
+/// Points whose mean surprise is judged.
+const SHORT: usize = 5;
+/// Points in the slow moving average of the surprise.
+const SLOW: f64 = 30.0;
+/// Past values a value's rarity is counted among.
+const RARITY_WINDOW: usize = 2_000;
+/// Half-width, as a share of the range seen so far, of the neighbourhood counted for rarity.
+const RARITY_WIDTH: f64 = 0.08;
+/// Points whose mean rarity is judged.
+const RARITY_SHORT: usize = 6;
+/// Weight of the rarity's score against the surprise's.
+const RARITY_WEIGHT: f64 = 1.2;
+/// Weight of the newest statistic in its long-run mean and variance.
+const LONG: f64 = 1.0 / 1000.0;
+/// Points learned before any score is published.
+const WARM_UP: u64 = 250;
+/// Quantile of each statistic tracked to measure how heavy its upper tail is.
+const TAIL_QUANTILE: f64 = 0.985;
+/// Step of the tracked quantile, in standard deviations of the statistic.
+const TAIL_STEP: f64 = 0.01;
+/// Tail probability `10⁻¹⁰`, as `−ln`: the tail that scores 1.
+const FULL_SCORE_LOG_TAIL: f64 = 23.025_850_929_940_457;
+/// Score at which the detector has fired.
+const FIRED: f64 = 0.58;
+/// Points after a firing that score 0.
+const QUIET: u64 = 120;
+/// Seasonal lags, in seconds: one day and one week.
+const LAGS: [i64; 2] = [86_400, 7 * 86_400];
+/// Points on either side of a lagged time that may explain a value.
+const LAG_SLACK: usize = 2;
+/// Most points kept for the seasonal predictions and the rarity (a week of 5-minute points
+/// and some).
+const HISTORY: usize = 2_200;
+
+/// A statistic's long-run mean, variance and upper [`TAIL_QUANTILE`], and how unlikely a new
+/// value of it is.
+#[derive(Clone, Debug, Default)]
+struct Likelihood {
+    mean: f64,
+    variance: f64,
+    /// Running estimate of the statistic's [`TAIL_QUANTILE`] (stochastic approximation).
+    tail: f64,
+}
+
+impl Likelihood {
+    /// `−ln P(Z > z) / ln 10¹⁰` in `[0, 1]` for the statistic's z-score, then learns it.
+    ///
+    /// The z-score's unit is the standard deviation or, when the statistic's upper tail is
+    /// heavier than a Gaussian's (its tracked quantile lies further out than the Gaussian
+    /// quantile would), the spread that tail implies: a bursty series needs a bigger burst to
+    /// raise the same score as a calm one.
+    fn judge_and_learn(&mut self, statistic: f64) -> f64 {
+        let sd = self.variance.sqrt().max(1e-6);
+        let tail_spread = (self.tail - self.mean) / normal_quantile(TAIL_QUANTILE);
+        let z = (statistic - self.mean) / tail_spread.max(sd);
+        let step = TAIL_STEP * sd;
+        if statistic > self.tail {
+            self.tail += step * TAIL_QUANTILE;
+        } else {
+            self.tail -= step * (1.0 - TAIL_QUANTILE);
+        }
+        let score = (-log_normal_tail(z) / FULL_SCORE_LOG_TAIL).clamp(0.0, 1.0);
+        let delta = statistic - self.mean;
+        self.mean += LONG * delta;
+        self.variance = (1.0 - LONG) * (self.variance + LONG * delta * delta);
+        score
+    }
+}
+
+/// The mean of the last `N` values of a statistic.
+#[derive(Clone, Debug, Default)]
+struct RecentMean<const N: usize> {
+    values: VecDeque<f64>,
+    sum: f64,
+}
+
+impl<const N: usize> RecentMean<N> {
+    fn push(&mut self, value: f64) -> f64 {
+        self.values.push_back(value);
+        self.sum += value;
+        if self.values.len() > N {
+            self.sum -= self.values.pop_front().unwrap_or(0.0);
+        }
+        self.sum / self.values.len() as f64
+    }
+}
+
 /// Online detector state for one series.
 #[derive(Clone, Debug)]
 pub struct Detector {
     settings: DetectorSettings,
-    mean: f64,
-    variance: f64,
+    /// Values learned so far.
     seen: u64,
+    min: f64,
+    max: f64,
+    /// Fast exponentially weighted moving average of the values.
+    fast: f64,
+    /// The last [`RECENT`] values.
+    recent: VecDeque<f64>,
+    /// Exponentially weighted variance of the expected value's error.
+    error_var: f64,
+    short_surprise: RecentMean<SHORT>,
+    short_surprise_likelihood: Likelihood,
+    slow_surprise: f64,
+    slow_surprise_likelihood: Likelihood,
+    short_rarity: RecentMean<RARITY_SHORT>,
+    rarity_likelihood: Likelihood,
+    /// Points since the score last reached [`FIRED`].
+    since_fired: u64,
+    /// `(timestamp, value)` of the last week's points, oldest first.
+    history: VecDeque<(i64, f64)>,
 }
 
 impl Detector {
@@ -46,55 +189,391 @@ impl Detector {
     pub fn new(settings: DetectorSettings) -> Self {
         Detector {
             settings,
-            mean: 0.0,
-            variance: 0.0,
             seen: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            fast: 0.0,
+            recent: VecDeque::with_capacity(RECENT + 1),
+            error_var: 0.0,
+            short_surprise: RecentMean::default(),
+            short_surprise_likelihood: Likelihood::default(),
+            slow_surprise: 0.0,
+            slow_surprise_likelihood: Likelihood::default(),
+            short_rarity: RecentMean::default(),
+            rarity_likelihood: Likelihood::default(),
+            since_fired: u64::MAX,
+            history: VecDeque::with_capacity(HISTORY + 1),
         }
     }
 
     /// Judges `value` (at `timestamp`, Unix seconds) against what came before, then learns it.
-    pub fn observe(&mut self, _timestamp: i64, value: f64) -> Judgement {
-        const ALPHA: f64 = 0.02;
-        let sd = self.variance.sqrt();
-        let z_level = 1.2815515655446004; // two-sided 80 %
-        let z_for = |level: f64| {
-            if (level - 0.8).abs() < 1e-9 {
-                z_level
-            } else {
-                2.0 * level
-            }
-        };
-        let width = z_for(self.settings.level) * sd;
-        let judgement = if self.seen < 2 || !value.is_finite() {
-            Judgement {
-                expected: self.mean,
-                lower: self.mean,
-                upper: self.mean,
-                score: 0.0,
-            }
-        } else {
-            let z = if sd > 0.0 {
-                (value - self.mean).abs() / sd
+    /// A missing value (NaN or infinite) is judged with score 0 and not learned.
+    pub fn observe(&mut self, timestamp: i64, value: f64) -> Judgement {
+        let expected = if self.seen == 0 {
+            if value.is_finite() {
+                value
             } else {
                 0.0
-            };
-            Judgement {
-                expected: self.mean,
-                lower: self.mean - width,
-                upper: self.mean + width,
-                score: 1.0 - (-z * z / 8.0).exp(),
             }
+        } else {
+            self.median_recent()
         };
-        if value.is_finite() {
-            if self.seen == 0 {
-                self.mean = value;
-            } else {
-                let delta = value - self.mean;
-                self.mean += ALPHA * delta;
-                self.variance = (1.0 - ALPHA) * (self.variance + ALPHA * delta * delta);
-            }
-            self.seen += 1;
+        let width = normal_quantile(0.5 + self.settings.level / 2.0) * self.error_var.sqrt();
+        let mut judgement = Judgement {
+            expected,
+            lower: expected - width,
+            upper: expected + width,
+            score: 0.0,
+        };
+        if !value.is_finite() {
+            return judgement;
         }
+
+        let surprise = self.surprise(timestamp, value, expected);
+        let short = self.short_surprise.push(surprise);
+        let short = self.short_surprise_likelihood.judge_and_learn(short);
+        self.slow_surprise += (surprise - self.slow_surprise) / SLOW;
+        let slow = self
+            .slow_surprise_likelihood
+            .judge_and_learn(self.slow_surprise);
+        let rarity = self.short_rarity.push(self.rarity(value));
+        let rarity = self.rarity_likelihood.judge_and_learn(rarity);
+        if self.seen >= WARM_UP && self.since_fired >= QUIET {
+            judgement.score = (short + RARITY_WEIGHT * rarity).max(slow).min(1.0);
+        }
+        self.since_fired = if judgement.score >= FIRED {
+            0
+        } else {
+            self.since_fired.saturating_add(1)
+        };
+        self.learn(timestamp, value, expected);
         judgement
+    }
+
+    /// The smallest error of the simple predictions, as a share of the range seen so far.
+    fn surprise(&self, timestamp: i64, value: f64, expected: f64) -> f64 {
+        let range = self.max - self.min;
+        if self.seen == 0 || range <= 0.0 {
+            return 0.0;
+        }
+        let last = self.recent.back().copied().unwrap_or(expected);
+        let recent = [expected, self.fast, last]
+            .iter()
+            .map(|p| (value - p).abs())
+            .fold(f64::INFINITY, f64::min);
+        let seasonal = LAGS
+            .iter()
+            .filter_map(|lag| self.lagged_error(timestamp - lag, value))
+            .fold(f64::INFINITY, f64::min);
+        (recent.min(seasonal) / range).min(1.0)
+    }
+
+    /// `1 / (1 + n)` for the `n` of the last [`RARITY_WINDOW`] values near `value`.
+    fn rarity(&self, value: f64) -> f64 {
+        let range = self.max - self.min;
+        if self.seen < 2 || range <= 0.0 {
+            return 0.0;
+        }
+        let width = RARITY_WIDTH * range;
+        let start = self.history.len().saturating_sub(RARITY_WINDOW);
+        let near = self
+            .history
+            .range(start..)
+            .filter(|&&(_, v)| (v - value).abs() <= width)
+            .count();
+        1.0 / (1.0 + near as f64)
+    }
+
+    /// The smallest distance from `value` to the points next to `target` in the history, if
+    /// the history reaches back that far.
+    fn lagged_error(&self, target: i64, value: f64) -> Option<f64> {
+        if self.history.front().is_none_or(|&(t, _)| t > target) {
+            return None;
+        }
+        let at = self.history.partition_point(|&(t, _)| t < target);
+        let end = (at + LAG_SLACK + 1).min(self.history.len());
+        (at.saturating_sub(LAG_SLACK)..end)
+            .map(|i| (value - self.history[i].1).abs())
+            .reduce(f64::min)
+    }
+
+    fn median_recent(&self) -> f64 {
+        let mut values = [0.0; RECENT];
+        let n = self.recent.len();
+        for (slot, value) in values.iter_mut().zip(&self.recent) {
+            *slot = *value;
+        }
+        let values = &mut values[..n];
+        values.sort_by(f64::total_cmp);
+        match n {
+            0 => 0.0,
+            n if n % 2 == 1 => values[n / 2],
+            n => 0.5 * (values[n / 2 - 1] + values[n / 2]),
+        }
+    }
+
+    fn learn(&mut self, timestamp: i64, value: f64, expected: f64) {
+        if self.seen == 0 {
+            self.fast = value;
+        } else {
+            let error = value - expected;
+            self.error_var = (1.0 - BAND) * (self.error_var + BAND * error * error);
+            self.fast += FAST * (value - self.fast);
+        }
+        self.recent.push_back(value);
+        if self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+        self.history.push_back((timestamp, value));
+        let oldest = timestamp - LAGS[LAGS.len() - 1] - 3_600;
+        while self.history.len() > HISTORY || self.history.front().is_some_and(|&(t, _)| t < oldest)
+        {
+            self.history.pop_front();
+        }
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.seen += 1;
+    }
+}
+
+/// `ln P(Z > z)` for a standard normal `Z`; past `z = 5` from the asymptotic series, where the
+/// tail itself is too small for the approximation below.
+fn log_normal_tail(z: f64) -> f64 {
+    if z < 5.0 {
+        normal_tail(z).ln()
+    } else {
+        -0.5 * z * z - (z * std::f64::consts::TAU.sqrt()).ln() + (1.0 - 1.0 / (z * z)).ln()
+    }
+}
+
+/// `P(Z > z)` for a standard normal `Z` (Abramowitz & Stegun 7.1.26 on `erfc`, error < 1.5e-7).
+fn normal_tail(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erfc = poly * (-x * x).exp();
+    if z >= 0.0 {
+        0.5 * erfc
+    } else {
+        1.0 - 0.5 * erfc
+    }
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+
+    /// A NAB data file (`tests/fixtures/nab/data/<name>`): its timestamps as written, their
+    /// Unix seconds (every NAB timestamp is on a regular grid from the first one) and values.
+    fn nab_series(name: &str) -> (Vec<String>, Vec<i64>, Vec<f64>) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/nab/data")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut timestamps = Vec::new();
+        let mut values = Vec::new();
+        for line in text.lines().skip(1) {
+            let (t, v) = line.split_once(',').unwrap();
+            timestamps.push(t.to_owned());
+            values.push(v.parse().unwrap());
+        }
+        // Seconds since the first row: a day is 86,400 s whatever the epoch.
+        let seconds = timestamps
+            .iter()
+            .map(|t| {
+                let (date, time) = t.split_once(' ').unwrap();
+                let day: i64 = date[8..10].parse().unwrap();
+                let month: i64 = date[5..7].parse().unwrap();
+                let hms: Vec<i64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+                // Days before each month in a non-leap year; these series span one spring.
+                const BEFORE: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+                (BEFORE[(month - 1) as usize] + day) * 86_400 + hms[0] * 3_600 + hms[1] * 60
+            })
+            .collect();
+        (timestamps, seconds, values)
+    }
+
+    fn judge(seconds: &[i64], values: &[f64]) -> Vec<Judgement> {
+        let mut detector = Detector::new(DetectorSettings::default());
+        seconds
+            .iter()
+            .zip(values)
+            .map(|(&t, &v)| detector.observe(t, v))
+            .collect()
+    }
+
+    /// Deterministic standard normal noise (a 64-bit LCG through Box–Muller).
+    fn noise(n: usize, seed: u64) -> Vec<f64> {
+        let mut state = seed;
+        let mut uniform = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        (0..n)
+            .map(|_| {
+                let (u, v) = (uniform(), uniform());
+                (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+            })
+            .collect()
+    }
+
+    /// Online: a point's judgement depends only on the points before it, so judging a prefix
+    /// alone gives exactly the judgements the full series gives for that prefix.
+    #[test]
+    fn judgements_of_a_prefix_do_not_depend_on_later_points() {
+        let (_, seconds, values) =
+            nab_series("realKnownCause/ec2_request_latency_system_failure.csv");
+        let full = judge(&seconds, &values);
+        for cut in [1, 250, 2_000, 3_100] {
+            let prefix = judge(&seconds[..cut], &values[..cut]);
+            assert_eq!(prefix, full[..cut], "prefix of {cut} points");
+        }
+        assert!(full.iter().all(|j| (0.0..=1.0).contains(&j.score)));
+    }
+
+    /// On a noisy constant series the band holds the expected value, sits around the level and
+    /// holds about 80 % of the points; plain noise raises at most a rare alarm.
+    #[test]
+    fn band_is_sane_on_a_noisy_constant_series() {
+        let values: Vec<f64> = noise(5_000, 7).iter().map(|e| 50.0 + 2.0 * e).collect();
+        let seconds: Vec<i64> = (0..values.len() as i64).map(|i| i * 300).collect();
+        let judgements = judge(&seconds, &values);
+        let settled = &judgements[500..];
+        let mut inside = 0;
+        for (j, v) in settled.iter().zip(&values[500..]) {
+            assert!(j.lower <= j.expected && j.expected <= j.upper, "{j:?}");
+            assert!((j.expected - 50.0).abs() < 2.0, "{j:?}");
+            let half_width = (j.upper - j.lower) / 2.0;
+            assert!((1.5..=4.5).contains(&half_width), "{j:?}");
+            inside += usize::from(j.lower <= *v && *v <= j.upper);
+        }
+        let coverage = inside as f64 / settled.len() as f64;
+        assert!((0.75..=0.86).contains(&coverage), "coverage {coverage}");
+        let alarms = settled.iter().filter(|j| j.score >= FIRED).count();
+        assert!(
+            alarms <= 2,
+            "{alarms} alarms on 4,500 points of plain noise"
+        );
+    }
+
+    /// On a real NAB series (an EC2 request latency that failed three times), each labelled
+    /// anomaly window holds a score above every score outside the windows after warm-up.
+    #[test]
+    fn labelled_anomalies_score_above_the_quiet_part_of_a_real_series() {
+        let name = "realKnownCause/ec2_request_latency_system_failure.csv";
+        let (timestamps, seconds, values) = nab_series(name);
+        let labels: BTreeMap<String, Vec<[String; 2]>> = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/nab/labels/combined_windows.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let windows = crate::analytics::nab::windows_for(name, &timestamps, &labels).unwrap();
+        assert_eq!(windows.len(), 3);
+        let scores: Vec<f64> = judge(&seconds, &values).iter().map(|j| j.score).collect();
+        let in_window = |i: usize| windows.iter().any(|&(a, b)| (a..=b).contains(&i));
+        let outside = (WARM_UP as usize..scores.len())
+            .filter(|&i| !in_window(i))
+            .map(|i| scores[i])
+            .fold(0.0, f64::max);
+        for &(a, b) in &windows {
+            let inside = scores[a..=b].iter().copied().fold(0.0, f64::max);
+            assert!(
+                inside > outside && inside >= FIRED,
+                "window {a}..={b} peaks at {inside}, outside peaks at {outside}"
+            );
+        }
+    }
+
+    /// A missing value is judged with score 0 and not learned: with NaNs interleaved, every
+    /// present point gets the judgement it gets when the NaNs are left out.
+    #[test]
+    fn missing_values_are_skipped_without_poisoning_state() {
+        let (_, seconds, values) =
+            nab_series("realKnownCause/ec2_request_latency_system_failure.csv");
+        let clean = judge(&seconds, &values);
+        let mut detector = Detector::new(DetectorSettings::default());
+        let mut present = 0;
+        for (i, (&t, &v)) in seconds.iter().zip(&values).enumerate() {
+            if i % 7 == 3 {
+                let gap = detector.observe(t - 1, f64::NAN);
+                assert_eq!(gap.score, 0.0);
+                assert!(gap.expected.is_finite() && gap.lower.is_finite() && gap.upper.is_finite());
+                let infinite = detector.observe(t - 1, f64::INFINITY);
+                assert_eq!(infinite.score, 0.0);
+            }
+            assert_eq!(detector.observe(t, v), clean[i], "point {i}");
+            present += 1;
+        }
+        assert_eq!(present, values.len());
+    }
+
+    /// The normal helpers agree with tabulated values.
+    #[test]
+    fn normal_tail_and_quantile_match_tables() {
+        assert!((normal_quantile(0.9) - 1.281_551_565_5).abs() < 1e-8);
+        assert!((normal_quantile(0.975) - 1.959_963_985).abs() < 1e-8);
+        assert!((normal_tail(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_tail(1.959_963_985) - 0.025).abs() < 1e-7);
+        assert!((normal_tail(-1.0) - 0.841_344_746).abs() < 1e-7);
     }
 }
