@@ -41,7 +41,24 @@ enum Command {
     Render(Box<RenderArgs>),
     /// Run the operator in a cluster: leader election, and the controllers on the leader.
     Run(Box<RunArgs>),
+    /// Run the analytics engine: baselines, anomaly scores and forecasts for every `anomaly`
+    /// and `forecast` rule, read from Prometheus and served on `/metrics`.
+    Analytics(Box<AnalyticsArgs>),
 }
+
+/// Flags of `vigil-operator analytics`: without a subcommand it runs the engine.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AnalyticsArgs {
+    #[command(subcommand)]
+    command: Option<AnalyticsCommand>,
+    #[command(flatten)]
+    run: vigil_operator::analytics::engine::EngineArgs,
+}
+
+/// Offline analytics tools.
+#[derive(Subcommand, Debug)]
+enum AnalyticsCommand {}
 
 /// Flags of `vigil-operator render`.
 #[derive(clap::Args, Debug)]
@@ -228,6 +245,10 @@ fn main() -> ExitCode {
             render(&files, &output, force, options, prometheus_retention)
         }
         Command::Run(args) => run_operator(*args),
+        Command::Analytics(args) => match args.command {
+            None => run_analytics(args.run),
+            Some(command) => match command {},
+        },
     }
 }
 
@@ -313,6 +334,36 @@ fn run_operator(args: RunArgs) -> ExitCode {
         }
     };
     match runtime.block_on(run::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("vigil-operator: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_analytics(args: vigil_operator::analytics::engine::EngineArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("vigil-operator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(vigil_operator::analytics::engine::cluster::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut message = e.to_string();

@@ -12,7 +12,10 @@ pub struct DetectorSettings {
 
 impl Default for DetectorSettings {
     fn default() -> Self {
-        DetectorSettings { periods: Vec::new(), level: 0.8 }
+        DetectorSettings {
+            periods: Vec::new(),
+            level: 0.8,
+        }
     }
 }
 
@@ -41,7 +44,12 @@ pub struct Detector {
 impl Detector {
     /// A detector that has seen nothing yet.
     pub fn new(settings: DetectorSettings) -> Self {
-        Detector { settings, mean: 0.0, variance: 0.0, seen: 0 }
+        Detector {
+            settings,
+            mean: 0.0,
+            variance: 0.0,
+            seen: 0,
+        }
     }
 
     /// Judges `value` (at `timestamp`, Unix seconds) against what came before, then learns it.
@@ -49,12 +57,27 @@ impl Detector {
         const ALPHA: f64 = 0.02;
         let sd = self.variance.sqrt();
         let z_level = 1.2815515655446004; // two-sided 80 %
-        let z_for = |level: f64| if (level - 0.8).abs() < 1e-9 { z_level } else { 2.0 * level };
+        let z_for = |level: f64| {
+            if (level - 0.8).abs() < 1e-9 {
+                z_level
+            } else {
+                2.0 * level
+            }
+        };
         let width = z_for(self.settings.level) * sd;
         let judgement = if self.seen < 2 || !value.is_finite() {
-            Judgement { expected: self.mean, lower: self.mean, upper: self.mean, score: 0.0 }
+            Judgement {
+                expected: self.mean,
+                lower: self.mean,
+                upper: self.mean,
+                score: 0.0,
+            }
         } else {
-            let z = if sd > 0.0 { (value - self.mean).abs() / sd } else { 0.0 };
+            let z = if sd > 0.0 {
+                (value - self.mean).abs() / sd
+            } else {
+                0.0
+            };
             Judgement {
                 expected: self.mean,
                 lower: self.mean - width,

@@ -34,7 +34,12 @@ pub struct ForecastSettings {
 
 impl Default for ForecastSettings {
     fn default() -> Self {
-        ForecastSettings { periods: Vec::new(), level: 0.8, horizons: vec![1], events: Vec::new() }
+        ForecastSettings {
+            periods: Vec::new(),
+            level: 0.8,
+            horizons: vec![1],
+            events: Vec::new(),
+        }
     }
 }
 
@@ -84,7 +89,10 @@ pub fn fit_and_forecast(
     let values = &series.values;
     let need = period + settings.horizons.iter().copied().max().unwrap_or(1) + 2;
     if series.usable() < need {
-        return Err(AnalyticsError::TooShort { have: series.usable(), need });
+        return Err(AnalyticsError::TooShort {
+            have: series.usable(),
+            need,
+        });
     }
     let n = values.len();
     let at = |i: usize| values[i];
@@ -111,8 +119,11 @@ pub fn fit_and_forecast(
             errors.sort_by(f64::total_cmp);
             let tail = (1.0 - settings.level) / 2.0;
             let quantile = |q: f64| errors[((errors.len() - 1) as f64 * q).round() as usize];
-            let (low, high) =
-                if errors.is_empty() { (0.0, 0.0) } else { (quantile(tail), quantile(1.0 - tail)) };
+            let (low, high) = if errors.is_empty() {
+                (0.0, 0.0)
+            } else {
+                (quantile(tail), quantile(1.0 - tail))
+            };
             let held = errors.iter().filter(|e| (low..=high).contains(*e)).count();
             HorizonBand {
                 horizon: h,
@@ -123,5 +134,8 @@ pub fn fit_and_forecast(
             }
         })
         .collect();
-    Ok(Forecast { periods: vec![period], bands })
+    Ok(Forecast {
+        periods: vec![period],
+        bands,
+    })
 }
