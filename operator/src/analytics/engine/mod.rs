@@ -311,10 +311,15 @@ impl Engine {
     /// Runs every job once now, one after another, and returns their outcomes (the scheduler
     /// without the clock: for tests and the first cycle).
     pub async fn run_all_once(&self) -> Vec<(JobKey, Outcome)> {
+        self.run_all_at(unix_now()).await
+    }
+
+    /// [`Engine::run_all_once`] as if it were `now` (Unix seconds).
+    pub async fn run_all_at(&self, now: i64) -> Vec<(JobKey, Outcome)> {
         let mut out = Vec::new();
         for (key, slot) in &self.slots {
             let mut state = slot.state.lock().await;
-            let outcome = runner::run(&mut state, &self.ctx, unix_now()).await;
+            let outcome = runner::run(&mut state, &self.ctx, now).await;
             reschedule(
                 &slot.schedule,
                 &state.job,
