@@ -275,6 +275,7 @@ async fn one_cycle_against_a_real_prometheus() {
     };
     let spike = one(&text, "vigil:anomaly:score", &route("spiky"));
     let calm = one(&text, "vigil:anomaly:score", &route("calm"));
+    eprintln!("scores: spike {spike}, calm {calm}");
     assert!(spike > 0.9, "spike scored {spike}");
     assert!(calm < 0.5, "normal point scored {calm}");
     assert_eq!(
@@ -416,4 +417,121 @@ async fn an_absent_prometheus_backs_off_without_hanging() {
     };
     assert!(message.contains("did not answer within 1s"), "{message}");
     drop(silent);
+}
+
+/// Answers each request on `listener` with an empty vector result and sends its head and body
+/// (lower-cased header names) to the test. Stands in for Prometheus only to observe what the
+/// client sends; it does not evaluate queries.
+fn capture(listener: std::net::TcpListener) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { return };
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            let request = loop {
+                let n = tcp.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break String::from_utf8_lossy(&seen).into_owned();
+                }
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_owned)
+                        })
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break text;
+                    }
+                }
+            };
+            let body = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+            let _ = write!(
+                tcp,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            if tx.send(request).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The client sends the bearer token read from its file on every request (a rotated token is
+/// used at once), basic auth from files, extra headers such as `X-Scope-OrgID`, and the query
+/// form-encoded in a POST body.
+#[tokio::test]
+async fn credentials_and_tenant_headers_are_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "token-1\n").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = capture(listener);
+    let client = PrometheusClient::new(PrometheusSettings {
+        url: url.clone(),
+        bearer_token_file: Some(token.clone()),
+        headers: vec![(
+            http::HeaderName::from_static("x-scope-orgid"),
+            http::HeaderValue::from_static("tenant-a"),
+        )],
+        timeout: Duration::from_secs(5),
+        ..PrometheusSettings::default()
+    })
+    .unwrap();
+    let next = || {
+        requests
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a request")
+            .to_ascii_lowercase()
+    };
+    assert!(client
+        .query(r#"up{job="a b"}"#, 100.0)
+        .await
+        .unwrap()
+        .is_empty());
+    let first = next();
+    assert!(first.starts_with("post /api/v1/query http/1.1"), "{first}");
+    assert!(
+        first.contains("authorization: bearer token-1\r\n"),
+        "{first}"
+    );
+    assert!(first.contains("x-scope-orgid: tenant-a\r\n"), "{first}");
+    assert!(
+        first.ends_with("query=up%7bjob%3d%22a%20b%22%7d&time=100"),
+        "{first}"
+    );
+    std::fs::write(&token, "token-2").unwrap();
+    client.query("up", 100.0).await.unwrap();
+    assert!(next().contains("authorization: bearer token-2\r\n"));
+
+    let (user, password) = (dir.path().join("user"), dir.path().join("password"));
+    std::fs::write(&user, "vigil").unwrap();
+    std::fs::write(&password, "s3cret").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = capture(listener);
+    let client = PrometheusClient::new(PrometheusSettings {
+        url,
+        basic_auth_files: Some((user, password.clone())),
+        timeout: Duration::from_secs(5),
+        ..PrometheusSettings::default()
+    })
+    .unwrap();
+    client.query("up", 1.0).await.unwrap();
+    let request = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+    // base64("vigil:s3cret")
+    assert!(request.contains("Basic dmlnaWw6czNjcmV0\r\n"), "{request}");
+    std::fs::remove_file(&password).unwrap();
+    let e = client.query("up", 1.0).await.unwrap_err();
+    assert!(e.to_string().contains("basic-auth password file"), "{e}");
+    assert!(!e.to_string().contains("s3cret"));
 }

@@ -146,6 +146,29 @@ fn conditions_by_policy(
         .collect()
 }
 
+/// One discovery round: lists the AlertPolicies (of `namespace`, or all), writes each
+/// policy's `Analytics` condition from `outcomes` when `write_status` (the leader), and
+/// returns the jobs at `step`.
+pub async fn sync(
+    client: &Client,
+    namespace: Option<&str>,
+    step: i64,
+    outcomes: &[(JobKey, Option<Outcome>)],
+    write_status: bool,
+) -> Result<Vec<super::jobs::Job>, kube::Error> {
+    let api: Api<AlertPolicy> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let policies = api.list(&ListParams::default()).await?.items;
+    if write_status {
+        for (policy, condition) in conditions_by_policy(&policies, outcomes, Timestamp::now()) {
+            write_condition(client, &policy, condition).await;
+        }
+    }
+    Ok(jobs(&policies, step))
+}
+
 /// Runs the engine until SIGTERM or Ctrl-C.
 pub async fn run(args: EngineArgs) -> Result<(), EngineError> {
     let client = crate::run::client(args.kubeconfig.as_ref())
@@ -216,16 +239,12 @@ pub async fn run(args: EngineArgs) -> Result<(), EngineError> {
     let engine_task =
         tokio::spawn(engine.run(jobs_rx, leading.clone(), shutdown.clone(), outcomes_tx));
 
-    let api: Api<AlertPolicy> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let mut shutdown_discovery = shutdown.clone();
     loop {
-        match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                let policies = list.items;
-                let wanted = jobs(&policies, step);
+        let outcomes = outcomes_rx.borrow_and_update().clone();
+        let leads = *leading.borrow();
+        match sync(&client, args.namespace.as_deref(), step, &outcomes, leads).await {
+            Ok(wanted) => {
                 jobs_tx.send_if_modified(|current| {
                     let changed = *current != wanted;
                     if changed {
@@ -235,14 +254,6 @@ pub async fn run(args: EngineArgs) -> Result<(), EngineError> {
                     changed
                 });
                 ready.store(true, Ordering::Relaxed);
-                if *leading.borrow() {
-                    let outcomes = outcomes_rx.borrow_and_update().clone();
-                    for (policy, condition) in
-                        conditions_by_policy(&policies, &outcomes, Timestamp::now())
-                    {
-                        write_condition(&client, &policy, condition).await;
-                    }
-                }
             }
             Err(e) => tracing::warn!(error = %e, "cannot list AlertPolicies"),
         }

@@ -415,8 +415,9 @@ pub fn crossing_steps(bands: &[HorizonBand], last: f64, capacity: f64) -> Option
     None
 }
 
-/// One forecast fit of one series: the points it publishes, or why there are none.
-fn fit_one(
+/// One forecast fit of one series at `now`: the points it publishes (bands per published
+/// horizon, capacity probability and crossing), or why there are none.
+pub fn fit_series(
     job: &Job,
     labels: &Labels,
     mut series: Series,
@@ -521,7 +522,7 @@ async fn forecast(
         let (mut fitted, mut short, mut failure) = (0, None, None);
         for RangeSeries { labels, series } in result {
             let started = Instant::now();
-            let fit = fit_one(&job, &labels, series, step, now);
+            let fit = fit_series(&job, &labels, series, step, now);
             metrics
                 .fit_duration
                 .observe(started.elapsed().as_secs_f64());
