@@ -509,10 +509,11 @@ fn results<'a>(
         .ok_or_else(|| decode("the result is not a list"))
 }
 
-/// The series of a `matrix` result: labels and `(timestamp, value)` points.
-pub fn parse_matrix(
-    data: &serde_json::Value,
-) -> Result<Vec<(Labels, Vec<(f64, f64)>)>, PrometheusError> {
+/// One series of a `matrix` result: its labels and `(timestamp, value)` points.
+pub type MatrixSeries = (Labels, Vec<(f64, f64)>);
+
+/// The series of a `matrix` result.
+pub fn parse_matrix(data: &serde_json::Value) -> Result<Vec<MatrixSeries>, PrometheusError> {
     results(data, "matrix")?
         .iter()
         .map(|result| {
