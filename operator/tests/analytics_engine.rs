@@ -246,6 +246,29 @@ async fn one_cycle_against_a_real_prometheus() {
     let end = now - now % STEP;
     let (_prometheus, url) = prometheus_with_history(dir.path(), end);
     let (mut engine, registry) = new_engine(&url, Duration::from_secs(20));
+
+    // Four days at 30 s are 11,521 points, over Prometheus' 11,000 per query: two chunks,
+    // stitched without a gap or a shift (the backfilled points sit every tenth step).
+    let client = &engine.context().prometheus;
+    let range = client
+        .query_range(r#"vigil_test_load{route="calm"}"#, end - 4 * DAY, end, 30)
+        .await
+        .unwrap();
+    assert_eq!(range.len(), 1);
+    let values = &range[0].series.values;
+    assert_eq!(values.len(), 11_521);
+    assert!(values.iter().all(|v| v.is_finite()), "a chunk left a gap");
+    let mut seed = 7;
+    for (i, written) in
+        (0..=4 * DAY / STEP).map(|k| (k * STEP / 30, load(end - 4 * DAY + k * STEP, &mut seed)))
+    {
+        assert!(
+            (values[i as usize] - written).abs() < 1e-9,
+            "point {i}: {} != {written}",
+            values[i as usize]
+        );
+    }
+
     engine.set_jobs(vec![anomaly_job(), forecast_job()]);
 
     let started = Instant::now();
