@@ -43,7 +43,7 @@ enum Command {
     Run(Box<RunArgs>),
     /// Run the analytics engine: baselines, anomaly scores and forecasts for every `anomaly`
     /// and `forecast` rule, read from Prometheus and served on `/metrics`.
-    Analytics(Box<AnalyticsArgs>),
+    Analytics(AnalyticsArgs),
 }
 
 /// Flags of `vigil-operator analytics`: without a subcommand it runs the engine.
@@ -497,5 +497,45 @@ mod tests {
             panic!("render expected");
         };
         assert_eq!(args.cluster_name.as_deref(), Some("eu-prod-1"));
+    }
+
+    /// `analytics` without a subcommand takes the engine flags: Prometheus URL and tenant
+    /// headers, step and refit interval as Prometheus durations, listen address; a bad
+    /// duration is refused naming the flag's value.
+    #[test]
+    fn analytics_takes_the_engine_flags() {
+        let cli = Cli::try_parse_from([
+            "vigil-operator",
+            "analytics",
+            "--prometheus-url",
+            "https://mimir.example/prometheus",
+            "--prometheus-header",
+            "X-Scope-OrgID=tenant-a",
+            "--prometheus-bearer-token-file",
+            "/var/run/secrets/token",
+            "--step",
+            "30s",
+            "--refit-interval",
+            "2h",
+            "--namespace",
+            "shop",
+        ])
+        .unwrap();
+        let Command::Analytics(args) = cli.command else {
+            panic!("analytics expected");
+        };
+        assert!(args.command.is_none());
+        let run = args.run;
+        assert_eq!(run.prometheus_url, "https://mimir.example/prometheus");
+        assert_eq!(run.prometheus_headers.len(), 1);
+        assert_eq!(run.step, std::time::Duration::from_secs(30));
+        assert_eq!(run.refit_interval, std::time::Duration::from_secs(7200));
+        assert_eq!(run.listen.to_string(), "0.0.0.0:8090");
+        assert_eq!(run.namespace.as_deref(), Some("shop"));
+        assert_eq!(run.run_settings().step, 30);
+        let e = Cli::try_parse_from(["vigil-operator", "analytics", "--step", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"soon\" is not a Prometheus duration"), "{e}");
     }
 }
