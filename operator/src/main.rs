@@ -52,8 +52,9 @@ enum Command {
 struct AnalyticsArgs {
     #[command(subcommand)]
     command: Option<AnalyticsCommand>,
+    /// Boxed: the engine's flags are large and `Command` is built once.
     #[command(flatten)]
-    run: vigil_operator::analytics::engine::EngineArgs,
+    run: Box<vigil_operator::analytics::engine::EngineArgs>,
 }
 
 /// Offline analytics tools.
@@ -246,7 +247,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => run_operator(*args),
         Command::Analytics(args) => match args.command {
-            None => run_analytics(args.run),
+            None => run_analytics(*args.run),
             Some(command) => match command {},
         },
     }
