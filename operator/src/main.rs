@@ -41,7 +41,25 @@ enum Command {
     Render(Box<RenderArgs>),
     /// Run the operator in a cluster: leader election, and the controllers on the leader.
     Run(Box<RunArgs>),
+    /// Run the analytics engine: baselines, anomaly scores and forecasts for every `anomaly`
+    /// and `forecast` rule, read from Prometheus and served on `/metrics`.
+    Analytics(AnalyticsArgs),
 }
+
+/// Flags of `vigil-operator analytics`: without a subcommand it runs the engine.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AnalyticsArgs {
+    #[command(subcommand)]
+    command: Option<AnalyticsCommand>,
+    /// Boxed: the engine's flags are large and `Command` is built once.
+    #[command(flatten)]
+    run: Box<vigil_operator::analytics::engine::EngineArgs>,
+}
+
+/// Offline analytics tools.
+#[derive(Subcommand, Debug)]
+enum AnalyticsCommand {}
 
 /// Flags of `vigil-operator render`.
 #[derive(clap::Args, Debug)]
@@ -228,6 +246,10 @@ fn main() -> ExitCode {
             render(&files, &output, force, options, prometheus_retention)
         }
         Command::Run(args) => run_operator(*args),
+        Command::Analytics(args) => match args.command {
+            None => run_analytics(*args.run),
+            Some(command) => match command {},
+        },
     }
 }
 
@@ -313,6 +335,36 @@ fn run_operator(args: RunArgs) -> ExitCode {
         }
     };
     match runtime.block_on(run::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("vigil-operator: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_analytics(args: vigil_operator::analytics::engine::EngineArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("vigil-operator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(vigil_operator::analytics::engine::cluster::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let mut message = e.to_string();
@@ -446,5 +498,45 @@ mod tests {
             panic!("render expected");
         };
         assert_eq!(args.cluster_name.as_deref(), Some("eu-prod-1"));
+    }
+
+    /// `analytics` without a subcommand takes the engine flags: Prometheus URL and tenant
+    /// headers, step and refit interval as Prometheus durations, listen address; a bad
+    /// duration is refused naming the flag's value.
+    #[test]
+    fn analytics_takes_the_engine_flags() {
+        let cli = Cli::try_parse_from([
+            "vigil-operator",
+            "analytics",
+            "--prometheus-url",
+            "https://mimir.example/prometheus",
+            "--prometheus-header",
+            "X-Scope-OrgID=tenant-a",
+            "--prometheus-bearer-token-file",
+            "/var/run/secrets/token",
+            "--step",
+            "30s",
+            "--refit-interval",
+            "2h",
+            "--namespace",
+            "shop",
+        ])
+        .unwrap();
+        let Command::Analytics(args) = cli.command else {
+            panic!("analytics expected");
+        };
+        assert!(args.command.is_none());
+        let run = args.run;
+        assert_eq!(run.prometheus_url, "https://mimir.example/prometheus");
+        assert_eq!(run.prometheus_headers.len(), 1);
+        assert_eq!(run.step, std::time::Duration::from_secs(30));
+        assert_eq!(run.refit_interval, std::time::Duration::from_secs(7200));
+        assert_eq!(run.listen.to_string(), "0.0.0.0:8090");
+        assert_eq!(run.namespace.as_deref(), Some("shop"));
+        assert_eq!(run.run_settings().step, 30);
+        let e = Cli::try_parse_from(["vigil-operator", "analytics", "--step", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"soon\" is not a Prometheus duration"), "{e}");
     }
 }

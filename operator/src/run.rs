@@ -396,7 +396,7 @@ async fn stop_when(
 }
 
 /// SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

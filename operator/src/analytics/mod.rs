@@ -6,8 +6,11 @@
 //! - [`detector`]: the online anomaly detector behind `vigil:baseline:*` and
 //!   `vigil:anomaly:score`: each point is judged with what was known before it.
 //! - [`nab`]: scores detectors the way the Numenta Anomaly Benchmark does.
+//! - [`engine`]: `vigil-operator analytics`, which runs both against Prometheus and
+//!   publishes the results on its `/metrics`.
 
 pub mod detector;
+pub mod engine;
 pub mod forecast;
 pub mod nab;
 pub mod series;

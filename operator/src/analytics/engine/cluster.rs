@@ -1,0 +1,307 @@
+//! The engine in a cluster: lists AlertPolicies (in `--namespace` or everywhere) every
+//! [`DISCOVERY_INTERVAL`] into jobs, competes for the `vigil-analytics` Lease so only one
+//! replica fits and publishes, serves `/metrics`, `/healthz` and `/readyz`, and writes each
+//! policy's `Analytics` condition.
+//!
+//! The operator's controller writes an AlertPolicy's status by merging its own condition
+//! types into the conditions the object already shows, so it keeps `Analytics`; the engine
+//! does the same from its side, with the object's `resourceVersion` in the patch so neither
+//! write can silently drop the other's condition (a conflict is retried on the next round).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use prometheus::Registry;
+use tokio::sync::watch;
+use vigil_crds::AlertPolicy;
+
+use super::exposition::{self, EngineMetrics, Published};
+use super::jobs::{jobs, JobKey};
+use super::prometheus::{PrometheusClient, PrometheusError};
+use super::runner::{Outcome, RunContext};
+use super::{Engine, EngineArgs};
+use crate::controllers::conditions;
+use crate::leader::{LeaderElector, LeaseSettings};
+
+/// How often AlertPolicies are listed (and conditions written).
+pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+/// The condition type the engine owns.
+pub const CONDITION: &str = "Analytics";
+/// Field manager of the engine's status writes.
+const FIELD_MANAGER: &str = "vigil-analytics";
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot connect to Kubernetes")]
+    Kube(#[source] crate::run::RunError),
+    #[error("invalid Prometheus settings")]
+    Prometheus(#[source] PrometheusError),
+    #[error("cannot register the engine metrics")]
+    Metrics(#[source] prometheus::Error),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The `Analytics` condition of a policy whose jobs ended with `outcomes` (rule name and
+/// outcome); `None` until every job has run once.
+pub fn policy_condition(
+    outcomes: &[(&str, &Outcome)],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<Condition> {
+    if outcomes.is_empty() {
+        return None;
+    }
+    let failing: Vec<&(&str, &Outcome)> = outcomes.iter().filter(|(_, o)| !o.ok()).collect();
+    let reason = failing.first().map_or("Fitted", |(_, o)| o.reason());
+    let message = outcomes
+        .iter()
+        .map(|(rule, o)| format!("rule {rule}: {}", o.message()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(conditions::condition(
+        CONDITION,
+        failing.is_empty(),
+        reason,
+        message,
+        generation,
+        now,
+    ))
+}
+
+/// Writes the `Analytics` condition of `policy` when it differs from what the policy shows.
+async fn write_condition(client: &Client, policy: &AlertPolicy, condition: Condition) {
+    let existing = policy
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let same = existing.iter().any(|c| {
+        c.type_ == condition.type_
+            && c.status == condition.status
+            && c.reason == condition.reason
+            && c.message == condition.message
+            && c.observed_generation == condition.observed_generation
+    });
+    if same {
+        return;
+    }
+    let merged = conditions::merge(&existing, vec![condition]);
+    let api: Api<AlertPolicy> =
+        Api::namespaced(client.clone(), &policy.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": policy.resource_version() },
+        "status": { "conditions": merged },
+    });
+    if let Err(e) = api
+        .patch_status(
+            &policy.name_any(),
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Merge(patch),
+        )
+        .await
+    {
+        tracing::debug!(policy = %policy.name_any(), error = %e, "cannot write the Analytics condition yet");
+    }
+}
+
+/// The conditions to write: per policy, from the outcomes of its jobs.
+fn conditions_by_policy(
+    policies: &[AlertPolicy],
+    outcomes: &[(JobKey, Option<Outcome>)],
+    now: Timestamp,
+) -> Vec<(AlertPolicy, Condition)> {
+    let mut by_policy: BTreeMap<(String, String), Vec<(&str, &Outcome)>> = BTreeMap::new();
+    let mut incomplete = std::collections::BTreeSet::new();
+    for (key, outcome) in outcomes {
+        let id = (key.namespace.clone(), key.policy.clone());
+        match outcome {
+            Some(o) => by_policy.entry(id).or_default().push((&key.rule, o)),
+            None => {
+                incomplete.insert(id);
+            }
+        }
+    }
+    policies
+        .iter()
+        .filter_map(|p| {
+            let id = (crate::render::namespace_of(p), p.name_any());
+            if incomplete.contains(&id) {
+                return None;
+            }
+            let condition = policy_condition(by_policy.get(&id)?, p.metadata.generation, now)?;
+            Some((p.clone(), condition))
+        })
+        .collect()
+}
+
+/// One discovery round: lists the AlertPolicies (of `namespace`, or all), writes each
+/// policy's `Analytics` condition from `outcomes` when `write_status` (the leader), and
+/// returns the jobs at `step`.
+pub async fn sync(
+    client: &Client,
+    namespace: Option<&str>,
+    step: i64,
+    outcomes: &[(JobKey, Option<Outcome>)],
+    write_status: bool,
+) -> Result<Vec<super::jobs::Job>, kube::Error> {
+    let api: Api<AlertPolicy> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let policies = api.list(&ListParams::default()).await?.items;
+    if write_status {
+        for (policy, condition) in conditions_by_policy(&policies, outcomes, Timestamp::now()) {
+            write_condition(client, &policy, condition).await;
+        }
+    }
+    Ok(jobs(&policies, step))
+}
+
+/// Runs the engine until SIGTERM or Ctrl-C.
+pub async fn run(args: EngineArgs) -> Result<(), EngineError> {
+    let client = crate::run::client(args.kubeconfig.as_ref())
+        .await
+        .map_err(EngineError::Kube)?;
+    let prometheus =
+        PrometheusClient::new(args.prometheus_settings()).map_err(EngineError::Prometheus)?;
+    let registry = Registry::new();
+    let metrics = EngineMetrics::new(&registry).map_err(EngineError::Metrics)?;
+    crate::telemetry::register_process(&registry).map_err(EngineError::Metrics)?;
+    let published = Published::default();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| EngineError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    tracing::info!(
+        prometheus = %prometheus.base(),
+        listen = %args.listen,
+        "analytics engine starting"
+    );
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::run::shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown_tx.send_replace(true);
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut stop_server = shutdown.clone();
+    let server = tokio::spawn(exposition::serve(
+        listener,
+        registry,
+        published.clone(),
+        ready.clone(),
+        async move {
+            let _ = stop_server.wait_for(|s| *s).await;
+        },
+    ));
+
+    let elector = LeaderElector::new(
+        client.clone(),
+        LeaseSettings {
+            name: "vigil-analytics".to_owned(),
+            namespace: args.operator_namespace.clone(),
+            identity: args.identity.clone(),
+            duration: Duration::from_secs(args.lease_duration_seconds),
+        },
+    );
+    let (leading_tx, leading) = watch::channel(false);
+    let (stop_election, election_shutdown) = watch::channel(false);
+    let election = tokio::spawn(elector.run(leading_tx, election_shutdown));
+
+    let settings = args.run_settings();
+    let step = settings.step;
+    let engine = Engine::new(
+        RunContext {
+            prometheus,
+            published,
+            metrics,
+            settings,
+        },
+        usize::try_from(args.max_concurrent_fits).unwrap_or(2),
+    );
+    let (jobs_tx, jobs_rx) = watch::channel(Vec::new());
+    let (outcomes_tx, mut outcomes_rx) = watch::channel(Vec::new());
+    let engine_task =
+        tokio::spawn(engine.run(jobs_rx, leading.clone(), shutdown.clone(), outcomes_tx));
+
+    let mut shutdown_discovery = shutdown.clone();
+    loop {
+        let outcomes = outcomes_rx.borrow_and_update().clone();
+        let leads = *leading.borrow();
+        match sync(&client, args.namespace.as_deref(), step, &outcomes, leads).await {
+            Ok(wanted) => {
+                jobs_tx.send_if_modified(|current| {
+                    let changed = *current != wanted;
+                    if changed {
+                        tracing::info!(jobs = wanted.len(), "analytics jobs updated");
+                        *current = wanted.clone();
+                    }
+                    changed
+                });
+                ready.store(true, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list AlertPolicies"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
+            _ = shutdown_discovery.wait_for(|s| *s) => break,
+        }
+    }
+    ready.store(false, Ordering::Relaxed);
+    let _ = engine_task.await;
+    stop_election.send_replace(true);
+    let _ = election.await;
+    let _ = server.await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    /// All jobs fitted: `True`/`Fitted`; one failing: `False` with that job's reason, and the
+    /// message names every rule; no outcome yet: no condition.
+    #[test]
+    fn condition_summarises_the_rules() {
+        let now = Timestamp::now();
+        let fitted = Outcome::Fitted { series: 2 };
+        let down = Outcome::PrometheusFailed {
+            category: "PrometheusUnavailable",
+            message: "cannot reach prometheus at http://p:9090".into(),
+        };
+        let c = policy_condition(&[("A", &fitted)], Some(3), now).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Fitted"));
+        assert_eq!(c.type_, CONDITION);
+        assert_eq!(c.observed_generation, Some(3));
+        let c = policy_condition(&[("A", &fitted), ("B", &down)], None, now).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "PrometheusUnavailable")
+        );
+        assert_eq!(
+            c.message,
+            "rule A: 2 series modelled; rule B: cannot reach prometheus at http://p:9090"
+        );
+        let short = Outcome::TooLittleHistory { have: 3, need: 10 };
+        let c = policy_condition(&[("A", &short)], None, now).unwrap();
+        assert_eq!(c.reason, "TooLittleHistory");
+        assert!(policy_condition(&[], None, now).is_none());
+    }
+}

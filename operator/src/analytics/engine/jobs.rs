@@ -1,0 +1,347 @@
+//! What the analytics engine computes: one [`Job`] per `anomaly` or `forecast` rule of every
+//! `AlertPolicy`, derived purely from the policies (no client, no clock).
+
+use kube::ResourceExt;
+use vigil_crds::alert_policy::{Direction, RuleKind, Seasonality};
+use vigil_crds::AlertPolicy;
+
+use crate::analytics::forecast::KnownEvent;
+use crate::render::namespace_of;
+
+const DAY: i64 = 86_400;
+const HOUR: i64 = 3_600;
+
+/// Identifies a job and the series it publishes: `(namespace, policy, rule)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobKey {
+    pub namespace: String,
+    pub policy: String,
+    pub rule: String,
+}
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AlertPolicy/{}/{} rule {}",
+            self.namespace, self.policy, self.rule
+        )
+    }
+}
+
+/// A forecast horizon: steps ahead and the `horizon` label text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Horizon {
+    pub seconds: i64,
+    /// Prometheus duration text, such as `1h` or `1d`.
+    pub label: String,
+}
+
+/// What a job computes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobKind {
+    /// Judges each new point with an online detector warmed up on the baseline window.
+    Anomaly {
+        /// History replayed through the detector at start, seconds.
+        baseline_window: i64,
+        /// Which deviations score.
+        direction: Direction,
+    },
+    /// Refits a forecast on the lookback and publishes its bands.
+    Forecast {
+        /// The rule's horizon, seconds.
+        horizon: i64,
+        /// The capacity the forecast must stay under.
+        capacity: f64,
+        /// History the model is fitted on, seconds.
+        lookback: i64,
+        /// Published horizons: the rule's, `1h` and `1d`, ascending.
+        horizons: Vec<Horizon>,
+    },
+}
+
+/// One rule the engine works on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub key: JobKey,
+    /// The `MonitoredApp` the policy targets (the `app` label).
+    pub app: String,
+    /// PromQL returning an instant vector.
+    pub query: String,
+    /// Seasonal periods in steps; empty: none given (the model detects what it can).
+    pub periods: Vec<usize>,
+    /// Known special periods (the CRD's `knownEvents`).
+    pub events: Vec<KnownEvent>,
+    pub kind: JobKind,
+}
+
+impl Job {
+    /// Seconds of history each fit or warm-up reads: the baseline window or lookback, and at
+    /// least two of the longest seasonal period so the model can see it repeat.
+    pub fn history_seconds(&self, step: i64) -> i64 {
+        let longest = self.periods.iter().copied().max().unwrap_or(0) as i64 * step;
+        let window = match &self.kind {
+            JobKind::Anomaly {
+                baseline_window, ..
+            } => *baseline_window,
+            JobKind::Forecast { lookback, .. } => *lookback,
+        };
+        window.max(2 * longest)
+    }
+
+    /// `anomaly` or `forecast`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            JobKind::Anomaly { .. } => "anomaly",
+            JobKind::Forecast { .. } => "forecast",
+        }
+    }
+}
+
+/// Seasonal periods of `seasonality` in steps of `step` seconds.
+fn periods(seasonality: Seasonality, step: i64) -> Vec<usize> {
+    seasonality
+        .periods_seconds()
+        .iter()
+        .map(|s| usize::try_from(*s as i64 / step.max(1)).unwrap_or(0))
+        .filter(|p| *p > 1)
+        .collect()
+}
+
+/// A rule's `knownEvents` as the models take them. Events whose end is not after their start
+/// are left out (`check`, the webhook and the CRD's own rule refuse them).
+fn known_events(events: &[vigil_crds::alert_policy::KnownEvent]) -> Vec<KnownEvent> {
+    events
+        .iter()
+        .filter_map(|e| {
+            let (start, end) = e.interval().ok()?;
+            Some(KnownEvent {
+                name: e.name.clone(),
+                start,
+                end,
+            })
+        })
+        .collect()
+}
+
+/// The published horizons of a rule with `horizon` seconds: it, `1h` and `1d`.
+pub fn horizons(horizon: i64) -> Vec<Horizon> {
+    let mut seconds = vec![horizon.max(1), HOUR, DAY];
+    seconds.sort_unstable();
+    seconds.dedup();
+    seconds
+        .into_iter()
+        .map(|s| Horizon {
+            seconds: s,
+            label: crate::render::alerts::horizon_label(&vigil_crds::Duration::from_secs(
+                s.unsigned_abs(),
+            )),
+        })
+        .collect()
+}
+
+fn seconds(duration: &vigil_crds::common::Duration) -> i64 {
+    duration.as_secs_f64().round() as i64
+}
+
+/// The jobs of `policies` at a step of `step` seconds, ordered by key.
+pub fn jobs(policies: &[AlertPolicy], step: i64) -> Vec<Job> {
+    let mut out = Vec::new();
+    for policy in policies {
+        let namespace = namespace_of(policy);
+        let name = policy.name_any();
+        for rule in &policy.spec.rules {
+            let key = JobKey {
+                namespace: namespace.clone(),
+                policy: name.clone(),
+                rule: rule.name.clone(),
+            };
+            let app = policy.spec.app_ref.name.clone();
+            let job = match rule.kind() {
+                Ok(RuleKind::Anomaly(r)) => Job {
+                    key,
+                    app,
+                    query: r.query.as_str().to_owned(),
+                    periods: periods(r.seasonality, step),
+                    events: known_events(&r.known_events),
+                    kind: JobKind::Anomaly {
+                        baseline_window: seconds(&r.baseline_window),
+                        direction: r.direction,
+                    },
+                },
+                Ok(RuleKind::Forecast(r)) => Job {
+                    key,
+                    app,
+                    query: r.query.as_str().to_owned(),
+                    periods: periods(r.seasonality, step),
+                    events: known_events(&r.known_events),
+                    kind: JobKind::Forecast {
+                        horizon: seconds(&r.horizon),
+                        capacity: r.capacity,
+                        lookback: seconds(&r.lookback),
+                        horizons: horizons(seconds(&r.horizon)),
+                    },
+                },
+                _ => continue,
+            };
+            out.push(job);
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.dedup_by(|a, b| a.key == b.key);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    fn policy(yaml: &str) -> AlertPolicy {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const POLICY: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: AlertPolicy
+metadata: {name: checkout-alerts, namespace: shop}
+spec:
+  appRef: {name: checkout}
+  rules:
+    - name: CheckoutErrors
+      errorRate: {thresholdPercent: 5}
+    - name: CheckoutTraffic
+      anomaly:
+        query: sum(rate(http_requests_total[5m]))
+        seasonality: daily
+        baselineWindow: 3d
+        direction: both
+    - name: CheckoutDisk
+      forecast:
+        query: node_filesystem_avail_bytes
+        horizon: 6h
+        capacity: 1000
+"#;
+
+    /// Only anomaly and forecast rules become jobs, keyed by namespace, policy and rule, with
+    /// the policy's app, the rule's query, its seasonality in steps and its windows in
+    /// seconds; forecast horizons are the rule's, `1h` and `1d`.
+    #[test]
+    fn anomaly_and_forecast_rules_become_jobs() {
+        let jobs = jobs(&[policy(POLICY)], 60);
+        assert_eq!(jobs.len(), 2);
+        let disk = &jobs[0];
+        assert_eq!(
+            disk.key,
+            JobKey {
+                namespace: "shop".into(),
+                policy: "checkout-alerts".into(),
+                rule: "CheckoutDisk".into()
+            }
+        );
+        assert_eq!(disk.app, "checkout");
+        assert_eq!(disk.query, "node_filesystem_avail_bytes");
+        let JobKind::Forecast {
+            horizon,
+            capacity,
+            lookback,
+            horizons,
+        } = &disk.kind
+        else {
+            panic!("forecast expected");
+        };
+        assert_eq!((*horizon, *capacity, *lookback), (21_600, 1000.0, 21_600));
+        let labels: Vec<&str> = horizons.iter().map(|h| h.label.as_str()).collect();
+        assert_eq!(labels, ["1h", "6h", "1d"]);
+        assert_eq!(disk.history_seconds(60), 21_600);
+
+        let traffic = &jobs[1];
+        assert_eq!(traffic.key.rule, "CheckoutTraffic");
+        assert_eq!(traffic.periods, vec![1440]);
+        assert_eq!(
+            traffic.kind,
+            JobKind::Anomaly {
+                baseline_window: 3 * DAY,
+                direction: Direction::Both
+            }
+        );
+        assert_eq!(traffic.history_seconds(60), 3 * DAY);
+        assert!(traffic.events.is_empty());
+    }
+
+    /// A weekly season at 5-minute steps is 2016 steps and stretches a 1-day baseline to two
+    /// weeks; a rule horizon equal to `1h` or `1d` is not repeated.
+    #[test]
+    fn seasons_stretch_history_and_horizons_dedupe() {
+        assert_eq!(periods(Seasonality::Weekly, 300), vec![2016]);
+        assert_eq!(periods(Seasonality::DailyAndWeekly, 300), vec![288, 2016]);
+        assert!(periods(Seasonality::None, 60).is_empty());
+        let labels: Vec<String> = horizons(DAY).into_iter().map(|h| h.label).collect();
+        assert_eq!(labels, ["1h", "1d"]);
+        let mut p = policy(POLICY);
+        p.spec.rules[1].anomaly.as_mut().unwrap().seasonality = Seasonality::Weekly;
+        p.spec.rules[1].anomaly.as_mut().unwrap().baseline_window =
+            vigil_crds::common::Duration::from_secs(DAY as u64);
+        let jobs = jobs(&[p], 300);
+        assert_eq!(jobs[1].history_seconds(300), 2 * 7 * DAY);
+    }
+
+    /// Policies in different namespaces with the same names give distinct jobs; no policy,
+    /// no job.
+    #[test]
+    fn jobs_are_distinct_per_namespace() {
+        let other = POLICY.replace("namespace: shop", "namespace: staging");
+        let jobs = jobs(&[policy(POLICY), policy(&other)], 60);
+        assert_eq!(jobs.len(), 4);
+        assert_eq!(jobs[0].key.namespace, "shop");
+        assert_eq!(jobs[2].key.namespace, "staging");
+        assert!(super::jobs(&[], 60).is_empty());
+    }
+
+    /// A rule's known events and seasonality reach its job: events as Unix-second intervals
+    /// (a date lasts one day), periods in steps.
+    #[test]
+    fn known_events_and_forecast_seasonality_reach_the_job() {
+        let jobs = jobs(
+            &[policy(
+                r#"
+apiVersion: vigil.dev/v1alpha1
+kind: AlertPolicy
+metadata: {name: capacity, namespace: tax}
+spec:
+  appRef: {name: portal}
+  rules:
+    - name: PortalLoad
+      forecast:
+        query: sum(rate(http_requests_total[5m]))
+        horizon: 6h
+        capacity: 100
+        lookback: 4w
+        seasonality: dailyAndWeekly
+        knownEvents:
+          - {name: tax-deadline, start: "2027-04-30"}
+          - {name: tax-deadline, start: "2027-05-31T00:00:00Z", end: "2027-06-01T12:00:00Z"}
+"#,
+            )],
+            60,
+        );
+        assert_eq!(jobs[0].periods, vec![1440, 10_080]);
+        let events: Vec<(&str, i64, i64)> = jobs[0]
+            .events
+            .iter()
+            .map(|e| (e.name.as_str(), e.start, e.end))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("tax-deadline", 1_809_043_200, 1_809_043_200 + DAY),
+                (
+                    "tax-deadline",
+                    1_811_721_600,
+                    1_811_721_600 + DAY + 12 * HOUR
+                ),
+            ]
+        );
+    }
+}
