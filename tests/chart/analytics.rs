@@ -14,17 +14,13 @@ use super::{strings, template, validate_offline, Rendered, NAMESPACE};
 
 const COMPONENT: &str = "app.kubernetes.io/component";
 
-/// The engine with every Prometheus option: bearer token and basic auth from Secrets, a Mimir
-/// tenant header, a CA bundle, and a ServiceMonitor.
+/// The engine with every Prometheus option: basic auth from a Secret (a bearer token is the
+/// other choice, see below), a Mimir tenant header, a CA bundle, and a ServiceMonitor.
 const ANALYTICS: &[&str] = &[
     "--set",
     "analytics.enabled=true",
     "--set",
     "analytics.prometheus.url=https://mimir.example.com/prometheus",
-    "--set",
-    "analytics.prometheus.bearerTokenSecret.name=mimir-token",
-    "--set",
-    "analytics.prometheus.bearerTokenSecret.key=token",
     "--set",
     "analytics.prometheus.basicAuthSecret.name=mimir-basic",
     "--set",
@@ -85,6 +81,35 @@ fn analytics_is_off_by_default_and_needs_a_prometheus_url() {
         "{}",
         out.stderr
     );
+
+    // A bearer token instead of basic auth; both at once is refused (the engine takes one).
+    let token = [
+        "--set",
+        "analytics.enabled=true",
+        "--set",
+        "analytics.prometheus.url=http://prometheus:9090",
+        "--set",
+        "analytics.prometheus.bearerTokenSecret.name=mimir-token",
+        "--set",
+        "analytics.prometheus.bearerTokenSecret.key=token",
+    ];
+    let rendered = template(&token);
+    let args = strings(
+        &analytics_deployment(&rendered)["spec"]["template"]["spec"]["containers"][0]["args"],
+    );
+    assert!(
+        args.contains(&"--prometheus-bearer-token-file=/etc/vigil/prometheus/bearer/token"),
+        "{args:?}"
+    );
+    let mut both = vec!["template", "vigil", "charts/vigil"];
+    both.extend_from_slice(&token);
+    both.extend_from_slice(&[
+        "--set",
+        "analytics.prometheus.basicAuthSecret.name=mimir-basic",
+    ]);
+    let out = run("helm", &both, &repo_root());
+    assert!(!out.success, "rendered with two kinds of credentials");
+    assert!(out.stderr.contains("not both"), "{}", out.stderr);
 }
 
 /// Enabled, every object is valid Kubernetes (strict offline schemas) and lints strictly; the
@@ -126,7 +151,6 @@ fn analytics_renders_valid_hardened_objects() {
     for expected in [
         "analytics",
         "--prometheus-url=https://mimir.example.com/prometheus",
-        "--prometheus-bearer-token-file=/etc/vigil/prometheus/bearer/token",
         "--prometheus-basic-auth-username-file=/etc/vigil/prometheus/basic-auth/username",
         "--prometheus-basic-auth-password-file=/etc/vigil/prometheus/basic-auth/password",
         "--prometheus-header=X-Scope-OrgID=tenant-1",
@@ -140,6 +164,22 @@ fn analytics_renders_valid_hardened_objects() {
         assert!(args.contains(&expected), "{expected} missing from {args:?}");
     }
     assert_eq!(args[0], "analytics");
+    // The flags exactly as the chart passes them, parsed by the engine's own definitions (a
+    // renamed flag fails here, not in a cluster).
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        engine: vigil_operator::analytics::engine::EngineArgs,
+    }
+    let flags = args[1..].iter().map(|a| {
+        a.replace("$(POD_NAMESPACE)", "vigil-system")
+            .replace("$(POD_NAME)", "vigil-analytics-0")
+    });
+    let parsed =
+        <Cli as clap::Parser>::try_parse_from(std::iter::once("analytics".to_owned()).chain(flags))
+            .expect("the chart's analytics flags parse");
+    let settings = parsed.engine.run_settings();
+    assert_eq!((settings.step, settings.refit_interval), (30, 1800));
     // Every mounted file comes from the named Secret or ConfigMap, under the key the values say.
     let volumes: Vec<(String, String)> = pod["volumes"]
         .as_array()
@@ -168,7 +208,6 @@ fn analytics_renders_valid_hardened_objects() {
     assert_eq!(
         volumes,
         vec![
-            ("mimir-token".to_owned(), "token->token".to_owned()),
             (
                 "mimir-basic".to_owned(),
                 "username->username,password->password".to_owned()
