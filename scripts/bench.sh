@@ -69,7 +69,7 @@ if [ "$which" = all ] || [ "$which" = agent ]; then
     cargo test -q -p vigil-agent --test e2e full_disk -- --ignored 2>&1 | grep -E 'test result|panicked|cannot mount'
 fi
 if [ "$which" = all ] || [ "$which" = operator ]; then
-    for bench in webhook reconcile footprint; do
+    for bench in webhook reconcile footprint forecast; do
         if grep -q "name = \"$bench\"" operator/Cargo.toml; then
             run vigil-operator "$bench"
         fi
