@@ -16,6 +16,10 @@ use augurs::{Fit, Predict};
 use super::KnownEvent;
 use crate::analytics::AnalyticsError;
 
+/// Most recent deseasonalised points the trend model is fitted on (more when twice the
+/// horizon is longer).
+const TREND_WINDOW: usize = 1500;
+
 /// Which exponential-smoothing trend models are tried.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum TrendChoice {
@@ -77,8 +81,9 @@ pub(super) fn fit(
     periods.sort_unstable();
     periods.dedup();
 
-    let (seasonal, deseasonalised) = if periods.is_empty() {
-        (Vec::new(), cleaned.clone())
+    // `smooth`: the decomposition's trend, what an event's effect is measured against.
+    let (seasonal, smooth, deseasonalised) = if periods.is_empty() {
+        (Vec::new(), None, cleaned.clone())
     } else {
         let as_f32: Vec<f32> = cleaned.iter().map(|v| *v as f32).collect();
         let decomposed = MstlParams::new()
@@ -94,22 +99,27 @@ pub(super) fn fit(
             .zip(&remainder)
             .map(|(t, r)| f64::from(*t) + f64::from(*r))
             .collect();
-        (seasonal, deseasonalised)
+        let smooth: Vec<f64> = trend.into_iter().map(f64::from).collect();
+        (seasonal, Some(smooth), deseasonalised)
     };
 
+    // The trend model reads the recent past only: its forecast starts from the last level and
+    // slope, and fitting it costs in proportion to the points it reads.
+    let recent = deseasonalised.len().saturating_sub(TREND_WINDOW.max(2 * horizon));
+    let deseasonalised = &deseasonalised[recent..];
     // A fixed model can fail to fit a shorter history (its optimiser leaves the admissible
     // region): the automatic search then picks another.
     let fixed = match trend_choice {
         TrendChoice::Auto => None,
         TrendChoice::Fixed { spec, damped } => AutoETS::new(1, spec.as_str())
             .and_then(|m| m.damped(*damped))
-            .and_then(|m| m.fit(&deseasonalised))
+            .and_then(|m| m.fit(deseasonalised))
             .ok(),
     };
     let fitted = match fixed {
         Some(fitted) => fitted,
         None => AutoETS::non_seasonal()
-            .fit(&deseasonalised)
+            .fit(deseasonalised)
             .map_err(|e| AnalyticsError::Fit(format!("trend: {e}")))?,
     };
     let chosen = fitted.model();
@@ -124,10 +134,19 @@ pub(super) fn fit(
 
     let mut effects: HashMap<String, Vec<f64>> = HashMap::new();
     if in_event {
-        let level = fitted
-            .predict_in_sample(None)
-            .map_err(|e| AnalyticsError::Fit(format!("trend in sample: {e}")))?
-            .point;
+        let level = match smooth {
+            Some(smooth) => smooth,
+            None => {
+                let mut level = vec![f64::NAN; recent];
+                level.extend(
+                    fitted
+                        .predict_in_sample(None)
+                        .map_err(|e| AnalyticsError::Fit(format!("trend in sample: {e}")))?
+                        .point,
+                );
+                level
+            }
+        };
         let mut sums: HashMap<&str, Vec<(f64, usize)>> = HashMap::new();
         for (i, value) in values.iter().enumerate() {
             let Some((event, offset)) = occurrence(i) else {
