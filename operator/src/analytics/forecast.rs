@@ -26,6 +26,8 @@ use super::AnalyticsError;
 pub const ORIGINS: usize = 12;
 /// Errors wanted per horizon; a horizon with fewer borrows the errors of neighbouring leads.
 const MIN_ERRORS: usize = 30;
+/// Cycles of the longest period each calibration refit reads.
+const CALIBRATION_CYCLES: usize = 3;
 /// Fewest usable points any forecast is made from.
 const MIN_POINTS: usize = 16;
 
@@ -263,6 +265,9 @@ fn rolling_errors(
     // Short horizons borrow neighbouring leads, so forecast a few steps further.
     let reach = horizon.max(4);
     let stride = (reach / 3).max(1);
+    let window = (CALIBRATION_CYCLES * periods.iter().copied().max().unwrap_or(0))
+        .max(reach + min_train)
+        .max(model::TREND_WINDOW);
     let mut misses = Vec::new();
     let last = n.saturating_sub(reach).max(min_train);
     for k in 0..ORIGINS {
@@ -272,13 +277,15 @@ fn rolling_errors(
         if origin < min_train || origin >= n {
             break;
         }
-        let history = &values[..origin];
+        // Each refit reads the last few cycles only: the refits are most of a fit's cost.
+        let first = origin.saturating_sub(window);
+        let history = &values[first..origin];
         if history.iter().filter(|v| v.is_finite()).count() < min_train {
             break;
         }
         let Ok(fitted) = model::fit(
             history,
-            series.start,
+            series.start + first as i64 * series.step,
             series.step,
             periods,
             events,
