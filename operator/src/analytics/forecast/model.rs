@@ -16,9 +16,8 @@ use augurs::{Fit, Predict};
 use super::KnownEvent;
 use crate::analytics::AnalyticsError;
 
-/// Most recent deseasonalised points the trend model is fitted on (more when twice the
-/// horizon is longer).
-pub(super) const TREND_WINDOW: usize = 1500;
+/// Most recent deseasonalised points the trend model is fitted on.
+pub(super) const TREND_WINDOW: usize = 720;
 
 /// Which exponential-smoothing trend models are tried.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,9 +104,7 @@ pub(super) fn fit(
 
     // The trend model reads the recent past only: its forecast starts from the last level and
     // slope, and fitting it costs in proportion to the points it reads.
-    let recent = deseasonalised
-        .len()
-        .saturating_sub(TREND_WINDOW.max(2 * horizon));
+    let recent = deseasonalised.len().saturating_sub(TREND_WINDOW);
     let deseasonalised = &deseasonalised[recent..];
     // A fixed model can fail to fit a shorter history (its optimiser leaves the admissible
     // region): the automatic search then picks another.
