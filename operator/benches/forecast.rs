@@ -12,6 +12,11 @@
 //! - (d) cost: fit time and peak memory for one week of 1-minute points (10,080 points, daily
 //!   period, horizons 1h, 6h, 1d), and the implied series per hour on one core.
 //!
+//! Figures on the 2-core development machine (shared, load ≈ 1.5): (a) MAPE 5.76 % at 37 days
+//! (Prophet 5.84 %), coverage 0.67–0.90 across horizons; (b) 1 h MAPE 11.2 % on all outcomes,
+//! 8.4 % outside NAB's anomaly windows, coverage 0.82–0.86; (d) 138 ms per fit, +12 MiB peak,
+//! ≈ 26,000 series/h on one core.
+//!
 //! Prints figures; asserts nothing. Run: `cargo bench -p vigil-operator --bench forecast`
 //! (`FORECAST_BENCH=a,b,d` picks parts).
 #![allow(
