@@ -71,7 +71,9 @@ fi
 if [ "$which" = all ] || [ "$which" = operator ]; then
     # nab: the online anomaly detector's NAB scores (standard, reward_low_FP_rate,
     # reward_low_FN_rate) over the 58 NAB v1.1 series with one default setting.
-    for bench in webhook reconcile footprint nab; do
+    # forecast: Prophet's cross-validation on Peyton Manning, NYC taxi 1 h / 1 d ahead, band
+    # coverage per horizon and the refit cost. analytics_engine: refit and job cost.
+    for bench in webhook reconcile footprint nab forecast analytics_engine; do
         if grep -q "name = \"$bench\"" operator/Cargo.toml; then
             run vigil-operator "$bench"
         fi

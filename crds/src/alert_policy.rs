@@ -262,8 +262,8 @@ pub struct AnomalyRule {
     /// Default `none`.
     #[serde(default)]
     pub seasonality: Seasonality,
-    /// How unusual a point must be to alert: `low` (score above 0.9), `medium` (0.7) or `high`
-    /// (0.5), on the engine's anomaly score from 0 to 1. Default `medium`.
+    /// How unusual a point must be to alert: `low` (score above 0.75), `medium` (0.58) or
+    /// `high` (0.5), on the engine's anomaly score from 0 to 1. Default `medium`.
     #[serde(default)]
     pub sensitivity: Sensitivity,
     /// Which deviations alert: `up` (above the band), `down` (below it) or `both`. Default `up`.
@@ -307,12 +307,13 @@ impl Seasonality {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Sensitivity {
-    /// Anomaly score above 0.9: only clear departures.
+    /// Anomaly score above 0.75: only strong evidence (a chance below about 3 in 10⁸).
     Low,
-    /// Anomaly score above 0.7.
+    /// Anomaly score above 0.58, the threshold at which the engine's detector scores best on
+    /// the Numenta Anomaly Benchmark.
     #[default]
     Medium,
-    /// Anomaly score above 0.5: catches small departures, more noise.
+    /// Anomaly score above 0.5: catches smaller departures, more noise.
     High,
 }
 
@@ -320,8 +321,8 @@ impl Sensitivity {
     /// The anomaly score (from 0 to 1) above which a point outside the band alerts.
     pub fn score_threshold(self) -> f64 {
         match self {
-            Sensitivity::Low => 0.9,
-            Sensitivity::Medium => 0.7,
+            Sensitivity::Low => 0.75,
+            Sensitivity::Medium => 0.58,
             Sensitivity::High => 0.5,
         }
     }

@@ -42,8 +42,35 @@ enum Command {
     /// Run the operator in a cluster: leader election, and the controllers on the leader.
     Run(Box<RunArgs>),
     /// Run the analytics engine: baselines, anomaly scores and forecasts for every `anomaly`
-    /// and `forecast` rule, read from Prometheus and served on `/metrics`.
+    /// and `forecast` rule, read from Prometheus and served on `/metrics`; `backtest` replays a
+    /// CSV series through the same models offline.
     Analytics(AnalyticsArgs),
+}
+
+/// Flags of `vigil-operator analytics backtest`.
+#[derive(clap::Args, Debug)]
+struct BacktestArgs {
+    /// The series: a header row, then `timestamp,value` (NAB), `ds,y` (Prophet) or any two
+    /// columns of timestamp (Unix seconds, `YYYY-MM-DD[ HH:MM:SS]`, RFC 3339) and value.
+    #[arg(long, value_name = "FILE")]
+    csv: PathBuf,
+    /// Seasonal period: `daily`, `weekly`, `dailyAndWeekly` or a duration such as `12h`;
+    /// repeatable. Default: detected from the series.
+    #[arg(long, value_name = "PERIOD", value_parser = vigil_operator::analytics::backtest::parse_period)]
+    period: Vec<vigil_operator::analytics::backtest::PeriodSpec>,
+    /// Horizon to forecast, such as `1h` or `1d`; repeatable. Default: `1h` and `1d`.
+    #[arg(long, value_name = "DURATION", value_parser = vigil_operator::analytics::backtest::parse_duration)]
+    horizon: Vec<i64>,
+    /// Central probability of the forecast band, between 0 and 1.
+    #[arg(long, default_value_t = 0.8)]
+    level: f64,
+    /// Known events as CSV rows `name,start,end` (RFC 3339 date or date-time; end exclusive,
+    /// default start + 1 day): learned from their past occurrences, applied to future ones.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    output: String,
 }
 
 /// Flags of `vigil-operator analytics`: without a subcommand it runs the engine.
@@ -59,7 +86,12 @@ struct AnalyticsArgs {
 
 /// Offline analytics tools.
 #[derive(Subcommand, Debug)]
-enum AnalyticsCommand {}
+enum AnalyticsCommand {
+    /// Forecast a CSV series from its end with calibrated bands, evaluate the forecast at
+    /// rolling origins (MAPE and band coverage per horizon) and summarise the online
+    /// detector's anomaly scores.
+    Backtest(BacktestArgs),
+}
 
 /// Flags of `vigil-operator render`.
 #[derive(clap::Args, Debug)]
@@ -248,8 +280,67 @@ fn main() -> ExitCode {
         Command::Run(args) => run_operator(*args),
         Command::Analytics(args) => match args.command {
             None => run_analytics(*args.run),
-            Some(command) => match command {},
+            Some(AnalyticsCommand::Backtest(args)) => backtest(args),
         },
+    }
+}
+
+/// `vigil-operator analytics backtest`: the report of one CSV series, as text or JSON.
+fn backtest(args: BacktestArgs) -> ExitCode {
+    use vigil_operator::analytics::{backtest, series::Series};
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| {
+            eprintln!("vigil-operator: cannot read {}: {e}", path.display());
+            ExitCode::FAILURE
+        })
+    };
+    let text = match read(&args.csv) {
+        Ok(text) => text,
+        Err(code) => return code,
+    };
+    let series = match Series::from_csv(&text) {
+        Ok(series) => series,
+        Err(e) => {
+            eprintln!("vigil-operator: {}: {e}", args.csv.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let events = match &args.events {
+        None => Vec::new(),
+        Some(path) => match read(path).map(|t| backtest::parse_events(&t)) {
+            Ok(Ok(events)) => events,
+            Ok(Err(e)) => {
+                eprintln!("vigil-operator: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            Err(code) => return code,
+        },
+    };
+    let options = backtest::BacktestOptions {
+        periods: args.period,
+        horizons: args.horizon,
+        level: args.level,
+        events,
+    };
+    match backtest::run(&series, &options) {
+        Ok(report) if args.output == "json" => match serde_json::to_string_pretty(&report) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vigil-operator: cannot encode the report: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.to_text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vigil-operator: {}: {e}", args.csv.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -299,7 +299,8 @@ async fn one_cycle_against_a_real_prometheus() {
     let spike = one(&text, "vigil:anomaly:score", &route("spiky"));
     let calm = one(&text, "vigil:anomaly:score", &route("calm"));
     eprintln!("scores: spike {spike}, calm {calm}");
-    assert!(spike > 0.9, "spike scored {spike}");
+    // Above even the `low` sensitivity's threshold (0.75).
+    assert!(spike > 0.75, "spike scored {spike}");
     assert!(calm < 0.5, "normal point scored {calm}");
     assert_eq!(
         one(&text, "vigil:baseline:actual", &route("spiky")),

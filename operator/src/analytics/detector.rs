@@ -61,8 +61,13 @@ pub struct Judgement {
     pub lower: f64,
     /// Upper edge of the band.
     pub upper: f64,
-    /// Anomaly score in `[0, 1]`: how unusual the point is given everything before it.
+    /// Anomaly score in `[0, 1]`: how unusual the point is given everything before it; 0 for
+    /// the [`QUIET`] points after one that reached [`FIRED`] (one detection per incident).
     pub score: f64,
+    /// Score of the incident the point belongs to: for the [`QUIET`] points after a detection,
+    /// the highest score since it; elsewhere the point's own score. What an alert thresholds:
+    /// it holds while an incident lasts, so the alert's `for` and the band decide when it ends.
+    pub incident: f64,
 }
 
 /// Recent values whose median is the expected value.
@@ -180,6 +185,8 @@ pub struct Detector {
     rarity_likelihood: Likelihood,
     /// Points since the score last reached [`FIRED`].
     since_fired: u64,
+    /// Highest score since the last detection, while [`QUIET`].
+    incident: f64,
     /// `(timestamp, value)` of the last week's points, oldest first.
     history: VecDeque<(i64, f64)>,
 }
@@ -202,6 +209,7 @@ impl Detector {
             short_rarity: RecentMean::default(),
             rarity_likelihood: Likelihood::default(),
             since_fired: u64::MAX,
+            incident: 0.0,
             history: VecDeque::with_capacity(HISTORY + 1),
         }
     }
@@ -224,6 +232,11 @@ impl Detector {
             lower: expected - width,
             upper: expected + width,
             score: 0.0,
+            incident: if self.since_fired < QUIET {
+                self.incident
+            } else {
+                0.0
+            },
         };
         if !value.is_finite() {
             return judgement;
@@ -242,10 +255,12 @@ impl Detector {
             judgement.score = (short + RARITY_WEIGHT * rarity).max(slow).min(1.0);
         }
         self.since_fired = if judgement.score >= FIRED {
+            self.incident = judgement.score;
             0
         } else {
             self.since_fired.saturating_add(1)
         };
+        judgement.incident = judgement.incident.max(judgement.score);
         self.learn(timestamp, value, expected);
         judgement
     }
@@ -511,6 +526,30 @@ mod tests {
             alarms <= 2,
             "{alarms} alarms on 4,500 points of plain noise"
         );
+    }
+
+    /// After a detection the point scores are quiet (one detection per incident) while the
+    /// incident score holds the detection's score for [`QUIET`] points, so an alert with a
+    /// `for` keeps firing through the incident; then it follows the points again.
+    #[test]
+    fn incident_score_holds_through_the_quiet_period() {
+        let mut values: Vec<f64> = noise(3_000, 11).iter().map(|e| 50.0 + 2.0 * e).collect();
+        for v in &mut values[2_000..2_300] {
+            *v += 60.0;
+        }
+        let seconds: Vec<i64> = (0..values.len() as i64).map(|i| i * 60).collect();
+        let judgements = judge(&seconds, &values);
+        let first = (1_990..2_100)
+            .find(|&i| judgements[i].score >= FIRED)
+            .expect("the level shift is detected");
+        let fired = judgements[first].score;
+        assert_eq!(judgements[first].incident, fired);
+        let quiet = &judgements[first + 1..first + QUIET as usize];
+        assert!(quiet.iter().all(|j| j.score == 0.0));
+        assert!(quiet.iter().all(|j| j.incident >= fired), "{quiet:?}");
+        assert!(judgements[first + QUIET as usize + 5..]
+            .iter()
+            .all(|j| j.incident == j.score));
     }
 
     /// On a real NAB series (an EC2 request latency that failed three times), each labelled

@@ -4,9 +4,32 @@
 //! horizon. The published band is not the model's nominal interval: the model is backtested on
 //! the series' own recent history (rolling origin) and the band is the measured error quantiles
 //! per horizon, whose coverage on that history is published beside it.
+//!
+//! The point model ([`model`]) is MSTL + AutoETS from augurs, with known events learned and
+//! applied. Calibration refits that model at [`ORIGINS`] rolling origins over the recent
+//! history, collects the forecast errors per lead time, and takes their empirical quantiles
+//! (absolute, or relative to the forecast when that is better calibrated). Coverage is measured
+//! out of sample: quantiles from the older half of the origins are checked against the errors of
+//! the newer half.
 
+mod model;
+#[cfg(test)]
+mod tests;
+
+use augurs::seasons::{Detector as _, PeriodogramDetector};
+
+use self::model::TrendChoice;
 use super::series::Series;
 use super::AnalyticsError;
+
+/// Rolling origins the band is calibrated on (each one refit of the model).
+pub const ORIGINS: usize = 12;
+/// Errors wanted per horizon; a horizon with fewer borrows the errors of neighbouring leads.
+const MIN_ERRORS: usize = 30;
+/// Cycles of the longest period each calibration refit reads.
+const CALIBRATION_CYCLES: usize = 3;
+/// Fewest usable points any forecast is made from.
+const MIN_POINTS: usize = 16;
 
 /// A dated special period (a tax deadline, a store feature) the model treats as such.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,70 +95,317 @@ pub fn fit_and_forecast(
     series: &Series,
     settings: &ForecastSettings,
 ) -> Result<Forecast, AnalyticsError> {
-    if !(0.0..1.0).contains(&settings.level) || settings.level <= 0.0 {
-        return Err(AnalyticsError::InvalidSetting {
-            field: "level",
-            reason: format!("{} is not between 0 and 1", settings.level),
-        });
-    }
-    if settings.horizons.contains(&0) {
-        return Err(AnalyticsError::InvalidSetting {
-            field: "horizons",
-            reason: "a horizon is at least one step".into(),
-        });
-    }
-    // Seasonal naive with empirical error quantiles: the simplest calibrated forecast.
-    let period = settings.periods.first().copied().unwrap_or(1).max(1);
-    let values = &series.values;
-    let need = period + settings.horizons.iter().copied().max().unwrap_or(1) + 2;
+    validate(series, settings)?;
+    let periods = if settings.periods.is_empty() {
+        detect_periods(series)
+    } else {
+        settings.periods.clone()
+    };
+    let need = periods
+        .iter()
+        .min()
+        .map_or(MIN_POINTS, |p| (2 * p).max(MIN_POINTS));
     if series.usable() < need {
         return Err(AnalyticsError::TooShort {
             have: series.usable(),
             need,
         });
     }
-    let n = values.len();
-    let at = |i: usize| values[i];
+    let horizon = settings.horizons.iter().copied().max().unwrap_or(1);
+    let events = &settings.events;
+    let values = &series.values;
+    let full = model::fit(
+        values,
+        series.start,
+        series.step,
+        &periods,
+        events,
+        &TrendChoice::Auto,
+        horizon,
+    )?;
+    let errors = rolling_errors(series, &periods, events, &full.trend_choice, horizon, need);
     let bands = settings
         .horizons
         .iter()
         .map(|&h| {
-            // Forecast for n - 1 + h is the value one period (or more) back.
-            let back = |target: usize| -> Option<f64> {
-                let mut t = target;
-                while t >= n {
-                    t = t.checked_sub(period)?;
-                }
-                Some(at(t)).filter(|v| v.is_finite())
-            };
-            let mean = back(n - 1 + h).unwrap_or(f64::NAN);
-            let mut errors: Vec<f64> = (period.max(h)..n)
-                .filter_map(|t| {
-                    let source = t.checked_sub(h.div_ceil(period) * period)?;
-                    let (actual, guess) = (at(t), at(source));
-                    (actual.is_finite() && guess.is_finite()).then_some(actual - guess)
-                })
-                .collect();
-            errors.sort_by(f64::total_cmp);
-            let tail = (1.0 - settings.level) / 2.0;
-            let quantile = |q: f64| errors[((errors.len() - 1) as f64 * q).round() as usize];
-            let (low, high) = if errors.is_empty() {
-                (0.0, 0.0)
-            } else {
-                (quantile(tail), quantile(1.0 - tail))
-            };
-            let held = errors.iter().filter(|e| (low..=high).contains(*e)).count();
+            let mean = full.point(h, events);
+            let band = calibrate(&errors, h, settings.level);
+            let (lower, upper) = band.map_or((mean, mean), |b| b.edges(mean));
             HorizonBand {
                 horizon: h,
                 mean,
-                lower: mean + low,
-                upper: mean + high,
-                coverage: (!errors.is_empty()).then(|| held as f64 / errors.len() as f64),
+                lower,
+                upper,
+                coverage: band.and_then(|b| b.coverage),
             }
         })
         .collect();
     Ok(Forecast {
-        periods: vec![period],
+        periods: full.periods,
         bands,
     })
+}
+
+fn validate(series: &Series, settings: &ForecastSettings) -> Result<(), AnalyticsError> {
+    let invalid = |field, reason: String| Err(AnalyticsError::InvalidSetting { field, reason });
+    if !(settings.level > 0.0 && settings.level < 1.0) {
+        return invalid(
+            "level",
+            format!("{} is not between 0 and 1", settings.level),
+        );
+    }
+    if settings.horizons.is_empty() {
+        return invalid("horizons", "at least one horizon is needed".into());
+    }
+    if settings.horizons.contains(&0) {
+        return invalid("horizons", "a horizon is at least one step".into());
+    }
+    if let Some(p) = settings.periods.iter().find(|p| **p < 2) {
+        return invalid(
+            "periods",
+            format!("a seasonal period is at least 2 steps, not {p}"),
+        );
+    }
+    if series.step < 1 {
+        return invalid("step", format!("{} s is not a step", series.step));
+    }
+    if let Some(e) = settings.events.iter().find(|e| e.end <= e.start) {
+        return invalid(
+            "events",
+            format!("event {:?} ends before it starts", e.name),
+        );
+    }
+    Ok(())
+}
+
+/// Seasonal periods found by augurs' periodogram detector, each refined to the autocorrelation
+/// peak near it and snapped to a day or a week when within 5 % of one.
+pub fn detect_periods(series: &Series) -> Vec<usize> {
+    let mut filled = series.values.clone();
+    if !model::fill_gaps(&mut filled) || filled.len() < 2 * MIN_POINTS {
+        return Vec::new();
+    }
+    let max_period = (filled.len() / 2).min(u32::MAX as usize) as u32;
+    let detector = PeriodogramDetector::builder()
+        .max_period(max_period)
+        .build();
+    // Strongest last.
+    let mut found: Vec<usize> = Vec::new();
+    for raw in detector.detect(&filled).into_iter().rev() {
+        let refined = refine_period(&filled, raw as usize, series.step);
+        if refined >= 2 && 2 * refined <= filled.len() && !found.contains(&refined) {
+            found.push(refined);
+        }
+        if found.len() == 2 {
+            break;
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+fn refine_period(values: &[f64], period: usize, step: i64) -> usize {
+    let n = values.len();
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let centred: Vec<f64> = values.iter().map(|v| v - mean).collect();
+    let acf = |lag: usize| -> f64 {
+        centred[lag..]
+            .iter()
+            .zip(&centred)
+            .map(|(a, b)| a * b)
+            .sum::<f64>()
+            / (n - lag) as f64
+    };
+    let peak_near = |period: usize| {
+        let (low, high) = ((period * 4 / 5).max(2), (period * 6 / 5).min(n / 2));
+        (low..=high)
+            .max_by(|a, b| acf(*a).total_cmp(&acf(*b)))
+            .unwrap_or(period)
+    };
+    let mut best = peak_near(period);
+    // The periodogram's coarse bins can land on a multiple of the cycle, whose autocorrelation
+    // is as high as the cycle's own: prefer the shortest such cycle.
+    for divisor in [3, 2] {
+        let shorter = peak_near(best / divisor);
+        if shorter >= 2 && acf(shorter) >= 0.9 * acf(best) {
+            best = shorter;
+            break;
+        }
+    }
+    for calendar in [86_400 / step, 604_800 / step] {
+        let calendar = calendar as usize;
+        if calendar >= 2 && (best as f64 - calendar as f64).abs() <= 0.05 * calendar as f64 {
+            return calendar;
+        }
+    }
+    best
+}
+
+/// Forecast errors at one lead time, from one origin.
+#[derive(Clone, Copy, Debug)]
+struct Miss {
+    origin: usize,
+    lead: usize,
+    actual: f64,
+    forecast: f64,
+}
+
+/// Refits at rolling origins ending where the longest horizon reaches the last point and
+/// collects every lead's error.
+fn rolling_errors(
+    series: &Series,
+    periods: &[usize],
+    events: &[KnownEvent],
+    trend: &TrendChoice,
+    horizon: usize,
+    min_train: usize,
+) -> Vec<Miss> {
+    let values = &series.values;
+    let n = values.len();
+    // Short horizons borrow neighbouring leads, so forecast a few steps further.
+    let reach = horizon.max(4);
+    let stride = (reach / 3).max(1);
+    let window = (CALIBRATION_CYCLES * periods.iter().copied().max().unwrap_or(0))
+        .max(reach + min_train)
+        .max(model::TREND_WINDOW);
+    let mut misses = Vec::new();
+    let last = n.saturating_sub(reach).max(min_train);
+    for k in 0..ORIGINS {
+        let Some(origin) = last.checked_sub(k * stride) else {
+            break;
+        };
+        if origin < min_train || origin >= n {
+            break;
+        }
+        // Each refit reads the last few cycles only: the refits are most of a fit's cost.
+        let first = origin.saturating_sub(window);
+        let history = &values[first..origin];
+        if history.iter().filter(|v| v.is_finite()).count() < min_train {
+            break;
+        }
+        let Ok(fitted) = model::fit(
+            history,
+            series.start + first as i64 * series.step,
+            series.step,
+            periods,
+            events,
+            trend,
+            reach,
+        ) else {
+            continue;
+        };
+        for lead in 1..=reach.min(n - origin) {
+            let actual = values[origin - 1 + lead];
+            let forecast = fitted.point(lead, events);
+            if actual.is_finite() && forecast.is_finite() {
+                misses.push(Miss {
+                    origin,
+                    lead,
+                    actual,
+                    forecast,
+                });
+            }
+        }
+    }
+    misses
+}
+
+/// A calibrated band: error quantiles added to a forecast.
+#[derive(Clone, Copy, Debug)]
+struct Band {
+    low: f64,
+    high: f64,
+    relative: bool,
+    coverage: Option<f64>,
+}
+
+impl Band {
+    fn edges(&self, mean: f64) -> (f64, f64) {
+        let scale = if self.relative { mean.abs() } else { 1.0 };
+        (mean + self.low * scale, mean + self.high * scale)
+    }
+}
+
+/// The band at `horizon` from the errors at leads near it, absolute or relative, whichever
+/// covers closer to `level` out of sample.
+fn calibrate(misses: &[Miss], horizon: usize, level: f64) -> Option<Band> {
+    let mut spread = horizon / 4;
+    let near = loop {
+        let near: Vec<&Miss> = misses
+            .iter()
+            .filter(|m| m.lead.abs_diff(horizon) <= spread)
+            .collect();
+        if near.len() >= MIN_ERRORS || spread >= horizon.max(8) {
+            break near;
+        }
+        spread += 1;
+    };
+    if near.is_empty() {
+        return None;
+    }
+    let mut origins: Vec<usize> = near.iter().map(|m| m.origin).collect();
+    origins.sort_unstable();
+    origins.dedup();
+    // Origins are older the smaller they are: calibrate on the older half, measure on the newer.
+    let split = origins.get(origins.len() / 2).copied();
+    let candidates = [false, true].map(|relative| {
+        let error = |m: &Miss| {
+            let e = m.actual - m.forecast;
+            if relative {
+                e / m.forecast.abs().max(f64::MIN_POSITIVE)
+            } else {
+                e
+            }
+        };
+        let all: Vec<f64> = near
+            .iter()
+            .map(|m| error(m))
+            .filter(|e| e.is_finite())
+            .collect();
+        let (low, high) = quantiles(all, level)?;
+        let coverage = split.filter(|_| origins.len() >= 2).and_then(|split| {
+            let older: Vec<f64> = near
+                .iter()
+                .filter(|m| m.origin < split)
+                .map(|m| error(m))
+                .collect();
+            let newer: Vec<f64> = near
+                .iter()
+                .filter(|m| m.origin >= split)
+                .map(|m| error(m))
+                .collect();
+            let (lo, hi) = quantiles(older, level)?;
+            let held = newer.iter().filter(|e| (lo..=hi).contains(*e)).count();
+            (!newer.is_empty()).then(|| held as f64 / newer.len() as f64)
+        });
+        Some(Band {
+            low,
+            high,
+            relative,
+            coverage,
+        })
+    });
+    let [absolute, relative] = candidates;
+    match (absolute, relative) {
+        (Some(a), Some(r)) => {
+            let miss = |b: &Band| b.coverage.map_or(f64::INFINITY, |c| (c - level).abs());
+            Some(if miss(&r) < miss(&a) { r } else { a })
+        }
+        (a, r) => a.or(r),
+    }
+}
+
+/// The central `level` interval of `errors` with the finite-sample (conformal) correction: the
+/// `ceil((n + 1) q)`-th smallest error as the upper edge.
+fn quantiles(mut errors: Vec<f64>, level: f64) -> Option<(f64, f64)> {
+    errors.retain(|e| e.is_finite());
+    if errors.is_empty() {
+        return None;
+    }
+    errors.sort_by(f64::total_cmp);
+    let n = errors.len();
+    let tail = (1.0 - level) / 2.0;
+    let low = ((tail * (n + 1) as f64).floor() as usize).clamp(1, n) - 1;
+    let high = (((1.0 - tail) * (n + 1) as f64).ceil() as usize).clamp(1, n) - 1;
+    Some((errors[low], errors[high]))
 }

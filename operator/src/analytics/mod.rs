@@ -5,10 +5,12 @@
 //!   recent history (rolling origin), so an 80 % band holds about 80 % of outcomes.
 //! - [`detector`]: the online anomaly detector behind `vigil:baseline:*` and
 //!   `vigil:anomaly:score`: each point is judged with what was known before it.
+//! - [`backtest`]: the offline `vigil-operator analytics backtest` command's evaluation.
 //! - [`nab`]: scores detectors the way the Numenta Anomaly Benchmark does.
 //! - [`engine`]: `vigil-operator analytics`, which runs both against Prometheus and
 //!   publishes the results on its `/metrics`.
 
+pub mod backtest;
 pub mod detector;
 pub mod engine;
 pub mod forecast;
@@ -31,6 +33,16 @@ pub enum AnalyticsError {
     InvalidSetting {
         /// The setting's name.
         field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A CSV series or event file has a bad row.
+    #[error("line {line}, column {column}: {reason}")]
+    Csv {
+        /// 1-based line number in the file.
+        line: usize,
+        /// The column's header name (or `header`/`row` for the row as a whole).
+        column: String,
         /// What is wrong with it.
         reason: String,
     },

@@ -1,6 +1,8 @@
 //! A regularly sampled series, as Prometheus' `query_range` returns one and as the offline
 //! backtest reads one from CSV.
 
+use super::AnalyticsError;
+
 /// `values[i]` is the value at `start + i * step` (Unix seconds); `NaN` marks a missing point.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
@@ -21,5 +23,317 @@ impl Series {
     /// Number of points with a value.
     pub fn usable(&self) -> usize {
         self.values.iter().filter(|v| v.is_finite()).count()
+    }
+}
+
+/// Column names read as the timestamp column, in order of preference.
+const TIME_COLUMNS: [&str; 5] = ["timestamp", "ds", "time", "date", "datetime"];
+/// Column names read as the value column, in order of preference.
+const VALUE_COLUMNS: [&str; 3] = ["value", "y", "count"];
+
+impl Series {
+    /// Reads a CSV series: a header row, then one row per point. The timestamp column is
+    /// `timestamp` (NAB, `YYYY-MM-DD HH:MM:SS`), `ds` (Prophet, `YYYY-MM-DD`), or the first
+    /// column; timestamps may also be Unix seconds or RFC 3339. The value column is `value`, `y`
+    /// or the second column; an empty value is a missing point. Points are placed on the median
+    /// step between consecutive timestamps, and steps with no point hold `NaN`.
+    pub fn from_csv(text: &str) -> Result<Series, AnalyticsError> {
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        let Some((_, header)) = lines.next() else {
+            return Err(csv_error(1, "header", "the file is empty".into()));
+        };
+        let columns: Vec<String> = header
+            .split(',')
+            .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
+            .collect();
+        let find = |names: &[&str], fallback: usize| {
+            names
+                .iter()
+                .find_map(|n| columns.iter().position(|c| c == n))
+                .unwrap_or(fallback)
+        };
+        if columns.len() < 2 {
+            return Err(csv_error(
+                1,
+                "header",
+                format!(
+                    "{header:?} has {} column(s), a series needs a timestamp and a value",
+                    columns.len()
+                ),
+            ));
+        }
+        let (time_col, value_col) = (find(&TIME_COLUMNS, 0), find(&VALUE_COLUMNS, 1));
+        let column_name = |i: usize| columns[i].clone();
+        let mut points: Vec<(i64, f64)> = Vec::new();
+        for (index, line) in lines {
+            let number = index + 1;
+            let fields: Vec<&str> = line
+                .split(',')
+                .map(|f| f.trim().trim_matches('"'))
+                .collect();
+            if fields.len() != columns.len() {
+                return Err(csv_error(
+                    number,
+                    "row",
+                    format!(
+                        "has {} fields, the header has {}",
+                        fields.len(),
+                        columns.len()
+                    ),
+                ));
+            }
+            let stamp = parse_timestamp(fields[time_col]).map_err(|reason| {
+                csv_error(
+                    number,
+                    &column_name(time_col),
+                    format!("{:?}: {reason}", fields[time_col]),
+                )
+            })?;
+            let raw = fields[value_col];
+            let value = if raw.is_empty() {
+                f64::NAN
+            } else {
+                raw.parse::<f64>().map_err(|_| {
+                    csv_error(
+                        number,
+                        &column_name(value_col),
+                        format!("{raw:?} is not a number"),
+                    )
+                })?
+            };
+            points.push((stamp, value));
+        }
+        Series::regularise(points)
+    }
+
+    /// Places `(timestamp, value)` points on the median step between consecutive distinct
+    /// timestamps; a later point on the same step replaces an earlier one.
+    fn regularise(mut points: Vec<(i64, f64)>) -> Result<Series, AnalyticsError> {
+        if points.len() < 2 {
+            return Err(AnalyticsError::TooShort {
+                have: points.len(),
+                need: 2,
+            });
+        }
+        points.sort_by_key(|p| p.0);
+        let mut gaps: Vec<i64> = points
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .filter(|d| *d > 0)
+            .collect();
+        if gaps.is_empty() {
+            return Err(AnalyticsError::TooShort { have: 1, need: 2 });
+        }
+        gaps.sort_unstable();
+        let step = gaps[gaps.len() / 2].max(1);
+        let start = points[0].0;
+        let last = points[points.len() - 1].0;
+        let len = usize::try_from((last - start + step / 2) / step + 1).unwrap_or(0);
+        const MAX_POINTS: usize = 50_000_000;
+        if len > MAX_POINTS {
+            return Err(AnalyticsError::InvalidSetting {
+                field: "csv",
+                reason: format!("{len} steps of {step} s between the first and last timestamp"),
+            });
+        }
+        let mut values = vec![f64::NAN; len];
+        for (stamp, value) in points {
+            let slot = ((stamp - start + step / 2) / step) as usize;
+            if let Some(v) = values.get_mut(slot) {
+                *v = value;
+            }
+        }
+        Ok(Series {
+            start,
+            step,
+            values,
+        })
+    }
+}
+
+fn csv_error(line: usize, column: &str, reason: String) -> AnalyticsError {
+    AnalyticsError::Csv {
+        line,
+        column: column.to_owned(),
+        reason,
+    }
+}
+
+/// Parses Unix seconds, `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` or RFC 3339 (UTC unless an offset
+/// is given) into Unix seconds.
+pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(seconds);
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() {
+            return Ok(seconds.round() as i64);
+        }
+    }
+    let bad =
+        || "not a timestamp (Unix seconds, YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339)".to_owned();
+    let number = |s: &str| -> Result<i64, String> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse::<i64>().map_err(|_| bad())
+    };
+    let (date, rest) = if text.len() > 10 {
+        text.split_at(10)
+    } else {
+        (text, "")
+    };
+    let mut parts = date.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let (year, month, day) = (number(y)?, number(m)?, number(d)?);
+    if !(1..=12).contains(&month) || !(1..=days_in_month(year, month)).contains(&day) {
+        return Err(format!(
+            "{year:04}-{month:02}-{day:02} is not a calendar date"
+        ));
+    }
+    let mut seconds = days_from_civil(year, month, day) * 86_400;
+    if rest.is_empty() {
+        return Ok(seconds);
+    }
+    let rest = rest.strip_prefix(['T', 't', ' ']).ok_or_else(bad)?;
+    if rest.len() < 8 {
+        return Err(bad());
+    }
+    let (clock, mut zone) = rest.split_at(8);
+    let mut hms = clock.split(':');
+    let (Some(h), Some(mi), Some(s), None) = (hms.next(), hms.next(), hms.next(), hms.next())
+    else {
+        return Err(bad());
+    };
+    let (h, mi, s) = (number(h)?, number(mi)?, number(s)?);
+    if h > 23 || mi > 59 || s > 60 {
+        return Err(format!("{clock} is not a time of day"));
+    }
+    seconds += h * 3600 + mi * 60 + s;
+    if let Some(fraction) = zone.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        zone = &fraction[digits..];
+    }
+    match zone {
+        "" | "Z" | "z" => Ok(seconds),
+        offset => {
+            let sign = match offset.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return Err(bad()),
+            };
+            let (oh, om) = offset[1..].split_once(':').ok_or_else(bad)?;
+            Ok(seconds - sign * (number(oh)? * 3600 + number(om)? * 60))
+        }
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 UTC, such as `2014-07-01T00:00:00Z`.
+pub fn format_timestamp(seconds: i64) -> String {
+    let (days, secs) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NAB's timestamps are read as UTC and placed on the median step, gaps as NaN.
+    #[test]
+    fn nab_csv_is_regularised_with_gaps() {
+        let csv = "timestamp,value\n2014-07-01 00:00:00,10\n2014-07-01 00:30:00,11\n\
+                   2014-07-01 01:30:00,13\n2014-07-01 02:00:00,14\n";
+        let series = Series::from_csv(csv).unwrap();
+        assert_eq!(series.start, 1_404_172_800);
+        assert_eq!(series.step, 1800);
+        assert_eq!(series.values.len(), 5);
+        assert!(series.values[2].is_nan());
+        assert_eq!(series.values[4], 14.0);
+    }
+
+    /// Prophet's `ds,y` dates, Unix seconds and RFC 3339 with offsets all parse.
+    #[test]
+    fn other_timestamp_forms_parse() {
+        let prophet = Series::from_csv("\"ds\",\"y\"\n2007-12-10,9.59\n2007-12-11,8.51\n").unwrap();
+        assert_eq!((prophet.start, prophet.step), (1_197_244_800, 86_400));
+        let unix = Series::from_csv("t,v\n100,1\n160,2\n220,3\n").unwrap();
+        assert_eq!((unix.start, unix.step, unix.values.len()), (100, 60, 3));
+        assert_eq!(
+            parse_timestamp("2014-07-01T02:00:00+02:00"),
+            Ok(1_404_172_800)
+        );
+        assert_eq!(parse_timestamp("2014-07-01T00:00:00.5Z"), Ok(1_404_172_800));
+        assert_eq!(format_timestamp(1_404_174_600), "2014-07-01T00:30:00Z");
+    }
+
+    /// A bad value or timestamp is reported with its line and column.
+    #[test]
+    fn bad_rows_name_line_and_column() {
+        let err =
+            Series::from_csv("timestamp,value\n2014-07-01 00:00:00,1\n2014-07-01 00:05:00,x\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("line 3") && err.contains("value"), "{err}");
+        let err = Series::from_csv("ds,y\n2014-02-30,1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("ds") && err.contains("calendar"),
+            "{err}"
+        );
+        let err = Series::from_csv("ds,y\n2014-02-03,1,2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("fields"), "{err}");
     }
 }

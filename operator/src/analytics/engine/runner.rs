@@ -222,14 +222,15 @@ fn capped(state: &JobState, ctx: &RunContext, mut result: Vec<RangeSeries>) -> V
     result
 }
 
-/// The anomaly score of `judgement` for a value `value` under `direction`: a deviation the
-/// rule does not alert on scores 0.
+/// The anomaly score published for `judgement` of a value `value` under `direction`: the score
+/// of the incident the point belongs to (held while the incident lasts, so an alert's `for`
+/// can hold), 0 for a deviation the rule does not alert on.
 fn directional(judgement: Judgement, value: f64, direction: Direction) -> f64 {
     let up = value >= judgement.expected;
     match direction {
-        Direction::Both => judgement.score,
-        Direction::Up if up => judgement.score,
-        Direction::Down if !up => judgement.score,
+        Direction::Both => judgement.incident,
+        Direction::Up if up => judgement.incident,
+        Direction::Down if !up => judgement.incident,
         _ => 0.0,
     }
 }
@@ -622,7 +623,8 @@ mod tests {
             expected: 10.0,
             lower: 8.0,
             upper: 12.0,
-            score: 0.9,
+            score: 0.0,
+            incident: 0.9,
         };
         assert_eq!(directional(j, 20.0, Direction::Up), 0.9);
         assert_eq!(directional(j, 0.0, Direction::Up), 0.0);

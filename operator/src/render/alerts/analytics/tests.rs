@@ -9,7 +9,7 @@ use crate::render::alerts::alert_rules;
 use crate::render::alerts::tests::{app, policy};
 use crate::render::promtool_tests::{check_rules, test_rules};
 
-/// One anomaly rule watching upwards with medium sensitivity (score above 0.7) and one
+/// One anomaly rule watching upwards with medium sensitivity (score above 0.58) and one
 /// forecast rule with a 4h horizon and a capacity of 1000, both to engineering, whose context
 /// list adds no phrase of its own.
 const POLICY: &str = r#"
@@ -75,7 +75,7 @@ fn anomaly_test(series: &str, fires: bool) -> String {
               vigil_rule: CheckoutTrafficAnomaly
             exp_annotations:
               summary: CheckoutTrafficAnomaly in shop/checkout left its learned baseline
-              description: "CheckoutTrafficAnomaly is above its learned 80 % band with anomaly score 0.95 (alerts above 0.7)."
+              description: "CheckoutTrafficAnomaly is above its learned 80 % band with anomaly score 0.95 (alerts above 0.58)."
               baseline: "now 300, expected 120 ± 30 at this hour (80 % band, held 81% of the time last week), learned with daily and weekly seasonality.""#
     } else {
         " []"
@@ -119,7 +119,7 @@ fn anomaly_stays_quiet_inside_the_band_below_it_or_with_a_low_score() {
     for (score, actual) in [
         ("0.95x20", "140x20"),
         ("0.95x20", "10x20"),
-        ("0.6x20", "300x20"),
+        ("0.5x20", "300x20"),
     ] {
         let series = anomaly_series("shop", "/pay", score, actual);
         test_rules(&[&file], &anomaly_test(&series, false));
@@ -334,7 +334,7 @@ tests:
               vigil_rule: CheckoutTrafficAnomaly
             exp_annotations:
               summary: CheckoutTrafficAnomaly in shop/checkout left its learned baseline
-              description: "CheckoutTrafficAnomaly is above its learned 80 % band with anomaly score 0.95 (alerts above 0.7)."
+              description: "CheckoutTrafficAnomaly is above its learned 80 % band with anomaly score 0.95 (alerts above 0.58)."
               baseline: "now 300, expected 120 ± 30 at this hour (80 % band, held 81% of the time last week), learned with daily and weekly seasonality."
           - exp_labels:
               namespace: shop
@@ -348,7 +348,7 @@ tests:
               vigil_escalation_receiver: oncall
             exp_annotations:
               summary: CheckoutTrafficAnomaly in shop/checkout left its learned baseline
-              description: "CheckoutTrafficAnomaly is above its learned 80 % band with anomaly score 1.00 (alerts above 0.7)."
+              description: "CheckoutTrafficAnomaly is above its learned 80 % band with anomaly score 1.00 (alerts above 0.58)."
               baseline: "now 300, expected 120 ± 30 at this hour (80 % band, held 81% of the time last week), learned with daily and weekly seasonality."
               escalation: "Not acknowledged 5m after firing: escalation level 1 to oncall."
 "#

@@ -1,0 +1,336 @@
+//! Forecast tests: calibration, known events, period detection, refusals.
+
+use super::*;
+
+const HOUR: i64 = 3600;
+/// A Monday, midnight UTC.
+const START: i64 = 1_704_067_200;
+
+/// Deterministic standard-normal noise (xorshift64* and Box-Muller).
+fn noise(seed: u64) -> impl FnMut() -> f64 {
+    let mut state = seed | 1;
+    move || {
+        let mut uniform = || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (u, v) = (uniform().max(1e-12), uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// Hourly points with a daily cycle of amplitude 20 and normal noise of sd `sd`.
+fn daily_series(days: usize, sd: f64, seed: u64) -> Series {
+    let mut noise = noise(seed);
+    let values = (0..days * 24)
+        .map(|i| {
+            let phase = 2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0;
+            100.0 + 20.0 * phase.sin() + sd * noise()
+        })
+        .collect();
+    Series {
+        start: START,
+        step: HOUR,
+        values,
+    }
+}
+
+fn head(series: &Series, len: usize) -> Series {
+    Series {
+        start: series.start,
+        step: series.step,
+        values: series.values[..len].to_vec(),
+    }
+}
+
+/// The band calibrates: forecasts from origins in a held-out tail of a seasonal series with
+/// known noise hold close to 80 % of the outcomes, at every horizon, and each forecast's
+/// published (out-of-sample) coverage is close to 80 % too.
+#[test]
+fn band_coverage_on_held_out_tail_is_near_the_level() {
+    let series = daily_series(40, 4.0, 7);
+    let settings = ForecastSettings {
+        periods: vec![24],
+        level: 0.8,
+        horizons: vec![1, 6, 24],
+        events: Vec::new(),
+    };
+    let (mut inside, mut judged) = ([0usize; 3], [0usize; 3]);
+    let mut published = Vec::new();
+    // 16 origins 13 hours apart over the last 9 days.
+    for k in 0..16 {
+        let origin = 31 * 24 + k * 13 - 24;
+        let forecast = fit_and_forecast(&head(&series, origin), &settings).unwrap();
+        for (i, band) in forecast.bands.iter().enumerate() {
+            let actual = series.values[origin - 1 + band.horizon];
+            inside[i] += usize::from(band.lower <= actual && actual <= band.upper);
+            judged[i] += 1;
+            published.extend(band.coverage);
+        }
+    }
+    let total = inside.iter().sum::<usize>() as f64 / judged.iter().sum::<usize>() as f64;
+    assert!(
+        (0.7..=0.9).contains(&total),
+        "held-out coverage {total} ({inside:?} of {judged:?})"
+    );
+    for (held, count) in inside.iter().zip(judged) {
+        let share = *held as f64 / count as f64;
+        assert!(
+            (0.55..=1.0).contains(&share),
+            "per-horizon coverage {share}"
+        );
+    }
+    let mean_published = published.iter().sum::<f64>() / published.len() as f64;
+    assert!(
+        (0.7..=0.9).contains(&mean_published),
+        "published coverage {mean_published}"
+    );
+}
+
+/// A band is about as wide as the noise says: with noise sd 4, the 80 % band at one step is
+/// near 2 × 1.28 × 4 ≈ 10 wide, not collapsed and not blown up.
+#[test]
+fn band_width_follows_the_noise() {
+    let series = daily_series(30, 4.0, 11);
+    let settings = ForecastSettings {
+        periods: vec![24],
+        horizons: vec![1],
+        ..ForecastSettings::default()
+    };
+    let band = &fit_and_forecast(&series, &settings).unwrap().bands[0];
+    let width = band.upper - band.lower;
+    assert!(
+        (5.0..=20.0).contains(&width),
+        "band width {width}: {band:?}"
+    );
+}
+
+/// Hourly series with a daily cycle and, on `event_days`, a peak of +60 from 10:00 to 16:00.
+fn series_with_peaks(days: usize, event_days: &[usize]) -> Series {
+    let mut noise = noise(3);
+    let values = (0..days * 24)
+        .map(|i| {
+            let (day, hour) = (i / 24, i % 24);
+            let phase = 2.0 * std::f64::consts::PI * hour as f64 / 24.0;
+            let peak = if event_days.contains(&day) && (10..16).contains(&hour) {
+                60.0
+            } else {
+                0.0
+            };
+            100.0 + 20.0 * phase.sin() + peak + 2.0 * noise()
+        })
+        .collect();
+    Series {
+        start: START,
+        step: HOUR,
+        values,
+    }
+}
+
+fn deadline(day: usize) -> KnownEvent {
+    let start = START + day as i64 * 86_400;
+    KnownEvent {
+        name: "deadline".into(),
+        start,
+        end: start + 86_400,
+    }
+}
+
+/// A recurring known event is forecast: its peak, learned from past occurrences, is predicted
+/// at its next occurrence; without the event the same forecast has no peak.
+#[test]
+fn known_event_peak_is_forecast_at_its_next_occurrence() {
+    let series = series_with_peaks(28, &[6, 13, 20]);
+    // The series ends at the end of day 27; 13:00 on day 28 is 14 steps ahead.
+    let events: Vec<KnownEvent> = [6, 13, 20, 28].into_iter().map(deadline).collect();
+    let settings = ForecastSettings {
+        periods: vec![24],
+        level: 0.8,
+        horizons: vec![14, 14 + 24],
+        events: events.clone(),
+    };
+    let baseline = 100.0 + 20.0 * (2.0 * std::f64::consts::PI * 13.0 / 24.0).sin();
+    let with = fit_and_forecast(&series, &settings).unwrap();
+    let on_event = with.bands[0].mean;
+    assert!(
+        (on_event - baseline - 60.0).abs() < 12.0,
+        "event day forecast {on_event}"
+    );
+    let day_after = with.bands[1].mean;
+    assert!(
+        (day_after - baseline).abs() < 12.0,
+        "day after the event: {day_after}"
+    );
+    let without = fit_and_forecast(
+        &series,
+        &ForecastSettings {
+            events: Vec::new(),
+            ..settings
+        },
+    )
+    .unwrap();
+    assert!(
+        without.bands[0].mean < baseline + 25.0,
+        "no event: {}",
+        without.bands[0].mean
+    );
+
+    let fitted = model::fit(
+        &series.values,
+        series.start,
+        series.step,
+        &[24],
+        &events,
+        &TrendChoice::Auto,
+        1,
+    )
+    .unwrap();
+    assert!(fitted.has_effect("deadline"));
+}
+
+/// Without periods in the settings, a daily cycle in 5-minute data is found as 288 steps.
+#[test]
+fn daily_period_is_detected() {
+    let mut noise = noise(5);
+    let values = (0..7 * 288)
+        .map(|i| {
+            let phase = 2.0 * std::f64::consts::PI * (i % 288) as f64 / 288.0;
+            10.0 + 3.0 * phase.sin() + 0.5 * noise()
+        })
+        .collect();
+    let series = Series {
+        start: START,
+        step: 300,
+        values,
+    };
+    assert_eq!(detect_periods(&series), vec![288]);
+    let settings = ForecastSettings {
+        horizons: vec![12],
+        ..ForecastSettings::default()
+    };
+    assert_eq!(
+        fit_and_forecast(&series, &settings).unwrap().periods,
+        vec![288]
+    );
+}
+
+/// Noise without a cycle yields no period... or at least not a daily one.
+#[test]
+fn white_noise_has_no_daily_period() {
+    let mut noise = noise(9);
+    let values = (0..7 * 288).map(|_| 10.0 + noise()).collect();
+    let series = Series {
+        start: START,
+        step: 300,
+        values,
+    };
+    assert!(!detect_periods(&series).contains(&288));
+}
+
+/// A series shorter than two cycles of its period is refused with the counts.
+#[test]
+fn too_short_series_is_refused() {
+    let series = daily_series(1, 1.0, 1);
+    let settings = ForecastSettings {
+        periods: vec![24],
+        ..ForecastSettings::default()
+    };
+    match fit_and_forecast(&series, &settings) {
+        Err(AnalyticsError::TooShort { have: 24, need: 48 }) => {}
+        other => panic!("{other:?}"),
+    }
+    let tiny = Series {
+        start: 0,
+        step: 60,
+        values: vec![1.0; 5],
+    };
+    assert!(matches!(
+        fit_and_forecast(&tiny, &ForecastSettings::default()),
+        Err(AnalyticsError::TooShort { have: 5, .. })
+    ));
+}
+
+/// Out-of-range settings are refused naming the setting.
+#[test]
+fn bad_settings_are_refused() {
+    let series = daily_series(5, 1.0, 1);
+    let field_of = |settings: ForecastSettings| match fit_and_forecast(&series, &settings) {
+        Err(AnalyticsError::InvalidSetting { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let base = ForecastSettings {
+        periods: vec![24],
+        ..ForecastSettings::default()
+    };
+    assert_eq!(
+        field_of(ForecastSettings {
+            level: 1.0,
+            ..base.clone()
+        }),
+        "level"
+    );
+    assert_eq!(
+        field_of(ForecastSettings {
+            level: f64::NAN,
+            ..base.clone()
+        }),
+        "level"
+    );
+    assert_eq!(
+        field_of(ForecastSettings {
+            horizons: vec![0],
+            ..base.clone()
+        }),
+        "horizons"
+    );
+    assert_eq!(
+        field_of(ForecastSettings {
+            horizons: vec![],
+            ..base.clone()
+        }),
+        "horizons"
+    );
+    assert_eq!(
+        field_of(ForecastSettings {
+            periods: vec![1],
+            ..base.clone()
+        }),
+        "periods"
+    );
+    let backwards = KnownEvent {
+        name: "x".into(),
+        start: 10,
+        end: 10,
+    };
+    assert_eq!(
+        field_of(ForecastSettings {
+            events: vec![backwards],
+            ..base
+        }),
+        "events"
+    );
+}
+
+/// Gaps in the history are filled, not propagated: a series with missing points still
+/// forecasts finite values.
+#[test]
+fn gaps_do_not_break_the_forecast() {
+    let mut series = daily_series(10, 2.0, 4);
+    for i in (5..series.values.len()).step_by(17) {
+        series.values[i] = f64::NAN;
+    }
+    let settings = ForecastSettings {
+        periods: vec![24],
+        horizons: vec![1, 24],
+        ..ForecastSettings::default()
+    };
+    let forecast = fit_and_forecast(&series, &settings).unwrap();
+    for band in &forecast.bands {
+        assert!(
+            band.mean.is_finite() && band.lower <= band.mean && band.mean <= band.upper,
+            "{band:?}"
+        );
+    }
+}
