@@ -312,17 +312,20 @@ impl Sink {
     }
 
     /// Whether the driver hands this sink its buffer records undecoded, through
-    /// [`Sink::send_encoded`] (OTLP, whose records are already export requests), rather than
-    /// decoded batches through [`Sink::send`].
+    /// [`Sink::send_encoded`] (OTLP, whose records are already export requests; remote write,
+    /// whose samples records are usually already write requests as receivers want them),
+    /// rather than decoded batches through [`Sink::send`].
     pub fn sends_encoded(&self) -> bool {
-        matches!(self, Sink::Otlp(_))
+        matches!(self, Sink::Otlp(_) | Sink::RemoteWrite(_))
     }
 
-    /// Sends encoded OTLP export requests. The OTLP sink sends them as they are; any other sink
-    /// decodes them and sends the batches.
+    /// Sends encoded batches. The OTLP sink sends them as they are, the remote-write sink its
+    /// samples records when they need no merging ([`remote_write::RemoteWriteSink::send_encoded`]);
+    /// any other sink decodes them and sends the batches.
     pub async fn send_encoded(&self, batches: &otlp::EncodedBatches) -> Result<(), SendError> {
         match self {
             Sink::Otlp(sink) => sink.send_encoded(batches).await,
+            Sink::RemoteWrite(sink) => sink.send_encoded(batches).await,
             other => other.send(&decode_encoded(batches)?).await,
         }
     }
@@ -341,7 +344,7 @@ impl Sink {
 }
 
 /// Decodes encoded OTLP export requests into batches.
-fn decode_encoded(batches: &otlp::EncodedBatches) -> Result<Vec<Batch>, SendError> {
+pub(crate) fn decode_encoded(batches: &otlp::EncodedBatches) -> Result<Vec<Batch>, SendError> {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -364,6 +367,11 @@ fn decode_encoded(batches: &otlp::EncodedBatches) -> Result<Vec<Batch>, SendErro
     for part in &batches.logs {
         let request = ExportLogsServiceRequest::decode(part.clone()).map_err(invalid("logs"))?;
         out.push(Batch::Logs(request));
+    }
+    for part in &batches.samples {
+        let request =
+            crate::prompb::WriteRequest::decode(part.clone()).map_err(invalid("samples"))?;
+        out.push(Batch::Samples(request));
     }
     Ok(out)
 }
