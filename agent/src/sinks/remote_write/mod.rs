@@ -25,7 +25,6 @@ use reqwest::Url;
 use vigil_crds::agent_config::HttpSink;
 
 use super::http::{self, HttpClient};
-use super::otlp::encoded::{Fields, Value};
 use super::otlp::EncodedBatches;
 use super::{SendError, SinkConfigError};
 use crate::batch::{Batch, Signal};
@@ -108,11 +107,15 @@ pub fn as_is_body(requests: &[bytes::Bytes]) -> Option<std::borrow::Cow<'_, [u8]
     // (hash of the encoded labels, the encoded labels) of every series.
     let mut series: Vec<(u32, &[u8])> = Vec::new();
     for request in requests {
-        for field in Fields::new(request) {
-            let (1, Value::Bytes(one)) = field? else {
+        // WriteRequest.timeseries = 1, length-delimited (0x0a), and nothing else.
+        let mut at = 0;
+        while at < request.len() {
+            if request[at] != 0x0a {
                 return None;
-            };
-            let labels = as_is_labels(one)?;
+            }
+            let one = delimited(request, at + 1)?;
+            at = one.end;
+            let labels = as_is_labels(&request[one])?;
             series.push((crc32fast::hash(labels), labels));
         }
     }
@@ -128,35 +131,57 @@ pub fn as_is_body(requests: &[bytes::Bytes]) -> Option<std::borrow::Cow<'_, [u8]
 }
 
 /// The encoded labels (the leading `labels` fields) of an encoded `TimeSeries` that can be
-/// sent as it is (see [`as_is_body`]).
+/// sent as it is (see [`as_is_body`]): each label exactly a name and a non-empty value, in this
+/// order, then exactly one sample.
 fn as_is_labels(series: &[u8]) -> Option<&[u8]> {
-    let mut fields = Fields::new(series);
-    let mut labels_end = 0;
+    // Keys: TimeSeries.labels = 1 and Label.name = 1 (0x0a), TimeSeries.samples = 2 and
+    // Label.value = 2 (0x12), all length-delimited.
+    let mut at = 0;
     let mut previous: Option<&[u8]> = None;
     let mut named = false;
-    let mut samples = 0;
-    while let Some(field) = fields.next() {
-        match field? {
-            (1, Value::Bytes(label)) if samples == 0 => {
-                let mut parts = Fields::new(label);
-                let (Some(Some((1, Value::Bytes(name)))), Some(Some((2, Value::Bytes(value)))), None) =
-                    (parts.next(), parts.next(), parts.next())
-                else {
-                    // A name or value left out (empty), or anything else.
-                    return None;
-                };
-                if value.is_empty() || previous.is_some_and(|p| p >= name) {
-                    return None;
-                }
-                named |= name == b"__name__";
-                previous = Some(name);
-                labels_end = fields.position();
-            }
-            (2, Value::Bytes(_)) => samples += 1,
-            _ => return None,
+    while series.get(at) == Some(&0x0a) {
+        let label = delimited(series, at + 1)?;
+        at = label.end;
+        let label = &series[label];
+        if label.first() != Some(&0x0a) {
+            return None;
+        }
+        let name = delimited(label, 1)?;
+        if label.get(name.end) != Some(&0x12) {
+            return None;
+        }
+        let value = delimited(label, name.end + 1)?;
+        if value.is_empty() || value.end != label.len() {
+            return None;
+        }
+        let name = &label[name];
+        if previous.is_some_and(|p| p >= name) {
+            return None;
+        }
+        named |= name == b"__name__";
+        previous = Some(name);
+    }
+    let labels_end = at;
+    if series.get(at) != Some(&0x12) || delimited(series, at + 1)?.end != series.len() {
+        return None;
+    }
+    named.then(|| &series[..labels_end])
+}
+
+/// The range of the length-delimited value whose length varint starts at `at` in `bytes`.
+fn delimited(bytes: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+    let mut len = 0u64;
+    let mut end = at;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(end)?;
+        end += 1;
+        len |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            let stop = end.checked_add(usize::try_from(len).ok()?)?;
+            return (stop <= bytes.len()).then_some(end..stop);
         }
     }
-    (named && samples == 1).then(|| &series[..labels_end])
+    None
 }
 
 /// The snappy-compressed (block format) protobuf body of a write request.

@@ -469,16 +469,18 @@ impl LogSource {
     /// Records, for every file, the offset before which every event has been delivered:
     /// everything handed out by [`LogSource::poll`] except `unsent`. Finished files whose
     /// events are all delivered are forgotten.
-    pub fn checkpoint(&mut self, unsent: &[LogEvent]) {
-        let mut unsent_starts: Vec<(&str, Stream, u64)> = Vec::new();
+    pub fn checkpoint<'e>(&mut self, unsent: impl IntoIterator<Item = &'e LogEvent>) {
+        let mut unsent_starts: Vec<(&'e Arc<str>, Stream, u64)> = Vec::new();
         for event in unsent {
             let Some(origin) = event.origin.as_ref() else {
                 continue;
             };
-            match unsent_starts
-                .iter_mut()
-                .find(|(key, stream, _)| *key == &*origin.file && *stream == event.stream)
-            {
+            // The events of one file share its key: the pointers match, the text is compared
+            // only for keys from elsewhere.
+            match unsent_starts.iter_mut().find(|(key, stream, _)| {
+                *stream == event.stream
+                    && (Arc::ptr_eq(key, &origin.file) || ***key == *origin.file)
+            }) {
                 Some((_, _, start)) => *start = (*start).min(origin.start),
                 None => unsent_starts.push((&origin.file, event.stream, origin.start)),
             }
@@ -488,7 +490,7 @@ impl LogSource {
             let held = joiner.and_then(|j| j.pending_start(key, stream));
             let queued = unsent_starts
                 .iter()
-                .find(|(k, s, _)| *k == key && *s == stream)
+                .find(|(k, s, _)| ***k == *key && *s == stream)
                 .map(|(_, _, start)| *start);
             min_some(held, queued)
         };

@@ -442,6 +442,12 @@ impl Scraper {
         let (samples, bytes, error) = match self.fetch().await {
             Ok(page) => {
                 let parsed = parse::parse(&page.text, page.format).map(|exposition| {
+                    // Room for the page's text, its samples and their identity labels.
+                    let identity_bytes: usize =
+                        identity.iter().map(|(n, v)| n.len() + v.len() + 6).sum();
+                    record.reserve(
+                        page.text.len() + exposition.sample_count() * (identity_bytes + 32),
+                    );
                     items += render::encode_series(&exposition, &identity, now_ms, &mut record);
                     exposition.sample_count()
                 });

@@ -101,16 +101,36 @@ pub fn encode_series(
     scrape_time_ms: i64,
     out: &mut Vec<u8>,
 ) -> usize {
+    // What does not change from sample to sample, worked out once: the identity labels with a
+    // value, whether each is enforced, and the enforced names a page label may clash with.
+    let identity_added: Vec<(&str, &str, bool)> = identity
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|&(name, value)| (name, value, enforced(name)))
+        .collect();
+    let clashing: Vec<&str> = identity
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| enforced(name))
+        .collect();
     let mut series_labels: Vec<(std::borrow::Cow<'_, str>, &str)> = Vec::new();
     for sample in page.all_samples() {
         let labels = page.labels(sample);
         series_labels.clear();
         series_labels.push((std::borrow::Cow::Borrowed("__name__"), sample.name));
         for label in labels.iter().filter(|l| !l.value.is_empty()) {
-            series_labels.push((kept_name(label.name, labels, identity), label.value.as_ref()));
+            let name = if clashing.contains(&label.name) {
+                kept_name(label.name, labels, identity)
+            } else {
+                std::borrow::Cow::Borrowed(label.name)
+            };
+            series_labels.push((name, label.value.as_ref()));
         }
-        for (name, value) in added(identity, labels) {
-            series_labels.push((std::borrow::Cow::Borrowed(name), value));
+        for &(name, value, enforced) in &identity_added {
+            // As [`added`]: the enforced ones always, the others where the page has none.
+            if enforced || !labels.iter().any(|l| l.name == name) {
+                series_labels.push((std::borrow::Cow::Borrowed(name), value));
+            }
         }
         series_labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         prompb::put_series(
