@@ -3,8 +3,9 @@
 //!
 //! [`Sink::from_config`] builds one [`Sink`] per configured exporter; [`Sink::send`] turns the
 //! batches a driver hands it into as few requests as the backend's protocol allows and says
-//! whether a failure is worth retrying ([`SendError`]). The OTLP sink takes its buffer records
-//! undecoded instead ([`Sink::send_encoded`]): they are export requests already.
+//! whether a failure is worth retrying ([`SendError`]). The OTLP and remote-write sinks take
+//! their buffer records undecoded instead ([`Sink::send_encoded`]): they are export and write
+//! requests already.
 //!
 //! Labels the sinks derive from OTLP resource attributes (remote write series labels, Loki stream
 //! labels, Splunk HEC fields) use the same names as the agent's scraped series:

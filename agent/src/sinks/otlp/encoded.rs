@@ -136,6 +136,51 @@ pub fn count_items(signal: Signal, request: &[u8]) -> Option<u64> {
 /// Samples in an encoded remote-write `WriteRequest` (`timeseries` = 1, `TimeSeries.samples` =
 /// 2); `None` when its framing is broken at the levels walked.
 pub fn count_samples(request: &[u8]) -> Option<u64> {
+    count_canonical_samples(request).or_else(|| count_any_samples(request))
+}
+
+/// [`count_samples`] in one tight pass for a request made only of `timeseries` holding only
+/// `labels` and `samples` (what the agent writes); `None` for anything else.
+fn count_canonical_samples(request: &[u8]) -> Option<u64> {
+    // The range of the length-delimited value whose length starts at `at`.
+    fn delimited(bytes: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+        let mut len = 0u64;
+        let mut end = at;
+        for shift in (0..64).step_by(7) {
+            let byte = *bytes.get(end)?;
+            end += 1;
+            len |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                let stop = end.checked_add(usize::try_from(len).ok()?)?;
+                return (stop <= bytes.len()).then_some(end..stop);
+            }
+        }
+        None
+    }
+    let mut samples = 0;
+    let mut at = 0;
+    while at < request.len() {
+        // WriteRequest.timeseries = 1, TimeSeries.labels = 1, TimeSeries.samples = 2.
+        if request[at] != 0x0a {
+            return None;
+        }
+        let series = delimited(request, at + 1)?;
+        at = series.end;
+        let series = &request[series];
+        let mut inner = 0;
+        while inner < series.len() {
+            let key = series[inner];
+            if key != 0x0a && key != 0x12 {
+                return None;
+            }
+            samples += u64::from(key == 0x12);
+            inner = delimited(series, inner + 1)?.end;
+        }
+    }
+    Some(samples)
+}
+
+fn count_any_samples(request: &[u8]) -> Option<u64> {
     let mut samples = 0;
     for series in messages(request, 1) {
         for sample in messages(series?, 2) {

@@ -18,8 +18,10 @@
 //!   lines the truncation removed before they were read are read from the copy. (Lines written
 //!   between the copy and the truncation are in neither file: copy-truncate's own race.)
 //! - **Back-pressure, not memory.** While the router waits for room in a `block` buffer the
-//!   source reads nothing; lines wait in the files. Memory is bounded by the read chunk, the
-//!   longest line (256 KiB; longer ones are cut) and one batch.
+//!   source reads nothing; lines wait in the files. Memory is bounded in bytes: by the read
+//!   chunk, the longest line (256 KiB; longer ones are cut), what one poll reads
+//!   (`READ_BUDGET_PER_FILE` per file; batches are taken before the next poll) and one batch,
+//!   which goes into the buffer as one record encoded straight from the events.
 //!
 //! Files are read when a change notification (inotify, through `notify`; see `notify_watch`) says
 //! their directory changed, and polled every [`POLL_INTERVAL`] besides: the pod log directory

@@ -47,8 +47,10 @@ pub(crate) const COMPONENT: &str = "logs";
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a file that vanished without a successor may still grow before it is closed.
 pub const GONE_GRACE: Duration = Duration::from_secs(5);
-/// Bytes read from one file in one poll, so that one busy file cannot starve the others.
-pub const READ_BUDGET_PER_FILE: usize = 1024 * 1024;
+/// Bytes read from one file in one poll, so that one busy file cannot starve the others; also
+/// what bounds, in bytes, the events a poll adds to those waiting for a batch (about one batch
+/// of short lines per file).
+pub const READ_BUDGET_PER_FILE: usize = 256 * 1024;
 /// Most lines joined into one multi-line event.
 pub const MULTILINE_MAX_LINES: usize = crate::processors::multiline::DEFAULT_MAX_LINES;
 /// How long an open multi-line event waits for its next line.
