@@ -135,8 +135,13 @@ mod tests {
     #[test]
     fn put_series_matches_prost() {
         let long = "v".repeat(300);
-        let cases: Vec<(Vec<(&str, &str)>, f64, i64)> = vec![
-            (vec![("__name__", "up"), ("job", "a")], 1.0, 1_700_000_000_000),
+        type Case<'a> = (Vec<(&'a str, &'a str)>, f64, i64);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                vec![("__name__", "up"), ("job", "a")],
+                1.0,
+                1_700_000_000_000,
+            ),
             (vec![("__name__", "x"), ("empty", "")], 0.0, 0),
             (vec![("", "nameless"), ("l", long.as_str())], f64::NAN, -5),
             (vec![], -0.0, i64::MAX),

@@ -339,10 +339,12 @@ fn put_plain_record(event: &LogEvent, observed_time_unix_nano: u64, out: &mut Ve
     }
     let attributes = &attributes[..fixed];
     let all_attributes = || {
-        attributes
-            .iter()
-            .copied()
-            .chain(event.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        attributes.iter().copied().chain(
+            event
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
     };
     let severity_number = event.level.map_or(0, |l| l.severity_number());
     let severity_text = match event.level {

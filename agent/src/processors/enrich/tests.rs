@@ -508,7 +508,12 @@ fn logs_record_is_the_encoded_request() {
         events.push(event);
     }
     events.push(LogEvent::line("", Stream::Stderr, 0, ""));
-    events.push(LogEvent::line("é", Stream::Stderr, 7, &"ü long ".repeat(5000)));
+    events.push(LogEvent::line(
+        "é",
+        Stream::Stderr,
+        7,
+        &"ü long ".repeat(5000),
+    ));
     let mut crash = LogEvent::line(
         "web",
         Stream::Stderr,

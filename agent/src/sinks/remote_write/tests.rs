@@ -467,8 +467,14 @@ async fn samples_records_sent_as_they_are_when_they_need_no_merging() {
     ]);
     let scrape_b = request(vec![one(&[("__name__", "y")], &[(2000, 3.0)])]);
     let needs_work = [
-        request(vec![one(&[("pod", "p"), ("__name__", "up")], &[(1000, 1.0)])]),
-        request(vec![one(&[("__name__", "up"), ("zone", "")], &[(1000, 1.0)])]),
+        request(vec![one(
+            &[("pod", "p"), ("__name__", "up")],
+            &[(1000, 1.0)],
+        )]),
+        request(vec![one(
+            &[("__name__", "up"), ("zone", "")],
+            &[(1000, 1.0)],
+        )]),
         request(vec![one(&up, &[(1000, 1.0), (2000, 2.0)])]),
         request(vec![one(&up, &[])]),
         request(vec![one(&[("pod", "p")], &[(1000, 1.0)])]),
@@ -485,9 +491,16 @@ async fn samples_records_sent_as_they_are_when_they_need_no_merging() {
     let pair = records(&[scrape_a.clone(), scrape_b.clone()]);
     assert_eq!(as_is_body(&pair).as_deref(), Some(&pair.concat()[..]));
     // Not as they are.
-    assert_eq!(as_is_body(&records(&[scrape_a.clone(), scrape_a.clone()])), None);
+    assert_eq!(
+        as_is_body(&records(&[scrape_a.clone(), scrape_a.clone()])),
+        None
+    );
     for batch in &needs_work {
-        assert_eq!(as_is_body(&records(std::slice::from_ref(batch))), None, "{batch:?}");
+        assert_eq!(
+            as_is_body(&records(std::slice::from_ref(batch))),
+            None,
+            "{batch:?}"
+        );
     }
     // Through the sink: what the receiver decodes is what `send` sends.
     let server = HttpRecorder::start(Reply::status(204)).await;

@@ -87,11 +87,7 @@ impl LatestScrape {
     /// The latest page in the Prometheus text format 0.0.4 with the identity labels added to
     /// every sample; empty after a failed scrape (and before the first).
     pub fn text(&self) -> String {
-        let latest = self
-            .page
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let latest = self.page.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut text = String::new();
         let Some(latest) = latest else {
             return text;
@@ -491,7 +487,9 @@ impl Scraper {
             // As the remote-write sink wants them, so the record is sent as it is.
             series.labels.retain(|l| !l.value.is_empty());
             series.labels.sort_by(|a, b| a.name.cmp(&b.name));
-            series.labels.dedup_by(|later, earlier| later.name == earlier.name);
+            series
+                .labels
+                .dedup_by(|later, earlier| later.name == earlier.name);
             crate::prompb::put_owned_series(&series, &mut record);
             items += series.samples.len();
         }
@@ -523,7 +521,6 @@ impl Scraper {
             _ => Vec::new(),
         }
     }
-
 }
 
 fn unix_millis(time: SystemTime) -> i64 {

@@ -152,7 +152,12 @@ pub fn scrape_series(
     time_ms: i64,
 ) -> TimeSeries {
     let mut labels: Vec<prompb::Label> = std::iter::once(("__name__", name))
-        .chain(identity.iter().copied().filter(|(_, value)| !value.is_empty()))
+        .chain(
+            identity
+                .iter()
+                .copied()
+                .filter(|(_, value)| !value.is_empty()),
+        )
         .map(|(name, value)| prompb::Label {
             name: name.to_owned(),
             value: value.to_owned(),
