@@ -115,12 +115,7 @@ pub fn metrics_page(state: &AdminState) -> String {
             String::new()
         });
     append_section(&mut page, &state.crashes.exposition());
-    let scrape = match state.latest_scrape.text.lock() {
-        Ok(text) => text.clone(),
-        // A panic while the scrape held the lock leaves a complete older page; serve it.
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
-    append_section(&mut page, &scrape);
+    append_section(&mut page, &state.latest_scrape.text());
     page
 }
 
@@ -233,11 +228,11 @@ mod tests {
             events: 2,
             bytes: 10,
         });
-        *admin.state.latest_scrape.text.lock().unwrap() =
+        admin.state.latest_scrape.set_text(
             "# HELP http_requests_total Requests served.\n\
              # TYPE http_requests_total counter\n\
-             http_requests_total{namespace=\"shop\",app=\"checkout\"} 7"
-                .to_owned();
+             http_requests_total{namespace=\"shop\",app=\"checkout\"} 7",
+        );
         let (status, content_type, page) = get(&admin, "/metrics").await;
         assert_eq!(status, 200);
         assert_eq!(content_type, PROMETHEUS_TEXT);

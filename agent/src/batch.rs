@@ -13,6 +13,11 @@ use prost::Message;
 
 use crate::prompb::WriteRequest;
 
+/// The tag byte of a logs batch's buffer record.
+pub const LOGS_TAG: u8 = 3;
+/// The tag byte of a samples batch's buffer record.
+pub const SAMPLES_TAG: u8 = 4;
+
 /// The kind of data in a batch; sinks say which kinds they take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Signal {
@@ -105,8 +110,8 @@ impl Batch {
         let (tag, len) = match self {
             Batch::Traces(m) => (1u8, m.encoded_len()),
             Batch::Metrics(m) => (2, m.encoded_len()),
-            Batch::Logs(m) => (3, m.encoded_len()),
-            Batch::Samples(m) => (4, m.encoded_len()),
+            Batch::Logs(m) => (LOGS_TAG, m.encoded_len()),
+            Batch::Samples(m) => (SAMPLES_TAG, m.encoded_len()),
         };
         let mut out = Vec::with_capacity(len + 1);
         out.push(tag);

@@ -52,15 +52,25 @@ impl Router {
     /// Stores `batch` in every buffer that takes it, waiting for room under `block`.
     pub async fn send(&self, batch: &Batch) -> Result<Routed, BufferError> {
         let signal = batch.signal();
+        let events = batch.item_count() as u64;
         if !self.takes(signal) {
-            emit(InternalEvent::Dropped {
-                component: "router",
-                events: batch.item_count() as u64,
-                reason: "no_sink",
-            });
-            return Ok(Routed::Accepted);
+            return Ok(self.no_sink(events));
         }
-        let mut record = Some(batch.encode());
+        self.send_record(signal, events, batch.encode()).await
+    }
+
+    /// [`Router::send`] for a batch given as its buffer record (the encoding of
+    /// [`Batch::encode`], or one that decodes to the same batch): `events` items of `signal`.
+    pub async fn send_record(
+        &self,
+        signal: Signal,
+        events: u64,
+        record: Vec<u8>,
+    ) -> Result<Routed, BufferError> {
+        if !self.takes(signal) {
+            return Ok(self.no_sink(events));
+        }
+        let mut record = Some(record);
         let mut routed = Routed::Accepted;
         let mut routes = self.routes_for(signal).peekable();
         while let Some(route) = routes.next() {
@@ -74,13 +84,23 @@ impl Router {
             if route.writer.push(copy).await? == Pushed::Dropped {
                 emit(InternalEvent::Dropped {
                     component: &route.sink,
-                    events: batch.item_count() as u64,
+                    events,
                     reason: "buffer_full",
                 });
                 routed = Routed::Dropped;
             }
         }
         Ok(routed)
+    }
+
+    /// A batch no sink takes: counted as dropped, and accepted.
+    fn no_sink(&self, events: u64) -> Routed {
+        emit(InternalEvent::Dropped {
+            component: "router",
+            events,
+            reason: "no_sink",
+        });
+        Routed::Accepted
     }
 
     /// [`Router::try_send`] for a batch given as its buffer record (the encoding of

@@ -356,6 +356,12 @@ pub async fn run(settings: Settings) -> Result<(), RuntimeError> {
             _ = recv(&mut terminate) => break,
             _ = recv(&mut interrupt) => break,
             _ = tick.tick() => {
+                // The usual case, an unchanged file, is not parsed again.
+                let unchanged = std::fs::read(&settings.config_path)
+                    .is_ok_and(|text| <[u8; 32]>::from(Sha256::digest(&text)) == hash);
+                if unchanged {
+                    continue;
+                }
                 match load_config(&settings.config_path) {
                     Ok((_, new_hash)) if new_hash == hash => {}
                     Ok((new_config, new_hash)) => {

@@ -57,7 +57,9 @@ pub struct DriverSettings {
     /// Most buffer records (each one [`Batch`]) handed to one `send`. Default 64.
     pub batch_records: usize,
     /// Most record bytes handed to one `send` (a single larger record still goes alone).
-    /// Default 4 MiB.
+    /// Default 1 MiB: large enough that a request's overhead is small, small enough that the
+    /// sends in flight (each held as records and as the request body) stay a few MiB of the
+    /// agent's memory while it catches up a backlog.
     pub batch_bytes: usize,
     /// How long a batch short of `batch_records` and `batch_bytes` waits for more records,
     /// from its first record, when the buffer has no more. Default 200 ms (the OpenTelemetry
@@ -76,7 +78,7 @@ impl DriverSettings {
         DriverSettings {
             backoff,
             batch_records: 64,
-            batch_bytes: 4 << 20,
+            batch_bytes: 1 << 20,
             linger: Duration::from_millis(200),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT as usize,
             shutdown_grace: Duration::from_secs(5),

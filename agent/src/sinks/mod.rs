@@ -3,8 +3,9 @@
 //!
 //! [`Sink::from_config`] builds one [`Sink`] per configured exporter; [`Sink::send`] turns the
 //! batches a driver hands it into as few requests as the backend's protocol allows and says
-//! whether a failure is worth retrying ([`SendError`]). The OTLP sink takes its buffer records
-//! undecoded instead ([`Sink::send_encoded`]): they are export requests already.
+//! whether a failure is worth retrying ([`SendError`]). The OTLP and remote-write sinks take
+//! their buffer records undecoded instead ([`Sink::send_encoded`]): they are export and write
+//! requests already.
 //!
 //! Labels the sinks derive from OTLP resource attributes (remote write series labels, Loki stream
 //! labels, Splunk HEC fields) use the same names as the agent's scraped series:
@@ -312,17 +313,20 @@ impl Sink {
     }
 
     /// Whether the driver hands this sink its buffer records undecoded, through
-    /// [`Sink::send_encoded`] (OTLP, whose records are already export requests), rather than
-    /// decoded batches through [`Sink::send`].
+    /// [`Sink::send_encoded`] (OTLP, whose records are already export requests; remote write,
+    /// whose samples records are usually already write requests as receivers want them),
+    /// rather than decoded batches through [`Sink::send`].
     pub fn sends_encoded(&self) -> bool {
-        matches!(self, Sink::Otlp(_))
+        matches!(self, Sink::Otlp(_) | Sink::RemoteWrite(_))
     }
 
-    /// Sends encoded OTLP export requests. The OTLP sink sends them as they are; any other sink
-    /// decodes them and sends the batches.
+    /// Sends encoded batches. The OTLP sink sends them as they are, the remote-write sink its
+    /// samples records when they need no merging ([`remote_write::RemoteWriteSink::send_encoded`]);
+    /// any other sink decodes them and sends the batches.
     pub async fn send_encoded(&self, batches: &otlp::EncodedBatches) -> Result<(), SendError> {
         match self {
             Sink::Otlp(sink) => sink.send_encoded(batches).await,
+            Sink::RemoteWrite(sink) => sink.send_encoded(batches).await,
             other => other.send(&decode_encoded(batches)?).await,
         }
     }
@@ -341,7 +345,7 @@ impl Sink {
 }
 
 /// Decodes encoded OTLP export requests into batches.
-fn decode_encoded(batches: &otlp::EncodedBatches) -> Result<Vec<Batch>, SendError> {
+pub(crate) fn decode_encoded(batches: &otlp::EncodedBatches) -> Result<Vec<Batch>, SendError> {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -364,6 +368,11 @@ fn decode_encoded(batches: &otlp::EncodedBatches) -> Result<Vec<Batch>, SendErro
     for part in &batches.logs {
         let request = ExportLogsServiceRequest::decode(part.clone()).map_err(invalid("logs"))?;
         out.push(Batch::Logs(request));
+    }
+    for part in &batches.samples {
+        let request =
+            crate::prompb::WriteRequest::decode(part.clone()).map_err(invalid("samples"))?;
+        out.push(Batch::Samples(request));
     }
     Ok(out)
 }

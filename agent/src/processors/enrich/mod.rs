@@ -217,6 +217,202 @@ pub fn logs_request_observed_at(
     }
 }
 
+/// The buffer record of [`logs_request`] ([`Batch::encode`] of `Batch::Logs`), written
+/// straight from the events: byte for byte the same, without building the request's log
+/// records as owned strings first (events with a crash, rare, still go through
+/// [`log_record`]).
+pub fn logs_record(identity: &Identity, events: &[LogEvent]) -> Vec<u8> {
+    let observed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or_default();
+    logs_record_observed_at(identity, events, observed)
+}
+
+/// [`logs_record`] with the observation time given (nanoseconds since the epoch).
+pub fn logs_record_observed_at(
+    identity: &Identity,
+    events: &[LogEvent],
+    observed_time_unix_nano: u64,
+) -> Vec<u8> {
+    use prost::encoding::{encode_varint, encoded_len_varint, message};
+    use prost::Message;
+    let resource = Resource {
+        attributes: resource_attributes(identity)
+            .into_iter()
+            .map(|(key, value)| string_attribute(key, value))
+            .collect(),
+        ..Resource::default()
+    };
+    let scope = InstrumentationScope {
+        name: SCOPE_NAME.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..InstrumentationScope::default()
+    };
+    let records_estimate = events.iter().map(|e| e.message.len() + 160).sum::<usize>();
+    let field_len = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    let resource_len = resource.encoded_len();
+    let scope_len = scope.encoded_len();
+    // The records go last, and the headers before them depend on their length: they are
+    // encoded first, then appended behind the headers.
+    let mut records = Vec::with_capacity(records_estimate);
+    for event in events {
+        match event.crash {
+            None => put_plain_record(event, observed_time_unix_nano, &mut records),
+            Some(_) => message::encode(
+                2,
+                &log_record(event.clone(), observed_time_unix_nano),
+                &mut records,
+            ),
+        }
+    }
+    let scope_logs_len = field_len(scope_len) + records.len();
+    let resource_logs_len = field_len(resource_len) + field_len(scope_logs_len);
+    let mut out = Vec::with_capacity(1 + field_len(resource_logs_len));
+    out.push(crate::batch::LOGS_TAG);
+    // ExportLogsServiceRequest.resource_logs = 1
+    out.push(0x0a);
+    encode_varint(resource_logs_len as u64, &mut out);
+    // ResourceLogs.resource = 1, ResourceLogs.scope_logs = 2
+    message::encode(1, &resource, &mut out);
+    out.push(0x12);
+    encode_varint(scope_logs_len as u64, &mut out);
+    // ScopeLogs.scope = 1, then its log_records (= 2)
+    message::encode(1, &scope, &mut out);
+    out.extend_from_slice(&records);
+    out
+}
+
+/// Length of a string field as prost writes it (left out when empty).
+fn string_field_len(text: &str) -> usize {
+    if text.is_empty() {
+        0
+    } else {
+        1 + prost::encoding::encoded_len_varint(text.len() as u64) + text.len()
+    }
+}
+
+/// Length of an `AnyValue` holding a string (a oneof: written even when empty).
+fn string_any_value_len(text: &str) -> usize {
+    1 + prost::encoding::encoded_len_varint(text.len() as u64) + text.len()
+}
+
+/// Length of a `KeyValue` with a string value.
+fn string_key_value_len(key: &str, value: &str) -> usize {
+    let any = string_any_value_len(value);
+    string_field_len(key) + 1 + prost::encoding::encoded_len_varint(any as u64) + any
+}
+
+fn put_bytes_field(key: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(key);
+    prost::encoding::encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+/// Appends a `KeyValue` with a string value as field `key` (a length-delimited key byte).
+fn put_string_key_value(field: u8, key: &str, value: &str, out: &mut Vec<u8>) {
+    out.push(field);
+    prost::encoding::encode_varint(string_key_value_len(key, value) as u64, out);
+    if !key.is_empty() {
+        put_bytes_field(0x0a, key.as_bytes(), out);
+    }
+    // KeyValue.value = 2: AnyValue { string_value = 1 }
+    out.push(0x12);
+    prost::encoding::encode_varint(string_any_value_len(value) as u64, out);
+    put_bytes_field(0x0a, value.as_bytes(), out);
+}
+
+/// Appends `ScopeLogs.log_records` (= 2) for an event without a crash: what prost writes for
+/// [`log_record`]'s record, fields in the order of their numbers.
+fn put_plain_record(event: &LogEvent, observed_time_unix_nano: u64, out: &mut Vec<u8>) {
+    let mut attributes: [(&str, &str); 3] = [("", ""); 3];
+    let mut fixed = 0;
+    if !event.container.is_empty() {
+        attributes[fixed] = ("k8s.container.name", &event.container);
+        fixed += 1;
+    }
+    attributes[fixed] = ("log.iostream", event.stream.as_str());
+    fixed += 1;
+    if let Some(origin) = &event.origin {
+        attributes[fixed] = (FILE_PATH_ATTRIBUTE, &origin.path);
+        fixed += 1;
+    }
+    let attributes = &attributes[..fixed];
+    let all_attributes = || {
+        attributes.iter().copied().chain(
+            event
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    };
+    let severity_number = event.level.map_or(0, |l| l.severity_number());
+    let severity_text = match event.level {
+        Some(level) => severity_text(level),
+        None => "",
+    };
+    let body = string_any_value_len(&event.message);
+    let len = if event.time_unix_nano != 0 { 9 } else { 0 }
+        + if observed_time_unix_nano != 0 { 9 } else { 0 }
+        + if severity_number != 0 {
+            1 + prost::encoding::encoded_len_varint(severity_number as u64)
+        } else {
+            0
+        }
+        + string_field_len(severity_text)
+        + 1
+        + prost::encoding::encoded_len_varint(body as u64)
+        + body
+        + all_attributes()
+            .map(|(k, v)| {
+                let kv = string_key_value_len(k, v);
+                1 + prost::encoding::encoded_len_varint(kv as u64) + kv
+            })
+            .sum::<usize>();
+    out.push(0x12);
+    prost::encoding::encode_varint(len as u64, out);
+    if event.time_unix_nano != 0 {
+        // LogRecord.time_unix_nano = 1, fixed64
+        out.push(0x09);
+        out.extend_from_slice(&event.time_unix_nano.to_le_bytes());
+    }
+    if severity_number != 0 {
+        // LogRecord.severity_number = 2
+        out.push(0x10);
+        prost::encoding::encode_varint(severity_number as u64, out);
+    }
+    if !severity_text.is_empty() {
+        // LogRecord.severity_text = 3
+        put_bytes_field(0x1a, severity_text.as_bytes(), out);
+    }
+    // LogRecord.body = 5: AnyValue { string_value = 1 }
+    out.push(0x2a);
+    prost::encoding::encode_varint(body as u64, out);
+    put_bytes_field(0x0a, event.message.as_bytes(), out);
+    for (key, value) in all_attributes() {
+        // LogRecord.attributes = 6
+        put_string_key_value(0x32, key, value, out);
+    }
+    if observed_time_unix_nano != 0 {
+        // LogRecord.observed_time_unix_nano = 11, fixed64
+        out.push(0x59);
+        out.extend_from_slice(&observed_time_unix_nano.to_le_bytes());
+    }
+}
+
+/// The OTLP severity text of a level (its name in capitals).
+fn severity_text(level: crate::event::Level) -> &'static str {
+    use crate::event::Level;
+    match level {
+        Level::Trace => "TRACE",
+        Level::Debug => "DEBUG",
+        Level::Info => "INFO",
+        Level::Warn => "WARN",
+        Level::Error => "ERROR",
+        Level::Fatal => "FATAL",
+    }
+}
+
 /// One log event as an OTLP log record.
 fn log_record(event: LogEvent, observed_time_unix_nano: u64) -> LogRecord {
     let mut attributes = Vec::with_capacity(event.attributes.len() + 10);
@@ -272,7 +468,7 @@ fn log_record(event: LogEvent, observed_time_unix_nano: u64) -> LogRecord {
         severity_number: event.level.map_or(0, |l| l.severity_number()),
         severity_text: event
             .level
-            .map(|l| l.as_str().to_ascii_uppercase())
+            .map(|l| severity_text(l).to_owned())
             .unwrap_or_default(),
         body: string_value(event.message),
         attributes,

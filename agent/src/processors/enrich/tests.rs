@@ -471,3 +471,77 @@ fn cluster_name_is_enforced_on_resources() {
         .iter()
         .all(|kv| kv.key != "k8s.cluster.name"));
 }
+
+/// The logs buffer record written straight from the events is byte for byte the encoding of
+/// the request [`logs_request_observed_at`] builds: every level, with and without container,
+/// origin, parsed attributes, time, a crash, empty and long (multi-byte length) messages.
+#[test]
+fn logs_record_is_the_encoded_request() {
+    let origin = Origin {
+        file: Arc::from("2049:1234#1"),
+        path: Arc::from("/var/log/pods/shop_checkout_uid/web/0.log"),
+        start: 0,
+        end: 8,
+    };
+    let mut events = Vec::new();
+    for (i, level) in [
+        None,
+        Some(Level::Trace),
+        Some(Level::Debug),
+        Some(Level::Info),
+        Some(Level::Warn),
+        Some(Level::Error),
+        Some(Level::Fatal),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut event = LogEvent::line("web", Stream::Stdout, 1_700_000_000_000_000_000, "ok");
+        event.level = level;
+        if i % 2 == 0 {
+            event.origin = Some(origin.clone());
+        }
+        if i % 3 == 0 {
+            event.attributes.push(("user".into(), "u-42".into()));
+            event.attributes.push((String::new(), String::new()));
+        }
+        events.push(event);
+    }
+    events.push(LogEvent::line("", Stream::Stderr, 0, ""));
+    events.push(LogEvent::line(
+        "é",
+        Stream::Stderr,
+        7,
+        &"ü long ".repeat(5000),
+    ));
+    let mut crash = LogEvent::line(
+        "web",
+        Stream::Stderr,
+        1_700_000_000_500_000_000,
+        "Exception in thread \"main\" java.lang.IllegalStateException\n\tat A.b(A.java:1)",
+    );
+    crash.crash = Some(CrashInfo {
+        fingerprint: "0123456789abcdef".into(),
+        kind: "java.lang.IllegalStateException".into(),
+        language: "java".into(),
+        frame: "A.b".into(),
+    });
+    crash.origin = Some(origin);
+    events.push(crash);
+    for (i, event) in events.iter().enumerate() {
+        let one = std::slice::from_ref(event);
+        let expected = Batch::Logs(logs_request_observed_at(&identity(), one.to_vec(), 9)).encode();
+        let ours = logs_record_observed_at(&identity(), one, 9);
+        let at = ours.iter().zip(&expected).position(|(a, b)| a != b);
+        assert_eq!(ours, expected, "event {i}: first difference at byte {at:?}");
+    }
+    for observed in [0, 42] {
+        for id in [identity(), Identity::default()] {
+            let expected =
+                Batch::Logs(logs_request_observed_at(&id, events.clone(), observed)).encode();
+            assert_eq!(logs_record_observed_at(&id, &events, observed), expected);
+        }
+    }
+    let empty = Batch::Logs(logs_request_observed_at(&identity(), Vec::new(), 1)).encode();
+    assert_eq!(logs_record_observed_at(&identity(), &[], 1), empty);
+}

@@ -26,6 +26,9 @@ pub struct EncodedBatches {
     pub metrics: Vec<Bytes>,
     /// Encoded `ExportLogsServiceRequest`s.
     pub logs: Vec<Bytes>,
+    /// Encoded remote-write `WriteRequest`s (scraped and crash samples; the remote-write sink
+    /// takes them, the OTLP sink does not).
+    pub samples: Vec<Bytes>,
     /// Spans, data points and log records in all of them.
     pub items: u64,
     /// Bytes of the buffer records they came from.
@@ -49,8 +52,7 @@ const LOGS_TAG: u8 = 3;
 const SAMPLES_TAG: u8 = 4;
 
 impl EncodedBatches {
-    /// Takes buffer records as they are. Records of signals the OTLP sink does not take
-    /// (remote-write samples) are skipped; records that do not frame are returned as errors,
+    /// Takes buffer records as they are. Records that do not frame are returned as errors,
     /// one per record, for the caller to count.
     pub fn from_records(records: Vec<Record>) -> (EncodedBatches, Vec<EncodedError>) {
         let mut batches = EncodedBatches::default();
@@ -80,7 +82,10 @@ impl EncodedBatches {
 
     /// Whether there is nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.traces.is_empty() && self.metrics.is_empty() && self.logs.is_empty()
+        self.traces.is_empty()
+            && self.metrics.is_empty()
+            && self.logs.is_empty()
+            && self.samples.is_empty()
     }
 
     fn push_record(&mut self, record: Bytes) -> Result<(), EncodedError> {
@@ -90,7 +95,13 @@ impl EncodedBatches {
             TRACES_TAG => (Signal::Traces, &mut self.traces),
             METRICS_TAG => (Signal::Metrics, &mut self.metrics),
             LOGS_TAG => (Signal::Logs, &mut self.logs),
-            SAMPLES_TAG => return Ok(()),
+            SAMPLES_TAG => {
+                self.items += count_samples(&body).ok_or(EncodedError::Framing {
+                    signal: Signal::Samples.as_str(),
+                })?;
+                self.samples.push(body);
+                return Ok(());
+            }
             other => return Err(EncodedError::UnknownTag(other)),
         };
         let items = count_items(signal, &body).ok_or(EncodedError::Framing {
@@ -120,6 +131,64 @@ pub fn count_items(signal: Signal, request: &[u8]) -> Option<u64> {
         }
     }
     Some(items)
+}
+
+/// Samples in an encoded remote-write `WriteRequest` (`timeseries` = 1, `TimeSeries.samples` =
+/// 2); `None` when its framing is broken at the levels walked.
+pub fn count_samples(request: &[u8]) -> Option<u64> {
+    count_canonical_samples(request).or_else(|| count_any_samples(request))
+}
+
+/// [`count_samples`] in one tight pass for a request made only of `timeseries` holding only
+/// `labels` and `samples` (what the agent writes); `None` for anything else.
+fn count_canonical_samples(request: &[u8]) -> Option<u64> {
+    // The range of the length-delimited value whose length starts at `at`.
+    fn delimited(bytes: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+        let mut len = 0u64;
+        let mut end = at;
+        for shift in (0..64).step_by(7) {
+            let byte = *bytes.get(end)?;
+            end += 1;
+            len |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                let stop = end.checked_add(usize::try_from(len).ok()?)?;
+                return (stop <= bytes.len()).then_some(end..stop);
+            }
+        }
+        None
+    }
+    let mut samples = 0;
+    let mut at = 0;
+    while at < request.len() {
+        // WriteRequest.timeseries = 1, TimeSeries.labels = 1, TimeSeries.samples = 2.
+        if request[at] != 0x0a {
+            return None;
+        }
+        let series = delimited(request, at + 1)?;
+        at = series.end;
+        let series = &request[series];
+        let mut inner = 0;
+        while inner < series.len() {
+            let key = series[inner];
+            if key != 0x0a && key != 0x12 {
+                return None;
+            }
+            samples += u64::from(key == 0x12);
+            inner = delimited(series, inner + 1)?.end;
+        }
+    }
+    Some(samples)
+}
+
+fn count_any_samples(request: &[u8]) -> Option<u64> {
+    let mut samples = 0;
+    for series in messages(request, 1) {
+        for sample in messages(series?, 2) {
+            sample?;
+            samples += 1;
+        }
+    }
+    Some(samples)
 }
 
 /// Data points of an encoded `Metric`: the `data_points` (field 1) of its gauge (5), sum (7),

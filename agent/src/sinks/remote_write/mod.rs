@@ -6,6 +6,13 @@
 //! Before sending, series with the same labels are merged, their labels sorted by name and
 //! their samples sorted by time (a sample repeated at the same timestamp keeps the last value),
 //! as receivers require.
+//!
+//! Samples records usually need none of that: a scrape writes its series with their labels
+//! sorted, without empty values, one sample each ([`crate::sources::scrape`]). Such records
+//! are sent as they are — their concatenation is the write request ([`as_is_body`]) — with no
+//! decode into owned series, merge or re-encode; only records with a series that is not so
+//! (labels out of order, a series twice, several samples in one series) or OTLP metrics to
+//! convert take the general path.
 
 pub mod convert;
 #[cfg(test)]
@@ -18,6 +25,7 @@ use reqwest::Url;
 use vigil_crds::agent_config::HttpSink;
 
 use super::http::{self, HttpClient};
+use super::otlp::EncodedBatches;
 use super::{SendError, SinkConfigError};
 use crate::batch::{Batch, Signal};
 use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
@@ -55,7 +63,26 @@ impl RemoteWriteSink {
         if request.timeseries.is_empty() {
             return Ok(());
         }
-        let body = encode(&request)?;
+        self.post(encode(&request)?).await
+    }
+}
+
+impl RemoteWriteSink {
+    /// Sends encoded batches: the samples records as they are when [`as_is_body`] allows,
+    /// else decoded and merged as [`RemoteWriteSink::send`] does.
+    pub async fn send_encoded(&self, batches: &EncodedBatches) -> Result<(), SendError> {
+        if batches.metrics.is_empty() {
+            if let Some(raw) = as_is_body(&batches.samples) {
+                if raw.is_empty() {
+                    return Ok(());
+                }
+                return self.post(compress(&raw)?).await;
+            }
+        }
+        self.send(&super::decode_encoded(batches)?).await
+    }
+
+    async fn post(&self, body: Vec<u8>) -> Result<(), SendError> {
         self.client
             .post(
                 &self.url,
@@ -72,12 +99,101 @@ impl RemoteWriteSink {
     }
 }
 
+/// The write request made of encoded `WriteRequest`s `requests` as they are (their
+/// concatenation), when every series in them is as receivers want it: labels sorted by name,
+/// no name twice, no empty value, a `__name__` label, exactly one sample, and no label set in
+/// two series. `None` when one is not (the caller merges them the general way).
+pub fn as_is_body(requests: &[bytes::Bytes]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    // (hash of the encoded labels, the encoded labels) of every series.
+    let mut series: Vec<(u32, &[u8])> = Vec::new();
+    for request in requests {
+        // WriteRequest.timeseries = 1, length-delimited (0x0a), and nothing else.
+        let mut at = 0;
+        while at < request.len() {
+            if request[at] != 0x0a {
+                return None;
+            }
+            let one = delimited(request, at + 1)?;
+            at = one.end;
+            let labels = as_is_labels(&request[one])?;
+            series.push((crc32fast::hash(labels), labels));
+        }
+    }
+    // Sorted labels without empty values encode one way only: equal sets are equal bytes.
+    series.sort_unstable();
+    if series.windows(2).any(|pair| pair[0] == pair[1]) {
+        return None;
+    }
+    Some(match requests {
+        [one] => std::borrow::Cow::Borrowed(one.as_ref()),
+        several => std::borrow::Cow::Owned(several.concat()),
+    })
+}
+
+/// The encoded labels (the leading `labels` fields) of an encoded `TimeSeries` that can be
+/// sent as it is (see [`as_is_body`]): each label exactly a name and a non-empty value, in this
+/// order, then exactly one sample.
+fn as_is_labels(series: &[u8]) -> Option<&[u8]> {
+    // Keys: TimeSeries.labels = 1 and Label.name = 1 (0x0a), TimeSeries.samples = 2 and
+    // Label.value = 2 (0x12), all length-delimited.
+    let mut at = 0;
+    let mut previous: Option<&[u8]> = None;
+    let mut named = false;
+    while series.get(at) == Some(&0x0a) {
+        let label = delimited(series, at + 1)?;
+        at = label.end;
+        let label = &series[label];
+        if label.first() != Some(&0x0a) {
+            return None;
+        }
+        let name = delimited(label, 1)?;
+        if label.get(name.end) != Some(&0x12) {
+            return None;
+        }
+        let value = delimited(label, name.end + 1)?;
+        if value.is_empty() || value.end != label.len() {
+            return None;
+        }
+        let name = &label[name];
+        if previous.is_some_and(|p| p >= name) {
+            return None;
+        }
+        named |= name == b"__name__";
+        previous = Some(name);
+    }
+    let labels_end = at;
+    if series.get(at) != Some(&0x12) || delimited(series, at + 1)?.end != series.len() {
+        return None;
+    }
+    named.then(|| &series[..labels_end])
+}
+
+/// The range of the length-delimited value whose length varint starts at `at` in `bytes`.
+fn delimited(bytes: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+    let mut len = 0u64;
+    let mut end = at;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(end)?;
+        end += 1;
+        len |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            let stop = end.checked_add(usize::try_from(len).ok()?)?;
+            return (stop <= bytes.len()).then_some(end..stop);
+        }
+    }
+    None
+}
+
 /// The snappy-compressed (block format) protobuf body of a write request.
 pub fn encode(request: &WriteRequest) -> Result<Vec<u8>, SendError> {
-    let raw = request.encode_to_vec();
+    compress(&request.encode_to_vec())
+}
+
+/// A protobuf body snappy-compressed (block format).
+fn compress(raw: &[u8]) -> Result<Vec<u8>, SendError> {
     // Snappy refuses only inputs over ~4 GiB, far beyond any batch.
     snap::raw::Encoder::new()
-        .compress_vec(&raw)
+        .compress_vec(raw)
         .map_err(|e| SendError::Permanent {
             reason: format!(
                 "cannot compress a write request of {} bytes: {e}",

@@ -445,3 +445,90 @@ async fn delivers_into_real_prometheus() {
         .await;
     assert_eq!(number(&result[0]), 420.0);
 }
+
+/// Samples records that need no merging are sent as they are (the body is their
+/// concatenation); records with a series that needs work — labels out of order, an empty
+/// value, a series in two records, two samples in one series — are sent merged as `send`
+/// merges them. Either way the receiver gets the same series.
+#[tokio::test]
+async fn samples_records_sent_as_they_are_when_they_need_no_merging() {
+    let one = |labels: &[(&str, &str)], samples: &[(i64, f64)]| TimeSeries {
+        labels: labels.iter().map(|(n, v)| label(n, v)).collect(),
+        samples: samples
+            .iter()
+            .map(|&(timestamp, value)| Sample { value, timestamp })
+            .collect(),
+    };
+    let request = |series: Vec<TimeSeries>| Batch::Samples(WriteRequest { timeseries: series });
+    let up = [("__name__", "up"), ("pod", "p")];
+    let scrape_a = request(vec![
+        one(&up, &[(1000, 1.0)]),
+        one(&[("__name__", "x"), ("a", "1"), ("b", "2")], &[(1000, 2.0)]),
+    ]);
+    let scrape_b = request(vec![one(&[("__name__", "y")], &[(2000, 3.0)])]);
+    let needs_work = [
+        request(vec![one(
+            &[("pod", "p"), ("__name__", "up")],
+            &[(1000, 1.0)],
+        )]),
+        request(vec![one(
+            &[("__name__", "up"), ("zone", "")],
+            &[(1000, 1.0)],
+        )]),
+        request(vec![one(&up, &[(1000, 1.0), (2000, 2.0)])]),
+        request(vec![one(&up, &[])]),
+        request(vec![one(&[("pod", "p")], &[(1000, 1.0)])]),
+    ];
+    let records = |batches: &[Batch]| -> Vec<bytes::Bytes> {
+        batches
+            .iter()
+            .map(|b| bytes::Bytes::from(b.encode()).slice(1..))
+            .collect()
+    };
+    // As they are: one record, and two without a series in common.
+    let single = records(std::slice::from_ref(&scrape_a));
+    assert_eq!(as_is_body(&single).as_deref(), Some(&single[0][..]));
+    let pair = records(&[scrape_a.clone(), scrape_b.clone()]);
+    assert_eq!(as_is_body(&pair).as_deref(), Some(&pair.concat()[..]));
+    // Not as they are.
+    assert_eq!(
+        as_is_body(&records(&[scrape_a.clone(), scrape_a.clone()])),
+        None
+    );
+    for batch in &needs_work {
+        assert_eq!(
+            as_is_body(&records(std::slice::from_ref(batch))),
+            None,
+            "{batch:?}"
+        );
+    }
+    // Through the sink: what the receiver decodes is what `send` sends.
+    let server = HttpRecorder::start(Reply::status(204)).await;
+    let sink = sink(config(server.url("/api/v1/write")));
+    let cases: Vec<Vec<Batch>> = vec![
+        vec![scrape_a.clone()],
+        vec![scrape_a.clone(), scrape_b.clone()],
+        vec![scrape_a.clone(), scrape_a.clone()],
+        vec![needs_work[0].clone(), scrape_b.clone()],
+        vec![needs_work[2].clone()],
+    ];
+    for batches in &cases {
+        let encoded = EncodedBatches::from_batches(batches);
+        assert_eq!(encoded.samples.len(), batches.len());
+        sink.send_encoded(&encoded).await.unwrap();
+        sink.send(batches).await.unwrap();
+    }
+    let requests = server.requests();
+    assert_eq!(requests.len(), cases.len() * 2);
+    let decode = |body: &[u8]| {
+        let raw = snap::raw::Decoder::new().decompress_vec(body).unwrap();
+        let mut series = WriteRequest::decode(raw.as_slice()).unwrap().timeseries;
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        series
+    };
+    for (i, pair) in requests.chunks(2).enumerate() {
+        let (as_is, merged) = (decode(&pair[0].body), decode(&pair[1].body));
+        assert!(!merged.is_empty());
+        assert_eq!(as_is, merged, "case {i}");
+    }
+}

@@ -18,8 +18,10 @@
 //!   lines the truncation removed before they were read are read from the copy. (Lines written
 //!   between the copy and the truncation are in neither file: copy-truncate's own race.)
 //! - **Back-pressure, not memory.** While the router waits for room in a `block` buffer the
-//!   source reads nothing; lines wait in the files. Memory is bounded by the read chunk, the
-//!   longest line (256 KiB; longer ones are cut) and one batch.
+//!   source reads nothing; lines wait in the files. Memory is bounded in bytes: by the read
+//!   chunk, the longest line (256 KiB; longer ones are cut), what one poll reads
+//!   (`READ_BUDGET_PER_FILE` per file; batches are taken before the next poll) and one batch,
+//!   which goes into the buffer as one record encoded straight from the events.
 //!
 //! Files are read when a change notification (inotify, through `notify`; see `notify_watch`) says
 //! their directory changed, and polled every [`POLL_INTERVAL`] besides: the pod log directory
@@ -43,13 +45,14 @@ mod restart_tests;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use vigil_crds::agent_config::LogsConfig;
 
-use crate::batch::Batch;
+use crate::batch::Signal;
 use crate::buffer::BufferError;
 use crate::event::LogEvent;
 use crate::identity::Identity;
@@ -115,7 +118,8 @@ fn event_bytes(event: &LogEvent) -> usize {
 /// Events waiting to be sent, oldest first.
 #[derive(Debug, Default)]
 struct Pending {
-    events: Vec<LogEvent>,
+    /// A deque: batches are taken from the front without moving the events behind them.
+    events: VecDeque<LogEvent>,
     bytes: usize,
     since: Option<Instant>,
 }
@@ -126,7 +130,7 @@ impl Pending {
             return;
         }
         self.bytes += events.iter().map(event_bytes).sum::<usize>();
-        self.events.append(events);
+        self.events.extend(events.drain(..));
         self.since.get_or_insert(now);
     }
 
@@ -150,12 +154,8 @@ impl Pending {
             count += 1;
             bytes += event_bytes(event);
         }
-        // The rest stays in place (no new allocation for it), shifted to the front.
-        let batch = if count == self.events.len() {
-            std::mem::take(&mut self.events)
-        } else {
-            self.events.drain(..count).collect()
-        };
+        // The rest stays where it is (no new allocation for it, no shift).
+        let batch = self.events.drain(..count).collect();
         self.bytes -= bytes;
         self.since = (!self.events.is_empty()).then_some(now);
         batch
@@ -223,10 +223,18 @@ async fn deliver(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), LogSourceError> {
     let count = events.len();
-    let batch = Batch::Logs(enrich::logs_request(&pipeline.identity, events));
+    // Written straight into the buffer record; a retry encodes it again.
+    let mut record = Some(enrich::logs_record(&pipeline.identity, &events));
     let mut wait = Duration::from_millis(100);
     loop {
-        let error = match pipeline.router.send(&batch).await {
+        let attempt = record
+            .take()
+            .unwrap_or_else(|| enrich::logs_record(&pipeline.identity, &events));
+        let sent = pipeline
+            .router
+            .send_record(Signal::Logs, count as u64, attempt)
+            .await;
+        let error = match sent {
             Ok(_) => return Ok(()),
             Err(error) => error,
         };

@@ -47,8 +47,10 @@ pub(crate) const COMPONENT: &str = "logs";
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a file that vanished without a successor may still grow before it is closed.
 pub const GONE_GRACE: Duration = Duration::from_secs(5);
-/// Bytes read from one file in one poll, so that one busy file cannot starve the others.
-pub const READ_BUDGET_PER_FILE: usize = 1024 * 1024;
+/// Bytes read from one file in one poll, so that one busy file cannot starve the others; also
+/// what bounds, in bytes, the events a poll adds to those waiting for a batch (about one batch
+/// of short lines per file).
+pub const READ_BUDGET_PER_FILE: usize = 256 * 1024;
 /// Most lines joined into one multi-line event.
 pub const MULTILINE_MAX_LINES: usize = crate::processors::multiline::DEFAULT_MAX_LINES;
 /// How long an open multi-line event waits for its next line.
@@ -469,16 +471,18 @@ impl LogSource {
     /// Records, for every file, the offset before which every event has been delivered:
     /// everything handed out by [`LogSource::poll`] except `unsent`. Finished files whose
     /// events are all delivered are forgotten.
-    pub fn checkpoint(&mut self, unsent: &[LogEvent]) {
-        let mut unsent_starts: Vec<(&str, Stream, u64)> = Vec::new();
+    pub fn checkpoint<'e>(&mut self, unsent: impl IntoIterator<Item = &'e LogEvent>) {
+        let mut unsent_starts: Vec<(&'e Arc<str>, Stream, u64)> = Vec::new();
         for event in unsent {
             let Some(origin) = event.origin.as_ref() else {
                 continue;
             };
-            match unsent_starts
-                .iter_mut()
-                .find(|(key, stream, _)| *key == &*origin.file && *stream == event.stream)
-            {
+            // The events of one file share its key: the pointers match, the text is compared
+            // only for keys from elsewhere.
+            match unsent_starts.iter_mut().find(|(key, stream, _)| {
+                *stream == event.stream
+                    && (Arc::ptr_eq(key, &origin.file) || ***key == *origin.file)
+            }) {
                 Some((_, _, start)) => *start = (*start).min(origin.start),
                 None => unsent_starts.push((&origin.file, event.stream, origin.start)),
             }
@@ -488,7 +492,7 @@ impl LogSource {
             let held = joiner.and_then(|j| j.pending_start(key, stream));
             let queued = unsent_starts
                 .iter()
-                .find(|(k, s, _)| *k == key && *s == stream)
+                .find(|(k, s, _)| ***k == *key && *s == stream)
                 .map(|(_, _, start)| *start);
             min_some(held, queued)
         };

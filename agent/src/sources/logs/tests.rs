@@ -13,7 +13,7 @@ use vigil_crds::agent_config::{LogsConfig, RedactionConfig};
 use vigil_crds::monitored_app::{LogFormat, WhenFull};
 
 use super::*;
-use crate::batch::Signal;
+use crate::batch::{Batch, Signal};
 use crate::buffer::BufferReader;
 use crate::event::{Level, Stream};
 use crate::router::Route;

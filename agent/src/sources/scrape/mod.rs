@@ -9,9 +9,10 @@
 //! [`render`] says which labels win over the page's), and the
 //! scrape adds, as Prometheus does, `up` (1 or 0), `scrape_duration_seconds` and
 //! `scrape_samples_scraped`. The crash series of the [`CrashDetector`] travel in the same
-//! batch. The latest page is also kept, re-rendered in the 0.0.4 text format, for the agent's
-//! own `/metrics` in pull setups ([`LatestScrape`]); a failed scrape empties it, so the app's
-//! series go stale there as they would in Prometheus.
+//! batch, written straight into the batch's buffer record (no owned series in between). The
+//! latest page is also kept for the agent's own `/metrics` in pull setups ([`LatestScrape`]),
+//! re-rendered in the 0.0.4 text format when that page is asked for; a failed scrape empties
+//! it, so the app's series go stale there as they would in Prometheus.
 //!
 //! With `honorAnnotations`, the pod's `prometheus.io/scrape|port|path|scheme` annotations,
 //! read from the downward API file before every scrape, override the config for this pod;
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use vigil_crds::agent_config::ScrapeConfig;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Signal};
 use crate::identity::Identity;
 use crate::processors::crash::CrashDetector;
 use crate::processors::enrich;
@@ -41,7 +42,7 @@ use crate::router::Router;
 use crate::telemetry::{emit, InternalEvent};
 
 use annotations::{Endpoint, PodAnnotations, Scheme, POD_INFO_DIR};
-use parse::{Exposition, Format, ParseError};
+use parse::{Format, ParseError};
 
 /// Component name in the agent's own telemetry.
 pub const COMPONENT: &str = "scrape";
@@ -61,18 +62,58 @@ pub const MAX_PAGE_BYTES: usize = 64 << 20;
 /// Port names with a conventional number, used when [`PORT_ENV`] is not set.
 const WELL_KNOWN_PORTS: &[(&str, u16)] = &[("http", 80), ("http-alt", 8080)];
 
-/// The latest scrape, re-rendered in the Prometheus text format with the identity labels, for
-/// the agent's `/metrics` (pull setups).
+/// The latest scrape, for the agent's `/metrics` (pull setups): the page as fetched, with the
+/// identity labels to add. It is re-rendered in the Prometheus text format only when asked
+/// ([`LatestScrape::text`]), so an agent whose scrapes leave by remote write does not render
+/// every page for nobody.
 #[derive(Debug, Default)]
 pub struct LatestScrape {
-    pub text: Mutex<String>,
+    page: Mutex<Option<Arc<LatestPage>>>,
+}
+
+#[derive(Debug)]
+struct LatestPage {
+    page: Page,
+    identity: Vec<(String, String)>,
 }
 
 impl LatestScrape {
-    fn replace(&self, text: String) {
-        // A poisoned lock only means a reader panicked mid-read; the text is still whole.
-        let mut guard = self.text.lock().unwrap_or_else(|e| e.into_inner());
-        *guard = text;
+    fn replace(&self, page: Option<LatestPage>) {
+        // A poisoned lock only means a reader panicked mid-read; the page is still whole.
+        let mut guard = self.page.lock().unwrap_or_else(|e| e.into_inner());
+        *guard = page.map(Arc::new);
+    }
+
+    /// The latest page in the Prometheus text format 0.0.4 with the identity labels added to
+    /// every sample; empty after a failed scrape (and before the first).
+    pub fn text(&self) -> String {
+        let latest = self.page.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut text = String::new();
+        let Some(latest) = latest else {
+            return text;
+        };
+        // The page parsed when it was scraped; it parses the same now.
+        if let Ok(exposition) = parse::parse(&latest.page.text, latest.page.format) {
+            let identity: Vec<(&str, &str)> = latest
+                .identity
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            render::render_text(&exposition, &identity, &mut text);
+        }
+        text
+    }
+
+    /// Makes `text` (a 0.0.4 page, no identity labels) the latest scrape.
+    #[cfg(test)]
+    pub(crate) fn set_text(&self, text: &str) {
+        self.replace(Some(LatestPage {
+            page: Page {
+                format: Format::PrometheusText,
+                text: text.to_owned(),
+            },
+            identity: Vec::new(),
+        }));
     }
 }
 
@@ -159,14 +200,24 @@ pub struct Page {
 /// What one scrape produced.
 #[derive(Debug)]
 pub struct Scraped {
-    /// The samples batch: the page's series, the scrape series and the crash series.
-    pub batch: Batch,
+    /// The samples batch as its buffer record ([`Batch::encode`]'s encoding): the page's
+    /// series, the scrape series and the crash series.
+    pub record: Vec<u8>,
+    /// Samples in the record.
+    pub items: usize,
     /// Samples on the page (0 when the scrape failed).
     pub samples: usize,
     /// Bytes of the page.
     pub bytes: usize,
     /// Why the scrape failed.
     pub error: Option<ScrapeError>,
+}
+
+impl Scraped {
+    /// The samples batch the record holds.
+    pub fn batch(&self) -> Result<Batch, crate::batch::DecodeError> {
+        Batch::decode(&self.record)
+    }
 }
 
 /// Scrapes one endpoint.
@@ -381,41 +432,70 @@ impl Scraper {
         let started = Instant::now();
         let now_ms = unix_millis(SystemTime::now());
         let identity = self.series_labels();
-        let mut timeseries = Vec::new();
-        let mut text = String::new();
+        let mut record = vec![crate::batch::SAMPLES_TAG];
+        let mut items = 0;
+        let mut latest_page = None;
         let (samples, bytes, error) = match self.fetch().await {
-            Ok(page) => match parse::parse(&page.text, page.format) {
-                Ok(exposition) => {
-                    self.convert(&exposition, now_ms, &mut timeseries, &mut text);
-                    (exposition.sample_count(), page.text.len(), None)
+            Ok(page) => {
+                let parsed = parse::parse(&page.text, page.format).map(|exposition| {
+                    // Room for the page's text, its samples and their identity labels.
+                    let identity_bytes: usize =
+                        identity.iter().map(|(n, v)| n.len() + v.len() + 6).sum();
+                    record.reserve(
+                        page.text.len() + exposition.sample_count() * (identity_bytes + 32),
+                    );
+                    items += render::encode_series(&exposition, &identity, now_ms, &mut record);
+                    exposition.sample_count()
+                });
+                let bytes = page.text.len();
+                match parsed {
+                    Ok(samples) => {
+                        latest_page = Some(LatestPage {
+                            page,
+                            identity: self.identity.clone(),
+                        });
+                        (samples, bytes, None)
+                    }
+                    Err(source) => (
+                        0,
+                        bytes,
+                        Some(ScrapeError::Parse {
+                            url: self.url().unwrap_or_default().to_owned(),
+                            format: match page.format {
+                                Format::PrometheusText => "Prometheus text",
+                                Format::OpenMetrics => "OpenMetrics",
+                            },
+                            source,
+                        }),
+                    ),
                 }
-                Err(source) => (
-                    0,
-                    page.text.len(),
-                    Some(ScrapeError::Parse {
-                        url: self.url().unwrap_or_default().to_owned(),
-                        format: match page.format {
-                            Format::PrometheusText => "Prometheus text",
-                            Format::OpenMetrics => "OpenMetrics",
-                        },
-                        source,
-                    }),
-                ),
-            },
+            }
             Err(error) => (0, 0, Some(error)),
         };
-        latest.replace(text);
+        latest.replace(latest_page);
         let up = if error.is_none() { 1.0 } else { 0.0 };
         for (name, value) in [
             ("up", up),
             ("scrape_duration_seconds", started.elapsed().as_secs_f64()),
             ("scrape_samples_scraped", samples as f64),
         ] {
-            timeseries.push(render::scrape_series(name, value, &identity, now_ms));
+            let series = render::scrape_series(name, value, &identity, now_ms);
+            crate::prompb::put_owned_series(&series, &mut record);
+            items += 1;
         }
-        timeseries.extend(self.crash_series(crashes, now_ms));
+        for mut series in self.crash_series(crashes, now_ms) {
+            // As the remote-write sink wants them, so the record is sent as it is.
+            series.labels.retain(|l| !l.value.is_empty());
+            series.labels.sort_by(|a, b| a.name.cmp(&b.name));
+            series
+                .labels
+                .dedup_by(|later, earlier| later.name == earlier.name);
+            crate::prompb::put_owned_series(&series, &mut record);
+            items += series.samples.len();
+        }
         Scraped {
-            batch: Batch::Samples(WriteRequest { timeseries }),
+            record,
+            items,
             samples,
             bytes,
             error,
@@ -426,7 +506,7 @@ impl Scraper {
     /// `prometheus.io/scrape: "false"`. Also empties `latest`, so the app's series go stale
     /// on the agent's `/metrics`.
     pub fn skip(&self, crashes: &CrashDetector, latest: &LatestScrape) -> Batch {
-        latest.replace(String::new());
+        latest.replace(None);
         let now_ms = unix_millis(SystemTime::now());
         Batch::Samples(WriteRequest {
             timeseries: self.crash_series(crashes, now_ms),
@@ -440,17 +520,6 @@ impl Scraper {
             Batch::Samples(crash_series) => crash_series.timeseries,
             _ => Vec::new(),
         }
-    }
-
-    fn convert(
-        &self,
-        exposition: &Exposition<'_>,
-        now_ms: i64,
-        timeseries: &mut Vec<crate::prompb::TimeSeries>,
-        text: &mut String,
-    ) {
-        render::append_series(exposition, &self.series_labels(), now_ms, timeseries);
-        render::render_text(exposition, &self.identity_labels(), text);
     }
 }
 
@@ -507,20 +576,24 @@ pub async fn run(
                 in_force = wanted;
             }
         }
-        let batch = if in_force.is_some() {
+        let (record, items) = if in_force.is_some() {
             let scraped = tokio::select! {
                 scraped = scraper.scrape(&crashes, &latest) => scraped,
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
             report(&scraped);
-            scraped.batch
+            (scraped.record, scraped.items)
         } else {
-            scraper.skip(&crashes, &latest)
+            let batch = scraper.skip(&crashes, &latest);
+            (batch.encode(), batch.item_count())
         };
-        if batch.item_count() == 0 {
+        if items == 0 {
             continue;
         }
-        if let Err(error) = router.send(&batch).await {
+        if let Err(error) = router
+            .send_record(Signal::Samples, items as u64, record)
+            .await
+        {
             emit(InternalEvent::Error {
                 component: COMPONENT,
                 error: "BufferWrite",

@@ -245,7 +245,13 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition<'_>, ParseError> {
     };
     let mut eof = false;
     let mut line_number = 0;
-    for raw in text.split('\n') {
+    // Lines end at '\n' (found with memchr's vector search); the last runs to the end.
+    let ends = memchr::memchr_iter(b'\n', text.as_bytes()).chain(std::iter::once(text.len()));
+    let mut start = 0;
+    for end in ends {
+        // A newline is a character boundary.
+        let raw = &text[start..end];
+        start = end + 1;
         line_number += 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         let problem = if line.trim_ascii().is_empty() {

@@ -90,7 +90,61 @@ pub fn append_series(
     }
 }
 
-/// A series the agent adds about the scrape itself (`up`, `scrape_duration_seconds`, …).
+/// [`append_series`] written straight into a `WriteRequest`'s protobuf encoding: appends one
+/// `timeseries` field per sample of the page to `out` without building the series as owned
+/// strings. The series are those of [`append_series`] without their labels of empty value
+/// (Prometheus treats an empty value as absent, and the remote-write sink drops them), so the
+/// record is sent as it is ([`crate::sinks::remote_write`]). Returns the number of series.
+pub fn encode_series(
+    page: &Exposition<'_>,
+    identity: &IdentityLabels<'_>,
+    scrape_time_ms: i64,
+    out: &mut Vec<u8>,
+) -> usize {
+    // What does not change from sample to sample, worked out once: the identity labels with a
+    // value, whether each is enforced, and the enforced names a page label may clash with.
+    let identity_added: Vec<(&str, &str, bool)> = identity
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|&(name, value)| (name, value, enforced(name)))
+        .collect();
+    let clashing: Vec<&str> = identity
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| enforced(name))
+        .collect();
+    let mut series_labels: Vec<(std::borrow::Cow<'_, str>, &str)> = Vec::new();
+    for sample in page.all_samples() {
+        let labels = page.labels(sample);
+        series_labels.clear();
+        series_labels.push((std::borrow::Cow::Borrowed("__name__"), sample.name));
+        for label in labels.iter().filter(|l| !l.value.is_empty()) {
+            let name = if clashing.contains(&label.name) {
+                kept_name(label.name, labels, identity)
+            } else {
+                std::borrow::Cow::Borrowed(label.name)
+            };
+            series_labels.push((name, label.value.as_ref()));
+        }
+        for &(name, value, enforced) in &identity_added {
+            // As [`added`]: the enforced ones always, the others where the page has none.
+            if enforced || !labels.iter().any(|l| l.name == name) {
+                series_labels.push((std::borrow::Cow::Borrowed(name), value));
+            }
+        }
+        series_labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        prompb::put_series(
+            &series_labels,
+            sample.value,
+            sample.timestamp_ms.unwrap_or(scrape_time_ms),
+            out,
+        );
+    }
+    page.all_samples().len()
+}
+
+/// A series the agent adds about the scrape itself (`up`, `scrape_duration_seconds`, …); identity
+/// labels of empty value are left out.
 pub fn scrape_series(
     name: &str,
     value: f64,
@@ -98,7 +152,12 @@ pub fn scrape_series(
     time_ms: i64,
 ) -> TimeSeries {
     let mut labels: Vec<prompb::Label> = std::iter::once(("__name__", name))
-        .chain(identity.iter().copied())
+        .chain(
+            identity
+                .iter()
+                .copied()
+                .filter(|(_, value)| !value.is_empty()),
+        )
         .map(|(name, value)| prompb::Label {
             name: name.to_owned(),
             value: value.to_owned(),

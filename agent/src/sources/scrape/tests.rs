@@ -748,7 +748,7 @@ fn check_app_series(batch: &Batch) {
 
 /// What both formats must yield in the re-rendered 0.0.4 text.
 fn check_latest_text(latest: &LatestScrape) {
-    let rendered = latest.text.lock().unwrap().clone();
+    let rendered = latest.text();
     let page = text(&rendered);
     let family_type = |name: &str| {
         page.family(name)
@@ -807,7 +807,7 @@ async fn scrape_python_app_open_metrics() {
     let latest = LatestScrape::default();
     let scraped = scraper.scrape(&crashes, &latest).await;
     assert!(scraped.error.is_none(), "{:?}", scraped.error);
-    check_app_series(&scraped.batch);
+    check_app_series(&scraped.batch().unwrap());
     check_latest_text(&latest);
 }
 
@@ -834,7 +834,7 @@ async fn scrape_python_app_text_format() {
     let latest = LatestScrape::default();
     let scraped = scraper.scrape(&crashes, &latest).await;
     assert!(scraped.error.is_none(), "{:?}", scraped.error);
-    check_app_series(&scraped.batch);
+    check_app_series(&scraped.batch().unwrap());
     check_latest_text(&latest);
 }
 
@@ -849,16 +849,16 @@ async fn failed_scrape_is_up_zero() {
     let id = identity();
     let scraper = Scraper::new(&scrape_config(port), &id, |_| None).unwrap();
     let latest = LatestScrape::default();
-    *latest.text.lock().unwrap() = "old 1\n".to_owned();
+    latest.set_text("old 1\n");
     let scraped = scraper
         .scrape(&CrashDetector::new(&id, None), &latest)
         .await;
     assert_eq!(scraped.error.as_ref().unwrap().category(), "ScrapeRequest");
-    let (map, _) = series_map(&scraped.batch);
+    let (map, _) = series_map(&scraped.batch().unwrap());
     assert_eq!(map.get("up"), Some(&0.0));
     assert_eq!(map.get("scrape_samples_scraped"), Some(&0.0));
     assert!(map.keys().all(|k| !k.starts_with("shop_")));
-    assert!(latest.text.lock().unwrap().is_empty());
+    assert!(latest.text().is_empty());
 }
 
 /// The scrape loop delivers each scrape as one samples batch into a sink's buffer, where it
@@ -938,7 +938,7 @@ async fn annotated_https_scheme_scrapes_a_tls_app() {
         .scrape(&CrashDetector::new(&id, None), &latest)
         .await;
     assert!(scraped.error.is_none(), "{:?}", scraped.error);
-    check_app_series(&scraped.batch);
+    check_app_series(&scraped.batch().unwrap());
 }
 
 /// The next batch in the buffer, acknowledged.
@@ -1045,7 +1045,7 @@ async fn scrape_loop_follows_the_annotations_file() {
             map.keys()
         );
         assert!(!map.is_empty(), "the crash series must keep flowing");
-        assert!(latest.text.lock().unwrap().is_empty());
+        assert!(latest.text().is_empty());
         batch = next_batch(&mut reader).await;
     }
 
@@ -1143,7 +1143,7 @@ async fn remote_written_series_carry_cluster_and_target_labels() {
     let latest = LatestScrape::default();
     let scraped = scraper.scrape(&crashes, &latest).await;
     assert!(scraped.error.is_none(), "{:?}", scraped.error);
-    let Batch::Samples(request) = &scraped.batch else {
+    let Batch::Samples(request) = &scraped.batch().unwrap() else {
         panic!("not samples");
     };
     let instance = format!("10.1.2.3:{}", app.port);
@@ -1178,7 +1178,7 @@ async fn remote_written_series_carry_cluster_and_target_labels() {
         "{names:?}"
     );
     assert!(names.contains("vigil_crashes_total"), "{names:?}");
-    let text = latest.text.lock().unwrap().clone();
+    let text = latest.text();
     assert!(text.contains("cluster=\"eu-prod-1\""), "{text}");
     assert!(!text.contains("instance="), "{text}");
 }
