@@ -55,6 +55,12 @@ pub struct AlertPolicySpec {
     pub generated_objects: GeneratedObjects,
 }
 
+impl crate::common::HasGeneratedObjects for AlertPolicy {
+    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
+        &self.spec.generated_objects
+    }
+}
+
 /// One alert rule.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -555,10 +561,4 @@ fn default_baseline_window() -> Duration {
 }
 fn default_forecast_lookback() -> Duration {
     Duration::from_secs(6 * 3600)
-}
-
-impl crate::common::HasGeneratedObjects for AlertPolicy {
-    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
-        &self.spec.generated_objects
-    }
 }

@@ -60,6 +60,12 @@ pub struct DashboardViewSpec {
     pub generated_objects: GeneratedObjects,
 }
 
+impl crate::common::HasGeneratedObjects for DashboardView {
+    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
+        &self.spec.generated_objects
+    }
+}
+
 /// A user-defined panel.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -125,10 +131,4 @@ pub struct DashboardViewStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 40))]
     pub uid: Option<String>,
-}
-
-impl crate::common::HasGeneratedObjects for DashboardView {
-    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
-        &self.spec.generated_objects
-    }
 }

@@ -78,6 +78,12 @@ pub struct MonitoredAppSpec {
     pub generated_objects: GeneratedObjects,
 }
 
+impl crate::common::HasGeneratedObjects for MonitoredApp {
+    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
+        &self.spec.generated_objects
+    }
+}
+
 /// What to scrape from the application.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -1107,11 +1113,5 @@ mod request_metrics_tests {
         let rule = app.overridden(None, None, None, Some(&own));
         assert_eq!(rule.duration_histogram, "own_seconds");
         assert_eq!(rule.counter, app.counter);
-    }
-}
-
-impl crate::common::HasGeneratedObjects for MonitoredApp {
-    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
-        &self.spec.generated_objects
     }
 }

@@ -83,6 +83,12 @@ pub struct SloSpec {
     pub generated_objects: GeneratedObjects,
 }
 
+impl crate::common::HasGeneratedObjects for Slo {
+    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
+        &self.spec.generated_objects
+    }
+}
+
 /// The service-level indicator. Exactly one form is set.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -255,10 +261,4 @@ fn default_page() -> Vec<Audience> {
 }
 fn default_ticket() -> Vec<Audience> {
     vec![Audience::Support]
-}
-
-impl crate::common::HasGeneratedObjects for Slo {
-    fn generated_objects(&self) -> &crate::common::GeneratedObjects {
-        &self.spec.generated_objects
-    }
 }
