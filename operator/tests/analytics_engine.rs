@@ -332,16 +332,27 @@ async fn one_cycle_against_a_real_prometheus() {
         let mean = one(&text, "vigil:forecast:mean", &labels);
         let lower = one(&text, "vigil:forecast:lower", &labels);
         let upper = one(&text, "vigil:forecast:upper", &labels);
-        let coverage = one(&text, "vigil:forecast:coverage", &labels);
         assert!(
-            lower <= mean && mean <= upper,
+            lower < mean && mean < upper,
             "{horizon}: {lower} {mean} {upper}"
         );
         // The pattern stays between 46 and 154: a sane forecast does too.
         assert!((20.0..180.0).contains(&mean), "{horizon}: mean {mean}");
+        // Coverage is published only where the history held enough backtests to measure it
+        // out of sample (three days here are too few at some horizons): never made up.
+        let coverage: Vec<f64> = samples(&text, "vigil:forecast:coverage")
+            .into_iter()
+            .filter(|(l, _)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, v)| v)
+            .collect();
+        assert!(coverage.len() <= 1, "{horizon}: {coverage:?}");
         assert!(
-            (0.0..=1.0).contains(&coverage),
-            "{horizon}: coverage {coverage}"
+            coverage.iter().all(|c| (0.0..=1.0).contains(c)),
+            "{horizon}: coverage {coverage:?}"
         );
     }
     let p = one(
