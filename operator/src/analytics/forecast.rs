@@ -73,7 +73,8 @@ pub struct HorizonBand {
     pub horizon: usize,
     /// Expected value.
     pub mean: f64,
-    /// Lower edge of the calibrated band.
+    /// Lower edge of the calibrated band; `NaN` when the history held no backtest to calibrate
+    /// it on (a band is never made up).
     pub lower: f64,
     /// Upper edge of the calibrated band.
     pub upper: f64,
@@ -130,7 +131,8 @@ pub fn fit_and_forecast(
         .map(|&h| {
             let mean = full.point(h, events);
             let band = calibrate(&errors, h, settings.level);
-            let (lower, upper) = band.map_or((mean, mean), |b| b.edges(mean));
+            // No backtest at all (too little history): no band rather than a certain one.
+            let (lower, upper) = band.map_or((f64::NAN, f64::NAN), |b| b.edges(mean));
             HorizonBand {
                 horizon: h,
                 mean,

@@ -478,8 +478,11 @@ pub fn fit_series(
             })
         };
         push("vigil:forecast:mean", band.mean);
-        push("vigil:forecast:lower", band.lower);
-        push("vigil:forecast:upper", band.upper);
+        // No band without a backtest to calibrate it on: its edges are left out, not made up.
+        if band.lower.is_finite() && band.upper.is_finite() {
+            push("vigil:forecast:lower", band.lower);
+            push("vigil:forecast:upper", band.upper);
+        }
         if let Some(coverage) = band.coverage {
             push("vigil:forecast:coverage", coverage);
         }
@@ -490,11 +493,13 @@ pub fn fit_series(
         .filter(|b| b.horizon <= rule_steps + gap)
         .cloned()
         .collect();
-    points.push(Point {
-        name: "vigil:forecast:capacity_probability",
-        labels: base.clone(),
-        value: capacity_probability(&within, *capacity),
-    });
+    if within.iter().any(|b| b.upper.is_finite()) {
+        points.push(Point {
+            name: "vigil:forecast:capacity_probability",
+            labels: base.clone(),
+            value: capacity_probability(&within, *capacity),
+        });
+    }
     if let Some(steps) = crossing_steps(&within, last_value, *capacity) {
         points.push(Point {
             name: "vigil:forecast:capacity_crossing_seconds",

@@ -252,6 +252,23 @@ fn too_short_series_is_refused() {
     ));
 }
 
+/// With just enough history to fit but none left to backtest, the forecast has a mean but no
+/// band and no coverage: a band is never made up.
+#[test]
+fn no_backtest_means_no_band() {
+    let series = daily_series(2, 1.0, 3);
+    let settings = ForecastSettings {
+        periods: vec![24],
+        horizons: vec![12],
+        ..ForecastSettings::default()
+    };
+    let forecast = fit_and_forecast(&series, &settings).expect("fits");
+    let band = &forecast.bands[0];
+    assert!(band.mean.is_finite(), "{band:?}");
+    assert!(band.lower.is_nan() && band.upper.is_nan(), "{band:?}");
+    assert_eq!(band.coverage, None);
+}
+
 /// Out-of-range settings are refused naming the setting.
 #[test]
 fn bad_settings_are_refused() {
