@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use k8s_openapi::jiff;
 use kube::KubeSchema;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -140,86 +141,28 @@ impl JsonSchema for EventTime {
     }
 }
 
-/// Unix seconds of an RFC 3339 date or date-time, or `None` when it is not one.
+/// Unix seconds of an RFC 3339 date or date-time, or `None` when it is not one: the shape is
+/// [`EventTime::PATTERN`] itself (what the API server checks), the calendar and the instant are
+/// jiff's.
 fn unix_seconds_of(input: &str) -> Option<i64> {
-    let b = input.as_bytes();
-    if b.len() > EventTime::MAX_LEN as usize {
+    static SHAPE: std::sync::LazyLock<Option<regex::Regex>> =
+        std::sync::LazyLock::new(|| regex::Regex::new(EventTime::PATTERN).ok());
+    if input.len() > EventTime::MAX_LEN as usize || !SHAPE.as_ref()?.is_match(input) {
         return None;
     }
-    let digits = |from: usize, len: usize| -> Option<i64> {
-        let part = b.get(from..from + len)?;
-        part.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
-    };
-    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-        return None;
+    if input.len() == 10 {
+        return Some(midnight_utc(input.parse().ok()?));
     }
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let date = days_from_civil(year, month, day) * 86_400;
-    if b.len() == 10 {
-        return Some(date);
-    }
-    if !matches!(b.get(10), Some(b'T' | b't'))
-        || b.get(13) != Some(&b':')
-        || b.get(16) != Some(&b':')
-    {
-        return None;
-    }
-    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
-    // 60 is a leap second, which RFC 3339 allows.
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    if b.get(i) == Some(&b'.') {
-        let fraction = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if !(1..=9).contains(&fraction) {
-            return None;
-        }
-        i += 1 + fraction;
-    }
-    let offset = match b.get(i..)? {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (oh, om) = (digits(i + 1, 2)?, digits(i + 4, 2)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let minutes = oh * 60 + om;
-            if *sign == b'+' {
-                minutes * 60
-            } else {
-                -minutes * 60
-            }
-        }
-        _ => return None,
-    };
-    Some(date + hour * 3_600 + minute * 60 + second - offset)
+    input
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(jiff::Timestamp::as_second)
 }
 
-fn days_in_month(year: i64, month: i64) -> i64 {
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Unix seconds of midnight UTC on `date`.
+pub fn midnight_utc(date: jiff::civil::Date) -> i64 {
+    date.to_zoned(jiff::tz::TimeZone::UTC)
+        .map_or(0, |z| z.timestamp().as_second())
 }
 
 #[cfg(test)]

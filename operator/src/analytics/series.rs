@@ -1,6 +1,9 @@
 //! A regularly sampled series, as Prometheus' `query_range` returns one and as the offline
 //! backtest reads one from CSV.
 
+use k8s_openapi::jiff;
+use vigil_crds::known_event::midnight_utc;
+
 use super::AnalyticsError;
 
 /// `values[i]` is the value at `start + i * step` (Unix seconds); `NaN` marks a missing point.
@@ -174,114 +177,32 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
             return Ok(seconds.round() as i64);
         }
     }
-    let bad =
-        || "not a timestamp (Unix seconds, YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339)".to_owned();
-    let number = |s: &str| -> Result<i64, String> {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        s.parse::<i64>().map_err(|_| bad())
+    let bad = |e: jiff::Error| {
+        format!("not a timestamp (Unix seconds, YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or RFC 3339): {e}")
     };
-    let (date, rest) = if text.len() > 10 {
-        text.split_at(10)
-    } else {
-        (text, "")
-    };
-    let mut parts = date.split('-');
-    let (Some(y), Some(m), Some(d), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    let (year, month, day) = (number(y)?, number(m)?, number(d)?);
-    if !(1..=12).contains(&month) || !(1..=days_in_month(year, month)).contains(&day) {
-        return Err(format!(
-            "{year:04}-{month:02}-{day:02} is not a calendar date"
-        ));
+    if text.len() == 10 {
+        return text
+            .parse::<jiff::civil::Date>()
+            .map(midnight_utc)
+            .map_err(bad);
     }
-    let mut seconds = days_from_civil(year, month, day) * 86_400;
-    if rest.is_empty() {
-        return Ok(seconds);
-    }
-    let rest = rest.strip_prefix(['T', 't', ' ']).ok_or_else(bad)?;
-    if rest.len() < 8 {
-        return Err(bad());
-    }
-    let (clock, mut zone) = rest.split_at(8);
-    let mut hms = clock.split(':');
-    let (Some(h), Some(mi), Some(s), None) = (hms.next(), hms.next(), hms.next(), hms.next())
-    else {
-        return Err(bad());
-    };
-    let (h, mi, s) = (number(h)?, number(mi)?, number(s)?);
-    if h > 23 || mi > 59 || s > 60 {
-        return Err(format!("{clock} is not a time of day"));
-    }
-    seconds += h * 3600 + mi * 60 + s;
-    if let Some(fraction) = zone.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        zone = &fraction[digits..];
-    }
-    match zone {
-        "" | "Z" | "z" => Ok(seconds),
-        offset => {
-            let sign = match offset.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return Err(bad()),
-            };
-            let (oh, om) = offset[1..].split_once(':').ok_or_else(bad)?;
-            Ok(seconds - sign * (number(oh)? * 3600 + number(om)? * 60))
-        }
-    }
+    // With an offset it is an instant; without one, a wall-clock time read as UTC.
+    text.parse::<jiff::Timestamp>()
+        .map(jiff::Timestamp::as_second)
+        .or_else(|_| {
+            text.parse::<jiff::civil::DateTime>()
+                .map_err(bad)
+                .and_then(|t| {
+                    t.to_zoned(jiff::tz::TimeZone::UTC)
+                        .map(|z| z.timestamp().as_second())
+                        .map_err(bad)
+                })
+        })
 }
 
 /// Formats Unix seconds as RFC 3339 UTC, such as `2014-07-01T00:00:00Z`.
 pub fn format_timestamp(seconds: i64) -> String {
-    let (days, secs) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
+    jiff::Timestamp::from_second(seconds).map_or_else(|_| seconds.to_string(), |t| t.to_string())
 }
 
 #[cfg(test)]
@@ -328,7 +249,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("line 2") && err.contains("ds") && err.contains("calendar"),
+            err.contains("line 2") && err.contains("ds") && err.contains("day"),
             "{err}"
         );
         let err = Series::from_csv("ds,y\n2014-02-03,1,2\n")
