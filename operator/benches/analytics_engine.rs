@@ -17,9 +17,10 @@
     reason = "benchmark: a failed setup step must stop it with its message"
 )]
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/support/prometheus.rs"]
+mod prometheus_support;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vigil_crds::alert_policy::Direction;
@@ -30,6 +31,8 @@ use vigil_operator::analytics::engine::prometheus::{PrometheusClient, Prometheus
 use vigil_operator::analytics::engine::runner::{fit_series, RunContext, RunSettings};
 use vigil_operator::analytics::engine::Engine;
 use vigil_operator::analytics::series::Series;
+
+use prometheus_support::{backfill, start, Running};
 
 const STEP: i64 = 60;
 const DAY: i64 = 86_400;
@@ -97,32 +100,6 @@ fn report(name: &str, mut runs: Vec<Duration>) {
     );
 }
 
-fn tool(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.tools/bin")
-        .join(name);
-    on_path
-        .into_iter()
-        .chain([Path::new("/usr/bin").join(name), repo])
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found: run scripts/install-test-tools.sh"))
-}
-
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start_prometheus(dir: &Path, end: i64, series: usize) -> (Running, String) {
     let mut text = String::from("# HELP bench_load Load.\n# TYPE bench_load gauge\n");
     for s in 0..series {
@@ -135,52 +112,8 @@ fn start_prometheus(dir: &Path, end: i64, series: usize) -> (Running, String) {
         }
     }
     text.push_str("# EOF\n");
-    std::fs::write(dir.join("load.om"), text).unwrap();
-    let data = dir.join("data");
-    let ok = Command::new(tool("promtool"))
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(dir.join("load.om"))
-        .arg(&data)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "backfill failed");
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        "global: {scrape_interval: 1m}\n",
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let running = Running(
-        Command::new(tool("prometheus"))
-            .current_dir(dir)
-            .arg("--config.file=prometheus.yml")
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg("--storage.tsdb.retention.time=30d")
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = tcp.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
-            let mut answer = String::new();
-            let _ = tcp.read_to_string(&mut answer);
-            if answer.contains(" 200 ") {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "prometheus did not become ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let data = backfill(dir, &text);
+    let (running, port) = start(dir, &data, "global: {scrape_interval: 1m}\n");
     (running, format!("http://127.0.0.1:{port}"))
 }
 

@@ -12,10 +12,12 @@
     reason = "tests fail loudly"
 )]
 
+#[path = "support/prometheus.rs"]
+mod prometheus_support;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use prometheus::Registry;
@@ -26,43 +28,10 @@ use vigil_operator::analytics::engine::prometheus::{PrometheusClient, Prometheus
 use vigil_operator::analytics::engine::runner::{Outcome, RunContext, RunSettings};
 use vigil_operator::analytics::engine::Engine;
 
+use prometheus_support::{backfill, free_port, start, Running};
+
 const STEP: i64 = 300;
 const DAY: i64 = 86_400;
-
-/// Finds a tool on `PATH`, then `/usr/bin`, then `<repo>/.tools/bin`.
-fn tool(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.tools/bin")
-        .join(name);
-    on_path
-        .into_iter()
-        .chain([Path::new("/usr/bin").join(name), repo])
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found: run scripts/install-test-tools.sh"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Stops the Prometheus when the test ends, however it ends.
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The test load: 100 + 50·sin(2π·t/day) plus deterministic noise of at most ±4.
 fn load(t: i64, seed: &mut u64) -> f64 {
@@ -93,48 +62,8 @@ fn prometheus_with_history(dir: &Path, end: i64) -> (Running, String) {
         }
     }
     text.push_str("# EOF\n");
-    let input = dir.join("load.om");
-    std::fs::write(&input, text).unwrap();
-    let data = dir.join("data");
-    let status = Command::new(tool("promtool"))
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
-        .arg(&data)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "promtool backfill failed");
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        "global: {scrape_interval: 1m}\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let running = Running(
-        Command::new(tool("prometheus"))
-            .current_dir(dir)
-            .arg("--config.file=prometheus.yml")
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg("--storage.tsdb.retention.time=30d")
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = tcp.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
-            let mut answer = String::new();
-            let _ = tcp.read_to_string(&mut answer);
-            if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "prometheus did not become ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let data = backfill(dir, &text);
+    let (running, port) = start(dir, &data, "global: {scrape_interval: 1m}\n");
     (running, format!("http://127.0.0.1:{port}"))
 }
 

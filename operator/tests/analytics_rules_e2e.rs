@@ -21,10 +21,13 @@
     reason = "tests fail loudly"
 )]
 
+#[path = "support/prometheus.rs"]
+mod prometheus_support;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +41,8 @@ use vigil_operator::analytics::engine::jobs::{self, JobKind};
 use vigil_operator::analytics::engine::prometheus::{PrometheusClient, PrometheusSettings};
 use vigil_operator::analytics::engine::runner::{Outcome, RunContext, RunSettings};
 use vigil_operator::analytics::engine::Engine;
+
+use prometheus_support::{backfill, start, Running};
 
 /// NAB series are 5-minute data: the engine's step.
 const STEP: i64 = 300;
@@ -102,41 +107,6 @@ spec:
   audiences:
     - {audience: engineering, receivers: [{name: oncall, email: {to: oncall@billing.example}}]}
 "#;
-
-/// Finds a tool on `PATH`, then `/usr/bin`, then `<repo>/.tools/bin`.
-fn tool(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.tools/bin")
-        .join(name);
-    on_path
-        .into_iter()
-        .chain([Path::new("/usr/bin").join(name), repo])
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found: run scripts/install-test-tools.sh"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Stops the Prometheus when the test ends, however it ends.
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Unix seconds of a NAB timestamp `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC).
 fn unix(text: &str) -> i64 {
@@ -243,17 +213,7 @@ fn start_prometheus(
         }
     }
     text.push_str("# EOF\n");
-    let input = dir.join("nab.om");
-    std::fs::write(&input, text).unwrap();
-    let data = dir.join("data");
-    let status = Command::new(tool("promtool"))
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
-        .arg(&data)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "promtool backfill failed");
+    let data = backfill(dir, &text);
 
     let rule_dir = dir.join("rules");
     std::fs::create_dir_all(&rule_dir).unwrap();
@@ -261,46 +221,15 @@ fn start_prometheus(
         std::fs::write(rule_dir.join(name), body).unwrap();
     }
     // `honor_labels`: the engine's `namespace` and `app` labels are the alerts' identity.
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+    let config = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
              rule_files: ['{}/*.yml']\n\
              scrape_configs:\n\
              - job_name: vigil-analytics\n  honor_labels: true\n  \
              static_configs: [{{targets: ['{engine}']}}]\n",
-            rule_dir.display()
-        ),
-    )
-    .unwrap();
-    let promtool = Command::new(tool("promtool"))
-        .args(["check", "config"])
-        .arg(dir.join("prometheus.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        promtool.status.success(),
-        "{}",
-        String::from_utf8_lossy(&promtool.stdout)
+        rule_dir.display()
     );
-    let port = free_port();
-    let running = Running(
-        Command::new(tool("prometheus"))
-            .current_dir(dir)
-            .arg("--config.file=prometheus.yml")
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg("--storage.tsdb.retention.time=30d")
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + DEADLINE;
-    while !get(port, "/-/ready").0.contains(" 200 ") {
-        assert!(Instant::now() < deadline, "prometheus did not become ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (running, port) = start(dir, &data, &config);
     (running, port)
 }
 
