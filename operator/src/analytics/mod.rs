@@ -15,6 +15,7 @@ pub mod detector;
 pub mod engine;
 pub mod forecast;
 pub mod nab;
+pub mod normal;
 pub mod series;
 
 /// Why an analytics step failed.

@@ -12,6 +12,7 @@ use super::jobs::{Job, JobKind};
 use super::prometheus::{Labels, PrometheusClient, PrometheusError, RangeSeries};
 use crate::analytics::detector::{Detector, DetectorSettings, Judgement};
 use crate::analytics::forecast::{fit_and_forecast, ForecastSettings, HorizonBand};
+use crate::analytics::normal;
 use crate::analytics::series::Series;
 use crate::analytics::AnalyticsError;
 use crate::render::alerts::{POLICY_LABEL, RULE_LABEL};
@@ -342,48 +343,18 @@ async fn anomaly(
     }
 }
 
-/// The standard normal distribution function (Abramowitz and Stegun 7.1.26, error < 1.5e-7).
-pub fn normal_cdf(x: f64) -> f64 {
-    let z = x.abs() / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * z);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let erfc = poly * (-z * z).exp();
-    if x >= 0.0 {
-        1.0 - erfc / 2.0
-    } else {
-        erfc / 2.0
-    }
-}
-
-/// The `p` quantile of the standard normal distribution, by bisection on [`normal_cdf`].
-pub fn normal_quantile(p: f64) -> f64 {
-    let (mut low, mut high) = (-10.0_f64, 10.0_f64);
-    for _ in 0..100 {
-        let mid = (low + high) / 2.0;
-        if normal_cdf(mid) < p {
-            low = mid;
-        } else {
-            high = mid;
-        }
-    }
-    (low + high) / 2.0
-}
-
 /// The probability that the series exceeds `capacity` at some horizon of `bands` (those up to
 /// the rule's horizon), reading each band as a normal distribution whose upper half-width is
 /// the `LEVEL` quantile; the largest single-horizon probability (a lower bound of the union).
 pub fn capacity_probability(bands: &[HorizonBand], capacity: f64) -> f64 {
-    let z = normal_quantile((1.0 + LEVEL) / 2.0);
+    let z = normal::quantile((1.0 + LEVEL) / 2.0);
     bands
         .iter()
         .filter(|b| b.mean.is_finite() && b.upper.is_finite())
         .map(|b| {
             let sigma = (b.upper - b.mean) / z;
             if sigma > 0.0 {
-                1.0 - normal_cdf((capacity - b.mean) / sigma)
+                normal::tail((capacity - b.mean) / sigma)
             } else if b.mean >= capacity {
                 1.0
             } else {
@@ -587,15 +558,6 @@ mod tests {
             upper,
             coverage: Some(0.8),
         }
-    }
-
-    /// The normal quantile inverts the distribution function; the 80 % band's half-width is
-    /// 1.2816 standard deviations.
-    #[test]
-    fn normal_functions_agree() {
-        assert!((normal_quantile(0.9) - 1.281_551_6).abs() < 1e-5);
-        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
-        assert!((normal_cdf(-1.959_964) - 0.025).abs() < 1e-5);
     }
 
     /// A capacity at a band's upper edge is exceeded with probability 10 %; far above, almost
