@@ -45,6 +45,16 @@ const KEY_VALUE: u8 = 0x12; // Label.value = 2, length-delimited
 const KEY_SAMPLE_VALUE: u8 = 0x09; // Sample.value = 1, 64-bit
 const KEY_SAMPLE_TIMESTAMP: u8 = 0x10; // Sample.timestamp = 2, varint
 
+/// The range of the length-delimited value whose length varint starts at `at` in `bytes`;
+/// `None` when the varint is broken or the value runs past the end.
+pub(crate) fn delimited(bytes: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+    let mut rest = bytes.get(at..)?;
+    let len = prost::encoding::decode_varint(&mut rest).ok()?;
+    let start = bytes.len() - rest.len();
+    let stop = start.checked_add(usize::try_from(len).ok()?)?;
+    (stop <= bytes.len()).then_some(start..stop)
+}
+
 fn varint_len(value: u64) -> usize {
     prost::encoding::encoded_len_varint(value)
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::batch::{Batch, Signal};
 use crate::buffer::Record;
+use crate::prompb::delimited;
 
 /// Export requests of the OTLP signals, one encoded request body per buffer record, grouped by
 /// signal. Sending one group as one request body is sending their merge.
@@ -142,21 +143,6 @@ pub fn count_samples(request: &[u8]) -> Option<u64> {
 /// [`count_samples`] in one tight pass for a request made only of `timeseries` holding only
 /// `labels` and `samples` (what the agent writes); `None` for anything else.
 fn count_canonical_samples(request: &[u8]) -> Option<u64> {
-    // The range of the length-delimited value whose length starts at `at`.
-    fn delimited(bytes: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
-        let mut len = 0u64;
-        let mut end = at;
-        for shift in (0..64).step_by(7) {
-            let byte = *bytes.get(end)?;
-            end += 1;
-            len |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                let stop = end.checked_add(usize::try_from(len).ok()?)?;
-                return (stop <= bytes.len()).then_some(end..stop);
-            }
-        }
-        None
-    }
     let mut samples = 0;
     let mut at = 0;
     while at < request.len() {

@@ -28,7 +28,7 @@ use super::http::{self, HttpClient};
 use super::otlp::EncodedBatches;
 use super::{SendError, SinkConfigError};
 use crate::batch::{Batch, Signal};
-use crate::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use crate::prompb::{delimited, Label, Sample, TimeSeries, WriteRequest};
 use crate::telemetry::{emit, InternalEvent};
 
 /// Component name.
@@ -166,22 +166,6 @@ fn as_is_labels(series: &[u8]) -> Option<&[u8]> {
         return None;
     }
     named.then(|| &series[..labels_end])
-}
-
-/// The range of the length-delimited value whose length varint starts at `at` in `bytes`.
-fn delimited(bytes: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
-    let mut len = 0u64;
-    let mut end = at;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(end)?;
-        end += 1;
-        len |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            let stop = end.checked_add(usize::try_from(len).ok()?)?;
-            return (stop <= bytes.len()).then_some(end..stop);
-        }
-    }
-    None
 }
 
 /// The snappy-compressed (block format) protobuf body of a write request.
