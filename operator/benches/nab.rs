@@ -195,6 +195,27 @@ fn main() {
         points,
         spent.as_secs_f64()
     );
+    // State of one series after a week of 1-minute points, as the engine keeps it per series.
+    let week = 7 * 1_440;
+    let load: Vec<f64> = (0..week)
+        .map(|i| 100.0 + 30.0 * (std::f64::consts::TAU * i as f64 / 1_440.0).sin())
+        .collect();
+    for (what, periods) in [
+        ("no seasonality given", Vec::new()),
+        ("daily and weekly", vec![1_440, week]),
+    ] {
+        let mut detector = Detector::new(DetectorSettings {
+            periods,
+            ..DetectorSettings::default()
+        });
+        for (i, &v) in load.iter().enumerate() {
+            detector.observe(1_700_000_000 + 60 * i as i64, v);
+        }
+        println!(
+            "state per series after a week of 1-minute points ({what}): {} bytes",
+            detector.state_bytes()
+        );
+    }
     if per_file {
         let threshold = thresholds[0];
         for series in &corpus {

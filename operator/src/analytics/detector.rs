@@ -267,6 +267,17 @@ impl Detector {
         judgement
     }
 
+    /// Bytes this detector occupies: the struct itself and every buffer it has allocated (by
+    /// capacity, as the allocator sees it).
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.settings.periods.capacity() * std::mem::size_of::<usize>()
+            + self.recent.capacity() * std::mem::size_of::<f64>()
+            + self.short_surprise.values.capacity() * std::mem::size_of::<f64>()
+            + self.short_rarity.values.capacity() * std::mem::size_of::<f64>()
+            + self.history.capacity() * std::mem::size_of::<(i64, f64)>()
+    }
+
     /// The smallest error of the simple predictions, as a share of the range seen so far.
     fn surprise(&self, timestamp: i64, value: f64, expected: f64) -> f64 {
         let range = self.max - self.min;
