@@ -24,11 +24,21 @@
 //!   The first [`WARM_UP`] points are learned but score 0.
 //!
 //! The published band is the median prediction ± the normal quantile of `level` times the
-//! exponentially weighted spread of its errors. State per series: a few numbers, the last
-//! [`RECENT`] values, a few recent statistics, and the last week's values (at most
-//! [`HISTORY`] points, ≈ 35 KB) for the seasonal predictions and the rarity. Work per point:
-//! O([`RARITY_WINDOW`]). [`DetectorSettings::periods`] is not read: the day and week lags are
-//! always tried, and a lag explains a point only where it fits.
+//! exponentially weighted spread of its errors.
+//!
+//! **Seasonality.** Without [`DetectorSettings::periods`] the seasonal predictions try one
+//! day and one week back, and a lag explains a point only where it fits; the last
+//! [`HISTORY`] points are kept (a week of 5-minute points: at 1-minute points the week lag is
+//! out of reach). With periods (the rule's `seasonality`, in points at the series' step, the
+//! step being the smallest gap between learned points) exactly those lags are tried, the
+//! history holds the longest period and [`HISTORY_SPARE`] points more, and the rarity counts
+//! over the longest period (sampled, so its work stays O([`RARITY_WINDOW`])): a weekend's
+//! usual level is neither surprising nor rare, the same level on a weekday is surprising.
+//!
+//! State per series: a few numbers, the last [`RECENT`] values, a few recent statistics, and
+//! the history at 8 bytes a point (`u32` time offset, `f32` deviation): 18 KB with no period,
+//! 83 KB for a weekly period at 1-minute points ([`Detector::state_bytes`]; the NAB bench
+//! prints both). Work per point: O([`RARITY_WINDOW`]).
 //!
 //! `cargo bench -p vigil-operator --bench nab` scores it on the Numenta Anomaly Benchmark.
 
@@ -104,13 +114,15 @@ const FULL_SCORE_LOG_TAIL: f64 = 23.025_850_929_940_457;
 const FIRED: f64 = 0.58;
 /// Points after a firing that score 0.
 const QUIET: u64 = 120;
-/// Seasonal lags, in seconds: one day and one week.
+/// Seasonal lags when the settings give no period, in seconds: one day and one week.
 const LAGS: [i64; 2] = [86_400, 7 * 86_400];
 /// Points on either side of a lagged time that may explain a value.
 const LAG_SLACK: usize = 2;
-/// Most points kept for the seasonal predictions and the rarity (a week of 5-minute points
-/// and some).
-const HISTORY: usize = 2_200;
+/// Points kept beyond the longest given period, so the points around its lag stay in reach.
+const HISTORY_SPARE: usize = 184;
+/// Most points kept for the seasonal predictions and the rarity when the settings give no
+/// period (a week of 5-minute points and some).
+const HISTORY: usize = 2_016 + HISTORY_SPARE;
 
 /// A statistic's long-run mean, variance and upper [`TAIL_QUANTILE`], and how unlikely a new
 /// value of it is.
@@ -165,6 +177,75 @@ impl<const N: usize> RecentMean<N> {
     }
 }
 
+/// The last points, oldest first, packed for a long memory: each timestamp as seconds after
+/// the first one learned (`u32`: 136 years), each value as its `f32` difference from the
+/// first value learned. Every value lies within the series' range of that first one, so the
+/// rounding is below 10⁻⁷ of the range, whatever the magnitude (a gauge near 10¹² varying by
+/// 10 too), while the seasonal predictions and the rarity compare values to a share of the
+/// range.
+#[derive(Clone, Debug)]
+struct History {
+    origin: i64,
+    base: f64,
+    offsets: VecDeque<u32>,
+    deviations: VecDeque<f32>,
+}
+
+impl History {
+    fn with_capacity(capacity: usize) -> Self {
+        History {
+            origin: i64::MIN,
+            base: 0.0,
+            offsets: VecDeque::with_capacity(capacity),
+            deviations: VecDeque::with_capacity(capacity),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.deviations.len()
+    }
+
+    fn offset(&self, timestamp: i64) -> i64 {
+        timestamp.saturating_sub(self.origin)
+    }
+
+    fn push(&mut self, timestamp: i64, value: f64) {
+        if self.origin == i64::MIN {
+            self.origin = timestamp;
+            self.base = value;
+        }
+        let offset = self.offset(timestamp).clamp(0, i64::from(u32::MAX));
+        // Clamped into range just above.
+        self.offsets.push_back(offset as u32);
+        self.deviations.push_back((value - self.base) as f32);
+    }
+
+    fn pop_front(&mut self) {
+        self.offsets.pop_front();
+        self.deviations.pop_front();
+    }
+
+    /// Timestamp of the oldest point kept.
+    fn first_time(&self) -> Option<i64> {
+        self.offsets.front().map(|&o| self.origin + i64::from(o))
+    }
+
+    /// Index of the first point at or after `timestamp`.
+    fn position(&self, timestamp: i64) -> usize {
+        let offset = self.offset(timestamp);
+        self.offsets.partition_point(|&o| i64::from(o) < offset)
+    }
+
+    fn value(&self, index: usize) -> f64 {
+        self.base + f64::from(self.deviations[index])
+    }
+
+    fn capacity_bytes(&self) -> usize {
+        self.offsets.capacity() * std::mem::size_of::<u32>()
+            + self.deviations.capacity() * std::mem::size_of::<f32>()
+    }
+}
+
 /// Online detector state for one series.
 #[derive(Clone, Debug)]
 pub struct Detector {
@@ -189,13 +270,21 @@ pub struct Detector {
     since_fired: u64,
     /// Highest score since the last detection, while [`QUIET`].
     incident: f64,
-    /// `(timestamp, value)` of the last week's points, oldest first.
-    history: VecDeque<(i64, f64)>,
+    /// The last points: a week and some, or the longest given period and some.
+    history: History,
+    /// Most points [`Detector::history`] keeps.
+    history_limit: usize,
+    /// Seconds between points: the smallest gap between two learned points so far.
+    step: i64,
+    /// Timestamp of the last learned point.
+    last_learned: Option<i64>,
 }
 
 impl Detector {
     /// A detector that has seen nothing yet.
     pub fn new(settings: DetectorSettings) -> Self {
+        let longest = settings.periods.iter().copied().max().unwrap_or(0);
+        let history_limit = HISTORY.max(longest.saturating_add(HISTORY_SPARE));
         Detector {
             settings,
             seen: 0,
@@ -212,7 +301,10 @@ impl Detector {
             rarity_likelihood: Likelihood::default(),
             since_fired: u64::MAX,
             incident: 0.0,
-            history: VecDeque::with_capacity(HISTORY + 1),
+            history: History::with_capacity(history_limit + 1),
+            history_limit,
+            step: i64::MAX,
+            last_learned: None,
         }
     }
 
@@ -275,7 +367,7 @@ impl Detector {
             + self.recent.capacity() * std::mem::size_of::<f64>()
             + self.short_surprise.values.capacity() * std::mem::size_of::<f64>()
             + self.short_rarity.values.capacity() * std::mem::size_of::<f64>()
-            + self.history.capacity() * std::mem::size_of::<(i64, f64)>()
+            + self.history.capacity_bytes()
     }
 
     /// The smallest error of the simple predictions, as a share of the range seen so far.
@@ -289,39 +381,64 @@ impl Detector {
             .iter()
             .map(|p| (value - p).abs())
             .fold(f64::INFINITY, f64::min);
-        let seasonal = LAGS
-            .iter()
+        let seasonal = self
+            .lags()
             .filter_map(|lag| self.lagged_error(timestamp - lag, value))
             .fold(f64::INFINITY, f64::min);
         (recent.min(seasonal) / range).min(1.0)
     }
 
-    /// `1 / (1 + n)` for the `n` of the last [`RARITY_WINDOW`] values near `value`.
+    /// The seasonal lags tried, in seconds: the given periods at the series' step, or one day
+    /// and one week when none is given.
+    fn lags(&self) -> impl Iterator<Item = i64> + '_ {
+        let given = self.settings.periods.iter().filter_map(|&p| {
+            let points = i64::try_from(p).ok()?;
+            (self.step != i64::MAX).then(|| points.saturating_mul(self.step))
+        });
+        let default = LAGS
+            .iter()
+            .copied()
+            .filter(|_| self.settings.periods.is_empty());
+        given.chain(default)
+    }
+
+    /// `1 / (1 + n)` for the `n` of the recent values near `value`: among the last
+    /// [`RARITY_WINDOW`] values or, when a longer period is given, the last period's values
+    /// (every `k`-th of them, `n` scaled by `k`, so the work stays O([`RARITY_WINDOW`])).
     fn rarity(&self, value: f64) -> f64 {
         let range = self.max - self.min;
         if self.seen < 2 || range <= 0.0 {
             return 0.0;
         }
         let width = RARITY_WIDTH * range;
-        let start = self.history.len().saturating_sub(RARITY_WINDOW);
-        let near = self
-            .history
-            .range(start..)
-            .filter(|&&(_, v)| (v - value).abs() <= width)
-            .count();
-        1.0 / (1.0 + near as f64)
+        let longest = self.settings.periods.iter().copied().max().unwrap_or(0);
+        let window = RARITY_WINDOW.max(longest);
+        let stride = window.div_ceil(RARITY_WINDOW);
+        let start = self.history.len().saturating_sub(window);
+        let (older, newer) = self.history.deviations.as_slices();
+        let deviation = value - self.history.base;
+        let near = |deviations: &[f32]| {
+            deviations
+                .iter()
+                .step_by(stride)
+                .filter(|&&d| (f64::from(d) - deviation).abs() <= width)
+                .count()
+        };
+        let count = near(older.get(start..).unwrap_or_default())
+            + near(&newer[start.saturating_sub(older.len())..]);
+        1.0 / (1.0 + (count * stride) as f64)
     }
 
     /// The smallest distance from `value` to the points next to `target` in the history, if
     /// the history reaches back that far.
     fn lagged_error(&self, target: i64, value: f64) -> Option<f64> {
-        if self.history.front().is_none_or(|&(t, _)| t > target) {
+        if self.history.first_time().is_none_or(|t| t > target) {
             return None;
         }
-        let at = self.history.partition_point(|&(t, _)| t < target);
+        let at = self.history.position(target);
         let end = (at + LAG_SLACK + 1).min(self.history.len());
         (at.saturating_sub(LAG_SLACK)..end)
-            .map(|i| (value - self.history[i].1).abs())
+            .map(|i| (value - self.history.value(i)).abs())
             .reduce(f64::min)
     }
 
@@ -352,9 +469,17 @@ impl Detector {
         if self.recent.len() > RECENT {
             self.recent.pop_front();
         }
-        self.history.push_back((timestamp, value));
-        let oldest = timestamp - LAGS[LAGS.len() - 1] - 3_600;
-        while self.history.len() > HISTORY || self.history.front().is_some_and(|&(t, _)| t < oldest)
+        if let Some(last) = self.last_learned {
+            if timestamp > last {
+                self.step = self.step.min(timestamp - last);
+            }
+        }
+        self.last_learned = Some(timestamp);
+        self.history.push(timestamp, value);
+        let longest = self.lags().max().unwrap_or(0).max(LAGS[LAGS.len() - 1]);
+        let oldest = timestamp - longest - 3_600;
+        while self.history.len() > self.history_limit
+            || self.history.first_time().is_some_and(|t| t < oldest)
         {
             self.history.pop_front();
         }
@@ -530,6 +655,70 @@ mod tests {
                 "window {a}..={b} peaks at {inside}, outside peaks at {outside}"
             );
         }
+    }
+
+    /// A weekly pattern at 1-minute points: weekdays around 100, weekends around 40, each
+    /// with a daily swing of ±15 and noise of σ = 1, for four weeks; in the fourth, Wednesday 10:00–13:00 drops to the
+    /// weekend's level. The timestamps (Unix seconds, from a Monday) and values.
+    fn weekly_load() -> (Vec<i64>, Vec<f64>) {
+        const DAY: usize = 1_440;
+        let noise = noise(28 * DAY, 3);
+        let mut values = Vec::with_capacity(28 * DAY);
+        for (i, e) in noise.iter().enumerate() {
+            let day = i / DAY;
+            let weekend = day % 7 >= 5;
+            let dip = day == 23 && (600..780).contains(&(i % DAY));
+            let level = if weekend || dip { 40.0 } else { 100.0 };
+            let swing = 15.0 * (std::f64::consts::TAU * (i % DAY) as f64 / DAY as f64).sin();
+            values.push(level + swing + e);
+        }
+        let seconds = (0..values.len() as i64)
+            .map(|i| 1_767_571_200 + 60 * i)
+            .collect();
+        (seconds, values)
+    }
+
+    /// With the rule's weekly period (in points at the step), a weekend's drop to its usual
+    /// level scores as normal while the same level on a weekday fires: the week-ago value
+    /// explains the one and not the other. Without the period the detector keeps only a day
+    /// and a half of 1-minute points, so the weekend's start looks new.
+    #[test]
+    fn weekly_period_tells_a_weekend_from_a_weekday_dip() {
+        const DAY: usize = 1_440;
+        let (seconds, values) = weekly_load();
+        let scores = |periods: Vec<usize>| -> Vec<f64> {
+            let mut detector = Detector::new(DetectorSettings {
+                periods,
+                ..DetectorSettings::default()
+            });
+            seconds
+                .iter()
+                .zip(&values)
+                .map(|(&t, &v)| detector.observe(t, v).score)
+                .collect()
+        };
+        let peak = |scores: &[f64], from: usize, to: usize| -> f64 {
+            scores[from..to].iter().copied().fold(0.0, f64::max)
+        };
+        let weekly = scores(vec![7 * DAY]);
+        let dip = peak(&weekly, 23 * DAY + 600, 23 * DAY + 780);
+        assert!(dip >= FIRED, "the weekday dip peaks at {dip}");
+        // Thursday and Friday before the weekend, then the weekend itself.
+        let weekend = peak(&weekly, 24 * DAY, 28 * DAY);
+        assert!(weekend < FIRED, "the usual weekend peaks at {weekend}");
+        let dip_level = values[23 * DAY + 700];
+        let saturday = values[26 * DAY + 700];
+        assert!(
+            (dip_level - saturday).abs() < 10.0,
+            "{dip_level} vs {saturday}"
+        );
+
+        let unseasonal = scores(Vec::new());
+        let weekend = peak(&unseasonal, 26 * DAY - 5, 26 * DAY + 60);
+        assert!(
+            weekend >= FIRED,
+            "without the period the weekend's start peaks at {weekend}"
+        );
     }
 
     /// A missing value is judged with score 0 and not learned: with NaNs interleaved, every
