@@ -88,6 +88,11 @@ pub enum PrometheusError {
     },
     #[error("the {what} file {path} does not hold a valid header value")]
     CredentialValue { what: &'static str, path: String },
+    #[error(
+        "TLS handshake with prometheus at {base} failed: {reason} (is --prometheus-ca-file \
+         the CA that signed its certificate?)"
+    )]
+    Handshake { base: String, reason: String },
     #[error("cannot reach prometheus at {base}")]
     Connect {
         base: String,
@@ -96,6 +101,11 @@ pub enum PrometheusError {
     },
     #[error("prometheus at {base} did not answer within {seconds}s")]
     Timeout { base: String, seconds: u64 },
+    #[error(
+        "prometheus refused the credentials (HTTP {status}: {body}); check the bearer token \
+         or basic-auth files"
+    )]
+    Unauthorized { status: u16, body: String },
     #[error("prometheus answered HTTP {status}: {body}")]
     Status { status: u16, body: String },
     #[error("prometheus refused the query ({error_type}): {error}")]
@@ -113,7 +123,9 @@ impl PrometheusError {
             | PrometheusError::NoCertificate { .. }
             | PrometheusError::Tls { .. }
             | PrometheusError::Credentials { .. }
-            | PrometheusError::CredentialValue { .. } => "PrometheusMisconfigured",
+            | PrometheusError::CredentialValue { .. }
+            | PrometheusError::Handshake { .. } => "PrometheusMisconfigured",
+            PrometheusError::Unauthorized { .. } => "PrometheusUnauthorized",
             PrometheusError::Connect { .. }
             | PrometheusError::Timeout { .. }
             | PrometheusError::Status { .. } => "PrometheusUnavailable",
@@ -279,25 +291,32 @@ impl PrometheusClient {
         if let Some(auth) = self.authorization()? {
             headers.insert(AUTHORIZATION, auth);
         }
-        let exchange =
-            async {
-                let response = self.http.request(request).await.map_err(|source| {
-                    PrometheusError::Connect {
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|source| match tls_failure(&source) {
+                    Some(reason) => PrometheusError::Handshake {
+                        base: self.base.clone(),
+                        reason,
+                    },
+                    None => PrometheusError::Connect {
                         base: self.base.clone(),
                         source,
-                    }
+                    },
                 })?;
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| PrometheusError::Decode {
-                        reason: format!("body cut off: {e}"),
-                    })?
-                    .to_bytes();
-                Ok::<_, PrometheusError>((status, body))
-            };
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| PrometheusError::Decode {
+                    reason: format!("body cut off: {e}"),
+                })?
+                .to_bytes();
+            Ok::<_, PrometheusError>((status, body))
+        };
         let (status, body) = tokio::time::timeout(self.settings.timeout, exchange)
             .await
             .map_err(|_| PrometheusError::Timeout {
@@ -359,6 +378,31 @@ impl PrometheusClient {
             })
             .collect())
     }
+}
+
+/// The TLS error somewhere in `error`'s causes, as rustls words it (such as `invalid peer
+/// certificate: UnknownIssuer`). TLS errors reach the client inside `io::Error`s (tokio-rustls
+/// wraps rustls' error, hyper-rustls wraps that again), whose `source()` skips the error they
+/// wrap, so every `io::Error` is unwrapped too.
+fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        let mut inner: &(dyn std::error::Error + 'static) = e;
+        loop {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return Some(tls.to_string());
+            }
+            match inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(wrapped) => inner = wrapped,
+                None => break,
+            }
+        }
+        cause = e.source();
+    }
+    None
 }
 
 /// `[start, end]` at `step` cut into ranges of at most [`MAX_POINTS_PER_QUERY`] points.
@@ -432,6 +476,10 @@ pub fn parse_envelope(status: u16, body: &[u8]) -> Result<serde_json::Value, Pro
                 error: envelope.error.unwrap_or_default(),
             })
         }
+        _ if matches!(status, 401 | 403) => Err(PrometheusError::Unauthorized {
+            status,
+            body: excerpt(body).trim().to_owned(),
+        }),
         _ if !(200..300).contains(&status) => Err(PrometheusError::Status {
             status,
             body: excerpt(body),
@@ -613,6 +661,13 @@ mod tests {
         let e = parse_envelope(502, b"<html>Bad Gateway</html>").unwrap_err();
         assert_eq!(e.category(), "PrometheusUnavailable");
         assert!(e.to_string().contains("HTTP 502: <html>Bad Gateway"), "{e}");
+        let e = parse_envelope(401, b"Unauthorized\n").unwrap_err();
+        assert_eq!(e.category(), "PrometheusUnauthorized");
+        assert_eq!(
+            e.to_string(),
+            "prometheus refused the credentials (HTTP 401: Unauthorized); check the bearer \
+             token or basic-auth files"
+        );
         let e = parse_envelope(200, b"not json").unwrap_err();
         assert_eq!(e.category(), "PrometheusUnreadable");
         let bad = br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"abc"]]}]}}"#;
