@@ -174,6 +174,23 @@ pub async fn run(args: EngineArgs) -> Result<(), EngineError> {
     let client = crate::run::client(args.kubeconfig.as_ref())
         .await
         .map_err(EngineError::Kube)?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::run::shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown_tx.send_replace(true);
+    });
+    serve(client, args, shutdown).await
+}
+
+/// Runs the engine with `client` until `shutdown` turns `true`: serves the exposition,
+/// competes for the lease, discovers policies, and runs their jobs while leading. On the way
+/// out it withdraws its series and releases the lease.
+pub async fn serve(
+    client: Client,
+    args: EngineArgs,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), EngineError> {
     let prometheus =
         PrometheusClient::new(args.prometheus_settings()).map_err(EngineError::Prometheus)?;
     let registry = Registry::new();
@@ -192,12 +209,6 @@ pub async fn run(args: EngineArgs) -> Result<(), EngineError> {
         "analytics engine starting"
     );
 
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    tokio::spawn(async move {
-        crate::run::shutdown_signal().await;
-        tracing::info!("shutting down");
-        shutdown_tx.send_replace(true);
-    });
     let ready = Arc::new(AtomicBool::new(false));
     let mut stop_server = shutdown.clone();
     let server = tokio::spawn(exposition::serve(
