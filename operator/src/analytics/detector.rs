@@ -417,12 +417,15 @@ impl Detector {
         let start = self.history.len().saturating_sub(window);
         let (older, newer) = self.history.deviations.as_slices();
         let deviation = value - self.history.base;
-        let near = |deviations: &[f32]| {
-            deviations
+        let is_near = |d: &f32| (f64::from(*d) - deviation).abs() <= width;
+        // The plain loop when every value counts: it vectorises, a stepped one does not.
+        let near = |deviations: &[f32]| match stride {
+            1 => deviations.iter().filter(|d| is_near(d)).count(),
+            _ => deviations
                 .iter()
                 .step_by(stride)
-                .filter(|&&d| (f64::from(d) - deviation).abs() <= width)
-                .count()
+                .filter(|d| is_near(d))
+                .count(),
         };
         let count = near(older.get(start..).unwrap_or_default())
             + near(&newer[start.saturating_sub(older.len())..]);
@@ -718,6 +721,30 @@ mod tests {
         assert!(
             weekend >= FIRED,
             "without the period the weekend's start peaks at {weekend}"
+        );
+    }
+
+    /// The packed history keeps a value's difference from the first one, not the value: a
+    /// gauge near 10¹² varying by a few units (where `f32` steps by 65,536) is judged as the
+    /// same gauge near 0 is, spike included.
+    #[test]
+    fn a_large_offset_does_not_blur_the_history() {
+        let mut values: Vec<f64> = noise(3_000, 5).iter().map(|e| 3.0 * e).collect();
+        values[2_500] += 40.0;
+        let seconds: Vec<i64> = (0..values.len() as i64).map(|i| i * 300).collect();
+        let near_zero = judge(&seconds, &values);
+        let offset: Vec<f64> = values.iter().map(|v| 1e12 + v).collect();
+        let near_offset = judge(&seconds, &offset);
+        for (i, (a, b)) in near_zero.iter().zip(&near_offset).enumerate() {
+            assert!(
+                (a.score - b.score).abs() < 1e-3,
+                "point {i}: {a:?} vs {b:?}"
+            );
+        }
+        assert!(
+            near_offset[2_500].score >= FIRED,
+            "{:?}",
+            near_offset[2_500]
         );
     }
 
