@@ -7,6 +7,10 @@
 //! The cut is a `tower` layer in front of the in-memory API server that fails every request
 //! while it is set: the engine's own lease renewal and policy listing fail as they would on a
 //! network partition; its Prometheus and its `/metrics` stay reachable.
+//!
+//! Not covered: a leader whose whole process is paused (SIGSTOP, a long GC-like stall) past its
+//! lease. On resuming, its engine may run a round before its elector notices the lost lease,
+//! since leadership is a flag rather than a deadline checked before each publish.
 
 #![allow(
     clippy::unwrap_used,
