@@ -230,15 +230,15 @@ mod tests {
         let mut inodes = Vec::new();
         for files in cases {
             store.save(files.clone()).unwrap();
-            inodes.push(inode(&store));
+            inodes.push((inode(&store), std::fs::metadata(store.path()).unwrap().len()));
             let mut fresh = CheckpointStore::open(dir.path()).unwrap();
             assert_eq!(fresh.load().unwrap(), files);
         }
         assert!(!dir.path().join("logs.json.tmp").exists());
-        assert_eq!(inodes[0], inodes[1]);
-        assert_eq!(inodes[1], inodes[2]);
-        assert_ne!(inodes[2], inodes[3], "a checkpoint past a page is replaced");
-        assert!(std::fs::metadata(store.path()).unwrap().len() > IN_PLACE_MAX as u64);
-        assert_ne!(inodes[3], inodes[4], "so is the next one, the file being past a page");
+        assert_eq!(inodes[0].0, inodes[1].0);
+        assert_eq!(inodes[1].0, inodes[2].0);
+        assert!(inodes[3].1 > IN_PLACE_MAX as u64);
+        assert_ne!(inodes[2].0, inodes[3].0, "a checkpoint past a page is replaced");
+        assert_ne!(inodes[3].0, inodes[4].0, "so is the next one, the file being past a page");
     }
 }
