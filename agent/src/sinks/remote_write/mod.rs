@@ -224,15 +224,15 @@ impl Compressor {
         if self.output.len() < needed {
             self.output.resize(needed, 0);
         }
-        let written = self
-            .encoder
-            .compress(raw, &mut self.output)
-            .map_err(|e| SendError::Permanent {
-                reason: format!(
-                    "cannot compress a write request of {} bytes: {e}",
-                    raw.len()
-                ),
-            })?;
+        let written =
+            self.encoder
+                .compress(raw, &mut self.output)
+                .map_err(|e| SendError::Permanent {
+                    reason: format!(
+                        "cannot compress a write request of {} bytes: {e}",
+                        raw.len()
+                    ),
+                })?;
         Ok(self.output[..written].to_vec())
     }
 }

@@ -221,7 +221,10 @@ mod tests {
         let cases = [
             vec![entry("/var/log/pods/a/0.log", 123_456), entry("b", 1)],
             vec![entry("c", 7)],
-            vec![entry("/var/log/pods/a/0.log.20261206-1", 9_999_999), entry("d", 2)],
+            vec![
+                entry("/var/log/pods/a/0.log.20261206-1", 9_999_999),
+                entry("d", 2),
+            ],
             (0..80)
                 .map(|n| entry(&format!("/var/log/pods/app/{n}.log"), n))
                 .collect(),
@@ -230,7 +233,10 @@ mod tests {
         let mut inodes = Vec::new();
         for files in cases {
             store.save(files.clone()).unwrap();
-            inodes.push((inode(&store), std::fs::metadata(store.path()).unwrap().len()));
+            inodes.push((
+                inode(&store),
+                std::fs::metadata(store.path()).unwrap().len(),
+            ));
             let mut fresh = CheckpointStore::open(dir.path()).unwrap();
             assert_eq!(fresh.load().unwrap(), files);
         }
@@ -238,7 +244,13 @@ mod tests {
         assert_eq!(inodes[0].0, inodes[1].0);
         assert_eq!(inodes[1].0, inodes[2].0);
         assert!(inodes[3].1 > IN_PLACE_MAX as u64);
-        assert_ne!(inodes[2].0, inodes[3].0, "a checkpoint past a page is replaced");
-        assert_ne!(inodes[3].0, inodes[4].0, "so is the next one, the file being past a page");
+        assert_ne!(
+            inodes[2].0, inodes[3].0,
+            "a checkpoint past a page is replaced"
+        );
+        assert_ne!(
+            inodes[3].0, inodes[4].0,
+            "so is the next one, the file being past a page"
+        );
     }
 }
