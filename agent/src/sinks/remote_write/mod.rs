@@ -41,8 +41,9 @@ pub const SIGNALS: &[Signal] = &[Signal::Samples, Signal::Metrics];
 pub struct RemoteWriteSink {
     client: HttpClient,
     url: Url,
-    /// The compressor of the as-is path, with its output buffer kept between sends.
-    compressor: std::sync::Mutex<Compressor>,
+    /// The compressor of the as-is path, with its output buffer kept between sends (boxed: the
+    /// encoder's table would make every [`super::Sink`] as large).
+    compressor: Box<std::sync::Mutex<Compressor>>,
 }
 
 impl RemoteWriteSink {
@@ -58,7 +59,7 @@ impl RemoteWriteSink {
         Ok(RemoteWriteSink {
             client,
             url,
-            compressor: std::sync::Mutex::new(Compressor::default()),
+            compressor: Box::default(),
         })
     }
 
