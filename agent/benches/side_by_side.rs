@@ -23,9 +23,17 @@
 //!   (default 30) s by the agent (remote write out to a counting receiver) and by Prometheus
 //!   (TSDB in a temp dir).
 //!   CPU ms per scrape and RSS.
+//! - **otlp**: OTLP/gRPC traces in, OTLP/gRPC out, the agent alone (no peer here): a tonic
+//!   client (`opentelemetry-proto`'s generated one) sends requests of `SIDE_OTLP_SPANS` (default
+//!   512) spans of an HTTP service from `SIDE_OTLP_SENDERS` (default 4) concurrent senders as
+//!   fast as the agent answers for `SIDE_OTLP_SECONDS` (default 20) s; the agent receives,
+//!   samples (ratio 1), redacts with every detector, stores in its disk buffer and exports to a
+//!   local OTLP/gRPC sink that counts the spans. Spans delivered per second and per CPU-second
+//!   of the whole agent process (the client's encoding is in the bench process, not counted),
+//!   peak and steady RSS, and spans sent but not delivered.
 //!
 //! Shippers run one at a time, in alternating order over `SIDE_ROUNDS` (default 2) rounds.
-//! `SIDE_CASE=backlog`, `live` or `scrape` runs one case; `SIDE_SHIPPERS=vigil-agent,rsyslog`
+//! `SIDE_CASE=backlog`, `live`, `scrape` or `otlp` runs one case; `SIDE_SHIPPERS=vigil-agent,rsyslog`
 //! runs only the named log shippers. rsyslogd and syslog-ng are taken from
 //! `/usr/sbin`, or syslog-ng from `<repo>/.tools/syslog-ng` where `scripts/bench.sh` unpacks
 //! Debian's package (it conflicts with rsyslog's).
@@ -52,7 +60,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tonic::{Request, Response, Status};
 
-use support::{cpu_ticks, free_port, proc_status_kib, Agent, CountingOtlpSink, Prometheus};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use support::{
+    bench_spans, cpu_ticks, free_port, proc_status_kib, Agent, CountingOtlpSink, Prometheus,
+};
 
 /// Bytes of one CRI line, newline included.
 const LINE_BYTES: usize = 256;
@@ -1059,6 +1070,127 @@ async fn scrape_case(rounds: u64) {
     );
 }
 
+/// The OTLP case: spans in over OTLP/gRPC as fast as the agent takes them, out to a counting
+/// OTLP sink; figures per CPU-second of the agent process.
+async fn otlp_case(rounds: u64) {
+    let seconds = env_number("SIDE_OTLP_SECONDS", 20) as f64;
+    let per_request = env_number("SIDE_OTLP_SPANS", 512);
+    let senders = env_number("SIDE_OTLP_SENDERS", 4);
+    let mut runs = Vec::new();
+    for _ in 0..rounds {
+        runs.push(otlp_run(seconds, per_request, senders).await);
+    }
+    let bytes = prost::Message::encoded_len(&bench_spans(0, per_request));
+    println!(
+        "\nside-by-side otlp: OTLP/gRPC traces in ({senders} senders, {per_request} spans = {} KiB \
+         per request) → receive, sample, redact (all detectors), disk buffer → OTLP/gRPC out to a \
+         counting sink, {seconds:.0} s, {rounds} rounds (means); CPU of the agent process only.",
+        bytes / 1024
+    );
+    println!(
+        "  {:<16} {:>12} {:>16} {:>13} {:>15} {:>12}  note",
+        "shipper", "spans/s", "spans/CPU-s", "peak RSS MiB", "steady RSS MiB", "undelivered"
+    );
+    let f = fold(&runs);
+    println!(
+        "  {:<16} {:>12.0} {:>16.0} {:>13.1} {:>15.1} {:>12}  {}",
+        "vigil-agent",
+        f.mib_per_s,
+        f.mib_per_cpu_s,
+        mib(f.peak_kib),
+        mib(f.steady_kib),
+        f.lost,
+        f.note
+    );
+}
+
+/// One OTLP run; `mib_per_s` and `mib_per_cpu_s` carry spans per second and per CPU-second,
+/// `lost` the spans acknowledged to the client but not delivered to the sink.
+async fn otlp_run(seconds: f64, per_request: u64, senders: u64) -> Figures {
+    let work = tempfile::tempdir().unwrap();
+    let sink = CountingOtlpSink::default();
+    let sink_port = free_port();
+    let server = sink.serve(format!("127.0.0.1:{sink_port}").parse().unwrap());
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = agent_config(work.path(), admin, sink_port, "")
+        .replace("traces:\n  enabled: false", "traces:\n  enabled: true");
+    let grpc = config
+        .split("otlpGrpc: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap()
+        .to_owned();
+    let dir = work.path().to_owned();
+    let agent = tokio::task::spawn_blocking(move || Agent::start(&dir, &config, admin))
+        .await
+        .unwrap();
+    let pid = agent.pid();
+    let client = TraceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 << 20);
+    // Requests made before the clock starts: the client builds nothing while measured.
+    let requests: Arc<Vec<_>> = Arc::new((0..64).map(|b| bench_spans(b, per_request)).collect());
+    client.clone().export(requests[0].clone()).await.unwrap();
+    let settle = Instant::now();
+    while sink.spans.load(Ordering::Relaxed) < per_request
+        && settle.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (delivered0, cpu0, rss) = (
+        sink.spans.load(Ordering::Relaxed),
+        cpu_ticks(pid),
+        RssSampler::start(pid),
+    );
+    let acked = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..senders)
+        .map(|sender| {
+            let (mut client, requests, acked) = (client.clone(), requests.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut n = sender as usize;
+                while Instant::now() < end {
+                    let request = requests[n % requests.len()].clone();
+                    if client.export(request).await.is_ok() {
+                        acked.fetch_add(per_request, Ordering::Relaxed);
+                    }
+                    n += senders as usize;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let sent = acked.load(Ordering::Relaxed);
+    let target = delivered0 + sent;
+    let drained = Instant::now() + Duration::from_secs(120);
+    while sink.spans.load(Ordering::Relaxed) < target && Instant::now() < drained {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - cpu0) as f64 / 100.0;
+    let steady_kib = rss.median();
+    let delivered = sink.spans.load(Ordering::Relaxed) - delivered0;
+    let figures = Figures {
+        mib_per_s: delivered as f64 / elapsed,
+        mib_per_cpu_s: delivered as f64 / cpu.max(0.01),
+        peak_kib: proc_status_kib(pid, "VmHWM"),
+        steady_kib,
+        lost: sent.saturating_sub(delivered),
+        note: format!(
+            "{sent} spans acknowledged in {seconds:.0} s, delivered after {elapsed:.1} s, {:.1} CPU-s",
+            cpu
+        ),
+        ..Figures::default()
+    };
+    drop(agent);
+    drop(server);
+    figures
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1083,6 +1215,9 @@ fn main() {
         }
         if case.is_empty() || case == "scrape" {
             scrape_case(rounds).await;
+        }
+        if case.is_empty() || case == "otlp" {
+            otlp_case(rounds).await;
         }
     });
 }

@@ -48,6 +48,12 @@ const KEY_SAMPLE_TIMESTAMP: u8 = 0x10; // Sample.timestamp = 2, varint
 /// The range of the length-delimited value whose length varint starts at `at` in `bytes`;
 /// `None` when the varint is broken or the value runs past the end.
 pub(crate) fn delimited(bytes: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+    // Most lengths (label names and values) fit in the varint's first byte.
+    let first = *bytes.get(at)?;
+    if first < 0x80 {
+        let stop = at + 1 + usize::from(first);
+        return (stop <= bytes.len()).then_some(at + 1..stop);
+    }
     let mut rest = bytes.get(at..)?;
     let len = prost::encoding::decode_varint(&mut rest).ok()?;
     let start = bytes.len() - rest.len();
@@ -68,10 +74,19 @@ fn string_field_len(text: &str) -> usize {
     }
 }
 
+/// A varint as prost writes it, with the one-byte case (most lengths here) inline.
+fn put_varint(value: u64, out: &mut Vec<u8>) {
+    if value < 0x80 {
+        out.push(value as u8);
+    } else {
+        prost::encoding::encode_varint(value, out);
+    }
+}
+
 fn put_string_field(key: u8, text: &str, out: &mut Vec<u8>) {
     if !text.is_empty() {
         out.push(key);
-        prost::encoding::encode_varint(text.len() as u64, out);
+        put_varint(text.len() as u64, out);
         out.extend_from_slice(text.as_bytes());
     }
 }
@@ -107,11 +122,11 @@ pub fn put_series<N: AsRef<str>, V: AsRef<str>>(
     let series = label_lens + 1 + varint_len(sample as u64) + sample;
     out.reserve(1 + varint_len(series as u64) + series);
     out.push(KEY_TIMESERIES);
-    prost::encoding::encode_varint(series as u64, out);
+    put_varint(series as u64, out);
     for (name, value) in labels {
         let (name, value) = (name.as_ref(), value.as_ref());
         out.push(KEY_LABELS);
-        prost::encoding::encode_varint(
+        put_varint(
             (string_field_len(name) + string_field_len(value)) as u64,
             out,
         );
@@ -119,7 +134,7 @@ pub fn put_series<N: AsRef<str>, V: AsRef<str>>(
         put_string_field(KEY_VALUE, value, out);
     }
     out.push(KEY_SAMPLES);
-    prost::encoding::encode_varint(sample as u64, out);
+    put_varint(sample as u64, out);
     if value != 0.0 {
         out.push(KEY_SAMPLE_VALUE);
         out.extend_from_slice(&value.to_le_bytes());

@@ -249,24 +249,35 @@ pub fn logs_record_observed_at(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         ..InstrumentationScope::default()
     };
-    let records_estimate = events.iter().map(|e| e.message.len() + 160).sum::<usize>();
     let field_len = |len: usize| 1 + encoded_len_varint(len as u64) + len;
     let resource_len = resource.encoded_len();
     let scope_len = scope.encoded_len();
-    // The records go last, and the headers before them depend on their length: they are
-    // encoded first, then appended behind the headers.
-    let mut records = Vec::with_capacity(records_estimate);
-    for event in events {
-        match event.crash {
-            None => put_plain_record(event, observed_time_unix_nano, &mut records),
-            Some(_) => message::encode(
-                2,
-                &log_record(event.clone(), observed_time_unix_nano),
-                &mut records,
-            ),
+    // The records go last, and the headers before them depend on their length. Plain records
+    // (the rule) have their length worked out first and are then written straight behind the
+    // headers; a batch with a crash record is encoded apart first and appended.
+    let with_crash = events.iter().any(|e| e.crash.is_some()).then(|| {
+        let estimate = events.iter().map(|e| e.message.len() + 160).sum::<usize>();
+        let mut records = Vec::with_capacity(estimate);
+        for event in events {
+            match event.crash {
+                None => put_plain_record(event, observed_time_unix_nano, &mut records),
+                Some(_) => message::encode(
+                    2,
+                    &log_record(event.clone(), observed_time_unix_nano),
+                    &mut records,
+                ),
+            }
         }
-    }
-    let scope_logs_len = field_len(scope_len) + records.len();
+        records
+    });
+    let records_len = match &with_crash {
+        Some(records) => records.len(),
+        None => events
+            .iter()
+            .map(|e| field_len(plain_record_len(e, observed_time_unix_nano)))
+            .sum(),
+    };
+    let scope_logs_len = field_len(scope_len) + records_len;
     let resource_logs_len = field_len(resource_len) + field_len(scope_logs_len);
     let mut out = Vec::with_capacity(1 + field_len(resource_logs_len));
     out.push(crate::batch::LOGS_TAG);
@@ -279,7 +290,14 @@ pub fn logs_record_observed_at(
     encode_varint(scope_logs_len as u64, &mut out);
     // ScopeLogs.scope = 1, then its log_records (= 2)
     message::encode(1, &scope, &mut out);
-    out.extend_from_slice(&records);
+    match with_crash {
+        Some(records) => out.extend_from_slice(&records),
+        None => {
+            for event in events {
+                put_plain_record(event, observed_time_unix_nano, &mut out);
+            }
+        }
+    }
     out
 }
 
@@ -322,9 +340,9 @@ fn put_string_key_value(field: u8, key: &str, value: &str, out: &mut Vec<u8>) {
     put_bytes_field(0x0a, value.as_bytes(), out);
 }
 
-/// Appends `ScopeLogs.log_records` (= 2) for an event without a crash: what prost writes for
-/// [`log_record`]'s record, fields in the order of their numbers.
-fn put_plain_record(event: &LogEvent, observed_time_unix_nano: u64, out: &mut Vec<u8>) {
+/// The attributes every plain record carries before the event's own: the container, the
+/// stream and the file path (when known); how many there are.
+fn fixed_attributes(event: &LogEvent) -> ([(&str, &str); 3], usize) {
     let mut attributes: [(&str, &str); 3] = [("", ""); 3];
     let mut fixed = 0;
     if !event.container.is_empty() {
@@ -337,9 +355,15 @@ fn put_plain_record(event: &LogEvent, observed_time_unix_nano: u64, out: &mut Ve
         attributes[fixed] = (FILE_PATH_ATTRIBUTE, &origin.path);
         fixed += 1;
     }
-    let attributes = &attributes[..fixed];
+    (attributes, fixed)
+}
+
+/// Length of the `LogRecord` [`put_plain_record`] writes for `event` (without its field key and
+/// length).
+fn plain_record_len(event: &LogEvent, observed_time_unix_nano: u64) -> usize {
+    let (attributes, fixed) = fixed_attributes(event);
     let all_attributes = || {
-        attributes.iter().copied().chain(
+        attributes[..fixed].iter().copied().chain(
             event
                 .attributes
                 .iter()
@@ -352,7 +376,7 @@ fn put_plain_record(event: &LogEvent, observed_time_unix_nano: u64, out: &mut Ve
         None => "",
     };
     let body = string_any_value_len(&event.message);
-    let len = if event.time_unix_nano != 0 { 9 } else { 0 }
+    (if event.time_unix_nano != 0 { 9 } else { 0 })
         + if observed_time_unix_nano != 0 { 9 } else { 0 }
         + if severity_number != 0 {
             1 + prost::encoding::encoded_len_varint(severity_number as u64)
@@ -368,7 +392,28 @@ fn put_plain_record(event: &LogEvent, observed_time_unix_nano: u64, out: &mut Ve
                 let kv = string_key_value_len(k, v);
                 1 + prost::encoding::encoded_len_varint(kv as u64) + kv
             })
-            .sum::<usize>();
+            .sum::<usize>()
+}
+
+/// Appends `ScopeLogs.log_records` (= 2) for an event without a crash: what prost writes for
+/// [`log_record`]'s record, fields in the order of their numbers.
+fn put_plain_record(event: &LogEvent, observed_time_unix_nano: u64, out: &mut Vec<u8>) {
+    let len = plain_record_len(event, observed_time_unix_nano);
+    let (attributes, fixed) = fixed_attributes(event);
+    let all_attributes = || {
+        attributes[..fixed].iter().copied().chain(
+            event
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    };
+    let severity_number = event.level.map_or(0, |l| l.severity_number());
+    let severity_text = match event.level {
+        Some(level) => severity_text(level),
+        None => "",
+    };
+    let body = string_any_value_len(&event.message);
     out.push(0x12);
     prost::encoding::encode_varint(len as u64, out);
     if event.time_unix_nano != 0 {

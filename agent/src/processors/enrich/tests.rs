@@ -535,11 +535,15 @@ fn logs_record_is_the_encoded_request() {
         let at = ours.iter().zip(&expected).position(|(a, b)| a != b);
         assert_eq!(ours, expected, "event {i}: first difference at byte {at:?}");
     }
+    // With the crash (records encoded apart) and without it (written behind the headers).
+    let plain = &events[..events.len() - 1];
     for observed in [0, 42] {
         for id in [identity(), Identity::default()] {
-            let expected =
-                Batch::Logs(logs_request_observed_at(&id, events.clone(), observed)).encode();
-            assert_eq!(logs_record_observed_at(&id, &events, observed), expected);
+            for events in [&events[..], plain] {
+                let expected =
+                    Batch::Logs(logs_request_observed_at(&id, events.to_vec(), observed)).encode();
+                assert_eq!(logs_record_observed_at(&id, events, observed), expected);
+            }
         }
     }
     let empty = Batch::Logs(logs_request_observed_at(&identity(), Vec::new(), 1)).encode();

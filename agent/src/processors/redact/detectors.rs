@@ -71,8 +71,19 @@ pub fn prescan(bytes: &[u8]) -> Triggers {
         let b = bytes[i];
         match CLASSES[usize::from(b)] {
             BORING => {
-                // Most bytes: skip them in a tight loop.
+                // Most bytes: skip them eight at a time while none of the eight matters (eight
+                // independent lookups, no branch between them), then one at a time.
                 i += 1;
+                while let Some(chunk) = bytes.get(i..i + 8) {
+                    if chunk
+                        .iter()
+                        .fold(BORING, |seen, &b| seen | CLASSES[usize::from(b)])
+                        != BORING
+                    {
+                        break;
+                    }
+                    i += 8;
+                }
                 while i < n && CLASSES[usize::from(bytes[i])] == BORING {
                     i += 1;
                 }

@@ -41,6 +41,9 @@ pub const SIGNALS: &[Signal] = &[Signal::Samples, Signal::Metrics];
 pub struct RemoteWriteSink {
     client: HttpClient,
     url: Url,
+    /// The compressor of the as-is path, with its output buffer kept between sends (boxed: the
+    /// encoder's table would make every [`super::Sink`] as large).
+    compressor: Box<std::sync::Mutex<Compressor>>,
 }
 
 impl RemoteWriteSink {
@@ -53,7 +56,11 @@ impl RemoteWriteSink {
     /// `exporters.<field>.…`).
     pub fn at(field: &str, config: &HttpSink) -> Result<Self, SinkConfigError> {
         let (client, url) = http::push_client(field, config)?;
-        Ok(RemoteWriteSink { client, url })
+        Ok(RemoteWriteSink {
+            client,
+            url,
+            compressor: Box::default(),
+        })
     }
 
     /// Sends all samples of the batches, and the OTLP metrics converted to series, as one
@@ -76,7 +83,13 @@ impl RemoteWriteSink {
                 if raw.is_empty() {
                     return Ok(());
                 }
-                return self.post(compress(&raw)?).await;
+                // A poisoned lock only means a compression panicked; the buffer is rewritten.
+                let body = self
+                    .compressor
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .compress(&raw)?;
+                return self.post(body).await;
             }
         }
         self.send(&super::decode_encoded(batches)?).await
@@ -171,6 +184,58 @@ fn as_is_labels(series: &[u8]) -> Option<&[u8]> {
 /// The snappy-compressed (block format) protobuf body of a write request.
 pub fn encode(request: &WriteRequest) -> Result<Vec<u8>, SendError> {
     compress(&request.encode_to_vec())
+}
+
+/// Largest output buffer [`Compressor`] keeps between sends; a bigger body (a backlog sent at
+/// once) is compressed into a buffer of its own.
+const KEPT_OUTPUT_BYTES: usize = 4 << 20;
+
+/// A snappy encoder and its output buffer, kept between sends: a scrape's body is compressed
+/// without zeroing (and faulting in) a fresh buffer of the worst-case length every time, and
+/// only the compressed bytes are copied out.
+struct Compressor {
+    encoder: snap::raw::Encoder,
+    output: Vec<u8>,
+}
+
+impl Default for Compressor {
+    fn default() -> Self {
+        Compressor {
+            encoder: snap::raw::Encoder::new(),
+            output: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Compressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compressor")
+            .field("output", &self.output.len())
+            .finish()
+    }
+}
+
+impl Compressor {
+    /// `raw` snappy-compressed (block format).
+    fn compress(&mut self, raw: &[u8]) -> Result<Vec<u8>, SendError> {
+        let needed = snap::raw::max_compress_len(raw.len());
+        if needed == 0 || needed > KEPT_OUTPUT_BYTES {
+            return compress(raw);
+        }
+        if self.output.len() < needed {
+            self.output.resize(needed, 0);
+        }
+        let written =
+            self.encoder
+                .compress(raw, &mut self.output)
+                .map_err(|e| SendError::Permanent {
+                    reason: format!(
+                        "cannot compress a write request of {} bytes: {e}",
+                        raw.len()
+                    ),
+                })?;
+        Ok(self.output[..written].to_vec())
+    }
 }
 
 /// A protobuf body snappy-compressed (block format).

@@ -532,3 +532,29 @@ async fn samples_records_sent_as_they_are_when_they_need_no_merging() {
         assert_eq!(as_is, merged, "case {i}");
     }
 }
+
+/// The kept compressor gives, send after send, bodies that decompress to exactly their input:
+/// a shorter body after a longer one carries nothing of the earlier output, and a body past
+/// the kept buffer's bound is compressed on its own.
+#[test]
+fn kept_compressor_output_is_each_input() {
+    let mut compressor = Compressor::default();
+    let page = |n: usize| -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| format!("node_cpu_seconds_total{{cpu=\"{i}\"}} {i}\n").into_bytes())
+            .collect()
+    };
+    for input in [
+        page(5_000),
+        page(10),
+        Vec::new(),
+        page(20_000),
+        page(3),
+        page(150_000),
+    ] {
+        let body = compressor.compress(&input).unwrap();
+        let back = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        assert_eq!(back, input);
+    }
+    assert!(compressor.output.len() <= KEPT_OUTPUT_BYTES);
+}

@@ -1,16 +1,23 @@
 //! Log source, checkpoints: how far each file has been delivered, so that a restarted agent
 //! resumes exactly where the buffer's contents end.
 //!
-//! One JSON file, `logs.json` in the checkpoint directory, replaced atomically (written to
-//! `logs.json.tmp`, then renamed over the old one), so a kill at any moment leaves either the
-//! old or the new checkpoint, never a torn one. Each entry names a file by device and inode,
+//! One JSON file, `logs.json` in the checkpoint directory, so that a kill at any moment leaves
+//! either the old or the new checkpoint, never a torn one: the first save of a run replaces it
+//! atomically (written to `logs.json.tmp`, then renamed over the old one); later saves of at
+//! most one page ([`IN_PLACE_MAX`] bytes) overwrite it in place through a descriptor kept open,
+//! one write at offset 0 padded with blanks to the length on disk (JSON allows trailing
+//! whitespace), which a kill cannot tear. That spares every delivered batch a new inode and a
+//! rename (on ext4 a rename over a file also starts the write-back of the new one); a bigger
+//! checkpoint is always replaced by rename. Each entry names a file by device and inode,
 //! with the checksum of its first bytes (an inode may be reused by a later file) and the path
 //! it was last seen at (to find it again after a rotation renamed it while the agent was down).
 //! The offset is always the start of a line whose event has not yet been stored in the buffer;
 //! each stream of a runtime's file (stdout, stderr) has its own offset besides, since one
 //! stream's open stack trace must not make the other's delivered lines be sent again.
 
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +26,9 @@ use serde::{Deserialize, Serialize};
 const FORMAT_VERSION: u32 = 1;
 /// File name of the checkpoint.
 pub(crate) const CHECKPOINT_FILE: &str = "logs.json";
+/// Longest checkpoint written in place: one page, which a single write at offset 0 either
+/// fills or leaves as it was, even when the agent is killed in the middle of it.
+const IN_PLACE_MAX: usize = 4096;
 
 /// How far one file has been delivered.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -53,6 +63,8 @@ pub(crate) struct CheckpointStore {
     tmp: PathBuf,
     /// The text last written, to skip writing an unchanged checkpoint.
     last: String,
+    /// The checkpoint file this run replaced, kept open for in-place saves, and its length.
+    file: Option<(File, usize)>,
 }
 
 impl CheckpointStore {
@@ -63,6 +75,7 @@ impl CheckpointStore {
             path: dir.join(CHECKPOINT_FILE),
             tmp: dir.join(format!("{CHECKPOINT_FILE}.tmp")),
             last: String::new(),
+            file: None,
         })
     }
 
@@ -101,11 +114,48 @@ impl CheckpointStore {
         if text == self.last {
             return Ok(());
         }
-        let mut tmp = std::fs::File::create(&self.tmp)?;
+        if !self.overwrite(&text) {
+            self.replace(&text)?;
+        }
+        self.last = text;
+        Ok(())
+    }
+
+    /// Writes `text` over the open checkpoint file in one write, padded with blanks to the
+    /// file's length; whether it did (not when there is no open file, either is longer than
+    /// [`IN_PLACE_MAX`] or the write failed).
+    fn overwrite(&mut self, text: &str) -> bool {
+        let Some((file, len)) = &mut self.file else {
+            return false;
+        };
+        let padded_len = text.len().max(*len);
+        if padded_len > IN_PLACE_MAX {
+            return false;
+        }
+        let mut bytes = Vec::with_capacity(padded_len);
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.resize(padded_len, b' ');
+        if file.write_all_at(&bytes, 0).is_ok() {
+            *len = padded_len;
+            return true;
+        }
+        self.file = None;
+        false
+    }
+
+    /// Replaces the checkpoint file with `text` (temporary file, rename) and keeps the new file
+    /// open for in-place saves.
+    fn replace(&mut self, text: &str) -> io::Result<()> {
+        self.file = None;
+        let mut tmp = File::create(&self.tmp)?;
         tmp.write_all(text.as_bytes())?;
         drop(tmp);
         std::fs::rename(&self.tmp, &self.path)?;
-        self.last = text;
+        self.file = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .ok()
+            .map(|file| (file, text.len()));
         Ok(())
     }
 }
@@ -148,5 +198,59 @@ mod tests {
         assert_eq!(again.load().unwrap()[0].streams, None);
         std::fs::write(again.path(), r#"{"version":99,"files":[]}"#).unwrap();
         assert!(again.load().is_err());
+    }
+
+    /// Saves after the first overwrite the file in place, padded: a shorter checkpoint after a
+    /// longer one, a longer one after it and one past a page all load back exactly, and only
+    /// the first save and the one past a page replace the file (a new inode).
+    #[test]
+    fn in_place_saves_load_back() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = CheckpointStore::open(dir.path()).unwrap();
+        let entry = |path: &str, offset: u64| FileCheckpoint {
+            dev: 1,
+            inode: offset,
+            path: path.into(),
+            offset,
+            streams: None,
+            head_len: 0,
+            head_crc: 0,
+        };
+        let inode = |store: &CheckpointStore| std::fs::metadata(store.path()).unwrap().ino();
+        let cases = [
+            vec![entry("/var/log/pods/a/0.log", 123_456), entry("b", 1)],
+            vec![entry("c", 7)],
+            vec![
+                entry("/var/log/pods/a/0.log.20261206-1", 9_999_999),
+                entry("d", 2),
+            ],
+            (0..80)
+                .map(|n| entry(&format!("/var/log/pods/app/{n}.log"), n))
+                .collect(),
+            vec![entry("e", 3)],
+        ];
+        let mut inodes = Vec::new();
+        for files in cases {
+            store.save(files.clone()).unwrap();
+            inodes.push((
+                inode(&store),
+                std::fs::metadata(store.path()).unwrap().len(),
+            ));
+            let mut fresh = CheckpointStore::open(dir.path()).unwrap();
+            assert_eq!(fresh.load().unwrap(), files);
+        }
+        assert!(!dir.path().join("logs.json.tmp").exists());
+        assert_eq!(inodes[0].0, inodes[1].0);
+        assert_eq!(inodes[1].0, inodes[2].0);
+        assert!(inodes[3].1 > IN_PLACE_MAX as u64);
+        assert_ne!(
+            inodes[2].0, inodes[3].0,
+            "a checkpoint past a page is replaced"
+        );
+        assert_ne!(
+            inodes[3].0, inodes[4].0,
+            "so is the next one, the file being past a page"
+        );
     }
 }

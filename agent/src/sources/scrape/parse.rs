@@ -238,7 +238,9 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition<'_>, ParseError> {
     let mut parser = Parser {
         format,
         page: Exposition {
-            families: Vec::with_capacity(64),
+            // node_exporter's page has a family per 300 bytes; growing the vector instead
+            // copies it several times per scrape.
+            families: Vec::with_capacity(text.len() / 256 + 16),
             samples: Vec::with_capacity(text.len() / 64),
             labels: Vec::with_capacity(text.len() / 32),
         },

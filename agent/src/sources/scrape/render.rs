@@ -102,37 +102,57 @@ pub fn encode_series(
     out: &mut Vec<u8>,
 ) -> usize {
     // What does not change from sample to sample, worked out once: the identity labels with a
-    // value, whether each is enforced, and the enforced names a page label may clash with.
-    let identity_added: Vec<(&str, &str, bool)> = identity
+    // value, sorted by name, whether each is enforced, and the enforced names a page label may
+    // clash with.
+    let mut identity_added: Vec<(&str, &str, bool)> = identity
         .iter()
         .filter(|(_, value)| !value.is_empty())
         .map(|&(name, value)| (name, value, enforced(name)))
         .collect();
+    identity_added.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let clashing: Vec<&str> = identity
         .iter()
         .map(|(name, _)| *name)
         .filter(|name| enforced(name))
         .collect();
+    // The page's labels of a sample (with `__name__`), then those merged with the identity
+    // labels; both reused from sample to sample. Pages write labels sorted as a rule, so the
+    // page's are only sorted when they are not, and the merge takes one comparison per label.
+    let mut page_labels: Vec<(std::borrow::Cow<'_, str>, &str)> = Vec::new();
     let mut series_labels: Vec<(std::borrow::Cow<'_, str>, &str)> = Vec::new();
     for sample in page.all_samples() {
         let labels = page.labels(sample);
-        series_labels.clear();
-        series_labels.push((std::borrow::Cow::Borrowed("__name__"), sample.name));
+        page_labels.clear();
+        page_labels.push((std::borrow::Cow::Borrowed("__name__"), sample.name));
         for label in labels.iter().filter(|l| !l.value.is_empty()) {
             let name = if clashing.contains(&label.name) {
                 kept_name(label.name, labels, identity)
             } else {
                 std::borrow::Cow::Borrowed(label.name)
             };
-            series_labels.push((name, label.value.as_ref()));
+            page_labels.push((name, label.value.as_ref()));
         }
-        for &(name, value, enforced) in &identity_added {
-            // As [`added`]: the enforced ones always, the others where the page has none.
-            if enforced || !labels.iter().any(|l| l.name == name) {
-                series_labels.push((std::borrow::Cow::Borrowed(name), value));
+        if !page_labels.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            page_labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        // As [`added`]: the enforced ones always, the others where the page has none.
+        let mut added = identity_added
+            .iter()
+            .filter(|(name, _, enforced)| *enforced || !labels.iter().any(|l| l.name == *name))
+            .peekable();
+        series_labels.clear();
+        for (name, value) in page_labels.drain(..) {
+            while let Some(&&(added_name, added_value, _)) = added.peek() {
+                if added_name >= name.as_ref() {
+                    break;
+                }
+                series_labels.push((std::borrow::Cow::Borrowed(added_name), added_value));
+                added.next();
             }
+            series_labels.push((name, value));
         }
-        series_labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        series_labels
+            .extend(added.map(|&(name, value, _)| (std::borrow::Cow::Borrowed(name), value)));
         prompb::put_series(
             &series_labels,
             sample.value,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::parse::{parse, Exposition, Format, MetricType, Problem};
-use super::render::{append_series, render_text};
+use super::render::{append_series, encode_series, render_text};
 use super::*;
 
 fn text(page: &str) -> Exposition<'_> {
@@ -422,6 +422,51 @@ fn node_exporter_pages_parse_fully() {
                 "{name}: {a:?} {b:?}"
             );
         }
+    }
+}
+
+/// The direct encoding of a scrape is the owned series of [`append_series`] encoded by prost,
+/// less their labels of empty value: on node_exporter's pages and on pages whose labels are out
+/// of order, upper-case, empty, or clash with identity labels (merged with the identity labels
+/// rather than sorted together, they must still come out sorted).
+#[test]
+fn encoded_series_are_the_owned_series() {
+    let mut pages = node_exporter_pages();
+    pages.push((
+        "edge cases".into(),
+        "b{zone=\"x\",Alpha=\"1\",namespace=\"tenant\",empty=\"\"} 1\n\
+         A_upper{job=\"mine\",app=\"own\",version=\"1.2\"} 2 1234\n\
+         c{exported_namespace=\"e\",namespace=\"n\",a=\"1\"} 3\n\
+         plain 4\n"
+            .into(),
+    ));
+    let id = Identity {
+        cluster: "eu-prod-1".into(),
+        ..identity()
+    };
+    let mut labels = id.series_labels();
+    labels.extend([
+        ("job", "vigil/shop/checkout"),
+        ("instance", "10.1.2.3:8080"),
+        ("container", ""),
+    ]);
+    for (name, page_text) in &pages {
+        let page = text(page_text);
+        let mut owned = Vec::new();
+        append_series(&page, &labels, 99, &mut owned);
+        for series in &mut owned {
+            series.labels.retain(|l| !l.value.is_empty());
+            assert!(
+                series.labels.windows(2).all(|p| p[0].name < p[1].name),
+                "{name}: {:?}",
+                series.labels
+            );
+        }
+        let mut encoded = Vec::new();
+        let count = encode_series(&page, &labels, 99, &mut encoded);
+        assert_eq!(count, owned.len(), "{name}");
+        let expected = prost::Message::encode_to_vec(&WriteRequest { timeseries: owned });
+        assert!(encoded == expected, "{name}: the encodings differ");
     }
 }
 
