@@ -2,15 +2,33 @@
 //!
 //! [`fit_and_forecast`] fits a model to a [`Series`] and forecasts it at each requested
 //! horizon. The published band is not the model's nominal interval: the model is backtested on
-//! the series' own recent history (rolling origin) and the band is the measured error quantiles
-//! per horizon, whose coverage on that history is published beside it.
+//! the series' own recent history (rolling origin) and the band is made of the measured errors,
+//! whose coverage on that history is published beside it.
 //!
 //! The point model ([`model`]) is MSTL + AutoETS from augurs, with known events learned and
-//! applied. Calibration refits that model at [`ORIGINS`] rolling origins over the recent
-//! history, collects the forecast errors per lead time, and takes their empirical quantiles
-//! (absolute, or relative to the forecast when that is better calibrated). Coverage is measured
-//! out of sample: quantiles from the older half of the origins are checked against the errors of
-//! the newer half.
+//! applied, positive series modelled on their logarithm and a short-horizon correction from
+//! the latest innovations.
+//!
+//! Calibration. Per-horizon quantiles from a dozen origins drifted from the level across
+//! horizons: one origin's errors at neighbouring leads move together, so a horizon's pool held
+//! about as many independent samples as origins; long leads were reached by the oldest origins
+//! only; and the pool's edge at the longest horizon mixed in shorter, smaller errors. Hence:
+//! - Rolling origins: the model is refitted at origins spaced back from the last point (at most
+//!   a third of the longest horizon apart), each on the few cycles before it, and each
+//!   contributes its errors at the leads whose outcomes are known — the most recent origins
+//!   calibrate the short leads. Refits cost in proportion to the points they read, so the
+//!   number of origins is what a fixed budget of points affords ([`ORIGINS`] to 48).
+//! - Per-lead scale: errors grow with the lead, unevenly and noisily from one lead to the next.
+//!   Each lead's typical error (mean absolute error over the origins) is fitted non-decreasing
+//!   in the lead (pool-adjacent-violators), so a band never narrows further ahead.
+//! - Pooled quantiles: every error divided by its lead's scale is one sample of a single
+//!   distribution, so the quantiles come from all origins at all leads rather than from the
+//!   few origins that reach a given lead; they are the finite-sample (conformal) order
+//!   statistics, `ceil((n + 1) q)`-th, and the band at a horizon is them times its scale.
+//! - Absolute or relative errors (relative to the forecast), whichever covers closer to the
+//!   level out of sample near the horizon.
+//! - Coverage is measured out of sample: quantiles from the older half of the origins are
+//!   checked against the errors of the newer half at the leads near the horizon.
 
 mod model;
 #[cfg(test)]
@@ -22,13 +40,13 @@ use self::model::TrendChoice;
 use super::series::Series;
 use super::AnalyticsError;
 
-/// Rolling origins the band is calibrated on (each one refit of the model).
+/// Fewest rolling origins the band is calibrated on (each one refit of the model).
 pub const ORIGINS: usize = 12;
 /// Most rolling origins, when the refit window is short.
 const MAX_ORIGINS: usize = 48;
 /// Points all calibration refits read together, at most (more origins for shorter windows).
 const REFIT_BUDGET: usize = 12 * 4320;
-/// Errors wanted per horizon; a horizon with fewer borrows the errors of neighbouring leads.
+/// Errors wanted to measure coverage near a horizon; fewer widen the leads counted as near.
 const MIN_ERRORS: usize = 30;
 /// Cycles of the longest period each calibration refit reads.
 const CALIBRATION_CYCLES: usize = 3;
@@ -257,8 +275,8 @@ struct Miss {
     forecast: f64,
 }
 
-/// Refits at rolling origins ending where the longest horizon reaches the last point and
-/// collects every lead's error.
+/// Refits at rolling origins back from the last point and collects every lead's error whose
+/// outcome is known.
 fn rolling_errors(
     series: &Series,
     periods: &[usize],
@@ -269,9 +287,8 @@ fn rolling_errors(
 ) -> Vec<Miss> {
     let values = &series.values;
     let n = values.len();
-    // A horizon's band pools the errors of the leads around it (a quarter of the horizon either
-    // side): forecast that far past the longest horizon so its pool is centred on it too.
-    let reach = (horizon + horizon / 4).max(4);
+    // Short horizons' coverage is measured on neighbouring leads, so forecast a few steps on.
+    let reach = horizon.max(4);
     let window = (CALIBRATION_CYCLES * periods.iter().copied().max().unwrap_or(0))
         .max(reach + min_train)
         .max(model::TREND_WINDOW);
@@ -464,12 +481,7 @@ impl Pooled {
 /// The band at `horizon`: the pooled quantiles times the scale at `horizon`, of absolute or
 /// relative errors, whichever covers closer to `level` out of sample at the leads near
 /// `horizon`.
-fn calibrate(
-    misses: &[Miss],
-    pooled: &[Pooled; 2],
-    horizon: usize,
-    level: f64,
-) -> Option<Band> {
+fn calibrate(misses: &[Miss], pooled: &[Pooled; 2], horizon: usize, level: f64) -> Option<Band> {
     // The leads near the horizon, where coverage is measured.
     let mut spread = horizon / 4;
     let near = loop {

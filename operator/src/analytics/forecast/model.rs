@@ -248,13 +248,31 @@ impl Fitted {
             })
             .unwrap_or(0.0);
         let (last, age) = self.innovation;
-        let correction = last * self.persistence.powi((age + lead).min(i32::MAX as usize) as i32);
+        let correction = last
+            * self
+                .persistence
+                .powi((age + lead).min(i32::MAX as usize) as i32);
         let point = trend + seasonal + effect + correction;
         if self.log {
             point.exp()
         } else {
             point
         }
+    }
+
+    /// The same model without its short-horizon correction.
+    #[cfg(test)]
+    pub(super) fn without_correction(self) -> Self {
+        Fitted {
+            persistence: 0.0,
+            ..self
+        }
+    }
+
+    /// The persistence of the innovations (the correction's decay per step).
+    #[cfg(test)]
+    pub(super) fn persistence(&self) -> f64 {
+        self.persistence
     }
 
     /// Whether an effect was learned for the event named `name`.
@@ -268,7 +286,7 @@ impl Fitted {
 /// last point) and the innovations' lag-1 autocorrelation, clamped to `[0, 0.95]`: only
 /// persistence is carried forward, and never forever. Pairs with a point that was not
 /// observed (filled gap, known event) are left out.
-fn innovations(
+pub(super) fn innovations(
     deseasonalised: &[f64],
     in_sample: &[f64],
     observed: impl Fn(usize) -> bool,
