@@ -20,11 +20,12 @@
 //!   number of origins is what a fixed budget of points affords ([`ORIGINS`] to 48).
 //! - Per-lead scale: errors grow with the lead, unevenly and noisily from one lead to the next.
 //!   Each lead's typical error (mean absolute error over the origins) is fitted non-decreasing
-//!   in the lead (pool-adjacent-violators), so a band never narrows further ahead.
-//! - Pooled quantiles: every error divided by its lead's scale is one sample of a single
-//!   distribution, so the quantiles come from all origins at all leads rather than from the
-//!   few origins that reach a given lead; they are the finite-sample (conformal) order
-//!   statistics, `ceil((n + 1) q)`-th, and the band at a horizon is them times its scale.
+//!   in the lead (pool-adjacent-violators): the typical error never shrinks further ahead.
+//! - Pooled quantiles: errors divided by their lead's scale are comparable across leads, so a
+//!   horizon's quantiles come from every origin's errors at leads from half to twice the
+//!   horizon rather than from the few origins that reach that one lead; they are the
+//!   finite-sample (conformal) order statistics, `ceil((n + 1) q)`-th, and the band at the
+//!   horizon is them times its scale.
 //! - Absolute or relative errors (relative to the forecast), whichever covers closer to the
 //!   level out of sample near the horizon.
 //! - Coverage is measured out of sample: quantiles from the older half of the origins are
@@ -147,7 +148,7 @@ pub fn fit_and_forecast(
         horizon,
     )?;
     let errors = rolling_errors(series, &periods, events, &full.trend_choice, horizon, need);
-    let pooled = [false, true].map(|relative| Pooled::fit(&errors, relative, settings.level));
+    let pooled = [false, true].map(|relative| Pooled::fit(&errors, relative));
     let bands = settings
         .horizons
         .iter()
@@ -424,22 +425,16 @@ impl Band {
     }
 }
 
-/// Errors of one kind (absolute or relative) pooled across leads, each in units of its lead's
-/// scale: the quantiles of all of them, and of the older origins' alone.
+/// How errors of one kind (absolute or relative) are normalised and split.
 struct Pooled {
     relative: bool,
     scale: LeadScale,
-    /// Quantiles of every error.
-    all: Option<(f64, f64)>,
     /// The median origin: older ones calibrate, newer ones (from this one on) check.
     split: Option<usize>,
-    /// Quantiles of the older origins' errors.
-    older: Option<(f64, f64)>,
 }
 
 impl Pooled {
-    fn fit(misses: &[Miss], relative: bool, level: f64) -> Pooled {
-        let scale = LeadScale::fit(misses, relative);
+    fn fit(misses: &[Miss], relative: bool) -> Pooled {
         let mut origins: Vec<usize> = misses.iter().map(|m| m.origin).collect();
         origins.sort_unstable();
         origins.dedup();
@@ -447,29 +442,29 @@ impl Pooled {
         let split = (origins.len() >= 2)
             .then(|| origins.get(origins.len() / 2).copied())
             .flatten();
-        let error = |m: &Miss| m.error(relative) / scale.at(m.lead);
-        let all = quantiles(misses.iter().map(error).collect(), level);
-        let older = split.and_then(|split| {
-            let older = misses.iter().filter(|m| m.origin < split).map(error);
-            quantiles(older.collect(), level)
-        });
         Pooled {
             relative,
-            scale,
-            all,
+            scale: LeadScale::fit(misses, relative),
             split,
-            older,
         }
     }
 
-    /// The band at `horizon`, with its coverage of the newer origins' errors at `near` leads.
-    fn band(&self, near: &[&Miss]) -> Option<(f64, f64, Option<f64>)> {
-        let (low, high) = self.all?;
-        let coverage = self.split.zip(self.older).and_then(|(split, (lo, hi))| {
+    /// An error in units of its lead's scale.
+    fn normalised(&self, m: &Miss) -> f64 {
+        m.error(self.relative) / self.scale.at(m.lead)
+    }
+
+    /// The band at `horizon` in units of its scale, from the `pool`'s errors, with its
+    /// coverage of the newer origins' errors at `near` leads.
+    fn band(&self, pool: &[&Miss], near: &[&Miss], level: f64) -> Option<(f64, f64, Option<f64>)> {
+        let (low, high) = quantiles(pool.iter().map(|m| self.normalised(m)).collect(), level)?;
+        let coverage = self.split.and_then(|split| {
+            let older = pool.iter().filter(|m| m.origin < split);
+            let (lo, hi) = quantiles(older.map(|m| self.normalised(m)).collect(), level)?;
             let newer: Vec<f64> = near
                 .iter()
                 .filter(|m| m.origin >= split)
-                .map(|m| m.error(self.relative) / self.scale.at(m.lead))
+                .map(|m| self.normalised(m))
                 .collect();
             let held = newer.iter().filter(|e| (lo..=hi).contains(*e)).count();
             (!newer.is_empty()).then(|| held as f64 / newer.len() as f64)
@@ -478,9 +473,9 @@ impl Pooled {
     }
 }
 
-/// The band at `horizon`: the pooled quantiles times the scale at `horizon`, of absolute or
-/// relative errors, whichever covers closer to `level` out of sample at the leads near
-/// `horizon`.
+/// The band at `horizon`: the quantiles of the normalised errors at leads from half to twice
+/// the horizon, times the scale at `horizon`; of absolute or relative errors, whichever covers
+/// closer to `level` out of sample at the leads near `horizon`.
 fn calibrate(misses: &[Miss], pooled: &[Pooled; 2], horizon: usize, level: f64) -> Option<Band> {
     // The leads near the horizon, where coverage is measured.
     let mut spread = horizon / 4;
@@ -497,8 +492,17 @@ fn calibrate(misses: &[Miss], pooled: &[Pooled; 2], horizon: usize, level: f64) 
     if near.is_empty() {
         return None;
     }
+    let pool: Vec<&Miss> = misses
+        .iter()
+        .filter(|m| 2 * m.lead >= horizon && m.lead <= 2 * horizon)
+        .collect();
+    let pool = if pool.len() >= MIN_ERRORS {
+        pool
+    } else {
+        misses.iter().collect()
+    };
     let [absolute, relative] = pooled.each_ref().map(|p| {
-        let (low, high, coverage) = p.band(&near)?;
+        let (low, high, coverage) = p.band(&pool, &near, level)?;
         let scale = p.scale.at(horizon);
         Some(Band {
             low: low * scale,
