@@ -12,10 +12,11 @@
 //! - (d) cost: fit time and peak memory for one week of 1-minute points (10,080 points, daily
 //!   period, horizons 1h, 6h, 1d), and the implied series per hour on one core.
 //!
-//! Figures on the 2-core development machine (shared, load ≈ 1.5): (a) MAPE 5.76 % at 37 days
-//! (Prophet 5.84 %), coverage 0.67–0.90 across horizons; (b) 1 h MAPE 11.2 % on all outcomes,
-//! 8.4 % outside NAB's anomaly windows, coverage 0.82–0.86; (d) 138 ms per fit, +12 MiB peak,
-//! ≈ 26,000 series/h on one core.
+//! Figures on the 2-core development machine (shared, load 1–6): (a) MAPE 5.47 % at 37 days
+//! (Prophet 5.84 %), coverage 0.74–0.88 across horizons; (b) 1 h MAPE 9.7 % on all outcomes,
+//! 6.2 % outside NAB's anomaly windows, coverage 0.88 at 1 h and 0.85 at 1 d; (d) 138 ms per
+//! fit before the calibration change (release), 1.22× that since in the dev profile.
+//! `--profile dev` gives the same accuracy figures (the numeric crates are optimised there).
 //!
 //! Prints figures; asserts nothing. Run: `cargo bench -p vigil-operator --bench forecast`
 //! (`FORECAST_BENCH=a,b,d` picks parts).

@@ -2,15 +2,34 @@
 //!
 //! [`fit_and_forecast`] fits a model to a [`Series`] and forecasts it at each requested
 //! horizon. The published band is not the model's nominal interval: the model is backtested on
-//! the series' own recent history (rolling origin) and the band is the measured error quantiles
-//! per horizon, whose coverage on that history is published beside it.
+//! the series' own recent history (rolling origin) and the band is made of the measured errors,
+//! whose coverage on that history is published beside it.
 //!
 //! The point model ([`model`]) is MSTL + AutoETS from augurs, with known events learned and
-//! applied. Calibration refits that model at [`ORIGINS`] rolling origins over the recent
-//! history, collects the forecast errors per lead time, and takes their empirical quantiles
-//! (absolute, or relative to the forecast when that is better calibrated). Coverage is measured
-//! out of sample: quantiles from the older half of the origins are checked against the errors of
-//! the newer half.
+//! applied, positive series modelled on their logarithm and a short-horizon correction from
+//! the latest innovations.
+//!
+//! Calibration. Per-horizon quantiles from a dozen origins drifted from the level across
+//! horizons: one origin's errors at neighbouring leads move together, so a horizon's pool held
+//! about as many independent samples as origins; long leads were reached by the oldest origins
+//! only; and the pool's edge at the longest horizon mixed in shorter, smaller errors. Hence:
+//! - Rolling origins: the model is refitted at origins spaced back from the last point (at most
+//!   a third of the longest horizon apart), each on the few cycles before it, and each
+//!   contributes its errors at the leads whose outcomes are known — the most recent origins
+//!   calibrate the short leads. Refits cost in proportion to the points they read, so the
+//!   number of origins is what a fixed budget of points affords ([`ORIGINS`] to 48).
+//! - Per-lead scale: errors grow with the lead, unevenly and noisily from one lead to the next.
+//!   Each lead's typical error (mean absolute error over the origins) is fitted non-decreasing
+//!   in the lead (pool-adjacent-violators): the typical error never shrinks further ahead.
+//! - Pooled quantiles: errors divided by their lead's scale are comparable across leads, so a
+//!   horizon's quantiles come from every origin's errors at leads from half to twice the
+//!   horizon rather than from the few origins that reach that one lead; they are the
+//!   finite-sample (conformal) order statistics, `ceil((n + 1) q)`-th, and the band at the
+//!   horizon is them times its scale.
+//! - Absolute or relative errors (relative to the forecast), whichever covers closer to the
+//!   level out of sample near the horizon.
+//! - Coverage is measured out of sample: quantiles from the older half of the origins are
+//!   checked against the errors of the newer half at the leads near the horizon.
 
 mod model;
 #[cfg(test)]
@@ -22,9 +41,13 @@ use self::model::TrendChoice;
 use super::series::Series;
 use super::AnalyticsError;
 
-/// Rolling origins the band is calibrated on (each one refit of the model).
+/// Fewest rolling origins the band is calibrated on (each one refit of the model).
 pub const ORIGINS: usize = 12;
-/// Errors wanted per horizon; a horizon with fewer borrows the errors of neighbouring leads.
+/// Most rolling origins, when the refit window is short.
+const MAX_ORIGINS: usize = 48;
+/// Points all calibration refits read together, at most (more origins for shorter windows).
+const REFIT_BUDGET: usize = 12 * 4320;
+/// Errors wanted to measure coverage near a horizon; fewer widen the leads counted as near.
 const MIN_ERRORS: usize = 30;
 /// Cycles of the longest period each calibration refit reads.
 const CALIBRATION_CYCLES: usize = 3;
@@ -125,12 +148,13 @@ pub fn fit_and_forecast(
         horizon,
     )?;
     let errors = rolling_errors(series, &periods, events, &full.trend_choice, horizon, need);
+    let pooled = [false, true].map(|relative| Pooled::fit(&errors, relative));
     let bands = settings
         .horizons
         .iter()
         .map(|&h| {
             let mean = full.point(h, events);
-            let band = calibrate(&errors, h, settings.level);
+            let band = calibrate(&errors, &pooled, h, settings.level);
             // No backtest at all (too little history): no band rather than a certain one.
             let (lower, upper) = band.map_or((f64::NAN, f64::NAN), |b| b.edges(mean));
             HorizonBand {
@@ -252,8 +276,8 @@ struct Miss {
     forecast: f64,
 }
 
-/// Refits at rolling origins ending where the longest horizon reaches the last point and
-/// collects every lead's error.
+/// Refits at rolling origins back from the last point and collects every lead's error whose
+/// outcome is known.
 fn rolling_errors(
     series: &Series,
     periods: &[usize],
@@ -264,19 +288,24 @@ fn rolling_errors(
 ) -> Vec<Miss> {
     let values = &series.values;
     let n = values.len();
-    // Short horizons borrow neighbouring leads, so forecast a few steps further.
+    // Short horizons' coverage is measured on neighbouring leads, so forecast a few steps on.
     let reach = horizon.max(4);
-    let stride = (reach / 3).max(1);
     let window = (CALIBRATION_CYCLES * periods.iter().copied().max().unwrap_or(0))
         .max(reach + min_train)
         .max(model::TREND_WINDOW);
+    // A refit costs about in proportion to the points it reads: short windows afford more
+    // origins for the same cost.
+    let count = (REFIT_BUDGET / window).clamp(ORIGINS, MAX_ORIGINS);
+    // Origins run up to the last point (each contributes the leads whose outcomes are known),
+    // spaced so that they span the history but a third of the reach at most.
+    let span = n.saturating_sub(min_train + 1);
+    let stride = (reach / 3).min(span / count).max(1);
     let mut misses = Vec::new();
-    let last = n.saturating_sub(reach).max(min_train);
-    for k in 0..ORIGINS {
-        let Some(origin) = last.checked_sub(k * stride) else {
+    for k in 0..count {
+        let Some(origin) = (n - 1).checked_sub(k * stride) else {
             break;
         };
-        if origin < min_train || origin >= n {
+        if origin < min_train {
             break;
         }
         // Each refit reads the last few cycles only: the refits are most of a fit's cost.
@@ -292,7 +321,7 @@ fn rolling_errors(
             periods,
             events,
             trend,
-            reach,
+            reach.min(n - origin),
         ) else {
             continue;
         };
@@ -312,6 +341,74 @@ fn rolling_errors(
     misses
 }
 
+impl Miss {
+    /// The error, as a share of the forecast if `relative`.
+    fn error(&self, relative: bool) -> f64 {
+        let e = self.actual - self.forecast;
+        if relative {
+            e / self.forecast.abs().max(f64::MIN_POSITIVE)
+        } else {
+            e
+        }
+    }
+}
+
+/// The typical size of the errors per lead: their mean absolute value at each lead, fitted
+/// non-decreasing in the lead (pool-adjacent-violators), since a forecast further ahead is no
+/// more certain than a nearer one.
+#[derive(Clone, Debug)]
+struct LeadScale {
+    /// Index: lead; index 0 repeats lead 1.
+    per_lead: Vec<f64>,
+}
+
+impl LeadScale {
+    fn fit(misses: &[Miss], relative: bool) -> LeadScale {
+        let reach = misses.iter().map(|m| m.lead).max().unwrap_or(0);
+        let mut sums = vec![(0.0, 0usize); reach + 1];
+        for m in misses {
+            let e = m.error(relative);
+            if e.is_finite() {
+                sums[m.lead].0 += e.abs();
+                sums[m.lead].1 += 1;
+            }
+        }
+        // Blocks of consecutive leads (sum, count, leads) with non-decreasing means; a lead
+        // without errors joins its neighbour.
+        let mut blocks: Vec<(f64, usize, usize)> = Vec::new();
+        for (sum, count) in sums.into_iter().skip(1) {
+            blocks.push((sum, count, 1));
+            while let [.., (s1, c1, l1), (s2, c2, l2)] = blocks[..] {
+                let violates = c1 == 0 || c2 == 0 || s1 * c2 as f64 > s2 * c1 as f64;
+                if !violates {
+                    break;
+                }
+                blocks.truncate(blocks.len() - 2);
+                blocks.push((s1 + s2, c1 + c2, l1 + l2));
+            }
+        }
+        let mut per_lead = Vec::with_capacity(reach + 1);
+        for (sum, count, leads) in blocks {
+            let mean = sum / count as f64;
+            // No error, or none but zeros: unit scale, the quantiles then carry the size.
+            let mean = if mean > 0.0 { mean } else { 1.0 };
+            per_lead.extend(std::iter::repeat_n(mean, leads));
+        }
+        let first = per_lead.first().copied().unwrap_or(1.0);
+        per_lead.insert(0, first);
+        LeadScale { per_lead }
+    }
+
+    /// The scale at `lead` (the furthest lead's beyond the backtested reach).
+    fn at(&self, lead: usize) -> f64 {
+        self.per_lead
+            .get(lead)
+            .or(self.per_lead.last())
+            .copied()
+            .unwrap_or(1.0)
+    }
+}
+
 /// A calibrated band: error quantiles added to a forecast.
 #[derive(Clone, Copy, Debug)]
 struct Band {
@@ -328,9 +425,59 @@ impl Band {
     }
 }
 
-/// The band at `horizon` from the errors at leads near it, absolute or relative, whichever
-/// covers closer to `level` out of sample.
-fn calibrate(misses: &[Miss], horizon: usize, level: f64) -> Option<Band> {
+/// How errors of one kind (absolute or relative) are normalised and split.
+struct Pooled {
+    relative: bool,
+    scale: LeadScale,
+    /// The median origin: older ones calibrate, newer ones (from this one on) check.
+    split: Option<usize>,
+}
+
+impl Pooled {
+    fn fit(misses: &[Miss], relative: bool) -> Pooled {
+        let mut origins: Vec<usize> = misses.iter().map(|m| m.origin).collect();
+        origins.sort_unstable();
+        origins.dedup();
+        // Origins are older the smaller they are.
+        let split = (origins.len() >= 2)
+            .then(|| origins.get(origins.len() / 2).copied())
+            .flatten();
+        Pooled {
+            relative,
+            scale: LeadScale::fit(misses, relative),
+            split,
+        }
+    }
+
+    /// An error in units of its lead's scale.
+    fn normalised(&self, m: &Miss) -> f64 {
+        m.error(self.relative) / self.scale.at(m.lead)
+    }
+
+    /// The band at `horizon` in units of its scale, from the `pool`'s errors, with its
+    /// coverage of the newer origins' errors at `near` leads.
+    fn band(&self, pool: &[&Miss], near: &[&Miss], level: f64) -> Option<(f64, f64, Option<f64>)> {
+        let (low, high) = quantiles(pool.iter().map(|m| self.normalised(m)).collect(), level)?;
+        let coverage = self.split.and_then(|split| {
+            let older = pool.iter().filter(|m| m.origin < split);
+            let (lo, hi) = quantiles(older.map(|m| self.normalised(m)).collect(), level)?;
+            let newer: Vec<f64> = near
+                .iter()
+                .filter(|m| m.origin >= split)
+                .map(|m| self.normalised(m))
+                .collect();
+            let held = newer.iter().filter(|e| (lo..=hi).contains(*e)).count();
+            (!newer.is_empty()).then(|| held as f64 / newer.len() as f64)
+        });
+        Some((low, high, coverage))
+    }
+}
+
+/// The band at `horizon`: the quantiles of the normalised errors at leads from half to twice
+/// the horizon, times the scale at `horizon`; of absolute or relative errors, whichever covers
+/// closer to `level` out of sample at the leads near `horizon`.
+fn calibrate(misses: &[Miss], pooled: &[Pooled; 2], horizon: usize, level: f64) -> Option<Band> {
+    // The leads near the horizon, where coverage is measured.
     let mut spread = horizon / 4;
     let near = loop {
         let near: Vec<&Miss> = misses
@@ -345,49 +492,25 @@ fn calibrate(misses: &[Miss], horizon: usize, level: f64) -> Option<Band> {
     if near.is_empty() {
         return None;
     }
-    let mut origins: Vec<usize> = near.iter().map(|m| m.origin).collect();
-    origins.sort_unstable();
-    origins.dedup();
-    // Origins are older the smaller they are: calibrate on the older half, measure on the newer.
-    let split = origins.get(origins.len() / 2).copied();
-    let candidates = [false, true].map(|relative| {
-        let error = |m: &Miss| {
-            let e = m.actual - m.forecast;
-            if relative {
-                e / m.forecast.abs().max(f64::MIN_POSITIVE)
-            } else {
-                e
-            }
-        };
-        let all: Vec<f64> = near
-            .iter()
-            .map(|m| error(m))
-            .filter(|e| e.is_finite())
-            .collect();
-        let (low, high) = quantiles(all, level)?;
-        let coverage = split.filter(|_| origins.len() >= 2).and_then(|split| {
-            let older: Vec<f64> = near
-                .iter()
-                .filter(|m| m.origin < split)
-                .map(|m| error(m))
-                .collect();
-            let newer: Vec<f64> = near
-                .iter()
-                .filter(|m| m.origin >= split)
-                .map(|m| error(m))
-                .collect();
-            let (lo, hi) = quantiles(older, level)?;
-            let held = newer.iter().filter(|e| (lo..=hi).contains(*e)).count();
-            (!newer.is_empty()).then(|| held as f64 / newer.len() as f64)
-        });
+    let pool: Vec<&Miss> = misses
+        .iter()
+        .filter(|m| 2 * m.lead >= horizon && m.lead <= 2 * horizon)
+        .collect();
+    let pool = if pool.len() >= MIN_ERRORS {
+        pool
+    } else {
+        misses.iter().collect()
+    };
+    let [absolute, relative] = pooled.each_ref().map(|p| {
+        let (low, high, coverage) = p.band(&pool, &near, level)?;
+        let scale = p.scale.at(horizon);
         Some(Band {
-            low,
-            high,
-            relative,
+            low: low * scale,
+            high: high * scale,
+            relative: p.relative,
             coverage,
         })
     });
-    let [absolute, relative] = candidates;
     match (absolute, relative) {
         (Some(a), Some(r)) => {
             let miss = |b: &Band| b.coverage.map_or(f64::INFINITY, |c| (c - level).abs());

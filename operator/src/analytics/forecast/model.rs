@@ -6,6 +6,21 @@
 //! event's effect is then learned per event name as the mean difference, per step into the
 //! occurrence, between what happened and what the model expected, and added to future
 //! occurrences of that name.
+//!
+//! A positive series (every observed point above zero) is modelled on its logarithm, so its
+//! seasonality and event effects are multiplicative — a daily cycle whose swing grows with the
+//! level, as request and traffic rates' do — and the point forecast is the exponential of the
+//! log-scale one (a median). A trend then compounds: a linear ramp is extrapolated a little
+//! faster than linearly, an error the calibrated band measures like any other.
+//!
+//! Short-horizon correction: the trend model's one-step errors (innovations) on the points it
+//! read are often positively autocorrelated — the level it tracks lags a shift, or a burst
+//! lasts a few steps. Their lag-1 autocorrelation `phi` is estimated on the trend window and
+//! the last observed innovation `e` is carried into the forecast as `phi^k · e`, `k` being the
+//! steps from that observation to the forecast point: an AR(1) view of the innovations whose
+//! effect decays geometrically and vanishes at long horizons. Filled gaps and known-event
+//! points are not observations, so a series that ends in a gap carries its last real
+//! innovation, decayed by the gap's length too.
 
 use std::collections::HashMap;
 
@@ -40,6 +55,13 @@ pub(super) struct Fitted {
     trend: Vec<f64>,
     /// Learned effect per event name, per step into an occurrence.
     effects: HashMap<String, Vec<f64>>,
+    /// Short-horizon correction: the last observed innovation and the steps from it to the
+    /// last fitted point.
+    innovation: (f64, usize),
+    /// Lag-1 autocorrelation of the innovations (0 when they are not persistent).
+    persistence: f64,
+    /// Whether the model was fitted on the logarithm of the series (every point positive).
+    log: bool,
     /// The trend model AutoETS chose.
     pub(super) trend_choice: TrendChoice,
     /// Periods actually decomposed (those with two full cycles of history).
@@ -64,6 +86,15 @@ pub(super) fn fit(
             .iter()
             .find(|e| e.start <= at && at < e.end)
             .map(|e| (e, ((at - e.start) / step) as usize))
+    };
+    // A positive series is modelled multiplicatively: on its logarithm.
+    let log = values.iter().all(|v| !v.is_finite() || *v > 0.0);
+    let logged: Vec<f64>;
+    let values = if log {
+        logged = values.iter().map(|v| v.ln()).collect();
+        &logged[..]
+    } else {
+        values
     };
     let mut cleaned: Vec<f64> = values.to_vec();
     let mut in_event = false;
@@ -130,6 +161,13 @@ pub(super) fn fit(
         .predict(horizon.max(1), None)
         .map_err(|e| AnalyticsError::Fit(format!("trend forecast: {e}")))?
         .point;
+    let in_sample = fitted
+        .predict_in_sample(None)
+        .map_err(|e| AnalyticsError::Fit(format!("trend in sample: {e}")))?
+        .point;
+    let observed = |i: usize| values[i].is_finite() && occurrence(i).is_none();
+    let (innovation, persistence) =
+        innovations(deseasonalised, &in_sample, |i| observed(recent + i));
 
     let mut effects: HashMap<String, Vec<f64>> = HashMap::new();
     if in_event {
@@ -137,12 +175,7 @@ pub(super) fn fit(
             Some(smooth) => smooth,
             None => {
                 let mut level = vec![f64::NAN; recent];
-                level.extend(
-                    fitted
-                        .predict_in_sample(None)
-                        .map_err(|e| AnalyticsError::Fit(format!("trend in sample: {e}")))?
-                        .point,
-                );
+                level.extend(in_sample);
                 level
             }
         };
@@ -188,6 +221,9 @@ pub(super) fn fit(
         cycles,
         trend,
         effects,
+        innovation,
+        persistence,
+        log,
         trend_choice: chosen_choice,
         periods,
     })
@@ -211,7 +247,32 @@ impl Fitted {
                 profile.get(offset.min(profile.len() - 1)).copied()
             })
             .unwrap_or(0.0);
-        trend + seasonal + effect
+        let (last, age) = self.innovation;
+        let correction = last
+            * self
+                .persistence
+                .powi((age + lead).min(i32::MAX as usize) as i32);
+        let point = trend + seasonal + effect + correction;
+        if self.log {
+            point.exp()
+        } else {
+            point
+        }
+    }
+
+    /// The same model without its short-horizon correction.
+    #[cfg(test)]
+    pub(super) fn without_correction(self) -> Self {
+        Fitted {
+            persistence: 0.0,
+            ..self
+        }
+    }
+
+    /// The persistence of the innovations (the correction's decay per step).
+    #[cfg(test)]
+    pub(super) fn persistence(&self) -> f64 {
+        self.persistence
     }
 
     /// Whether an effect was learned for the event named `name`.
@@ -219,6 +280,40 @@ impl Fitted {
     pub(super) fn has_effect(&self, name: &str) -> bool {
         self.effects.contains_key(name)
     }
+}
+
+/// The last observed one-step innovation of the trend model (with the steps from it to the
+/// last point) and the innovations' lag-1 autocorrelation, clamped to `[0, 0.95]`: only
+/// persistence is carried forward, and never forever. Pairs with a point that was not
+/// observed (filled gap, known event) are left out.
+pub(super) fn innovations(
+    deseasonalised: &[f64],
+    in_sample: &[f64],
+    observed: impl Fn(usize) -> bool,
+) -> ((f64, usize), f64) {
+    let n = deseasonalised.len().min(in_sample.len());
+    let innovation = |i: usize| {
+        let e = deseasonalised[i] - in_sample[i];
+        (observed(i) && e.is_finite()).then_some(e)
+    };
+    // The first in-sample forecast is the initial state's: leave it out.
+    let (mut lagged, mut square) = (0.0, 0.0);
+    for i in 2..n {
+        if let (Some(a), Some(b)) = (innovation(i - 1), innovation(i)) {
+            lagged += a * b;
+            square += a * a;
+        }
+    }
+    let persistence = if square > 0.0 {
+        (lagged / square).clamp(0.0, 0.95)
+    } else {
+        0.0
+    };
+    let last = (1..n)
+        .rev()
+        .find_map(|i| innovation(i).map(|e| (e, n - 1 - i)))
+        .unwrap_or((0.0, 0));
+    (last, persistence)
 }
 
 /// Fills `NaN`s linearly between their neighbours (and flat at the ends); `false` if nothing is

@@ -351,3 +351,175 @@ fn gaps_do_not_break_the_forecast() {
         );
     }
 }
+
+/// Hourly points with a daily cycle whose level triples over `days` and whose noise is 5 % of
+/// the level: errors grow with the level.
+fn growing_series(days: usize, seed: u64) -> Series {
+    let mut noise = noise(seed);
+    let n = days * 24;
+    let values = (0..n)
+        .map(|i| {
+            let level = 100.0 * (1.0 + 2.0 * i as f64 / n as f64);
+            let phase = 2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0;
+            level * (1.0 + 0.2 * phase.sin()) * (1.0 + 0.05 * noise())
+        })
+        .collect();
+    Series {
+        start: START,
+        step: HOUR,
+        values,
+    }
+}
+
+/// The band stays calibrated when the noise grows with the level: forecasts from origins in a
+/// held-out tail hold close to 80 % of the outcomes at a short and at a long horizon alike.
+#[test]
+fn band_coverage_holds_when_noise_grows_with_the_level() {
+    let series = growing_series(50, 21);
+    let settings = ForecastSettings {
+        periods: vec![24],
+        level: 0.8,
+        horizons: vec![1, 36],
+        events: Vec::new(),
+    };
+    let (mut inside, mut judged) = ([0usize; 2], [0usize; 2]);
+    // 30 origins 7 hours apart over the last 10 days.
+    for k in 0..30 {
+        let origin = 40 * 24 + k * 7 - 36;
+        let forecast = fit_and_forecast(&head(&series, origin), &settings).unwrap();
+        for (i, band) in forecast.bands.iter().enumerate() {
+            let actual = series.values[origin - 1 + band.horizon];
+            inside[i] += usize::from(band.lower <= actual && actual <= band.upper);
+            judged[i] += 1;
+        }
+    }
+    for (held, count) in inside.iter().zip(judged) {
+        let share = *held as f64 / count as f64;
+        assert!(
+            (0.65..=0.95).contains(&share),
+            "coverage {share} ({inside:?} of {judged:?})"
+        );
+    }
+}
+
+/// When errors grow with the lead, so does the band: the day-ahead and two-day bands are wider
+/// than the first step's.
+#[test]
+fn band_widens_with_the_horizon() {
+    let series = growing_series(30, 5);
+    let settings = ForecastSettings {
+        periods: vec![24],
+        horizons: vec![1, 6, 12, 24, 48],
+        ..ForecastSettings::default()
+    };
+    let forecast = fit_and_forecast(&series, &settings).unwrap();
+    let widths: Vec<f64> = forecast
+        .bands
+        .iter()
+        .map(|b| (b.upper - b.lower) / b.mean)
+        .collect();
+    assert!(
+        widths[3] > widths[0] && widths[4] > widths[0],
+        "relative widths {widths:?}"
+    );
+}
+
+/// The per-lead scale is non-decreasing even where the measured errors dip, and leads without
+/// errors take a neighbour's scale.
+#[test]
+fn lead_scale_is_non_decreasing() {
+    let miss = |lead: usize, error: f64| Miss {
+        origin: 100,
+        lead,
+        actual: 10.0 + error,
+        forecast: 10.0,
+    };
+    let misses = [
+        miss(1, 1.0),
+        miss(2, 3.0),
+        miss(3, 1.0),
+        miss(5, 4.0),
+        miss(5, -6.0),
+    ];
+    let scale = LeadScale::fit(&misses, false);
+    let at: Vec<f64> = (0..=6).map(|lead| scale.at(lead)).collect();
+    assert_eq!(at, vec![1.0, 1.0, 2.0, 2.0, 2.0, 5.0, 5.0]);
+}
+
+/// The innovations' persistence is their lag-1 autocorrelation, and the innovation carried
+/// is the last observed one, aged by the unobserved points after it.
+#[test]
+fn innovation_persistence_and_last_observation() {
+    let mut noise = noise(29);
+    let mut innovation = 0.0;
+    let actual: Vec<f64> = (0..2000)
+        .map(|_| {
+            innovation = 0.7 * innovation + noise();
+            innovation
+        })
+        .collect();
+    let forecast = vec![0.0; actual.len()];
+    let ((last, age), persistence) = model::innovations(&actual, &forecast, |_| true);
+    assert!((0.6..=0.8).contains(&persistence), "{persistence}");
+    assert_eq!((last, age), (actual[1999], 0));
+    // The last three points were filled, not observed.
+    let ((last, age), _) = model::innovations(&actual, &forecast, |i| i < 1997);
+    assert_eq!((last, age), (actual[1996], 3));
+    // Alternating innovations are not persistent: nothing is carried.
+    let alternating: Vec<f64> = (0..100)
+        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let (_, persistence) = model::innovations(&alternating, &vec![0.0; 100], |_| true);
+    assert_eq!(persistence, 0.0);
+}
+
+/// Hourly points with a daily cycle, a 7.3-hour swing of amplitude 10 that the trend model
+/// lags behind, and noise of sd 2.
+fn lagging_series(days: usize, seed: u64) -> Series {
+    let mut noise = noise(seed);
+    let values = (0..days * 24)
+        .map(|i| {
+            let phase = 2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0;
+            let swing = 2.0 * std::f64::consts::PI * i as f64 / 7.3;
+            100.0 + 20.0 * phase.sin() + 10.0 * swing.sin() + 2.0 * noise()
+        })
+        .collect();
+    Series {
+        start: START,
+        step: HOUR,
+        values,
+    }
+}
+
+/// Where the trend model lags a swing, its innovations persist: the correction lowers the
+/// mean absolute one-step error over many origins, and has faded a day ahead.
+#[test]
+fn short_horizon_correction_lowers_one_step_errors_and_fades() {
+    let series = lagging_series(40, 17);
+    let (mut with, mut without) = (0.0, 0.0);
+    for origin in (30 * 24..40 * 24 - 24).step_by(7) {
+        let fitted = model::fit(
+            &series.values[..origin],
+            series.start,
+            series.step,
+            &[24],
+            &[],
+            &TrendChoice::Auto,
+            24,
+        )
+        .unwrap();
+        assert!(fitted.persistence() > 0.1, "{}", fitted.persistence());
+        let actual = series.values[origin];
+        let corrected = fitted.point(1, &[]);
+        let far = fitted.point(24, &[]);
+        let plain = fitted.without_correction();
+        with += (actual - corrected).abs();
+        without += (actual - plain.point(1, &[])).abs();
+        let far_plain = plain.point(24, &[]);
+        assert!(
+            (far - far_plain).abs() < 0.01 * far_plain.abs(),
+            "a day ahead: corrected {far}, uncorrected {far_plain}"
+        );
+    }
+    assert!(with < without, "with correction {with}, without {without}");
+}
