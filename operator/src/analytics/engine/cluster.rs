@@ -379,4 +379,29 @@ mod tests {
         assert_eq!(c.reason, "TooLittleHistory");
         assert!(policy_condition(&[], None, now).is_none());
     }
+
+    /// An SLO's condition says it is about the budget forecast and takes its reason and status
+    /// from the job's outcome; policy conditions never count an SLO's job as a rule.
+    #[test]
+    fn slo_condition_reads_the_budget_job() {
+        let now = Timestamp::now();
+        let c = slo_condition(&Outcome::Fitted { series: 2 }, Some(4), now);
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("Analytics", "True", "Fitted")
+        );
+        assert_eq!(c.message, "error budget forecast: 2 series modelled");
+        assert_eq!(c.observed_generation, Some(4));
+        let c = slo_condition(&Outcome::NoData, None, now);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "NoData"));
+
+        let policy: AlertPolicy = serde_yaml::from_str(
+            "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\n\
+             metadata: {name: checkout, namespace: shop}\n\
+             spec: {appRef: {name: checkout}, rules: []}\n",
+        )
+        .unwrap();
+        let outcomes = vec![(JobKey::slo("shop", "checkout"), Some(Outcome::NoData))];
+        assert!(conditions_by_policy(&[policy], &outcomes, now).is_empty());
+    }
 }

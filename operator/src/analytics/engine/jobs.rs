@@ -451,4 +451,74 @@ spec:
             ]
         );
     }
+
+    /// An SLO becomes one budget job keyed apart from any policy: it reads the SLO's shortest
+    /// SLI ratio recording (5m for 30 days, scaled for other windows) at that step, over the
+    /// window, with the budget from the objective and a horizon of a quarter window, at most
+    /// a week.
+    #[test]
+    fn slos_become_budget_jobs() {
+        let slo = |name: &str, window: &str| -> Slo {
+            serde_yaml::from_str(&format!(
+                r#"
+apiVersion: vigil.dev/v1alpha1
+kind: SLO
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  appRef: {{name: checkout}}
+  objective: 99.5
+  window: {window}
+  groupBy: [route]
+  sli:
+    errorTotal:
+      errors: sum by (route) (rate(http_errors_total[{{{{.window}}}}]))
+      total: sum by (route) (rate(http_requests_total[{{{{.window}}}}]))
+"#
+            ))
+            .unwrap()
+        };
+        let jobs = slo_jobs(
+            &[slo("checkout-availability", "30d"), slo("quick", "7d")],
+            60,
+        );
+        assert_eq!(jobs.len(), 2);
+        let month = &jobs[0];
+        assert_eq!(month.key, JobKey::slo("shop", "checkout-availability"));
+        assert!(month.key.is_slo());
+        assert_eq!(
+            month.key.to_string(),
+            "SLO/shop/checkout-availability budget forecast"
+        );
+        assert_eq!(month.app, "checkout");
+        assert_eq!(
+            month.query,
+            r#"slo:sli_error:ratio_rate5m{namespace="shop", app="checkout", slo="checkout-availability"}"#
+        );
+        let JobKind::Budget {
+            window,
+            budget,
+            horizon,
+            horizons,
+            step,
+        } = &month.kind
+        else {
+            panic!("budget expected");
+        };
+        assert_eq!((*window, *horizon, *step), (30 * DAY, 7 * DAY, 300));
+        assert!((budget - 0.005).abs() < 1e-12);
+        let labels: Vec<&str> = horizons.iter().map(|h| h.label.as_str()).collect();
+        assert_eq!(labels, ["1h", "1d", "1w"]);
+        assert_eq!(month.step(60), 300);
+        assert_eq!(month.step(600), 600, "a coarser engine step wins");
+        assert_eq!(month.history_seconds(300), 30 * DAY);
+        assert!(month.refits());
+
+        let week = &jobs[1];
+        assert_eq!(week.key.policy, "quick");
+        let JobKind::Budget { horizon, .. } = week.kind else {
+            panic!("budget expected");
+        };
+        assert_eq!(horizon, 42 * HOUR);
+        assert_eq!(budget_horizon(3_600), HOUR);
+    }
 }
