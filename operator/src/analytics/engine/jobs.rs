@@ -247,11 +247,10 @@ pub fn jobs(policies: &[AlertPolicy], step: i64) -> Vec<Job> {
     out
 }
 
-/// How far ahead an SLO's budget exhaustion is searched: a quarter of its window, at most a
-/// week, to the hour. The forecast is calibrated by backtests that each need that much history
-/// after the training part, so the horizon must stay well inside the window read.
+/// How far ahead an SLO's budget exhaustion is searched, seconds: the rendered alert's horizon
+/// ([`crate::render::slo::budget_forecast_horizon`]: a quarter of the window, at most a week).
 pub fn budget_horizon(window: i64) -> i64 {
-    (window / 4).clamp(HOUR, 7 * DAY) / HOUR * HOUR
+    crate::render::slo::budget_forecast_horizon(window as f64).round() as i64
 }
 
 /// The budget jobs of `slos` at an engine step of `step` seconds, ordered by key: each reads
