@@ -7,8 +7,9 @@
 //! forecast `pay`'s budget to run out soon and almost surely, and `browse`'s not at all.
 //!
 //! End to end, the same Prometheus also scrapes the engine and evaluates the rule file
-//! `vigil-operator render` and the operator write for the SLO: `SLOErrorBudgetExhaustionForecast` must fire for
-//! `pay` only, saying when and how likely, with the budget Prometheus itself records.
+//! `vigil-operator render` and the operator write for the SLO:
+//! `SLOErrorBudgetExhaustionForecast` must fire for `pay` only, saying when and how likely,
+//! with the budget Prometheus itself records.
 //!
 //! What this does not model: the recording rules writing the ratio history (it is backfilled
 //! as they would have written it), Alertmanager (routing is covered by the render tests), the

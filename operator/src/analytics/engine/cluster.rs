@@ -4,9 +4,10 @@
 //! policy's and SLO's `Analytics` condition.
 //!
 //! The operator's controllers write an AlertPolicy's or SLO's status by merging their own
-//! condition types into the conditions the object already shows, so they keep `Analytics`; the engine
-//! does the same from its side, with the object's `resourceVersion` in the patch so neither
-//! write can silently drop the other's condition (a conflict is retried on the next round).
+//! condition types into the conditions the object already shows, so they keep `Analytics`; the
+//! engine does the same from its side, with the object's `resourceVersion` in the patch so
+//! neither write can silently drop the other's condition (a conflict is retried on the next
+//! round).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,7 +119,12 @@ async fn write_condition<K>(
         )
         .await
     {
-        tracing::debug!(kind = %K::kind(&()), name = %object.name_any(), error = %e, "cannot write the Analytics condition yet");
+        tracing::debug!(
+            kind = %K::kind(&()),
+            name = %object.name_any(),
+            error = %e,
+            "cannot write the Analytics condition yet"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! What the analytics engine publishes: the `vigil:baseline:*`, `vigil:anomaly:score`,
-//! `vigil:forecast:*` and `vigil:slo:*` series of every job ([`Published`]), the engine's own health metrics
-//! ([`EngineMetrics`]), and the HTTP server for `/metrics`, `/healthz` and `/readyz`.
+//! `vigil:forecast:*` and `vigil:slo:*` series of every job ([`Published`]), the engine's own
+//! health metrics ([`EngineMetrics`]), and the HTTP server for `/metrics`, `/healthz` and
+//! `/readyz`.
 //!
 //! Job series are held per job and replaced as a whole after each run, so a series the query
 //! no longer returns, or of a rule or policy that was removed, disappears at once.

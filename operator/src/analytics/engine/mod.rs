@@ -12,10 +12,10 @@
 //! - [`cluster`]: policy and SLO discovery, leader election and the `Analytics` condition.
 //!
 //! The scheduler ([`Engine`]) runs each anomaly job every step and refits each forecast and
-//! budget job every refit interval (jittered per job), each on its own task with bounded concurrency, so
-//! a slow fit or an unreachable Prometheus never holds up another job. A job whose Prometheus
-//! query fails backs off exponentially (5 s doubling to 5 min) and withdraws its series once
-//! they are stale.
+//! budget job every refit interval (jittered per job), each on its own task with bounded
+//! concurrency, so a slow fit or an unreachable Prometheus never holds up another job. A job
+//! whose Prometheus query fails backs off exponentially (5 s doubling to 5 min) and withdraws
+//! its series once they are stale.
 
 pub mod budget;
 pub mod cluster;
