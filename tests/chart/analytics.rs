@@ -260,7 +260,7 @@ fn analytics_renders_valid_hardened_objects() {
 }
 
 /// The engine's ServiceAccount is granted exactly what it does: read AlertPolicies and SLOs,
-/// patch AlertPolicy status, create Events, and its own Lease by name in the release namespace.
+/// patch their status (the `Analytics` condition), create Events, and its own Lease by name in the release namespace.
 #[test]
 fn analytics_rbac_is_least_privilege() {
     let rendered = template(ANALYTICS);
@@ -311,6 +311,7 @@ fn analytics_rbac_is_least_privilege() {
         "ClusterRole vigil.dev/slos list ",
         "ClusterRole vigil.dev/slos watch ",
         "ClusterRole vigil.dev/alertpolicies/status patch ",
+        "ClusterRole vigil.dev/slos/status patch ",
         "ClusterRole /events create ",
         "ClusterRole events.k8s.io/events create ",
         "Role coordination.k8s.io/leases create ",

@@ -67,6 +67,9 @@ pub struct AppFeed {
     /// The example's anomaly and forecast rules on the app, whose series the analytics engine
     /// publishes.
     analytics: Vec<EngineRule>,
+    /// The example's SLOs on the app, whose error-budget forecasts the analytics engine
+    /// publishes.
+    slos: Vec<&'static str>,
 }
 
 /// An anomaly or forecast rule of an example, as the analytics engine sees it.
@@ -228,7 +231,11 @@ pub fn app_series(feed: AppFeed, start: i64, now: i64) -> Vec<Series> {
         ]),
         Box::new(move |t| (t >= now - 600).then_some(37.0)),
     );
-    let engine = feed.analytics.iter().flat_map(engine_series);
+    let engine = feed
+        .analytics
+        .iter()
+        .flat_map(engine_series)
+        .chain(feed.slos.iter().flat_map(|slo| budget_series(slo)));
     for s in feed.own.into_iter().chain(engine) {
         let labels = with(&[]).into_iter().chain(s.labels).collect();
         out.push(Series {
@@ -284,6 +291,38 @@ fn engine_series(rule: &EngineRule) -> Vec<Series> {
     out
 }
 
+/// What the analytics engine publishes for the SLO `slo` (its metric contract): the error-ratio
+/// forecast at `1h`, `1d` and the budget horizon (`1w` for the examples' 28- and 30-day
+/// windows), and a budget forecast to run out in four days with probability 0.62 (so the
+/// SLO's forecast ticket fires too).
+fn budget_series(slo: &'static str) -> Vec<Series> {
+    let constant =
+        |name: &str, labels: &[(&str, &str)], v: f64| series(name, labels, move |_| Some(v));
+    let mut out = Vec::new();
+    for horizon in ["1h", "1d", "1w"] {
+        let labels = [("slo", slo), ("horizon", horizon)];
+        for (name, value) in [
+            ("vigil:slo:error_ratio_forecast:mean", 0.0012),
+            ("vigil:slo:error_ratio_forecast:lower", 0.0008),
+            ("vigil:slo:error_ratio_forecast:upper", 0.0016),
+        ] {
+            out.push(constant(name, &labels, value));
+        }
+    }
+    let labels = [("slo", slo)];
+    out.push(constant(
+        "vigil:slo:budget_exhaustion_seconds",
+        &labels,
+        4.0 * 86_400.0,
+    ));
+    out.push(constant(
+        "vigil:slo:budget_exhaustion_probability",
+        &labels,
+        0.62,
+    ));
+    out
+}
+
 /// The series of each example's app, under the names the example says it exposes.
 pub fn feeds(example: &str) -> Vec<AppFeed> {
     match example {
@@ -311,6 +350,7 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                     Some((t % 10_000_000) as f64 * 3.0)
                 }),
             ],
+            slos: vec!["mobile-api-availability"],
             analytics: vec![
                 EngineRule {
                     policy: "mobile-api-performance",
@@ -342,6 +382,7 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                 &[("region", "north")],
                 |t| Some((t % 10_000_000) as f64),
             )],
+            slos: vec!["tax-portal-latency"],
             analytics: vec![
                 EngineRule {
                     policy: "tax-portal-capacity",
@@ -403,6 +444,7 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                     series("up", &[("pod", "ledger-db-1")], |_| Some(1.0)),
                 ])
                 .collect(),
+                slos: vec!["ledger-query-latency"],
                 analytics: vec![EngineRule {
                     policy: "ledger-db",
                     rule: "LedgerDbStorageExhaustion",
@@ -439,6 +481,7 @@ pub fn feeds(example: &str) -> Vec<AppFeed> {
                     series("up", &[("pod", "settlement-queue-0")], |_| Some(1.0)),
                     series("up", &[("pod", "settlement-queue-1")], |_| Some(0.0)),
                 ],
+                slos: vec!["settlement-success"],
                 analytics: vec![
                     EngineRule {
                         policy: "settlement-queue",

@@ -443,7 +443,8 @@ fn objective_without_policy_or_receivers_is_refused() {
     for line in &found {
         assert!(
             line.starts_with("m.yaml: SLO/retail/s: spec.alerting.receivers: alert SLOErrorBudgetBurn (severity ")
-                || line.starts_with("m.yaml: SLO/retail/s: spec.alerting.receivers: alert SLOMetricsAbsent (severity "),
+                || line.starts_with("m.yaml: SLO/retail/s: spec.alerting.receivers: alert SLOMetricsAbsent (severity ")
+                || line.starts_with("m.yaml: SLO/retail/s: spec.alerting.receivers: alert SLOErrorBudgetExhaustionForecast (severity "),
             "{found:#?}"
         );
         assert!(

@@ -20,7 +20,8 @@
 //! `revision` labels differ), in which nothing ever changes.
 //!
 //! SLO dashboards read the recording rules of `super::slo`, over the same windows
-//! ([`super::slo::sli_windows`], which scale with the SLO's window).
+//! ([`super::slo::sli_windows`], which scale with the SLO's window), and the analytics engine's
+//! budget forecast (`vigil:slo:*`), as does the management audience's section.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +35,7 @@ use vigil_crds::dashboard_view::PanelKind;
 use vigil_crds::{Audience, ClientType, DashboardView, Slo};
 
 use super::alerts::duration;
-use super::slo::sli_windows;
+use super::slo::{budget_forecast_horizon, sli_windows};
 use super::{child_meta, namespace_of, promql_str, Inventory};
 
 mod analytics;
@@ -495,6 +496,16 @@ fn audience_section(
                 format!("min(slo:error_budget_remaining:ratio{{{SCOPE}}})"),
                 "budget",
             )]),
+            Panel::new(Bargauge, "SLO budget forecast: probability of running out", "percentunit", vec![instant(
+                format!("max by (app, slo) (vigil:slo:budget_exhaustion_probability{{{SCOPE}}})"),
+                "{{app}} / {{slo}}",
+            )])
+            .describe("The analytics engine's probability that each SLO's error budget runs out within its forecast horizon (a quarter of the SLO window, at most a week); for a grouped SLO, its likeliest group. Empty without the analytics engine."),
+            Panel::new(Bargauge, "SLO budget forecast: runs out in", "s", vec![instant(
+                format!("min by (app, slo) (vigil:slo:budget_exhaustion_seconds{{{SCOPE}}})"),
+                "{{app}} / {{slo}}",
+            )])
+            .describe("When the analytics engine's forecast error ratio spends each SLO's remaining budget over its rolling window; SLOs whose budget lasts beyond the forecast horizon are not listed."),
         ]
         .into_iter()
         .chain(analytics.trend_panels())
@@ -774,7 +785,9 @@ pub fn dashboard(view: &DashboardView, inv: &Inventory) -> Value {
 }
 
 /// The dashboard of one SLO: objective, budget remaining, burn rate now and across every
-/// recording window, and the SLI against the objective over time.
+/// recording window, the SLI against the objective over time, and the analytics engine's
+/// budget forecast (when the budget runs out, how likely, the error ratio against its
+/// forecast).
 pub fn slo_dashboard(slo: &Slo) -> Value {
     use PanelKind::*;
     let namespace = namespace_of(slo);
@@ -814,6 +827,59 @@ pub fn slo_dashboard(slo: &Slo) -> Value {
         )
     };
 
+    // The analytics engine's budget forecast, one series per groupBy group.
+    let group_legend: String = slo
+        .spec
+        .group_by
+        .iter()
+        .map(|l| format!("{{{{{l}}}}} "))
+        .collect();
+    let horizon = duration(budget_forecast_horizon(slo.spec.window.as_secs_f64()));
+    let forecast = |metric: &str, legend: &str| {
+        q(
+            format!("vigil:slo:error_ratio_forecast:{metric}{{{sel}, horizon=\"1h\"}} offset 1h"),
+            &format!("{group_legend}{legend}"),
+        )
+    };
+    let budget_forecast = section(
+        "Budget forecast",
+        vec![
+            Panel::new(
+                Stat,
+                "Budget forecast to run out in",
+                "s",
+                vec![q(
+                    format!("vigil:slo:budget_exhaustion_seconds{{{sel}}}"),
+                    &format!("{group_legend}runs out in"),
+                )],
+            )
+            .describe(&format!(
+                "When the analytics engine's forecast of the error ratio spends the remaining \
+                 budget over the rolling window. Empty when it lasts beyond the {horizon} \
+                 forecast, or without the analytics engine."
+            )),
+            Panel::new(
+                Stat,
+                &format!("Probability of running out within {horizon}"),
+                "percentunit",
+                vec![q(
+                    format!("vigil:slo:budget_exhaustion_probability{{{sel}}}"),
+                    &format!("{group_legend}probability"),
+                )],
+            )
+            .describe("From the forecast's calibrated 80 % band; a ticket goes out from 50 %."),
+            Panel::new(
+                Timeseries,
+                "Error ratio against its forecast an hour earlier",
+                "percentunit",
+                vec![
+                    q(ratio(&shortest), &format!("{group_legend}error ratio")),
+                    forecast("mean", "forecast"),
+                    forecast("upper", "forecast 80 % high"),
+                ],
+            ),
+        ],
+    );
     let sections = vec![
         section(
             "Objective",
@@ -873,6 +939,7 @@ pub fn slo_dashboard(slo: &Slo) -> Value {
                 ],
             )],
         ),
+        budget_forecast,
     ];
     let mut out = skeleton(
         slo_uid(slo),

@@ -216,7 +216,7 @@ pub struct OutputArgs {
     /// class.
     #[arg(long, value_name = "SEVERITY", default_value = "critical", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub slo_page_severity: String,
-    /// `severity` label of SLO ticket alerts (slow burns, absent SLI);
+    /// `severity` label of SLO ticket alerts (slow burns, absent SLI, budget forecast);
     /// `vigil_slo_alert="ticket"` keeps the class.
     #[arg(long, value_name = "SEVERITY", default_value = "warning", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub slo_ticket_severity: String,

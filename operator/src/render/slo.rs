@@ -20,6 +20,15 @@
 //! [`ABSENT_ALERT`] (`SLOMetricsAbsent`) carries the same labels as a ticket (no tier) and fires
 //! when the SLI's total series have been missing for `spec.alerting.absentFor`.
 //!
+//! [`BUDGET_FORECAST_ALERT`] (`SLOErrorBudgetExhaustionForecast`) carries the same labels as a
+//! ticket (no tier) and fires when the analytics engine (`vigil-operator analytics`) gives the
+//! budget at least [`BUDGET_FORECAST_PROBABILITY`] of running out within its forecast horizon
+//! ([`budget_forecast_horizon`]): it reads the engine's `vigil:slo:budget_exhaustion_*` series,
+//! which carry the SLO's recording labels, so it is one alert per `groupBy` group. Without the
+//! engine those series do not exist and the alert stays silent; there is no missing-engine
+//! alert for SLOs, since an objective does not ask for analytics the way an `anomaly` or
+//! `forecast` rule does (the budget forecast is an extra wherever the engine runs).
+//!
 //! The tiers, fastest first, for a 30-day window:
 //!
 //! | `vigil_burn_tier` | burn factor | long window | short window | budget spent when it fires |
@@ -138,6 +147,19 @@ pub fn sli_windows(window_secs: f64) -> Vec<f64> {
 
 /// Name of the alert fired when the SLI's series are missing.
 pub const ABSENT_ALERT: &str = "SLOMetricsAbsent";
+/// Name of the alert fired when the analytics engine forecasts the error budget to run out.
+pub const BUDGET_FORECAST_ALERT: &str = "SLOErrorBudgetExhaustionForecast";
+/// Probability of running out within the forecast horizon from which
+/// [`BUDGET_FORECAST_ALERT`] fires.
+pub const BUDGET_FORECAST_PROBABILITY: f64 = 0.5;
+
+/// How far ahead the analytics engine forecasts an SLO's error budget, in seconds, for a window
+/// of `window_secs`: a quarter of the window, at least an hour and at most a week, in whole
+/// hours. The forecast's band is calibrated by backtests that each need this much history
+/// after their training part, so the horizon stays well inside the window the engine reads.
+pub fn budget_forecast_horizon(window_secs: f64) -> f64 {
+    ((window_secs / 4.0).clamp(3_600.0, 7.0 * 86_400.0) / 3_600.0).floor() * 3_600.0
+}
 /// Label keeping Vigil's own alert class (`page` or `ticket`) whatever `severity` it maps to.
 pub const SLO_ALERT_LABEL: &str = "vigil_slo_alert";
 /// Windows this long or longer are averaged from the shortest window's recording instead of
@@ -150,7 +172,7 @@ const AVERAGED_FROM_SECS: f64 = 86_400.0;
 pub struct SloSeverities {
     /// `severity` of page alerts (fast burns). Default `critical`.
     pub page: String,
-    /// `severity` of ticket alerts (slow burns, absent SLI). Default `warning`.
+    /// `severity` of ticket alerts (slow burns, absent SLI, budget forecast). Default `warning`.
     pub ticket: String,
 }
 
@@ -321,6 +343,18 @@ pub fn slo_rules_with(slo: &Slo, app: &MonitoredApp, severities: &SloSeverities)
         sorted.dedup();
         sorted
     };
+    // The budget of this alert's own group, when the objective is grouped.
+    let group_matchers: String = spec.group_by.iter().map(|l| format!(", {l}=%q")).collect();
+    let group_args: String = spec
+        .group_by
+        .iter()
+        .map(|l| format!(" $labels.{l}"))
+        .collect();
+    let remaining = format!(
+        "{{{{ with printf `slo:error_budget_remaining:ratio{{namespace=%q, app=%q, slo=%q{group_matchers}}}` \
+         $labels.namespace $labels.app $labels.slo{group_args} | query }}}}{{{{ with . | first }}}}\
+         {{{{ .Value | humanizePercentage }}}}{{{{ end }}}}{{{{ else }}}}unknown{{{{ end }}}}"
+    );
     for tier in burn_tiers(window_secs) {
         let audiences: &[Audience] = if tier.severity == "page" {
             &spec.alerting.page
@@ -340,18 +374,6 @@ pub fn slo_rules_with(slo: &Slo, app: &MonitoredApp, severities: &SloSeverities)
             b = num(budget),
         );
         let spent = num((tier.factor * tier.long_secs / window_secs * 1000.0).round() / 10.0);
-        // The budget of this alert's own group, when the objective is grouped.
-        let group_matchers: String = spec.group_by.iter().map(|l| format!(", {l}=%q")).collect();
-        let group_args: String = spec
-            .group_by
-            .iter()
-            .map(|l| format!(" $labels.{l}"))
-            .collect();
-        let remaining = format!(
-            "{{{{ with printf `slo:error_budget_remaining:ratio{{namespace=%q, app=%q, slo=%q{group_matchers}}}` \
-             $labels.namespace $labels.app $labels.slo{group_args} | query }}}}{{{{ with . | first }}}}\
-             {{{{ .Value | humanizePercentage }}}}{{{{ end }}}}{{{{ else }}}}unknown{{{{ end }}}}"
-        );
         for audience in unique(audiences) {
             let mut labels = alert_labels(tier.severity, audience);
             labels.insert(BURN_TIER_LABEL.into(), tier.name.into());
@@ -423,6 +445,58 @@ pub fn slo_rules_with(slo: &Slo, app: &MonitoredApp, severities: &SloSeverities)
                         spec.alerting.absent_for
                     ),
                 ),
+                ("objective".to_owned(), objective_text.clone()),
+            ]),
+        }));
+    }
+    // The engine's budget forecast: its series carry the SLO's recording labels (and the
+    // groupBy labels), so `$labels` name the group whose exhaustion time the text shows.
+    let horizon = duration(budget_forecast_horizon(window_secs));
+    let exhaustion = format!(
+        "{{{{ with printf `vigil:slo:budget_exhaustion_seconds{{namespace=%q, app=%q, slo=%q{group_matchers}}}` \
+         $labels.namespace $labels.app $labels.slo{group_args} | query }}}}{{{{ with . | first }}}}\
+         in {{{{ .Value | humanizeDuration }}}}{{{{ end }}}}{{{{ else }}}}within {horizon}{{{{ end }}}}"
+    );
+    let group_text: String = spec
+        .group_by
+        .iter()
+        .map(|l| format!(" {l}={{{{ $labels.{l} }}}}"))
+        .collect();
+    let group_text = if group_text.is_empty() {
+        String::new()
+    } else {
+        format!(" for{group_text}")
+    };
+    for audience in unique(absent_audiences) {
+        rules.push(Rule::Alerting(AlertingRule {
+            alert: BUDGET_FORECAST_ALERT.into(),
+            expr: format!(
+                "vigil:slo:budget_exhaustion_probability{{{sel}}} >= {}",
+                num(BUDGET_FORECAST_PROBABILITY)
+            ),
+            for_: None,
+            labels: alert_labels("ticket", audience),
+            annotations: BTreeMap::from([
+                (
+                    "summary".to_owned(),
+                    format!("SLO {name} of {ns}/{app_name} is forecast to run out of error budget"),
+                ),
+                (
+                    "description".to_owned(),
+                    format!(
+                        "{what}: the error budget of {name}{group_text} is forecast to run out \
+                         {exhaustion} (probability {{{{ $value | humanizePercentage }}}} within \
+                         {horizon}), by the analytics engine's forecast of the SLI's error ratio \
+                         over the rolling {window}. Budget remaining: {remaining}.",
+                        window = spec.window,
+                    ),
+                ),
+                (
+                    "probability".to_owned(),
+                    "{{ $value | humanizePercentage }}".to_owned(),
+                ),
+                ("exhaustion".to_owned(), exhaustion.clone()),
+                ("budget_remaining".to_owned(), remaining.clone()),
                 ("objective".to_owned(), objective_text.clone()),
             ]),
         }));

@@ -1,12 +1,13 @@
-//! The engine in a cluster: lists AlertPolicies (in `--namespace` or everywhere) every
-//! [`DISCOVERY_INTERVAL`] into jobs, competes for the `vigil-analytics` Lease so only one
+//! The engine in a cluster: lists AlertPolicies and SLOs (in `--namespace` or everywhere)
+//! every [`DISCOVERY_INTERVAL`] into jobs, competes for the `vigil-analytics` Lease so only one
 //! replica fits and publishes, serves `/metrics`, `/healthz` and `/readyz`, and writes each
-//! policy's `Analytics` condition.
+//! policy's and SLO's `Analytics` condition.
 //!
-//! The operator's controller writes an AlertPolicy's status by merging its own condition
-//! types into the conditions the object already shows, so it keeps `Analytics`; the engine
-//! does the same from its side, with the object's `resourceVersion` in the patch so neither
-//! write can silently drop the other's condition (a conflict is retried on the next round).
+//! The operator's controllers write an AlertPolicy's or SLO's status by merging their own
+//! condition types into the conditions the object already shows, so they keep `Analytics`; the
+//! engine does the same from its side, with the object's `resourceVersion` in the patch so
+//! neither write can silently drop the other's condition (a conflict is retried on the next
+//! round).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,13 +17,14 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use prometheus::Registry;
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use vigil_crds::AlertPolicy;
+use vigil_crds::{AlertPolicy, Slo};
 
 use super::exposition::{self, EngineMetrics, Published};
-use super::jobs::{jobs, JobKey};
+use super::jobs::{jobs, slo_jobs, JobKey};
 use super::prometheus::{PrometheusClient, PrometheusError};
 use super::runner::{Outcome, RunContext};
 use super::{Engine, EngineArgs};
@@ -80,13 +82,19 @@ pub fn policy_condition(
     ))
 }
 
-/// Writes the `Analytics` condition of `policy` when it differs from what the policy shows.
-async fn write_condition(client: &Client, policy: &AlertPolicy, condition: Condition) {
-    let existing = policy
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
+/// Writes the `Analytics` condition of `object` (whose conditions are `existing`) when it
+/// differs from what the object shows.
+async fn write_condition<K>(
+    client: &Client,
+    object: &K,
+    existing: &[Condition],
+    condition: Condition,
+) where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
     let same = existing.iter().any(|c| {
         c.type_ == condition.type_
             && c.status == condition.status
@@ -97,22 +105,26 @@ async fn write_condition(client: &Client, policy: &AlertPolicy, condition: Condi
     if same {
         return;
     }
-    let merged = conditions::merge(&existing, vec![condition]);
-    let api: Api<AlertPolicy> =
-        Api::namespaced(client.clone(), &policy.namespace().unwrap_or_default());
+    let merged = conditions::merge(existing, vec![condition]);
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
     let patch = serde_json::json!({
-        "metadata": { "resourceVersion": policy.resource_version() },
+        "metadata": { "resourceVersion": object.resource_version() },
         "status": { "conditions": merged },
     });
     if let Err(e) = api
         .patch_status(
-            &policy.name_any(),
+            &object.name_any(),
             &PatchParams::apply(FIELD_MANAGER),
             &Patch::Merge(patch),
         )
         .await
     {
-        tracing::debug!(policy = %policy.name_any(), error = %e, "cannot write the Analytics condition yet");
+        tracing::debug!(
+            kind = %K::kind(&()),
+            name = %object.name_any(),
+            error = %e,
+            "cannot write the Analytics condition yet"
+        );
     }
 }
 
@@ -124,7 +136,7 @@ fn conditions_by_policy(
 ) -> Vec<(AlertPolicy, Condition)> {
     let mut by_policy: BTreeMap<(String, String), Vec<(&str, &Outcome)>> = BTreeMap::new();
     let mut incomplete = std::collections::BTreeSet::new();
-    for (key, outcome) in outcomes {
+    for (key, outcome) in outcomes.iter().filter(|(k, _)| !k.is_slo()) {
         let id = (key.namespace.clone(), key.policy.clone());
         match outcome {
             Some(o) => by_policy.entry(id).or_default().push((&key.rule, o)),
@@ -146,9 +158,45 @@ fn conditions_by_policy(
         .collect()
 }
 
-/// One discovery round: lists the AlertPolicies (of `namespace`, or all), writes each
-/// policy's `Analytics` condition from `outcomes` when `write_status` (the leader), and
-/// returns the jobs at `step`.
+/// The `Analytics` condition of an SLO whose budget forecast ended with `outcome`.
+pub fn slo_condition(outcome: &Outcome, generation: Option<i64>, now: Timestamp) -> Condition {
+    conditions::condition(
+        CONDITION,
+        outcome.ok(),
+        outcome.reason(),
+        format!("error budget forecast: {}", outcome.message()),
+        generation,
+        now,
+    )
+}
+
+/// The conditions to write: per SLO, from the outcome of its budget job.
+fn conditions_by_slo(
+    slos: &[Slo],
+    outcomes: &[(JobKey, Option<Outcome>)],
+    now: Timestamp,
+) -> Vec<(Slo, Condition)> {
+    let by_key: BTreeMap<&JobKey, &Outcome> = outcomes
+        .iter()
+        .filter_map(|(k, o)| Some((k, o.as_ref()?)))
+        .collect();
+    slos.iter()
+        .filter_map(|slo| {
+            let key = JobKey::slo(&crate::render::namespace_of(slo), &slo.name_any());
+            let outcome = by_key.get(&key)?;
+            Some((
+                slo.clone(),
+                slo_condition(outcome, slo.metadata.generation, now),
+            ))
+        })
+        .collect()
+}
+
+/// One discovery round: lists the AlertPolicies and SLOs (of `namespace`, or all), writes
+/// each one's `Analytics` condition from `outcomes` when `write_status` (the leader), and
+/// returns the jobs at `step`. SLOs that cannot be listed (the CRD missing, or the engine's
+/// role predating SLO budget forecasts) leave out their jobs with a warning rather than
+/// stopping the policies' jobs.
 pub async fn sync(
     client: &Client,
     namespace: Option<&str>,
@@ -156,17 +204,50 @@ pub async fn sync(
     outcomes: &[(JobKey, Option<Outcome>)],
     write_status: bool,
 ) -> Result<Vec<super::jobs::Job>, kube::Error> {
-    let api: Api<AlertPolicy> = match namespace {
+    let policies = list::<AlertPolicy>(client, namespace).await?;
+    let slos = match list::<Slo>(client, namespace).await {
+        Ok(slos) => slos,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list SLOs: no error-budget forecasts this round");
+            Vec::new()
+        }
+    };
+    if write_status {
+        let now = Timestamp::now();
+        for (policy, condition) in conditions_by_policy(&policies, outcomes, now) {
+            let existing = policy
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            write_condition(client, &policy, &existing, condition).await;
+        }
+        for (slo, condition) in conditions_by_slo(&slos, outcomes, now) {
+            let existing = slo
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default();
+            write_condition(client, &slo, &existing, condition).await;
+        }
+    }
+    let mut out = jobs(&policies, step);
+    out.extend(slo_jobs(&slos, step));
+    Ok(out)
+}
+
+async fn list<K>(client: &Client, namespace: Option<&str>) -> Result<Vec<K>, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let policies = api.list(&ListParams::default()).await?.items;
-    if write_status {
-        for (policy, condition) in conditions_by_policy(&policies, outcomes, Timestamp::now()) {
-            write_condition(client, &policy, condition).await;
-        }
-    }
-    Ok(jobs(&policies, step))
+    Ok(api.list(&ListParams::default()).await?.items)
 }
 
 /// Runs the engine until SIGTERM or Ctrl-C.
@@ -314,5 +395,30 @@ mod tests {
         let c = policy_condition(&[("A", &short)], None, now).unwrap();
         assert_eq!(c.reason, "TooLittleHistory");
         assert!(policy_condition(&[], None, now).is_none());
+    }
+
+    /// An SLO's condition says it is about the budget forecast and takes its reason and status
+    /// from the job's outcome; policy conditions never count an SLO's job as a rule.
+    #[test]
+    fn slo_condition_reads_the_budget_job() {
+        let now = Timestamp::now();
+        let c = slo_condition(&Outcome::Fitted { series: 2 }, Some(4), now);
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("Analytics", "True", "Fitted")
+        );
+        assert_eq!(c.message, "error budget forecast: 2 series modelled");
+        assert_eq!(c.observed_generation, Some(4));
+        let c = slo_condition(&Outcome::NoData, None, now);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "NoData"));
+
+        let policy: AlertPolicy = serde_yaml::from_str(
+            "apiVersion: vigil.dev/v1alpha1\nkind: AlertPolicy\n\
+             metadata: {name: checkout, namespace: shop}\n\
+             spec: {appRef: {name: checkout}, rules: []}\n",
+        )
+        .unwrap();
+        let outcomes = vec![(JobKey::slo("shop", "checkout"), Some(Outcome::NoData))];
+        assert!(conditions_by_policy(&[policy], &outcomes, now).is_empty());
     }
 }

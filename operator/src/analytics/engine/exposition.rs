@@ -1,6 +1,7 @@
-//! What the analytics engine publishes: the `vigil:baseline:*`, `vigil:anomaly:score` and
-//! `vigil:forecast:*` series of every job ([`Published`]), the engine's own health metrics
-//! ([`EngineMetrics`]), and the HTTP server for `/metrics`, `/healthz` and `/readyz`.
+//! What the analytics engine publishes: the `vigil:baseline:*`, `vigil:anomaly:score`,
+//! `vigil:forecast:*` and `vigil:slo:*` series of every job ([`Published`]), the engine's own
+//! health metrics ([`EngineMetrics`]), and the HTTP server for `/metrics`, `/healthz` and
+//! `/readyz`.
 //!
 //! Job series are held per job and replaced as a whole after each run, so a series the query
 //! no longer returns, or of a rule or policy that was removed, disappears at once.
@@ -32,7 +33,7 @@ use super::jobs::JobKey;
 use super::prometheus::Labels;
 
 /// Every job series name, in exposition order, with its help text.
-pub const SERIES: [(&str, &str); 12] = [
+pub const SERIES: [(&str, &str); 17] = [
     (
         "vigil:baseline:actual",
         "The value judged by the anomaly detector.",
@@ -80,6 +81,26 @@ pub const SERIES: [(&str, &str); 12] = [
     (
         "vigil:forecast:capacity_crossing_seconds",
         "Seconds from now until the forecast's upper band first crosses the capacity.",
+    ),
+    (
+        "vigil:slo:error_ratio_forecast:mean",
+        "Forecast SLI error ratio at the horizon.",
+    ),
+    (
+        "vigil:slo:error_ratio_forecast:lower",
+        "Lower edge of the calibrated 80 % band of the SLI error ratio forecast.",
+    ),
+    (
+        "vigil:slo:error_ratio_forecast:upper",
+        "Upper edge of the calibrated 80 % band of the SLI error ratio forecast.",
+    ),
+    (
+        "vigil:slo:budget_exhaustion_seconds",
+        "Seconds from now until the forecast error ratio spends the SLO's remaining error budget over its rolling window.",
+    ),
+    (
+        "vigil:slo:budget_exhaustion_probability",
+        "Probability the SLO's error budget is spent within the budget forecast's horizon.",
     ),
 ];
 

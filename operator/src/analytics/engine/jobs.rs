@@ -1,9 +1,10 @@
 //! What the analytics engine computes: one [`Job`] per `anomaly` or `forecast` rule of every
-//! `AlertPolicy`, derived purely from the policies (no client, no clock).
+//! `AlertPolicy`, and one error-budget forecast per `SLO` ([`slo_jobs`]), derived purely from
+//! the objects (no client, no clock).
 
 use kube::ResourceExt;
 use vigil_crds::alert_policy::{Direction, RuleKind, Seasonality};
-use vigil_crds::AlertPolicy;
+use vigil_crds::{AlertPolicy, Slo};
 
 use crate::analytics::forecast::KnownEvent;
 use crate::render::namespace_of;
@@ -11,7 +12,12 @@ use crate::render::namespace_of;
 const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
 
-/// Identifies a job and the series it publishes: `(namespace, policy, rule)`.
+/// The `rule` of an SLO's budget job key: never a rule name (rules are UpperCamelCase), so an
+/// SLO's job never collides with a rule of a policy that has the SLO's name.
+pub const SLO_BUDGET_RULE: &str = "slo:budget";
+
+/// Identifies a job and the series it publishes: `(namespace, policy, rule)`, or for an SLO's
+/// budget forecast `(namespace, SLO name, `[`SLO_BUDGET_RULE`]`)` ([`JobKey::slo`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct JobKey {
     pub namespace: String,
@@ -19,8 +25,27 @@ pub struct JobKey {
     pub rule: String,
 }
 
+impl JobKey {
+    /// The key of the budget forecast of SLO `name` in `namespace`.
+    pub fn slo(namespace: &str, name: &str) -> JobKey {
+        JobKey {
+            namespace: namespace.to_owned(),
+            policy: name.to_owned(),
+            rule: SLO_BUDGET_RULE.to_owned(),
+        }
+    }
+
+    /// Whether this is an SLO's budget forecast (`policy` then holds the SLO's name).
+    pub fn is_slo(&self) -> bool {
+        self.rule == SLO_BUDGET_RULE
+    }
+}
+
 impl std::fmt::Display for JobKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_slo() {
+            return write!(f, "SLO/{}/{} budget forecast", self.namespace, self.policy);
+        }
         write!(
             f,
             "AlertPolicy/{}/{} rule {}",
@@ -58,6 +83,20 @@ pub enum JobKind {
         /// Published horizons: the rule's, `1h` and `1d`, ascending.
         horizons: Vec<Horizon>,
     },
+    /// Refits a forecast of an SLO's error ratio and projects when its error budget runs out.
+    Budget {
+        /// The SLO's rolling window, seconds: the history read and the budget's span.
+        window: i64,
+        /// The error budget as a ratio of events, `1 - objective / 100`.
+        budget: f64,
+        /// How far ahead exhaustion is searched, seconds ([`budget_horizon`]).
+        horizon: i64,
+        /// Published horizons of the error-ratio forecast: the budget horizon, `1h` and `1d`.
+        horizons: Vec<Horizon>,
+        /// Seconds between points read: the engine step, or the SLI ratio's rate window when
+        /// longer (the ratio moves no faster, and a 30-day window stays under 9,000 points).
+        step: i64,
+    },
 }
 
 /// One rule the engine works on.
@@ -85,16 +124,32 @@ impl Job {
                 baseline_window, ..
             } => *baseline_window,
             JobKind::Forecast { lookback, .. } => *lookback,
+            JobKind::Budget { window, .. } => *window,
         };
         window.max(2 * longest)
     }
 
-    /// `anomaly` or `forecast`.
+    /// `anomaly`, `forecast` or `budget`.
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             JobKind::Anomaly { .. } => "anomaly",
             JobKind::Forecast { .. } => "forecast",
+            JobKind::Budget { .. } => "budget",
         }
+    }
+
+    /// Seconds between the points this job reads, given the engine's `--step`.
+    pub fn step(&self, engine_step: i64) -> i64 {
+        match self.kind {
+            JobKind::Budget { step, .. } => step.max(engine_step).max(1),
+            _ => engine_step.max(1),
+        }
+    }
+
+    /// Whether the job refits on the refit interval (forecasts and budgets) rather than
+    /// updating every step (anomaly detectors).
+    pub fn refits(&self) -> bool {
+        !matches!(self.kind, JobKind::Anomaly { .. })
     }
 }
 
@@ -187,6 +242,57 @@ pub fn jobs(policies: &[AlertPolicy], step: i64) -> Vec<Job> {
             out.push(job);
         }
     }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.dedup_by(|a, b| a.key == b.key);
+    out
+}
+
+/// How far ahead an SLO's budget exhaustion is searched, seconds: the rendered alert's horizon
+/// ([`crate::render::slo::budget_forecast_horizon`]: a quarter of the window, at most a week).
+pub fn budget_horizon(window: i64) -> i64 {
+    crate::render::slo::budget_forecast_horizon(window as f64).round() as i64
+}
+
+/// The budget jobs of `slos` at an engine step of `step` seconds, ordered by key: each reads
+/// the shortest SLI error ratio the SLO records (`slo:sli_error:ratio_rate<window>`, one series
+/// per `groupBy` group) over its window.
+pub fn slo_jobs(slos: &[Slo], step: i64) -> Vec<Job> {
+    let mut out: Vec<Job> = slos
+        .iter()
+        .map(|slo| {
+            let namespace = namespace_of(slo);
+            let name = slo.name_any();
+            let app = slo.spec.app_ref.name.clone();
+            let window = seconds(&slo.spec.window).max(1);
+            let rate_window = crate::render::slo::sli_windows(window as f64)
+                .first()
+                .copied()
+                .unwrap_or(300.0);
+            let query = format!(
+                "slo:sli_error:ratio_rate{}{{namespace=\"{}\", app=\"{}\", slo=\"{}\"}}",
+                crate::render::alerts::duration(rate_window),
+                crate::render::promql_str(&namespace),
+                crate::render::promql_str(&app),
+                crate::render::promql_str(&name),
+            );
+            let horizon = budget_horizon(window);
+            Job {
+                key: JobKey::slo(&namespace, &name),
+                app,
+                query,
+                // Detected: an SLI's errors may or may not follow the traffic's day.
+                periods: Vec::new(),
+                events: Vec::new(),
+                kind: JobKind::Budget {
+                    window,
+                    budget: (100.0 - slo.spec.objective) / 100.0,
+                    horizon,
+                    horizons: horizons(horizon),
+                    step: (rate_window.round() as i64).max(step),
+                },
+            }
+        })
+        .collect();
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out.dedup_by(|a, b| a.key == b.key);
     out
@@ -343,5 +449,75 @@ spec:
                 ),
             ]
         );
+    }
+
+    /// An SLO becomes one budget job keyed apart from any policy: it reads the SLO's shortest
+    /// SLI ratio recording (5m for 30 days, scaled for other windows) at that step, over the
+    /// window, with the budget from the objective and a horizon of a quarter window, at most
+    /// a week.
+    #[test]
+    fn slos_become_budget_jobs() {
+        let slo = |name: &str, window: &str| -> Slo {
+            serde_yaml::from_str(&format!(
+                r#"
+apiVersion: vigil.dev/v1alpha1
+kind: SLO
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  appRef: {{name: checkout}}
+  objective: 99.5
+  window: {window}
+  groupBy: [route]
+  sli:
+    errorTotal:
+      errors: sum by (route) (rate(http_errors_total[{{{{.window}}}}]))
+      total: sum by (route) (rate(http_requests_total[{{{{.window}}}}]))
+"#
+            ))
+            .unwrap()
+        };
+        let jobs = slo_jobs(
+            &[slo("checkout-availability", "30d"), slo("quick", "7d")],
+            60,
+        );
+        assert_eq!(jobs.len(), 2);
+        let month = &jobs[0];
+        assert_eq!(month.key, JobKey::slo("shop", "checkout-availability"));
+        assert!(month.key.is_slo());
+        assert_eq!(
+            month.key.to_string(),
+            "SLO/shop/checkout-availability budget forecast"
+        );
+        assert_eq!(month.app, "checkout");
+        assert_eq!(
+            month.query,
+            r#"slo:sli_error:ratio_rate5m{namespace="shop", app="checkout", slo="checkout-availability"}"#
+        );
+        let JobKind::Budget {
+            window,
+            budget,
+            horizon,
+            horizons,
+            step,
+        } = &month.kind
+        else {
+            panic!("budget expected");
+        };
+        assert_eq!((*window, *horizon, *step), (30 * DAY, 7 * DAY, 300));
+        assert!((budget - 0.005).abs() < 1e-12);
+        let labels: Vec<&str> = horizons.iter().map(|h| h.label.as_str()).collect();
+        assert_eq!(labels, ["1h", "1d", "1w"]);
+        assert_eq!(month.step(60), 300);
+        assert_eq!(month.step(600), 600, "a coarser engine step wins");
+        assert_eq!(month.history_seconds(300), 30 * DAY);
+        assert!(month.refits());
+
+        let week = &jobs[1];
+        assert_eq!(week.key.policy, "quick");
+        let JobKind::Budget { horizon, .. } = week.kind else {
+            panic!("budget expected");
+        };
+        assert_eq!(horizon, 42 * HOUR);
+        assert_eq!(budget_horizon(3_600), HOUR);
     }
 }

@@ -1,20 +1,23 @@
 //! `vigil-operator analytics`: the engine that reads the series of every `anomaly` and
-//! `forecast` rule from Prometheus and publishes baselines, anomaly scores and calibrated
-//! forecasts on its own `/metrics` for the rendered rules and dashboards to read.
+//! `forecast` rule, and every SLO's SLI error ratio, from Prometheus and publishes baselines,
+//! anomaly scores, calibrated forecasts and error-budget forecasts on its own `/metrics` for
+//! the rendered rules and dashboards to read.
 //!
 //! - [`prometheus`]: the HTTP API client (auth from files, tenant headers, custom CA, chunked
 //!   ranges).
-//! - [`jobs`]: the pure mapping from `AlertPolicy` rules to jobs.
+//! - [`jobs`]: the pure mapping from `AlertPolicy` rules and `SLO`s to jobs.
 //! - [`runner`]: one run of one job (detectors, forecast fits, published points).
+//! - [`budget`]: an SLO's error-ratio forecast rolled over its window into budget exhaustion.
 //! - [`exposition`]: the published series, the engine's health metrics and its HTTP server.
-//! - [`cluster`]: policy discovery, leader election and the `Analytics` condition.
+//! - [`cluster`]: policy and SLO discovery, leader election and the `Analytics` condition.
 //!
-//! The scheduler ([`Engine`]) runs each anomaly job every step and refits each forecast job
-//! every refit interval (jittered per job), each on its own task with bounded concurrency, so
-//! a slow fit or an unreachable Prometheus never holds up another job. A job whose Prometheus
-//! query fails backs off exponentially (5 s doubling to 5 min) and withdraws its series once
-//! they are stale.
+//! The scheduler ([`Engine`]) runs each anomaly job every step and refits each forecast and
+//! budget job every refit interval (jittered per job), each on its own task with bounded
+//! concurrency, so a slow fit or an unreachable Prometheus never holds up another job. A job
+//! whose Prometheus query fails backs off exponentially (5 s doubling to 5 min) and withdraws
+//! its series once they are stale.
 
+pub mod budget;
 pub mod cluster;
 pub mod exposition;
 pub mod jobs;
@@ -32,7 +35,7 @@ use http::header::{HeaderName, HeaderValue};
 use tokio::sync::{watch, Mutex, Semaphore};
 use tokio::time::Instant;
 
-use self::jobs::{Job, JobKey, JobKind};
+use self::jobs::{Job, JobKey};
 use self::runner::{JobState, Outcome, RunContext};
 
 /// Flags of `vigil-operator analytics` (running the engine).
@@ -278,12 +281,13 @@ impl Engine {
             if same {
                 continue;
             }
-            let first = match job.kind {
-                JobKind::Anomaly { .. } => Duration::ZERO,
-                JobKind::Forecast { .. } => jitter(
+            let first = if job.refits() {
+                jitter(
                     &key,
                     (self.interval(&job) / 10).min(Duration::from_secs(30)),
-                ),
+                )
+            } else {
+                Duration::ZERO
             };
             self.ctx.published.remove(&key);
             self.slots.insert(
@@ -301,9 +305,10 @@ impl Engine {
     }
 
     fn interval(&self, job: &Job) -> Duration {
-        let seconds = match job.kind {
-            JobKind::Anomaly { .. } => self.ctx.settings.step,
-            JobKind::Forecast { .. } => self.ctx.settings.refit_interval,
+        let seconds = if job.refits() {
+            self.ctx.settings.refit_interval
+        } else {
+            self.ctx.settings.step
         };
         Duration::from_secs(u64::try_from(seconds).unwrap_or(60).max(1))
     }
@@ -361,9 +366,10 @@ impl Engine {
                 continue; // still running
             };
             let interval = self.interval(&state.job);
-            let semaphore = match state.job.kind {
-                JobKind::Anomaly { .. } => self.updates.clone(),
-                JobKind::Forecast { .. } => self.fits.clone(),
+            let semaphore = if state.job.refits() {
+                self.fits.clone()
+            } else {
+                self.updates.clone()
             };
             let (ctx, schedule) = (self.ctx.clone(), slot.schedule.clone());
             tokio::spawn(async move {
@@ -431,10 +437,11 @@ fn reschedule(
         schedule.backoff.fail()
     } else {
         schedule.backoff.succeed();
-        match job.kind {
-            JobKind::Anomaly { .. } => interval,
+        if job.refits() {
             // Refits spread over a tenth of the interval so they do not bunch up.
-            JobKind::Forecast { .. } => interval + jitter(&job.key, interval / 10),
+            interval + jitter(&job.key, interval / 10)
+        } else {
+            interval
         }
     };
     schedule.due = Instant::now() + wait;

@@ -145,7 +145,9 @@ impl JobState {
     pub fn stale_after(&self, settings: &RunSettings) -> i64 {
         match self.job.kind {
             JobKind::Anomaly { .. } => (5 * settings.step).max(300),
-            JobKind::Forecast { .. } => 2 * settings.refit_interval + settings.step,
+            JobKind::Forecast { .. } | JobKind::Budget { .. } => {
+                2 * settings.refit_interval + self.job.step(settings.step)
+            }
         }
     }
 }
@@ -163,7 +165,7 @@ fn identity(job: &Job, labels: &Labels) -> Labels {
 
 /// Runs `state`'s job once at `now` (Unix seconds) and publishes its series.
 pub async fn run(state: &mut JobState, ctx: &RunContext, now: i64) -> Outcome {
-    let step = ctx.settings.step.max(1);
+    let step = state.job.step(ctx.settings.step);
     let end = now - now.rem_euclid(step);
     let history = state.job.history_seconds(step);
     let start = match (&state.job.kind, state.last_end) {
@@ -183,7 +185,9 @@ pub async fn run(state: &mut JobState, ctx: &RunContext, now: i64) -> Outcome {
                 state.last_success = Some(now);
                 match state.job.kind {
                     JobKind::Anomaly { .. } => anomaly(state, ctx, result, end).await,
-                    JobKind::Forecast { .. } => forecast(state, ctx, result, now).await,
+                    JobKind::Forecast { .. } | JobKind::Budget { .. } => {
+                        forecast(state, ctx, result, now).await
+                    }
                 }
             }
             Err(e) => failed(state, ctx, &e, now),
@@ -492,14 +496,17 @@ async fn forecast(
         return Outcome::NoData;
     }
     let job = state.job.clone();
-    let step = ctx.settings.step.max(1);
+    let step = job.step(ctx.settings.step);
     let metrics = ctx.metrics.clone();
     let work = tokio::task::spawn_blocking(move || {
         let mut points = Vec::new();
         let (mut fitted, mut short, mut failure) = (0, None, None);
         for RangeSeries { labels, series } in result {
             let started = Instant::now();
-            let fit = fit_series(&job, &labels, series, step, now);
+            let fit = match job.kind {
+                JobKind::Budget { .. } => super::budget::fit_series(&job, &labels, series, now),
+                _ => fit_series(&job, &labels, series, step, now),
+            };
             metrics
                 .fit_duration
                 .observe(started.elapsed().as_secs_f64());

@@ -39,7 +39,7 @@ pub struct Desired {
 pub struct Summary {
     /// Recording rules (SLI windows and error budget).
     pub recording_rules: i32,
-    /// Burn-rate and absent-SLI alerts.
+    /// Burn-rate, absent-SLI and budget-forecast alerts.
     pub alerts: i32,
 }
 

@@ -35,13 +35,13 @@ pub fn slo_conditions(
         slo.metadata.generation,
         now,
         format!(
-            "{} recording rules, {} alerts (burn rate, absent SLI) and the dashboard ({dashboard_where}) are applied",
+            "{} recording rules, {} alerts (burn rate, absent SLI, budget forecast) and the dashboard ({dashboard_where}) are applied",
             summary.recording_rules, summary.alerts
         ),
         vec![Check::passed(
             "RulesApplied",
             format!(
-                "{} recording rules and {} alerts (burn rate, absent SLI) are in {rules_where}",
+                "{} recording rules and {} alerts (burn rate, absent SLI, budget forecast) are in {rules_where}",
                 summary.recording_rules, summary.alerts
             ),
         )],

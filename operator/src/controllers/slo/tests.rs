@@ -67,8 +67,9 @@ async fn with_both_operators_every_output_is_applied() {
 
     let stored = stored(&server);
     assert!(stored["status"]["recordingRules"].as_i64().unwrap() > 0);
-    // Four burn tiers (page: engineering, ticket: support) and the absent-SLI ticket.
-    assert_eq!(stored["status"]["alerts"].as_i64().unwrap(), 5);
+    // Four burn tiers (page: engineering, ticket: support), the absent-SLI ticket and the
+    // budget-forecast ticket.
+    assert_eq!(stored["status"]["alerts"].as_i64().unwrap(), 6);
     assert!(stored["status"].get("warnings").is_none());
     assert_eq!(condition(&stored, "RulesApplied")["status"], "True");
     assert!(stored["metadata"].get("finalizers").is_none());

@@ -201,20 +201,23 @@ fn slo_alerts(slo: &Slo) -> Vec<Generated> {
             ));
         }
     }
-    // The absent-SLI alert tickets the ticket audiences, or the page ones when there are none.
+    // The absent-SLI and budget-forecast alerts ticket the ticket audiences, or the page ones
+    // when there are none.
     let (list, audiences) = if alerting.ticket.is_empty() {
         ("page", &alerting.page)
     } else {
         ("ticket", &alerting.ticket)
     };
-    for (j, audience) in audiences.iter().enumerate() {
-        out.push(generated(
-            slo::ABSENT_ALERT,
-            "ticket",
-            format!("spec.alerting.{list}[{j}]"),
-            *audience,
-            None,
-        ));
+    for alert in [slo::ABSENT_ALERT, slo::BUDGET_FORECAST_ALERT] {
+        for (j, audience) in audiences.iter().enumerate() {
+            out.push(generated(
+                alert,
+                "ticket",
+                format!("spec.alerting.{list}[{j}]"),
+                *audience,
+                None,
+            ));
+        }
     }
     out
 }

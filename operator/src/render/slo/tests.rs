@@ -558,3 +558,98 @@ fn request_slis_read_the_apps_request_metrics() {
         check_rules(&file);
     }
 }
+
+/// The labels of `SLOErrorBudgetExhaustionForecast` on route `route` of the grouped objective.
+fn forecast_alert(route: &str, description: &str, probability: &str, exhaustion: &str) -> String {
+    format!(
+        r#"
+          - exp_labels:
+              namespace: shop
+              app: checkout
+              slo: routes
+              route: {route}
+              team: payments
+              tier: "1"
+              severity: warning
+              vigil_slo_alert: ticket
+              sloth_severity: ticket
+              sloth_id: shop-checkout-routes
+              sloth_service: checkout
+              sloth_slo: routes
+              audience: engineering
+            exp_annotations:
+              summary: "SLO routes of shop/checkout is forecast to run out of error budget"
+              description: "{description}"
+              probability: "{probability}"
+              exhaustion: "{exhaustion}"
+              budget_remaining: "{remaining}"
+              objective: 99.9 % over 30d"#,
+        remaining = if route == "/checkout" {
+            "50%"
+        } else {
+            "unknown"
+        },
+    )
+}
+
+/// The analytics engine's budget forecast tickets a group whose budget it gives at least even
+/// odds of running out within the horizon (a week for 30 days), saying when and how likely,
+/// with the group's own remaining budget; a group at 10 % stays silent, and one whose mean
+/// does not run out within the horizon says so.
+#[test]
+fn budget_forecast_tickets_likely_exhaustion() {
+    let file = slo_rules(&slo(GROUPED), &app());
+    check_rules(&file);
+    let labels = r#"namespace="shop", app="checkout", slo="routes", sloth_id="shop-checkout-routes", sloth_service="checkout", sloth_slo="routes", team="payments", tier="1""#;
+    let checkout = forecast_alert(
+        "/checkout",
+        "objective 99.9 % over 30d: the error budget of routes for route=/checkout is forecast to run out in 3d 4h 0m 0s (probability 72% within 1w), by the analytics engine's forecast of the SLI's error ratio over the rolling 30d. Budget remaining: 50%.",
+        "72%",
+        "in 3d 4h 0m 0s",
+    );
+    let cart = forecast_alert(
+        "/cart",
+        "objective 99.9 % over 30d: the error budget of routes for route=/cart is forecast to run out within 1w (probability 60% within 1w), by the analytics engine's forecast of the SLI's error ratio over the rolling 30d. Budget remaining: unknown.",
+        "60%",
+        "within 1w",
+    );
+    test_rules(
+        &[&file],
+        &format!(
+            r#"evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/checkout", code="200"}}'
+        values: '0+999.5x20'
+      - series: 'http_requests_total{{namespace="shop", app="checkout", route="/checkout", code="500"}}'
+        values: '0+0.5x20'
+      - series: 'vigil:slo:budget_exhaustion_probability{{{labels}, route="/checkout"}}'
+        values: '0.3x5 0.72x15'
+      - series: 'vigil:slo:budget_exhaustion_seconds{{{labels}, route="/checkout"}}'
+        values: '273600x20'
+      - series: 'vigil:slo:budget_exhaustion_probability{{{labels}, route="/search"}}'
+        values: '0.1x20'
+      - series: 'vigil:slo:budget_exhaustion_probability{{{labels}, route="/cart"}}'
+        values: '0.6x20'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: SLOErrorBudgetExhaustionForecast
+        exp_alerts:{cart}
+      - eval_time: 10m
+        alertname: SLOErrorBudgetExhaustionForecast
+        exp_alerts:{cart}{checkout}
+"#
+        ),
+    );
+}
+
+/// The budget horizon is a quarter of the window in whole hours, between an hour and a week.
+#[test]
+fn budget_forecast_horizon_is_a_quarter_window() {
+    assert_eq!(budget_forecast_horizon(30.0 * 86_400.0), 7.0 * 86_400.0);
+    assert_eq!(budget_forecast_horizon(7.0 * 86_400.0), 42.0 * 3_600.0);
+    assert_eq!(budget_forecast_horizon(86_400.0), 6.0 * 3_600.0);
+    assert_eq!(budget_forecast_horizon(600.0), 3_600.0);
+    assert_eq!(budget_forecast_horizon(5.0 * 3_600.0 + 1.0), 3_600.0);
+}

@@ -86,9 +86,13 @@ fn severity_filters_that_drop_alerts_are_reported() {
         .iter()
         .map(|u| format!("{}/{}: {}: {}", u.kind, u.name, u.field, u.message))
         .collect();
-    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert_eq!(lines.len(), 4, "{lines:#?}");
     assert!(
-        lines[2].starts_with("SLO/checkout-availability: spec.alerting.ticket[0]: alert SLOMetricsAbsent (severity ticket) for audience support reaches no receiver"),
+        lines[2].starts_with("SLO/checkout-availability: spec.alerting.ticket[0]: alert SLOErrorBudgetExhaustionForecast (severity ticket) for audience support reaches no receiver"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[3].starts_with("SLO/checkout-availability: spec.alerting.ticket[0]: alert SLOMetricsAbsent (severity ticket) for audience support reaches no receiver"),
         "{lines:#?}"
     );
     assert!(
