@@ -266,7 +266,9 @@ async fn budget_forecasts_against_a_real_prometheus() {
         exhaustion > flat / 3.0 && exhaustion < flat + 2.0 * HOUR as f64,
         "pay's budget forecast to run out in {exhaustion} s; flat errors give {flat} s"
     );
-    assert!(probability > 0.9, "pay: probability {probability}");
+    // Well above the even odds at which the ticket fires, short of certainty: the calibrated
+    // band keeps room for the errors to ease.
+    assert!(probability > 0.75, "pay: probability {probability}");
 
     assert!(
         find(
