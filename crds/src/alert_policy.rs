@@ -75,7 +75,12 @@ pub struct AlertRule {
 
     /// How long the condition must hold before the alert fires. Default `0s` for crash rules,
     /// `5m` otherwise.
-    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "for",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::common::optional_duration_allowing_zero"
+    )]
     pub for_: Option<Duration>,
 
     /// Severity label of the alert. Default `warning`.

@@ -41,6 +41,16 @@ impl Duration {
             })
     }
 
+    /// Parses a duration that may also be zero, as a rule's `for` may be (`0s`: fire at the
+    /// first evaluation that matches, as Prometheus has it).
+    pub fn parse_allowing_zero(input: &str) -> Result<Self, DurationError> {
+        Self::seconds_of(input)
+            .map(|_| Self(input.to_owned()))
+            .ok_or_else(|| DurationError {
+                input: input.to_owned(),
+            })
+    }
+
     /// A duration of whole seconds, written in the largest unit that divides it exactly.
     pub fn from_secs(secs: u64) -> Self {
         const UNITS: [(u64, &str); 5] = [
@@ -116,6 +126,16 @@ impl<'de> Deserialize<'de> for Duration {
         let s = String::deserialize(d)?;
         Self::parse(&s).map_err(serde::de::Error::custom)
     }
+}
+
+/// Deserialises an optional duration that may be zero (a rule's `for: 0s`), through
+/// [`Duration::parse_allowing_zero`]; use with `#[serde(default, deserialize_with = ...)]`.
+pub fn optional_duration_allowing_zero<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| Duration::parse_allowing_zero(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 impl JsonSchema for Duration {
@@ -517,6 +537,16 @@ mod tests {
         assert_eq!(Duration::parse("250ms").map(|d| d.as_secs_f64()), Ok(0.25));
         for bad in ["", "5", "m", "5x", "1.5h", "-5m", "0s"] {
             assert!(Duration::parse(bad).is_err(), "{bad} must be rejected");
+        }
+        assert_eq!(
+            Duration::parse_allowing_zero("0s").map(|d| d.as_secs_f64()),
+            Ok(0.0)
+        );
+        for bad in ["", "5", "-5m", "0"] {
+            assert!(
+                Duration::parse_allowing_zero(bad).is_err(),
+                "{bad} must be rejected"
+            );
         }
         assert_eq!(Duration::from_secs(3600).as_str(), "1h");
         assert_eq!(Duration::from_secs(90).as_str(), "90s");

@@ -539,3 +539,44 @@ spec:
     assert!(yaml.contains(r#"own_total{namespace="shop", app="checkout", rc=~"5.."}"#));
     check_rules(&file);
 }
+
+/// `for: 0s` (fire at the first matching evaluation, as Prometheus allows) is accepted on a
+/// rule and rendered as written; a zero window stays refused.
+#[test]
+fn a_zero_for_fires_at_once() {
+    let zero = policy(
+        r#"
+apiVersion: vigil.dev/v1alpha1
+kind: AlertPolicy
+metadata: { name: instant, namespace: shop }
+spec:
+  appRef: { name: checkout }
+  rules:
+    - { name: CheckoutErrors, for: 0s, errorRate: { thresholdPercent: 5, window: 5m } }
+"#,
+    );
+    let file = alert_rules(&zero, &app());
+    let yaml = rule_file_yaml(&file);
+    let rule = yaml
+        .split("- alert: ")
+        .find(|r| r.starts_with("CheckoutErrors\n"))
+        .expect("the error-rate alert is rendered");
+    assert!(rule.contains("for: 0s"), "{rule}");
+    check_rules(&file);
+
+    let zero_window = serde_yaml::from_str::<AlertPolicy>(
+        r#"
+apiVersion: vigil.dev/v1alpha1
+kind: AlertPolicy
+metadata: { name: instant, namespace: shop }
+spec:
+  appRef: { name: checkout }
+  rules:
+    - { name: CheckoutErrors, errorRate: { thresholdPercent: 5, window: 0s } }
+"#,
+    );
+    let error = zero_window
+        .expect_err("a zero window is refused")
+        .to_string();
+    assert!(error.contains("invalid duration \"0s\""), "{error}");
+}
