@@ -16,8 +16,8 @@
 use super::exposition::Point;
 use super::jobs::{Job, JobKind};
 use super::prometheus::Labels;
-use super::runner::LEVEL;
-use crate::analytics::forecast::{fit_and_forecast, ForecastSettings, HorizonBand};
+use super::runner::{forecast_settings, Ahead, LEVEL};
+use crate::analytics::forecast::{fit_and_forecast, HorizonBand};
 use crate::analytics::normal;
 use crate::analytics::series::Series;
 use crate::analytics::AnalyticsError;
@@ -179,36 +179,21 @@ pub fn fit_series(
     };
     let step = series.step.max(1);
     // Horizons count from the last point with a value: the newest evaluation may not be in.
-    while series.values.last().is_some_and(|v| !v.is_finite()) {
-        series.values.pop();
-    }
-    let last_time = series.timestamp(series.values.len().saturating_sub(1));
-    let gap = usize::try_from(((now - last_time).max(0)) / step).unwrap_or(0);
-    let last_value = series.values.last().copied().unwrap_or(f64::NAN);
-    let steps_of = |seconds: i64| {
-        usize::try_from((seconds + step - 1) / step)
-            .unwrap_or(1)
-            .max(1)
-    };
-    let reach = steps_of(*horizon) + gap;
-    let mut wanted: Vec<usize> = horizons.iter().map(|h| steps_of(h.seconds) + gap).collect();
+    let ahead = Ahead::trim(&mut series, step, now);
+    let reach = ahead.horizon_of(*horizon);
+    let mut wanted: Vec<usize> = horizons
+        .iter()
+        .map(|h| ahead.horizon_of(h.seconds))
+        .collect();
     wanted.extend((1..=GRID).map(|i| (reach * i).div_ceil(GRID)));
-    wanted.sort_unstable();
-    wanted.dedup();
-    let settings = ForecastSettings {
-        periods: job.periods.clone(),
-        level: LEVEL,
-        horizons: wanted,
-        events: job.events.clone(),
-    };
-    let forecast = fit_and_forecast(&series, &settings)?;
+    let forecast = fit_and_forecast(&series, &forecast_settings(job, wanted))?;
     let base = identity(job, labels);
     let mut points = Vec::new();
     for h in horizons {
         let Some(band) = forecast
             .bands
             .iter()
-            .find(|b| b.horizon == steps_of(h.seconds) + gap)
+            .find(|b| b.horizon == ahead.horizon_of(h.seconds))
         else {
             continue;
         };
@@ -230,7 +215,7 @@ pub fn fit_series(
     let window_steps = usize::try_from(window / step).unwrap_or(1);
     let projection = project(
         &series.values,
-        &per_step(&forecast.bands, last_value, reach),
+        &per_step(&forecast.bands, ahead.last_value, reach),
         window_steps,
         *budget,
     );
@@ -238,7 +223,7 @@ pub fn fit_series(
         points.push(Point {
             name: "vigil:slo:budget_exhaustion_seconds",
             labels: base.clone(),
-            value: ((steps - gap as f64) * step as f64).max(0.0),
+            value: ahead.seconds_from_now(steps),
         });
     }
     if let Some(p) = projection.probability {

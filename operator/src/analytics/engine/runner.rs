@@ -391,6 +391,63 @@ pub fn crossing_steps(bands: &[HorizonBand], last: f64, capacity: f64) -> Option
     None
 }
 
+/// Where a forecast made at `now` starts: the series' last value, and how many steps `now`
+/// lies past it, so that horizons count from `now` and not from the last point.
+pub(super) struct Ahead {
+    /// Seconds per step.
+    pub step: i64,
+    /// Whole steps from the last value to `now`.
+    pub gap: usize,
+    /// The last value (NaN when there is none).
+    pub last_value: f64,
+}
+
+impl Ahead {
+    /// Trims the trailing gaps of `series` (the newest evaluation may not be in yet) and
+    /// measures how far `now` lies past its last value.
+    pub fn trim(series: &mut Series, step: i64, now: i64) -> Ahead {
+        while series.values.last().is_some_and(|v| !v.is_finite()) {
+            series.values.pop();
+        }
+        let last_time = series.timestamp(series.values.len().saturating_sub(1));
+        Ahead {
+            step,
+            gap: usize::try_from(((now - last_time).max(0)) / step).unwrap_or(0),
+            last_value: series.values.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+
+    /// Whole steps covering `seconds`, at least one.
+    pub fn steps_of(&self, seconds: i64) -> usize {
+        usize::try_from((seconds + self.step - 1) / self.step)
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// The forecast horizon, in steps after the last value, of `seconds` after `now`.
+    pub fn horizon_of(&self, seconds: i64) -> usize {
+        self.steps_of(seconds) + self.gap
+    }
+
+    /// Seconds after `now` of `steps` after the last value (never negative).
+    pub fn seconds_from_now(&self, steps: f64) -> f64 {
+        ((steps - self.gap as f64) * self.step as f64).max(0.0)
+    }
+}
+
+/// The forecast settings of `job` at the `wanted` horizons (steps after the last value), which
+/// are sorted and deduplicated here.
+pub(super) fn forecast_settings(job: &Job, mut wanted: Vec<usize>) -> ForecastSettings {
+    wanted.sort_unstable();
+    wanted.dedup();
+    ForecastSettings {
+        periods: job.periods.clone(),
+        level: LEVEL,
+        horizons: wanted,
+        events: job.events.clone(),
+    }
+}
+
 /// One forecast fit of one series at `now`: the points it publishes (bands per published
 /// horizon, capacity probability and crossing), or why there are none.
 pub fn fit_series(
@@ -410,36 +467,22 @@ pub fn fit_series(
         return Ok(Vec::new());
     };
     // Horizons count from the last point with a value: the newest scrape may not be in yet.
-    while series.values.last().is_some_and(|v| !v.is_finite()) {
-        series.values.pop();
-    }
-    let last_time = series.timestamp(series.values.len().saturating_sub(1));
-    let gap = usize::try_from(((now - last_time).max(0)) / step).unwrap_or(0);
-    let last_value = series.values.last().copied().unwrap_or(f64::NAN);
-    let steps_of = |seconds: i64| {
-        usize::try_from((seconds + step - 1) / step)
-            .unwrap_or(1)
-            .max(1)
-    };
-    let rule_steps = steps_of(*horizon);
-    let mut wanted: Vec<usize> = horizons.iter().map(|h| steps_of(h.seconds) + gap).collect();
-    wanted.extend((1..=CROSSING_GRID).map(|i| (rule_steps * i).div_ceil(CROSSING_GRID) + gap));
-    wanted.sort_unstable();
-    wanted.dedup();
-    let settings = ForecastSettings {
-        periods: job.periods.clone(),
-        level: LEVEL,
-        horizons: wanted,
-        events: job.events.clone(),
-    };
-    let forecast = fit_and_forecast(&series, &settings)?;
+    let ahead = Ahead::trim(&mut series, step, now);
+    let rule_steps = ahead.steps_of(*horizon);
+    let mut wanted: Vec<usize> = horizons
+        .iter()
+        .map(|h| ahead.horizon_of(h.seconds))
+        .collect();
+    wanted
+        .extend((1..=CROSSING_GRID).map(|i| (rule_steps * i).div_ceil(CROSSING_GRID) + ahead.gap));
+    let forecast = fit_and_forecast(&series, &forecast_settings(job, wanted))?;
     let mut points = Vec::new();
     let base = identity(job, labels);
     for h in horizons {
         let Some(band) = forecast
             .bands
             .iter()
-            .find(|b| b.horizon == steps_of(h.seconds) + gap)
+            .find(|b| b.horizon == ahead.horizon_of(h.seconds))
         else {
             continue;
         };
@@ -465,7 +508,7 @@ pub fn fit_series(
     let within: Vec<HorizonBand> = forecast
         .bands
         .iter()
-        .filter(|b| b.horizon <= rule_steps + gap)
+        .filter(|b| b.horizon <= rule_steps + ahead.gap)
         .cloned()
         .collect();
     if within.iter().any(|b| b.upper.is_finite()) {
@@ -475,11 +518,11 @@ pub fn fit_series(
             value: capacity_probability(&within, *capacity),
         });
     }
-    if let Some(steps) = crossing_steps(&within, last_value, *capacity) {
+    if let Some(steps) = crossing_steps(&within, ahead.last_value, *capacity) {
         points.push(Point {
             name: "vigil:forecast:capacity_crossing_seconds",
             labels: base,
-            value: ((steps - gap as f64) * step as f64).max(0.0),
+            value: ahead.seconds_from_now(steps),
         });
     }
     Ok(points)
