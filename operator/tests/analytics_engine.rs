@@ -12,22 +12,22 @@
     reason = "tests fail loudly"
 )]
 
+#[path = "support/engine.rs"]
+mod engine_support;
 #[path = "support/prometheus.rs"]
 mod prometheus_support;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use prometheus::Registry;
 use vigil_crds::alert_policy::Direction;
-use vigil_operator::analytics::engine::exposition::{self, EngineMetrics, Published};
+use vigil_operator::analytics::engine::exposition;
 use vigil_operator::analytics::engine::jobs::{horizons, Job, JobKey, JobKind};
 use vigil_operator::analytics::engine::prometheus::{PrometheusClient, PrometheusSettings};
-use vigil_operator::analytics::engine::runner::{Outcome, RunContext, RunSettings};
-use vigil_operator::analytics::engine::Engine;
+use vigil_operator::analytics::engine::runner::Outcome;
 
+use engine_support::{find, new_engine, one};
 use prometheus_support::{backfill, free_port, start, Running};
 
 const STEP: i64 = 300;
@@ -65,28 +65,6 @@ fn prometheus_with_history(dir: &Path, end: i64) -> (Running, String) {
     let data = backfill(dir, &text);
     let (running, port) = start(dir, &data, "global: {scrape_interval: 1m}\n");
     (running, format!("http://127.0.0.1:{port}"))
-}
-
-fn new_engine(url: &str, timeout: Duration) -> (Engine, Registry) {
-    let registry = Registry::new();
-    let metrics = EngineMetrics::new(&registry).unwrap();
-    let prometheus = PrometheusClient::new(PrometheusSettings {
-        url: url.to_owned(),
-        timeout,
-        ..PrometheusSettings::default()
-    })
-    .unwrap();
-    let ctx = RunContext {
-        prometheus,
-        published: Published::default(),
-        metrics,
-        settings: RunSettings {
-            step: STEP,
-            refit_interval: 3_600,
-            max_series_per_rule: 500,
-        },
-    };
-    (Engine::new(ctx, 2), registry)
 }
 
 fn key(rule: &str) -> JobKey {
@@ -127,39 +105,6 @@ fn forecast_job() -> Job {
     }
 }
 
-/// Parses `name{labels} value` lines of the exposition into (labels, value) per name.
-fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    let label = regex::Regex::new(r#"([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)""#).unwrap();
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-            let (labels, value) = rest.rsplit_once("} ")?;
-            let labels = label
-                .captures_iter(labels)
-                .map(|c| (c[1].to_owned(), c[2].to_owned()))
-                .collect();
-            Some((labels, value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn one(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
-    let found: Vec<f64> = samples(text, name)
-        .into_iter()
-        .filter(|(labels, _)| {
-            want.iter()
-                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, v)| v)
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one {name} with {want:?} in:\n{text}"
-    );
-    found[0]
-}
-
 /// One cycle publishes, for the anomaly job, every baseline series of both routes with the
 /// identity labels, a high score for the spike and a low one for the calm route; for the
 /// forecast job, mean, lower, upper and coverage at `1h`, `6h` and `1d` with
@@ -174,7 +119,7 @@ async fn one_cycle_against_a_real_prometheus() {
         .as_secs() as i64;
     let end = now - now % STEP;
     let (_prometheus, url) = prometheus_with_history(dir.path(), end);
-    let (mut engine, registry) = new_engine(&url, Duration::from_secs(20));
+    let (mut engine, registry) = new_engine(&url, STEP, Duration::from_secs(20));
 
     // Four days at 30 s are 11,521 points, over Prometheus' 11,000 per query: two chunks,
     // stitched without a gap or a shift (the backfilled points sit every tenth step).
@@ -269,15 +214,7 @@ async fn one_cycle_against_a_real_prometheus() {
         assert!((20.0..180.0).contains(&mean), "{horizon}: mean {mean}");
         // Coverage is published only where the history held enough backtests to measure it
         // out of sample (three days here are too few at some horizons): never made up.
-        let coverage: Vec<f64> = samples(&text, "vigil:forecast:coverage")
-            .into_iter()
-            .filter(|(l, _)| {
-                labels
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|(_, v)| v)
-            .collect();
+        let coverage = find(&text, "vigil:forecast:coverage", &labels);
         assert!(coverage.len() <= 1, "{horizon}: {coverage:?}");
         assert!(
             coverage.iter().all(|c| (0.0..=1.0).contains(c)),
@@ -339,8 +276,11 @@ async fn one_cycle_against_a_real_prometheus() {
 #[tokio::test]
 async fn an_absent_prometheus_backs_off_without_hanging() {
     let port = free_port();
-    let (mut engine, registry) =
-        new_engine(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2));
+    let (mut engine, registry) = new_engine(
+        &format!("http://127.0.0.1:{port}"),
+        STEP,
+        Duration::from_secs(2),
+    );
     engine.set_jobs(vec![anomaly_job()]);
     let now = 1_700_000_000;
     for (round, wait) in [(1, 5), (2, 10)] {
@@ -370,6 +310,7 @@ async fn an_absent_prometheus_backs_off_without_hanging() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (mut engine, _registry) = new_engine(
         &format!("http://{}", silent.local_addr().unwrap()),
+        STEP,
         Duration::from_secs(1),
     );
     engine.set_jobs(vec![forecast_job()]);

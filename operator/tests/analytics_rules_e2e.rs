@@ -21,28 +21,27 @@
     reason = "tests fail loudly"
 )]
 
+#[path = "support/engine.rs"]
+mod engine_support;
 #[path = "support/prometheus.rs"]
 mod prometheus_support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::Registry;
 use serde::Deserialize;
 use vigil_crds::alert_policy::Sensitivity;
 use vigil_crds::AlertPolicy;
-use vigil_operator::analytics::engine::exposition::{self, EngineMetrics, Published};
+use vigil_operator::analytics::engine::exposition;
 use vigil_operator::analytics::engine::jobs::{self, JobKind};
-use vigil_operator::analytics::engine::prometheus::{PrometheusClient, PrometheusSettings};
-use vigil_operator::analytics::engine::runner::{Outcome, RunContext, RunSettings};
-use vigil_operator::analytics::engine::Engine;
+use vigil_operator::analytics::engine::runner::Outcome;
 
-use prometheus_support::{backfill, start, Running};
+use engine_support::{new_engine, one};
+use prometheus_support::{backfill, get, start, Running};
 
 /// NAB series are 5-minute data: the engine's step.
 const STEP: i64 = 300;
@@ -233,44 +232,12 @@ fn start_prometheus(
     (running, port)
 }
 
-/// `GET path` on 127.0.0.1:`port` over HTTP/1.0: (status line, body); empty on no answer.
-fn get(port: u16, path: &str) -> (String, String) {
-    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return Default::default();
-    };
-    let _ = write!(tcp, "GET {path} HTTP/1.0\r\n\r\n");
-    let mut answer = String::new();
-    let _ = tcp.read_to_string(&mut answer);
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
-}
-
 /// Prometheus' active alerts (`/api/v1/alerts`).
 fn alerts(port: u16) -> Vec<serde_json::Value> {
     let (status, body) = get(port, "/api/v1/alerts");
     assert!(status.contains(" 200 "), "{status}: {body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     answer["data"]["alerts"].as_array().unwrap().clone()
-}
-
-/// The value of the one `name` series of `namespace` in the engine's exposition `text`.
-fn published_value(text: &str, name: &str, namespace: &str) -> f64 {
-    let found: Vec<f64> = text
-        .lines()
-        .filter(|l| {
-            l.starts_with(&format!("{name}{{")) && l.contains(&format!("namespace=\"{namespace}\""))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "one {name} of {namespace} expected in:\n{text}"
-    );
-    found[0]
 }
 
 /// Every rule of every group Prometheus loaded (`/api/v1/rules`).
@@ -288,28 +255,6 @@ fn rules_api(port: u16) -> Vec<serde_json::Value> {
 
 fn alertname(alert: &serde_json::Value) -> &str {
     alert["labels"]["alertname"].as_str().unwrap_or_default()
-}
-
-fn new_engine(url: &str) -> (Engine, Registry) {
-    let registry = Registry::new();
-    let metrics = EngineMetrics::new(&registry).unwrap();
-    let prometheus = PrometheusClient::new(PrometheusSettings {
-        url: url.to_owned(),
-        timeout: Duration::from_secs(20),
-        ..PrometheusSettings::default()
-    })
-    .unwrap();
-    let ctx = RunContext {
-        prometheus,
-        published: Published::default(),
-        metrics,
-        settings: RunSettings {
-            step: STEP,
-            refit_interval: 3_600,
-            max_series_per_rule: 500,
-        },
-    };
-    (Engine::new(ctx, 2), registry)
 }
 
 /// The labelled anomaly of `art_daily_jumpsup` — traffic jumping to well above any level of
@@ -365,7 +310,11 @@ async fn the_rendered_anomaly_alert_fires_on_a_labelled_anomaly_only() {
         engine_addr,
     );
 
-    let (mut engine, registry) = new_engine(&format!("http://127.0.0.1:{port}"));
+    let (mut engine, registry) = new_engine(
+        &format!("http://127.0.0.1:{port}"),
+        STEP,
+        Duration::from_secs(20),
+    );
     let published = engine.context().published.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(exposition::serve(
@@ -399,8 +348,8 @@ async fn the_rendered_anomaly_alert_fires_on_a_labelled_anomaly_only() {
     );
     let text = exposition::metrics_text(&registry, &published);
     let (anomaly_score, normal_score) = (
-        published_value(&text, "vigil:anomaly:score", "shop"),
-        published_value(&text, "vigil:anomaly:score", "billing"),
+        one(&text, "vigil:anomaly:score", &[("namespace", "shop")]),
+        one(&text, "vigil:anomaly:score", &[("namespace", "billing")]),
     );
     eprintln!("engine scores: anomaly {anomaly_score}, normal {normal_score}");
 
@@ -455,7 +404,7 @@ async fn the_rendered_anomaly_alert_fires_on_a_labelled_anomaly_only() {
         );
     }
     // … with the figures the engine published: actual, expected, half the band, coverage.
-    let figure = |name: &str| published_value(&text, name, "shop");
+    let figure = |name: &str| one(&text, name, &[("namespace", "shop")]);
     let shown = regex::Regex::new(
         r"^now ([0-9.e+]+), expected ([0-9.e+-]+) ± ([0-9.e+]+) at this hour \(80 % band, held ([0-9.]+)% ",
     )

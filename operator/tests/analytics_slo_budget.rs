@@ -23,26 +23,24 @@
     reason = "tests fail loudly"
 )]
 
+#[path = "support/engine.rs"]
+mod engine_support;
 #[path = "support/prometheus.rs"]
 mod prometheus_support;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::Registry;
 use vigil_crds::{MonitoredApp, Slo};
-use vigil_operator::analytics::engine::exposition::{self, EngineMetrics, Published};
+use vigil_operator::analytics::engine::exposition;
 use vigil_operator::analytics::engine::jobs::{slo_jobs, JobKey};
-use vigil_operator::analytics::engine::prometheus::{PrometheusClient, PrometheusSettings};
-use vigil_operator::analytics::engine::runner::{Outcome, RunContext, RunSettings};
-use vigil_operator::analytics::engine::Engine;
+use vigil_operator::analytics::engine::runner::{Outcome, RunSettings};
 use vigil_operator::render::slo::slo_rules;
 
-use prometheus_support::{backfill, start, Running};
+use engine_support::{find, new_engine, one};
+use prometheus_support::{backfill, get, start, Running};
 
 const STEP: i64 = 300;
 const HOUR: i64 = 3_600;
@@ -122,42 +120,6 @@ spec:
     .unwrap()
 }
 
-fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    let label = regex::Regex::new(r#"([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)""#).unwrap();
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-            let (labels, value) = rest.rsplit_once("} ")?;
-            let labels = label
-                .captures_iter(labels)
-                .map(|c| (c[1].to_owned(), c[2].to_owned()))
-                .collect();
-            Some((labels, value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn find(text: &str, name: &str, want: &[(&str, &str)]) -> Vec<f64> {
-    samples(text, name)
-        .into_iter()
-        .filter(|(labels, _)| {
-            want.iter()
-                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, v)| v)
-        .collect()
-}
-
-fn one(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
-    let found = find(text, name, want);
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one {name} with {want:?} in:\n{text}"
-    );
-    found[0]
-}
-
 /// The budget left on `pay` now, and when it would run out if its errors stayed at their last
 /// value: the window's mean error ratio reaches the budget once enough old slots are replaced.
 fn flat_exhaustion_seconds(end: i64) -> (f64, f64) {
@@ -196,27 +158,7 @@ async fn budget_forecasts_against_a_real_prometheus() {
     let end = now - now % STEP;
     let (_prometheus, url) = prometheus_with_history(dir.path(), end);
 
-    let registry = Registry::new();
-    let metrics = EngineMetrics::new(&registry).unwrap();
-    let prometheus = PrometheusClient::new(PrometheusSettings {
-        url,
-        timeout: Duration::from_secs(20),
-        ..PrometheusSettings::default()
-    })
-    .unwrap();
-    let mut engine = Engine::new(
-        RunContext {
-            prometheus,
-            published: Published::default(),
-            metrics,
-            settings: RunSettings {
-                step: 60,
-                refit_interval: 3_600,
-                max_series_per_rule: 500,
-            },
-        },
-        2,
-    );
+    let (mut engine, registry) = new_engine(&url, 60, Duration::from_secs(20));
     let jobs = slo_jobs(&[slo("checkout-availability"), slo("search-latency")], 60);
     engine.set_jobs(jobs);
     let started = std::time::Instant::now();
@@ -365,23 +307,9 @@ fn rendered_rules() -> String {
     serde_yaml::to_string(&doc).unwrap()
 }
 
-/// `GET path` on 127.0.0.1:`port` over HTTP/1.0: the body; empty on no answer.
-fn get(port: u16, path: &str) -> String {
-    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = write!(tcp, "GET {path} HTTP/1.0\r\n\r\n");
-    let mut answer = String::new();
-    let _ = tcp.read_to_string(&mut answer);
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
-
 /// Prometheus' active `SLOErrorBudgetExhaustionForecast` alerts.
 fn forecast_alerts(port: u16) -> Vec<serde_json::Value> {
-    let body = get(port, "/api/v1/alerts");
+    let (_, body) = get(port, "/api/v1/alerts");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     answer["data"]["alerts"]
         .as_array()
@@ -423,22 +351,10 @@ async fn the_rendered_forecast_ticket_fires_for_the_failing_route_only() {
     );
     let (_prometheus, port) = start(dir.path(), &data, &config);
 
-    let registry = Registry::new();
-    let metrics = EngineMetrics::new(&registry).unwrap();
-    let prometheus = PrometheusClient::new(PrometheusSettings {
-        url: format!("http://127.0.0.1:{port}"),
-        timeout: Duration::from_secs(20),
-        ..PrometheusSettings::default()
-    })
-    .unwrap();
-    let mut engine = Engine::new(
-        RunContext {
-            prometheus,
-            published: Published::default(),
-            metrics,
-            settings: RunSettings::default(),
-        },
-        2,
+    let (mut engine, registry) = new_engine(
+        &format!("http://127.0.0.1:{port}"),
+        RunSettings::default().step,
+        Duration::from_secs(20),
     );
     let published = engine.context().published.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

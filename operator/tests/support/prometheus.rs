@@ -111,3 +111,18 @@ pub fn start(dir: &Path, data: &Path, config: &str) -> (Running, u16) {
     }
     (running, port)
 }
+
+/// `GET path` on 127.0.0.1:`port` over HTTP/1.0: (status line, body); empty on no answer.
+pub fn get(port: u16, path: &str) -> (String, String) {
+    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return Default::default();
+    };
+    let _ = write!(tcp, "GET {path} HTTP/1.0\r\n\r\n");
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
