@@ -139,6 +139,21 @@ pub async fn serve_listener(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let metrics = move || registry_metrics(&registry);
+    serve_routes("telemetry", listener, metrics, ready, shutdown).await;
+}
+
+/// Serves `/metrics` (the response `metrics` makes per scrape), `/healthz` and `/readyz` on
+/// `listener` as [`serve_listener`] does; `server` names it in logs.
+pub(crate) async fn serve_routes<M>(
+    server: &'static str,
+    listener: TcpListener,
+    metrics: M,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()>,
+) where
+    M: Fn() -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+{
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -150,22 +165,22 @@ pub async fn serve_listener(
                     Ok(conn) => conn,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "telemetry server cannot accept a connection");
+                        tracing::warn!(error = %e, "{server} server cannot accept a connection");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let registry = registry.clone();
+                let metrics = metrics.clone();
                 let ready = ready.clone();
                 let service = service_fn(move |req| {
-                    let response = route(&registry, &ready, &req);
+                    let response = route(&metrics, &ready, &req);
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(tcp), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "telemetry connection ended with an error");
+                        tracing::debug!(error = %e, "{server} connection ended with an error");
                     }
                 });
             }
@@ -176,33 +191,36 @@ pub async fn serve_listener(
         .await
         .is_err()
     {
-        tracing::debug!("telemetry requests still in flight at shutdown");
+        tracing::debug!("{server} requests still in flight at shutdown");
+    }
+}
+
+/// `registry` in the Prometheus text format.
+fn registry_metrics(registry: &Registry) -> Response<Full<Bytes>> {
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    match encoder.encode(&registry.gather(), &mut body) {
+        Ok(()) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            if let Ok(value) = HeaderValue::from_str(encoder.format_type()) {
+                response.headers_mut().insert(CONTENT_TYPE, value);
+            }
+            response
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode metrics: {e}"),
+        ),
     }
 }
 
 fn route(
-    registry: &Registry,
+    metrics: &impl Fn() -> Response<Full<Bytes>>,
     ready: &AtomicBool,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            let encoder = TextEncoder::new();
-            let mut body = Vec::new();
-            match encoder.encode(&registry.gather(), &mut body) {
-                Ok(()) => {
-                    let mut response = Response::new(Full::new(Bytes::from(body)));
-                    if let Ok(value) = HeaderValue::from_str(encoder.format_type()) {
-                        response.headers_mut().insert(CONTENT_TYPE, value);
-                    }
-                    response
-                }
-                Err(e) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &format!("cannot encode metrics: {e}"),
-                ),
-            }
-        }
+        (&Method::GET, "/metrics") => metrics(),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") if ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready"),

@@ -7,22 +7,15 @@
 //! no longer returns, or of a rule or policy that was removed, disappears at once.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::Response;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -292,9 +285,6 @@ pub fn metrics_text(registry: &Registry, published: &Published) -> String {
     text
 }
 
-/// How long shutdown waits for scrapes in flight.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Serves `/metrics` (the registry and the job series), `/healthz` (the process answers) and
 /// `/readyz` (`ready` is set) on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -304,77 +294,16 @@ pub async fn serve(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (tcp, _peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "analytics server cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (registry, published, ready) =
-                    (registry.clone(), published.clone(), ready.clone());
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let response = route(&registry, &published, &ready, req.method(), req.uri().path());
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service).into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "analytics connection ended with an error");
-                    }
-                });
-            }
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await;
-}
-
-fn route(
-    registry: &Registry,
-    published: &Published,
-    ready: &AtomicBool,
-    method: &Method,
-    path: &str,
-) -> Response<Full<Bytes>> {
-    match (method, path) {
-        (&Method::GET, "/metrics") => {
-            let mut response = text(StatusCode::OK, metrics_text(registry, published));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
-        }
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
-        (&Method::GET, "/readyz") if ready.load(Ordering::Relaxed) => {
-            text(StatusCode::OK, "ok\n".into())
-        }
-        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
-        (_, "/metrics" | "/healthz" | "/readyz") => text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed\n".into(),
-        ),
-        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
-    }
-}
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    let metrics = move || {
+        let mut response =
+            Response::new(Full::new(Bytes::from(metrics_text(&registry, &published))));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
+    };
+    crate::telemetry::serve_routes("analytics", listener, metrics, ready, shutdown).await;
 }
 
 #[cfg(test)]
