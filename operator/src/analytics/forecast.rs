@@ -14,22 +14,36 @@
 //! about as many independent samples as origins; long leads were reached by the oldest origins
 //! only; and the pool's edge at the longest horizon mixed in shorter, smaller errors. Hence:
 //! - Rolling origins: the model is refitted at origins spaced back from the last point (at most
-//!   a third of the longest horizon apart), each on the few cycles before it, and each
-//!   contributes its errors at the leads whose outcomes are known — the most recent origins
-//!   calibrate the short leads. Refits cost in proportion to the points they read, so the
-//!   number of origins is what a fixed budget of points affords ([`ORIGINS`] to 48).
+//!   a third of the longest horizon apart), each on the whole history before it, as the
+//!   published fit reads the whole series — refits on a shorter window were worse models, and
+//!   their errors made the band too wide for the published one (NYC taxi: 0.95 held outside
+//!   the holidays). Origins without two cycles of every period the published model decomposes
+//!   are left out: they forecast without that season. Each origin contributes its errors at
+//!   the leads whose outcomes are known — the most recent origins calibrate the short leads.
+//!   Refits cost in proportion to the points they read, so the number of origins is what a
+//!   fixed budget of points affords ([`ORIGINS`] to 48).
 //! - Per-lead scale: errors grow with the lead, unevenly and noisily from one lead to the next.
 //!   Each lead's typical error (mean absolute error over the origins) is fitted non-decreasing
 //!   in the lead (pool-adjacent-violators): the typical error never shrinks further ahead.
-//! - Pooled quantiles: errors divided by their lead's scale are comparable across leads, so a
-//!   horizon's quantiles come from every origin's errors at leads from half to twice the
+//! - Per-phase scale: errors are larger at some phases of a season than at others (a sports
+//!   star's page views swing in the season and sit still in summer; traffic is calmer at
+//!   night). The lead-scaled errors' typical size per twelfth of the longest period the
+//!   outcomes span twice, shrunk toward the overall size as far as sampling noise explains
+//!   its differences, scales the errors too.
+//! - Pooled quantiles: errors divided by their scale are comparable across leads and phases,
+//!   so a horizon's quantiles come from every origin's errors at leads from half to twice the
 //!   horizon rather than from the few origins that reach that one lead; they are the
 //!   finite-sample (conformal) order statistics, `ceil((n + 1) q)`-th, and the band at the
 //!   horizon is them times its scale.
-//! - Absolute or relative errors (relative to the forecast), whichever covers closer to the
-//!   level out of sample near the horizon.
-//! - Coverage is measured out of sample: quantiles from the older half of the origins are
-//!   checked against the errors of the newer half at the leads near the horizon.
+//! - Drift: when the newer half of the origins erred more (or less) than the older half, the
+//!   band is widened (or narrowed) by the factor the older half's band needed to hold the
+//!   level of the newer half's errors; errors that grew over the history are taken to go on
+//!   growing, as conformal bands otherwise lag behind.
+//! - Errors relative to the forecast for a series modelled on its logarithm (its errors grow
+//!   with its level), absolute otherwise.
+//! - Coverage is measured out of sample, of the whole method: the band from the older two
+//!   thirds of the origins, corrected by their own drift (oldest third against the middle
+//!   one), is checked against the errors of the newest third at the leads near the horizon.
 
 mod model;
 #[cfg(test)]
@@ -43,14 +57,14 @@ use super::AnalyticsError;
 
 /// Fewest rolling origins the band is calibrated on (each one refit of the model).
 pub const ORIGINS: usize = 12;
-/// Most rolling origins, when the refit window is short.
+/// Most rolling origins, when the series is short.
 const MAX_ORIGINS: usize = 48;
-/// Points all calibration refits read together, at most (more origins for shorter windows).
+/// Points all calibration refits read together, at most (more origins for shorter series).
 const REFIT_BUDGET: usize = 12 * 4320;
 /// Errors wanted to measure coverage near a horizon; fewer widen the leads counted as near.
 const MIN_ERRORS: usize = 30;
-/// Cycles of the longest period each calibration refit reads.
-const CALIBRATION_CYCLES: usize = 3;
+/// Phases of a seasonal period whose error sizes are told apart.
+const PHASES: usize = 12;
 /// Fewest usable points any forecast is made from.
 const MIN_POINTS: usize = 16;
 
@@ -147,14 +161,32 @@ pub fn fit_and_forecast(
         &TrendChoice::Auto,
         horizon,
     )?;
-    let errors = rolling_errors(series, &periods, events, &full.trend_choice, horizon, need);
-    let pooled = [false, true].map(|relative| Pooled::fit(&errors, relative));
+    // The refits are the published model's peers: history enough for every period it
+    // decomposes (an origin before that forecasts without a season, far worse).
+    let min_history = full
+        .periods
+        .iter()
+        .map(|p| 2 * p)
+        .max()
+        .unwrap_or(0)
+        .max(need);
+    let errors = rolling_errors(
+        series,
+        &periods,
+        events,
+        &full.trend_choice,
+        horizon,
+        (min_history, need),
+    );
+    // A series modelled on its logarithm errs in proportion to its level.
+    let pooled = Pooled::fit(&errors, full.log, &full.periods, settings.level);
+    let last = values.len() - 1;
     let bands = settings
         .horizons
         .iter()
         .map(|&h| {
             let mean = full.point(h, events);
-            let band = calibrate(&errors, &pooled, h, settings.level);
+            let band = calibrate(&errors, &pooled, h, last + h, settings.level);
             // No backtest at all (too little history): no band rather than a certain one.
             let (lower, upper) = band.map_or((f64::NAN, f64::NAN), |b| b.edges(mean));
             HorizonBand {
@@ -277,46 +309,43 @@ struct Miss {
 }
 
 /// Refits at rolling origins back from the last point and collects every lead's error whose
-/// outcome is known.
+/// outcome is known. Origins need `min_history` points before them, `min_usable` of them known.
 fn rolling_errors(
     series: &Series,
     periods: &[usize],
     events: &[KnownEvent],
     trend: &TrendChoice,
     horizon: usize,
-    min_train: usize,
+    (min_history, min_usable): (usize, usize),
 ) -> Vec<Miss> {
     let values = &series.values;
     let n = values.len();
     // Short horizons' coverage is measured on neighbouring leads, so forecast a few steps on.
     let reach = horizon.max(4);
-    let window = (CALIBRATION_CYCLES * periods.iter().copied().max().unwrap_or(0))
-        .max(reach + min_train)
-        .max(model::TREND_WINDOW);
-    // A refit costs about in proportion to the points it reads: short windows afford more
-    // origins for the same cost.
-    let count = (REFIT_BUDGET / window).clamp(ORIGINS, MAX_ORIGINS);
+    // Each refit reads the whole history before its origin, as the published fit reads the
+    // whole series: the band measures the model that is published (refits on a shorter
+    // window are worse models, and their errors made the band too wide). A refit costs about
+    // in proportion to the points it reads: a shorter series affords more origins.
+    let count = (REFIT_BUDGET / n.max(1)).clamp(ORIGINS, MAX_ORIGINS);
     // Origins run up to the last point (each contributes the leads whose outcomes are known),
     // spaced so that they span the history but a third of the reach at most.
-    let span = n.saturating_sub(min_train + 1);
+    let span = n.saturating_sub(min_history + 1);
     let stride = (reach / 3).min(span / count).max(1);
     let mut misses = Vec::new();
     for k in 0..count {
         let Some(origin) = (n - 1).checked_sub(k * stride) else {
             break;
         };
-        if origin < min_train {
+        if origin < min_history {
             break;
         }
-        // Each refit reads the last few cycles only: the refits are most of a fit's cost.
-        let first = origin.saturating_sub(window);
-        let history = &values[first..origin];
-        if history.iter().filter(|v| v.is_finite()).count() < min_train {
+        let history = &values[..origin];
+        if history.iter().filter(|v| v.is_finite()).count() < min_usable {
             break;
         }
         let Ok(fitted) = model::fit(
             history,
-            series.start + first as i64 * series.step,
+            series.start,
             series.step,
             periods,
             events,
@@ -342,6 +371,11 @@ fn rolling_errors(
 }
 
 impl Miss {
+    /// Index of the outcome in the series.
+    fn at(&self) -> usize {
+        self.origin - 1 + self.lead
+    }
+
     /// The error, as a share of the forecast if `relative`.
     fn error(&self, relative: bool) -> f64 {
         let e = self.actual - self.forecast;
@@ -409,6 +443,110 @@ impl LeadScale {
     }
 }
 
+/// How much larger or smaller the errors are at each phase of a seasonal period (a sports
+/// season's page views swing more than the summer's; night traffic less than the day's): the
+/// mean size of the lead-scaled errors whose outcomes fell in each of [`PHASES`] parts of the
+/// period, relative to their overall mean size. Each phase's ratio is shrunk toward 1 by how
+/// much of its spread around 1 sampling noise explains (empirical Bayes: weight τ² / (τ² +
+/// s²), with τ² the phases' spread beyond their sampling variances s²), so a season whose
+/// phases err alike keeps one width. The period is the longest one the outcomes span twice;
+/// none: no phase scale.
+#[derive(Clone, Debug)]
+struct PhaseScale {
+    period: usize,
+    /// Factor per phase; empty: 1 everywhere.
+    factors: Vec<f64>,
+}
+
+impl PhaseScale {
+    fn fit(misses: &[Miss], periods: &[usize], lead_scaled: impl Fn(&Miss) -> f64) -> PhaseScale {
+        let none = PhaseScale {
+            period: 1,
+            factors: Vec::new(),
+        };
+        let first = misses.iter().map(Miss::at).min().unwrap_or(0);
+        let last = misses.iter().map(Miss::at).max().unwrap_or(0);
+        let Some(period) = periods
+            .iter()
+            .copied()
+            .filter(|p| 2 * p <= last - first + 1)
+            .max()
+        else {
+            return none;
+        };
+        let phases = PHASES.min(period);
+        // Per phase: count, sum and sum of squares of the error sizes.
+        let mut sums = vec![(0usize, 0.0, 0.0); phases];
+        for m in misses {
+            let e = lead_scaled(m).abs();
+            if e.is_finite() {
+                let slot = &mut sums[(m.at() % period) * phases / period];
+                slot.0 += 1;
+                slot.1 += e;
+                slot.2 += e * e;
+            }
+        }
+        let (count, total) = sums.iter().fold((0, 0.0), |(c, t), s| (c + s.0, t + s.1));
+        let overall = total / count as f64;
+        if !(overall > 0.0 && overall.is_finite()) {
+            return none;
+        }
+        // Origins close together judge the same outcomes: a phase's sample is as large as the
+        // outcomes it holds, not its errors.
+        let mut outcomes: Vec<usize> = misses.iter().map(Miss::at).collect();
+        outcomes.sort_unstable();
+        outcomes.dedup();
+        let mut distinct = vec![0usize; phases];
+        for at in outcomes {
+            distinct[(at % period) * phases / period] += 1;
+        }
+        // Per phase: its size relative to the overall one, and that ratio's sampling variance.
+        let ratios: Vec<Option<(f64, f64)>> = sums
+            .iter()
+            .zip(distinct)
+            .map(|(&(n, sum, squares), outcomes)| {
+                (outcomes > 1).then(|| {
+                    let mean = sum / n as f64;
+                    let variance = (squares / n as f64 - mean * mean).max(0.0);
+                    (
+                        mean / overall,
+                        variance / outcomes as f64 / (overall * overall),
+                    )
+                })
+            })
+            .collect();
+        let known: Vec<(f64, f64)> = ratios.iter().flatten().copied().collect();
+        if known.len() < 2 {
+            return none;
+        }
+        let k = known.len() as f64;
+        let mean_ratio = known.iter().map(|r| r.0).sum::<f64>() / k;
+        let spread = known
+            .iter()
+            .map(|r| (r.0 - mean_ratio).powi(2))
+            .sum::<f64>()
+            / k;
+        let noise = known.iter().map(|r| r.1).sum::<f64>() / k;
+        let tau2 = spread - noise;
+        if tau2 <= 0.0 || !tau2.is_finite() {
+            return none;
+        }
+        let factors = ratios
+            .into_iter()
+            .map(|r| r.map_or(1.0, |(ratio, s2)| 1.0 + tau2 / (tau2 + s2) * (ratio - 1.0)))
+            .collect();
+        PhaseScale { period, factors }
+    }
+
+    /// The factor for an outcome at index `at` of the series.
+    fn at(&self, at: usize) -> f64 {
+        if self.factors.is_empty() {
+            return 1.0;
+        }
+        self.factors[(at % self.period) * self.factors.len() / self.period]
+    }
+}
+
 /// A calibrated band: error quantiles added to a forecast.
 #[derive(Clone, Copy, Debug)]
 struct Band {
@@ -425,58 +563,101 @@ impl Band {
     }
 }
 
-/// How errors of one kind (absolute or relative) are normalised and split.
+/// How errors (absolute, or relative to the forecast) are normalised, split by age and drift.
 struct Pooled {
     relative: bool,
     scale: LeadScale,
-    /// The median origin: older ones calibrate, newer ones (from this one on) check.
-    split: Option<usize>,
+    phase: PhaseScale,
+    /// How much the band of the older half of the origins must widen (above 1) or narrow to
+    /// hold the level of the newer half's errors: the band is corrected by it, as errors that
+    /// grew (or shrank) over the history are taken to go on so.
+    drift: f64,
+    /// The first origin of the newest third, whose errors check the coverage of the band of
+    /// the older two thirds, corrected by their own drift (`check_drift`): the published
+    /// coverage is that of the whole method, out of sample.
+    check_from: Option<usize>,
+    check_drift: f64,
 }
 
 impl Pooled {
-    fn fit(misses: &[Miss], relative: bool) -> Pooled {
+    fn fit(misses: &[Miss], relative: bool, periods: &[usize], level: f64) -> Pooled {
         let mut origins: Vec<usize> = misses.iter().map(|m| m.origin).collect();
         origins.sort_unstable();
         origins.dedup();
-        // Origins are older the smaller they are.
-        let split = (origins.len() >= 2)
-            .then(|| origins.get(origins.len() / 2).copied())
-            .flatten();
-        Pooled {
+        let scale = LeadScale::fit(misses, relative);
+        let phase = PhaseScale::fit(misses, periods, |m| m.error(relative) / scale.at(m.lead));
+        let mut pooled = Pooled {
             relative,
-            scale: LeadScale::fit(misses, relative),
-            split,
+            scale,
+            phase,
+            drift: 1.0,
+            check_from: None,
+            check_drift: 1.0,
+        };
+        // Origins are older the smaller they are.
+        let cut = |share: usize| origins.get(origins.len() * share / 6).copied();
+        let drift_across = |before: usize, from: usize, until: usize| {
+            let older = misses.iter().filter(|m| m.origin < before);
+            let newer = misses.iter().filter(|m| (from..until).contains(&m.origin));
+            drift(
+                older.map(|m| pooled.normalised(m)).collect(),
+                newer.map(|m| pooled.normalised(m)).collect(),
+                level,
+            )
+        };
+        if origins.len() >= 3 {
+            let (third, half, two_thirds) = (cut(2), cut(3), cut(4));
+            if let (Some(third), Some(half), Some(two_thirds)) = (third, half, two_thirds) {
+                let drift = drift_across(half, half, usize::MAX);
+                let check_drift = drift_across(third, third, two_thirds);
+                pooled.drift = drift;
+                pooled.check_drift = check_drift;
+                pooled.check_from = Some(two_thirds);
+            }
         }
+        pooled
     }
 
-    /// An error in units of its lead's scale.
+    /// The scale of an error at `lead` whose outcome is at index `at`.
+    fn scale(&self, lead: usize, at: usize) -> f64 {
+        self.scale.at(lead) * self.phase.at(at)
+    }
+
+    /// An error in units of its scale.
     fn normalised(&self, m: &Miss) -> f64 {
-        m.error(self.relative) / self.scale.at(m.lead)
+        m.error(self.relative) / self.scale(m.lead, m.at())
     }
 
-    /// The band at `horizon` in units of its scale, from the `pool`'s errors, with its
-    /// coverage of the newer origins' errors at `near` leads.
+    /// The band at `horizon` in units of its scale, from the `pool`'s errors and corrected by
+    /// the drift, with the coverage the same method had on the newest origins' errors at
+    /// `near` leads.
     fn band(&self, pool: &[&Miss], near: &[&Miss], level: f64) -> Option<(f64, f64, Option<f64>)> {
         let (low, high) = quantiles(pool.iter().map(|m| self.normalised(m)).collect(), level)?;
-        let coverage = self.split.and_then(|split| {
-            let older = pool.iter().filter(|m| m.origin < split);
+        let coverage = self.check_from.and_then(|from| {
+            let older = pool.iter().filter(|m| m.origin < from);
             let (lo, hi) = quantiles(older.map(|m| self.normalised(m)).collect(), level)?;
+            let (lo, hi) = (lo * self.check_drift, hi * self.check_drift);
             let newer: Vec<f64> = near
                 .iter()
-                .filter(|m| m.origin >= split)
+                .filter(|m| m.origin >= from)
                 .map(|m| self.normalised(m))
                 .collect();
             let held = newer.iter().filter(|e| (lo..=hi).contains(*e)).count();
             (!newer.is_empty()).then(|| held as f64 / newer.len() as f64)
         });
-        Some((low, high, coverage))
+        Some((low * self.drift, high * self.drift, coverage))
     }
 }
 
-/// The band at `horizon`: the quantiles of the normalised errors at leads from half to twice
-/// the horizon, times the scale at `horizon`; of absolute or relative errors, whichever covers
-/// closer to `level` out of sample at the leads near `horizon`.
-fn calibrate(misses: &[Miss], pooled: &[Pooled; 2], horizon: usize, level: f64) -> Option<Band> {
+/// The band at `horizon` (its outcome at index `at`): the quantiles of the normalised errors at
+/// leads from half to twice the horizon, times the scale there.
+fn calibrate(
+    misses: &[Miss],
+    pooled: &Pooled,
+    horizon: usize,
+    at: usize,
+    level: f64,
+) -> Option<Band> {
     // The leads near the horizon, where coverage is measured.
     let mut spread = horizon / 4;
     let near = loop {
@@ -501,22 +682,42 @@ fn calibrate(misses: &[Miss], pooled: &[Pooled; 2], horizon: usize, level: f64) 
     } else {
         misses.iter().collect()
     };
-    let [absolute, relative] = pooled.each_ref().map(|p| {
-        let (low, high, coverage) = p.band(&pool, &near, level)?;
-        let scale = p.scale.at(horizon);
-        Some(Band {
-            low: low * scale,
-            high: high * scale,
-            relative: p.relative,
-            coverage,
-        })
-    });
-    match (absolute, relative) {
-        (Some(a), Some(r)) => {
-            let miss = |b: &Band| b.coverage.map_or(f64::INFINITY, |c| (c - level).abs());
-            Some(if miss(&r) < miss(&a) { r } else { a })
-        }
-        (a, r) => a.or(r),
+    let (low, high, coverage) = pooled.band(&pool, &near, level)?;
+    let scale = pooled.scale(horizon, at);
+    Some(Band {
+        low: low * scale,
+        high: high * scale,
+        relative: pooled.relative,
+        coverage,
+    })
+}
+
+/// The factor by which the central `level` band of the `older` errors must be scaled to hold
+/// `level` of the `newer` ones (the conformal order statistic of the factor each one needs);
+/// 1 when either holds too few errors to tell or the band is one-sided.
+fn drift(older: Vec<f64>, newer: Vec<f64>, level: f64) -> f64 {
+    let Some((low, high)) = quantiles(older, level) else {
+        return 1.0;
+    };
+    if !(low < 0.0 && high > 0.0) || newer.len() < MIN_ERRORS {
+        return 1.0;
+    }
+    let mut needed: Vec<f64> = newer
+        .into_iter()
+        .filter(|e| e.is_finite())
+        .map(|e| if e >= 0.0 { e / high } else { e / low })
+        .collect();
+    if needed.len() < MIN_ERRORS {
+        return 1.0;
+    }
+    needed.sort_by(f64::total_cmp);
+    let n = needed.len();
+    let at = ((level * (n + 1) as f64).ceil() as usize).clamp(1, n) - 1;
+    let factor = needed[at];
+    if factor > 0.0 && factor.is_finite() {
+        factor
+    } else {
+        1.0
     }
 }
 

@@ -61,7 +61,7 @@ pub(super) struct Fitted {
     /// Lag-1 autocorrelation of the innovations (0 when they are not persistent).
     persistence: f64,
     /// Whether the model was fitted on the logarithm of the series (every point positive).
-    log: bool,
+    pub(super) log: bool,
     /// The trend model AutoETS chose.
     pub(super) trend_choice: TrendChoice,
     /// Periods actually decomposed (those with two full cycles of history).

@@ -402,6 +402,66 @@ fn band_coverage_holds_when_noise_grows_with_the_level() {
     }
 }
 
+/// Hourly points with a daily cycle whose noise is calm (sd 1) before noon and rough (sd 6)
+/// after: like traffic that is steady at night and bursty by day.
+fn rough_afternoons(days: usize, seed: u64) -> Series {
+    let mut noise = noise(seed);
+    let values = (0..days * 24)
+        .map(|i| {
+            let phase = 2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0;
+            let sd = if i % 24 < 12 { 1.0 } else { 6.0 };
+            100.0 + 20.0 * phase.sin() + sd * noise()
+        })
+        .collect();
+    Series {
+        start: START,
+        step: HOUR,
+        values,
+    }
+}
+
+/// Errors sized by the season's phase: where the noise is six times rougher the band is
+/// several times wider, and the band holds about its level of outcomes in the calm half and in
+/// the rough half alike — one width for both would hold nearly all calm outcomes and too few
+/// rough ones.
+#[test]
+fn band_follows_the_noise_of_each_phase() {
+    let series = rough_afternoons(40, 3);
+    let settings = ForecastSettings {
+        periods: vec![24],
+        level: 0.8,
+        horizons: (1..=24).collect(),
+        events: Vec::new(),
+    };
+    // [calm, rough]: outcomes held, outcomes judged, summed band width.
+    let (mut inside, mut judged, mut width) = ([0usize; 2], [0usize; 2], [0.0; 2]);
+    // 12 origins 11 hours apart over the last 6 days.
+    for k in 0..12 {
+        let origin = 34 * 24 + k * 11 - 24;
+        let forecast = fit_and_forecast(&head(&series, origin), &settings).unwrap();
+        for band in &forecast.bands {
+            let at = origin - 1 + band.horizon;
+            let actual = series.values[at];
+            let rough = usize::from(at % 24 >= 12);
+            inside[rough] += usize::from(band.lower <= actual && actual <= band.upper);
+            judged[rough] += 1;
+            width[rough] += band.upper - band.lower;
+        }
+    }
+    let (calm, rough) = (width[0] / judged[0] as f64, width[1] / judged[1] as f64);
+    assert!(
+        rough > 2.5 * calm,
+        "mean band width {calm:.1} in the calm half, {rough:.1} in the rough half"
+    );
+    for (half, (held, count)) in ["calm", "rough"].iter().zip(inside.iter().zip(judged)) {
+        let share = *held as f64 / count as f64;
+        assert!(
+            (0.68..=0.92).contains(&share),
+            "{half} half: coverage {share} ({inside:?} of {judged:?})"
+        );
+    }
+}
+
 /// When errors grow with the lead, so does the band: the day-ahead and two-day bands are wider
 /// than the first step's.
 #[test]
