@@ -63,6 +63,10 @@ const MAX_ORIGINS: usize = 48;
 const REFIT_BUDGET: usize = 12 * 4320;
 /// Errors wanted to measure coverage near a horizon; fewer widen the leads counted as near.
 const MIN_ERRORS: usize = 30;
+/// Most the drift widens (or narrows, by its inverse) a band: measured on half the origins it
+/// is itself noisy, and errors that grew more than that are a change of regime, not a trend of
+/// the errors a wider band would foresee.
+const MAX_DRIFT: f64 = 2.0;
 /// Phases of a seasonal period whose error sizes are told apart.
 const PHASES: usize = 12;
 /// Fewest usable points any forecast is made from.
@@ -558,8 +562,14 @@ struct Band {
 
 impl Band {
     fn edges(&self, mean: f64) -> (f64, f64) {
-        let scale = if self.relative { mean.abs() } else { 1.0 };
-        (mean + self.low * scale, mean + self.high * scale)
+        if self.relative {
+            // Relative errors are those of a series modelled on its logarithm: it stays
+            // positive, whatever the errors' spread.
+            let scale = mean.abs();
+            ((mean + self.low * scale).max(0.0), mean + self.high * scale)
+        } else {
+            (mean + self.low, mean + self.high)
+        }
     }
 }
 
@@ -693,8 +703,8 @@ fn calibrate(
 }
 
 /// The factor by which the central `level` band of the `older` errors must be scaled to hold
-/// `level` of the `newer` ones (the conformal order statistic of the factor each one needs);
-/// 1 when either holds too few errors to tell or the band is one-sided.
+/// `level` of the `newer` ones (the conformal order statistic of the factor each one needs),
+/// within [`MAX_DRIFT`]; 1 when either holds too few errors to tell or the band is one-sided.
 fn drift(older: Vec<f64>, newer: Vec<f64>, level: f64) -> f64 {
     let Some((low, high)) = quantiles(older, level) else {
         return 1.0;
@@ -715,7 +725,7 @@ fn drift(older: Vec<f64>, newer: Vec<f64>, level: f64) -> f64 {
     let at = ((level * (n + 1) as f64).ceil() as usize).clamp(1, n) - 1;
     let factor = needed[at];
     if factor > 0.0 && factor.is_finite() {
-        factor
+        factor.clamp(1.0 / MAX_DRIFT, MAX_DRIFT)
     } else {
         1.0
     }

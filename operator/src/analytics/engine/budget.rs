@@ -7,11 +7,14 @@
 //! the budget. Errors that leave the window give budget back, so a steady service spending
 //! half its budget is never forecast to run out, and a past incident ages out.
 //!
-//! The probability reads the calibrated 80 % band at each future step as a normal distribution
-//! (its upper half-width is the 90 % quantile) and takes the forecast errors of all steps as
+//! The probability reads the calibrated 80 % band at each future step as a split normal
+//! distribution around the mean (each half-width is a 90 % quantile of its side: a band after
+//! a surge reaches far up and little down) and takes the forecast errors of all steps as
 //! moving together (a path that runs high keeps running high), which is what budget burns do:
-//! the spend's spread is then the sum of the steps' spreads. The probability is the largest,
-//! over the horizon, that the window's spend reaches the budget. No band, no probability.
+//! the spend's spread on each side is then the sum of the steps' spreads. The probability is
+//! the largest, over the horizon, that the window's spend reaches the budget: read on the upper
+//! side while the mean spend is short of the budget, on the lower side once it is past it. No
+//! band, no probability.
 
 use super::exposition::Point;
 use super::jobs::{Job, JobKind};
@@ -36,19 +39,55 @@ fn identity(job: &Job, labels: &Labels) -> Labels {
     out
 }
 
+/// The forecast of the error ratio at one step: the mean and the standard deviations the band
+/// gives below and above it (NaN without a band).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step {
+    pub mean: f64,
+    pub below: f64,
+    pub above: f64,
+}
+
+impl Step {
+    fn lerp(a: Step, b: Step, t: f64) -> Step {
+        Step {
+            mean: a.mean + t * (b.mean - a.mean),
+            below: a.below + t * (b.below - a.below),
+            above: a.above + t * (b.above - a.above),
+        }
+    }
+}
+
 /// The forecast of the error ratio one step at a time (`1..=steps` after the last point):
-/// mean (never below 0) and the standard deviation the band gives (NaN without a band),
-/// interpolated linearly between the forecast's horizons and from `(0, last)`.
-pub fn per_step(bands: &[HorizonBand], last: f64, steps: usize) -> Vec<(f64, f64)> {
+/// mean (never below 0) and the band's spreads, interpolated linearly between the forecast's
+/// horizons and from the last value.
+pub fn per_step(bands: &[HorizonBand], last: f64, steps: usize) -> Vec<Step> {
     let z = normal::quantile((1.0 + LEVEL) / 2.0);
-    let mut knots: Vec<(f64, f64, f64)> = vec![(0.0, last.max(0.0), 0.0)];
-    for b in bands.iter().filter(|b| b.mean.is_finite()) {
-        let sigma = if b.upper.is_finite() {
-            ((b.upper - b.mean) / z).max(0.0)
+    let spread = |edge: f64, distance: f64| {
+        if edge.is_finite() {
+            (distance / z).max(0.0)
         } else {
             f64::NAN
-        };
-        knots.push((b.horizon as f64, b.mean.max(0.0), sigma));
+        }
+    };
+    let mut knots: Vec<(f64, Step)> = vec![(
+        0.0,
+        Step {
+            mean: last.max(0.0),
+            below: 0.0,
+            above: 0.0,
+        },
+    )];
+    for b in bands.iter().filter(|b| b.mean.is_finite()) {
+        let mean = b.mean.max(0.0);
+        knots.push((
+            b.horizon as f64,
+            Step {
+                mean,
+                below: spread(b.lower, mean - b.lower.max(0.0)),
+                above: spread(b.upper, b.upper - mean),
+            },
+        ));
     }
     knots.sort_by(|a, b| a.0.total_cmp(&b.0));
     (1..=steps)
@@ -56,15 +95,25 @@ pub fn per_step(bands: &[HorizonBand], last: f64, steps: usize) -> Vec<(f64, f64
             let k = k as f64;
             let right = knots.iter().position(|n| n.0 >= k);
             match right {
-                Some(0) => (knots[0].1, knots[0].2),
+                Some(0) => knots[0].1,
                 Some(i) => {
                     let (a, b) = (knots[i - 1], knots[i]);
                     let t = (k - a.0) / (b.0 - a.0);
+                    let mut step = Step::lerp(a.1, b.1, t);
                     // The band starts at the first knot: no interpolation from "certain".
-                    let sigma = if i == 1 { b.2 } else { a.2 + t * (b.2 - a.2) };
-                    (a.1 + t * (b.1 - a.1), sigma)
+                    if i == 1 {
+                        (step.below, step.above) = (b.1.below, b.1.above);
+                    }
+                    step
                 }
-                None => knots.last().map_or((0.0, f64::NAN), |n| (n.1, n.2)),
+                None => knots.last().map_or(
+                    Step {
+                        mean: 0.0,
+                        below: f64::NAN,
+                        above: f64::NAN,
+                    },
+                    |n| n.1,
+                ),
             }
         })
         .collect()
@@ -83,14 +132,9 @@ pub struct Projection {
 }
 
 /// Rolls a window of `window_steps` slots over `history` (the newest last, NaN where nothing
-/// was recorded) and then over `forecast` (per step mean and standard deviation, as
-/// [`per_step`] gives), with an error budget of `budget`.
-pub fn project(
-    history: &[f64],
-    forecast: &[(f64, f64)],
-    window_steps: usize,
-    budget: f64,
-) -> Projection {
+/// was recorded) and then over `forecast` (per step, as [`per_step`] gives), with an error
+/// budget of `budget`.
+pub fn project(history: &[f64], forecast: &[Step], window_steps: usize, budget: f64) -> Projection {
     let window_steps = window_steps.max(1);
     let inside = &history[history.len().saturating_sub(window_steps)..];
     // Slots of the window are taken from the history front first as the window moves on.
@@ -112,12 +156,15 @@ pub fn project(
             probability: Some(1.0),
         };
     }
-    let banded = forecast.iter().all(|(_, s)| s.is_finite()) && !forecast.is_empty();
-    let (mut mean_sum, mut sigma_sum) = (0.0, 0.0);
+    let banded = forecast
+        .iter()
+        .all(|s| s.below.is_finite() && s.above.is_finite())
+        && !forecast.is_empty();
+    let (mut mean_sum, mut below_sum, mut above_sum) = (0.0, 0.0, 0.0);
     let mut previous_spent = 1.0 - remaining;
     let mut exhaustion = None;
     let mut probability: f64 = 0.0;
-    for (k, &(mean, sigma)) in forecast.iter().enumerate() {
+    for (k, step) in forecast.iter().enumerate() {
         // The slot leaving the window: before the history began (nothing), or its oldest.
         let leaving = k + 1;
         if leaving > missing {
@@ -126,8 +173,9 @@ pub fn project(
                 hist_count -= 1;
             }
         }
-        mean_sum += mean;
-        sigma_sum += sigma;
+        mean_sum += step.mean;
+        below_sum += step.below;
+        above_sum += step.above;
         let count = hist_count + k + 1;
         let now_spent = spent(hist_sum + mean_sum, count);
         if exhaustion.is_none() && now_spent >= 1.0 {
@@ -141,7 +189,13 @@ pub fn project(
         }
         previous_spent = now_spent;
         if banded {
-            let spread = sigma_sum / count as f64 / budget;
+            // The side of the split normal the budget lies on.
+            let side = if now_spent < 1.0 {
+                above_sum
+            } else {
+                below_sum
+            };
+            let spread = side / count as f64 / budget;
             let p = if spread > 0.0 {
                 normal::tail((1.0 - now_spent) / spread)
             } else if now_spent >= 1.0 {
@@ -240,6 +294,15 @@ pub fn fit_series(
 mod tests {
     use super::*;
 
+    /// A step whose band is even on both sides.
+    fn even(mean: f64, sigma: f64) -> Step {
+        Step {
+            mean,
+            below: sigma,
+            above: sigma,
+        }
+    }
+
     fn band(horizon: usize, mean: f64, half: f64) -> HorizonBand {
         HorizonBand {
             horizon,
@@ -255,7 +318,7 @@ mod tests {
     #[test]
     fn a_steady_spend_never_runs_out() {
         let history = vec![0.005; 100];
-        let forecast = vec![(0.005, 0.0001); 300];
+        let forecast = vec![even(0.005, 0.0001); 300];
         let p = project(&history, &forecast, 100, 0.01);
         assert!((p.remaining - 0.5).abs() < 1e-12);
         assert_eq!(p.exhaustion_steps, None);
@@ -267,13 +330,13 @@ mod tests {
     /// window; an old incident leaving the window gives its budget back.
     #[test]
     fn the_window_rolls_over_history_and_forecast() {
-        let p = project(&[0.0; 100], &[(0.02, f64::NAN); 80], 100, 0.01);
+        let p = project(&[0.0; 100], &[even(0.02, f64::NAN); 80], 100, 0.01);
         assert!((p.exhaustion_steps.unwrap() - 50.0).abs() < 1e-6, "{p:?}");
         assert_eq!(p.probability, None, "no band, no probability");
 
         let mut incident = vec![0.0; 100];
         incident[..60].fill(0.015);
-        let p = project(&incident, &[(0.0, 0.0); 100], 100, 0.01);
+        let p = project(&incident, &[even(0.0, 0.0); 100], 100, 0.01);
         assert!((p.remaining - 0.1).abs() < 1e-12);
         assert_eq!(p.exhaustion_steps, None);
         assert_eq!(p.probability, Some(0.0));
@@ -288,7 +351,7 @@ mod tests {
         assert_eq!(p.probability, Some(1.0));
         let mut gappy = vec![f64::NAN; 100];
         gappy[90..].fill(0.005);
-        let p = project(&gappy, &[(0.02, f64::NAN); 10], 100, 0.01);
+        let p = project(&gappy, &[even(0.02, f64::NAN); 10], 100, 0.01);
         assert!((p.remaining - 0.5).abs() < 1e-12);
         // Mean over 10 old and k new slots reaches 0.01 when (0.05 + 0.02k) / (10 + k) = 0.01.
         assert!((p.exhaustion_steps.unwrap() - 5.0).abs() < 1e-6, "{p:?}");
@@ -299,11 +362,28 @@ mod tests {
     #[test]
     fn the_band_gives_the_probability() {
         let history = vec![0.009; 100];
-        let narrow = project(&history, &[(0.0095, 0.001); 50], 100, 0.01);
-        let wide = project(&history, &[(0.0095, 0.002); 50], 100, 0.01);
+        let narrow = project(&history, &[even(0.0095, 0.001); 50], 100, 0.01);
+        let wide = project(&history, &[even(0.0095, 0.002); 50], 100, 0.01);
         assert_eq!(narrow.exhaustion_steps, None);
         let (n, w) = (narrow.probability.unwrap(), wide.probability.unwrap());
         assert!(n > 0.0 && n < w && w < 0.5, "{n} {w}");
+    }
+
+    /// After a surge the band reaches far up and little down: once the mean spend is past the
+    /// budget, the probability is read on the narrow lower side — nearly certain — where an
+    /// even band as wide as the upper side would leave it near even odds.
+    #[test]
+    fn a_skewed_band_is_read_on_the_budgets_side() {
+        let history = vec![0.009; 100];
+        let skewed = Step {
+            mean: 0.02,
+            below: 0.002,
+            above: 0.05,
+        };
+        let p = project(&history, &[skewed; 50], 100, 0.01);
+        let even = project(&history, &[even(0.02, 0.05); 50], 100, 0.01);
+        let (s, e) = (p.probability.unwrap(), even.probability.unwrap());
+        assert!(s > 0.99 && e < 0.8, "skewed {s}, even {e}");
     }
 
     /// Per-step forecasts interpolate the means from the last value and take the band's spread
@@ -312,9 +392,12 @@ mod tests {
     fn per_step_interpolates() {
         let z = normal::quantile(0.9);
         let steps = per_step(&[band(2, 4.0, z), band(4, 8.0, 3.0 * z)], 2.0, 5);
-        let means: Vec<f64> = steps.iter().map(|s| s.0).collect();
+        let means: Vec<f64> = steps.iter().map(|s| s.mean).collect();
         assert_eq!(means, [3.0, 4.0, 6.0, 8.0, 8.0]);
-        let sigmas: Vec<f64> = steps.iter().map(|s| (s.1 * 1e9).round() / 1e9).collect();
+        let sigmas: Vec<f64> = steps
+            .iter()
+            .map(|s| (s.above * 1e9).round() / 1e9)
+            .collect();
         assert_eq!(sigmas, [1.0, 1.0, 2.0, 3.0, 3.0]);
         let unbanded = HorizonBand {
             upper: f64::NAN,
@@ -323,9 +406,9 @@ mod tests {
         };
         let steps = per_step(&[unbanded], 1.0, 1);
         assert_eq!(
-            steps[0].0, 0.0,
+            steps[0].mean, 0.0,
             "a negative mean is no negative error ratio"
         );
-        assert!(steps[0].1.is_nan());
+        assert!(steps[0].above.is_nan() && steps[0].below.is_nan());
     }
 }
