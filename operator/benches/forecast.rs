@@ -13,9 +13,9 @@
 //!   period, horizons 1h, 6h, 1d), and the implied series per hour on one core.
 //!
 //! Figures on the 2-core development machine (shared, load 1–6): (a) MAPE 5.47 % at 37 days
-//! (Prophet 5.84 %), coverage 0.74–0.88 across horizons; (b) 1 h MAPE 9.7 % on all outcomes,
-//! 6.2 % outside NAB's anomaly windows, coverage 0.88 at 1 h and 0.85 at 1 d; (d) 138 ms per
-//! fit before the calibration change (release), 1.22× that since in the dev profile.
+//! (Prophet 5.84 %), coverage 0.73–0.83 across horizons (0.726 at 329 days, the others within
+//! 0.75–0.85); (b) 1 h MAPE 9.7 % on all outcomes, 6.2 % outside NAB's anomaly windows,
+//! coverage 0.82 at 1 h and 0.77 at 1 d; (d) 134 ms per fit and 16.1 MiB peak (release).
 //! `--profile dev` gives the same accuracy figures (the numeric crates are optimised there).
 //!
 //! Prints figures; asserts nothing. Run: `cargo bench -p vigil-operator --bench forecast`
