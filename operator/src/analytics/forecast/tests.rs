@@ -462,6 +462,54 @@ fn band_follows_the_noise_of_each_phase() {
     }
 }
 
+/// Hourly points with a daily cycle whose noise grows steadily: sd 1 at the start, doubling
+/// every 8 days.
+fn roughening(days: usize, seed: u64) -> Series {
+    let mut noise = noise(seed);
+    let values = (0..days * 24)
+        .map(|i| {
+            let phase = 2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0;
+            let sd = (i as f64 / (8.0 * 24.0)).exp2();
+            100.0 + 20.0 * phase.sin() + sd * noise()
+        })
+        .collect();
+    Series {
+        start: START,
+        step: HOUR,
+        values,
+    }
+}
+
+/// Errors that grew over the history are taken to go on growing: the band follows the drift
+/// and holds about its level of outcomes ahead, where the errors of the calibration origins
+/// alone, smaller on average than those to come, would hold too few.
+#[test]
+fn band_follows_errors_that_grow() {
+    let series = roughening(60, 17);
+    let settings = ForecastSettings {
+        periods: vec![24],
+        level: 0.8,
+        horizons: (1..=12).collect(),
+        events: Vec::new(),
+    };
+    let (mut inside, mut judged) = (0usize, 0usize);
+    // 16 origins 13 hours apart over the last 9 days.
+    for k in 0..16 {
+        let origin = 51 * 24 + k * 13 - 12;
+        let forecast = fit_and_forecast(&head(&series, origin), &settings).unwrap();
+        for band in &forecast.bands {
+            let actual = series.values[origin - 1 + band.horizon];
+            inside += usize::from(band.lower <= actual && actual <= band.upper);
+            judged += 1;
+        }
+    }
+    let share = inside as f64 / judged as f64;
+    assert!(
+        (0.72..=0.9).contains(&share),
+        "coverage {share} ({inside} of {judged})"
+    );
+}
+
 /// When errors grow with the lead, so does the band: the day-ahead and two-day bands are wider
 /// than the first step's.
 #[test]
