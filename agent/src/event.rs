@@ -117,8 +117,9 @@ pub struct LogEvent {
     pub attributes: Vec<(String, String)>,
     /// Number of physical lines joined into this event (1 for a plain line).
     pub lines: u32,
-    /// Set by the crash detector.
-    pub crash: Option<CrashInfo>,
+    /// Set by the crash detector. Boxed: crashes are rare, and every event is moved several
+    /// times on its way to a batch.
+    pub crash: Option<Box<CrashInfo>>,
     /// Where it was read from; `None` for events not read from a file.
     pub origin: Option<Origin>,
 }

@@ -249,7 +249,7 @@ impl CrashDetector {
         drop(counts);
         let text = exception::stack_text(event).unwrap_or(&event.message);
         event.level = Some(exception::crash_level(text, &crash.language, event.level));
-        event.crash = Some(crash.clone());
+        event.crash = Some(Box::new(crash.clone()));
         Some(crash)
     }
 

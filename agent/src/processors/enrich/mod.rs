@@ -260,7 +260,12 @@ pub fn logs_record_observed_at(
         let mut records = Vec::with_capacity(estimate);
         for event in events {
             match event.crash {
-                None => put_plain_record(event, observed_time_unix_nano, &mut records),
+                None => put_plain_record(
+                    event,
+                    plain_record_len(event, observed_time_unix_nano),
+                    observed_time_unix_nano,
+                    &mut records,
+                ),
                 Some(_) => message::encode(
                     2,
                     &log_record(event.clone(), observed_time_unix_nano),
@@ -270,12 +275,17 @@ pub fn logs_record_observed_at(
         }
         records
     });
-    let records_len = match &with_crash {
-        Some(records) => records.len(),
+    // Each plain record's length, worked out once: it is also its length prefix.
+    let plain_lens: Vec<usize> = match &with_crash {
+        Some(_) => Vec::new(),
         None => events
             .iter()
-            .map(|e| field_len(plain_record_len(e, observed_time_unix_nano)))
-            .sum(),
+            .map(|e| plain_record_len(e, observed_time_unix_nano))
+            .collect(),
+    };
+    let records_len = match &with_crash {
+        Some(records) => records.len(),
+        None => plain_lens.iter().map(|&len| field_len(len)).sum(),
     };
     let scope_logs_len = field_len(scope_len) + records_len;
     let resource_logs_len = field_len(resource_len) + field_len(scope_logs_len);
@@ -293,8 +303,8 @@ pub fn logs_record_observed_at(
     match with_crash {
         Some(records) => out.extend_from_slice(&records),
         None => {
-            for event in events {
-                put_plain_record(event, observed_time_unix_nano, &mut out);
+            for (event, &len) in events.iter().zip(&plain_lens) {
+                put_plain_record(event, len, observed_time_unix_nano, &mut out);
             }
         }
     }
@@ -396,9 +406,9 @@ fn plain_record_len(event: &LogEvent, observed_time_unix_nano: u64) -> usize {
 }
 
 /// Appends `ScopeLogs.log_records` (= 2) for an event without a crash: what prost writes for
-/// [`log_record`]'s record, fields in the order of their numbers.
-fn put_plain_record(event: &LogEvent, observed_time_unix_nano: u64, out: &mut Vec<u8>) {
-    let len = plain_record_len(event, observed_time_unix_nano);
+/// [`log_record`]'s record, fields in the order of their numbers. `len` is its
+/// [`plain_record_len`].
+fn put_plain_record(event: &LogEvent, len: usize, observed_time_unix_nano: u64, out: &mut Vec<u8>) {
     let (attributes, fixed) = fixed_attributes(event);
     let all_attributes = || {
         attributes[..fixed].iter().copied().chain(

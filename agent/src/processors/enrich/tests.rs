@@ -190,12 +190,12 @@ fn log_events_as_otlp() {
     );
     crash.level = Some(Level::Error);
     crash.lines = 2;
-    crash.crash = Some(CrashInfo {
+    crash.crash = Some(Box::new(CrashInfo {
         fingerprint: "0123456789abcdef".into(),
         kind: "java.lang.IllegalStateException".into(),
         language: "java".into(),
         frame: "A.b".into(),
-    });
+    }));
     let request = logs_request_observed_at(&identity(), vec![plain, crash], 42);
     assert_eq!(request.resource_logs.len(), 1);
     let rl = &request.resource_logs[0];
@@ -520,12 +520,12 @@ fn logs_record_is_the_encoded_request() {
         1_700_000_000_500_000_000,
         "Exception in thread \"main\" java.lang.IllegalStateException\n\tat A.b(A.java:1)",
     );
-    crash.crash = Some(CrashInfo {
+    crash.crash = Some(Box::new(CrashInfo {
         fingerprint: "0123456789abcdef".into(),
         kind: "java.lang.IllegalStateException".into(),
         language: "java".into(),
         frame: "A.b".into(),
-    });
+    }));
     crash.origin = Some(origin);
     events.push(crash);
     for (i, event) in events.iter().enumerate() {

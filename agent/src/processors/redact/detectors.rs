@@ -35,109 +35,102 @@ pub struct Triggers {
     pub jwt: bool,
 }
 
-/// Byte classes for the prescan: most bytes (`BORING`) need nothing but a table lookup.
-const BORING: u8 = 0;
-const DIGIT: u8 = 1;
-const WORD_START: u8 = 2;
-const AT_SIGN: u8 = 3;
-const PLUS: u8 = 4;
-
-const CLASSES: [u8; 256] = {
-    let mut classes = [BORING; 256];
+/// Bytes the prescan looks at (1): digits, the word starts of `authorization`, `bearer` and
+/// `eyJ`'s `J`, `@` and `+`. Every other byte (0) needs nothing but this lookup.
+const LOOKED_AT: [u8; 256] = {
+    let mut looked_at = [0; 256];
     let mut d = b'0';
     while d <= b'9' {
-        classes[d as usize] = DIGIT;
+        looked_at[d as usize] = 1;
         d += 1;
     }
-    classes[b'a' as usize] = WORD_START;
-    classes[b'A' as usize] = WORD_START;
-    classes[b'b' as usize] = WORD_START;
-    classes[b'B' as usize] = WORD_START;
-    classes[b'J' as usize] = WORD_START;
-    classes[b'@' as usize] = AT_SIGN;
-    classes[b'+' as usize] = PLUS;
-    classes
+    let mut k = 0;
+    let others = b"aAbBJ@+";
+    while k < others.len() {
+        looked_at[others[k] as usize] = 1;
+        k += 1;
+    }
+    looked_at
 };
 
 /// One pass over the text looking for what the detectors need.
 pub fn prescan(bytes: &[u8]) -> Triggers {
     let mut t = Triggers::default();
-    let mut i = 0;
     let n = bytes.len();
     // The previous run of digits: where it ended and how long it was.
     let mut last_run: Option<(usize, usize)> = None;
     let mut chain = 0;
-    while i < n {
-        let b = bytes[i];
-        match CLASSES[usize::from(b)] {
-            BORING => {
-                // Most bytes: skip them eight at a time while none of the eight matters (eight
-                // independent lookups, no branch between them), then one at a time.
-                i += 1;
-                while let Some(chunk) = bytes.get(i..i + 8) {
-                    if chunk
-                        .iter()
-                        .fold(BORING, |seen, &b| seen | CLASSES[usize::from(b)])
-                        != BORING
-                    {
-                        break;
-                    }
-                    i += 8;
+    let mut i = 0;
+    loop {
+        // Most bytes need nothing but a table lookup: they are skipped here, one at a time and,
+        // in a longer stretch, eight at a time while none of the eight matters (eight
+        // independent lookups, no branch between them). Only the bytes a detector looks at
+        // are handled below, by plain branches, most frequent (digits) first.
+        while i < n && LOOKED_AT[usize::from(bytes[i])] == 0 {
+            i += 1;
+            while let Some(chunk) = bytes.get(i..i + 8) {
+                if chunk
+                    .iter()
+                    .fold(0, |seen, &b| seen | LOOKED_AT[usize::from(b)])
+                    != 0
+                {
+                    break;
                 }
-                while i < n && CLASSES[usize::from(bytes[i])] == BORING {
-                    i += 1;
-                }
-                continue;
+                i += 8;
             }
-            DIGIT => {
-                let start = i;
-                i = digits_end(bytes, i);
-                let len = i - start;
-                let gap = match last_run {
-                    Some((end, _)) => start - end,
-                    None => usize::MAX,
-                };
-                chain = if gap == 1 && matches!(bytes[start - 1], b' ' | b'-') {
-                    chain + len
-                } else {
-                    len
-                };
-                t.card |= chain >= 13;
-                if !t.phone && len >= 2 {
-                    // The last group of a North American number, or the trunk-prefixed first
-                    // group of a national one — which may have four digits too (`0171 …`).
-                    let north_american = len == 4
-                        && matches!(last_run, Some((_, 3)))
-                        && ((gap == 1 && matches!(bytes[start - 1], b' ' | b'-' | b'.'))
-                            || (gap == 2 && &bytes[start - 2..start] == b") "));
-                    let national =
-                        b == b'0' && bytes[start + 1] != b'0' && phone_may_start(bytes, start);
-                    t.phone = north_american || national;
-                }
-                if !t.iban && len >= 2 && start >= 2 {
-                    t.iban = bytes[start - 1].is_ascii_alphabetic()
-                        && bytes[start - 2].is_ascii_alphabetic()
-                        && !(start >= 3 && is_word_byte(bytes[start - 3]));
-                }
-                last_run = Some((i, len));
-                continue;
+        }
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        if b.is_ascii_digit() {
+            let start = i;
+            i = digits_end(bytes, i);
+            let len = i - start;
+            let gap = match last_run {
+                Some((end, _)) => start - end,
+                None => usize::MAX,
+            };
+            chain = if gap == 1 && matches!(bytes[start - 1], b' ' | b'-') {
+                chain + len
+            } else {
+                len
+            };
+            t.card |= chain >= 13;
+            if !t.phone && len >= 2 {
+                // The last group of a North American number, or the trunk-prefixed first
+                // group of a national one — which may have four digits too (`0171 …`).
+                let north_american = len == 4
+                    && matches!(last_run, Some((_, 3)))
+                    && ((gap == 1 && matches!(bytes[start - 1], b' ' | b'-' | b'.'))
+                        || (gap == 2 && &bytes[start - 2..start] == b") "));
+                let national =
+                    b == b'0' && bytes[start + 1] != b'0' && phone_may_start(bytes, start);
+                t.phone = north_american || national;
             }
-            WORD_START => {
-                if i == 0 || !bytes[i - 1].is_ascii_alphanumeric() {
-                    match b {
-                        b'b' | b'B' => t.token |= word_at(bytes, i, b"bearer"),
-                        b'a' | b'A' => t.token |= word_at(bytes, i, b"authorization"),
-                        _ => {}
-                    }
-                }
-                if b == b'J' {
-                    t.jwt |= i >= 2 && &bytes[i - 2..i] == b"ey";
+            if !t.iban && len >= 2 && start >= 2 {
+                t.iban = bytes[start - 1].is_ascii_alphabetic()
+                    && bytes[start - 2].is_ascii_alphabetic()
+                    && !(start >= 3 && is_word_byte(bytes[start - 3]));
+            }
+            last_run = Some((i, len));
+            continue;
+        }
+        if b == b'@' {
+            t.email = true;
+        } else if b == b'+' {
+            t.phone |= bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+                && !before(bytes, i).is_some_and(is_word_byte);
+        } else {
+            // A word-start letter: `a`, `b` (any case) or `J`.
+            if i == 0 || !bytes[i - 1].is_ascii_alphanumeric() {
+                match b {
+                    b'b' | b'B' => t.token |= word_at(bytes, i, b"bearer"),
+                    b'a' | b'A' => t.token |= word_at(bytes, i, b"authorization"),
+                    _ => {}
                 }
             }
-            AT_SIGN => t.email = true,
-            _ => {
-                t.phone |= bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
-                    && !before(bytes, i).is_some_and(is_word_byte);
+            if b == b'J' {
+                t.jwt |= i >= 2 && &bytes[i - 2..i] == b"ey";
             }
         }
         i += 1;

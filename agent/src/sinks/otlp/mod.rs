@@ -272,6 +272,9 @@ impl Encoder for PartsEncoder {
     type Error = tonic::Status;
 
     fn encode(&mut self, parts: Vec<Bytes>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        // Room for the whole body at once: growing by doubling would copy it several times
+        // and fault in memory it then frees.
+        buf.reserve(parts.iter().map(Bytes::len).sum());
         for part in &parts {
             buf.put_slice(part);
         }

@@ -194,7 +194,8 @@ impl FileReader {
     }
 
     /// Reads up to about `budget` bytes (whole chunks), handing each complete line to
-    /// `on_segment`. `buf` is scratch space shared by all readers.
+    /// `on_segment`. `buf` is scratch space shared by all readers, kept between calls (its
+    /// contents are overwritten, never read before they are).
     pub fn read(
         &mut self,
         buf: &mut Vec<u8>,
@@ -205,11 +206,19 @@ impl FileReader {
         while (outcome.bytes as usize) < budget {
             let kept = self.partial.len();
             let base = self.read_offset - kept as u64;
-            buf.clear();
-            buf.extend_from_slice(&self.partial);
-            buf.resize(kept + READ_CHUNK_BYTES, 0);
+            let need = kept + READ_CHUNK_BYTES;
+            if buf.len() < need {
+                // Zeroed once, not before every read: a fresh zeroed allocation is not even
+                // touched, so at live rates only the part that reads fill becomes resident.
+                if buf.is_empty() {
+                    *buf = vec![0; need];
+                } else {
+                    buf.resize(need, 0);
+                }
+            }
+            buf[..kept].copy_from_slice(&self.partial);
             let n = loop {
-                match self.file.read_at(&mut buf[kept..], self.read_offset) {
+                match self.file.read_at(&mut buf[kept..need], self.read_offset) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     other => break other?,
                 }
@@ -244,6 +253,11 @@ impl FileReader {
         }
         if self.partial.capacity() > MAX_LINE_BYTES && self.partial.len() < 4096 {
             self.partial.shrink_to(4096);
+        }
+        // Grown for a long partial line: back to one chunk once that line is done.
+        if buf.len() > READ_CHUNK_BYTES + 4096 && self.partial.len() < 4096 {
+            buf.truncate(READ_CHUNK_BYTES);
+            buf.shrink_to_fit();
         }
         Ok(outcome)
     }
