@@ -23,11 +23,17 @@ fn noise(seed: u64) -> impl FnMut() -> f64 {
 
 /// Hourly points with a daily cycle of amplitude 20 and normal noise of sd `sd`.
 fn daily_series(days: usize, sd: f64, seed: u64) -> Series {
+    daily_with_noise(days, seed, |_| sd)
+}
+
+/// Hourly points with a daily cycle of amplitude 20 and normal noise whose sd at point `i` is
+/// `sd(i)`.
+fn daily_with_noise(days: usize, seed: u64, sd: impl Fn(usize) -> f64) -> Series {
     let mut noise = noise(seed);
     let values = (0..days * 24)
         .map(|i| {
             let phase = 2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0;
-            100.0 + 20.0 * phase.sin() + sd * noise()
+            100.0 + 20.0 * phase.sin() + sd(i) * noise()
         })
         .collect();
     Series {
@@ -405,19 +411,7 @@ fn band_coverage_holds_when_noise_grows_with_the_level() {
 /// Hourly points with a daily cycle whose noise is calm (sd 1) before noon and rough (sd 6)
 /// after: like traffic that is steady at night and bursty by day.
 fn rough_afternoons(days: usize, seed: u64) -> Series {
-    let mut noise = noise(seed);
-    let values = (0..days * 24)
-        .map(|i| {
-            let phase = 2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0;
-            let sd = if i % 24 < 12 { 1.0 } else { 6.0 };
-            100.0 + 20.0 * phase.sin() + sd * noise()
-        })
-        .collect();
-    Series {
-        start: START,
-        step: HOUR,
-        values,
-    }
+    daily_with_noise(days, seed, |i| if i % 24 < 12 { 1.0 } else { 6.0 })
 }
 
 /// Errors sized by the season's phase: where the noise is six times rougher the band is
@@ -465,19 +459,7 @@ fn band_follows_the_noise_of_each_phase() {
 /// Hourly points with a daily cycle whose noise grows steadily: sd 1 at the start, doubling
 /// every 8 days.
 fn roughening(days: usize, seed: u64) -> Series {
-    let mut noise = noise(seed);
-    let values = (0..days * 24)
-        .map(|i| {
-            let phase = 2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0;
-            let sd = (i as f64 / (8.0 * 24.0)).exp2();
-            100.0 + 20.0 * phase.sin() + sd * noise()
-        })
-        .collect();
-    Series {
-        start: START,
-        step: HOUR,
-        values,
-    }
+    daily_with_noise(days, seed, |i| (i as f64 / (8.0 * 24.0)).exp2())
 }
 
 /// Errors that grew over the history are taken to go on growing: the band follows the drift
