@@ -260,12 +260,11 @@ pub fn logs_record_observed_at(
         let mut records = Vec::with_capacity(estimate);
         for event in events {
             match event.crash {
-                None => put_plain_record(
-                    event,
-                    plain_record_len(event, observed_time_unix_nano),
-                    observed_time_unix_nano,
-                    &mut records,
-                ),
+                None => {
+                    let record = PlainRecord::new(event);
+                    let len = record.len(observed_time_unix_nano);
+                    record.put(len, observed_time_unix_nano, &mut records);
+                }
                 Some(_) => message::encode(
                     2,
                     &log_record(event.clone(), observed_time_unix_nano),
@@ -280,7 +279,7 @@ pub fn logs_record_observed_at(
         Some(_) => Vec::new(),
         None => events
             .iter()
-            .map(|e| plain_record_len(e, observed_time_unix_nano))
+            .map(|e| PlainRecord::new(e).len(observed_time_unix_nano))
             .collect(),
     };
     let records_len = match &with_crash {
@@ -304,7 +303,7 @@ pub fn logs_record_observed_at(
         Some(records) => out.extend_from_slice(&records),
         None => {
             for (event, &len) in events.iter().zip(&plain_lens) {
-                put_plain_record(event, len, observed_time_unix_nano, &mut out);
+                PlainRecord::new(event).put(len, observed_time_unix_nano, &mut out);
             }
         }
     }
@@ -368,90 +367,96 @@ fn fixed_attributes(event: &LogEvent) -> ([(&str, &str); 3], usize) {
     (attributes, fixed)
 }
 
-/// Length of the `LogRecord` [`put_plain_record`] writes for `event` (without its field key and
-/// length).
-fn plain_record_len(event: &LogEvent, observed_time_unix_nano: u64) -> usize {
-    let (attributes, fixed) = fixed_attributes(event);
-    let all_attributes = || {
-        attributes[..fixed].iter().copied().chain(
-            event
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        )
-    };
-    let severity_number = event.level.map_or(0, |l| l.severity_number());
-    let severity_text = match event.level {
-        Some(level) => severity_text(level),
-        None => "",
-    };
-    let body = string_any_value_len(&event.message);
-    (if event.time_unix_nano != 0 { 9 } else { 0 })
-        + if observed_time_unix_nano != 0 { 9 } else { 0 }
-        + if severity_number != 0 {
-            1 + prost::encoding::encoded_len_varint(severity_number as u64)
-        } else {
-            0
-        }
-        + string_field_len(severity_text)
-        + 1
-        + prost::encoding::encoded_len_varint(body as u64)
-        + body
-        + all_attributes()
-            .map(|(k, v)| {
-                let kv = string_key_value_len(k, v);
-                1 + prost::encoding::encoded_len_varint(kv as u64) + kv
-            })
-            .sum::<usize>()
+/// A log event without a crash, ready to be written as the `LogRecord` prost would write for
+/// [`log_record`]'s record, fields in the order of their numbers: its length is worked out
+/// first (it is also its length prefix), then it is written.
+struct PlainRecord<'a> {
+    event: &'a LogEvent,
+    /// The container, stream and file path attributes (the first `fixed`).
+    fixed_attributes: [(&'a str, &'a str); 3],
+    fixed: usize,
+    severity_number: i32,
+    severity_text: &'static str,
+    /// Length of the body's `AnyValue`.
+    body: usize,
 }
 
-/// Appends `ScopeLogs.log_records` (= 2) for an event without a crash: what prost writes for
-/// [`log_record`]'s record, fields in the order of their numbers. `len` is its
-/// [`plain_record_len`].
-fn put_plain_record(event: &LogEvent, len: usize, observed_time_unix_nano: u64, out: &mut Vec<u8>) {
-    let (attributes, fixed) = fixed_attributes(event);
-    let all_attributes = || {
-        attributes[..fixed].iter().copied().chain(
-            event
+impl<'a> PlainRecord<'a> {
+    fn new(event: &'a LogEvent) -> PlainRecord<'a> {
+        let (fixed_attributes, fixed) = fixed_attributes(event);
+        PlainRecord {
+            event,
+            fixed_attributes,
+            fixed,
+            severity_number: event.level.map_or(0, |l| l.severity_number()),
+            severity_text: event.level.map_or("", severity_text),
+            body: string_any_value_len(&event.message),
+        }
+    }
+
+    /// The fixed attributes, then the event's own.
+    fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.fixed_attributes[..self.fixed].iter().copied().chain(
+            self.event
                 .attributes
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         )
-    };
-    let severity_number = event.level.map_or(0, |l| l.severity_number());
-    let severity_text = match event.level {
-        Some(level) => severity_text(level),
-        None => "",
-    };
-    let body = string_any_value_len(&event.message);
-    out.push(0x12);
-    prost::encoding::encode_varint(len as u64, out);
-    if event.time_unix_nano != 0 {
-        // LogRecord.time_unix_nano = 1, fixed64
-        out.push(0x09);
-        out.extend_from_slice(&event.time_unix_nano.to_le_bytes());
     }
-    if severity_number != 0 {
-        // LogRecord.severity_number = 2
-        out.push(0x10);
-        prost::encoding::encode_varint(severity_number as u64, out);
+
+    /// Length of the `LogRecord` (without its field key and length).
+    fn len(&self, observed_time_unix_nano: u64) -> usize {
+        (if self.event.time_unix_nano != 0 { 9 } else { 0 })
+            + if observed_time_unix_nano != 0 { 9 } else { 0 }
+            + if self.severity_number != 0 {
+                1 + prost::encoding::encoded_len_varint(self.severity_number as u64)
+            } else {
+                0
+            }
+            + string_field_len(self.severity_text)
+            + 1
+            + prost::encoding::encoded_len_varint(self.body as u64)
+            + self.body
+            + self
+                .attributes()
+                .map(|(k, v)| {
+                    let kv = string_key_value_len(k, v);
+                    1 + prost::encoding::encoded_len_varint(kv as u64) + kv
+                })
+                .sum::<usize>()
     }
-    if !severity_text.is_empty() {
-        // LogRecord.severity_text = 3
-        put_bytes_field(0x1a, severity_text.as_bytes(), out);
-    }
-    // LogRecord.body = 5: AnyValue { string_value = 1 }
-    out.push(0x2a);
-    prost::encoding::encode_varint(body as u64, out);
-    put_bytes_field(0x0a, event.message.as_bytes(), out);
-    for (key, value) in all_attributes() {
-        // LogRecord.attributes = 6
-        put_string_key_value(0x32, key, value, out);
-    }
-    if observed_time_unix_nano != 0 {
-        // LogRecord.observed_time_unix_nano = 11, fixed64
-        out.push(0x59);
-        out.extend_from_slice(&observed_time_unix_nano.to_le_bytes());
+
+    /// Appends it as `ScopeLogs.log_records` (= 2); `len` is its [`PlainRecord::len`].
+    fn put(&self, len: usize, observed_time_unix_nano: u64, out: &mut Vec<u8>) {
+        out.push(0x12);
+        prost::encoding::encode_varint(len as u64, out);
+        if self.event.time_unix_nano != 0 {
+            // LogRecord.time_unix_nano = 1, fixed64
+            out.push(0x09);
+            out.extend_from_slice(&self.event.time_unix_nano.to_le_bytes());
+        }
+        if self.severity_number != 0 {
+            // LogRecord.severity_number = 2
+            out.push(0x10);
+            prost::encoding::encode_varint(self.severity_number as u64, out);
+        }
+        if !self.severity_text.is_empty() {
+            // LogRecord.severity_text = 3
+            put_bytes_field(0x1a, self.severity_text.as_bytes(), out);
+        }
+        // LogRecord.body = 5: AnyValue { string_value = 1 }
+        out.push(0x2a);
+        prost::encoding::encode_varint(self.body as u64, out);
+        put_bytes_field(0x0a, self.event.message.as_bytes(), out);
+        for (key, value) in self.attributes() {
+            // LogRecord.attributes = 6
+            put_string_key_value(0x32, key, value, out);
+        }
+        if observed_time_unix_nano != 0 {
+            // LogRecord.observed_time_unix_nano = 11, fixed64
+            out.push(0x59);
+            out.extend_from_slice(&observed_time_unix_nano.to_le_bytes());
+        }
     }
 }
 
