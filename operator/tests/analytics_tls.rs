@@ -14,7 +14,7 @@
 mod prometheus_support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -22,7 +22,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use vigil_operator::analytics::engine::prometheus::{PrometheusClient, PrometheusError};
 use vigil_operator::analytics::engine::EngineArgs;
 
-use prometheus_support::{backfill, free_port, tool, Running};
+use prometheus_support::{backfill, spawn, tool, Running};
 
 /// The password Prometheus accepts for user `vigil`.
 const PASSWORD: &str = "correct horse battery";
@@ -80,24 +80,11 @@ fn start_tls(dir: &Path, data: &Path) -> (Running, u16) {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
-    std::fs::write(
-        dir.join("prometheus.yml"),
+    let (running, port) = spawn(
+        dir,
+        data,
         "global: {scrape_interval: 1m}\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let running = Running(
-        Command::new(tool("prometheus"))
-            .current_dir(dir)
-            .arg("--config.file=prometheus.yml")
-            .arg("--web.config.file=web.yml")
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg("--storage.tsdb.retention.time=30d")
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        &["--web.config.file=web.yml"],
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

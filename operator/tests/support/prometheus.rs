@@ -72,6 +72,26 @@ pub fn backfill(dir: &Path, openmetrics: &str) -> PathBuf {
 /// `prometheus.yml`, checked by `promtool check config` first) and waits until it is ready;
 /// the guard and its port.
 pub fn start(dir: &Path, data: &Path, config: &str) -> (Running, u16) {
+    let (running, port) = spawn(dir, data, config, &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = tcp.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
+            let mut answer = String::new();
+            let _ = tcp.read_to_string(&mut answer);
+            if answer.contains(" 200 ") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "prometheus did not become ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (running, port)
+}
+
+/// Starts Prometheus in `dir` on the TSDB `data` with `config` (checked by `promtool check
+/// config` first) and the `extra` flags, without waiting for it; the guard and its port.
+pub fn spawn(dir: &Path, data: &Path, config: &str, extra: &[&str]) -> (Running, u16) {
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let check = Command::new(tool("promtool"))
         .args(["check", "config"])
@@ -88,6 +108,7 @@ pub fn start(dir: &Path, data: &Path, config: &str) -> (Running, u16) {
         Command::new(tool("prometheus"))
             .current_dir(dir)
             .arg("--config.file=prometheus.yml")
+            .args(extra)
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg("--storage.tsdb.retention.time=30d")
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -96,19 +117,6 @@ pub fn start(dir: &Path, data: &Path, config: &str) -> (Running, u16) {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = tcp.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
-            let mut answer = String::new();
-            let _ = tcp.read_to_string(&mut answer);
-            if answer.contains(" 200 ") {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "prometheus did not become ready");
-        std::thread::sleep(Duration::from_millis(200));
-    }
     (running, port)
 }
 
