@@ -23,13 +23,14 @@ use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use reqwest::Url;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http as http_request;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -239,8 +240,9 @@ const LOGS_METHOD: GrpcMethod = GrpcMethod {
     path: "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
 };
 
-/// The gRPC codec of an export call whose request is already encoded: the encoder writes the
-/// encoded parts one after the other (their merge), the decoder decodes the response `R`.
+/// The gRPC codec of an export call whose request is already encoded: the request message is
+/// the [`EncodedMessage`] that [`PreEncoded`] sends (tonic's encoder writes nothing), the
+/// decoder decodes the response `R`.
 struct EncodedCodec<R>(PhantomData<R>);
 
 impl<R> Default for EncodedCodec<R> {
@@ -250,13 +252,13 @@ impl<R> Default for EncodedCodec<R> {
 }
 
 impl<R: Message + Default + Send + 'static> Codec for EncodedCodec<R> {
-    type Encode = Vec<Bytes>;
+    type Encode = ();
     type Decode = R;
-    type Encoder = PartsEncoder;
+    type Encoder = NothingEncoder;
     type Decoder = ResponseDecoder<R>;
 
-    fn encoder(&mut self) -> PartsEncoder {
-        PartsEncoder
+    fn encoder(&mut self) -> NothingEncoder {
+        NothingEncoder
     }
 
     fn decoder(&mut self) -> ResponseDecoder<R> {
@@ -264,22 +266,68 @@ impl<R: Message + Default + Send + 'static> Codec for EncodedCodec<R> {
     }
 }
 
-/// Writes encoded request parts as they are.
-struct PartsEncoder;
+/// Encodes nothing: the message travels beside tonic's body, in an [`EncodedMessage`].
+struct NothingEncoder;
 
-impl Encoder for PartsEncoder {
-    type Item = Vec<Bytes>;
+impl Encoder for NothingEncoder {
+    type Item = ();
     type Error = tonic::Status;
 
-    fn encode(&mut self, parts: Vec<Bytes>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        // Room for the whole body at once: growing by doubling would copy it several times
-        // and fault in memory it then frees.
-        buf.reserve(parts.iter().map(Bytes::len).sum());
-        for part in &parts {
-            buf.put_slice(part);
-        }
+    fn encode(&mut self, (): (), _: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
         Ok(())
     }
+}
+
+/// An export request's encoded parts (their concatenation is the message), carried as a
+/// request extension to [`PreEncoded`].
+#[derive(Clone)]
+struct EncodedMessage(Vec<Bytes>);
+
+/// The gRPC channel, sending the [`EncodedMessage`] of a request as its one message, parts as
+/// they are. Tonic's codec would copy every message into a buffer of its own — for a batch of
+/// logs, hundreds of KiB allocated, faulted in and freed per request — while the parts are
+/// already the encoded message. Tonic still makes the call: headers, deadlines, the response
+/// and its status.
+#[derive(Clone, Debug)]
+struct PreEncoded(Channel);
+
+impl tonic::codegen::Service<http_request::Request<tonic::body::Body>> for PreEncoded {
+    type Response =
+        <Channel as tonic::codegen::Service<http_request::Request<tonic::body::Body>>>::Response;
+    type Error =
+        <Channel as tonic::codegen::Service<http_request::Request<tonic::body::Body>>>::Error;
+    type Future =
+        <Channel as tonic::codegen::Service<http_request::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http_request::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(EncodedMessage(parts)) = request.extensions_mut().remove() {
+            *request.body_mut() = grpc_message_body(parts);
+        }
+        self.0.call(request)
+    }
+}
+
+/// A gRPC request body holding one uncompressed message made of `parts`: the 5-byte prefix
+/// (compression flag 0, big-endian length), then the parts.
+fn grpc_message_body(parts: Vec<Bytes>) -> tonic::body::Body {
+    let len: usize = parts.iter().map(Bytes::len).sum();
+    // Batches are bounded far below 4 GiB; a larger one fails on the server's size limit.
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    let mut prefix = [0u8; 5];
+    prefix[1..].copy_from_slice(&len.to_be_bytes());
+    let frames = std::iter::once(Bytes::copy_from_slice(&prefix))
+        .chain(parts)
+        .map(|data| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(data)));
+    tonic::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(
+        frames,
+    )))
 }
 
 /// Decodes a protobuf response.
@@ -427,11 +475,14 @@ impl GrpcTransport {
         method: GrpcMethod,
         parts: &[Bytes],
     ) -> Result<R, SendError> {
-        let (mut request, credential) = self.request(parts.to_vec())?;
+        let (mut request, credential) = self.request(())?;
         request
             .extensions_mut()
             .insert(tonic::GrpcMethod::new(method.service, "Export"));
-        let mut client = tonic::client::Grpc::new(self.channel());
+        request
+            .extensions_mut()
+            .insert(EncodedMessage(parts.to_vec()));
+        let mut client = tonic::client::Grpc::new(PreEncoded(self.channel()));
         client.ready().await.map_err(|e| SendError::Retryable {
             reason: format!("gRPC channel not ready: {e}"),
             retry_after: None,
