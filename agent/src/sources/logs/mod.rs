@@ -23,7 +23,7 @@
 //!   (`READ_BUDGET_PER_FILE` per file; batches are taken before the next poll) and one batch,
 //!   which goes into the buffer as one record encoded straight from the events.
 //!
-//! Files are read when a change notification (inotify, through `notify`; see `notify_watch`) says
+//! Files are read when a change notification (inotify; see `notify_watch`) says
 //! their directory changed, and polled every [`POLL_INTERVAL`] besides: the pod log directory
 //! is a hostPath mount over the node's `/var/log/pods`, where inotify events can be missed
 //! across overlay and bind mounts, while a poll of a handful of files costs a few `fstat`
@@ -179,8 +179,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), LogSourceError> {
     let mut source = LogSource::open(&config, &pipeline)?;
-    let watch = notify_watch::FileWatch::start(source.targets());
-    let signals = watch.signals.clone();
+    let mut watcher = notify_watch::FileWatch::start(source.targets());
     let mut pending = Pending::default();
     let mut polled = Vec::new();
     let mut woken = false;
@@ -204,7 +203,7 @@ pub async fn run(
         }
         let now = Instant::now();
         last_poll = tokio::time::Instant::now();
-        if signals.take_rescan() {
+        if watcher.take().rescan {
             source.rescan();
         }
         let outcome = source.poll(now, &mut polled);
@@ -222,7 +221,12 @@ pub async fn run(
         source.checkpoint(&pending.events);
         woken = tokio::select! {
             _ = tokio::time::sleep(POLL_INTERVAL) => false,
-            _ = signals.wake.notified() => true,
+            changes = watcher.changed() => {
+                if changes.rescan {
+                    source.rescan();
+                }
+                true
+            }
             changed = shutdown.changed() => {
                 if changed.is_err() {
                     break;
@@ -231,7 +235,7 @@ pub async fn run(
             }
         };
     }
-    drop(watch);
+    drop(watcher);
     source.flush_all(&mut polled);
     pending.add(&mut polled, Instant::now());
     while !pending.events.is_empty() {
