@@ -39,17 +39,19 @@
 //!   band is widened (or narrowed) by the factor the older half's band needed to hold the
 //!   level of the newer half's errors; errors that grew over the history are taken to go on
 //!   growing, as conformal bands otherwise lag behind.
-//! - Level moves: a long lead is backtested only from origins older than it, a handful of
-//!   adjacent ones whose errors move together, and the per-phase scale, measured mostly where
-//!   short leads' noise differs between phases, narrows it in calm phases — while a shift of
-//!   the series' level (a star changing teams, a customer leaving) is no calmer there. As
-//!   Prophet draws its future trend changes from the past ones, the band at a horizon is at
-//!   least the central interval of the level's moves over that many steps anywhere in the
-//!   history, less their median (the model extrapolates the typical move): the level is the
-//!   deseasonalised series averaged over a cycle of its shortest period, and the share of the
-//!   moves' variance its leftover noise explains is taken out. It is a floor, not a term added
-//!   to the errors: at short leads the level barely moves, the backtested band holds such
-//!   moves already and stays as it was; a series whose level never moved keeps its band.
+//! - Level moves: a long lead is backtested only from the origins old enough to reach it,
+//!   fewer than a short lead's, whose errors at neighbouring leads move together, and never
+//!   on the level moves of the history before the first origin; and the per-phase scale,
+//!   measured mostly on how short leads' noise differs between phases, narrows it in calm
+//!   phases — while a shift of the series' level (a star changing teams, a customer leaving)
+//!   is no calmer there. As Prophet draws its future trend changes from the past ones, the
+//!   band at a horizon is at least the central interval of the level's moves over that many
+//!   steps anywhere in the history, less their median (the model extrapolates the typical
+//!   move): the level is the deseasonalised series averaged over a cycle of its shortest
+//!   period, and the share of the moves' variance its leftover noise explains is taken out.
+//!   It is a floor, not a term added to the errors: at short leads the level barely moves,
+//!   the backtested band holds such moves already and stays as it was; a series whose level
+//!   never moved keeps its band.
 //! - Errors relative to the forecast for a series modelled on its logarithm (its errors grow
 //!   with its level), absolute otherwise.
 //! - Coverage is measured out of sample, of the whole method: the band from the older two
