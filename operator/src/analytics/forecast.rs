@@ -39,11 +39,25 @@
 //!   band is widened (or narrowed) by the factor the older half's band needed to hold the
 //!   level of the newer half's errors; errors that grew over the history are taken to go on
 //!   growing, as conformal bands otherwise lag behind.
+//! - Level moves: a long lead is backtested only from the origins old enough to reach it,
+//!   fewer than a short lead's, whose errors at neighbouring leads move together, and never
+//!   on the level moves of the history before the first origin; and the per-phase scale,
+//!   measured mostly on how short leads' noise differs between phases, narrows it in calm
+//!   phases — while a shift of the series' level (a star changing teams, a customer leaving)
+//!   is no calmer there. As Prophet draws its future trend changes from the past ones, the
+//!   band at a horizon is at least the central interval of the level's moves over that many
+//!   steps anywhere in the history, less their median (the model extrapolates the typical
+//!   move): the level is the deseasonalised series averaged over a cycle of its shortest
+//!   period, and the share of the moves' variance its leftover noise explains is taken out.
+//!   It is a floor, not a term added to the errors: at short leads the level barely moves,
+//!   the backtested band holds such moves already and stays as it was; a series whose level
+//!   never moved keeps its band.
 //! - Errors relative to the forecast for a series modelled on its logarithm (its errors grow
 //!   with its level), absolute otherwise.
 //! - Coverage is measured out of sample, of the whole method: the band from the older two
 //!   thirds of the origins, corrected by their own drift (oldest third against the middle
-//!   one), is checked against the errors of the newest third at the leads near the horizon.
+//!   one) and widened by the level moves that ended before the newest third, is checked
+//!   against the errors of the newest third at the leads near the horizon.
 
 mod model;
 #[cfg(test)]
@@ -184,13 +198,21 @@ pub fn fit_and_forecast(
     );
     // A series modelled on its logarithm errs in proportion to its level.
     let pooled = Pooled::fit(&errors, full.log, &full.periods, settings.level);
+    let moves = LevelMoves::fit(&full.deseasonalised, &full.periods);
     let last = values.len() - 1;
     let bands = settings
         .horizons
         .iter()
         .map(|&h| {
             let mean = full.point(h, events);
-            let band = calibrate(&errors, &pooled, h, last + h, settings.level);
+            let band = calibrate(
+                &errors,
+                &pooled,
+                moves.as_ref(),
+                h,
+                last + h,
+                settings.level,
+            );
             // No backtest at all (too little history): no band rather than a certain one.
             let (lower, upper) = band.map_or((f64::NAN, f64::NAN), |b| b.edges(mean));
             HorizonBand {
@@ -551,6 +573,112 @@ impl PhaseScale {
     }
 }
 
+/// How far the series' level moved over a given number of steps, anywhere in its history: the
+/// moves a forecast's long leads must allow for, whether or not the backtests, which reach those
+/// leads from a few origins only, met them. The level is the deseasonalised series' trailing
+/// mean over one cycle of its shortest period, which averages out that season and most of the
+/// noise; the noise left in it (the backtested errors' part, not a move) is taken out of the
+/// moves' spread. A series without a period has no level.
+#[derive(Clone, Debug)]
+struct LevelMoves {
+    /// Steps each level averages: the point at index `i` of `level` ends at index
+    /// `i + cycle - 1` of the series.
+    cycle: usize,
+    level: Vec<f64>,
+    /// The variance noise alone gives a move: two means of `cycle` points of white noise whose
+    /// variance is half that of the one-step differences.
+    noise: f64,
+}
+
+impl LevelMoves {
+    fn fit(deseasonalised: &[f64], periods: &[usize]) -> Option<LevelMoves> {
+        let cycle = periods.iter().copied().min()?;
+        if cycle == 0 || deseasonalised.len() < cycle {
+            return None;
+        }
+        let mut sums = Vec::with_capacity(deseasonalised.len() + 1);
+        sums.push(0.0);
+        for (i, v) in deseasonalised.iter().enumerate() {
+            sums.push(sums[i] + v);
+        }
+        let level = sums[cycle..]
+            .iter()
+            .zip(&sums)
+            .map(|(end, start)| (end - start) / cycle as f64)
+            .collect();
+        let steps: Vec<f64> = deseasonalised.windows(2).map(|w| w[1] - w[0]).collect();
+        let noise = variance(&steps) / cycle as f64;
+        Some(LevelMoves {
+            cycle,
+            level,
+            noise,
+        })
+    }
+
+    /// The central `level` interval of the level's moves over `steps`, less their median (the
+    /// model foresees a typical move; what it cannot foresee is a departure from it), among the
+    /// moves that ended before index `before` of the series, narrowed by the share of their
+    /// variance that is noise; as errors relative to the forecast if `relative` (the level is
+    /// then a logarithm). `None` with fewer than [`MIN_ERRORS`] moves.
+    fn band(&self, steps: usize, before: usize, level: f64, relative: bool) -> Option<(f64, f64)> {
+        let count = self
+            .level
+            .len()
+            .saturating_sub(steps)
+            .min(before.saturating_add(1).saturating_sub(steps + self.cycle));
+        if count < MIN_ERRORS {
+            return None;
+        }
+        let mut moves: Vec<f64> = self.level[steps..steps + count]
+            .iter()
+            .zip(&self.level)
+            .map(|(later, earlier)| later - earlier)
+            .filter(|m| m.is_finite())
+            .collect();
+        if moves.len() < MIN_ERRORS {
+            return None;
+        }
+        moves.sort_by(f64::total_cmp);
+        let n = moves.len();
+        let median = if n % 2 == 0 {
+            (moves[n / 2 - 1] + moves[n / 2]) / 2.0
+        } else {
+            moves[n / 2]
+        };
+        let spread = variance(&moves);
+        let moved = if spread > 0.0 {
+            (1.0 - self.noise / spread).max(0.0).sqrt()
+        } else {
+            0.0
+        };
+        let (low, high) = quantiles(moves, level)?;
+        let (low, high) = ((low - median) * moved, (high - median) * moved);
+        Some(if relative {
+            (low.exp_m1(), high.exp_m1())
+        } else {
+            (low, high)
+        })
+    }
+}
+
+/// The variance of `values` about their mean (0 for fewer than two).
+fn variance(values: &[f64]) -> f64 {
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n
+}
+
+/// The wider of a band's edges and a level-move band's (`floor`), in the same units.
+fn widened((low, high): (f64, f64), floor: Option<(f64, f64)>) -> (f64, f64) {
+    match floor {
+        Some((floor_low, floor_high)) => (low.min(floor_low), high.max(floor_high)),
+        None => (low, high),
+    }
+}
+
 /// A calibrated band: error quantiles added to a forecast.
 #[derive(Clone, Copy, Debug)]
 struct Band {
@@ -639,20 +767,31 @@ impl Pooled {
     }
 
     /// The band at `horizon` in units of its scale, from the `pool`'s errors and corrected by
-    /// the drift, with the coverage the same method had on the newest origins' errors at
-    /// `near` leads.
-    fn band(&self, pool: &[&Miss], near: &[&Miss], level: f64) -> Option<(f64, f64, Option<f64>)> {
+    /// the drift, with the coverage the same method (level moves included, as far as they were
+    /// known before the newest origins) had on the newest origins' errors at `near` leads.
+    fn band(
+        &self,
+        pool: &[&Miss],
+        near: &[&Miss],
+        moves: Option<&LevelMoves>,
+        horizon: usize,
+        level: f64,
+    ) -> Option<(f64, f64, Option<f64>)> {
         let (low, high) = quantiles(pool.iter().map(|m| self.normalised(m)).collect(), level)?;
         let coverage = self.check_from.and_then(|from| {
             let older = pool.iter().filter(|m| m.origin < from);
             let (lo, hi) = quantiles(older.map(|m| self.normalised(m)).collect(), level)?;
             let (lo, hi) = (lo * self.check_drift, hi * self.check_drift);
-            let newer: Vec<f64> = near
+            let floor = moves.and_then(|mv| mv.band(horizon, from, level, self.relative));
+            let newer: Vec<&&Miss> = near.iter().filter(|m| m.origin >= from).collect();
+            let held = newer
                 .iter()
-                .filter(|m| m.origin >= from)
-                .map(|m| self.normalised(m))
-                .collect();
-            let held = newer.iter().filter(|e| (lo..=hi).contains(*e)).count();
+                .filter(|m| {
+                    let scale = self.scale(m.lead, m.at());
+                    let (lo, hi) = widened((lo * scale, hi * scale), floor);
+                    (lo..=hi).contains(&m.error(self.relative))
+                })
+                .count();
             (!newer.is_empty()).then(|| held as f64 / newer.len() as f64)
         });
         Some((low * self.drift, high * self.drift, coverage))
@@ -660,10 +799,12 @@ impl Pooled {
 }
 
 /// The band at `horizon` (its outcome at index `at`): the quantiles of the normalised errors at
-/// leads from half to twice the horizon, times the scale there.
+/// leads from half to twice the horizon, times the scale there, widened to the level's moves
+/// over the horizon (`moves`) where those reach further.
 fn calibrate(
     misses: &[Miss],
     pooled: &Pooled,
+    moves: Option<&LevelMoves>,
     horizon: usize,
     at: usize,
     level: f64,
@@ -692,11 +833,13 @@ fn calibrate(
     } else {
         misses.iter().collect()
     };
-    let (low, high, coverage) = pooled.band(&pool, &near, level)?;
+    let (low, high, coverage) = pooled.band(&pool, &near, moves, horizon, level)?;
     let scale = pooled.scale(horizon, at);
+    let floor = moves.and_then(|m| m.band(horizon, usize::MAX, level, pooled.relative));
+    let (low, high) = widened((low * scale, high * scale), floor);
     Some(Band {
-        low: low * scale,
-        high: high * scale,
+        low,
+        high,
         relative: pooled.relative,
         coverage,
     })

@@ -66,6 +66,9 @@ pub(super) struct Fitted {
     pub(super) trend_choice: TrendChoice,
     /// Periods actually decomposed (those with two full cycles of history).
     pub(super) periods: Vec<usize>,
+    /// The whole fitted series without its seasons (on the log scale if `log`): trend plus
+    /// remainder, with known events filled from their neighbours.
+    pub(super) deseasonalised: Vec<f64>,
 }
 
 /// Fits `values` (index `i` at `start + i * step`; `NaN` missing) and prepares forecasts up to
@@ -136,7 +139,8 @@ pub(super) fn fit(
     // The trend model reads the recent past only: its forecast starts from the last level and
     // slope, and fitting it costs in proportion to the points it reads.
     let recent = deseasonalised.len().saturating_sub(TREND_WINDOW);
-    let deseasonalised = &deseasonalised[recent..];
+    let whole = deseasonalised;
+    let deseasonalised = &whole[recent..];
     // A fixed model can fail to fit a shorter history (its optimiser leaves the admissible
     // region): the automatic search then picks another.
     let fixed = match trend_choice {
@@ -226,6 +230,7 @@ pub(super) fn fit(
         log,
         trend_choice: chosen_choice,
         periods,
+        deseasonalised: whole,
     })
 }
 

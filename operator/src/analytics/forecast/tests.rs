@@ -613,3 +613,48 @@ fn short_horizon_correction_lowers_one_step_errors_and_fades() {
     }
     assert!(with < without, "with correction {with}, without {without}");
 }
+
+/// Hourly points with a daily cycle and noise of sd 2 around a level that steps between 100
+/// and 120 every 60 hours for the first `shifting` days (a large customer coming and going),
+/// then holds still.
+fn shifting_level(days: usize, shifting: usize, seed: u64) -> Series {
+    let mut noise = noise(seed);
+    let values = (0..days * 24)
+        .map(|i| {
+            let high = i < shifting * 24 && (i / 60) % 2 == 1;
+            let phase = 2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0;
+            100.0 + if high { 20.0 } else { 0.0 } + 20.0 * phase.sin() + 2.0 * noise()
+        })
+        .collect();
+    Series {
+        start: START,
+        step: HOUR,
+        values,
+    }
+}
+
+/// The band remembers level moves older than the backtests reach: a series whose level
+/// stepped by 20 every few days for seven weeks and has held still for the seven since has a
+/// two-day band wide enough to hold such a step, though the two-day backtests (all in the
+/// still weeks) saw the noise only; a step ahead, the level barely moves and the band stays
+/// as narrow as the noise.
+#[test]
+fn band_remembers_level_shifts_older_than_the_backtests() {
+    let settings = ForecastSettings {
+        periods: vec![24],
+        level: 0.8,
+        horizons: vec![1, 48],
+        events: Vec::new(),
+    };
+    let forecast = fit_and_forecast(&shifting_level(100, 50, 31), &settings).unwrap();
+    let widths: Vec<f64> = forecast.bands.iter().map(|b| b.upper - b.lower).collect();
+    assert!(widths[1] >= 20.0, "band widths {widths:?}");
+    assert!(widths[0] <= 12.0, "band widths {widths:?}");
+    // Without the early steps, the two-day band is as narrow as the noise.
+    let still = fit_and_forecast(&shifting_level(100, 0, 31), &settings).unwrap();
+    let still_width = still.bands[1].upper - still.bands[1].lower;
+    assert!(
+        still_width < 15.0,
+        "still series' two-day band {still_width}"
+    );
+}
