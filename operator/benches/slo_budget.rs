@@ -63,7 +63,7 @@ fn slo(window: &str) -> Slo {
 fn main() {
     let end = 1_800_000_000 - 1_800_000_000 % STEP;
     for (window, days) in [("30d", 30), ("28d", 28), ("7d", 7)] {
-        let job = slo_jobs(&[slo(window)], 60).remove(0);
+        let job = slo_jobs(&[slo(window)], &[], 60).remove(0);
         let series = history(end, days);
         let points = series.values.len();
         let mut runs: Vec<Duration> = Vec::new();

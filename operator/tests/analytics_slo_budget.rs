@@ -159,7 +159,11 @@ async fn budget_forecasts_against_a_real_prometheus() {
     let (_prometheus, url) = prometheus_with_history(dir.path(), end);
 
     let (mut engine, registry) = new_engine(&url, 60, Duration::from_secs(20));
-    let jobs = slo_jobs(&[slo("checkout-availability"), slo("search-latency")], 60);
+    let jobs = slo_jobs(
+        &[slo("checkout-availability"), slo("search-latency")],
+        &objects::<MonitoredApp>("MonitoredApp"),
+        60,
+    );
     engine.set_jobs(jobs);
     let started = std::time::Instant::now();
     let outcomes = engine.run_all_at(end).await;
@@ -367,7 +371,11 @@ async fn the_rendered_forecast_ticket_fires_for_the_failing_route_only() {
             let _ = stopped.await;
         },
     ));
-    engine.set_jobs(slo_jobs(&objects::<Slo>("SLO"), 60));
+    engine.set_jobs(slo_jobs(
+        &objects::<Slo>("SLO"),
+        &objects::<MonitoredApp>("MonitoredApp"),
+        60,
+    ));
     let outcomes = engine.run_all_at(end).await;
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].1, Outcome::Fitted { series: 2 });

@@ -201,6 +201,42 @@ pub fn sloth_id(namespace: &str, app: &str, slo: &str) -> String {
     format!("{namespace}-{app}-{slo}")
 }
 
+/// The labels every recording rule of `slo` (of the `MonitoredApp` named `app`) puts on its
+/// series: the SLO's `spec.labels`, then `namespace`, `app`, `slo` and Sloth's `sloth_id`,
+/// `sloth_service` and `sloth_slo`, which win over them (validation forbids the clash anyway).
+pub fn recording_labels(slo: &Slo, app: &str) -> BTreeMap<String, String> {
+    let ns = namespace_of(slo);
+    let name = slo.name_any();
+    let mut labels: BTreeMap<String, String> = slo.spec.labels.clone();
+    labels.extend([
+        ("namespace".to_owned(), ns.clone()),
+        ("app".to_owned(), app.to_owned()),
+        ("slo".to_owned(), name.clone()),
+        ("sloth_id".to_owned(), sloth_id(&ns, app, &name)),
+        ("sloth_service".to_owned(), app.to_owned()),
+        ("sloth_slo".to_owned(), name),
+    ]);
+    labels
+}
+
+/// The SLI error ratio of `slo` over `window_secs` computed from the raw series, as the
+/// recording rule `slo:sli_error:ratio_rate<window>` of a window under 1d evaluates it: one
+/// series per `groupBy` group, nothing (rather than NaN) for a group without traffic.
+/// The analytics engine reads it where the recording has no history yet.
+pub fn raw_error_ratio(slo: &Slo, app: &MonitoredApp, window_secs: f64) -> String {
+    let app_sel = app_matcher(&namespace_of(slo), &app.name_any());
+    format!(
+        "(\n{}\n) >= 0",
+        sli_error_ratio(
+            &slo.spec.sli,
+            &app.spec.request_metrics(),
+            &app_sel,
+            &slo.spec.group_by,
+            &duration(window_secs)
+        )
+    )
+}
+
 /// The rule file of one `SLO` with the default severities.
 pub fn slo_rules(slo: &Slo, app: &MonitoredApp) -> RuleFile {
     slo_rules_with(slo, app, &SloSeverities::default())
@@ -215,16 +251,7 @@ pub fn slo_rules_with(slo: &Slo, app: &MonitoredApp, severities: &SloSeverities)
     let spec = &slo.spec;
     let window_secs = spec.window.as_secs_f64();
     let budget = (100.0 - spec.objective) / 100.0;
-    // User labels first, so Vigil's own always win (validation forbids the clash anyway).
-    let mut labels: BTreeMap<String, String> = spec.labels.clone();
-    labels.extend([
-        ("namespace".to_owned(), ns.clone()),
-        ("app".to_owned(), app_name.clone()),
-        ("slo".to_owned(), name.clone()),
-        ("sloth_id".to_owned(), sloth_id(&ns, &app_name, &name)),
-        ("sloth_service".to_owned(), app_name.clone()),
-        ("sloth_slo".to_owned(), name.clone()),
-    ]);
+    let labels = recording_labels(slo, &app_name);
     let sel = format!(
         "{}, slo=\"{}\"",
         app_matcher(&ns, &app_name),
@@ -259,16 +286,7 @@ pub fn slo_rules_with(slo: &Slo, app: &MonitoredApp, severities: &SloSeverities)
                     duration(w)
                 )
             } else {
-                format!(
-                    "(\n{}\n) >= 0",
-                    sli_error_ratio(
-                        &spec.sli,
-                        &app.spec.request_metrics(),
-                        &app_sel,
-                        &spec.group_by,
-                        &duration(w)
-                    )
-                )
+                raw_error_ratio(slo, app, w)
             };
             record(&ratio(w), expr)
         })

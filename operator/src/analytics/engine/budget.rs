@@ -28,11 +28,14 @@ use crate::analytics::AnalyticsError;
 /// Points of the forecast grid the spend is interpolated on.
 const GRID: usize = 96;
 
-/// The identity labels of one SLI ratio series: its own (the SLO's recording labels and its
-/// `groupBy` labels), with `namespace`, `app` and `slo` forced to the job's, so the published
-/// series join the SLO's recording rules.
+/// The identity labels of one SLI ratio series: its own (its `groupBy` labels), then the
+/// labels the SLO's recording rules put on every series, then `namespace`, `app` and `slo`
+/// forced to the job's, so the published series join the SLO's recording rules.
 fn identity(job: &Job, labels: &Labels) -> Labels {
     let mut out = labels.clone();
+    if let JobKind::Budget { labels, .. } = &job.kind {
+        out.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
     out.insert("namespace".to_owned(), job.key.namespace.clone());
     out.insert("app".to_owned(), job.app.clone());
     out.insert("slo".to_owned(), job.key.policy.clone());

@@ -1,5 +1,6 @@
-//! The engine in a cluster: lists AlertPolicies and SLOs (in `--namespace` or everywhere)
-//! every [`DISCOVERY_INTERVAL`] into jobs, competes for the `vigil-analytics` Lease so only one
+//! The engine in a cluster: lists AlertPolicies and SLOs (with the SLOs' MonitoredApps, whose
+//! request metrics the SLIs read; in `--namespace` or everywhere) every [`DISCOVERY_INTERVAL`]
+//! into jobs, competes for the `vigil-analytics` Lease so only one
 //! replica fits and publishes, serves `/metrics`, `/healthz` and `/readyz`, and writes each
 //! policy's and SLO's `Analytics` condition.
 //!
@@ -21,7 +22,7 @@ use kube::{Client, Resource, ResourceExt};
 use prometheus::Registry;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use vigil_crds::{AlertPolicy, Slo};
+use vigil_crds::{AlertPolicy, MonitoredApp, Slo};
 
 use super::exposition::{self, EngineMetrics, Published};
 use super::jobs::{jobs, slo_jobs, JobKey};
@@ -192,11 +193,13 @@ fn conditions_by_slo(
         .collect()
 }
 
-/// One discovery round: lists the AlertPolicies and SLOs (of `namespace`, or all), writes
+/// One discovery round: lists the AlertPolicies, SLOs and MonitoredApps (of `namespace`, or
+/// all), writes
 /// each one's `Analytics` condition from `outcomes` when `write_status` (the leader), and
 /// returns the jobs at `step`. SLOs that cannot be listed (the CRD missing, or the engine's
 /// role predating SLO budget forecasts) leave out their jobs with a warning rather than
-/// stopping the policies' jobs.
+/// stopping the policies' jobs; MonitoredApps that cannot be listed leave the SLOs' jobs
+/// reading their recordings alone.
 pub async fn sync(
     client: &Client,
     namespace: Option<&str>,
@@ -210,6 +213,23 @@ pub async fn sync(
         Err(e) => {
             tracing::warn!(error = %e, "cannot list SLOs: no error-budget forecasts this round");
             Vec::new()
+        }
+    };
+    // Only read to fill an SLO's ratio from the raw series before its recording has history;
+    // without them the forecasts read the recordings alone.
+    let apps = if slos.is_empty() {
+        Vec::new()
+    } else {
+        match list::<MonitoredApp>(client, namespace).await {
+            Ok(apps) => apps,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "cannot list MonitoredApps: error-budget forecasts read the SLOs' \
+                     recordings alone this round"
+                );
+                Vec::new()
+            }
         }
     };
     if write_status {
@@ -232,7 +252,7 @@ pub async fn sync(
         }
     }
     let mut out = jobs(&policies, step);
-    out.extend(slo_jobs(&slos, step));
+    out.extend(slo_jobs(&slos, &apps, step));
     Ok(out)
 }
 

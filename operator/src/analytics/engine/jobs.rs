@@ -2,9 +2,11 @@
 //! `AlertPolicy`, and one error-budget forecast per `SLO` ([`slo_jobs`]), derived purely from
 //! the objects (no client, no clock).
 
+use std::collections::BTreeMap;
+
 use kube::ResourceExt;
 use vigil_crds::alert_policy::{Direction, RuleKind, Seasonality};
-use vigil_crds::{AlertPolicy, Slo};
+use vigil_crds::{AlertPolicy, MonitoredApp, Slo};
 
 use crate::analytics::forecast::KnownEvent;
 use crate::render::namespace_of;
@@ -96,6 +98,9 @@ pub enum JobKind {
         /// Seconds between points read: the engine step, or the SLI ratio's rate window when
         /// longer (the ratio moves no faster, and a 30-day window stays under 9,000 points).
         step: i64,
+        /// The labels the SLO's recording rules put on every series
+        /// ([`crate::render::slo::recording_labels`]), put back on the published series.
+        labels: BTreeMap<String, String>,
     },
 }
 
@@ -253,10 +258,42 @@ pub fn budget_horizon(window: i64) -> i64 {
     crate::render::slo::budget_forecast_horizon(window as f64).round() as i64
 }
 
+/// The query of an SLO budget job: the SLI error ratio over `rate_window` seconds, one series
+/// per `groupBy` group.
+///
+/// With the SLO's `app`, the shortest ratio recording where it has a point and the same ratio
+/// computed from the raw series at the steps (and for the groups) it has none, so an SLO over
+/// an app with history is forecast before its recording rules have built any up:
+/// `max by (<groupBy>) (<recording>) or on (<groupBy>) max by (<groupBy>) (<raw ratio>)`.
+/// Both sides are reduced to the `groupBy` labels so a group is one series whichever side
+/// gives a step (the recording's constant labels are put back from the job); a group is one
+/// series in the recording anyway, and where an SLI keeps more labels the worst ratio counts.
+///
+/// Without the app (not found, or not readable) the recording alone, as its rules write it:
+/// the forecast then waits for the recording's history.
+pub fn slo_query(slo: &Slo, app: Option<&MonitoredApp>, rate_window: f64) -> String {
+    let namespace = namespace_of(slo);
+    let recording = format!(
+        "slo:sli_error:ratio_rate{}{{namespace=\"{}\", app=\"{}\", slo=\"{}\"}}",
+        crate::render::alerts::duration(rate_window),
+        crate::render::promql_str(&namespace),
+        crate::render::promql_str(&slo.spec.app_ref.name),
+        crate::render::promql_str(&slo.name_any()),
+    );
+    let Some(app) = app else {
+        return recording;
+    };
+    let by = slo.spec.group_by.join(", ");
+    format!(
+        "max by ({by}) (\n{recording}\n)\nor on ({by})\nmax by ({by}) (\n{}\n)",
+        crate::render::slo::raw_error_ratio(slo, app, rate_window)
+    )
+}
+
 /// The budget jobs of `slos` at an engine step of `step` seconds, ordered by key: each reads
-/// the shortest SLI error ratio the SLO records (`slo:sli_error:ratio_rate<window>`, one series
-/// per `groupBy` group) over its window.
-pub fn slo_jobs(slos: &[Slo], step: i64) -> Vec<Job> {
+/// the shortest SLI error ratio over the SLO's window ([`slo_query`]: the recording, filled in
+/// from the raw series when the SLO's `MonitoredApp` is among `apps`).
+pub fn slo_jobs(slos: &[Slo], apps: &[MonitoredApp], step: i64) -> Vec<Job> {
     let mut out: Vec<Job> = slos
         .iter()
         .map(|slo| {
@@ -268,18 +305,13 @@ pub fn slo_jobs(slos: &[Slo], step: i64) -> Vec<Job> {
                 .first()
                 .copied()
                 .unwrap_or(300.0);
-            let query = format!(
-                "slo:sli_error:ratio_rate{}{{namespace=\"{}\", app=\"{}\", slo=\"{}\"}}",
-                crate::render::alerts::duration(rate_window),
-                crate::render::promql_str(&namespace),
-                crate::render::promql_str(&app),
-                crate::render::promql_str(&name),
-            );
+            let monitored = apps
+                .iter()
+                .find(|a| namespace_of(*a) == namespace && a.name_any() == app);
             let horizon = budget_horizon(window);
             Job {
                 key: JobKey::slo(&namespace, &name),
-                app,
-                query,
+                query: slo_query(slo, monitored, rate_window),
                 // Detected: an SLI's errors may or may not follow the traffic's day.
                 periods: Vec::new(),
                 events: Vec::new(),
@@ -289,7 +321,9 @@ pub fn slo_jobs(slos: &[Slo], step: i64) -> Vec<Job> {
                     horizon,
                     horizons: horizons(horizon),
                     step: (rate_window.round() as i64).max(step),
+                    labels: crate::render::slo::recording_labels(slo, &app),
                 },
+                app,
             }
         })
         .collect();
@@ -478,6 +512,7 @@ spec:
         };
         let jobs = slo_jobs(
             &[slo("checkout-availability", "30d"), slo("quick", "7d")],
+            &[],
             60,
         );
         assert_eq!(jobs.len(), 2);
@@ -499,6 +534,7 @@ spec:
             horizon,
             horizons,
             step,
+            ..
         } = &month.kind
         else {
             panic!("budget expected");
@@ -519,5 +555,154 @@ spec:
         };
         assert_eq!(horizon, 42 * HOUR);
         assert_eq!(budget_horizon(3_600), HOUR);
+    }
+
+    const APP: &str = r#"
+apiVersion: vigil.dev/v1alpha1
+kind: MonitoredApp
+metadata: {name: checkout, namespace: shop}
+spec:
+  selector: {matchLabels: {app: checkout}}
+"#;
+
+    /// An availability SLO of the `checkout` app in `shop`, with `extra` spec lines.
+    fn availability(extra: &str) -> Slo {
+        serde_yaml::from_str(&format!(
+            "apiVersion: vigil.dev/v1alpha1\nkind: SLO\n\
+             metadata: {{name: checkout-availability, namespace: shop}}\n\
+             spec:\n  appRef: {{name: checkout}}\n  objective: 99.5\n  window: 30d\n\
+             \x20 sli: {{availability: {{}}}}\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn parse(query: &str) -> promql_parser::parser::Expr {
+        promql_parser::parser::parse(query).unwrap_or_else(|e| panic!("{e} in the query:\n{query}"))
+    }
+
+    /// `max by (<labels>) (<inner>)`: the labels and the inner expression.
+    fn max_by(expr: &promql_parser::parser::Expr) -> (Vec<String>, promql_parser::parser::Expr) {
+        let promql_parser::parser::Expr::Aggregate(a) = expr else {
+            panic!("an aggregation expected: {expr}");
+        };
+        assert_eq!(a.op.to_string(), "max", "{expr}");
+        let Some(promql_parser::parser::LabelModifier::Include(by)) = &a.modifier else {
+            panic!("max by (…) expected: {expr}");
+        };
+        (by.labels.clone(), (*a.expr).clone())
+    }
+
+    /// The budget query of `slo` over the `checkout` app: the recording side, the raw side, and
+    /// the labels each side and the `or` keep; the published labels are the recording rule's.
+    fn sides(
+        slo: &Slo,
+    ) -> (
+        Vec<String>,
+        Vec<String>,
+        promql_parser::parser::Expr,
+        promql_parser::parser::Expr,
+        Vec<String>,
+    ) {
+        let app: MonitoredApp = serde_yaml::from_str(APP).unwrap();
+        let job = slo_jobs(std::slice::from_ref(slo), std::slice::from_ref(&app), 60).remove(0);
+        let promql_parser::parser::Expr::Binary(or) = parse(&job.query) else {
+            panic!("a binary expression expected: {}", job.query);
+        };
+        assert_eq!(or.op.to_string(), "or", "{}", job.query);
+        let Some(promql_parser::parser::LabelModifier::Include(on)) =
+            or.modifier.as_ref().and_then(|m| m.matching.clone())
+        else {
+            panic!("or on (…) expected: {}", job.query);
+        };
+        let (left_by, recording) = max_by(&or.lhs);
+        let (right_by, raw) = max_by(&or.rhs);
+        assert_eq!(left_by, right_by, "both sides keep the same labels");
+        // The recording side reads what the job reads without the app.
+        assert_eq!(
+            recording,
+            parse(&slo_jobs(std::slice::from_ref(slo), &[], 60)[0].query)
+        );
+        // The raw side is the expression the 5-minute ratio's recording rule evaluates, and the
+        // labels put back are the ones that rule writes.
+        let rules = crate::render::slo::slo_rules(slo, &app);
+        let rule = rules.groups[0]
+            .rules
+            .iter()
+            .find_map(|r| match r {
+                crate::render::rules::Rule::Recording(r)
+                    if r.record == "slo:sli_error:ratio_rate5m" =>
+                {
+                    Some(r.clone())
+                }
+                _ => None,
+            })
+            .unwrap();
+        let JobKind::Budget { labels, step, .. } = &job.kind else {
+            panic!("budget expected");
+        };
+        assert_eq!(*step, 300);
+        assert_eq!(labels, &rule.labels);
+        assert_eq!(raw, parse(&rule.expr));
+        (
+            left_by,
+            on.labels,
+            recording,
+            raw,
+            labels.keys().cloned().collect(),
+        )
+    }
+
+    /// With its app, a budget job reads the recording where it has a point and the rendered
+    /// raw ratio elsewhere, both reduced to the `groupBy` labels and joined on them, so one
+    /// group stays one series whichever side fills a step.
+    #[test]
+    fn a_grouped_budget_job_fills_the_recording_from_the_raw_series() {
+        let slo = availability("  groupBy: [route, method]\n  labels: {team: payments}\n");
+        let (by, on, recording, raw, labels) = sides(&slo);
+        assert_eq!(by, ["route", "method"]);
+        assert_eq!(on, ["route", "method"]);
+        assert!(recording.to_string().contains("slo:sli_error:ratio_rate5m"));
+        let raw = raw.to_string();
+        assert!(
+            raw.contains("http_requests_total") && raw.contains("[5m]"),
+            "the raw side reads the app's request counter at the recording's window: {raw}"
+        );
+        assert!(labels.contains(&"team".to_owned()) && labels.contains(&"sloth_id".to_owned()));
+    }
+
+    /// Without `groupBy` both sides are reduced to one series with no labels and joined on
+    /// none; the published labels are still the recording rule's.
+    #[test]
+    fn an_ungrouped_budget_job_is_one_series() {
+        let (by, on, _, _, labels) = sides(&availability(""));
+        assert!(by.is_empty() && on.is_empty(), "{by:?} {on:?}");
+        assert_eq!(
+            labels,
+            [
+                "app",
+                "namespace",
+                "slo",
+                "sloth_id",
+                "sloth_service",
+                "sloth_slo"
+            ]
+        );
+    }
+
+    /// An SLO whose app is not among the apps (another namespace's `checkout` does not count)
+    /// reads its recording alone, as before the app could be read.
+    #[test]
+    fn without_its_app_a_budget_job_reads_the_recording_alone() {
+        let other: MonitoredApp =
+            serde_yaml::from_str(&APP.replace("namespace: shop", "namespace: staging")).unwrap();
+        let job = slo_jobs(&[availability("")], &[other], 60).remove(0);
+        assert_eq!(
+            job.query,
+            r#"slo:sli_error:ratio_rate5m{namespace="shop", app="checkout", slo="checkout-availability"}"#
+        );
+        assert!(matches!(
+            parse(&job.query),
+            promql_parser::parser::Expr::VectorSelector(_)
+        ));
     }
 }
