@@ -455,3 +455,213 @@ async fn the_rendered_forecast_ticket_fires_for_the_failing_route_only() {
     let _ = stop.send(());
     server.await.unwrap();
 }
+
+/// Minutes of raw counter history [`raw_history`] writes: the SLO's 7-day window and an hour.
+const RAW_MINUTES: i64 = 7 * 24 * 60 + 60;
+/// The ratio route `search`'s recording shows over its last two hours, far from its raw one.
+const SEARCH_RECORDED: f64 = 0.0123;
+
+/// The per-minute error ratio of each route of [`raw_history`] at minute `t`: `browse` and
+/// `pay` as in [`history`], `search` a steady 0.1 %.
+fn raw_ratios(end: i64) -> Vec<(&'static str, Vec<(i64, f64)>)> {
+    ["browse", "pay", "search"]
+        .into_iter()
+        .map(|route| {
+            let mut seed = 23;
+            let points = (0..=RAW_MINUTES)
+                .map(|k| {
+                    let t = end - RAW_MINUTES * 60 + k * 60;
+                    let ratio = match route {
+                        "browse" => browse(t, &mut seed),
+                        "pay" => pay(t, end, &mut seed),
+                        _ => 0.001,
+                    };
+                    (t, ratio)
+                })
+                .collect();
+            (route, points)
+        })
+        .collect()
+}
+
+/// A week of the app's raw request counters ending at `end`, scraped every minute: 600
+/// requests a minute per route, of which the route's ratio ([`raw_ratios`]) answered `500`;
+/// and the recording of route `search` for its last two hours only, at [`SEARCH_RECORDED`].
+/// No other recording history: the SLO's rules were loaded two hours ago, for `search` only.
+fn raw_history(end: i64) -> String {
+    let mut text = String::from("# HELP http_requests Requests.\n# TYPE http_requests counter\n");
+    for (route, ratios) in raw_ratios(end) {
+        for code in ["200", "500"] {
+            // Counters far from zero, so no rate is extrapolated to a counter start.
+            let mut count = 1.0e6;
+            for &(t, ratio) in &ratios {
+                count += if code == "500" {
+                    600.0 * ratio
+                } else {
+                    600.0 * (1.0 - ratio)
+                };
+                text.push_str(&format!(
+                    "http_requests_total{{namespace=\"shop\",app=\"checkout\",route=\"{route}\",code=\"{code}\"}} {count} {t}\n"
+                ));
+            }
+        }
+    }
+    text.push_str(
+        "# HELP slo:sli_error:ratio_rate5m SLI error ratio.\n\
+         # TYPE slo:sli_error:ratio_rate5m gauge\n",
+    );
+    let mut t = end - 2 * HOUR;
+    while t <= end {
+        text.push_str(&format!(
+            "slo:sli_error:ratio_rate5m{{{RECORDED},route=\"search\"}} {SEARCH_RECORDED} {t}\n"
+        ));
+        t += 60;
+    }
+    text.push_str("# EOF\n");
+    text
+}
+
+/// The error ratio over the five minutes up to `t` of `ratios` (each minute carries the same
+/// number of requests, so it is the mean of the minutes' ratios); `None` before the history.
+fn five_minute_ratio(ratios: &[(i64, f64)], t: i64) -> Option<f64> {
+    let minutes: Vec<f64> = ratios
+        .iter()
+        .filter(|(s, _)| *s > t - 300 && *s <= t)
+        .map(|(_, r)| *r)
+        .collect();
+    let first = ratios.first()?.0;
+    (t - 300 >= first && minutes.len() == 5).then(|| minutes.iter().sum::<f64>() / 5.0)
+}
+
+/// A new SLO over an app whose raw request counters go back a week, but whose recording rules
+/// were loaded two hours ago (for one route only): its budget job reads, per step and route,
+/// the recording where it has a point and the raw error ratio, as the recording rule computes
+/// it, everywhere else, one series per route with the `route` label alone. One engine cycle
+/// then forecasts every route (where the recording alone gives too little history): the
+/// forecast follows the backfilled ratios (`browse` near 0.2 %, `pay` near its last 3 %, run
+/// out soon and likely) and is published with the labels the recording rules write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_slo_is_forecast_from_the_raw_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let end = now - now % STEP;
+    let data = backfill(dir.path(), &raw_history(end));
+    let (_prometheus, port) = start(dir.path(), &data, "global: {scrape_interval: 1m}\n");
+    let url = format!("http://127.0.0.1:{port}");
+    let apps = objects::<MonitoredApp>("MonitoredApp");
+    let slos = objects::<Slo>("SLO");
+
+    // Before: the recording alone is two hours of one route.
+    let (mut recorded_only, _) = new_engine(&url, 60, Duration::from_secs(20));
+    recorded_only.set_jobs(slo_jobs(&slos, &[], 60));
+    let before = recorded_only.run_all_at(end).await;
+    assert!(
+        matches!(before[0].1, Outcome::TooLittleHistory { .. }),
+        "the recording alone: {before:?}"
+    );
+
+    let (mut engine, registry) = new_engine(&url, 60, Duration::from_secs(20));
+    let jobs = slo_jobs(&slos, &apps, 60);
+    let read = engine
+        .context()
+        .prometheus
+        .query_range(&jobs[0].query, end - 7 * DAY, end, STEP)
+        .await
+        .unwrap();
+    let ratios = raw_ratios(end);
+    let mut routes: Vec<&str> = Vec::new();
+    for series in &read {
+        let route = series.labels.get("route").unwrap().as_str();
+        assert_eq!(series.labels.len(), 1, "{:?}", series.labels);
+        routes.push(route);
+        let raw = &ratios.iter().find(|(r, _)| *r == route).unwrap().1;
+        let mut compared = 0;
+        for (i, value) in series.series.values.iter().enumerate() {
+            let t = series.series.timestamp(i);
+            let expected = if route == "search" && t >= end - 2 * HOUR {
+                Some(SEARCH_RECORDED)
+            } else {
+                five_minute_ratio(raw, t)
+            };
+            match expected {
+                Some(e) => {
+                    assert!(
+                        (value - e).abs() < 1e-9,
+                        "{route} at {t} (end {end}): read {value}, expected {e}"
+                    );
+                    compared += 1;
+                }
+                None => assert!(value.is_nan(), "{route} at {t}: {value} before the history"),
+            }
+        }
+        assert!(compared >= 2_000, "{route}: {compared} steps compared");
+    }
+    routes.sort_unstable();
+    assert_eq!(routes, ["browse", "pay", "search"]);
+
+    engine.set_jobs(jobs);
+    let outcomes = engine.run_all_at(end).await;
+    assert_eq!(
+        outcomes,
+        vec![(
+            JobKey::slo("shop", "checkout-availability"),
+            Outcome::Fitted { series: 3 }
+        )]
+    );
+    let text = exposition::metrics_text(&registry, &engine.context().published);
+    let route = |r: &'static str| {
+        vec![
+            ("namespace", "shop"),
+            ("app", "checkout"),
+            ("slo", "checkout-availability"),
+            ("sloth_id", "shop-checkout-checkout-availability"),
+            ("sloth_service", "checkout"),
+            ("sloth_slo", "checkout-availability"),
+            ("route", r),
+        ]
+    };
+    let hour_ahead = |r: &'static str| {
+        let mut labels = route(r);
+        labels.push(("horizon", "1h"));
+        one(&text, "vigil:slo:error_ratio_forecast:mean", &labels)
+    };
+    let browse_1h = hour_ahead("browse");
+    let pay_1h = hour_ahead("pay");
+    let pay_last = ratios[1].1.last().unwrap().1;
+    eprintln!("1h ahead: browse {browse_1h:.5}, pay {pay_1h:.5} (last raw {pay_last:.5})");
+    assert!((0.001..0.004).contains(&browse_1h), "browse: {browse_1h}");
+    assert!(
+        (pay_1h - pay_last).abs() < 0.006,
+        "pay: {pay_1h} vs {pay_last}"
+    );
+    let exhaustion = one(&text, "vigil:slo:budget_exhaustion_seconds", &route("pay"));
+    let probability = one(
+        &text,
+        "vigil:slo:budget_exhaustion_probability",
+        &route("pay"),
+    );
+    eprintln!(
+        "pay: exhausted in {:.1} h, probability {probability:.3}",
+        exhaustion / HOUR as f64
+    );
+    assert!(exhaustion < 42.0 * HOUR as f64, "pay: {exhaustion} s");
+    assert!(probability > 0.75, "pay: probability {probability}");
+    assert!(
+        find(
+            &text,
+            "vigil:slo:budget_exhaustion_seconds",
+            &route("browse")
+        )
+        .is_empty(),
+        "a healthy route's budget does not run out:\n{text}"
+    );
+    let healthy = one(
+        &text,
+        "vigil:slo:budget_exhaustion_probability",
+        &route("browse"),
+    );
+    assert!(healthy < 0.05, "browse: probability {healthy}");
+}
