@@ -9,7 +9,7 @@ mod support;
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
-use support::fake_api::FakeApiServer;
+use support::fake_api::{FakeApiServer, FakeHttpServer};
 use vigil_crds::{AlertPolicy, Slo};
 use vigil_operator::analytics::engine::cluster::sync;
 use vigil_operator::analytics::engine::jobs::{JobKey, JobKind};
@@ -155,24 +155,20 @@ async fn slos_become_budget_jobs_and_get_an_analytics_condition() {
     );
 }
 
-/// An engine whose role predates SLO budget forecasts (it may read AlertPolicies but not
-/// SLOs) still gets its policies' jobs: the refused SLO list costs the budget jobs only.
-#[tokio::test]
-async fn policies_still_come_when_slos_are_forbidden() {
-    let fake = FakeApiServer::new();
-    fake.create(&policy());
-    fake.create(&slo("shop"));
-    let role: k8s_openapi::api::rbac::v1::Role = serde_yaml::from_str(
+/// A client of the engine's service account in `shop`, whose role may read only `resources`
+/// (a flow list of plurals) of `vigil.dev`, and the server it talks to (stopped when dropped).
+async fn client_allowed(fake: &FakeApiServer, resources: &str) -> (kube::Client, FakeHttpServer) {
+    let role: k8s_openapi::api::rbac::v1::Role = serde_yaml::from_str(&format!(
         r#"
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
-metadata: {name: analytics-before-slos, namespace: shop}
+metadata: {{name: analytics-before-slos, namespace: shop}}
 rules:
   - apiGroups: [vigil.dev]
-    resources: [alertpolicies]
+    resources: [{resources}]
     verbs: [get, list, watch]
-"#,
-    )
+"#
+    ))
     .unwrap();
     let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_yaml::from_str(
         r#"
@@ -193,7 +189,17 @@ subjects: [{kind: ServiceAccount, name: vigil-analytics, namespace: vigil-system
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    (kube::Client::try_from(config).unwrap(), http)
+}
+
+/// An engine whose role predates SLO budget forecasts (it may read AlertPolicies but not
+/// SLOs) still gets its policies' jobs: the refused SLO list costs the budget jobs only.
+#[tokio::test]
+async fn policies_still_come_when_slos_are_forbidden() {
+    let fake = FakeApiServer::new();
+    fake.create(&policy());
+    fake.create(&slo("shop"));
+    let (client, _server) = client_allowed(&fake, "alertpolicies").await;
 
     let jobs = sync(&client, Some("shop"), 60, &[], false).await.unwrap();
     let rules: Vec<&str> = jobs.iter().map(|j| j.key.rule.as_str()).collect();
@@ -201,6 +207,46 @@ subjects: [{kind: ServiceAccount, name: vigil-analytics, namespace: vigil-system
     assert!(
         fake.forbidden().iter().any(|d| d.contains("\"slos\"")),
         "the SLO list was refused: {:?}",
+        fake.forbidden()
+    );
+}
+
+/// The SLO of an app in the watched namespace reads its ratio from the raw request counters
+/// where the recording has none; an engine whose role predates that (it may read SLOs but not
+/// MonitoredApps) still gets the SLO's job, reading the recording alone.
+#[tokio::test]
+async fn an_slo_with_its_app_reads_the_raw_series_and_without_it_the_recording() {
+    let app: vigil_crds::MonitoredApp = serde_yaml::from_str(
+        "apiVersion: vigil.dev/v1alpha1\nkind: MonitoredApp\n\
+         metadata: {name: checkout, namespace: shop}\n\
+         spec: {selector: {matchLabels: {app: checkout}}}\n",
+    )
+    .unwrap();
+    let recording = r#"slo:sli_error:ratio_rate5m{namespace="shop", app="checkout", slo="checkout-availability"}"#;
+
+    let fake = FakeApiServer::new();
+    fake.create(&slo("shop"));
+    fake.create(&app);
+    let jobs = sync(&fake.client(), Some("shop"), 60, &[], false)
+        .await
+        .unwrap();
+    let query = &jobs[0].query;
+    assert!(
+        query.contains(recording)
+            && query.contains("or on ()")
+            && query.contains("http_requests_total{namespace=\"shop\", app=\"checkout\""),
+        "{query}"
+    );
+
+    let (client, _server) = client_allowed(&fake, "alertpolicies, slos").await;
+    let jobs = sync(&client, Some("shop"), 60, &[], false).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].query, recording);
+    assert!(
+        fake.forbidden()
+            .iter()
+            .any(|d| d.contains("\"monitoredapps\"")),
+        "the MonitoredApp list was refused: {:?}",
         fake.forbidden()
     );
 }
