@@ -259,7 +259,8 @@ fn analytics_renders_valid_hardened_objects() {
     ));
 }
 
-/// The engine's ServiceAccount is granted exactly what it does: read AlertPolicies and SLOs,
+/// The engine's ServiceAccount is granted exactly what it does: read AlertPolicies, SLOs and
+/// MonitoredApps (whose request metrics an SLO's raw error ratio reads),
 /// patch their status (the `Analytics` condition), create Events, and its own Lease by name in the release namespace.
 #[test]
 fn analytics_rbac_is_least_privilege() {
@@ -310,6 +311,9 @@ fn analytics_rbac_is_least_privilege() {
         "ClusterRole vigil.dev/slos get ",
         "ClusterRole vigil.dev/slos list ",
         "ClusterRole vigil.dev/slos watch ",
+        "ClusterRole vigil.dev/monitoredapps get ",
+        "ClusterRole vigil.dev/monitoredapps list ",
+        "ClusterRole vigil.dev/monitoredapps watch ",
         "ClusterRole vigil.dev/alertpolicies/status patch ",
         "ClusterRole vigil.dev/slos/status patch ",
         "ClusterRole /events create ",
