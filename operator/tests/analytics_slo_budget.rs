@@ -11,6 +11,10 @@
 //! `SLOErrorBudgetExhaustionForecast` must fire for `pay` only, saying when and how likely,
 //! with the budget Prometheus itself records.
 //!
+//! A new SLO, whose recording rules have written two hours of one route only, over an app
+//! whose raw request counters go back a week: its budget job reads the raw error ratio where
+//! the recording has no point, and is forecast at the first refit.
+//!
 //! What this does not model: the recording rules writing the ratio history (it is backfilled
 //! as they would have written it), Alertmanager (routing is covered by the render tests), the
 //! engine's own loop (one cycle is run directly), and the rule group's interval (rewritten to

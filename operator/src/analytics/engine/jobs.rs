@@ -485,8 +485,8 @@ spec:
         );
     }
 
-    /// An SLO becomes one budget job keyed apart from any policy: it reads the SLO's shortest
-    /// SLI ratio recording (5m for 30 days, scaled for other windows) at that step, over the
+    /// An SLO becomes one budget job keyed apart from any policy: without its app it reads the
+    /// SLO's shortest SLI ratio recording (5m for 30 days, scaled for other windows) at that step, over the
     /// window, with the budget from the objective and a horizon of a quarter window, at most
     /// a week.
     #[test]

@@ -1,5 +1,6 @@
 //! `vigil-operator analytics`: the engine that reads the series of every `anomaly` and
-//! `forecast` rule, and every SLO's SLI error ratio, from Prometheus and publishes baselines,
+//! `forecast` rule, and every SLO's SLI error ratio (its recording, filled in from the raw
+//! series where the recording has no history yet), from Prometheus and publishes baselines,
 //! anomaly scores, calibrated forecasts and error-budget forecasts on its own `/metrics` for
 //! the rendered rules and dashboards to read.
 //!
