@@ -102,8 +102,27 @@ fn history(end: i64) -> String {
 fn prometheus_with_history(dir: &Path, end: i64) -> (Running, String) {
     let text = history(end);
     let data = backfill(dir, &text);
-    let (running, port) = start(dir, &data, "global: {scrape_interval: 1m}\n");
+    let (running, port) = start(dir, &data, &logging_queries(dir));
     (running, format!("http://127.0.0.1:{port}"))
+}
+
+/// A Prometheus configuration that logs every query it evaluates to `dir/queries.log`.
+fn logging_queries(dir: &Path) -> String {
+    format!(
+        "global: {{scrape_interval: 1m, query_log_file: {}}}\n",
+        dir.join("queries.log").display()
+    )
+}
+
+/// The queries Prometheus logged (see [`logging_queries`]).
+fn logged_queries(dir: &Path) -> Vec<String> {
+    let log = std::fs::read_to_string(dir.join("queries.log")).unwrap_or_default();
+    log.lines()
+        .map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            entry["params"]["query"].as_str().unwrap().to_owned()
+        })
+        .collect()
 }
 
 fn slo(name: &str) -> Slo {
@@ -185,6 +204,18 @@ async fn budget_forecasts_against_a_real_prometheus() {
             (JobKey::slo("shop", "search-latency"), Outcome::NoData),
         ]
     );
+    // The recording covers the window: the raw series are not read (their ratio over the
+    // whole window is the costly query); the SLO without a recording reads them.
+    let queries = logged_queries(dir.path());
+    let raw = |slo: &str| {
+        queries
+            .iter()
+            .filter(|q| q.contains("or on (") && q.contains(&format!("slo=\"{slo}\"")))
+            .count()
+    };
+    assert!(!queries.is_empty(), "no query logged");
+    assert_eq!(raw("checkout-availability"), 0, "{queries:#?}");
+    assert!(raw("search-latency") > 0, "{queries:#?}");
     let text = exposition::metrics_text(&registry, &engine.context().published);
     let route = |r: &'static str| {
         vec![
@@ -553,7 +584,7 @@ async fn a_new_slo_is_forecast_from_the_raw_series() {
         .as_secs() as i64;
     let end = now - now % STEP;
     let data = backfill(dir.path(), &raw_history(end));
-    let (_prometheus, port) = start(dir.path(), &data, "global: {scrape_interval: 1m}\n");
+    let (_prometheus, port) = start(dir.path(), &data, &logging_queries(dir.path()));
     let url = format!("http://127.0.0.1:{port}");
     let apps = objects::<MonitoredApp>("MonitoredApp");
     let slos = objects::<Slo>("SLO");

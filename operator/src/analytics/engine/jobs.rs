@@ -101,6 +101,11 @@ pub enum JobKind {
         /// The labels the SLO's recording rules put on every series
         /// ([`crate::render::slo::recording_labels`]), put back on the published series.
         labels: BTreeMap<String, String>,
+        /// The recording alone, read first when the job's `query` also computes the ratio from
+        /// the raw series ([`slo_query`]): while the recording covers the whole window that
+        /// query is not needed, and it is the costly one (the raw series' rates over the whole
+        /// window). `None`: the `query` is the recording.
+        recorded: Option<String>,
     },
 }
 
@@ -309,9 +314,11 @@ pub fn slo_jobs(slos: &[Slo], apps: &[MonitoredApp], step: i64) -> Vec<Job> {
                 .iter()
                 .find(|a| namespace_of(*a) == namespace && a.name_any() == app);
             let horizon = budget_horizon(window);
+            let query = slo_query(slo, monitored, rate_window);
+            let recorded = monitored.map(|_| slo_query(slo, None, rate_window));
             Job {
                 key: JobKey::slo(&namespace, &name),
-                query: slo_query(slo, monitored, rate_window),
+                query,
                 // Detected: an SLI's errors may or may not follow the traffic's day.
                 periods: Vec::new(),
                 events: Vec::new(),
@@ -322,6 +329,7 @@ pub fn slo_jobs(slos: &[Slo], apps: &[MonitoredApp], step: i64) -> Vec<Job> {
                     horizons: horizons(horizon),
                     step: (rate_window.round() as i64).max(step),
                     labels: crate::render::slo::recording_labels(slo, &app),
+                    recorded,
                 },
                 app,
             }

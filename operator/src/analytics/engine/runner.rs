@@ -175,11 +175,7 @@ pub async fn run(state: &mut JobState, ctx: &RunContext, now: i64) -> Outcome {
     let outcome = if start > end {
         state.outcome.clone().unwrap_or(Outcome::NoData)
     } else {
-        match ctx
-            .prometheus
-            .query_range(&state.job.query, start, end, step)
-            .await
-        {
+        match fetch(&state.job, ctx, start, end, step).await {
             Ok(result) => {
                 let result = capped(state, ctx, result);
                 state.last_success = Some(now);
@@ -196,6 +192,61 @@ pub async fn run(state: &mut JobState, ctx: &RunContext, now: i64) -> Outcome {
     ctx.metrics.series.set(ctx.published.len() as i64);
     state.outcome = Some(outcome.clone());
     outcome
+}
+
+/// The job's series from `start` to `end`. A budget job whose query fills the SLO's recording
+/// in from the raw series reads the recording alone first, and the raw series only when the
+/// recording does not reach back to `start` for every group (an SLO younger than its
+/// window): computing the ratio from the raw series over the whole window costs Prometheus
+/// far more, and an established SLO never needs it. When that query fails, the recording's
+/// own points serve (the forecast then reads what the recording holds).
+async fn fetch(
+    job: &Job,
+    ctx: &RunContext,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Result<Vec<RangeSeries>, PrometheusError> {
+    let JobKind::Budget {
+        recorded: Some(recorded),
+        ..
+    } = &job.kind
+    else {
+        return ctx
+            .prometheus
+            .query_range(&job.query, start, end, step)
+            .await;
+    };
+    let own = ctx
+        .prometheus
+        .query_range(recorded, start, end, step)
+        .await?;
+    if reaches_back(&own) {
+        return Ok(own);
+    }
+    match ctx
+        .prometheus
+        .query_range(&job.query, start, end, step)
+        .await
+    {
+        Ok(filled) => Ok(filled),
+        Err(e) => {
+            tracing::warn!(
+                job = %job.key,
+                error = %e,
+                "the raw error ratio could not be read; the recording alone is forecast"
+            );
+            Ok(own)
+        }
+    }
+}
+
+/// Whether every series (and at least one) has a point at the range's first step.
+fn reaches_back(result: &[RangeSeries]) -> bool {
+    !result.is_empty()
+        && result
+            .iter()
+            .all(|r| r.series.values.first().is_some_and(|v| v.is_finite()))
 }
 
 fn failed(state: &mut JobState, ctx: &RunContext, e: &PrometheusError, now: i64) -> Outcome {
