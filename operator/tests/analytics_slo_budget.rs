@@ -251,22 +251,7 @@ async fn budget_forecasts_against_a_real_prometheus() {
     // band keeps room for the errors to ease.
     assert!(probability > 0.75, "pay: probability {probability}");
 
-    assert!(
-        find(
-            &text,
-            "vigil:slo:budget_exhaustion_seconds",
-            &route("browse")
-        )
-        .is_empty(),
-        "a healthy route's budget does not run out:\n{text}"
-    );
-    let healthy = one(
-        &text,
-        "vigil:slo:budget_exhaustion_probability",
-        &route("browse"),
-    );
-    eprintln!("browse: probability {healthy:.4}");
-    assert!(healthy < 0.05, "browse: probability {healthy}");
+    assert_healthy(&text, &route("browse"));
 
     for r in ["browse", "pay"] {
         for horizon in ["1h", "1d", "42h"] {
@@ -684,19 +669,17 @@ async fn a_new_slo_is_forecast_from_the_raw_series() {
     );
     assert!(exhaustion < 42.0 * HOUR as f64, "pay: {exhaustion} s");
     assert!(probability > 0.75, "pay: probability {probability}");
+    assert_healthy(&text, &route("browse"));
+}
+
+/// A healthy group's budget outlook in `text`: no exhaustion time and a probability of
+/// running out under 0.05.
+fn assert_healthy(text: &str, labels: &[(&str, &str)]) {
     assert!(
-        find(
-            &text,
-            "vigil:slo:budget_exhaustion_seconds",
-            &route("browse")
-        )
-        .is_empty(),
+        find(text, "vigil:slo:budget_exhaustion_seconds", labels).is_empty(),
         "a healthy route's budget does not run out:\n{text}"
     );
-    let healthy = one(
-        &text,
-        "vigil:slo:budget_exhaustion_probability",
-        &route("browse"),
-    );
+    let healthy = one(text, "vigil:slo:budget_exhaustion_probability", labels);
+    eprintln!("browse: probability {healthy:.4}");
     assert!(healthy < 0.05, "browse: probability {healthy}");
 }

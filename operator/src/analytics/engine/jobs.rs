@@ -345,6 +345,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
     use super::*;
+    use crate::controllers::fixtures;
 
     fn policy(yaml: &str) -> AlertPolicy {
         serde_yaml::from_str(yaml).unwrap()
@@ -565,14 +566,6 @@ spec:
         assert_eq!(budget_horizon(3_600), HOUR);
     }
 
-    const APP: &str = r#"
-apiVersion: vigil.dev/v1alpha1
-kind: MonitoredApp
-metadata: {name: checkout, namespace: shop}
-spec:
-  selector: {matchLabels: {app: checkout}}
-"#;
-
     /// An availability SLO of the `checkout` app in `shop`, with `extra` spec lines.
     fn availability(extra: &str) -> Slo {
         serde_yaml::from_str(&format!(
@@ -611,7 +604,7 @@ spec:
         promql_parser::parser::Expr,
         Vec<String>,
     ) {
-        let app: MonitoredApp = serde_yaml::from_str(APP).unwrap();
+        let app: MonitoredApp = serde_yaml::from_str(fixtures::APP).unwrap();
         let job = slo_jobs(std::slice::from_ref(slo), std::slice::from_ref(&app), 60).remove(0);
         let promql_parser::parser::Expr::Binary(or) = parse(&job.query) else {
             panic!("a binary expression expected: {}", job.query);
@@ -702,7 +695,8 @@ spec:
     #[test]
     fn without_its_app_a_budget_job_reads_the_recording_alone() {
         let other: MonitoredApp =
-            serde_yaml::from_str(&APP.replace("namespace: shop", "namespace: staging")).unwrap();
+            serde_yaml::from_str(&fixtures::APP.replace("namespace: shop", "namespace: staging"))
+                .unwrap();
         let job = slo_jobs(&[availability("")], &[other], 60).remove(0);
         assert_eq!(
             job.query,

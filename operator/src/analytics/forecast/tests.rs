@@ -614,23 +614,17 @@ fn short_horizon_correction_lowers_one_step_errors_and_fades() {
     assert!(with < without, "with correction {with}, without {without}");
 }
 
-/// Hourly points with a daily cycle and noise of sd 2 around a level that steps between 100
-/// and 120 every 60 hours for the first `shifting` days (a large customer coming and going),
-/// then holds still.
+/// Hourly points with a daily cycle and noise of sd 2 ([`daily_with_noise`]) around a level
+/// that steps between 100 and 120 every 60 hours for the first `shifting` days (a large
+/// customer coming and going), then holds still.
 fn shifting_level(days: usize, shifting: usize, seed: u64) -> Series {
-    let mut noise = noise(seed);
-    let values = (0..days * 24)
-        .map(|i| {
-            let high = i < shifting * 24 && (i / 60) % 2 == 1;
-            let phase = 2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0;
-            100.0 + if high { 20.0 } else { 0.0 } + 20.0 * phase.sin() + 2.0 * noise()
-        })
-        .collect();
-    Series {
-        start: START,
-        step: HOUR,
-        values,
+    let mut series = daily_with_noise(days, seed, |_| 2.0);
+    for (i, value) in series.values.iter_mut().enumerate() {
+        if i < shifting * 24 && (i / 60) % 2 == 1 {
+            *value += 20.0;
+        }
     }
+    series
 }
 
 /// The band remembers level moves older than the backtests reach: a series whose level
