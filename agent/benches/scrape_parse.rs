@@ -1,7 +1,8 @@
 //! Scrape parsing throughput: the real node_exporter page
 //! (`tests/fixtures/node_exporter/e2e-output.txt`, 368 KiB, 3 027 samples) parsed
 //! again and again, alone and followed by what a scrape does with it (remote-write series with
-//! identity labels, 0.0.4 re-rendering). Also redaction throughput on clean and dirty log text.
+//! identity labels, 0.0.4 re-rendering), and the remote-write record through the series cache,
+//! warm and cold. Also redaction throughput on clean and dirty log text.
 //!
 //! Prints MiB/s and items (samples, log lines) per second of one core's CPU time, and MiB/s of
 //! wall time. Run with
@@ -11,6 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use vigil_agent::processors::redact::Redactor;
+use vigil_agent::sources::scrape::cache::SeriesCache;
 use vigil_agent::sources::scrape::parse::{parse, Format};
 use vigil_agent::sources::scrape::render::{append_series, render_text};
 use vigil_crds::agent_config::RedactionConfig;
@@ -125,6 +127,41 @@ fn main() {
                 render_text(&exposition, &identity, &mut text);
                 black_box((&series, &text));
             }
+        }),
+    );
+
+    // What a scrape does for remote write: the series cache, warm from the previous scrape
+    // (every series known), and cold (every series read and encoded afresh).
+    let mut cache = SeriesCache::default();
+    let mut record = Vec::new();
+    report(
+        "remote-write record, series cache warm",
+        page.len(),
+        samples,
+        measure(min, || {
+            record.clear();
+            let _ = black_box(cache.encode(
+                black_box(&page),
+                Format::PrometheusText,
+                &identity,
+                1_700_000_000_000,
+                &mut record,
+            ));
+        }),
+    );
+    report(
+        "remote-write record, series cache cold",
+        page.len(),
+        samples,
+        measure(min, || {
+            record.clear();
+            let _ = black_box(SeriesCache::default().encode(
+                black_box(&page),
+                Format::PrometheusText,
+                &identity,
+                1_700_000_000_000,
+                &mut record,
+            ));
         }),
     );
 

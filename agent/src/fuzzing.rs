@@ -18,16 +18,42 @@ use crate::processors::crash::analyse::{analyse_event, analyse_trace};
 use crate::processors::crash::CrashDetector;
 use crate::processors::multiline::Joiner;
 use crate::processors::redact::detectors;
+use crate::sources::scrape::cache::SeriesCache;
 use crate::sources::scrape::parse::{parse, Format};
+use crate::sources::scrape::render::owned_encoding;
 
 /// The Prometheus text and OpenMetrics parsers (the agent's scrape of the application): the
-/// families partition the samples, and every label is reachable.
+/// families partition the samples, and every label is reachable. The series cache encodes
+/// every page as reading it afresh does, or refuses it with the parser's error: cold, warm with
+/// the same page, and warm with the page's first half.
 pub fn scrape(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    let identity = [("namespace", "ns"), ("app", "a"), ("pod", "p"), ("job", "")];
+    let half = &text[..text[..text.len() / 2].rfind('\n').map_or(0, |at| at + 1)];
     for format in [Format::PrometheusText, Format::OpenMetrics] {
-        let Ok(page) = parse(text, format) else {
+        let parsed = parse(text, format);
+        let expected = parsed
+            .as_ref()
+            .map(|page| owned_encoding(page, &identity, 7))
+            .map_err(Clone::clone);
+        let mut cache = SeriesCache::default();
+        for warmed_with in ["nothing", "the page", "its first half"] {
+            if warmed_with == "its first half" {
+                cache = SeriesCache::default();
+                let _ = cache.encode(half, format, &identity, 7, &mut Vec::new());
+            }
+            let mut out = Vec::new();
+            let got = cache
+                .encode(text, format, &identity, 7, &mut out)
+                .map(|_| out);
+            assert!(
+                got == expected,
+                "{format:?}, cache warmed with {warmed_with}: {got:?} against {expected:?}"
+            );
+        }
+        let Ok(page) = parsed else {
             continue;
         };
         let in_families: usize = page.families().iter().map(|f| page.samples(f).len()).sum();

@@ -36,7 +36,7 @@ pub struct Sample {
 }
 
 /// Field keys of the messages above (field number and wire type), for writing series straight
-/// from borrowed labels with [`put_series`].
+/// from borrowed labels with [`put_labels`] and [`put_encoded_series`].
 const KEY_TIMESERIES: u8 = 0x0a; // WriteRequest.timeseries = 1, length-delimited
 const KEY_LABELS: u8 = 0x0a; // TimeSeries.labels = 1, length-delimited
 const KEY_SAMPLES: u8 = 0x12; // TimeSeries.samples = 2, length-delimited
@@ -101,28 +101,9 @@ fn sample_len(value: f64, timestamp: i64) -> usize {
         }
 }
 
-/// Appends one `WriteRequest.timeseries` field: a series with `labels` (in the order given) and
-/// one sample, byte for byte what prost writes for the same [`TimeSeries`]. Appended to a
-/// [`WriteRequest`]'s encoding (or to nothing), it adds that series to the request, so a
-/// scrape is encoded without building the series as owned strings first.
-pub fn put_series<N: AsRef<str>, V: AsRef<str>>(
-    labels: &[(N, V)],
-    value: f64,
-    timestamp: i64,
-    out: &mut Vec<u8>,
-) {
-    let label_lens = labels
-        .iter()
-        .map(|(n, v)| {
-            let len = string_field_len(n.as_ref()) + string_field_len(v.as_ref());
-            1 + varint_len(len as u64) + len
-        })
-        .sum::<usize>();
-    let sample = sample_len(value, timestamp);
-    let series = label_lens + 1 + varint_len(sample as u64) + sample;
-    out.reserve(1 + varint_len(series as u64) + series);
-    out.push(KEY_TIMESERIES);
-    put_varint(series as u64, out);
+/// Appends the `TimeSeries.labels` fields of `labels` (in the order given), byte for byte what
+/// prost writes for them; [`put_encoded_series`] makes a series of them.
+pub fn put_labels<N: AsRef<str>, V: AsRef<str>>(labels: &[(N, V)], out: &mut Vec<u8>) {
     for (name, value) in labels {
         let (name, value) = (name.as_ref(), value.as_ref());
         out.push(KEY_LABELS);
@@ -133,6 +114,20 @@ pub fn put_series<N: AsRef<str>, V: AsRef<str>>(
         put_string_field(KEY_NAME, name, out);
         put_string_field(KEY_VALUE, value, out);
     }
+}
+
+/// Appends one `WriteRequest.timeseries` field: a series with the encoded labels `labels`
+/// ([`put_labels`]) and one sample, byte for byte what prost writes for the same
+/// [`TimeSeries`]. Appended to a [`WriteRequest`]'s encoding (or to nothing), it adds that
+/// series to the request, so a scrape is encoded without building the series as owned strings,
+/// and a series' labels are encoded once for every scrape that has it.
+pub fn put_encoded_series(labels: &[u8], value: f64, timestamp: i64, out: &mut Vec<u8>) {
+    let sample = sample_len(value, timestamp);
+    let series = labels.len() + 1 + varint_len(sample as u64) + sample;
+    out.reserve(1 + varint_len(series as u64) + series);
+    out.push(KEY_TIMESERIES);
+    put_varint(series as u64, out);
+    out.extend_from_slice(labels);
     out.push(KEY_SAMPLES);
     put_varint(sample as u64, out);
     if value != 0.0 {
@@ -155,10 +150,10 @@ mod tests {
     use super::*;
     use prost::Message;
 
-    /// [`put_series`] writes what prost writes, for defaults (0, empty strings), negative and
-    /// large timestamps, NaN and multi-byte lengths.
+    /// [`put_labels`] and [`put_encoded_series`] write what prost writes, for defaults (0,
+    /// empty strings), negative and large timestamps, NaN and multi-byte lengths.
     #[test]
-    fn put_series_matches_prost() {
+    fn put_encoded_series_matches_prost() {
         let long = "v".repeat(300);
         type Case<'a> = (Vec<(&'a str, &'a str)>, f64, i64);
         let cases: Vec<Case<'_>> = vec![
@@ -175,7 +170,9 @@ mod tests {
         let mut ours = Vec::new();
         let mut request = WriteRequest::default();
         for (labels, value, timestamp) in &cases {
-            put_series(labels, *value, *timestamp, &mut ours);
+            let mut encoded_labels = Vec::new();
+            put_labels(labels, &mut encoded_labels);
+            put_encoded_series(&encoded_labels, *value, *timestamp, &mut ours);
             request.timeseries.push(TimeSeries {
                 labels: labels
                     .iter()

@@ -20,6 +20,7 @@
 //! is not scraped and has no `up` series; its crash series are still sent.
 
 pub mod annotations;
+pub mod cache;
 pub mod parse;
 pub mod render;
 
@@ -78,10 +79,14 @@ struct LatestPage {
 }
 
 impl LatestScrape {
-    fn replace(&self, page: Option<LatestPage>) {
+    /// Makes `page` the latest; returns the text of the page it replaces, when no reader of
+    /// `/metrics` holds it, for the next scrape to read into.
+    fn replace(&self, page: Option<LatestPage>) -> Option<String> {
         // A poisoned lock only means a reader panicked mid-read; the page is still whole.
         let mut guard = self.page.lock().unwrap_or_else(|e| e.into_inner());
-        *guard = page.map(Arc::new);
+        let previous = std::mem::replace(&mut *guard, page.map(Arc::new));
+        drop(guard);
+        Arc::into_inner(previous?).map(|latest| latest.page.text)
     }
 
     /// The latest page in the Prometheus text format 0.0.4 with the identity labels added to
@@ -236,6 +241,12 @@ pub struct Scraper {
     /// its own).
     target: Target,
     full_identity: Identity,
+    /// The encoded labels of the series scraped last.
+    cache: cache::SeriesCache,
+    /// Bytes to reserve for the next scrape's record: the last one's, and some.
+    record_hint: usize,
+    /// The text of the page before the latest, read into again by the next scrape.
+    spare_body: String,
 }
 
 /// The target labels of remote-written series.
@@ -331,6 +342,9 @@ impl Scraper {
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect(),
             full_identity: identity.clone(),
+            cache: cache::SeriesCache::default(),
+            record_hint: 0,
+            spare_body: String::new(),
         })
     }
 
@@ -356,22 +370,14 @@ impl Scraper {
         self.target.aim(endpoint);
     }
 
-    fn identity_labels(&self) -> Vec<(&str, &str)> {
-        self.identity
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect()
-    }
-
-    /// The identity labels with the target labels (`job`, `instance`, `container`).
-    fn series_labels(&self) -> Vec<(&str, &str)> {
-        let mut labels = self.identity_labels();
-        labels.extend(self.target.labels());
-        labels
-    }
-
     /// Fetches the page.
     pub async fn fetch(&self) -> Result<Page, ScrapeError> {
+        self.fetch_into(Vec::new()).await
+    }
+
+    /// Fetches the page into `body` (emptied first): the text of an earlier page, so that a
+    /// page of the same size takes no new memory.
+    async fn fetch_into(&self, mut body: Vec<u8>) -> Result<Page, ScrapeError> {
         let url = match &self.url {
             Ok(url) => url.as_str(),
             Err(name) => return Err(ScrapeError::PortName { name: name.clone() }),
@@ -413,7 +419,8 @@ impl Scraper {
         {
             return Err(too_large());
         }
-        let mut body = Vec::with_capacity(response.content_length().unwrap_or(64 << 10) as usize);
+        body.clear();
+        body.reserve(response.content_length().unwrap_or(64 << 10) as usize);
         while let Some(chunk) = response.chunk().await.map_err(request_error)? {
             if body.len() + chunk.len() > MAX_PAGE_BYTES {
                 return Err(too_large());
@@ -428,28 +435,28 @@ impl Scraper {
 
     /// One scrape: fetch, parse, label; also updates `latest`. Never fails: a failed scrape
     /// is `up` 0 and carries its error.
-    pub async fn scrape(&self, crashes: &CrashDetector, latest: &LatestScrape) -> Scraped {
+    pub async fn scrape(&mut self, crashes: &CrashDetector, latest: &LatestScrape) -> Scraped {
         let started = Instant::now();
         let now_ms = unix_millis(SystemTime::now());
-        let identity = self.series_labels();
-        let mut record = vec![crate::batch::SAMPLES_TAG];
+        let identity = series_labels(&self.identity, &self.target);
+        // Room for the page's series as the last scrape wrote them (or twice the page's text,
+        // about what node_exporter's page takes with identity labels).
+        let mut record = Vec::new();
         let mut items = 0;
         let mut latest_page = None;
-        let (samples, bytes, error) = match self.fetch().await {
+        let body = std::mem::take(&mut self.spare_body).into_bytes();
+        let (samples, bytes, error) = match self.fetch_into(body).await {
             Ok(page) => {
-                let parsed = parse::parse(&page.text, page.format).map(|exposition| {
-                    // Room for the page's text, its samples and their identity labels.
-                    let identity_bytes: usize =
-                        identity.iter().map(|(n, v)| n.len() + v.len() + 6).sum();
-                    record.reserve(
-                        page.text.len() + exposition.sample_count() * (identity_bytes + 32),
-                    );
-                    items += render::encode_series(&exposition, &identity, now_ms, &mut record);
-                    exposition.sample_count()
-                });
+                record.reserve(self.record_hint.max(page.text.len() * 2));
+                record.push(crate::batch::SAMPLES_TAG);
+                let parsed =
+                    self.cache
+                        .encode(&page.text, page.format, &identity, now_ms, &mut record);
                 let bytes = page.text.len();
                 match parsed {
                     Ok(samples) => {
+                        items += samples;
+                        self.record_hint = record.len() + record.len() / 8;
                         latest_page = Some(LatestPage {
                             page,
                             identity: self.identity.clone(),
@@ -470,9 +477,12 @@ impl Scraper {
                     ),
                 }
             }
-            Err(error) => (0, 0, Some(error)),
+            Err(error) => {
+                record.push(crate::batch::SAMPLES_TAG);
+                (0, 0, Some(error))
+            }
         };
-        latest.replace(latest_page);
+        self.spare_body = latest.replace(latest_page).unwrap_or_default();
         let up = if error.is_none() { 1.0 } else { 0.0 };
         for (name, value) in [
             ("up", up),
@@ -521,6 +531,18 @@ impl Scraper {
             _ => Vec::new(),
         }
     }
+}
+
+/// The identity labels with the target labels (`job`, `instance`, `container`).
+fn series_labels<'s>(
+    identity: &'s [(String, String)],
+    target: &'s Target,
+) -> Vec<(&'s str, &'s str)> {
+    identity
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain(target.labels())
+        .collect()
 }
 
 fn unix_millis(time: SystemTime) -> i64 {

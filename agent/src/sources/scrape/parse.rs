@@ -175,6 +175,13 @@ impl<'a> Exposition<'a> {
     pub fn sample_count(&self) -> usize {
         self.samples.len()
     }
+
+    /// Drops the samples read so far and their labels, for a reader that is done with each
+    /// sample once it is read ([`super::cache`], which groups no families).
+    pub(crate) fn forget_samples(&mut self) {
+        self.samples.clear();
+        self.labels.clear();
+    }
 }
 
 /// A malformed page: the line (1-based) and what is wrong with it.
@@ -235,15 +242,35 @@ fn snippet(token: &str) -> String {
 
 /// Parses a whole page.
 pub fn parse(text: &str, format: Format) -> Result<Exposition<'_>, ParseError> {
+    let page = Exposition {
+        // node_exporter's page has a family per 300 bytes; growing the vector instead
+        // copies it several times per scrape.
+        families: Vec::with_capacity(text.len() / 256 + 16),
+        samples: Vec::with_capacity(text.len() / 64),
+        labels: Vec::with_capacity(text.len() / 32),
+    };
+    scan(text, format, page, true, |parser, line| {
+        parser.sample(line).map(drop)
+    })
+    .map(|p| p.page)
+}
+
+/// Reads every line of `text`: blank lines are skipped, `#` lines are read by the parser
+/// (metadata, `# EOF`), and each sample line is handed to `sample` with the parser, which
+/// reads it ([`Parser::sample`]) or what of it the caller needs. The first problem is the
+/// error, with its line number. Without `families`, metadata lines are only checked and samples
+/// are not grouped (a reader of series alone).
+pub(crate) fn scan<'a>(
+    text: &'a str,
+    format: Format,
+    page: Exposition<'a>,
+    families: bool,
+    mut sample: impl FnMut(&mut Parser<'a>, &'a str) -> Result<(), Problem>,
+) -> Result<Parser<'a>, ParseError> {
     let mut parser = Parser {
         format,
-        page: Exposition {
-            // node_exporter's page has a family per 300 bytes; growing the vector instead
-            // copies it several times per scrape.
-            families: Vec::with_capacity(text.len() / 256 + 16),
-            samples: Vec::with_capacity(text.len() / 64),
-            labels: Vec::with_capacity(text.len() / 32),
-        },
+        page,
+        families,
     };
     let mut eof = false;
     let mut line_number = 0;
@@ -263,7 +290,7 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition<'_>, ParseError> {
         } else if line.as_bytes()[0] == b'#' {
             parser.comment(line).map(|is_eof| eof = is_eof)
         } else {
-            parser.sample(line)
+            sample(&mut parser, line)
         };
         if let Err(problem) = problem {
             return Err(ParseError {
@@ -278,12 +305,42 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition<'_>, ParseError> {
             problem: Problem::MissingEof,
         });
     }
-    Ok(parser.page)
+    Ok(parser)
 }
 
-struct Parser<'a> {
+/// The end of the series (metric name and label block) of a sample line whose name ends at
+/// `name_end`, found without reading the labels: the first `}` outside quoted values (escapes
+/// skipped as the parser skips them), or `name_end` without a label block. `None` when the block
+/// is not closed. For a valid line it is where [`Parser::sample`] finds the series to end; it
+/// is only a key to look up a series read before, never a check.
+pub(crate) fn series_end(bytes: &[u8], name_end: usize) -> Option<usize> {
+    if bytes.get(name_end) != Some(&b'{') {
+        return Some(name_end);
+    }
+    let mut at = name_end + 1;
+    loop {
+        at += memchr::memchr2(b'"', b'}', &bytes[at..])?;
+        if bytes[at] == b'}' {
+            return Some(at + 1);
+        }
+        // A quoted value: up to its closing quote, past escaped characters.
+        at += 1;
+        loop {
+            at += memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
+            if bytes[at] == b'"' {
+                break;
+            }
+            at += 2;
+        }
+        at += 1;
+    }
+}
+
+pub(crate) struct Parser<'a> {
     format: Format,
-    page: Exposition<'a>,
+    pub(crate) page: Exposition<'a>,
+    /// Whether metadata and samples are grouped into the page's families.
+    families: bool,
 }
 
 fn is_name_start(b: u8) -> bool {
@@ -323,7 +380,7 @@ fn token_end(bytes: &[u8], mut at: usize) -> usize {
 }
 
 /// End of the metric name starting at `at`, or `at` when there is none.
-fn metric_name_end(bytes: &[u8], at: usize) -> usize {
+pub(crate) fn metric_name_end(bytes: &[u8], at: usize) -> usize {
     if at >= bytes.len() || !is_name_start(bytes[at]) {
         return at;
     }
@@ -396,6 +453,17 @@ impl<'a> Parser<'a> {
             ""
         };
         match keyword {
+            _ if !self.families => {
+                if keyword == "TYPE" {
+                    let text = rest.trim_ascii();
+                    if MetricType::parse(text).is_none() {
+                        return Err(Problem::UnknownType {
+                            metric: name.to_owned(),
+                            text: snippet(text),
+                        });
+                    }
+                }
+            }
             "HELP" => {
                 let help = if rest.contains('\\') {
                     Cow::Owned(unescape(rest, self.format == Format::OpenMetrics))
@@ -462,8 +530,9 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A sample line: `name{labels} value [timestamp] [# exemplar]`.
-    fn sample(&mut self, line: &'a str) -> Result<(), Problem> {
+    /// A sample line: `name{labels} value [timestamp] [# exemplar]`, added to the page.
+    /// Returns where its series (name and labels) ends.
+    pub(crate) fn sample(&mut self, line: &'a str) -> Result<usize, Problem> {
         let bytes = line.as_bytes();
         let name_end = metric_name_end(bytes, 0);
         if name_end == 0
@@ -473,12 +542,38 @@ impl<'a> Parser<'a> {
         }
         let name = &line[..name_end];
         let labels_start = self.page.labels.len();
-        let mut at = name_end;
-        if at < bytes.len() && bytes[at] == b'{' {
-            at = self.labels(line, name, at + 1)?;
+        let mut series_end = name_end;
+        if series_end < bytes.len() && bytes[series_end] == b'{' {
+            series_end = self.labels(line, name, series_end + 1)?;
         }
         let labels = labels_start..self.page.labels.len();
+        let (value, timestamp_ms) = self.value_and_timestamp(line, name, series_end)?;
 
+        if self.families && !self.belongs_to_current(name) {
+            self.open_family(name);
+        }
+        self.page.samples.push(Sample {
+            name,
+            value,
+            timestamp_ms,
+            labels,
+        });
+        let count = self.page.samples.len();
+        if let Some(family) = self.page.families.last_mut() {
+            family.samples.end = count;
+        }
+        Ok(series_end)
+    }
+
+    /// The value and timestamp of the sample line `line` of metric `name`, whose series ends
+    /// at `at`; what follows them may only be an exemplar (OpenMetrics).
+    pub(crate) fn value_and_timestamp(
+        &self,
+        line: &str,
+        name: &str,
+        at: usize,
+    ) -> Result<(f64, Option<i64>), Problem> {
+        let bytes = line.as_bytes();
         let value_start = skip_blanks(bytes, at);
         if value_start == at && value_start < bytes.len() {
             // `name{…}1`: the value must be separated from the labels.
@@ -518,21 +613,7 @@ impl<'a> Parser<'a> {
                 });
             }
         }
-
-        if !self.belongs_to_current(name) {
-            self.open_family(name);
-        }
-        self.page.samples.push(Sample {
-            name,
-            value,
-            timestamp_ms,
-            labels,
-        });
-        let count = self.page.samples.len();
-        if let Some(family) = self.page.families.last_mut() {
-            family.samples.end = count;
-        }
-        Ok(())
+        Ok((value, timestamp_ms))
     }
 
     /// An OpenMetrics exemplar (`# {…} value`) starts at `at`; it is ignored.

@@ -90,43 +90,68 @@ pub fn append_series(
     }
 }
 
-/// [`append_series`] written straight into a `WriteRequest`'s protobuf encoding: appends one
-/// `timeseries` field per sample of the page to `out` without building the series as owned
-/// strings. The series are those of [`append_series`] without their labels of empty value
-/// (Prometheus treats an empty value as absent, and the remote-write sink drops them), so the
-/// record is sent as it is ([`crate::sinks::remote_write`]). Returns the number of series.
-pub fn encode_series(
+/// The `WriteRequest` encoding of [`append_series`]' series less their labels of empty value,
+/// by prost: what the series cache must write for a page.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn owned_encoding(
     page: &Exposition<'_>,
     identity: &IdentityLabels<'_>,
     scrape_time_ms: i64,
-    out: &mut Vec<u8>,
-) -> usize {
-    // What does not change from sample to sample, worked out once: the identity labels with a
-    // value, sorted by name, whether each is enforced, and the enforced names a page label may
-    // clash with.
-    let mut identity_added: Vec<(&str, &str, bool)> = identity
-        .iter()
-        .filter(|(_, value)| !value.is_empty())
-        .map(|&(name, value)| (name, value, enforced(name)))
-        .collect();
-    identity_added.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let clashing: Vec<&str> = identity
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| enforced(name))
-        .collect();
-    // The page's labels of a sample (with `__name__`), then those merged with the identity
-    // labels; both reused from sample to sample. Pages write labels sorted as a rule, so the
-    // page's are only sorted when they are not, and the merge takes one comparison per label.
-    let mut page_labels: Vec<(std::borrow::Cow<'_, str>, &str)> = Vec::new();
-    let mut series_labels: Vec<(std::borrow::Cow<'_, str>, &str)> = Vec::new();
-    for sample in page.all_samples() {
-        let labels = page.labels(sample);
-        page_labels.clear();
-        page_labels.push((std::borrow::Cow::Borrowed("__name__"), sample.name));
+) -> Vec<u8> {
+    let mut timeseries = Vec::new();
+    append_series(page, identity, scrape_time_ms, &mut timeseries);
+    for series in &mut timeseries {
+        series.labels.retain(|l| !l.value.is_empty());
+    }
+    prost::Message::encode_to_vec(&prompb::WriteRequest { timeseries })
+}
+
+/// The labels of remote-written series, [`append_series`]' labels encoded straight into a
+/// `WriteRequest`'s protobuf ([`prompb::put_labels`]) without building owned strings, and
+/// without the labels of empty value (Prometheus treats an empty value as absent, and the
+/// remote-write sink drops them), so a record of such series is sent as it is
+/// ([`crate::sinks::remote_write`]). What does not change from sample to sample is worked out
+/// once: the identity labels with a value, sorted by name, whether each is enforced, and the
+/// enforced names a page label may clash with.
+#[derive(Debug)]
+pub struct SeriesLabels<'i> {
+    identity: &'i IdentityLabels<'i>,
+    added: Vec<(&'i str, &'i str, bool)>,
+    clashing: Vec<&'i str>,
+}
+
+impl<'i> SeriesLabels<'i> {
+    pub fn new(identity: &'i IdentityLabels<'i>) -> SeriesLabels<'i> {
+        let mut added: Vec<(&str, &str, bool)> = identity
+            .iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|&(name, value)| (name, value, enforced(name)))
+            .collect();
+        added.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let clashing = identity
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| enforced(name))
+            .collect();
+        SeriesLabels {
+            identity,
+            added,
+            clashing,
+        }
+    }
+
+    /// Appends the encoded labels of the series of the sample `name` with page labels
+    /// `labels`: `__name__`, the page's labels (renamed where they clash) and the identity
+    /// labels, sorted by name.
+    pub fn encode(&self, name: &str, labels: &[Label<'_>], out: &mut Vec<u8>) {
+        // Pages write labels sorted as a rule, so the page's are only sorted when they are
+        // not, and the merge with the identity labels takes one comparison per label.
+        let mut page_labels: Vec<(std::borrow::Cow<'_, str>, &str)> =
+            Vec::with_capacity(labels.len() + 1);
+        page_labels.push((std::borrow::Cow::Borrowed("__name__"), name));
         for label in labels.iter().filter(|l| !l.value.is_empty()) {
-            let name = if clashing.contains(&label.name) {
-                kept_name(label.name, labels, identity)
+            let name = if self.clashing.contains(&label.name) {
+                kept_name(label.name, labels, self.identity)
             } else {
                 std::borrow::Cow::Borrowed(label.name)
             };
@@ -136,12 +161,14 @@ pub fn encode_series(
             page_labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         // As [`added`]: the enforced ones always, the others where the page has none.
-        let mut added = identity_added
+        let mut added = self
+            .added
             .iter()
             .filter(|(name, _, enforced)| *enforced || !labels.iter().any(|l| l.name == *name))
             .peekable();
-        series_labels.clear();
-        for (name, value) in page_labels.drain(..) {
+        let mut series_labels: Vec<(std::borrow::Cow<'_, str>, &str)> =
+            Vec::with_capacity(page_labels.len() + self.added.len());
+        for (name, value) in page_labels {
             while let Some(&&(added_name, added_value, _)) = added.peek() {
                 if added_name >= name.as_ref() {
                     break;
@@ -153,14 +180,8 @@ pub fn encode_series(
         }
         series_labels
             .extend(added.map(|&(name, value, _)| (std::borrow::Cow::Borrowed(name), value)));
-        prompb::put_series(
-            &series_labels,
-            sample.value,
-            sample.timestamp_ms.unwrap_or(scrape_time_ms),
-            out,
-        );
+        prompb::put_labels(&series_labels, out);
     }
-    page.all_samples().len()
 }
 
 /// A series the agent adds about the scrape itself (`up`, `scrape_duration_seconds`, …); identity

@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::cache::SeriesCache;
 use super::parse::{parse, Exposition, Format, MetricType, Problem};
-use super::render::{append_series, encode_series, render_text};
+use super::render::{append_series, owned_encoding, render_text};
 use super::*;
 
 fn text(page: &str) -> Exposition<'_> {
@@ -425,10 +426,10 @@ fn node_exporter_pages_parse_fully() {
     }
 }
 
-/// The direct encoding of a scrape is the owned series of [`append_series`] encoded by prost,
-/// less their labels of empty value: on node_exporter's pages and on pages whose labels are out
-/// of order, upper-case, empty, or clash with identity labels (merged with the identity labels
-/// rather than sorted together, they must still come out sorted).
+/// The series cache writes the owned series of [`append_series`] encoded by prost, less their
+/// labels of empty value: on node_exporter's pages and on pages whose labels are out of order,
+/// upper-case, empty, or clash with identity labels (merged with the identity labels rather than
+/// sorted together, they must still come out sorted); read afresh and again from the cache.
 #[test]
 fn encoded_series_are_the_owned_series() {
     let mut pages = node_exporter_pages();
@@ -440,16 +441,7 @@ fn encoded_series_are_the_owned_series() {
          plain 4\n"
             .into(),
     ));
-    let id = Identity {
-        cluster: "eu-prod-1".into(),
-        ..identity()
-    };
-    let mut labels = id.series_labels();
-    labels.extend([
-        ("job", "vigil/shop/checkout"),
-        ("instance", "10.1.2.3:8080"),
-        ("container", ""),
-    ]);
+    let labels = target_labels();
     for (name, page_text) in &pages {
         let page = text(page_text);
         let mut owned = Vec::new();
@@ -462,11 +454,177 @@ fn encoded_series_are_the_owned_series() {
                 series.labels
             );
         }
-        let mut encoded = Vec::new();
-        let count = encode_series(&page, &labels, 99, &mut encoded);
-        assert_eq!(count, owned.len(), "{name}");
         let expected = prost::Message::encode_to_vec(&WriteRequest { timeseries: owned });
-        assert!(encoded == expected, "{name}: the encodings differ");
+        let mut cache = SeriesCache::default();
+        for read in ["afresh", "from the cache"] {
+            let mut encoded = Vec::new();
+            let count = cache
+                .encode(page_text, Format::PrometheusText, &labels, 99, &mut encoded)
+                .unwrap();
+            assert_eq!(count, page.sample_count(), "{name}, {read}");
+            assert!(encoded == expected, "{name}, {read}: the encodings differ");
+        }
+        assert!(!cache.is_empty(), "{name}");
+    }
+}
+
+/// Identity and target labels of the encoding tests.
+fn target_labels() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("namespace", "shop"),
+        ("app", "checkout"),
+        ("pod", "checkout-7d9f"),
+        ("version", "17.2"),
+        ("cluster", "eu-prod-1"),
+        ("job", "vigil/shop/checkout"),
+        ("instance", "10.1.2.3:8080"),
+        ("container", ""),
+    ]
+}
+
+/// From scrape to scrape the cache follows the page: new values and timestamps, a series that
+/// appears, one that goes (and leaves the cache), the same series written with other spacing,
+/// escapes that make a `}` or `"` part of a value, and OpenMetrics exemplars; every page is
+/// encoded as it is afresh.
+#[test]
+fn cached_series_follow_the_page() {
+    let labels = target_labels();
+    let pages: [(&str, Format); 5] = [
+        (
+            "a{x=\"1\"} 1\nb 2\nc{v=\"}{\\\"\",w=\"\\\\\"} 3\n",
+            Format::PrometheusText,
+        ),
+        (
+            "a{x=\"1\"} 10 1700000000000\nc{v=\"}{\\\"\",w=\"\\\\\"} 30\nd 4\n",
+            Format::PrometheusText,
+        ),
+        (
+            "a{ x = \"1\" } 11\na{x=\"1\"} 12\nd -Inf\n",
+            Format::PrometheusText,
+        ),
+        (
+            "# TYPE a counter\na_total{x=\"1\"} 5 # {trace_id=\"abc}\"} 1 1.5\na_total{x=\"2\"} 6 17.25\n# EOF\n",
+            Format::OpenMetrics,
+        ),
+        (
+            "# TYPE a counter\na_total{x=\"1\"} 7\n# EOF\n",
+            Format::OpenMetrics,
+        ),
+    ];
+    let mut cache = SeriesCache::default();
+    let mut sizes = Vec::new();
+    for (i, (page_text, format)) in pages.iter().enumerate() {
+        let page = parse(page_text, *format).unwrap();
+        let mut encoded = vec![0xff];
+        let count = cache
+            .encode(page_text, *format, &labels, 99, &mut encoded)
+            .unwrap();
+        assert_eq!(count, page.sample_count(), "page {i}");
+        assert_eq!(encoded[0], 0xff, "page {i}: what was in the record stays");
+        assert!(
+            encoded[1..] == owned_encoding(&page, &labels, 99),
+            "page {i}: the encodings differ"
+        );
+        sizes.push(cache.len());
+    }
+    // a, b, c; then a, c, d; then a as written twice (spacing differs), a, d; then the
+    // OpenMetrics page afresh (the format changed); then only a_total{x="1"}.
+    assert_eq!(sizes, [3, 3, 3, 2, 1]);
+}
+
+/// A malformed page is refused by the cache with the parser's own error, at the same line, even
+/// when the cache holds every well-formed series of the page; nothing is written, and the
+/// cache still serves the next page.
+#[test]
+fn cache_refuses_what_the_parser_refuses() {
+    let labels = target_labels();
+    let good = "a{x=\"1\"} 1\nb 2\n";
+    let bad_pages = [
+        "a{x=\"1\"} one\nb 2\n",
+        "a{x=\"1\"} 1 later\n",
+        "a{x=\"1\"}1\n",
+        "a{x=\"1\"} 1 2 3\n",
+        "a{x=\"1\"}\n",
+        "b 2\na{x=\"1\",x=\"1\"} 1\n",
+        "b 2\na{x=\"1\"\n",
+        "# TYPE b countr\nb 2\n",
+        "a{x=\"1\"} 1\n# EOF\nb 2\n",
+    ];
+    let mut cache = SeriesCache::default();
+    let mut refused = 0;
+    for bad in bad_pages {
+        for format in [Format::PrometheusText, Format::OpenMetrics] {
+            let warm = match format {
+                Format::PrometheusText => good.to_owned(),
+                Format::OpenMetrics => format!("{good}# EOF\n"),
+            };
+            cache
+                .encode(&warm, format, &labels, 99, &mut Vec::new())
+                .unwrap();
+            assert_eq!(cache.len(), 2);
+            // `# EOF` is only a comment in the 0.0.4 format.
+            let expected = parse(bad, format).map(|page| owned_encoding(&page, &labels, 99));
+            let mut out = vec![1, 2, 3];
+            let got = cache
+                .encode(bad, format, &labels, 99, &mut out)
+                .map(|_| out[3..].to_vec());
+            assert_eq!(got, expected, "{bad:?} as {format:?}");
+            if got.is_err() {
+                refused += 1;
+                assert_eq!(out, [1, 2, 3], "{bad:?} as {format:?}");
+            }
+        }
+    }
+    assert_eq!(refused, 2 * bad_pages.len() - 1);
+}
+
+/// Other identity labels (the pod was aimed at another port: another `instance`) give other
+/// series, never the cached ones.
+#[test]
+fn cache_follows_the_identity() {
+    let page_text = "a{x=\"1\"} 1\n";
+    let page = text(page_text);
+    let mut cache = SeriesCache::default();
+    let mut labels = target_labels();
+    for instance in ["10.1.2.3:8080", "10.1.2.3:9090"] {
+        labels[6].1 = instance;
+        let mut encoded = Vec::new();
+        cache
+            .encode(page_text, Format::PrometheusText, &labels, 99, &mut encoded)
+            .unwrap();
+        assert!(encoded == owned_encoding(&page, &labels, 99), "{instance}");
+    }
+}
+
+/// The cache stays within its bound: a page of long series fills it to
+/// [`cache::MAX_CACHE_BYTES`], and the series beyond are still encoded, afresh.
+#[test]
+fn cache_is_bounded_in_bytes() {
+    let labels = target_labels();
+    let value = "v".repeat(1000);
+    let page_text: String = (0..12_000)
+        .map(|i| format!("series_{i}{{long=\"{value}\"}} {i}\n"))
+        .collect();
+    let mut cache = SeriesCache::default();
+    for _ in 0..2 {
+        let mut encoded = Vec::new();
+        let count = cache
+            .encode(
+                &page_text,
+                Format::PrometheusText,
+                &labels,
+                99,
+                &mut encoded,
+            )
+            .unwrap();
+        assert_eq!(count, 12_000);
+        assert!(encoded == owned_encoding(&text(&page_text), &labels, 99));
+        assert!(cache.bytes() <= cache::MAX_CACHE_BYTES, "{}", cache.bytes());
+        assert!(
+            cache.len() > 1_000 && cache.len() < 12_000,
+            "{}",
+            cache.len()
+        );
     }
 }
 
@@ -834,7 +992,7 @@ fn check_latest_text(latest: &LatestScrape) {
 async fn scrape_python_app_open_metrics() {
     let app = PythonApp::start();
     let id = identity();
-    let scraper = Scraper::new(&scrape_config(app.port), &id, |_| None).unwrap();
+    let mut scraper = Scraper::new(&scrape_config(app.port), &id, |_| None).unwrap();
     let page = scraper.fetch().await.unwrap();
     assert_eq!(page.format, Format::OpenMetrics);
     let exposition = parse(&page.text, page.format).unwrap();
@@ -892,7 +1050,7 @@ async fn failed_scrape_is_up_zero() {
         listener.local_addr().unwrap().port()
     };
     let id = identity();
-    let scraper = Scraper::new(&scrape_config(port), &id, |_| None).unwrap();
+    let mut scraper = Scraper::new(&scrape_config(port), &id, |_| None).unwrap();
     let latest = LatestScrape::default();
     latest.set_text("old 1\n");
     let scraped = scraper
@@ -1179,7 +1337,7 @@ async fn remote_written_series_carry_cluster_and_target_labels() {
         super::SCRAPE_CONTAINER_ENV => Some("app".to_owned()),
         _ => None,
     };
-    let scraper = Scraper::new(&config, &id, env).unwrap();
+    let mut scraper = Scraper::new(&config, &id, env).unwrap();
     let crashes = CrashDetector::new(&id, None);
     let trace = "Traceback (most recent call last):\n  File \"/app/shop.py\", line 12, in pay\n    charge(order)\nZeroDivisionError: division by zero";
     let mut event = crate::event::LogEvent::line("app", crate::event::Stream::Stderr, 1, trace);
