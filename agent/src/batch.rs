@@ -3,7 +3,9 @@
 //! as remote-write `WriteRequest`s.
 //!
 //! Buffer record encoding (see [`Batch::encode`]): one tag byte (`1` traces, `2` metrics,
-//! `3` logs, `4` samples) followed by the prost encoding of the message.
+//! `3` logs, `4` samples) followed by the prost encoding of the message. A samples record the
+//! scrape checked as it wrote it has tag `5` ([`CHECKED_SAMPLES_TAG`]): its number of series as
+//! a little-endian `u32`, then the `WriteRequest`.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -17,6 +19,14 @@ use crate::prompb::WriteRequest;
 pub const LOGS_TAG: u8 = 3;
 /// The tag byte of a samples batch's buffer record.
 pub const SAMPLES_TAG: u8 = 4;
+/// The tag byte of a samples record checked where it was written: every series is as
+/// remote-write receivers want it (labels sorted by name, no name twice, no empty value, a
+/// `__name__` label, exactly one sample) and no label set is in two series, so the record is
+/// a write request as it is. The tag is followed by the number of series (`u32`, little-endian)
+/// and the `WriteRequest`.
+pub const CHECKED_SAMPLES_TAG: u8 = 5;
+/// Bytes before a checked samples record's `WriteRequest`: the tag and the count.
+pub const CHECKED_SAMPLES_HEADER: usize = 5;
 
 /// The kind of data in a batch; sinks say which kinds they take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -136,6 +146,10 @@ impl Batch {
             ),
             3 => Batch::Logs(ExportLogsServiceRequest::decode(body).map_err(invalid("logs"))?),
             4 => Batch::Samples(WriteRequest::decode(body).map_err(invalid("samples"))?),
+            CHECKED_SAMPLES_TAG => Batch::Samples(
+                WriteRequest::decode(body.get(CHECKED_SAMPLES_HEADER - 1..).unwrap_or_default())
+                    .map_err(invalid("samples"))?,
+            ),
             other => return Err(DecodeError::UnknownTag(other)),
         })
     }

@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 
-use crate::batch::{Batch, Signal};
+use crate::batch::{Batch, Signal, CHECKED_SAMPLES_HEADER, CHECKED_SAMPLES_TAG};
 use crate::buffer::Record;
 use crate::prompb::delimited;
 
@@ -30,6 +30,9 @@ pub struct EncodedBatches {
     /// Encoded remote-write `WriteRequest`s (scraped and crash samples; the remote-write sink
     /// takes them, the OTLP sink does not).
     pub samples: Vec<Bytes>,
+    /// How many of `samples` come from records checked where they were written
+    /// ([`crate::batch::CHECKED_SAMPLES_TAG`]).
+    pub checked_samples: usize,
     /// Spans, data points and log records in all of them.
     pub items: u64,
     /// Bytes of the buffer records they came from.
@@ -101,6 +104,18 @@ impl EncodedBatches {
                     signal: Signal::Samples.as_str(),
                 })?;
                 self.samples.push(body);
+                return Ok(());
+            }
+            CHECKED_SAMPLES_TAG => {
+                // The count the scrape wrote, one sample per series: the record is not walked.
+                let count = body.first_chunk::<{ CHECKED_SAMPLES_HEADER - 1 }>().ok_or(
+                    EncodedError::Framing {
+                        signal: Signal::Samples.as_str(),
+                    },
+                )?;
+                self.items += u64::from(u32::from_le_bytes(*count));
+                self.samples.push(body.slice(CHECKED_SAMPLES_HEADER - 1..));
+                self.checked_samples += 1;
                 return Ok(());
             }
             other => return Err(EncodedError::UnknownTag(other)),

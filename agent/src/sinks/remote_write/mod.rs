@@ -75,11 +75,17 @@ impl RemoteWriteSink {
 }
 
 impl RemoteWriteSink {
-    /// Sends encoded batches: the samples records as they are when [`as_is_body`] allows,
+    /// Sends encoded batches: the samples records as they are when they are one record checked
+    /// where it was written ([`crate::batch::CHECKED_SAMPLES_TAG`]) or [`as_is_body`] allows,
     /// else decoded and merged as [`RemoteWriteSink::send`] does.
     pub async fn send_encoded(&self, batches: &EncodedBatches) -> Result<(), SendError> {
         if batches.metrics.is_empty() {
-            if let Some(raw) = as_is_body(&batches.samples) {
+            // One record checked where it was written is a write request as it is.
+            let checked = match batches.samples.as_slice() {
+                [one] if batches.checked_samples == 1 => Some(std::borrow::Cow::Borrowed(&one[..])),
+                _ => None,
+            };
+            if let Some(raw) = checked.or_else(|| as_is_body(&batches.samples)) {
                 if raw.is_empty() {
                     return Ok(());
                 }

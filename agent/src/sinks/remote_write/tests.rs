@@ -533,6 +533,60 @@ async fn samples_records_sent_as_they_are_when_they_need_no_merging() {
     }
 }
 
+/// A record checked where it was written (a scrape's) is sent as it is, without a look at its
+/// series; alone it is the body, and with another record the two are checked together as any
+/// records are. Its count is the header's.
+#[tokio::test]
+async fn checked_samples_record_is_sent_as_it_is() {
+    use crate::batch::{CHECKED_SAMPLES_HEADER, CHECKED_SAMPLES_TAG};
+    use crate::buffer::{Record, RecordId};
+    let series = |name: &str, value: f64| TimeSeries {
+        labels: vec![label("__name__", name), label("pod", "p")],
+        samples: vec![Sample {
+            value,
+            timestamp: 1000,
+        }],
+    };
+    let request = WriteRequest {
+        timeseries: vec![series("a", 1.0), series("b", 2.0)],
+    };
+    let mut checked = vec![CHECKED_SAMPLES_TAG];
+    checked.extend_from_slice(&2u32.to_le_bytes());
+    checked.extend_from_slice(&request.encode_to_vec());
+    assert_eq!(
+        Batch::decode(&checked).unwrap(),
+        Batch::Samples(request.clone())
+    );
+    let record = |bytes: Vec<u8>| Record {
+        id: RecordId(0),
+        bytes,
+    };
+    let (alone, errors) = EncodedBatches::from_records(vec![record(checked.clone())]);
+    assert!(errors.is_empty());
+    assert_eq!((alone.items, alone.checked_samples), (2, 1));
+    assert_eq!(alone.samples[0][..], checked[CHECKED_SAMPLES_HEADER..]);
+    // The same series again in a plain record: not as they are, merged.
+    let plain = Batch::Samples(request.clone()).encode();
+    let (both, _) = EncodedBatches::from_records(vec![record(checked.clone()), record(plain)]);
+    assert_eq!((both.items, both.checked_samples), (4, 1));
+    assert_eq!(as_is_body(&both.samples), None);
+
+    let server = HttpRecorder::start(Reply::status(204)).await;
+    let sink = sink(config(server.url("/api/v1/write")));
+    sink.send_encoded(&alone).await.unwrap();
+    sink.send_encoded(&both).await.unwrap();
+    let requests = server.requests();
+    let raw = |i: usize| {
+        snap::raw::Decoder::new()
+            .decompress_vec(&requests[i].body)
+            .unwrap()
+    };
+    assert_eq!(raw(0), checked[CHECKED_SAMPLES_HEADER..]);
+    let merged = WriteRequest::decode(raw(1).as_slice()).unwrap();
+    // The same sample twice is sent once.
+    assert_eq!(merged, request);
+}
+
 /// The kept compressor gives, send after send, bodies that decompress to exactly their input:
 /// a shorter body after a longer one carries nothing of the earlier output, and a body past
 /// the kept buffer's bound is compressed on its own.

@@ -14,12 +14,18 @@
 //! ([`parse::series_end`]); the value, the timestamp, comments and `# EOF` are read by the
 //! parser's own code at every scrape.
 //!
+//! It also tells whether the page named any series twice ([`Encoded::unique`]): a series seen
+//! again on the same page, or a new series whose labels (after merging, renaming and dropping
+//! empty values) are those of a series already cached, written another way. A page without
+//! (nearly every page) makes a record remote-write receivers take as it is.
+//!
 //! The cache keeps the series of the last page read whole: after a page, series it did not have
 //! are dropped (a failed page drops nothing). Its keys and encodings are bounded by
 //! [`MAX_CACHE_BYTES`]; series beyond that are read afresh at every scrape. It is emptied when
 //! the identity labels or the page's format change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 
 use super::parse::{self, Exposition, Format, ParseError};
 use super::render::{IdentityLabels, SeriesLabels};
@@ -36,6 +42,9 @@ const ENTRY_OVERHEAD: usize = 64;
 #[derive(Debug, Default)]
 pub struct SeriesCache {
     entries: HashMap<Box<str>, Entry, foldhash::fast::RandomState>,
+    /// The hashes of the entries' encoded labels, one entry each: a new series with the labels
+    /// of a cached one is a series the page names twice (or a cached one written another way).
+    label_hashes: HashSet<u64, foldhash::fast::RandomState>,
     /// Bytes the entries take, as counted against [`MAX_CACHE_BYTES`].
     bytes: usize,
     /// Pages encoded so far; an entry remembers the last one that had it.
@@ -48,7 +57,17 @@ pub struct SeriesCache {
 #[derive(Debug)]
 struct Entry {
     labels: Box<[u8]>,
+    label_hash: u64,
     seen: u64,
+}
+
+/// What [`SeriesCache::encode`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    /// Samples (series) written.
+    pub samples: usize,
+    /// Whether no two of them have the same labels.
+    pub unique: bool,
 }
 
 impl SeriesCache {
@@ -68,13 +87,21 @@ impl SeriesCache {
 
     fn clear(&mut self) {
         self.entries.clear();
+        self.label_hashes.clear();
         self.bytes = 0;
+    }
+
+    /// Whether a series with the encoded labels `labels` may be cached (a false yes only when
+    /// two label sets share a 64-bit hash).
+    pub fn has_labels(&self, labels: &[u8]) -> bool {
+        self.label_hashes
+            .contains(&self.label_hashes.hasher().hash_one(labels))
     }
 
     /// Appends one remote-write `timeseries` field per sample of the page `text` to `out`:
     /// the series [`SeriesLabels`] labels with `identity`, stamped with the sample's own
-    /// timestamp or `scrape_time_ms`. Returns the number of samples; on a malformed page,
-    /// the parser's error and `out` as it was.
+    /// timestamp or `scrape_time_ms`. Returns the number of samples and whether their label
+    /// sets are unique; on a malformed page, the parser's error and `out` as it was.
     pub fn encode(
         &mut self,
         text: &str,
@@ -82,7 +109,7 @@ impl SeriesCache {
         identity: &IdentityLabels<'_>,
         scrape_time_ms: i64,
         out: &mut Vec<u8>,
-    ) -> Result<usize, ParseError> {
+    ) -> Result<Encoded, ParseError> {
         let same_identity = self.identity.len() == identity.len()
             && self
                 .identity
@@ -103,6 +130,7 @@ impl SeriesCache {
         let series_labels = SeriesLabels::new(identity);
         let mut samples = 0;
         let mut seen = 0;
+        let mut unique = true;
         let mut encoded = Vec::new();
         let scanned = parse::scan(
             text,
@@ -117,17 +145,15 @@ impl SeriesCache {
                 if let Some((end, entry)) = cached {
                     let (value, timestamp) =
                         parser.value_and_timestamp(line, &line[..name_end], end)?;
-                    prompb::put_encoded_series(
-                        &entry.labels,
-                        value,
-                        timestamp.unwrap_or(scrape_time_ms),
-                        out,
-                    );
-                    if entry.seen != page {
+                    let time = timestamp.unwrap_or(scrape_time_ms);
+                    prompb::put_encoded_series(&entry.labels, value, time, out);
+                    samples += 1;
+                    if entry.seen == page {
+                        unique = false;
+                    } else {
                         entry.seen = page;
                         seen += 1;
                     }
-                    samples += 1;
                     return Ok(());
                 }
                 let end = parser.sample(line)?;
@@ -135,27 +161,31 @@ impl SeriesCache {
                 if let Some(read) = parser.page.all_samples().last() {
                     encoded.clear();
                     series_labels.encode(read.name, parser.page.labels(read), &mut encoded);
-                    prompb::put_encoded_series(
-                        &encoded,
-                        read.value,
-                        read.timestamp_ms.unwrap_or(scrape_time_ms),
-                        out,
-                    );
+                    let time = read.timestamp_ms.unwrap_or(scrape_time_ms);
+                    prompb::put_encoded_series(&encoded, read.value, time, out);
                     samples += 1;
                 }
                 parser.page.forget_samples();
+                // A series with the labels of a cached one (seen on this page or not) is not cached
+                // under a second key, which would hide the duplicate the next time.
+                let label_hash = self.label_hashes.hasher().hash_one(encoded.as_slice());
                 let cost = end + encoded.len() + ENTRY_OVERHEAD;
-                if self.bytes + cost <= MAX_CACHE_BYTES {
-                    self.bytes += cost;
-                    seen += 1;
-                    self.entries.insert(
-                        line[..end].into(),
-                        Entry {
-                            labels: encoded.as_slice().into(),
-                            seen: page,
-                        },
-                    );
+                if self.label_hashes.contains(&label_hash) || self.bytes + cost > MAX_CACHE_BYTES {
+                    unique = false;
+                    return Ok(());
                 }
+                self.bytes += cost;
+                seen += 1;
+                self.label_hashes.insert(label_hash);
+                let labels = encoded.as_slice().into();
+                self.entries.insert(
+                    line[..end].into(),
+                    Entry {
+                        labels,
+                        label_hash,
+                        seen: page,
+                    },
+                );
                 Ok(())
             },
         );
@@ -164,15 +194,16 @@ impl SeriesCache {
             return Err(error);
         }
         if seen < self.entries.len() {
-            let bytes = &mut self.bytes;
+            let (bytes, label_hashes) = (&mut self.bytes, &mut self.label_hashes);
             self.entries.retain(|key, entry| {
                 let keep = entry.seen == page;
                 if !keep {
                     *bytes -= key.len() + entry.labels.len() + ENTRY_OVERHEAD;
+                    label_hashes.remove(&entry.label_hash);
                 }
                 keep
             });
         }
-        Ok(samples)
+        Ok(Encoded { samples, unique })
     }
 }

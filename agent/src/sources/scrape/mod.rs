@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use vigil_crds::agent_config::ScrapeConfig;
 
-use crate::batch::{Batch, Signal};
+use crate::batch::{Batch, Signal, CHECKED_SAMPLES_HEADER, CHECKED_SAMPLES_TAG, SAMPLES_TAG};
 use crate::identity::Identity;
 use crate::processors::crash::CrashDetector;
 use crate::processors::enrich;
@@ -284,6 +284,52 @@ impl Target {
     }
 }
 
+/// The series a scrape adds to the page's (`up`, the scrape's own, the crash series), written
+/// into the record behind the page's, and whether they keep the record checked: each with
+/// exactly one sample and sorted labels of a value with `__name__`, and no label set the page
+/// or another added series has.
+struct AddedSeries<'c> {
+    cache: &'c cache::SeriesCache,
+    labels: Vec<Vec<u8>>,
+    samples: usize,
+    unique: bool,
+}
+
+impl<'c> AddedSeries<'c> {
+    fn new(cache: &'c cache::SeriesCache) -> Self {
+        AddedSeries {
+            cache,
+            labels: Vec::new(),
+            samples: 0,
+            unique: true,
+        }
+    }
+
+    fn put(&mut self, series: &crate::prompb::TimeSeries, record: &mut Vec<u8>) {
+        self.samples += series.samples.len();
+        let labels = &series.labels;
+        let canonical = labels.iter().any(|l| l.name == "__name__")
+            && labels.iter().all(|l| !l.value.is_empty())
+            && labels.windows(2).all(|pair| pair[0].name < pair[1].name);
+        let [sample] = series.samples.as_slice() else {
+            self.unique = false;
+            crate::prompb::put_owned_series(series, record);
+            return;
+        };
+        let pairs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        let mut encoded = Vec::new();
+        crate::prompb::put_labels(&pairs, &mut encoded);
+        crate::prompb::put_encoded_series(&encoded, sample.value, sample.timestamp, record);
+        if !canonical || self.cache.has_labels(&encoded) || self.labels.contains(&encoded) {
+            self.unique = false;
+        }
+        self.labels.push(encoded);
+    }
+}
+
 /// Environment variable injection sets to the name of the container that declares the scraped
 /// port.
 pub const SCRAPE_CONTAINER_ENV: &str = "VIGIL_SCRAPE_CONTAINER";
@@ -434,34 +480,35 @@ impl Scraper {
     }
 
     /// One scrape: fetch, parse, label; also updates `latest`. Never fails: a failed scrape
-    /// is `up` 0 and carries its error.
+    /// is `up` 0 and carries its error. The record is a checked one
+    /// ([`CHECKED_SAMPLES_TAG`]) unless two of its series have the same labels.
     pub async fn scrape(&mut self, crashes: &CrashDetector, latest: &LatestScrape) -> Scraped {
         let started = Instant::now();
         let now_ms = unix_millis(SystemTime::now());
         let identity = series_labels(&self.identity, &self.target);
-        // Room for the page's series as the last scrape wrote them (or twice the page's text,
-        // about what node_exporter's page takes with identity labels).
-        let mut record = Vec::new();
-        let mut items = 0;
+        // The header; the count is written at the end.
+        let mut record = vec![CHECKED_SAMPLES_TAG, 0, 0, 0, 0];
+        let mut unique = true;
         let mut latest_page = None;
         let body = std::mem::take(&mut self.spare_body).into_bytes();
         let (samples, bytes, error) = match self.fetch_into(body).await {
             Ok(page) => {
+                // Room for the page's series as the last scrape wrote them (or twice the
+                // page's text, about what node_exporter's page takes with identity labels).
                 record.reserve(self.record_hint.max(page.text.len() * 2));
-                record.push(crate::batch::SAMPLES_TAG);
                 let parsed =
                     self.cache
                         .encode(&page.text, page.format, &identity, now_ms, &mut record);
                 let bytes = page.text.len();
                 match parsed {
-                    Ok(samples) => {
-                        items += samples;
+                    Ok(encoded) => {
+                        unique = encoded.unique;
                         self.record_hint = record.len() + record.len() / 8;
                         latest_page = Some(LatestPage {
                             page,
                             identity: self.identity.clone(),
                         });
-                        (samples, bytes, None)
+                        (encoded.samples, bytes, None)
                     }
                     Err(source) => (
                         0,
@@ -477,21 +524,18 @@ impl Scraper {
                     ),
                 }
             }
-            Err(error) => {
-                record.push(crate::batch::SAMPLES_TAG);
-                (0, 0, Some(error))
-            }
+            Err(error) => (0, 0, Some(error)),
         };
         self.spare_body = latest.replace(latest_page).unwrap_or_default();
         let up = if error.is_none() { 1.0 } else { 0.0 };
+        let mut added = AddedSeries::new(&self.cache);
         for (name, value) in [
             ("up", up),
             ("scrape_duration_seconds", started.elapsed().as_secs_f64()),
             ("scrape_samples_scraped", samples as f64),
         ] {
             let series = render::scrape_series(name, value, &identity, now_ms);
-            crate::prompb::put_owned_series(&series, &mut record);
-            items += 1;
+            added.put(&series, &mut record);
         }
         for mut series in self.crash_series(crashes, now_ms) {
             // As the remote-write sink wants them, so the record is sent as it is.
@@ -500,8 +544,19 @@ impl Scraper {
             series
                 .labels
                 .dedup_by(|later, earlier| later.name == earlier.name);
-            crate::prompb::put_owned_series(&series, &mut record);
-            items += series.samples.len();
+            added.put(&series, &mut record);
+        }
+        unique &= added.unique;
+        let items = samples + added.samples;
+        match u32::try_from(items) {
+            Ok(count) if unique => {
+                record[1..CHECKED_SAMPLES_HEADER].copy_from_slice(&count.to_le_bytes())
+            }
+            // Two series with the same labels: a plain samples record, which the sink merges.
+            _ => {
+                record.drain(1..CHECKED_SAMPLES_HEADER);
+                record[0] = SAMPLES_TAG;
+            }
         }
         Scraped {
             record,

@@ -461,7 +461,8 @@ fn encoded_series_are_the_owned_series() {
             let count = cache
                 .encode(page_text, Format::PrometheusText, &labels, 99, &mut encoded)
                 .unwrap();
-            assert_eq!(count, page.sample_count(), "{name}, {read}");
+            assert_eq!(count.samples, page.sample_count(), "{name}, {read}");
+            assert!(count.unique, "{name}, {read}");
             assert!(encoded == expected, "{name}, {read}: the encodings differ");
         }
         assert!(!cache.is_empty(), "{name}");
@@ -513,13 +514,15 @@ fn cached_series_follow_the_page() {
     ];
     let mut cache = SeriesCache::default();
     let mut sizes = Vec::new();
+    let mut unique = Vec::new();
     for (i, (page_text, format)) in pages.iter().enumerate() {
         let page = parse(page_text, *format).unwrap();
         let mut encoded = vec![0xff];
         let count = cache
             .encode(page_text, *format, &labels, 99, &mut encoded)
             .unwrap();
-        assert_eq!(count, page.sample_count(), "page {i}");
+        assert_eq!(count.samples, page.sample_count(), "page {i}");
+        unique.push(count.unique);
         assert_eq!(encoded[0], 0xff, "page {i}: what was in the record stays");
         assert!(
             encoded[1..] == owned_encoding(&page, &labels, 99),
@@ -527,9 +530,11 @@ fn cached_series_follow_the_page() {
         );
         sizes.push(cache.len());
     }
-    // a, b, c; then a, c, d; then a as written twice (spacing differs), a, d; then the
-    // OpenMetrics page afresh (the format changed); then only a_total{x="1"}.
-    assert_eq!(sizes, [3, 3, 3, 2, 1]);
+    // a, b, c; then a, c, d; then a as written before and a with other spacing (the same
+    // series, not cached under its second key), d; then the OpenMetrics page afresh (the
+    // format changed); then only a_total{x="1"}.
+    assert_eq!(sizes, [3, 3, 2, 2, 1]);
+    assert_eq!(unique, [true, true, false, true, true]);
 }
 
 /// A malformed page is refused by the cache with the parser's own error, at the same line, even
@@ -578,6 +583,96 @@ fn cache_refuses_what_the_parser_refuses() {
     assert_eq!(refused, 2 * bad_pages.len() - 1);
 }
 
+/// A page that names a series twice is not unique, however it writes it: the same text twice,
+/// other spacing or label order, an empty label beside the same series without it, or a label
+/// renamed onto one the page has; a page whose series changed spacing since the last scrape is
+/// unique again from the next scrape.
+#[test]
+fn cache_sees_a_series_named_twice() {
+    let labels = target_labels();
+    let mut cache = SeriesCache::default();
+    let mut encode = |page: &str| {
+        let mut out = Vec::new();
+        let encoded = cache
+            .encode(page, Format::PrometheusText, &labels, 99, &mut out)
+            .unwrap();
+        assert!(out == owned_encoding(&text(page), &labels, 99), "{page:?}");
+        encoded.unique
+    };
+    for page in [
+        "a 1\na 2\n",
+        "a{x=\"1\",y=\"2\"} 1\na{y=\"2\",x=\"1\"} 2\n",
+        "a{x=\"1\"} 1\na{ x=\"1\" } 2\n",
+        "a{x=\"\"} 1\na 2\n",
+        "a{namespace=\"own\"} 1\na{exported_namespace=\"own\"} 2\n",
+    ] {
+        assert!(!encode(page), "{page:?}");
+    }
+    assert!(encode("a{x=\"1\"} 1\nb 2\n"));
+    assert!(!encode("a{ x=\"1\"} 1\nb 2\n"));
+    assert!(encode("a{ x=\"1\"} 1\nb 2\n"));
+}
+
+/// A scrape's record is a checked one, its series counted in its header, unless two of its
+/// series have the same labels: a page naming a series twice, or a page with an `up` of its
+/// own beside the scrape's. Both read back as the same series.
+#[tokio::test]
+async fn scrape_records_are_checked_unless_a_series_repeats() {
+    use crate::batch::{CHECKED_SAMPLES_TAG, SAMPLES_TAG};
+    let pages = [
+        "a{x=\"1\"} 1\nb 2\n",
+        "a{x=\"1\"} 1\na{x=\"1\"} 2\n",
+        "up 1\n",
+    ];
+    let port = serve_pages(pages.iter().map(|p| (*p).to_owned()).collect());
+    let id = identity();
+    let mut scraper = Scraper::new(&scrape_config(port), &id, |_| None).unwrap();
+    let crashes = CrashDetector::new(&id, None);
+    let latest = LatestScrape::default();
+    let mut tags = Vec::new();
+    for page in pages {
+        let scraped = scraper.scrape(&crashes, &latest).await;
+        assert!(scraped.error.is_none(), "{:?}", scraped.error);
+        tags.push(scraped.record[0]);
+        let batch = scraped.batch().unwrap();
+        assert_eq!(batch.item_count(), scraped.items, "{page:?}");
+        // The page's samples and `up`, `scrape_duration_seconds`, `scrape_samples_scraped`.
+        assert_eq!(scraped.items, text(page).sample_count() + 3, "{page:?}");
+        if scraped.record[0] == CHECKED_SAMPLES_TAG {
+            let count = u32::from_le_bytes(scraped.record[1..5].try_into().unwrap());
+            assert_eq!(count as usize, scraped.items);
+        }
+    }
+    assert_eq!(tags, [CHECKED_SAMPLES_TAG, SAMPLES_TAG, SAMPLES_TAG]);
+}
+
+/// Serves `pages` one per request, in order, each on its own connection.
+fn serve_pages(pages: Vec<String>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for page in pages {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    port
+}
+
 /// Other identity labels (the pod was aimed at another port: another `instance`) give other
 /// series, never the cached ones.
 #[test]
@@ -617,7 +712,9 @@ fn cache_is_bounded_in_bytes() {
                 &mut encoded,
             )
             .unwrap();
-        assert_eq!(count, 12_000);
+        // Series beyond the bound are not tracked, so the page is not known to be unique.
+        assert_eq!(count.samples, 12_000);
+        assert!(!count.unique);
         assert!(encoded == owned_encoding(&text(&page_text), &labels, 99));
         assert!(cache.bytes() <= cache::MAX_CACHE_BYTES, "{}", cache.bytes());
         assert!(
