@@ -64,6 +64,8 @@ pub enum DecodeError {
     Empty,
     #[error("unknown batch tag {0}")]
     UnknownTag(u8),
+    #[error("checked samples batch shorter than its series count")]
+    Uncounted,
     #[error("invalid {signal} batch")]
     Invalid {
         signal: &'static str,
@@ -146,10 +148,12 @@ impl Batch {
             ),
             3 => Batch::Logs(ExportLogsServiceRequest::decode(body).map_err(invalid("logs"))?),
             4 => Batch::Samples(WriteRequest::decode(body).map_err(invalid("samples"))?),
-            CHECKED_SAMPLES_TAG => Batch::Samples(
-                WriteRequest::decode(body.get(CHECKED_SAMPLES_HEADER - 1..).unwrap_or_default())
-                    .map_err(invalid("samples"))?,
-            ),
+            CHECKED_SAMPLES_TAG => {
+                let request = body
+                    .get(CHECKED_SAMPLES_HEADER - 1..)
+                    .ok_or(DecodeError::Uncounted)?;
+                Batch::Samples(WriteRequest::decode(request).map_err(invalid("samples"))?)
+            }
             other => return Err(DecodeError::UnknownTag(other)),
         })
     }
@@ -183,5 +187,9 @@ mod tests {
             Err(DecodeError::UnknownTag(9))
         ));
         assert!(matches!(Batch::decode(&[]), Err(DecodeError::Empty)));
+        assert!(matches!(
+            Batch::decode(&[CHECKED_SAMPLES_TAG, 1, 0]),
+            Err(DecodeError::Uncounted)
+        ));
     }
 }

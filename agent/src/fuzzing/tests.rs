@@ -57,6 +57,14 @@ fn scrape_fixtures_hold() {
         b"# TYPE a counter\n# HELP a \"x\\n\"\na_total{b=\"c\\\"d\"} 1 1.5\na_created 2\n# EOF\n",
         scrape,
     );
+    // Found by the fuzzer: a name cached from line 2 and run into `#` on line 4 is refused as
+    // the parser refuses it (an invalid name), not read as the cached series.
+    seed(
+        "scrape",
+        "name-run-into-eof.txt",
+        b"# T# TYPEea ta ced 25\na_created 2\n#ea ta ced 25\na_created# EOF\n",
+        scrape,
+    );
 }
 
 #[test]

@@ -311,11 +311,14 @@ pub(crate) fn scan<'a>(
 /// The end of the series (metric name and label block) of a sample line whose name ends at
 /// `name_end`, found without reading the labels: the first `}` outside quoted values (escapes
 /// skipped as the parser skips them), or `name_end` without a label block. `None` when the block
-/// is not closed. For a valid line it is where [`Parser::sample`] finds the series to end; it
+/// is not closed or the name runs into other text. For a valid line it is where [`Parser::sample`] finds the series to end; it
 /// is only a key to look up a series read before, never a check.
 pub(crate) fn series_end(bytes: &[u8], name_end: usize) -> Option<usize> {
-    if bytes.get(name_end) != Some(&b'{') {
-        return Some(name_end);
+    match bytes.get(name_end) {
+        Some(b'{') => {}
+        // A name run into other text is no series (the parser says what is wrong).
+        Some(&b) if !is_blank(b) => return None,
+        _ => return Some(name_end),
     }
     let mut at = name_end + 1;
     loop {

@@ -554,6 +554,8 @@ fn cache_refuses_what_the_parser_refuses() {
         "b 2\na{x=\"1\"\n",
         "# TYPE b countr\nb 2\n",
         "a{x=\"1\"} 1\n# EOF\nb 2\n",
+        "b 2\nb# EOF\n",
+        "b 2\nb\"1\n",
     ];
     let mut cache = SeriesCache::default();
     let mut refused = 0;
