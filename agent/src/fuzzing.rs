@@ -31,7 +31,12 @@ pub fn scrape(data: &[u8]) {
         return;
     };
     let identity = [("namespace", "ns"), ("app", "a"), ("pod", "p"), ("job", "")];
-    let half = &text[..text[..text.len() / 2].rfind('\n').map_or(0, |at| at + 1)];
+    // Up to the last line end in the first half (a line end is a character boundary).
+    let half_end = text.as_bytes()[..text.len() / 2]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    let half = &text[..half_end];
     for format in [Format::PrometheusText, Format::OpenMetrics] {
         let parsed = parse(text, format);
         let expected = parsed

@@ -65,6 +65,13 @@ fn scrape_fixtures_hold() {
         b"# T# TYPEea ta ced 25\na_created 2\n#ea ta ced 25\na_created# EOF\n",
         scrape,
     );
+    // A page whose first half ends inside a character.
+    seed(
+        "scrape",
+        "half-inside-a-character.txt",
+        "\u{447}\u{447}\u{447}\n".as_bytes(),
+        scrape,
+    );
 }
 
 #[test]
