@@ -11,7 +11,7 @@
 //! The output is byte for byte what encoding every line afresh gives, and a page is refused for
 //! the same lines with the same errors: a key is only ever the text of a series the parser
 //! accepted, and where a line's series ends is found the way the parser finds it
-//! ([`parse::series_end`]); the value, the timestamp, comments and `# EOF` are read by the
+//! (`parse::series_end`); the value, the timestamp, comments and `# EOF` are read by the
 //! parser's own code at every scrape.
 //!
 //! It also tells whether the page named any series twice ([`Encoded::unique`]): a series seen

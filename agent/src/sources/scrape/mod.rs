@@ -10,6 +10,10 @@
 //! scrape adds, as Prometheus does, `up` (1 or 0), `scrape_duration_seconds` and
 //! `scrape_samples_scraped`. The crash series of the [`CrashDetector`] travel in the same
 //! batch, written straight into the batch's buffer record (no owned series in between). The
+//! page's series are encoded through the [`cache`] of their labels, so a series known from the
+//! last scrape costs its value and timestamp only, and a record in which no series repeats is
+//! written as a checked one ([`CHECKED_SAMPLES_TAG`]), which the remote-write sink sends as it
+//! is. The
 //! latest page is also kept for the agent's own `/metrics` in pull setups ([`LatestScrape`]),
 //! re-rendered in the 0.0.4 text format when that page is asked for; a failed scrape empties
 //! it, so the app's series go stale there as they would in Prometheus.
