@@ -323,10 +323,12 @@ pub fn inject(pod: Pod, sidecar: &AgentSidecar) -> Pod {
 
     let mut otlp_env = Vec::new();
     if sidecar.traces {
+        // A name with a comma could not be listed in the annotation, so it is left alone: no
+        // valid container name has one (the API server refuses the pod after admission).
         for c in spec
             .containers
             .iter_mut()
-            .filter(|c| c.name != AGENT_CONTAINER)
+            .filter(|c| c.name != AGENT_CONTAINER && !c.name.contains(','))
         {
             if configures_otlp_itself(c) {
                 continue;

@@ -121,6 +121,18 @@ spec:
 metadata: {name: bare}
 "#),
         ),
+        (
+            // No valid container name has a comma (the API server refuses the pod after
+            // admission), but the webhook sees it first.
+            "a container name with a comma",
+            pod(r#"
+metadata: {name: checkout-1, namespace: shop, labels: {app: checkout}}
+spec:
+  containers:
+  - {name: "app,web", image: "shop/checkout:17.2"}
+  - {name: side, image: "shop/side:1"}
+"#),
+        ),
     ]
 }
 
