@@ -123,23 +123,8 @@ impl RemoteWriteSink {
 /// no name twice, no empty value, a `__name__` label, exactly one sample, and no label set in
 /// two series. `None` when one is not (the caller merges them the general way).
 pub fn as_is_body(requests: &[bytes::Bytes]) -> Option<std::borrow::Cow<'_, [u8]>> {
-    // (hash of the encoded labels, the encoded labels) of every series, counted first (a
-    // walk over the series' framing) so that the list is allocated once, not grown.
-    let count = requests
-        .iter()
-        .map(|request| {
-            let (mut at, mut count) = (0, 0);
-            while let Some(one) = (request.get(at) == Some(&0x0a))
-                .then(|| delimited(request, at + 1))
-                .flatten()
-            {
-                at = one.end;
-                count += 1;
-            }
-            count
-        })
-        .sum();
-    let mut series: Vec<(u32, &[u8])> = Vec::with_capacity(count);
+    // (hash of the encoded labels, the encoded labels) of every series.
+    let mut series: Vec<(u32, &[u8])> = Vec::new();
     for request in requests {
         // WriteRequest.timeseries = 1, length-delimited (0x0a), and nothing else.
         let mut at = 0;

@@ -455,41 +455,35 @@ impl<'a> Parser<'a> {
         } else {
             ""
         };
-        match keyword {
-            _ if !self.families => {
-                if keyword == "TYPE" {
-                    let text = rest.trim_ascii();
-                    if MetricType::parse(text).is_none() {
-                        return Err(Problem::UnknownType {
-                            metric: name.to_owned(),
-                            text: snippet(text),
-                        });
-                    }
-                }
-            }
-            "HELP" => {
-                let help = if rest.contains('\\') {
-                    Cow::Owned(unescape(rest, self.format == Format::OpenMetrics))
-                } else {
-                    Cow::Borrowed(rest)
-                };
-                let family = self.metadata_family(name, |f| f.help.is_none());
-                family.help = Some(help);
-            }
-            "TYPE" => {
-                let text = rest.trim_ascii();
-                let metric_type = MetricType::parse(text).ok_or_else(|| Problem::UnknownType {
-                    metric: name.to_owned(),
-                    text: snippet(text),
-                })?;
-                let family = self.metadata_family(name, |f| !f.typed && f.samples.is_empty());
-                family.metric_type = metric_type;
-                family.typed = true;
-            }
-            _ => {
-                let family = self.metadata_family(name, |f| f.unit.is_none());
-                family.unit = Some(rest.trim_ascii());
-            }
+        // A `# TYPE` line's type is checked in either pass; the families are kept only when
+        // the page is read whole.
+        let metric_type = if keyword == "TYPE" {
+            let text = rest.trim_ascii();
+            Some(MetricType::parse(text).ok_or_else(|| Problem::UnknownType {
+                metric: name.to_owned(),
+                text: snippet(text),
+            })?)
+        } else {
+            None
+        };
+        if !self.families {
+            return Ok(false);
+        }
+        if let Some(metric_type) = metric_type {
+            let family = self.metadata_family(name, |f| !f.typed && f.samples.is_empty());
+            family.metric_type = metric_type;
+            family.typed = true;
+        } else if keyword == "HELP" {
+            let help = if rest.contains('\\') {
+                Cow::Owned(unescape(rest, self.format == Format::OpenMetrics))
+            } else {
+                Cow::Borrowed(rest)
+            };
+            let family = self.metadata_family(name, |f| f.help.is_none());
+            family.help = Some(help);
+        } else {
+            let family = self.metadata_family(name, |f| f.unit.is_none());
+            family.unit = Some(rest.trim_ascii());
         }
         Ok(false)
     }
